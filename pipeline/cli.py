@@ -1,0 +1,474 @@
+"""The ``mouthpiece`` command line. Settings are built here, once, and passed down.
+
+Exit codes: 0 success; 1 the job failed (the reason is printed); 2 bad usage or configuration;
+130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import structlog
+
+from pipeline import ASSETS_DIR
+from pipeline.config import STAGES, Settings, load_settings
+from pipeline.contracts import JobOptions, JobStatus, Progress, State, Style, SubtitleMode
+from pipeline.errors import ConfigError, MouthpieceError
+from pipeline.keys import progress_subject
+from pipeline.logs import configure_logging
+from pipeline.stack import Stack, running_stack, stop_on_signals
+from pipeline.status import job_status, list_jobs
+from pipeline.storage import open_store
+from pipeline.submit import submit_files
+
+log = structlog.get_logger("mouthpiece.cli")
+DEMO_TRANSCRIPT = "And so my fellow Americans, ask not what your country can do for you, ask what you can do for your country."
+
+
+# --- argument parsing -----------------------------------------------------------------------------------
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="mouthpiece", description="Talking-avatar videos from a voice and a face."
+    )
+    p.add_argument("--config", type=Path, help="TOML settings file (also MOUTHPIECE_CONFIG)")
+    p.add_argument(
+        "--data-dir", type=Path, help="state directory (default .mouthpiece/; MOUTHPIECE_DATA_DIR)"
+    )
+    p.add_argument("--log-level", help="debug, info, warning, error")
+    p.add_argument("--log-format", choices=["auto", "json", "console"])
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    up = sub.add_parser("up", help="run everything on this machine: NATS, every stage, the watched folder")
+    up.add_argument("--no-watch", action="store_true", help="do not watch the inbox folder")
+    up.add_argument("--no-ingress", action="store_true", help="do not start the HTTP ingress")
+
+    render = sub.add_parser("render", help="make one video now and write it to a file")
+    render.add_argument("audio", type=Path, help="the voice clip (.mp3, .wav, .ogg, .m4a, .flac, ...)")
+    render.add_argument("avatars", type=Path, nargs="+", help="photo(s) or video(s) of the face")
+    render.add_argument(
+        "-o", "--output", type=Path, required=True, help="output file (a folder for several avatars)"
+    )
+    _job_options(render)
+
+    demo = sub.add_parser("demo", help="render the bundled public-domain sample")
+    demo.add_argument("-o", "--output", type=Path, default=Path("mouthpiece-demo.mp4"))
+    _job_options(demo)
+
+    submit = sub.add_parser("submit", help="queue a job (runs when `mouthpiece up` runs)")
+    submit.add_argument("audio", type=Path)
+    submit.add_argument("avatars", type=Path, nargs="*")
+    submit.add_argument("--wait", action="store_true", help="wait for the job and print its status")
+    _job_options(submit)
+
+    status = sub.add_parser("status", help="show a job, or the recent jobs")
+    status.add_argument("job", nargs="?")
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+
+    worker = sub.add_parser("worker", help="run one stage's worker (distributed mode)")
+    worker.add_argument("stage", choices=list(STAGES))
+
+    sub.add_parser("config", help="print the effective settings (secrets masked)")
+    sub.add_parser("reconcile", help="re-announce inputs that have no job")
+    sub.add_parser("init", help="create buckets, the default avatar and (MinIO) bucket notifications")
+
+    models = sub.add_parser("models", help="list model files; --fetch NAME downloads one")
+    models.add_argument("--fetch", metavar="NAME", action="append", default=[])
+    models.add_argument("--url", help="download from this URL instead of the configured one")
+    return p
+
+
+def _job_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--renderer", choices=["viseme", "wav2lip", "none"], help="lip-sync method (default viseme)"
+    )
+    p.add_argument("--checkpoint", help="wav2lip checkpoint (file in the model dir, or a path)")
+    p.add_argument("--style", choices=[s.value for s in Style], help="avatar style: photo, cartoon, auto")
+    p.add_argument("--subtitles", choices=[s.value for s in SubtitleMode], help="none, soft or burn")
+    p.add_argument("--transcript", help="what the audio says (better timing and subtitles)")
+    p.add_argument("--name", help="name of the output")
+
+
+def _options(args: argparse.Namespace) -> JobOptions:
+    fields = {
+        k: getattr(args, k, None) for k in ("renderer", "checkpoint", "style", "subtitles", "transcript")
+    }
+    return JobOptions(**{k: v for k, v in fields.items() if v is not None})
+
+
+# --- entry point ----------------------------------------------------------------------------------------
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        settings = load_settings(
+            args.config, data_dir=args.data_dir, log_level=args.log_level, log_format=args.log_format
+        )
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"mouthpiece: bad settings: {exc}", file=sys.stderr)
+        return 2
+    if args.command in QUIET_COMMANDS and args.log_level is None and "MOUTHPIECE_LOG_LEVEL" not in os.environ:
+        settings.log_level = "warning"  # these show their own progress; info lines would bury it
+    configure_logging(settings)
+    command: Callable[[Settings, argparse.Namespace], int] = COMMANDS[args.command]
+    try:
+        return command(settings, args)
+    except KeyboardInterrupt:
+        return 130
+    except MouthpieceError as exc:
+        print(f"mouthpiece: {exc.reason}", file=sys.stderr)
+        return 2
+
+
+# --- commands ------------------------------------------------------------------------------------------
+
+
+def cmd_config(settings: Settings, args: argparse.Namespace) -> int:
+    print(json.dumps(settings.masked(), indent=2, default=str))
+    return 0
+
+
+def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
+    return asyncio.run(_up(settings, watch=not args.no_watch, ingress=not args.no_ingress))
+
+
+async def _up(settings: Settings, *, watch: bool, ingress: bool) -> int:
+    from pipeline.ingress.folder import FolderIngress
+
+    stack = await Stack.open(settings, may_attach=False)
+    stop = asyncio.Event()
+    stop_on_signals(stop, force=stack.nats.stop if stack.nats else None)
+    try:
+        tasks = await stack.run_workers(list(settings.chain), stop)
+        tasks.append(asyncio.create_task(stack.reconcile_forever(stop)))
+        tasks.extend(await _start_ingress(stack, stop) if ingress else [])
+        folder = FolderIngress(settings, stack.store).start() if watch else None
+        _banner(settings, watch)
+        await stop.wait()
+        if folder is not None:
+            folder.stop()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    finally:
+        await stack.close()
+    return 0
+
+
+async def _start_ingress(stack: Stack, stop: asyncio.Event) -> list[asyncio.Task[None]]:
+    """The HTTP ingress (Discord, relay, MinIO webhook), when it is installed and configured."""
+    try:
+        from pipeline.ingress.http import serve_ingress
+    except ImportError:
+        return []
+    return [asyncio.create_task(serve_ingress(stack, stop))]
+
+
+def _banner(settings: Settings, watch: bool) -> None:
+    lines = ["mouthpiece is up."]
+    if watch:
+        lines.append(f"  Drop a voice clip (and a photo named like it) into {settings.inbox}")
+        lines.append(f"  Videos appear in {settings.outbox}")
+    lines.append("  Ctrl-C stops (work in flight is finished first).")
+    print("\n".join(lines), file=sys.stderr, flush=True)
+
+
+def cmd_render(settings: Settings, args: argparse.Namespace) -> int:
+    return asyncio.run(
+        _render(settings, args.audio, list(args.avatars), args.output, _options(args), args.name)
+    )
+
+
+def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
+    options = _options(args)
+    if options.transcript is None:
+        options = options.model_copy(update={"transcript": DEMO_TRANSCRIPT})
+    code = asyncio.run(
+        _render(
+            settings, ASSETS_DIR / "jfk.flac", [ASSETS_DIR / "astronaut.png"], args.output, options, "demo"
+        )
+    )
+    if code == 0:
+        print(f"The demo video is at {args.output.resolve()}")
+    return code
+
+
+async def _render(
+    settings: Settings, audio: Path, avatars: list[Path], output: Path, options: JobOptions, name: str | None
+) -> int:
+    for path in [audio, *avatars]:
+        if not path.is_file():
+            print(f"mouthpiece: no such file: {path}", file=sys.stderr)
+            return 2
+    stack = await Stack.open(settings)
+    stop = asyncio.Event()
+    tasks: list[asyncio.Task[None]] = []
+    try:
+        if stack.owner:
+            tasks = await stack.run_workers(list(settings.chain), stop)
+        status = await _submit_and_wait(stack, audio, avatars, options, name)
+        written = (
+            await asyncio.to_thread(_download_outputs, stack, status, output)
+            if status.state == State.done
+            else []
+        )
+    finally:
+        stop.set()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await stack.close()
+    if status.state != State.done:  # said last, after the shutdown lines, so it is what people see
+        print(f"mouthpiece: failed: {status.reason or 'unknown reason'}", file=sys.stderr)
+        return 1
+    for path in written:
+        print(path)
+    return 0
+
+
+async def _submit_and_wait(
+    stack: Stack, audio: Path, avatars: list[Path], options: JobOptions, name: str | None
+) -> JobStatus:
+    settings = stack.settings
+    submitted = await asyncio.to_thread(
+        submit_files, stack.store, settings, audio=audio, avatars=avatars, options=options, name=name
+    )
+    previous = await asyncio.to_thread(job_status, stack.store, settings, submitted.job_id)
+    if previous is not None and previous.state == State.failed:  # same input failed before: try afresh
+        submitted = await asyncio.to_thread(
+            submit_files,
+            stack.store,
+            settings,
+            audio=audio,
+            avatars=avatars,
+            options=options,
+            name=name,
+            nonce=str(time.time()),
+        )
+    return await _wait(stack, submitted.job_id)
+
+
+async def _wait(stack: Stack, job_id: str) -> JobStatus:
+    """Poll the job's status until it finishes, showing progress on stderr."""
+    display = _ProgressDisplay(job_id)
+
+    async def on_progress(data: bytes) -> None:
+        display.note(Progress.model_validate_json(data))
+
+    await stack.bus.subscribe(progress_subject(stack.settings, job_id), on_progress)
+    while True:
+        status = await asyncio.to_thread(job_status, stack.store, stack.settings, job_id)
+        if status is not None:
+            display.show(status)
+            if status.finished:
+                display.end()
+                return status
+        await asyncio.sleep(0.3)
+
+
+class _ProgressDisplay:
+    """One status line on a terminal; a line per change otherwise."""
+
+    def __init__(self, job_id: str) -> None:
+        self.job_id = job_id
+        self.tty = sys.stderr.isatty()
+        self.fraction: dict[str, float] = {}
+        self.last = ""
+
+    def note(self, progress: Progress) -> None:
+        self.fraction[progress.stage] = progress.fraction
+
+    def show(self, status: JobStatus) -> None:
+        stage = status.stage or "queued"
+        pct = self.fraction.get(stage)
+        done = " ".join(f"{s} {t:.1f}s" for s, t in status.timings.items())
+        line = (
+            f"[{self.job_id}] {status.state.value}: {stage}{f' {pct:.0%}' if pct is not None else ''}  {done}"
+        )
+        if line == self.last:
+            return
+        if self.tty:
+            print(f"\r\033[K{line}", end="", file=sys.stderr, flush=True)
+        elif line.split("  ")[0] != self.last.split("  ")[0]:
+            print(line, file=sys.stderr, flush=True)
+        self.last = line
+
+    def end(self) -> None:
+        if self.tty:
+            print(file=sys.stderr)
+
+
+def _download_outputs(stack: Stack, status: JobStatus, output: Path) -> list[Path]:
+    """Copy the job's videos (and subtitles) from the outputs bucket to ``output``."""
+    bucket = stack.settings.bucket_outputs
+    files = [i for i in stack.store.list(bucket, f"{status.job_id}/") if not i.key.endswith("status.json")]
+    videos = [i for i in files if i.key.endswith(".mp4")]
+    if not videos:
+        raise ConfigError(f"job {status.job_id} finished but the outputs bucket has no video for it")
+    several = len(videos) > 1 or output.is_dir() or str(output).endswith("/")
+    written = []
+    for info in files:
+        name = info.key.rsplit("/", 1)[-1]
+        if several:
+            dest = output / name
+        else:
+            dest = output if name.endswith(".mp4") else output.with_suffix(Path(name).suffix)
+        stack.store.download(bucket, info.key, dest)
+        written.append(dest)
+    return written
+
+
+def cmd_submit(settings: Settings, args: argparse.Namespace) -> int:
+    return asyncio.run(_submit(settings, args))
+
+
+async def _submit(settings: Settings, args: argparse.Namespace) -> int:
+    url = settings.nats_url or running_stack(settings)
+    if url is None:  # nothing running: write straight into the bucket; `up` picks it up (reconcile)
+        store = await asyncio.to_thread(open_store, settings)
+        submitted = await asyncio.to_thread(
+            submit_files,
+            store,
+            settings,
+            audio=args.audio,
+            avatars=list(args.avatars),
+            options=_options(args),
+            name=args.name,
+        )
+        print(f"{submitted.job_id} queued; it runs when `mouthpiece up` is running")
+        return 0
+    stack = await Stack.open(settings)
+    try:
+        submitted = await asyncio.to_thread(
+            submit_files,
+            stack.store,
+            settings,
+            audio=args.audio,
+            avatars=list(args.avatars),
+            options=_options(args),
+            name=args.name,
+        )
+        print(submitted.job_id)
+        if args.wait:
+            status = await _wait(stack, submitted.job_id)
+            print(status.model_dump_json(indent=2))
+            return 0 if status.state == State.done else 1
+        return 0
+    finally:
+        await stack.close()
+
+
+def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
+    store = open_store(settings)
+    if args.job:
+        status = job_status(store, settings, args.job)
+        if status is None:
+            print(f"mouthpiece: no job {args.job}", file=sys.stderr)
+            return 1
+        print(status.model_dump_json(indent=2) if args.json else _describe(status))
+        return 0
+    statuses = [s for j in list_jobs(store, settings) if (s := job_status(store, settings, j))]
+    statuses.sort(key=lambda s: s.updated_at)
+    if args.json:
+        print(json.dumps([s.model_dump(mode="json") for s in statuses], indent=2))
+    else:
+        for s in statuses[-20:]:
+            print(f"{s.job_id}  {s.state.value:8} {s.stage or '-':9} {s.name or ''}  {s.reason or ''}")
+    return 0
+
+
+def _describe(status: JobStatus) -> str:
+    lines = [f"job {status.job_id} ({status.name or 'unnamed'}): {status.state.value}"]
+    if status.reason:
+        lines.append(f"  reason: {status.reason}")
+    for task, t in status.tasks.items():
+        lines.append(f"  {task}: {t.state.value} at {t.stage or '-'}{' — ' + t.reason if t.reason else ''}")
+    if status.timings:
+        lines.append("  timings: " + ", ".join(f"{s} {v:.2f}s" for s, v in status.timings.items()))
+    lines.extend(f"  output: {o}" for o in status.outputs)
+    return "\n".join(lines)
+
+
+def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
+    return asyncio.run(_worker(settings, args.stage))
+
+
+async def _worker(settings: Settings, stage: str) -> int:
+    if stage not in settings.chain:
+        print(f"mouthpiece: stage {stage} is not in the chain {settings.chain}", file=sys.stderr)
+        return 2
+    stack = await Stack.open(settings)
+    stop = asyncio.Event()
+    stop_on_signals(stop)
+    try:
+        await stack.worker(stage).serve(stop)
+    finally:
+        await stack.close()
+    return 0
+
+
+def cmd_reconcile(settings: Settings, args: argparse.Namespace) -> int:
+    async def go() -> list[str]:
+        from pipeline.reconcile import sweep
+
+        stack = await Stack.open(settings)
+        try:
+            return await asyncio.to_thread(sweep, stack.announcer, settings)
+        finally:
+            await stack.close()
+
+    keys = asyncio.run(go())
+    print(f"re-announced {len(keys)} input(s)")
+    for key in keys:
+        print(f"  {key}")
+    return 0
+
+
+def cmd_init(settings: Settings, args: argparse.Namespace) -> int:
+    from pipeline.notifications import configure_bucket_notifications
+    from stages.validate import prepare_store
+
+    store = open_store(settings)
+    prepare_store(store, settings)
+    print(f"buckets ready: {settings.bucket_inputs}, {settings.bucket_work}, {settings.bucket_outputs}")
+    if settings.store == "s3" and settings.event_source == "minio":
+        for line in configure_bucket_notifications(settings):
+            print(line)
+    return 0
+
+
+def cmd_models(settings: Settings, args: argparse.Namespace) -> int:
+    from pipeline import models
+
+    for name in args.fetch:
+        path = models.fetch_model(settings, name, args.url)
+        print(f"fetched {name} -> {path}")
+    for row in models.model_status(settings):
+        model, path, present, digest = row
+        mark = "present" if present else "missing"
+        print(f"{model.name:28} {mark:8} {model.used_by:22} {digest or '-'}  {path}")
+    return 0
+
+
+QUIET_COMMANDS = {"render", "demo", "submit", "status", "config", "models", "reconcile", "init"}
+COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], int]] = {
+    "up": cmd_up,
+    "render": cmd_render,
+    "demo": cmd_demo,
+    "submit": cmd_submit,
+    "status": cmd_status,
+    "worker": cmd_worker,
+    "config": cmd_config,
+    "reconcile": cmd_reconcile,
+    "init": cmd_init,
+    "models": cmd_models,
+}
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,214 @@
+"""Settings: one pydantic-settings class, built once at the entry point and passed down.
+
+Sources, strongest first: explicit overrides (CLI flags), ``MOUTHPIECE_*`` environment variables, a TOML
+file (``--config FILE`` or ``MOUTHPIECE_CONFIG``), the defaults below. Nothing is read at import time.
+``docs/settings.md`` lists every setting.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from contextvars import ContextVar
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+STAGES = ("validate", "detect", "render", "enhance", "publish")
+_toml_file: ContextVar[Path | None] = ContextVar("mouthpiece_toml_file", default=None)
+
+
+class Settings(BaseSettings):
+    """Every knob of mouthpiece. Environment: ``MOUTHPIECE_<FIELD>`` (upper case)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="MOUTHPIECE_", extra="ignore", validate_default=True, case_sensitive=False
+    )
+
+    # --- where state lives -------------------------------------------------------------------------
+    data_dir: Path = Field(Path(".mouthpiece"), description="local buckets, NATS store, inbox, outbox")
+    store: Literal["local", "s3"] = Field("local", description="local: a directory per bucket; s3: MinIO/S3")
+    s3_endpoint: str = Field("localhost:9000", description="host:port of the S3 API")
+    s3_access_key: SecretStr = SecretStr("minioadmin")
+    s3_secret_key: SecretStr = SecretStr("minioadmin")
+    s3_secure: bool = Field(False, description="use https to reach the S3 API")
+    s3_region: str | None = None
+    bucket_inputs: str = "inputs"
+    bucket_work: str = "work"
+    bucket_outputs: str = "outputs"
+
+    # --- the bus -------------------------------------------------------------------------------------
+    nats_url: str | None = Field(None, description="connect here; unset starts an embedded nats-server")
+    nats_port: int = Field(0, description="port of the embedded nats-server (0: any free port)")
+    event_source: Literal["client", "minio"] = Field(
+        "client", description="client: our store publishes bucket events; minio: the server does"
+    )
+    stream: str = Field("MOUTHPIECE", description="JetStream stream holding the stage subjects")
+    subject_prefix: str = "mouthpiece"
+    duplicate_window: float = Field(600.0, description="seconds JetStream remembers Nats-Msg-Id values")
+
+    # --- the runner ----------------------------------------------------------------------------------
+    chain: list[str] = Field(list(STAGES), description="stages in order; validate first, publish last")
+    ack_wait: float = Field(60.0, description="seconds before an unacknowledged message is redelivered")
+    max_deliver: int = Field(5, description="deliveries before a message is dead-lettered")
+    backoff: list[float] = Field([2.0, 10.0, 30.0, 60.0], description="nak delays by delivery count")
+    concurrency: dict[str, int] = Field(
+        default_factory=dict, description="parallel messages per stage worker, e.g. {render = 2}"
+    )
+    drain_seconds: float = Field(120.0, description="on SIGTERM, wait this long for in-flight work")
+    reconcile_interval: float = Field(60.0, description="seconds between reconciliation sweeps (0: off)")
+    reconcile_grace: float = Field(30.0, description="an input younger than this is not yet orphaned")
+
+    # --- input limits --------------------------------------------------------------------------------
+    max_input_bytes: int = Field(200 * 1024 * 1024, description="largest accepted upload")
+    max_audio_seconds: float = Field(600.0, description="longest accepted voice clip")
+    max_video_seconds: float = Field(600.0, description="longest accepted avatar video")
+    max_input_side: int = Field(4096, description="largest accepted width or height of an avatar")
+
+    # --- output --------------------------------------------------------------------------------------
+    fps: float = Field(25.0, description="frame rate of normalized avatars and of the output")
+    max_side: int = Field(1280, description="normalized avatars are scaled so no side exceeds this")
+    crf: int = Field(20, description="x264 quality of the output video (lower is better)")
+    x264_preset: str = Field("veryfast", description="x264 speed/size trade-off")
+    ffmpeg_path: str | None = Field(None, description="ffmpeg binary; default: PATH, else imageio-ffmpeg's")
+    default_avatar: Path | None = Field(None, description="image used when a job names no avatar")
+
+    loudness_lufs: float = Field(-16.0, description="integrated loudness of the output audio (EBU R128)")
+    denoise: bool = Field(True, description="light video denoise and sharpen in the enhance stage")
+    asr_model: Path | None = Field(
+        None,
+        description="faster-whisper model directory for subtitles without a transcript (else pocketsphinx)",
+    )
+    face_restore_model: Path | None = Field(
+        None, description="TorchScript face-restoration model applied by the wav2lip renderer (optional)"
+    )
+
+    # --- folders (embedded default) ------------------------------------------------------------------
+    inbox_dir: Path | None = Field(None, description="watched folder; default DATA_DIR/inbox")
+    outbox_dir: Path | None = Field(None, description="output folder; default DATA_DIR/outbox")
+    watch_polling: bool = Field(False, description="poll sizes instead of inotify (network mounts)")
+    settle_seconds: float = Field(2.0, description="quiet time before a dropped file or folder is taken")
+
+    # --- models --------------------------------------------------------------------------------------
+    model_dir: Path | None = Field(None, description="model files; default DATA_DIR/models")
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    detector: Literal["auto", "face_alignment", "haar"] = Field(
+        "auto", description="auto: face-alignment when its weights are present, else Haar"
+    )
+    face_pads: tuple[int, int, int, int] = Field((0, 10, 0, 0), description="top, bottom, left, right")
+    smooth_window: int = Field(5, description="frames in the face box moving average")
+    wav2lip_checkpoint: str = Field("wav2lip_gan.pth", description="file in model_dir, or a path")
+    wav2lip_batch: int = Field(64, description="frames per network batch")
+    model_urls: dict[str, str] = Field(default_factory=dict, description="file name -> download URL")
+
+    # --- speech synthesis (announcements, welcomes) -------------------------------------------------
+    tts_voice: str = Field("en-us", description="eSpeak NG voice for synthesized speech")
+    tts_rate: int = Field(165, description="eSpeak NG words per minute")
+    piper_model: Path | None = Field(
+        None, description="a Piper .onnx voice; used instead of eSpeak NG when set"
+    )
+
+    # --- HTTP ingress and Discord ------------------------------------------------------------------
+    ingress_host: str = Field("127.0.0.1", description="address the HTTP ingress listens on")
+    ingress_port: int = Field(8080, description="port of the HTTP ingress")
+    ingress_token: SecretStr | None = Field(None, description="bearer token for POST /hooks/bot")
+    minio_webhook_token: SecretStr | None = Field(None, description="auth token MinIO sends to /hooks/minio")
+    discord_public_key: str | None = Field(None, description="the application's Ed25519 public key (hex)")
+    discord_application_id: str | None = None
+    discord_bot_token: SecretStr | None = Field(None, description="only for `mouthpiece discord register`")
+    discord_api_base: str = "https://discord.com/api/v10"
+    discord_cdn_hosts: Annotated[list[str], NoDecode] = Field(
+        ["cdn.discordapp.com", "media.discordapp.net"],
+        description="hosts attachments may be downloaded from (comma-separated; an origin such as "
+        "http://127.0.0.1:9000 allows exactly that origin)",
+    )
+    discord_max_download_bytes: int = Field(25 * 1024 * 1024, description="largest attachment downloaded")
+    discord_attachment_limit: int = Field(10 * 1024 * 1024, description="largest video posted as a file")
+    discord_announce_webhook: SecretStr | None = Field(None, description="channel webhook for /announce")
+    discord_welcome_webhook: SecretStr | None = Field(None, description="channel webhook for welcomes")
+    discord_announce_roles: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="role ids allowed to /announce (besides Manage Server)"
+    )
+    discord_welcome_avatar: Path | None = Field(None, description="avatar image for welcome videos")
+    discord_welcome_text: str = "Welcome to {guild}, {name}!"
+
+    # --- logs ----------------------------------------------------------------------------------------
+    log_format: Literal["auto", "json", "console"] = "auto"
+    log_level: str = "info"
+
+    @field_validator("discord_cdn_hosts", "discord_announce_roles", mode="before")
+    @classmethod
+    def _comma_list(cls, value: object) -> object:
+        """Lists from the environment: a JSON array or comma-separated words."""
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                return json.loads(text)
+            return [part.strip() for part in text.split(",") if part.strip()]
+        return value
+
+    @field_validator("chain")
+    @classmethod
+    def _chain_shape(cls, chain: list[str]) -> list[str]:
+        unknown = [s for s in chain if s not in STAGES]
+        if unknown:
+            raise ValueError(f"unknown stages {unknown}; known: {', '.join(STAGES)}")
+        if len(chain) < 2 or chain[0] != "validate" or chain[-1] != "publish":
+            raise ValueError("the chain starts with validate and ends with publish")
+        if len(set(chain)) != len(chain):
+            raise ValueError("a stage appears twice in the chain")
+        return chain
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        toml = TomlConfigSettingsSource(settings_cls, toml_file=_toml_file.get())
+        return init_settings, env_settings, toml
+
+    # --- derived paths -------------------------------------------------------------------------------
+    @property
+    def inbox(self) -> Path:
+        return self.inbox_dir or self.data_dir / "inbox"
+
+    @property
+    def outbox(self) -> Path:
+        return self.outbox_dir or self.data_dir / "outbox"
+
+    @property
+    def models(self) -> Path:
+        return self.model_dir or self.data_dir / "models"
+
+    def concurrency_of(self, stage: str) -> int:
+        return max(1, self.concurrency.get(stage, 1))
+
+    def masked(self) -> dict[str, Any]:
+        """The effective settings as JSON-able data, secrets masked."""
+        return self.model_dump(mode="json")
+
+
+def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
+    """Build the settings once, at an entry point. Relative paths resolve against the working dir."""
+    path = config_file or (Path(p) if (p := os.environ.get("MOUTHPIECE_CONFIG")) else None)
+    if path is not None and not path.is_file():
+        raise FileNotFoundError(f"config file {path} does not exist")
+    token = _toml_file.set(path)
+    try:
+        settings = Settings(**{k: v for k, v in overrides.items() if v is not None})
+    finally:
+        _toml_file.reset(token)
+    settings.data_dir = settings.data_dir.expanduser().resolve()
+    return settings

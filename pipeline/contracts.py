@@ -1,0 +1,375 @@
+"""Every message and record that crosses a process boundary, as pydantic models.
+
+Messages carry keys and checksums, never media bytes. Records are JSON objects in the work bucket
+(``docs/architecture.md`` has the key layout). Models here hold no behaviour beyond validation and small
+derived views, so any worker, CLI or service can read them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    SerializationInfo,
+    field_serializer,
+    model_validator,
+)
+
+SCHEMA_VERSION = 1
+REVEAL = {"reveal_secrets": True}
+"""Pass as ``context=REVEAL`` to ``model_dump_json`` where secrets must be stored (job specs)."""
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=False)
+
+
+# --------------------------------------------------------------------------------------------------
+# Bucket notification (the exact record MinIO publishes to a NATS JetStream target)
+# --------------------------------------------------------------------------------------------------
+
+CREATED_EVENTS = ("s3:ObjectCreated:Put", "s3:ObjectCreated:CompleteMultipartUpload")
+"""The only event names that trigger work; copies, tagging and deletes are ignored."""
+
+
+class S3Bucket(BaseModel):
+    name: str
+    ownerIdentity: dict[str, str] = Field(default_factory=lambda: {"principalId": "mouthpiece"})
+    arn: str = ""
+
+
+class S3Object(BaseModel):
+    key: str = Field(description="URL-escaped object key, as MinIO sends it (decode with unquote_plus)")
+    size: int = 0
+    eTag: str = ""
+    contentType: str = "application/octet-stream"
+    userMetadata: dict[str, str] = Field(default_factory=dict)
+    sequencer: str = ""
+
+
+class S3Entity(BaseModel):
+    s3SchemaVersion: str = "1.0"
+    configurationId: str = "Config"
+    bucket: S3Bucket
+    object: S3Object
+
+
+class S3Record(BaseModel):
+    eventVersion: str = "2.0"
+    eventSource: str = "minio:s3"
+    awsRegion: str = ""
+    eventTime: str
+    eventName: str
+    userIdentity: dict[str, str] = Field(default_factory=lambda: {"principalId": "mouthpiece"})
+    requestParameters: dict[str, str] = Field(default_factory=dict)
+    responseElements: dict[str, str] = Field(default_factory=dict)
+    s3: S3Entity
+    source: dict[str, str] = Field(default_factory=dict)
+
+
+class BucketEvent(BaseModel):
+    """A bucket notification: ``EventName``, ``Key`` (``bucket/key`` unescaped) and ``Records``."""
+
+    model_config = ConfigDict(extra="allow")
+    EventName: str
+    Key: str
+    Records: list[S3Record]
+
+
+# --------------------------------------------------------------------------------------------------
+# Job spec
+# --------------------------------------------------------------------------------------------------
+
+Secret = Annotated[SecretStr, Field(json_schema_extra={"secret": True})]
+
+
+def _secret_out(value: SecretStr | None, info: SerializationInfo) -> str | None:
+    """Secrets are written in clear only when the caller asks for it (``context=REVEAL``)."""
+    if value is None:
+        return None
+    if info.context and info.context.get("reveal_secrets"):
+        return value.get_secret_value()
+    return "**********"
+
+
+class Style(StrEnum):
+    auto = "auto"
+    photo = "photo"
+    cartoon = "cartoon"
+
+
+class SubtitleMode(StrEnum):
+    none = "none"
+    soft = "soft"
+    burn = "burn"
+
+
+class FaceChoice(StrEnum):
+    largest = "largest"
+    nearest_center = "center"
+
+
+class JobOptions(_Model):
+    renderer: Literal["viseme", "wav2lip", "none"] = Field(
+        "viseme", description="viseme: no weights; wav2lip: neural (needs a checkpoint); none: no lip-sync"
+    )
+    style: Style = Style.auto
+    subtitles: SubtitleMode = SubtitleMode.none
+    transcript: str | None = Field(None, max_length=20_000, description="what the audio says, if known")
+    checkpoint: str | None = Field(None, description="wav2lip checkpoint file name or path on the workers")
+    face: FaceChoice = FaceChoice.largest
+    enhance: bool = True
+
+
+class FolderDestination(_Model):
+    kind: Literal["folder"] = "folder"
+    path: str | None = Field(None, description="directory on the publishing worker; none: the output folder")
+
+
+class DiscordInteractionDestination(_Model):
+    """Edit the deferred reply of a slash command (the token is valid for 15 minutes)."""
+
+    kind: Literal["discord_interaction"] = "discord_interaction"
+    application_id: str
+    token: Secret
+    created_at: datetime = Field(default_factory=utcnow)
+    fallback_webhook: Secret | None = None
+    attachment_size_limit: int | None = None
+
+    _ser_token = field_serializer("token", "fallback_webhook")(_secret_out)
+
+
+class DiscordWebhookDestination(_Model):
+    kind: Literal["discord_webhook"] = "discord_webhook"
+    url: Secret
+    content: str | None = Field(None, max_length=2000)
+
+    _ser_url = field_serializer("url")(_secret_out)
+
+
+Destination = Annotated[
+    FolderDestination | DiscordInteractionDestination | DiscordWebhookDestination,
+    Field(discriminator="kind"),
+]
+
+
+class JobSpec(_Model):
+    """What to make. Media are keys in the inputs bucket, relative to the spec's own folder.
+
+    Exactly one of ``audio`` (a voice clip) and ``speech`` (text to synthesize) is given. No avatars
+    means the configured default avatar; several avatars make one video each (batch mode).
+    """
+
+    version: int = SCHEMA_VERSION
+    name: str | None = Field(None, max_length=120)
+    audio: str | None = None
+    speech: str | None = Field(None, max_length=2000)
+    avatars: list[str] = Field(default_factory=list, max_length=32)
+    options: JobOptions = Field(default_factory=JobOptions)
+    destinations: list[Destination] = Field(default_factory=list)
+    source: str | None = Field(None, description="who submitted it: folder, cli, discord:<guild>, ...")
+
+    @model_validator(mode="after")
+    def _one_voice(self) -> JobSpec:
+        if (self.audio is None) == (self.speech is None):
+            raise ValueError("give exactly one of 'audio' (a voice clip) or 'speech' (text to speak)")
+        return self
+
+
+# --------------------------------------------------------------------------------------------------
+# Artifacts and manifests
+# --------------------------------------------------------------------------------------------------
+
+
+class ArtifactRef(_Model):
+    """Where an artifact lives and how to check it."""
+
+    bucket: str
+    key: str
+    sha256: str
+    size: int
+    content_type: str = "application/octet-stream"
+
+
+class Upload(_Model):
+    """The input object that starts a job (what the first stage is given)."""
+
+    bucket: str
+    key: str
+    etag: str
+    size: int
+
+
+class MediaInfo(_Model):
+    """Facts about a task's normalized media that every later stage needs."""
+
+    audio_seconds: float
+    fps: float
+    width: int
+    height: int
+    frames: int = Field(description="frames in the normalized avatar clip (1 for a still photo)")
+    still: bool
+
+
+class Manifest(_Model):
+    """A stage's result for one task; written last, its storage event triggers the next stage.
+
+    ``artifacts`` accumulates: every stage passes on what it was given plus what it made, under role
+    names (audio, avatar, faces, video, srt, vtt, ...).
+    """
+
+    version: int = SCHEMA_VERSION
+    job_id: str
+    task: str
+    stage: str
+    spec_key: str
+    avatar_name: str
+    media: MediaInfo
+    artifacts: dict[str, ArtifactRef] = Field(default_factory=dict)
+    info: dict[str, Any] = Field(default_factory=dict)
+    timings: dict[str, float] = Field(default_factory=dict)
+    created_at: datetime = Field(default_factory=utcnow)
+
+    def advance(self, stage: str, info: dict[str, Any] | None = None, **artifacts: ArtifactRef) -> Manifest:
+        """The manifest ``stage`` hands on: same task, new artifacts added (the runner adds timings)."""
+        return self.model_copy(
+            update={
+                "stage": stage,
+                "artifacts": {**self.artifacts, **artifacts},
+                "info": {**self.info, **(info or {})},
+                "created_at": utcnow(),
+            },
+            deep=True,
+        )
+
+
+# --------------------------------------------------------------------------------------------------
+# Face tracks (artifact of the detect stage, input of the renderers)
+# --------------------------------------------------------------------------------------------------
+
+
+class FaceFrame(_Model):
+    box: tuple[float, float, float, float] = Field(description="x1, y1, x2, y2 in pixels")
+    landmarks: list[tuple[float, float]] | None = Field(None, description="68 points (iBUG order) or none")
+    confidence: float = 1.0
+    interpolated: bool = Field(False, description="filled from neighbouring frames (no detection here)")
+
+
+class FaceTrack(_Model):
+    """One face followed through the avatar clip, one entry per frame of the normalized clip."""
+
+    version: int = SCHEMA_VERSION
+    detector: str
+    width: int
+    height: int
+    fps: float
+    frames: list[FaceFrame]
+
+
+# --------------------------------------------------------------------------------------------------
+# Status
+# --------------------------------------------------------------------------------------------------
+
+
+class State(StrEnum):
+    queued = "queued"
+    running = "running"
+    done = "done"
+    failed = "failed"
+
+
+class StageRecord(_Model):
+    """One task's progress through one stage; the job status is folded from these."""
+
+    job_id: str
+    task: str
+    stage: str
+    state: State
+    attempt: int = 1
+    worker: str = ""
+    started_at: datetime = Field(default_factory=utcnow)
+    heartbeat_at: datetime = Field(default_factory=utcnow)
+    finished_at: datetime | None = None
+    seconds: float | None = None
+    progress: float | None = None
+    reason: str | None = None
+    error: str | None = Field(None, description="error class, for operators")
+    outputs: list[str] = Field(default_factory=list, description="published keys or locations")
+
+
+class JobRecord(_Model):
+    """Written once by validate: the job's identity and its tasks (one per avatar)."""
+
+    job_id: str
+    source_bucket: str
+    source_key: str
+    name: str
+    tasks: dict[str, str] = Field(description="task id -> avatar name")
+    chain: list[str]
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class TaskStatus(_Model):
+    state: State
+    stage: str | None = None
+    progress: float | None = None
+    reason: str | None = None
+    outputs: list[str] = Field(default_factory=list)
+
+
+class JobStatus(_Model):
+    """What a person wants to know about a job. Never contains secrets."""
+
+    job_id: str
+    name: str | None = None
+    state: State
+    stage: str | None = None
+    reason: str | None = None
+    tasks: dict[str, TaskStatus] = Field(default_factory=dict)
+    timings: dict[str, float] = Field(default_factory=dict, description="stage -> seconds (max over tasks)")
+    outputs: list[str] = Field(default_factory=list)
+    updated_at: datetime = Field(default_factory=utcnow)
+
+    @property
+    def finished(self) -> bool:
+        return self.state in (State.done, State.failed)
+
+
+class Progress(BaseModel):
+    """Ephemeral progress note published while a stage works (not stored)."""
+
+    job_id: str
+    task: str
+    stage: str
+    fraction: float
+    note: str = ""
+
+
+class DeadLetter(_Model):
+    """A message that could not be processed within the delivery limit."""
+
+    stage: str
+    subject: str
+    deliveries: int
+    reason: str
+    payload: str
+    job_id: str | None = None
+    task: str | None = None
+    at: datetime = Field(default_factory=utcnow)
+
+
+def job_id_for(bucket: str, key: str, etag: str) -> str:
+    """The job id of an input object: the same object version always gives the same job."""
+    digest = hashlib.sha256(f"{bucket}\n{key}\n{etag.strip(chr(34))}".encode()).hexdigest()
+    return f"j{digest[:19]}"

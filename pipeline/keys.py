@@ -1,0 +1,176 @@
+"""The bucket/key layout and the routing table, in one place.
+
+Inputs bucket (what people and ingresses upload):
+
+    jobs/<path>.json|.yaml|.yml        a job spec: triggers validate
+    audio/<path>                       a voice clip alone: triggers validate (default avatar)
+    defaults/avatar.png                the default avatar
+    <anything else>                    media named by job specs (relative to the spec's folder)
+
+Work bucket (artifacts; written by stages):
+
+    jobs/<job>/job.json                              JobRecord (tasks of the job)
+    jobs/<job>/spec.json                             the resolved job spec (holds destination secrets)
+    jobs/<job>/records/<task>.<stage>.json           StageRecord: status of one task in one stage
+    jobs/<job>/<task>/<artifact>                     per-task artifacts (rendered.mp4, final.mp4, ...)
+    jobs/<job>/<task>/<stage>.manifest.json          Manifest: written last; triggers the next stage
+    jobs/<job>/<task>/published/<destination>.json   idempotence marker of one publication
+    cache/media/<sha256>/<file>                      content-addressed normalized media
+    cache/faces/<sha256>.json                        content-addressed face tracks
+    dead-letter/<stage>/<message id>.json            DeadLetter records
+
+Outputs bucket (what people get):
+
+    <job>/<name>.mp4, <job>/<name>.srt, <job>/<name>.vtt, <job>/status.json
+
+Routing: a storage event is routed by bucket, key prefix and key suffix, the only filters MinIO
+notification rules have. ``routing_table`` gives the rules for a chain; the manifest a stage writes routes
+to the next stage of the chain.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from posixpath import normpath
+
+from pipeline.config import Settings
+from pipeline.errors import InvalidKey
+
+MAX_KEY_BYTES = 1024
+JOB_SPEC_SUFFIXES = (".json", ".yaml", ".yml")
+MANIFEST_SUFFIX = ".manifest.json"
+_JOB_ID = re.compile(r"^j[0-9a-f]{19}$")
+_TASK = re.compile(r"^(job|a\d{1,3})$")
+
+
+def check_key(key: str) -> str:
+    """Return ``key`` if it is a safe relative object key, else raise ``InvalidKey``."""
+    if not key or len(key.encode()) > MAX_KEY_BYTES:
+        raise InvalidKey(f"object key must be 1..{MAX_KEY_BYTES} bytes", key=key[:80])
+    if "\x00" in key:
+        raise InvalidKey("object key contains a NUL byte", key=key.replace("\x00", "\\0")[:80])
+    if key.startswith("/") or key.startswith("\\") or re.match(r"^[A-Za-z]:", key):
+        raise InvalidKey(f"object key {key!r} is absolute", key=key)
+    parts = key.replace("\\", "/").split("/")
+    if any(p in ("..", ".") for p in parts) or "" in parts[:-1]:
+        raise InvalidKey(f"object key {key!r} has an empty, '.' or '..' segment", key=key)
+    if key.endswith("/"):
+        raise InvalidKey(f"object key {key!r} names a folder, not an object", key=key)
+    return key
+
+
+def resolve_relative(base_key: str, ref: str) -> str:
+    """The key that ``ref`` (as written in the spec at ``base_key``) names; never escapes the bucket."""
+    check_key(ref)
+    folder = base_key.rsplit("/", 1)[0] if "/" in base_key else ""
+    return check_key(normpath(f"{folder}/{ref}") if folder else ref)
+
+
+def check_job_id(job_id: str) -> str:
+    if not _JOB_ID.match(job_id):
+        raise InvalidKey(f"{job_id!r} is not a job id (j + 19 hex digits)", key=job_id)
+    return job_id
+
+
+# --- work bucket layout ---------------------------------------------------------------------------
+
+
+def job_prefix(job_id: str) -> str:
+    return f"jobs/{check_job_id(job_id)}/"
+
+
+def job_record_key(job_id: str) -> str:
+    return job_prefix(job_id) + "job.json"
+
+
+def spec_key(job_id: str) -> str:
+    return job_prefix(job_id) + "spec.json"
+
+
+def record_key(job_id: str, task: str, stage: str) -> str:
+    return job_prefix(job_id) + f"records/{task}.{stage}.json"
+
+
+def artifact_key(job_id: str, task: str, name: str) -> str:
+    return job_prefix(job_id) + f"{task}/{name}"
+
+
+def manifest_key(job_id: str, task: str, stage: str) -> str:
+    return artifact_key(job_id, task, f"{stage}{MANIFEST_SUFFIX}")
+
+
+def published_key(job_id: str, task: str, destination_id: str) -> str:
+    return artifact_key(job_id, task, f"published/{destination_id}.json")
+
+
+def media_cache_key(digest: str, name: str) -> str:
+    return f"cache/media/{digest}/{name}"
+
+
+def faces_cache_key(digest: str) -> str:
+    return f"cache/faces/{digest}.json"
+
+
+def dead_letter_key(stage: str, message_id: str) -> str:
+    return f"dead-letter/{stage}/{message_id}.json"
+
+
+def output_key(job_id: str, filename: str) -> str:
+    return f"{check_job_id(job_id)}/{filename}"
+
+
+def parse_manifest_key(key: str) -> tuple[str, str, str] | None:
+    """(job_id, task, stage) of a manifest key, or None if ``key`` is not one."""
+    m = re.match(r"^jobs/(j[0-9a-f]{19})/([a-z0-9]+)/([a-z]+)\.manifest\.json$", key)
+    if not m or not _TASK.match(m.group(2)):
+        return None
+    return m.group(1), m.group(2), m.group(3)
+
+
+# --- routing --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Route:
+    """One notification rule: objects created in ``bucket`` matching prefix and suffix go to ``stage``."""
+
+    bucket: str
+    prefix: str
+    suffix: str
+    stage: str
+
+    def matches(self, bucket: str, key: str) -> bool:
+        return bucket == self.bucket and key.startswith(self.prefix) and key.endswith(self.suffix)
+
+
+def subject_for(settings: Settings, stage: str) -> str:
+    return f"{settings.subject_prefix}.stage.{stage}"
+
+
+def progress_subject(settings: Settings, job_id: str = "*") -> str:
+    return f"{settings.subject_prefix}.progress.{job_id}"
+
+
+def routing_table(settings: Settings) -> list[Route]:
+    """All rules for the configured chain: inputs feed validate, each manifest feeds the next stage."""
+    first = settings.chain[0]
+    routes = [Route(settings.bucket_inputs, "jobs/", sfx, first) for sfx in JOB_SPEC_SUFFIXES]
+    routes.append(Route(settings.bucket_inputs, "audio/", "", first))
+    for here, nxt in zip(settings.chain, settings.chain[1:], strict=False):
+        routes.append(Route(settings.bucket_work, "jobs/", f"/{here}{MANIFEST_SUFFIX}", nxt))
+    return routes
+
+
+def route(settings: Settings, bucket: str, key: str) -> str | None:
+    """The stage an object created at bucket/key triggers, or None."""
+    for rule in routing_table(settings):
+        if rule.matches(bucket, key):
+            return rule.stage
+    return None
+
+
+def next_stage(settings: Settings, stage: str) -> str | None:
+    chain = settings.chain
+    i = chain.index(stage)
+    return chain[i + 1] if i + 1 < len(chain) else None

@@ -1,0 +1,385 @@
+"""Media I/O in one place: probing and frame decoding (PyAV, in-process) and every ffmpeg command line.
+
+Command lines are built with ffmpeg-python and run with the configured binary (``settings.ffmpeg_path``,
+else ``ffmpeg`` on PATH, else the one in the imageio-ffmpeg wheel). A failing ffmpeg raises
+``FFmpegError`` with the tail of its stderr; stages turn that into ``InvalidInput`` (bad upload) or let it
+retry (anything else). Numpy transforms live in the stages, not here.
+"""
+
+from __future__ import annotations
+
+import math
+import queue
+import shutil
+import subprocess
+import threading
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from fractions import Fraction
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import av
+import ffmpeg
+import numpy as np
+
+from pipeline.config import Settings
+from pipeline.errors import ConfigError, PermanentError
+
+IMAGE_FORMATS = {"image2", "png_pipe", "jpeg_pipe", "webp_pipe", "bmp_pipe", "tiff_pipe", "gif_pipe"}
+AUDIO_RATE = 16_000
+
+
+class FFmpegError(PermanentError):
+    """ffmpeg (or the decoder) refused a file; ``detail`` is the useful end of its message."""
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__(reason)
+        self.detail = detail
+
+
+@lru_cache(maxsize=4)
+def _find_ffmpeg(configured: str | None) -> str:
+    if configured:
+        if not Path(configured).is_file() and not shutil.which(configured):
+            raise ConfigError(f"ffmpeg_path {configured} does not exist")
+        return configured
+    if found := shutil.which("ffmpeg"):
+        return found
+    try:
+        import imageio_ffmpeg
+
+        return str(imageio_ffmpeg.get_ffmpeg_exe())
+    except (ImportError, RuntimeError) as exc:
+        raise ConfigError("no ffmpeg: install imageio-ffmpeg or set MOUTHPIECE_FFMPEG_PATH") from exc
+
+
+def ffmpeg_binary(settings: Settings) -> str:
+    return _find_ffmpeg(settings.ffmpeg_path)
+
+
+def _tail(stderr: bytes, lines: int = 4) -> str:
+    text = stderr.decode(errors="replace").strip().splitlines()
+    return " | ".join(line.strip() for line in text[-lines:])
+
+
+def run_ffmpeg(settings: Settings, stream: Any, what: str) -> None:
+    """Run an ffmpeg-python graph (overwriting outputs); raise ``FFmpegError`` saying ``what`` failed."""
+    args = ffmpeg.compile(stream, cmd=ffmpeg_binary(settings), overwrite_output=True)
+    args[1:1] = ["-hide_banner", "-nostdin", "-loglevel", "error"]
+    proc = subprocess.run(args, capture_output=True, check=False)
+    if proc.returncode != 0:
+        detail = _tail(proc.stderr)
+        raise FFmpegError(f"{what} failed: {detail or 'ffmpeg exit code ' + str(proc.returncode)}", detail)
+
+
+# --- probing ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Probe:
+    """What a media file holds. ``duration`` in seconds (0 for a still image)."""
+
+    format: str
+    duration: float
+    has_audio: bool
+    has_video: bool
+    still: bool
+    width: int = 0
+    height: int = 0
+    fps: float = 0.0
+    sample_rate: int = 0
+    channels: int = 0
+    audio_codec: str = ""
+    video_codec: str = ""
+    alpha: bool = False
+
+
+def probe(path: Path) -> Probe:
+    """Open ``path`` with the FFmpeg libraries; ``FFmpegError`` if it is not a readable media file."""
+    try:
+        with av.open(str(path)) as container:
+            return _probe_container(container)
+    except (av.FFmpegError, UnicodeDecodeError, ValueError, IndexError) as exc:
+        raise FFmpegError(f"cannot read {path.name}: {exc}", str(exc)) from exc
+
+
+def _probe_container(container: Any) -> Probe:
+    fmt = container.format.name
+    audio = next(iter(container.streams.audio), None)
+    video = next(iter(container.streams.video), None)
+    duration = float(container.duration / av.time_base) if container.duration else 0.0
+    if audio is not None and not duration and audio.duration and audio.time_base:
+        duration = float(audio.duration * audio.time_base)
+    still = video is not None and (fmt in IMAGE_FORMATS or (video.frames or 0) == 1)
+    rate = video.average_rate if video is not None else None
+    return Probe(
+        format=fmt,
+        duration=0.0 if still else duration,
+        has_audio=audio is not None,
+        has_video=video is not None,
+        still=still,
+        width=video.codec_context.width if video is not None else 0,
+        height=video.codec_context.height if video is not None else 0,
+        fps=float(rate) if rate else 0.0,
+        sample_rate=audio.codec_context.sample_rate if audio is not None else 0,
+        channels=audio.codec_context.channels if audio is not None else 0,
+        audio_codec=audio.codec_context.name if audio is not None else "",
+        video_codec=video.codec_context.name if video is not None else "",
+        alpha=video is not None and _has_alpha(video.codec_context.pix_fmt),
+    )
+
+
+def _has_alpha(pix_fmt: str | None) -> bool:
+    """Whether a pixel format carries transparency (an alpha component, or a palette as in GIF/PNG8)."""
+    if not pix_fmt:
+        return False
+    fmt = av.video.format.VideoFormat(pix_fmt)
+    # components: gray=1, gray+alpha=2, colour=3, colour+alpha=4
+    return fmt.has_palette or len(fmt.components) in (2, 4)
+
+
+def count_frames(path: Path) -> int:
+    """Frames in the first video stream, by demuxing (exact for our normalized clips)."""
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        return sum(1 for packet in container.demux(stream) if packet.size)
+
+
+# --- decoding ---------------------------------------------------------------------------------------
+
+
+def decode_frames(path: Path) -> Iterator[np.ndarray]:
+    """RGB uint8 frames of the first video stream, in order."""
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        for frame in container.decode(stream):
+            yield frame.to_ndarray(format="rgb24")
+
+
+def read_first_frame(path: Path) -> np.ndarray:
+    for frame in decode_frames(path):
+        return frame
+    raise FFmpegError(f"{path.name} has no video frames")
+
+
+def load_audio(path: Path) -> np.ndarray:
+    """Mono float32 samples in [-1, 1] of a 16 kHz WAV written by ``normalize_audio``."""
+    import soundfile
+
+    data, rate = soundfile.read(str(path), dtype="float32", always_2d=True)
+    if rate != AUDIO_RATE:
+        raise FFmpegError(f"{path.name} is {rate} Hz, expected {AUDIO_RATE} (not a normalized clip)")
+    return np.ascontiguousarray(data.mean(axis=1))
+
+
+# --- normalization (validate stage) -----------------------------------------------------------------
+
+
+def normalize_audio(settings: Settings, src: Path, dst: Path) -> None:
+    """Any audio (or the audio of a video) → 16 kHz mono 16-bit WAV."""
+    # bit-exact: a plain 44-byte header, so the length follows from the size alone
+    stream = ffmpeg.input(str(src)).output(
+        str(dst),
+        vn=None,
+        ac=1,
+        ar=AUDIO_RATE,
+        acodec="pcm_s16le",
+        f="wav",
+        map_metadata=-1,
+        fflags="+bitexact",
+        flags="+bitexact",
+    )
+    run_ffmpeg(settings, stream, f"decoding the audio of {src.name}")
+
+
+def bounded_size(width: int, height: int, max_side: int) -> tuple[int, int]:
+    """(w, h) scaled so no side exceeds ``max_side``, keeping aspect, both even (x264 needs it)."""
+    scale = min(1.0, max_side / max(width, height))
+    w = max(2, round(width * scale / 2) * 2)
+    h = max(2, round(height * scale / 2) * 2)
+    return w, h
+
+
+def normalize_avatar(settings: Settings, src: Path, dst: Path, info: Probe) -> None:
+    """A photo or video → H.264 (yuv420p) at constant ``settings.fps``, bounded size, no audio.
+
+    A still photo becomes a one-frame clip; the renderer repeats it for the length of the audio.
+    """
+    w, h = bounded_size(info.width, info.height, settings.max_side)
+    video = ffmpeg.input(str(src)).video.filter("scale", w, h, flags="lanczos")
+    if info.alpha:  # transparent avatars (cartoons, stickers): flatten onto white, not onto garbage
+        background = ffmpeg.input(f"color=c=white:s={w}x{h}:r={_fps_arg(settings.fps)}", f="lavfi")
+        video = ffmpeg.filter([background, video], "overlay", shortest=1, format="auto")
+    video = video.filter("fps", fps=_fps_arg(settings.fps)).filter("format", "yuv420p")
+    extra: dict[str, Any] = {"frames:v": 1} if info.still else {}
+    stream = ffmpeg.output(
+        video,
+        str(dst),
+        an=None,
+        vcodec="libx264",
+        preset=settings.x264_preset,
+        crf=max(0, settings.crf - 4),  # intermediate: keep quality for later stages
+        r=_fps_arg(settings.fps),
+        movflags="+faststart",
+        **extra,
+    )
+    run_ffmpeg(settings, stream, f"converting {src.name} to video")
+
+
+def _fps_arg(fps: float) -> str:
+    frac = Fraction(fps).limit_denominator(1001)
+    return f"{frac.numerator}/{frac.denominator}"
+
+
+# --- encoding ---------------------------------------------------------------------------------------
+
+
+class FrameWriter:
+    """Encode RGB frames to H.264 through an ffmpeg pipe; ``write`` returns at once (a thread feeds ffmpeg).
+
+    Use as a context manager; leaving it normally waits for the encoder, leaving by exception kills it.
+    """
+
+    def __init__(self, settings: Settings, dst: Path, width: int, height: int, fps: float) -> None:
+        self.width, self.height = width, height
+        stream = ffmpeg.input(
+            "pipe:", format="rawvideo", pix_fmt="rgb24", s=f"{width}x{height}", framerate=_fps_arg(fps)
+        ).output(
+            str(dst),
+            vcodec="libx264",
+            pix_fmt="yuv420p",
+            preset=settings.x264_preset,
+            crf=settings.crf,
+            r=_fps_arg(fps),
+        )
+        args = ffmpeg.compile(stream, cmd=ffmpeg_binary(settings), overwrite_output=True)
+        args[1:1] = ["-hide_banner", "-nostdin", "-loglevel", "error"]
+        self._proc = subprocess.Popen(args, stdin=subprocess.PIPE, stderr=subprocess.PIPE)
+        self._queue: queue.Queue[bytes | None] = queue.Queue(maxsize=32)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._feed, name="frame-writer", daemon=True)
+        self._thread.start()
+        self.frames = 0
+
+    def _feed(self) -> None:
+        assert self._proc.stdin is not None
+        try:
+            while (chunk := self._queue.get()) is not None:
+                self._proc.stdin.write(chunk)
+        except BaseException as exc:  # broken pipe: ffmpeg died; reported on close
+            self._error = exc
+            while self._queue.get() is not None:  # keep draining so write() never blocks forever
+                pass
+        finally:
+            self._proc.stdin.close()
+
+    def write(self, frame: np.ndarray) -> None:
+        if frame.shape != (self.height, self.width, 3) or frame.dtype != np.uint8:
+            raise ValueError(f"frame {frame.shape} {frame.dtype} is not {self.height}x{self.width}x3 uint8")
+        self._queue.put(np.ascontiguousarray(frame).tobytes())
+        self.frames += 1
+
+    def close(self) -> None:
+        self._queue.put(None)
+        self._thread.join()
+        assert self._proc.stderr is not None
+        stderr = self._proc.stderr.read()
+        if self._proc.wait() != 0 or self._error is not None:
+            raise FFmpegError(f"encoding video failed: {_tail(stderr) or self._error}", _tail(stderr))
+
+    def abort(self) -> None:
+        self._proc.kill()
+        self._queue.put(None)
+        self._thread.join()
+        self._proc.wait()
+
+    def __enter__(self) -> FrameWriter:
+        return self
+
+    def __exit__(self, exc_type: object, *rest: object) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+
+def mux(
+    settings: Settings,
+    video: Path,
+    audio: Path,
+    dst: Path,
+    duration: float,
+    *,
+    loop_video: bool = False,
+    reencode_video: bool = False,
+    subtitles: Path | None = None,
+) -> None:
+    """Video + audio → MP4 (H.264 + AAC, faststart) exactly ``duration`` seconds long.
+
+    ``loop_video`` repeats a short clip (a still avatar) to the audio's length, which needs a re-encode;
+    ``subtitles`` adds a soft (mov_text) subtitle track.
+    """
+    vin = ffmpeg.input(str(video), stream_loop=-1) if loop_video else ffmpeg.input(str(video))
+    streams = [vin.video, ffmpeg.input(str(audio)).audio]
+    kwargs: dict[str, Any] = {"acodec": "aac", "audio_bitrate": "128k", "ar": 48000, "movflags": "+faststart"}
+    if loop_video or reencode_video:
+        kwargs.update(vcodec="libx264", pix_fmt="yuv420p", preset=settings.x264_preset, crf=settings.crf)
+        kwargs["r"] = _fps_arg(settings.fps)
+    else:
+        kwargs["vcodec"] = "copy"
+    if subtitles is not None:
+        streams.append(ffmpeg.input(str(subtitles)))
+        kwargs.update(scodec="mov_text", **{"metadata:s:s:0": "language=eng"})
+    stream = ffmpeg.output(*streams, str(dst), t=f"{duration:.3f}", **kwargs)
+    run_ffmpeg(settings, stream, "muxing video and audio")
+
+
+def frames_for(duration: float, fps: float) -> int:
+    """Output frames for ``duration`` seconds of audio: enough to cover it."""
+    return max(1, math.ceil(duration * fps - 1e-6))
+
+
+def cycle_indices(n_out: int, n_src: int) -> Sequence[int]:
+    """Source frame for each output frame: forward then backward (ping-pong), as a natural loop."""
+    if n_src <= 1:
+        return [0] * n_out
+    period = 2 * n_src - 2
+    return [i % period if i % period < n_src else period - i % period for i in range(n_out)]
+
+
+def reencode_to_bitrate(
+    settings: Settings,
+    src: Path,
+    dst: Path,
+    video_kbps: int,
+    audio_kbps: int = 96,
+    max_side: int | None = None,
+) -> None:
+    """Re-encode an MP4 at a target bitrate (to fit an attachment limit), optionally scaling it down.
+
+    Two-pass is not worth it here: a capped one-pass x264 (maxrate/bufsize) lands within a few percent.
+    """
+    inp = ffmpeg.input(str(src))
+    video = inp.video
+    if max_side is not None:
+        video = video.filter(
+            "scale", f"if(gt(iw,ih),min(iw,{max_side}),-2)", f"if(gt(iw,ih),-2,min(ih,{max_side}))"
+        )
+    stream = ffmpeg.output(
+        video,
+        inp.audio,
+        str(dst),
+        vcodec="libx264",
+        pix_fmt="yuv420p",
+        preset=settings.x264_preset,
+        video_bitrate=f"{video_kbps}k",
+        maxrate=f"{video_kbps}k",
+        bufsize=f"{video_kbps * 2}k",
+        acodec="aac",
+        audio_bitrate=f"{audio_kbps}k",
+        movflags="+faststart",
+    )
+    run_ffmpeg(settings, stream, f"re-encoding {src.name} at {video_kbps} kb/s")

@@ -1,0 +1,150 @@
+"""The running pieces of one process: the bus (and, embedded, its nats-server), the store, the workers.
+
+``Stack.open`` connects to ``settings.nats_url`` when set (distributed mode). Otherwise it looks for an
+embedded stack already running on the same data directory (``DATA_DIR/stack.json``, written by its
+owner) and attaches to it, or starts its own nats-server and becomes the owner. Only the owner runs
+workers for ``mouthpiece render``; ``mouthpiece up`` always owns its stack.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import socket
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+
+import structlog
+
+from pipeline.bus import NatsBus, threadsafe_publisher
+from pipeline.config import Settings
+from pipeline.errors import ConfigError
+from pipeline.natsserver import EmbeddedNats
+from pipeline.reconcile import sweep
+from pipeline.runner import Worker
+from pipeline.stage import ModelCache
+from pipeline.storage import ObjectStore, open_store
+from pipeline.storage.emitting import EmittingStore
+
+log = structlog.get_logger("mouthpiece.stack")
+
+
+def _stack_file(settings: Settings) -> Path:
+    return settings.data_dir / "stack.json"
+
+
+def running_stack(settings: Settings) -> str | None:
+    """The NATS URL of a live embedded stack on this data dir, or None."""
+    try:
+        info = json.loads(_stack_file(settings).read_text())
+        os.kill(int(info["pid"]), 0)
+        host, port = info["nats_url"].removeprefix("nats://").rsplit(":", 1)
+        with socket.create_connection((host, int(port)), timeout=1.0):
+            return str(info["nats_url"])
+    except (OSError, ValueError, KeyError, json.JSONDecodeError):
+        return None
+
+
+@dataclass
+class Stack:
+    settings: Settings
+    bus: NatsBus
+    store: ObjectStore
+    announcer: EmittingStore
+    owner: bool
+    nats: EmbeddedNats | None = None
+    models: ModelCache = field(default_factory=ModelCache)
+
+    @classmethod
+    async def open(cls, settings: Settings, *, may_attach: bool = True) -> Stack:
+        loop = asyncio.get_running_loop()
+        # stage work runs in threads; the default pool (cores + 4) is too small for workers + heartbeats
+        loop.set_default_executor(ThreadPoolExecutor(max_workers=64, thread_name_prefix="mouthpiece"))
+        nats, url = await cls._bus_url(settings, may_attach)
+        try:
+            bus = await NatsBus.connect(url, settings)
+            raw = await asyncio.to_thread(open_store, settings)
+        except BaseException:
+            if nats is not None:
+                await asyncio.to_thread(nats.stop)
+            raise
+        announcer = EmittingStore(raw, settings, threadsafe_publisher(bus, loop))
+        store: ObjectStore = announcer if settings.event_source == "client" else raw
+        stack = cls(settings, bus, store, announcer, owner=nats is not None, nats=nats)
+        if nats is not None:
+            _stack_file(settings).write_text(json.dumps({"nats_url": url, "pid": os.getpid()}))
+        return stack
+
+    @staticmethod
+    async def _bus_url(settings: Settings, may_attach: bool) -> tuple[EmbeddedNats | None, str]:
+        if settings.nats_url:
+            return None, settings.nats_url
+        running = running_stack(settings)
+        if running is not None:
+            if not may_attach:
+                raise ConfigError(f"mouthpiece is already running on {settings.data_dir} ({running})")
+            return None, running
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        nats = EmbeddedNats(settings.data_dir / "nats", settings.nats_port)
+        await asyncio.to_thread(nats.start)
+        log.info("nats_started", url=nats.url, store=str(nats.store_dir))
+        return nats, nats.url
+
+    async def close(self) -> None:
+        await self.bus.close()
+        if self.nats is not None:
+            with contextlib.suppress(FileNotFoundError):
+                _stack_file(self.settings).unlink()
+            await asyncio.to_thread(self.nats.stop)
+
+    def worker(self, stage: str) -> Worker:
+        from stages.publish import notify_failure
+
+        return Worker(
+            self.settings,
+            self.store,
+            self.bus,
+            stage,
+            models=self.models,
+            on_failure=partial(notify_failure, self.settings, self.store),
+        )
+
+    async def run_workers(self, stages: list[str], stop: asyncio.Event) -> list[asyncio.Task[None]]:
+        """Start a worker per stage (each serves until ``stop``)."""
+        return [asyncio.create_task(self.worker(s).serve(stop), name=f"worker-{s}") for s in stages]
+
+    async def reconcile_forever(self, stop: asyncio.Event) -> None:
+        """Run the reconciliation sweep every ``reconcile_interval`` seconds until ``stop``."""
+        interval = self.settings.reconcile_interval
+        while interval > 0 and not stop.is_set():
+            try:
+                await asyncio.to_thread(sweep, self.announcer, self.settings)
+            except Exception:
+                log.exception("reconcile_failed")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=interval)
+
+
+def stop_on_signals(stop: asyncio.Event, force: Callable[[], None] | None = None) -> None:
+    """SIGINT/SIGTERM set ``stop`` (workers then drain); a second signal runs ``force`` and exits."""
+    loop = asyncio.get_running_loop()
+
+    def on_signal(signum: int) -> None:
+        if stop.is_set():
+            if force is not None:
+                force()
+            os._exit(128 + signum)
+        log.info(
+            "stopping", signal=signal.Signals(signum).name, hint="finishing work in flight; again to force"
+        )
+        stop.set()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, on_signal, sig)

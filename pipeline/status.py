@@ -1,0 +1,153 @@
+"""Job status: stage records are written once per (task, stage) and the status is folded from them.
+
+Write-once records avoid lost updates when several workers finish tasks of one job at the same time;
+``job_status`` reads a job's records and folds them into a ``JobStatus``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import UTC, datetime
+
+from pydantic import ValidationError
+
+from pipeline.config import Settings
+from pipeline.contracts import JobRecord, JobSpec, JobStatus, StageRecord, State, TaskStatus
+from pipeline.errors import ObjectNotFound, PermanentError
+from pipeline.keys import job_prefix, job_record_key, record_key, spec_key
+from pipeline.storage.base import ObjectStore
+
+JOB_TASK = "job"
+
+
+def write_record(store: ObjectStore, settings: Settings, record: StageRecord) -> None:
+    key = record_key(record.job_id, record.task, record.stage)
+    store.put(settings.bucket_work, key, record.model_dump_json().encode(), content_type="application/json")
+
+
+def read_record(
+    store: ObjectStore, settings: Settings, job_id: str, task: str, stage: str
+) -> StageRecord | None:
+    try:
+        return StageRecord.model_validate_json(
+            store.get(settings.bucket_work, record_key(job_id, task, stage))
+        )
+    except (ObjectNotFound, ValidationError):
+        return None
+
+
+def read_job(store: ObjectStore, settings: Settings, job_id: str) -> JobRecord | None:
+    try:
+        return JobRecord.model_validate_json(store.get(settings.bucket_work, job_record_key(job_id)))
+    except (ObjectNotFound, ValidationError):
+        return None
+
+
+def read_spec(store: ObjectStore, settings: Settings, job_id: str) -> JobSpec:
+    """The job's resolved spec (with destination secrets); ``PermanentError`` if there is none."""
+    try:
+        return JobSpec.model_validate_json(store.get(settings.bucket_work, spec_key(job_id)))
+    except ObjectNotFound:
+        raise PermanentError(f"job {job_id} has no spec (was it validated?)") from None
+    except ValidationError as exc:
+        raise PermanentError(f"job {job_id} has an unreadable spec: {exc}") from exc
+
+
+def read_records(store: ObjectStore, settings: Settings, job_id: str) -> list[StageRecord]:
+    records = []
+    for info in store.list(settings.bucket_work, job_prefix(job_id) + "records/"):
+        try:
+            records.append(StageRecord.model_validate_json(store.get(settings.bucket_work, info.key)))
+        except (ObjectNotFound, ValidationError):
+            continue  # replaced or removed while listing
+    return records
+
+
+def job_status(store: ObjectStore, settings: Settings, job_id: str) -> JobStatus | None:
+    """The job's current status, or None if nothing is known about it yet."""
+    job = read_job(store, settings, job_id)
+    records = read_records(store, settings, job_id)
+    if job is None and not records:
+        return None
+    return fold(job_id, job, records, job.chain if job else settings.chain)
+
+
+def list_jobs(store: ObjectStore, settings: Settings) -> list[str]:
+    """Ids of the jobs that have a job record, oldest key order."""
+    return [
+        info.key.split("/")[1]
+        for info in store.list(settings.bucket_work, "jobs/")
+        if info.key.endswith("/job.json") and info.key.count("/") == 2
+    ]
+
+
+# --- folding ------------------------------------------------------------------------------------------
+
+
+def fold(job_id: str, job: JobRecord | None, records: Iterable[StageRecord], chain: list[str]) -> JobStatus:
+    """Combine stage records into the job's status (pure)."""
+    records = list(records)
+    by_task: dict[str, list[StageRecord]] = {}
+    for record in records:
+        by_task.setdefault(record.task, []).append(record)
+    head = _fold_task(by_task.pop(JOB_TASK, []), chain)
+    tasks = {t: _fold_task(by_task.get(t, []), chain) for t in (job.tasks if job else by_task)}
+    return JobStatus(
+        job_id=job_id,
+        name=job.name if job else None,
+        state=_job_state(head, tasks),
+        stage=_current_stage(head, tasks),
+        reason=_reason(head, tasks),
+        tasks=tasks,
+        timings=_timings(records, chain),
+        outputs=[o for t in tasks.values() for o in t.outputs],
+        updated_at=datetime.now(UTC),
+    )
+
+
+def _fold_task(records: list[StageRecord], chain: list[str]) -> TaskStatus:
+    if not records:
+        return TaskStatus(state=State.queued, stage=None)
+    order = {s: i for i, s in enumerate(chain)}
+    latest = max(records, key=lambda r: (order.get(r.stage, -1), r.started_at))
+    failed = next((r for r in records if r.state == State.failed), None)
+    if failed is not None:
+        return TaskStatus(state=State.failed, stage=failed.stage, reason=failed.reason)
+    outputs = [o for r in records for o in r.outputs]
+    if latest.state == State.done and latest.stage == chain[-1]:
+        return TaskStatus(state=State.done, stage=latest.stage, outputs=outputs)
+    state = State.running if latest.state in (State.running, State.done) else latest.state
+    return TaskStatus(state=state, stage=latest.stage, progress=latest.progress, reason=latest.reason)
+
+
+def _job_state(head: TaskStatus, tasks: dict[str, TaskStatus]) -> State:
+    if head.state == State.failed:
+        return State.failed
+    if not tasks:
+        return State.running if head.state != State.queued else State.queued
+    states = {t.state for t in tasks.values()}
+    if states <= {State.done}:
+        return State.done
+    if states <= {State.done, State.failed}:
+        return State.failed
+    return State.running
+
+
+def _current_stage(head: TaskStatus, tasks: dict[str, TaskStatus]) -> str | None:
+    active = [t.stage for t in tasks.values() if t.state in (State.running, State.queued) and t.stage]
+    return active[0] if active else (head.stage if not tasks else next(iter(tasks.values())).stage)
+
+
+def _reason(head: TaskStatus, tasks: dict[str, TaskStatus]) -> str | None:
+    if head.reason and head.state == State.failed:
+        return head.reason
+    reasons = [t.reason for t in tasks.values() if t.state == State.failed and t.reason]
+    return "; ".join(dict.fromkeys(reasons)) or None
+
+
+def _timings(records: list[StageRecord], chain: list[str]) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for r in records:
+        if r.seconds is not None:
+            out[r.stage] = max(out.get(r.stage, 0.0), r.seconds)
+    return {s: round(out[s], 3) for s in chain if s in out}

@@ -1,0 +1,66 @@
+"""The object-store protocol every backend implements, and the record it returns."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    """What a store knows about one object. ``etag`` is S3's (MD5 hex for single-part writes)."""
+
+    bucket: str
+    key: str
+    size: int
+    etag: str
+    content_type: str = "application/octet-stream"
+    modified: datetime | None = None
+    metadata: Mapping[str, str] = field(default_factory=dict)
+
+
+@runtime_checkable
+class ObjectStore(Protocol):
+    """Buckets of objects. Writes are atomic: a reader sees the old object or the new one, never part.
+
+    Every method validates ``key`` (see ``pipeline.keys.check_key``) and raises ``InvalidKey`` for an
+    unsafe one, ``ObjectNotFound`` for a missing object, ``StorageError`` when the backend fails.
+    """
+
+    def put(
+        self,
+        bucket: str,
+        key: str,
+        data: bytes | Path,
+        *,
+        content_type: str = "application/octet-stream",
+        metadata: Mapping[str, str] | None = None,
+    ) -> ObjectInfo:
+        """Store ``data`` (bytes, or the file at a path) under bucket/key, replacing any old object."""
+        ...
+
+    def get(self, bucket: str, key: str) -> bytes:
+        """The whole object in memory; for small objects (manifests, records, specs)."""
+        ...
+
+    def download(self, bucket: str, key: str, dest: Path) -> ObjectInfo:
+        """Write the object to ``dest`` (atomically) and return its info; for media."""
+        ...
+
+    def stat(self, bucket: str, key: str) -> ObjectInfo | None:
+        """The object's info, or None if it does not exist."""
+        ...
+
+    def list(self, bucket: str, prefix: str = "") -> Iterator[ObjectInfo]:
+        """Objects whose key starts with ``prefix``, in key order."""
+        ...
+
+
+@runtime_checkable
+class Presigner(Protocol):
+    """Stores that can hand out a time-limited download link (S3); the local store cannot."""
+
+    def presigned_url(self, bucket: str, key: str, expires_seconds: int) -> str: ...

@@ -1,0 +1,62 @@
+"""The renderer interface: what every lip-sync renderer (viseme, wav2lip, ...) is given and returns.
+
+The render stage decodes the avatar, cycles its frames to the audio's length, hands them to a renderer
+with the face track, and encodes what the renderer yields. Renderers are pure frame transforms: no
+storage, no ffmpeg, no bus.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+
+from pipeline.contracts import FaceFrame, FaceTrack, JobOptions, Style
+
+SAMPLE_RATE = 16_000
+
+
+@dataclass
+class RenderRequest:
+    """Everything a renderer needs besides the frames.
+
+    audio: mono float32 samples in [-1, 1] at ``SAMPLE_RATE`` (the validated voice clip).
+    fps: output frame rate. n_frames: frames to produce (``ceil(len(audio) / SAMPLE_RATE * fps)``).
+    track: the face track of the avatar clip (one FaceFrame per *avatar* frame; the frames iterator
+    already pairs each output frame with its FaceFrame).
+    """
+
+    audio: np.ndarray
+    fps: float
+    n_frames: int
+    track: FaceTrack
+    options: JobOptions = field(default_factory=JobOptions)
+    style: Style = Style.auto
+
+    @property
+    def transcript(self) -> str | None:
+        return self.options.transcript
+
+
+Frames = Iterable[tuple[int, np.ndarray, FaceFrame]]
+"""(output index i, RGB uint8 frame H×W×3, its face) for i = 0 .. n_frames-1, in order.
+A still avatar yields the same array every time: renderers must not modify input frames in place."""
+
+
+class Renderer(Protocol):
+    """A lip-sync renderer. Instances are built once per worker process and reused across jobs."""
+
+    name: str
+
+    def render(
+        self, request: RenderRequest, frames: Frames, progress: Callable[[float], None]
+    ) -> Iterator[np.ndarray]:
+        """Yield exactly ``request.n_frames`` RGB uint8 frames, same size as the input, in order.
+
+        ``progress(fraction)`` may be called with 0..1 as work advances. Raise
+        ``pipeline.errors.InvalidInput`` for input the renderer cannot use (with a reason a person
+        understands) and ``ConfigError`` for missing weights.
+        """
+        ...

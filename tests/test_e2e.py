@@ -1,0 +1,114 @@
+"""End to end, as people use it: `mouthpiece render`, `mouthpiece up` with a folder drop, and the S3
+store on a real SeaweedFS. These run the whole configured chain with real media."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from pipeline.contracts import State
+from pipeline.media import probe
+from pipeline.stack import Stack
+from pipeline.submit import submit_files
+from tests.conftest import s3_settings
+from tests.pipeline.test_runner import wait_done
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+MOUTHPIECE = [sys.executable, "-m", "pipeline.cli"]
+
+
+def run_cli(args: list[str], cwd: Path, timeout: float = 300, **env: str) -> subprocess.CompletedProcess[str]:
+    environ = {**os.environ, "MOUTHPIECE_LOG_FORMAT": "json", **env}
+    return subprocess.run(
+        [*MOUTHPIECE, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, env=environ
+    )
+
+
+def test_render_writes_playable_mp4_of_audio_length(tmp_path: Path, assets: Path) -> None:
+    """`mouthpiece render speech.flac face.png -o out.mp4` → H.264 + AAC MP4, as long as the audio."""
+    out = tmp_path / "out.mp4"
+    result = run_cli(
+        ["render", str(assets / "jfk.flac"), str(assets / "astronaut.png"), "-o", str(out)], tmp_path
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    info = probe(out)
+    assert info.video_codec == "h264" and info.audio_codec == "aac"
+    assert abs(info.duration - probe(assets / "jfk.flac").duration) <= 0.1
+    assert (tmp_path / ".mouthpiece").is_dir()  # state stays in the working directory
+
+
+def test_render_of_text_renamed_png_fails_naming_the_file(tmp_path: Path, assets: Path) -> None:
+    """A text file renamed .png → non-zero exit and a reason that names the file; no output written."""
+    fake = tmp_path / "portrait.png"
+    fake.write_text("I am a text file, not a picture.\n" * 10)
+    out = tmp_path / "out.mp4"
+    result = run_cli(["render", str(assets / "jfk.flac"), str(fake), "-o", str(out)], tmp_path)
+    assert result.returncode == 1
+    assert "portrait.png" in result.stderr.splitlines()[-1]
+    assert not out.exists()
+
+
+def test_up_turns_a_folder_drop_into_a_video(tmp_path: Path, assets: Path) -> None:
+    """`mouthpiece up`, a voice clip dropped in the inbox → a video in the outbox; Ctrl-C stops cleanly."""
+    proc = subprocess.Popen(
+        [*MOUTHPIECE, "up", "--no-ingress"],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "MOUTHPIECE_LOG_FORMAT": "json", "MOUTHPIECE_SETTLE_SECONDS": "0.5"},
+    )
+    inbox, outbox = tmp_path / ".mouthpiece" / "inbox", tmp_path / ".mouthpiece" / "outbox"
+    try:
+        deadline = time.monotonic() + 30
+        while not inbox.is_dir() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        shutil.copy(assets / "jfk.flac", inbox / ".greeting.flac")  # write hidden, then rename in
+        os.rename(inbox / ".greeting.flac", inbox / "greeting.flac")
+        deadline = time.monotonic() + 240
+        while not list(outbox.glob("greeting*.mp4")) and time.monotonic() < deadline:
+            assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+            time.sleep(0.5)
+        videos = list(outbox.glob("greeting*.mp4"))
+    finally:
+        proc.send_signal(signal.SIGINT)
+        code = proc.wait(60)
+    assert len(videos) == 1, "no video appeared in the outbox"
+    assert abs(probe(videos[0]).duration - 11.0) <= 0.1
+    assert code == 0
+    assert not (tmp_path / ".mouthpiece" / "stack.json").exists()
+
+
+def test_s3_store_runs_a_job(tmp_path: Path, assets: Path, nats_url: str, s3_server: object) -> None:
+    """The same pipeline on the S3 store (a real SeaweedFS) with client-published events."""
+    settings = s3_settings(tmp_path, s3_server, nats_url=nats_url)  # type: ignore[arg-type]
+
+    async def main() -> object:
+        stack = await Stack.open(settings)
+        stop = asyncio.Event()
+        tasks = await stack.run_workers(list(settings.chain), stop)
+        try:
+            submitted = await asyncio.to_thread(
+                submit_files,
+                stack.store,
+                settings,
+                audio=assets / "jfk.flac",
+                avatars=[assets / "astronaut.png"],
+            )
+            return await wait_done(stack, submitted.job_id, timeout=240)
+        finally:
+            stop.set()
+            await asyncio.gather(*tasks)
+            await stack.close()
+
+    status = asyncio.run(main())
+    assert status.state == State.done, status.reason  # type: ignore[attr-defined]
+    assert any(o.endswith(".mp4") for o in status.outputs)  # type: ignore[attr-defined]
