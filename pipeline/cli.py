@@ -18,7 +18,7 @@ from pathlib import Path
 import structlog
 
 from pipeline import ASSETS_DIR
-from pipeline.config import STAGES, Settings, load_settings
+from pipeline.config import STAGES, Settings, load_settings, settings_markdown
 from pipeline.contracts import JobOptions, JobStatus, Progress, State, Style, SubtitleMode
 from pipeline.errors import ConfigError, MouthpieceError
 from pipeline.keys import progress_subject
@@ -76,8 +76,13 @@ def _parser() -> argparse.ArgumentParser:
     worker = sub.add_parser("worker", help="run one stage's worker (distributed mode)")
     worker.add_argument("stage", choices=list(STAGES))
 
-    sub.add_parser("config", help="print the effective settings (secrets masked)")
+    config = sub.add_parser("config", help="print the effective settings (secrets masked)")
+    config.add_argument("--markdown", action="store_true", help="print the table of all settings instead")
     sub.add_parser("reconcile", help="re-announce inputs that have no job")
+    retry = sub.add_parser("retry", help="run a failed job's failed stages again (after fixing the cause)")
+    retry.add_argument("job")
+    letters = sub.add_parser("dead-letters", help="list messages the runner gave up on")
+    letters.add_argument("--stage", choices=list(STAGES))
     sub.add_parser("init", help="create buckets, the default avatar and (MinIO) bucket notifications")
 
     models = sub.add_parser("models", help="list model files; --fetch NAME downloads one")
@@ -133,6 +138,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def cmd_config(settings: Settings, args: argparse.Namespace) -> int:
+    if args.markdown:
+        print(settings_markdown(), end="")
+        return 0
     print(json.dumps(settings.masked(), indent=2, default=str))
     return 0
 
@@ -429,6 +437,36 @@ def cmd_reconcile(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_retry(settings: Settings, args: argparse.Namespace) -> int:
+    async def go() -> list[str]:
+        from pipeline.reconcile import retry_job
+
+        stack = await Stack.open(settings)
+        try:
+            return await asyncio.to_thread(retry_job, stack.announcer, settings, args.job)
+        finally:
+            await stack.close()
+
+    triggers = asyncio.run(go())
+    if not triggers:
+        print(f"mouthpiece: job {args.job} has no failed stage to retry", file=sys.stderr)
+        return 1
+    for trigger in triggers:
+        print(f"re-announced {trigger}")
+    return 0
+
+
+def cmd_dead_letters(settings: Settings, args: argparse.Namespace) -> int:
+    from pipeline.contracts import DeadLetter
+
+    store = open_store(settings)
+    prefix = f"dead-letter/{args.stage}/" if args.stage else "dead-letter/"
+    for info in store.list(settings.bucket_work, prefix):
+        letter = DeadLetter.model_validate_json(store.get(settings.bucket_work, info.key))
+        print(f"{letter.at:%Y-%m-%d %H:%M:%S}  {letter.stage:8} {letter.job_id or '-':21} {letter.reason}")
+    return 0
+
+
 def cmd_init(settings: Settings, args: argparse.Namespace) -> int:
     from pipeline.notifications import configure_bucket_notifications
     from stages.validate import prepare_store
@@ -436,10 +474,21 @@ def cmd_init(settings: Settings, args: argparse.Namespace) -> int:
     store = open_store(settings)
     prepare_store(store, settings)
     print(f"buckets ready: {settings.bucket_inputs}, {settings.bucket_work}, {settings.bucket_outputs}")
+    if settings.nats_url:  # the stream must exist before MinIO publishes into it
+        asyncio.run(_ensure_stream(settings))
+        print(f"stream ready: {settings.stream} ({settings.subject_prefix}.stage.>)")
     if settings.store == "s3" and settings.event_source == "minio":
         for line in configure_bucket_notifications(settings):
             print(line)
     return 0
+
+
+async def _ensure_stream(settings: Settings) -> None:
+    from pipeline.bus import NatsBus
+
+    assert settings.nats_url is not None
+    bus = await NatsBus.connect(settings.nats_url, settings)
+    await bus.close()
 
 
 def cmd_models(settings: Settings, args: argparse.Namespace) -> int:
@@ -455,7 +504,18 @@ def cmd_models(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-QUIET_COMMANDS = {"render", "demo", "submit", "status", "config", "models", "reconcile", "init"}
+QUIET_COMMANDS = {
+    "render",
+    "demo",
+    "submit",
+    "status",
+    "config",
+    "models",
+    "reconcile",
+    "init",
+    "retry",
+    "dead-letters",
+}
 COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], int]] = {
     "up": cmd_up,
     "render": cmd_render,
@@ -465,6 +525,8 @@ COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], int]] = {
     "worker": cmd_worker,
     "config": cmd_config,
     "reconcile": cmd_reconcile,
+    "retry": cmd_retry,
+    "dead-letters": cmd_dead_letters,
     "init": cmd_init,
     "models": cmd_models,
 }

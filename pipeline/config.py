@@ -212,3 +212,14 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
         _toml_file.reset(token)
     settings.data_dir = settings.data_dir.expanduser().resolve()
     return settings
+
+
+def settings_markdown() -> str:
+    """A Markdown table of every setting (``docs/settings.md`` is this output)."""
+    rows = ["| environment variable | default | meaning |", "| --- | --- | --- |"]
+    for name, field in Settings.model_fields.items():
+        default = field.get_default(call_default_factory=True)
+        shown = "(secret)" if isinstance(default, SecretStr) else json.dumps(default, default=str)
+        text = (field.description or "").replace("|", "\\|")
+        rows.append(f"| `MOUTHPIECE_{name.upper()}` | `{shown}` | {text} |")
+    return "\n".join(rows) + "\n"

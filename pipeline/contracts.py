@@ -306,6 +306,7 @@ class StageRecord(_Model):
     reason: str | None = None
     error: str | None = Field(None, description="error class, for operators")
     outputs: list[str] = Field(default_factory=list, description="published keys or locations")
+    trigger: str | None = Field(None, description="bucket/key of the object whose event started this stage")
 
 
 class JobRecord(_Model):

@@ -9,13 +9,15 @@ message id dedups it on the bus, and the runner skips work that is already done.
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime
 
 import structlog
 
 from pipeline.config import Settings
 from pipeline.contracts import job_id_for
-from pipeline.keys import job_prefix, route
+from pipeline.events import build_event
+from pipeline.keys import job_prefix, route, subject_for
 from pipeline.storage.base import ObjectInfo, ObjectStore
 from pipeline.storage.emitting import EmittingStore
 
@@ -50,3 +52,28 @@ def sweep(store: EmittingStore, settings: Settings) -> list[str]:
     if keys:
         log.info("reconciled_orphans", count=len(keys), keys=keys[:20])
     return keys
+
+
+def retry_job(store: EmittingStore, settings: Settings, job_id: str) -> list[str]:
+    """Run a failed job's failed stages again: mark their records queued, re-announce their triggers.
+
+    For an operator who fixed the cause (uploaded the missing file, installed the model). Returns the
+    triggers re-announced.
+    """
+    from pipeline.contracts import State
+    from pipeline.status import read_records, write_record
+
+    announced = []
+    for record in read_records(store.inner, settings, job_id):
+        if record.state != State.failed or not record.trigger:
+            continue
+        bucket, key = record.trigger.split("/", 1)
+        info = store.inner.stat(bucket, key)
+        if info is None:
+            log.warning("retry_trigger_missing", job_id=job_id, trigger=record.trigger)
+            continue
+        record.state, record.reason, record.error = State.queued, "retry requested", None
+        write_record(store.inner, settings, record)
+        store.publish(subject_for(settings, record.stage), build_event(info), f"retry-{uuid.uuid4().hex}")
+        announced.append(record.trigger)
+    return announced

@@ -62,11 +62,12 @@ FailureHook = Callable[[str, str, str], None]
 
 @dataclass
 class Work:
-    """A decoded message: whom it is for and what the stage gets."""
+    """A decoded message: whom it is for, what the stage gets, and the object that triggered it."""
 
     job_id: str
     task: str
     inputs: Upload | Manifest
+    trigger: str = ""
 
 
 class Worker:
@@ -142,9 +143,10 @@ class Worker:
             return await self._process(delivery, work)
 
     def _decode(self, event: ObjectEvent) -> Work:
+        trigger = f"{event.bucket}/{event.key}"
         if self.stage == self.settings.chain[0]:
             upload = Upload(bucket=event.bucket, key=event.key, etag=event.etag, size=event.size)
-            return Work(job_id_for(event.bucket, event.key, event.etag), JOB_TASK, upload)
+            return Work(job_id_for(event.bucket, event.key, event.etag), JOB_TASK, upload, trigger)
         where = parse_manifest_key(event.key)
         if where is None:
             raise InvalidKey(f"{event.key} is not a manifest key", key=event.key)
@@ -153,7 +155,7 @@ class Worker:
             manifest = Manifest.model_validate_json(data)
         except ValidationError as exc:
             raise PermanentError(f"{event.key} is not a valid manifest: {exc}", key=event.key) from exc
-        return Work(manifest.job_id, manifest.task, manifest)
+        return Work(manifest.job_id, manifest.task, manifest, trigger)
 
     async def _process(self, delivery: Delivery, work: Work) -> str:
         previous = await asyncio.to_thread(
@@ -183,6 +185,7 @@ class Worker:
             state=State.running,
             attempt=delivery.deliveries,
             worker=self.worker_id,
+            trigger=work.trigger,
         )
         await self._save(record)
         log.info("stage_started", attempt=delivery.deliveries)
@@ -360,7 +363,7 @@ class Worker:
         log.error("dead_lettered", reason=reason, dead_letter=key)
         if work is not None:
             failed = record or StageRecord(
-                job_id=work.job_id, task=work.task, stage=self.stage, state=State.failed
+                job_id=work.job_id, task=work.task, stage=self.stage, state=State.failed, trigger=work.trigger
             )
             await self._save(
                 failed, state=State.failed, reason=reason, error="DeadLetter", finished_at=datetime.now(UTC)

@@ -252,3 +252,45 @@ def test_stop_drains_work_in_flight(tmp_path: Path, nats_url: str, assets: Path)
 
     record = run_with_stack(settings, body, workers=False)
     assert record is not None and record.state == State.done
+
+
+def test_retry_runs_a_dead_lettered_job_after_the_cause_is_fixed(
+    tmp_path: Path, nats_url: str, assets: Path
+) -> None:
+    """`mouthpiece retry`: once the missing audio is uploaded, the failed job runs to the end."""
+    from pipeline.reconcile import retry_job
+
+    settings = short_chain(tmp_path, nats_url, max_deliver=1)
+
+    async def body(stack: Stack) -> Any:
+        spec = JobSpec(audio="late.flac")
+        submitted = await asyncio.to_thread(submit_spec, stack.store, settings, spec, "jobs/late/job.json")
+        assert (await wait_done(stack, submitted.job_id)).state == State.failed
+        await asyncio.to_thread(stack.store.put, settings.bucket_inputs, "jobs/late/late.flac", assets / "jfk.flac")
+        triggers = await asyncio.to_thread(retry_job, stack.announcer, settings, submitted.job_id)
+        assert triggers == [f"{settings.bucket_inputs}/jobs/late/job.json"]
+        await asyncio.sleep(0.5)
+        return await wait_done(stack, submitted.job_id)
+
+    status = run_with_stack(settings, body)
+    assert status.state == State.done, status.reason
+
+
+def test_reconcile_sweep_starts_inputs_that_missed_their_event(tmp_path: Path, nats_url: str, assets: Path) -> None:
+    """An input written with no event (bus down, or copied in by hand) is found and started."""
+    from pipeline.contracts import job_id_for
+    from pipeline.reconcile import sweep
+
+    settings = short_chain(tmp_path, nats_url, reconcile_grace=0.0)
+
+    async def body(stack: Stack) -> Any:
+        info = await asyncio.to_thread(
+            stack.announcer.inner.put, settings.bucket_inputs, "audio/orphan.flac", assets / "jfk.flac"
+        )
+        keys = await asyncio.to_thread(sweep, stack.announcer, settings)
+        assert keys == ["audio/orphan.flac"]
+        status = await wait_done(stack, job_id_for(info.bucket, info.key, info.etag))
+        assert await asyncio.to_thread(sweep, stack.announcer, settings) == []  # it has a job now
+        return status
+
+    assert run_with_stack(settings, body).state == State.done
