@@ -1,0 +1,148 @@
+"""From per-frame detections to one smoothed face track (pure numpy; no I/O).
+
+``build_track`` takes one entry per frame of the avatar clip: ``None`` (frame not examined), ``[]``
+(examined, no face) or the frame's detections, and returns a ``FaceTrack`` with exactly one ``FaceFrame``
+per entry:
+
+* which face: on the first frame with faces, the largest (box area) or the one nearest the frame centre
+  (``choice``); on later frames the detection overlapping the face chosen last (IoU ≥ ``MIN_IOU``), so a
+  video keeps following one person, and the rule again when none overlaps;
+* frames without a chosen face get box, landmarks and confidence interpolated linearly between the
+  nearest frames with one (copied before the first and after the last) and ``interpolated=True``;
+* boxes and landmarks are smoothed alike by a centred moving average over ``smooth_window`` frames
+  (Wav2Lip's ``get_smoothened_boxes`` averages the next 5 frames, which makes the box lead the face;
+  centred does not); confidences are not smoothed;
+* landmarks are kept only when every chosen detection has 68 of them, so a track never mixes sources;
+* boxes are clipped to the frame and carry **no padding**: renderers add ``settings.face_pads`` (the
+  chin margin) themselves, so a stored track does not depend on the pads. Coordinates are rounded to
+  0.01 px.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from pipeline.contracts import FaceChoice, FaceFrame, FaceTrack
+from stages.detect.detectors import Detection
+
+MIN_IOU = 0.3
+CENTER = FaceChoice("center")  # by value: the member's name has changed (str.center shadowed it)
+LANDMARKS = 68
+Found = Sequence[Detection] | None
+
+
+def frames_with_faces(detections: Sequence[Found]) -> int:
+    """How many frames have at least one detection."""
+    return sum(1 for found in detections if found)
+
+
+def choose_faces(
+    detections: Sequence[Found], choice: FaceChoice | str, width: int, height: int
+) -> list[Detection | None]:
+    """The face followed on each frame (None where there is none); see the module docstring."""
+    chosen: list[Detection | None] = []
+    previous: Detection | None = None
+    for found in detections:
+        pick = _pick(found or [], previous, FaceChoice(choice), (width / 2, height / 2))
+        chosen.append(pick)
+        previous = pick or previous
+    return chosen
+
+
+def _pick(
+    found: Sequence[Detection], previous: Detection | None, choice: FaceChoice, centre: tuple[float, float]
+) -> Detection | None:
+    if not found:
+        return None
+    if previous is not None:
+        best = max(found, key=previous.iou)
+        if best.iou(previous) >= MIN_IOU:
+            return best
+    if choice == CENTER:
+        return min(found, key=lambda d: np.hypot(d.center[0] - centre[0], d.center[1] - centre[1]))
+    return max(found, key=lambda d: d.area)
+
+
+def fill_gaps(values: np.ndarray) -> np.ndarray:
+    """Rows holding NaN replaced by linear interpolation between the nearest full rows (ends copied)."""
+    known = ~np.isnan(values).any(axis=1)
+    if not known.any():
+        raise ValueError("no row to fill from")
+    index = np.arange(len(values))
+    columns = [np.interp(index, index[known], values[known, c]) for c in range(values.shape[1])]
+    return np.stack(columns, axis=1)
+
+
+def smooth(values: np.ndarray, window: int) -> np.ndarray:
+    """Centred moving average over ``window`` rows, the window shortened where it runs off an end."""
+    n = len(values)
+    if window <= 1 or n <= 1:
+        return values.astype(np.float64, copy=True)
+    index = np.arange(n)
+    lo = np.clip(index - (window - 1) // 2, 0, n)
+    hi = np.clip(index + window // 2 + 1, 0, n)
+    sums = np.concatenate([np.zeros((1, values.shape[1])), np.cumsum(values, axis=0)])
+    return (sums[hi] - sums[lo]) / (hi - lo)[:, None]
+
+
+def _series(chosen: Sequence[Detection | None]) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """(boxes (n, 4), confidences (n, 1), landmarks (n, 136) or None), NaN where no face was chosen."""
+    n = len(chosen)
+    faces = [d for d in chosen if d is not None]
+    has_marks = bool(faces) and all(
+        d.landmarks is not None and d.landmarks.shape == (LANDMARKS, 2) for d in faces
+    )
+    boxes, conf = np.full((n, 4), np.nan), np.full((n, 1), np.nan)
+    marks = np.full((n, 2 * LANDMARKS), np.nan) if has_marks else None
+    for i, d in enumerate(chosen):
+        if d is None:
+            continue
+        boxes[i], conf[i, 0] = d.box, d.confidence
+        if marks is not None and d.landmarks is not None:
+            marks[i] = d.landmarks.reshape(-1)
+    return boxes, conf, marks
+
+
+def _clip_boxes(boxes: np.ndarray, width: int, height: int) -> np.ndarray:
+    limits = np.array([width, height, width, height], dtype=np.float64)
+    return np.clip(boxes, 0.0, limits)
+
+
+def build_track(
+    detections: Sequence[Found],
+    *,
+    width: int,
+    height: int,
+    fps: float,
+    detector: str,
+    choice: FaceChoice | str = FaceChoice.largest,
+    smooth_window: int = 5,
+) -> FaceTrack:
+    """One ``FaceFrame`` per entry of ``detections``; ``ValueError`` when no frame has a face."""
+    chosen = choose_faces(detections, choice, width, height)
+    if not any(d is not None for d in chosen):
+        raise ValueError("no frame has a face")
+    boxes, conf, marks = _series(chosen)
+    boxes = _clip_boxes(smooth(fill_gaps(boxes), smooth_window), width, height)
+    conf = fill_gaps(conf)
+    if marks is not None:
+        marks = smooth(fill_gaps(marks), smooth_window)
+    frames = [_frame(i, boxes, conf, marks, chosen[i] is None) for i in range(len(chosen))]
+    return FaceTrack(detector=detector, width=width, height=height, fps=fps, frames=frames)
+
+
+def _frame(
+    i: int, boxes: np.ndarray, conf: np.ndarray, marks: np.ndarray | None, interpolated: bool
+) -> FaceFrame:
+    x1, y1, x2, y2 = (round(float(v), 2) for v in boxes[i])
+    points = None
+    if marks is not None:
+        points = [(round(float(x), 2), round(float(y), 2)) for x, y in marks[i].reshape(LANDMARKS, 2)]
+    return FaceFrame(
+        box=(x1, y1, x2, y2),
+        landmarks=points,
+        confidence=round(float(conf[i, 0]), 4),
+        interpolated=interpolated,
+    )

@@ -1,0 +1,233 @@
+"""Shared fixtures of the detect tests: real photos (with and without a face), a drawn cartoon face, an
+anime face drawn at run time, fake face-alignment weights, and a real stage context on a local store."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import pytest
+import skimage.data
+import structlog
+
+from pipeline.config import Settings, load_settings
+from pipeline.contracts import REVEAL, JobOptions, JobSpec, Manifest, MediaInfo
+from pipeline.keys import spec_key
+from pipeline.media import count_frames, normalize_avatar, probe
+from pipeline.stage import ModelCache, StageContext
+from pipeline.storage.local import LocalStore
+from stages.detect.detectors import FAN_FILE, S3FD_FILE
+
+ROOT = Path(__file__).resolve().parents[3]
+ASTRONAUT = ROOT / "pipeline" / "assets" / "astronaut.png"
+CARTOON = ROOT / "tests" / "data" / "cartoon_face.png"
+
+
+@pytest.fixture(scope="session")
+def face_region() -> tuple[float, float, float, float]:
+    """Where the astronaut's face is in the 512×512 photo (x1, y1, x2, y2), generously."""
+    return (170.0, 60.0, 300.0, 230.0)
+
+
+def read_rgb(path: Path) -> np.ndarray:
+    image = cv2.imread(str(path))
+    assert image is not None, f"cannot read {path}"
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def write_rgb(path: Path, image: np.ndarray) -> Path:
+    cv2.imwrite(str(path), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+    return path
+
+
+@pytest.fixture(scope="session")
+def astronaut() -> np.ndarray:
+    """A real face photo, RGB 512×512."""
+    return read_rgb(ASTRONAUT)
+
+
+@pytest.fixture(scope="session")
+def cartoon() -> np.ndarray:
+    """tests/data/cartoon_face.png: a drawn face (ellipse head, hair, eyes, brows, nose, mouth), 256×256."""
+    return read_rgb(CARTOON)
+
+
+@pytest.fixture(scope="session")
+def coffee() -> np.ndarray:
+    """A real photo without a face (scikit-image's cup of coffee), 400×600."""
+    return skimage.data.coffee()
+
+
+def draw_anime_face(size: int = 256) -> np.ndarray:
+    """An anime-style face: big tall eyes, no nose, a tiny mouth, spiky fringe (Haar misses it)."""
+    img = np.full((size, size, 3), (235, 225, 245), np.uint8)
+    c, hair, skin = size // 2, (60, 60, 140), (255, 228, 210)
+    cv2.ellipse(img, (c, 120), (95, 105), 0, 0, 360, hair, -1, cv2.LINE_AA)
+    chin = np.array([[c - 70, 100], [c + 70, 100], [c + 62, 170], [c, 225], [c - 62, 170]], np.int32)
+    cv2.fillPoly(img, [chin], skin, cv2.LINE_AA)
+    cv2.ellipse(img, (c, 105), (70, 60), 0, 180, 360, skin, -1, cv2.LINE_AA)
+    for x0 in range(c - 80, c + 80, 32):
+        cv2.fillPoly(img, [np.array([[x0, 40], [x0 + 40, 40], [x0 + 22, 118]], np.int32)], hair, cv2.LINE_AA)
+    for x in (c - 34, c + 34):
+        cv2.ellipse(img, (x, 140), (16, 26), 0, 0, 360, (255, 255, 255), -1, cv2.LINE_AA)
+        cv2.ellipse(img, (x, 144), (12, 20), 0, 0, 360, (40, 90, 170), -1, cv2.LINE_AA)
+        cv2.circle(img, (x - 4, 132), 5, (255, 255, 255), -1, cv2.LINE_AA)
+        cv2.line(img, (x - 18, 114), (x + 18, 112), (30, 20, 40), 4, cv2.LINE_AA)
+    cv2.ellipse(img, (c, 196), (6, 3), 0, 0, 180, (160, 60, 70), -1, cv2.LINE_AA)
+    return img
+
+
+@pytest.fixture(scope="session")
+def anime() -> np.ndarray:
+    """``draw_anime_face()``: eyes centred at (94, 144) and (162, 144), mouth at (128, 196)."""
+    return draw_anime_face()
+
+
+# --- fake face-alignment weights ------------------------------------------------------------------
+
+
+def fake_s3fd_state() -> dict[str, Any]:
+    """A deterministic S3FD whose only confident output is the coarsest head's (one box per small image).
+
+    Random init (seed 0); every classification head is zeroed and biased to "background" except
+    conv7_2's, biased to "face"; box regressions are zeroed so boxes are the anchors themselves.
+    """
+    import torch
+    from face_alignment.detection.sfd.net_s3fd import s3fd
+
+    torch.manual_seed(0)
+    state: dict[str, Any] = s3fd().state_dict()
+    for name, tensor in state.items():
+        if "mbox_loc" in name or "mbox_conf" in name:
+            tensor.zero_()
+        if "mbox_conf" in name and name.endswith("bias"):
+            face = name.startswith("conv7_2")
+            values = [-3.0, 3.0] if face else [3.0, -3.0]
+            tensor[:] = torch.tensor([3.0, 3.0, 3.0, -3.0] if tensor.numel() == 4 else values)
+    return state
+
+
+def fake_fan_state() -> dict[str, Any]:
+    """A deterministic random-init FAN (4 stacks), as face-alignment 1.5 builds it."""
+    import torch
+    from face_alignment.models import FAN
+
+    torch.manual_seed(0)
+    return FAN(4).state_dict()
+
+
+@pytest.fixture(scope="session")
+def fake_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder holding fake S3FD and FAN weights under the file names face-alignment uses."""
+    import torch
+
+    folder = tmp_path_factory.mktemp("fa-weights")
+    torch.save(fake_s3fd_state(), folder / S3FD_FILE)
+    torch.save(fake_fan_state(), folder / FAN_FILE)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def fa_build(fake_weights: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, Path]:
+    """(``build_detector("face_alignment", "cpu", fake_weights)``, the TORCH_HOME it was built under).
+
+    TORCH_HOME points at a folder that does not exist, so a test can show the hub cache was not used.
+    """
+    from stages.detect.detectors import build_detector
+
+    torch_home = tmp_path_factory.mktemp("torch") / "home"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("TORCH_HOME", str(torch_home))
+        return build_detector("face_alignment", "cpu", fake_weights), torch_home
+
+
+@pytest.fixture
+def eager_landmarks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """face-alignment's heatmap decoding runs as plain Python instead of being numba-compiled.
+
+    numba compiles it on first use (about 20 s of CPU here; ``warm_up`` pays that once per worker in
+    production). The Python originals compute the same thing, which is all a test with random weights needs.
+    """
+    import face_alignment.utils as fa_utils
+
+    for name in ("_get_preds_fromhm", "transform_np"):
+        monkeypatch.setattr(fa_utils, name, getattr(fa_utils, name).py_func)
+
+
+# --- a stage context on a local store ---------------------------------------------------------------
+
+
+@dataclass
+class StageEnv:
+    """Settings, a local store with the three buckets, and helpers to make tasks for the stage."""
+
+    settings: Settings
+    store: LocalStore
+    root: Path
+    progress: list[float] = field(default_factory=list)
+    _jobs: int = 0
+
+    def context(self, models: ModelCache | None = None, log: Any = None) -> StageContext:
+        """A fresh job's context (each call is another job: content-addressed reuse crosses jobs)."""
+        self._jobs += 1
+        job_id = f"j{self._jobs:019x}"
+        workdir = self.root / "work" / job_id
+        workdir.mkdir(parents=True)
+        return StageContext(
+            settings=self.settings,
+            store=self.store,
+            job_id=job_id,
+            task="a0",
+            stage="detect",
+            log=log if log is not None else structlog.get_logger("test.detect"),
+            workdir=workdir,
+            models=models or ModelCache(),
+            on_progress=lambda fraction, note: self.progress.append(fraction),
+        )
+
+    def manifest(
+        self, ctx: StageContext, clip: Path, name: str, options: JobOptions | None = None
+    ) -> Manifest:
+        """Store the job's spec and the avatar clip; the manifest validate would hand on."""
+        spec = JobSpec(audio="voice.wav", avatars=[name], options=options or JobOptions())
+        data = spec.model_dump_json(context=REVEAL).encode()
+        self.store.put(self.settings.bucket_work, spec_key(ctx.job_id), data, content_type="application/json")
+        info = probe(clip)
+        frames = count_frames(clip)
+        media = MediaInfo(
+            audio_seconds=2.0,
+            fps=self.settings.fps,
+            width=info.width,
+            height=info.height,
+            frames=frames,
+            still=frames == 1,
+        )
+        avatar = ctx.save(clip, "avatar.mp4", "video/mp4")
+        return Manifest(
+            job_id=ctx.job_id,
+            task=ctx.task,
+            stage="validate",
+            spec_key=spec_key(ctx.job_id),
+            avatar_name=name,
+            media=media,
+            artifacts={"avatar": avatar},
+        )
+
+    def normalized(self, image: np.ndarray, name: str) -> Path:
+        """``image`` saved as ``name`` and normalized by validate's own function (a one-frame clip)."""
+        src = write_rgb(self.root / name, image)
+        dst = self.root / f"{Path(name).stem}.mp4"
+        normalize_avatar(self.settings, src, dst, probe(src))
+        return dst
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> StageEnv:
+    """A real local store under tmp_path and settings whose data (and model) dir is there too."""
+    settings = load_settings(None, data_dir=tmp_path / "data")
+    store = LocalStore(tmp_path / "store")
+    store.ensure_buckets(["inputs", "work", "outputs"])
+    return StageEnv(settings=settings, store=store, root=tmp_path)
