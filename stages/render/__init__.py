@@ -1,0 +1,149 @@
+"""lip-sync render: the avatar's frames, cycled to the voice's length, through a renderer, to H.264.
+
+The renderer comes from the job's options (``viseme`` needs no weights; ``wav2lip`` loads a checkpoint;
+``none`` passes the avatar through untouched) and is built once per worker process. Decoding, rendering
+and encoding overlap: frames are decoded lazily, the renderer may batch and prefetch, and the encoder
+runs in its own thread. The output is a silent video (``video``); enhance adds the sound.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.config import Settings
+from pipeline.contracts import FaceFrame, FaceTrack, JobOptions, Manifest
+from pipeline.errors import ConfigError, InvalidInput
+from pipeline.media import FrameWriter, cycle_indices, decode_frames, frames_for, load_audio, prefetch
+from pipeline.models import model_path
+from pipeline.stage import ModelCache, StageContext
+from pipeline.status import read_spec
+from stages.render.base import Frames, Renderer, RenderRequest
+
+NAME = "render"
+PINGPONG_BUDGET = 1536 * 1024 * 1024
+"""Avatar clips up to this many bytes of decoded frames loop forward-and-back; longer ones loop forward."""
+
+
+def run(ctx: StageContext, manifest: Manifest) -> list[Manifest]:
+    """Render one task's lip-synced (silent) video."""
+    options = read_spec(ctx.store, ctx.settings, ctx.job_id).options
+    if options.renderer == "none":
+        return [manifest.advance(NAME, {"renderer": "none"})]
+    renderer = get_renderer(ctx.settings, ctx.models, options)
+    request = _request(ctx, manifest, options)
+    avatar = ctx.fetch(manifest.artifacts["avatar"], "avatar.mp4")
+    out = ctx.workdir / "rendered.mp4"
+    media = manifest.media
+    ctx.log.info(
+        "render_started",
+        renderer=renderer.name,
+        frames=request.n_frames,
+        size=f"{media.width}x{media.height}",
+    )
+    with FrameWriter(ctx.settings, out, media.width, media.height, media.fps) as writer:
+        frames = prefetch(_frames(avatar, request.track, request.n_frames), depth=24)
+        for frame in renderer.render(request, frames, ctx.progress):
+            writer.write(frame)
+    if writer.frames != request.n_frames:
+        raise RuntimeError(f"renderer {renderer.name} produced {writer.frames} of {request.n_frames} frames")
+    ref = ctx.save(out, "rendered.mp4", "video/mp4")
+    return [manifest.advance(NAME, {"renderer": renderer.name, "frames": request.n_frames}, video=ref)]
+
+
+def warm_up(settings: Settings, models: ModelCache) -> None:
+    """Build the renderers this worker can build before the first job (the neural one only if its
+    checkpoint is present), so the first job does not pay for loading."""
+    get_renderer(settings, models, JobOptions(renderer="viseme"))
+    if _checkpoint_path(settings, None).is_file():
+        get_renderer(settings, models, JobOptions(renderer="wav2lip"))
+
+
+def _request(ctx: StageContext, manifest: Manifest, options: JobOptions) -> RenderRequest:
+    audio = load_audio(ctx.fetch(manifest.artifacts["audio"], "audio.wav"))
+    track = ctx.load(manifest.artifacts["faces"], FaceTrack)
+    if len(track.frames) != manifest.media.frames:
+        raise InvalidInput(f"the face track of {manifest.avatar_name} does not match its frames")
+    n_frames = frames_for(manifest.media.audio_seconds, manifest.media.fps)
+    return RenderRequest(
+        audio=audio,
+        fps=manifest.media.fps,
+        n_frames=n_frames,
+        track=track,
+        options=options,
+        style=options.style,
+    )
+
+
+# --- renderers ---------------------------------------------------------------------------------------
+
+
+def get_renderer(settings: Settings, models: ModelCache, options: JobOptions) -> Renderer:
+    """The renderer the options ask for, built once per process (``ModelCache``)."""
+    if options.renderer == "viseme":
+        from stages.render.viseme import VisemeRenderer
+
+        return models.get("renderer:viseme", VisemeRenderer)
+    if options.renderer == "wav2lip":
+        path = _checkpoint_path(settings, options.checkpoint)
+        return models.get(f"renderer:wav2lip:{path}", lambda: _build_wav2lip(settings, path))
+    raise ConfigError(f"no renderer called {options.renderer!r}")
+
+
+def _build_wav2lip(settings: Settings, checkpoint: Path) -> Renderer:
+    from stages.render.neural import Wav2LipRenderer
+
+    if not checkpoint.is_file():
+        raise ConfigError(
+            f"the wav2lip renderer needs {checkpoint.name} in {checkpoint.parent} (see `mouthpiece models`)"
+        )
+    return Wav2LipRenderer(
+        checkpoint,
+        device=settings.device,
+        batch=settings.wav2lip_batch,
+        pads=settings.face_pads,
+        restoration=model_path(settings, settings.face_restore_model)
+        if settings.face_restore_model
+        else None,
+    )
+
+
+def _checkpoint_path(settings: Settings, requested: str | None) -> Path:
+    """A job may only name a file in the model directory; the operator's setting may be any path."""
+    if requested is not None:
+        if "/" in requested or "\\" in requested or requested.startswith("."):
+            raise InvalidInput(f"checkpoint {requested!r} must be a file name in the model directory")
+        return settings.models / requested
+    configured = Path(settings.wav2lip_checkpoint).expanduser()
+    return configured if configured.is_absolute() else settings.models / configured
+
+
+# --- frames ------------------------------------------------------------------------------------------
+
+
+def _frames(avatar: Path, track: FaceTrack, n_out: int) -> Frames:
+    """Each output frame's avatar frame and face, cycling the clip to ``n_out`` frames."""
+    n_src = len(track.frames)
+    if n_src >= n_out or n_src * track.width * track.height * 3 > PINGPONG_BUDGET:
+        return _looping(avatar, track, n_out)
+    return _pingpong(avatar, track, n_out)
+
+
+def _pingpong(avatar: Path, track: FaceTrack, n_out: int) -> Iterator[tuple[int, np.ndarray, FaceFrame]]:
+    clip = list(decode_frames(avatar))
+    if len(clip) != len(track.frames):
+        raise InvalidInput(f"the avatar clip has {len(clip)} frames but its face track {len(track.frames)}")
+    for i, src in enumerate(cycle_indices(n_out, len(clip))):
+        yield i, clip[src], track.frames[src]
+
+
+def _looping(avatar: Path, track: FaceTrack, n_out: int) -> Iterator[tuple[int, np.ndarray, FaceFrame]]:
+    i = 0
+    while i < n_out:
+        for src, frame in enumerate(decode_frames(avatar)):
+            if i >= n_out:
+                return
+            yield i, frame, track.frames[min(src, len(track.frames) - 1)]
+            i += 1

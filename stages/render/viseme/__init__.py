@@ -1,0 +1,205 @@
+"""The default renderer, ``viseme``: mouth shapes from the audio, drawn by warping the avatar's mouth.
+
+No weights. Phones come from pocketsphinx (forced alignment to the transcript when the job has one,
+phone-loop recognition otherwise, loudness alone when both fail); ``shapes`` turns them into per-frame
+open/wide/round values and ``warp`` draws them on the mouth located from the face track.
+
+Style: ``photo`` is subtle (small opening, dark gradient interior with a hint of teeth); ``cartoon``
+opens wider with a flat interior, tongue and drawn outline; ``auto`` picks cartoon when the first
+frame's face is mostly flat colour (``warp.looks_like_cartoon``) and photo otherwise.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
+
+import numpy as np
+import structlog
+
+from pipeline.contracts import FaceFrame, Style
+from pipeline.errors import InvalidInput
+from stages.render.base import SAMPLE_RATE, Frames, RenderRequest
+from stages.render.viseme.shapes import MouthTrack, ShapeParams, plan_mouth
+from stages.render.viseme.warp import (
+    CARTOON,
+    PHOTO,
+    BoxLayout,
+    MouthGeometry,
+    MouthRig,
+    WarpStyle,
+    find_seam,
+    locate_mouth,
+    looks_like_cartoon,
+    shows_teeth,
+)
+from stages.speech import speech_timing
+
+__all__ = ["CARTOON", "PHOTO", "BoxLayout", "ShapeParams", "VisemeRenderer", "WarpStyle"]
+
+log = structlog.get_logger()
+
+MIN_FACE_PIXELS = 24
+"""Faces narrower than this are left as they are: there is no mouth to speak of."""
+
+
+@dataclass(frozen=True)
+class _Look:
+    """The resolved style of one job: how to draw and how much to move."""
+
+    style: Style
+    warp: WarpStyle
+    motion: ShapeParams
+
+
+class VisemeRenderer:
+    """Lip-sync without weights (see the module docstring).
+
+    The instance holds only settings; each ``render`` call keeps its own state, so one instance serves
+    any number of jobs, also concurrently.
+    """
+
+    name = "viseme"
+
+    def __init__(
+        self,
+        *,
+        layout: BoxLayout | None = None,
+        photo: WarpStyle = PHOTO,
+        cartoon: WarpStyle = CARTOON,
+        motion: ShapeParams | None = None,
+        cartoon_motion: ShapeParams | None = None,
+        use_alignment: bool = True,
+        refine_seam: bool = True,
+    ) -> None:
+        """``layout``: mouth position within a face box without landmarks. ``photo``/``cartoon``: drawing
+        styles. ``motion``/``cartoon_motion``: timing and gain of the mouth per style.
+        ``use_alignment=False`` skips pocketsphinx (loudness only). ``refine_seam`` looks for the lip
+        line in the first frame when the track has no landmarks."""
+        self.layout = layout or BoxLayout()
+        self.photo, self.cartoon = photo, cartoon
+        self.motion = motion or ShapeParams()
+        self.cartoon_motion = cartoon_motion or ShapeParams(motion=1.15, attack=0.02, release=0.045)
+        self.use_alignment = use_alignment
+        self.refine_seam = refine_seam
+
+    # -- planning ------------------------------------------------------------------------------------
+
+    def plan(self, request: RenderRequest, motion: ShapeParams | None = None) -> MouthTrack:
+        """The mouth track of ``request`` (alignment, loudness, smoothing); ``request.n_frames`` long."""
+        _check(request)
+        alignment = None
+        if self.use_alignment and request.audio.size:
+            alignment = speech_timing(request.audio, request.transcript, words=False)
+        phones = alignment.phones if alignment is not None else None
+        track = plan_mouth(
+            request.audio, SAMPLE_RATE, request.fps, request.n_frames, phones, motion or self.motion
+        )
+        log.info("viseme.planned", method=alignment.method if alignment else "energy",
+                 phones=len(phones or ()), frames=request.n_frames)  # fmt: skip
+        return track
+
+    def _look(self, request: RenderRequest, frame: np.ndarray, face: FaceFrame) -> _Look:
+        """The job's style: asked for by the request (or its options), else guessed from the frame."""
+        style = request.style if request.style != Style.auto else request.options.style
+        if style == Style.auto:
+            style = Style.cartoon if looks_like_cartoon(frame, _int_box(face, frame)) else Style.photo
+        if style == Style.cartoon:
+            return _Look(style, self.cartoon, self.cartoon_motion)
+        return _Look(style, self.photo, self.motion)
+
+    # -- rendering -----------------------------------------------------------------------------------
+
+    def render(
+        self, request: RenderRequest, frames: Frames, progress: Callable[[float], None]
+    ) -> Iterator[np.ndarray]:
+        """Yield ``request.n_frames`` frames with the mouth moving to the audio (see ``Renderer``).
+
+        Raises ``InvalidInput`` for unusable audio or fps and when ``frames`` runs out early.
+        """
+        _check(request)
+        return self._render(request, iter(frames), progress)
+
+    def _render(
+        self,
+        request: RenderRequest,
+        frames: Iterator[tuple[int, np.ndarray, FaceFrame]],
+        progress: Callable[[float], None],
+    ) -> Iterator[np.ndarray]:
+        first = next(frames, None)
+        if first is None:
+            if request.n_frames:
+                raise InvalidInput(f"the avatar gave no frames; {request.n_frames} were needed")
+            return
+        look = self._look(request, first[1], first[2])
+        started = time.perf_counter()
+        track = self.plan(request, look.motion)
+        progress(0.1)
+        drawer = _Drawer(self.layout, look.warp, self.refine_seam)
+        done = 0
+        for _, frame, face in _chain(first, frames):
+            if done >= request.n_frames:
+                break
+            yield drawer.draw(frame, face, track.at(done))
+            done += 1
+            if done % 25 == 0:
+                progress(0.1 + 0.9 * done / request.n_frames)
+        if done < request.n_frames:
+            raise InvalidInput(f"the avatar gave {done} frames; {request.n_frames} were needed")
+        progress(1.0)
+        log.info("viseme.rendered", style=look.style.value, frames=done,
+                 seconds=round(time.perf_counter() - started, 2))  # fmt: skip
+
+
+class _Drawer:
+    """Draws shapes on successive frames, reusing the warp rig while the face stays put."""
+
+    def __init__(self, layout: BoxLayout, style: WarpStyle, refine_seam: bool) -> None:
+        self.layout, self.style, self.refine_seam = layout, style, refine_seam
+        self.seam: float | None = None
+        self.rig: MouthRig | None = None
+        self.key: tuple[MouthGeometry, tuple[int, int]] | None = None
+        self.teeth: bool | None = None
+
+    def draw(self, frame: np.ndarray, face: FaceFrame, shape: tuple[float, float, float]) -> np.ndarray:
+        """``frame`` with the mouth in ``shape``; a copy of it when the face is too small or off-frame."""
+        box = _int_box(face, frame)
+        if box[2] - box[0] < MIN_FACE_PIXELS or box[3] - box[1] < MIN_FACE_PIXELS:
+            return frame.copy()
+        if self.seam is None and self.refine_seam and face.landmarks is None:
+            # the lip line's place in the box is a property of the face: find it once, then follow the box
+            self.seam = find_seam(frame, face.box, self.layout)
+        geometry = locate_mouth(face, self.layout, self.seam).rounded()
+        if self.teeth is None:  # decided once per job, on the first frame
+            self.teeth = shows_teeth(frame, geometry)
+            if self.teeth:
+                self.style = replace(self.style, teeth=None)
+        key = (geometry, (frame.shape[0], frame.shape[1]))
+        if self.rig is None or key != self.key:
+            self.rig, self.key = MouthRig(geometry, key[1], self.style), key
+        return self.rig.apply(frame, shape)
+
+
+def _chain(
+    first: tuple[int, np.ndarray, FaceFrame], rest: Iterator[tuple[int, np.ndarray, FaceFrame]]
+) -> Iterator[tuple[int, np.ndarray, FaceFrame]]:
+    yield first
+    yield from rest
+
+
+def _int_box(face: FaceFrame, frame: np.ndarray) -> tuple[int, int, int, int]:
+    """The face box in whole pixels, clipped to the frame."""
+    h, w = frame.shape[:2]
+    x1, y1, x2, y2 = face.box
+    return (int(np.clip(x1, 0, w)), int(np.clip(y1, 0, h)), int(np.clip(x2, 0, w)), int(np.clip(y2, 0, h)))
+
+
+def _check(request: RenderRequest) -> None:
+    """Reject requests no renderer could honour, with a reason a person understands."""
+    if request.audio.ndim != 1:
+        raise InvalidInput(f"the voice clip must be mono audio; got samples shaped {request.audio.shape}")
+    if not request.fps > 0:
+        raise InvalidInput(f"the frame rate must be positive; got {request.fps}")
+    if request.n_frames < 0:
+        raise InvalidInput(f"the frame count cannot be negative; got {request.n_frames}")
