@@ -1,0 +1,238 @@
+"""Publishing to Discord: the interaction's deferred reply, or a channel webhook.
+
+The video is attached when it fits the attachment limit (``discord_attachment_limit``, or the
+interaction's own ``attachment_size_limit``); otherwise it is re-encoded at a bitrate computed from the
+limit and its length (scaled down for long clips); if it still cannot fit, the message carries a link to
+the object (a presigned URL on S3) instead. An interaction token lives 15 minutes: after that the job's
+``fallback_webhook`` is used, if it has one. Idempotence per job and destination is the caller's marker
+(``stages.publish``); failures of the job are told with ``notify_discord_failure`` in one short sentence.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import structlog
+
+from pipeline.config import Settings
+from pipeline.contracts import DiscordInteractionDestination, DiscordWebhookDestination, Manifest
+from pipeline.discord.api import Attachment, DiscordApi, TooLarge, WebhookGone, execute_webhook
+from pipeline.discord.progress import token_alive
+from pipeline.errors import ConfigError, MouthpieceError, StorageError
+from pipeline.keys import output_key
+from pipeline.logs import REDACTOR
+from pipeline.media import probe, reencode_to_bitrate
+from pipeline.stage import StageContext
+from pipeline.storage.base import Presigner
+from stages.validate import AUDIO_HINT, AVATAR_HINT
+
+log = structlog.get_logger("mouthpiece.publish.discord")
+
+READY_TEXT = "Your video is ready."
+LINK_SECONDS = 7 * 24 * 3600  # the longest an S3 presigned URL may live
+SAFETY_MARGIN = 0.9  # of the limit: container overhead and the encoder's overshoot
+
+
+@dataclass(frozen=True)
+class Message:
+    """What to post: text, and the file to attach (None when the video is linked instead)."""
+
+    content: str
+    file: Attachment | None
+
+
+def publish_to_discord(
+    ctx: StageContext,
+    destination: DiscordInteractionDestination | DiscordWebhookDestination,
+    video: Path,
+    filename: str,
+    manifest: Manifest,
+) -> str:
+    """Post the video to ``destination``; returns where it went, without secrets."""
+    if isinstance(destination, DiscordInteractionDestination):
+        return _to_interaction(ctx, destination, video, filename, manifest)
+    if isinstance(destination, DiscordWebhookDestination):
+        url = destination.url.get_secret_value()
+        REDACTOR.add(url)
+        limit = ctx.settings.discord_attachment_limit
+        message = prepare(ctx, video, filename, limit, manifest.media.audio_seconds, destination.content)
+        _post_webhook(ctx, url, message)
+        return "discord:webhook"
+    raise ConfigError(f"not a Discord destination: {destination.kind}")
+
+
+# --- interaction replies --------------------------------------------------------------------------------
+
+
+def _to_interaction(
+    ctx: StageContext, dest: DiscordInteractionDestination, video: Path, filename: str, manifest: Manifest
+) -> str:
+    token = dest.token.get_secret_value()
+    REDACTOR.add(token)
+    where = f"discord:interaction:{dest.application_id}"
+    if not token_alive(dest):
+        return _fallback(ctx, dest, video, filename, manifest, where, "expired")
+    limit = dest.attachment_size_limit or ctx.settings.discord_attachment_limit
+    message = prepare(ctx, video, filename, limit, manifest.media.audio_seconds)
+    try:
+        with DiscordApi.from_settings(ctx.settings) as api:
+            _edit_with_file(ctx, api, dest.application_id, token, message, filename)
+    except WebhookGone:
+        return _fallback(ctx, dest, video, filename, manifest, where, "gone")
+    return where
+
+
+def _edit_with_file(
+    ctx: StageContext, api: DiscordApi, app: str, token: str, message: Message, filename: str
+) -> None:
+    try:
+        api.edit_original(app, token, message.content, message.file, clear_attachments=True)
+    except TooLarge:  # Discord's limit was lower than we were told: link instead
+        api.edit_original(app, token, link_text(ctx, filename), clear_attachments=True)
+
+
+def _fallback(
+    ctx: StageContext,
+    dest: DiscordInteractionDestination,
+    video: Path,
+    filename: str,
+    manifest: Manifest,
+    where: str,
+    why: str,
+) -> str:
+    """The token expired or stopped working: post to the fallback webhook, if the job has one."""
+    if dest.fallback_webhook is None:
+        ctx.log.warning("discord_reply_unreachable", why=why, application_id=dest.application_id)
+        if why == "gone":
+            raise WebhookGone("the Discord reply can no longer be edited (the message or token is gone)")
+        return f"{where} (token expired; not posted)"
+    url = dest.fallback_webhook.get_secret_value()
+    REDACTOR.add(url)
+    limit = ctx.settings.discord_attachment_limit
+    _post_webhook(ctx, url, prepare(ctx, video, filename, limit, manifest.media.audio_seconds))
+    ctx.log.info("discord_fallback_used", why=why)
+    return "discord:webhook (fallback)"
+
+
+# --- channel webhooks -----------------------------------------------------------------------------------
+
+
+def _post_webhook(ctx: StageContext, url: str, message: Message) -> None:
+    try:
+        execute_webhook(url, message.content, message.file)
+    except TooLarge:
+        filename = message.file.filename if message.file else "video.mp4"
+        execute_webhook(url, link_text(ctx, filename))
+
+
+# --- fitting the video ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BitratePlan:
+    video_kbps: int
+    audio_kbps: int
+    max_side: int | None
+
+
+def bitrate_plan(limit_bytes: float, seconds: float, margin: float = SAFETY_MARGIN) -> BitratePlan | None:
+    """Bitrates (and a size cap) that make ``seconds`` of video fit ``limit_bytes``; None if hopeless."""
+    total_kbps = limit_bytes * 8 * margin / 1000 / max(seconds, 1.0)
+    audio = 96 if total_kbps >= 600 else 64 if total_kbps >= 200 else 32
+    video = int(total_kbps - audio)
+    if video < 40:  # below this a face is mush: better send a link
+        return None
+    # fewer pixels at low bitrates: a smaller sharp picture beats a large blocky one
+    max_side = None if video >= 1500 else 720 if video >= 600 else 480 if video >= 200 else 320
+    return BitratePlan(video, audio, max_side)
+
+
+def fit_video(ctx: StageContext, video: Path, limit: int, seconds: float) -> Path | None:
+    """``video`` if it fits ``limit`` bytes, else a re-encoded copy that does, else None."""
+    if video.stat().st_size <= limit:
+        return video
+    seconds = seconds if seconds > 0 else probe(video).duration
+    for attempt, share in enumerate((1.0, 0.7)):
+        plan = bitrate_plan(limit * share, seconds)
+        if plan is None:
+            return None
+        out = ctx.workdir / f"discord-fit-{attempt}.mp4"
+        reencode_to_bitrate(ctx.settings, video, out, plan.video_kbps, plan.audio_kbps, plan.max_side)
+        ctx.log.info("discord_video_refit", bytes=out.stat().st_size, limit=limit, kbps=plan.video_kbps)
+        if out.stat().st_size <= limit:
+            return out
+    return None
+
+
+def prepare(
+    ctx: StageContext, video: Path, filename: str, limit: int, seconds: float, intro: str | None = None
+) -> Message:
+    """The message for ``video``: attached when it can be made to fit, otherwise linked."""
+    fitted = fit_video(ctx, video, limit, seconds)
+    if fitted is None:
+        text = link_text(ctx, filename)
+        return Message(f"{intro}\n{text}" if intro else text, None)
+    return Message(intro or READY_TEXT, Attachment(fitted, filename))
+
+
+def link_text(ctx: StageContext, filename: str) -> str:
+    """A message pointing at the video in the outputs bucket (a presigned link when the store can)."""
+    bucket, key = ctx.settings.bucket_outputs, output_key(ctx.job_id, filename)
+    if isinstance(ctx.store, Presigner):
+        try:
+            url = ctx.store.presigned_url(bucket, key, LINK_SECONDS)
+            return f"The video is too large to attach here. Download it (link valid for 7 days): {url}"
+        except StorageError:
+            pass  # a store that cannot sign links (local): say where the file is
+    return f"The video is too large to attach here; it is saved as {bucket}/{key}."
+
+
+# --- failures -----------------------------------------------------------------------------------------------
+
+
+def user_message(reason: str) -> str:
+    """One short sentence for the Discord user from a job's failure reason."""
+    lowered = reason.lower()
+    if AUDIO_HINT in reason or "no audible audio" in lowered:
+        return f"That file is not audio: {AUDIO_HINT}"
+    if AVATAR_HINT in reason or "as an image or video" in lowered:
+        return f"That avatar is not an image or a video: {AVATAR_HINT}"
+    if lowered.startswith("no face found"):
+        return "I could not find a face in that avatar: use a photo where a face is clearly visible."
+    if "gave up after" in lowered or "internal error" in lowered:
+        return "Sorry, something went wrong on our side. Please try again later."
+    short = reason if len(reason) <= 300 else reason[:297] + "…"
+    return f"Sorry, I could not make that video: {short}"
+
+
+def notify_discord_failure(
+    settings: Settings, destination: DiscordInteractionDestination | DiscordWebhookDestination, reason: str
+) -> None:
+    """Tell the destination, in one short sentence, that its job failed (best effort: never raises)."""
+    text = user_message(reason)
+    try:
+        if isinstance(destination, DiscordWebhookDestination):
+            url = destination.url.get_secret_value()
+            REDACTOR.add(url)
+            execute_webhook(url, text)
+        elif isinstance(destination, DiscordInteractionDestination):
+            _notify_interaction(settings, destination, text)
+    except MouthpieceError as exc:
+        log.warning("discord_failure_notice_failed", reason=exc.reason)
+
+
+def _notify_interaction(settings: Settings, dest: DiscordInteractionDestination, text: str) -> None:
+    token = dest.token.get_secret_value()
+    REDACTOR.add(token)
+    if token_alive(dest):
+        try:
+            with DiscordApi.from_settings(settings) as api:
+                api.edit_original(dest.application_id, token, text, clear_attachments=True)
+            return
+        except WebhookGone:
+            pass
+    if dest.fallback_webhook is not None:
+        url = dest.fallback_webhook.get_secret_value()
+        REDACTOR.add(url)
+        execute_webhook(url, text)
