@@ -88,6 +88,16 @@ def _parser() -> argparse.ArgumentParser:
     models = sub.add_parser("models", help="list model files; --fetch NAME downloads one")
     models.add_argument("--fetch", metavar="NAME", action="append", default=[])
     models.add_argument("--url", help="download from this URL instead of the configured one")
+
+    ingress = sub.add_parser(
+        "ingress", help="run the HTTP ingress (Discord interactions, relay and MinIO hooks)"
+    )
+    ingress.add_argument("--host", help="address to listen on (default MOUTHPIECE_INGRESS_HOST)")
+    ingress.add_argument("--port", type=int, help="port to listen on (default MOUTHPIECE_INGRESS_PORT)")
+
+    discord = sub.add_parser("discord", help="Discord set-up tasks")
+    discord_sub = discord.add_subparsers(dest="discord_command", required=True, metavar="TASK")
+    discord_sub.add_parser("register", help="put the slash commands (/avatar, /announce) to Discord")
     return p
 
 
@@ -189,9 +199,25 @@ def _banner(settings: Settings, watch: bool) -> None:
 
 
 def cmd_render(settings: Settings, args: argparse.Namespace) -> int:
-    return asyncio.run(
-        _render(settings, args.audio, list(args.avatars), args.output, _options(args), args.name)
-    )
+    options = _local_checkpoint(settings, _options(args))
+    return asyncio.run(_render(settings, args.audio, list(args.avatars), args.output, options, args.name))
+
+
+def _local_checkpoint(settings: Settings, options: JobOptions) -> JobOptions:
+    """``--checkpoint PATH`` names a file on this machine: the workers this command starts load it (a job
+    option may only name a file in the model directory, since it travels to workers elsewhere)."""
+    given = options.checkpoint
+    if given is None or ("/" not in given and not Path(given).is_file()):
+        return options
+    path = Path(given).expanduser().resolve()
+    if not path.is_file():
+        raise ConfigError(f"checkpoint {given} does not exist")
+    if settings.nats_url or running_stack(settings):
+        raise ConfigError(
+            f"workers elsewhere cannot read {path}: copy it into {settings.models} and pass its file name"
+        )
+    settings.wav2lip_checkpoint = str(path)
+    return options.model_copy(update={"checkpoint": None, "renderer": "wav2lip"})
 
 
 def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
@@ -516,6 +542,39 @@ QUIET_COMMANDS = {
     "retry",
     "dead-letters",
 }
+
+
+def cmd_ingress(settings: Settings, args: argparse.Namespace) -> int:
+    if args.host:
+        settings.ingress_host = args.host
+    if args.port is not None:
+        settings.ingress_port = args.port
+    return asyncio.run(_ingress(settings))
+
+
+async def _ingress(settings: Settings) -> int:
+    from pipeline.ingress.http import serve_ingress
+
+    stack = await Stack.open(settings)
+    if stack.owner:
+        log.warning("ingress_without_workers", hint="no stack was running: start `mouthpiece up` or workers")
+    stop = asyncio.Event()
+    stop_on_signals(stop)
+    try:
+        await serve_ingress(stack, stop)
+    finally:
+        await stack.close()
+    return 0
+
+
+def cmd_discord(settings: Settings, args: argparse.Namespace) -> int:
+    from pipeline.discord.commands import register
+
+    names = register(settings)
+    print(f"registered {len(names)} command(s): {', '.join('/' + n for n in names)}")
+    return 0
+
+
 COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], int]] = {
     "up": cmd_up,
     "render": cmd_render,
@@ -529,6 +588,8 @@ COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], int]] = {
     "dead-letters": cmd_dead_letters,
     "init": cmd_init,
     "models": cmd_models,
+    "ingress": cmd_ingress,
+    "discord": cmd_discord,
 }
 
 

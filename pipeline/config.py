@@ -37,13 +37,13 @@ class Settings(BaseSettings):
     data_dir: Path = Field(Path(".mouthpiece"), description="local buckets, NATS store, inbox, outbox")
     store: Literal["local", "s3"] = Field("local", description="local: a directory per bucket; s3: MinIO/S3")
     s3_endpoint: str = Field("localhost:9000", description="host:port of the S3 API")
-    s3_access_key: SecretStr = SecretStr("minioadmin")
-    s3_secret_key: SecretStr = SecretStr("minioadmin")
+    s3_access_key: SecretStr = Field(SecretStr("minioadmin"), description="S3 access key")
+    s3_secret_key: SecretStr = Field(SecretStr("minioadmin"), description="S3 secret key")
     s3_secure: bool = Field(False, description="use https to reach the S3 API")
-    s3_region: str | None = None
-    bucket_inputs: str = "inputs"
-    bucket_work: str = "work"
-    bucket_outputs: str = "outputs"
+    s3_region: str | None = Field(None, description="S3 region, where the server needs one")
+    bucket_inputs: str = Field("inputs", description="bucket of uploads (job specs, voice clips, avatars)")
+    bucket_work: str = Field("work", description="bucket of stage artifacts, manifests and records")
+    bucket_outputs: str = Field("outputs", description="bucket of finished videos, subtitles and status")
 
     # --- the bus -------------------------------------------------------------------------------------
     nats_url: str | None = Field(None, description="connect here; unset starts an embedded nats-server")
@@ -52,7 +52,7 @@ class Settings(BaseSettings):
         "client", description="client: our store publishes bucket events; minio: the server does"
     )
     stream: str = Field("MOUTHPIECE", description="JetStream stream holding the stage subjects")
-    subject_prefix: str = "mouthpiece"
+    subject_prefix: str = Field("mouthpiece", description="first token of every NATS subject")
     duplicate_window: float = Field(600.0, description="seconds JetStream remembers Nats-Msg-Id values")
 
     # --- the runner ----------------------------------------------------------------------------------
@@ -76,8 +76,11 @@ class Settings(BaseSettings):
     # --- output --------------------------------------------------------------------------------------
     fps: float = Field(25.0, description="frame rate of normalized avatars and of the output")
     max_side: int = Field(1280, description="normalized avatars are scaled so no side exceeds this")
-    crf: int = Field(20, description="x264 quality of the output video (lower is better)")
-    x264_preset: str = Field("veryfast", description="x264 speed/size trade-off")
+    crf: int = Field(18, description="x264 quality of the output video (lower is better)")
+    x264_preset: str = Field("veryfast", description="x264 speed/size trade-off of the final video")
+    intermediate_preset: str = Field(
+        "ultrafast", description="x264 preset of files a later stage re-encodes (normalized avatars, renders)"
+    )
     ffmpeg_path: str | None = Field(None, description="ffmpeg binary; default: PATH, else imageio-ffmpeg's")
     default_avatar: Path | None = Field(None, description="image used when a job names no avatar")
 
@@ -87,8 +90,9 @@ class Settings(BaseSettings):
         None,
         description="faster-whisper model directory for subtitles without a transcript (else pocketsphinx)",
     )
-    face_restore_model: Path | None = Field(
-        None, description="TorchScript face-restoration model applied by the wav2lip renderer (optional)"
+    face_restore_model: str | None = Field(
+        None,
+        description="TorchScript face-restoration model for the wav2lip renderer: a file in model_dir, or a path",
     )
 
     # --- folders (embedded default) ------------------------------------------------------------------
@@ -99,7 +103,9 @@ class Settings(BaseSettings):
 
     # --- models --------------------------------------------------------------------------------------
     model_dir: Path | None = Field(None, description="model files; default DATA_DIR/models")
-    device: Literal["auto", "cpu", "cuda"] = "auto"
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto", description="where models run (auto: CUDA if present)"
+    )
     detector: Literal["auto", "face_alignment", "haar"] = Field(
         "auto", description="auto: face-alignment when its weights are present, else Haar"
     )
@@ -122,9 +128,11 @@ class Settings(BaseSettings):
     ingress_token: SecretStr | None = Field(None, description="bearer token for POST /hooks/bot")
     minio_webhook_token: SecretStr | None = Field(None, description="auth token MinIO sends to /hooks/minio")
     discord_public_key: str | None = Field(None, description="the application's Ed25519 public key (hex)")
-    discord_application_id: str | None = None
+    discord_application_id: str | None = Field(None, description="the Discord application (client) id")
     discord_bot_token: SecretStr | None = Field(None, description="only for `mouthpiece discord register`")
-    discord_api_base: str = "https://discord.com/api/v10"
+    discord_api_base: str = Field(
+        "https://discord.com/api/v10", description="Discord's REST API (tests: a fake)"
+    )
     discord_cdn_hosts: Annotated[list[str], NoDecode] = Field(
         ["cdn.discordapp.com", "media.discordapp.net"],
         description="hosts attachments may be downloaded from (comma-separated; an origin such as "
@@ -134,15 +142,20 @@ class Settings(BaseSettings):
     discord_attachment_limit: int = Field(10 * 1024 * 1024, description="largest video posted as a file")
     discord_announce_webhook: SecretStr | None = Field(None, description="channel webhook for /announce")
     discord_welcome_webhook: SecretStr | None = Field(None, description="channel webhook for welcomes")
+    discord_fallback_webhook: SecretStr | None = Field(
+        None, description="channel webhook for /avatar results that finish after the 15-minute reply window"
+    )
     discord_announce_roles: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="role ids allowed to /announce (besides Manage Server)"
     )
     discord_welcome_avatar: Path | None = Field(None, description="avatar image for welcome videos")
-    discord_welcome_text: str = "Welcome to {guild}, {name}!"
+    discord_welcome_text: str = Field("Welcome to {guild}, {name}!", description="what welcome videos say")
 
     # --- logs ----------------------------------------------------------------------------------------
-    log_format: Literal["auto", "json", "console"] = "auto"
-    log_level: str = "info"
+    log_format: Literal["auto", "json", "console"] = Field(
+        "auto", description="auto: JSON lines unless stderr is a terminal"
+    )
+    log_level: str = Field("info", description="debug, info, warning or error")
 
     @field_validator("discord_cdn_hosts", "discord_announce_roles", mode="before")
     @classmethod

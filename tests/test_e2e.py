@@ -112,3 +112,53 @@ def test_s3_store_runs_a_job(tmp_path: Path, assets: Path, nats_url: str, s3_ser
     status = asyncio.run(main())
     assert status.state == State.done, status.reason  # type: ignore[attr-defined]
     assert any(o.endswith(".mp4") for o in status.outputs)  # type: ignore[attr-defined]
+
+
+def test_render_with_a_wav2lip_checkpoint_in_upstream_format(tmp_path: Path, assets: Path) -> None:
+    """`--renderer wav2lip --checkpoint PATH` with a checkpoint saved as upstream saves them (random
+    weights, `module.` prefix) loads strictly and renders a video end to end on the CPU."""
+    import soundfile
+    import torch
+
+    from stages.render.wav2lip import Wav2Lip
+
+    torch.manual_seed(0)
+    state = {f"module.{k}": v for k, v in Wav2Lip().state_dict().items()}
+    checkpoint = tmp_path / "wav2lip_gan.pth"
+    torch.save({"state_dict": state, "global_step": 0, "global_epoch": 0}, checkpoint)
+    speech, rate = soundfile.read(str(assets / "jfk.flac"))
+    voice = tmp_path / "short.wav"
+    soundfile.write(str(voice), speech[: int(2.5 * rate)], rate)
+    out = tmp_path / "neural.mp4"
+    args = [
+        "render",
+        str(voice),
+        str(assets / "astronaut.png"),
+        "--renderer",
+        "wav2lip",
+        "--checkpoint",
+        str(checkpoint),
+        "-o",
+        str(out),
+    ]
+    result = run_cli(args, tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert abs(probe(out).duration - 2.5) <= 0.1
+
+
+def test_render_with_a_missing_checkpoint_says_which_file(tmp_path: Path, assets: Path) -> None:
+    """`--renderer wav2lip` without the checkpoint in the model directory fails naming the file."""
+    result = run_cli(
+        [
+            "render",
+            str(assets / "jfk.flac"),
+            str(assets / "astronaut.png"),
+            "--renderer",
+            "wav2lip",
+            "-o",
+            str(tmp_path / "x.mp4"),
+        ],
+        tmp_path,
+    )
+    assert result.returncode == 1
+    assert "wav2lip_gan.pth" in result.stderr.splitlines()[-1]

@@ -35,7 +35,9 @@ def test_kubernetes_has_a_deployment_per_stage() -> None:
     """Each stage has a Deployment running its worker; render also has a GPU one."""
     docs = list(yaml.safe_load_all((ROOT / "infra/k8s/mouthpiece.yaml").read_text()))
     args = [
-        tuple(d["spec"]["template"]["spec"]["containers"][0]["args"]) for d in docs if d["kind"] == "Deployment"
+        tuple(d["spec"]["template"]["spec"]["containers"][0]["args"])
+        for d in docs
+        if d["kind"] == "Deployment"
     ]
     for stage in STAGES:
         assert ("worker", stage) in args

@@ -266,7 +266,9 @@ def test_retry_runs_a_dead_lettered_job_after_the_cause_is_fixed(
         spec = JobSpec(audio="late.flac")
         submitted = await asyncio.to_thread(submit_spec, stack.store, settings, spec, "jobs/late/job.json")
         assert (await wait_done(stack, submitted.job_id)).state == State.failed
-        await asyncio.to_thread(stack.store.put, settings.bucket_inputs, "jobs/late/late.flac", assets / "jfk.flac")
+        await asyncio.to_thread(
+            stack.store.put, settings.bucket_inputs, "jobs/late/late.flac", assets / "jfk.flac"
+        )
         triggers = await asyncio.to_thread(retry_job, stack.announcer, settings, submitted.job_id)
         assert triggers == [f"{settings.bucket_inputs}/jobs/late/job.json"]
         await asyncio.sleep(0.5)
@@ -276,7 +278,9 @@ def test_retry_runs_a_dead_lettered_job_after_the_cause_is_fixed(
     assert status.state == State.done, status.reason
 
 
-def test_reconcile_sweep_starts_inputs_that_missed_their_event(tmp_path: Path, nats_url: str, assets: Path) -> None:
+def test_reconcile_sweep_starts_inputs_that_missed_their_event(
+    tmp_path: Path, nats_url: str, assets: Path
+) -> None:
     """An input written with no event (bus down, or copied in by hand) is found and started."""
     from pipeline.contracts import job_id_for
     from pipeline.reconcile import sweep

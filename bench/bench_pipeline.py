@@ -1,0 +1,157 @@
+"""Pipeline benchmark: per-stage seconds and real-time factor for an avatar video with speech, against
+the bare ffmpeg re-encode of the same clip (the physical baseline), timed in the same run.
+
+    python bench/bench_pipeline.py                      # 30 s, 1280x720, 25 fps, viseme renderer
+    python bench/bench_pipeline.py --seconds 10 --height 480 --renderer none
+
+Targets on a 2-core CPU: whole pipeline ≤ 3x the bare re-encode, and at least real time.
+Prints figures; asserts nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from pipeline import ASSETS_DIR
+from pipeline.config import Settings, load_settings
+from pipeline.contracts import JobOptions, JobStatus
+from pipeline.logs import configure_logging
+from pipeline.media import FrameWriter, ffmpeg_binary, load_audio, mux, normalize_audio, read_first_frame
+from pipeline.stack import Stack
+from pipeline.status import job_status
+from pipeline.submit import submit_files
+
+
+def make_clip(settings: Settings, work: Path, seconds: float, height: int) -> Path:
+    """A talking-head-like video: the astronaut photo drifting slowly on a canvas, JFK's speech looped."""
+    width = height * 16 // 9 // 2 * 2
+    face = read_first_frame(_png_as_clip(settings, work))
+    scale = height / face.shape[0]
+    import cv2
+
+    face = cv2.resize(face, (int(face.shape[1] * scale) // 2 * 2, height))
+    frames = int(seconds * settings.fps)
+    silent = work / "silent.mp4"
+    with FrameWriter(settings, silent, width, height, settings.fps, intermediate=False) as writer:
+        for i in range(frames):
+            canvas = np.full((height, width, 3), 40, np.uint8)
+            x = (width - face.shape[1]) // 2 + int(20 * np.sin(i / 40))
+            canvas[:, x : x + face.shape[1]] = face
+            writer.write(canvas)
+    speech = work / "speech.wav"
+    normalize_audio(settings, ASSETS_DIR / "jfk.flac", speech)
+    looped = work / "looped.wav"
+    audio = load_audio(speech)
+    import soundfile
+
+    reps = int(np.ceil(seconds * 16000 / len(audio)))
+    soundfile.write(str(looped), np.tile(audio, reps)[: int(seconds * 16000)], 16000)
+    clip = work / "clip.mp4"
+    mux(settings, silent, looped, clip, seconds)
+    return clip
+
+
+def _png_as_clip(settings: Settings, work: Path) -> Path:
+    from pipeline.media import normalize_avatar, probe
+
+    out = work / "face.mp4"
+    normalize_avatar(settings, ASSETS_DIR / "astronaut.png", out, probe(ASSETS_DIR / "astronaut.png"))
+    return out
+
+
+def bare_reencode(settings: Settings, clip: Path, work: Path) -> float:
+    """Seconds for ffmpeg alone to re-encode the clip (libx264 + aac, our final preset and quality)."""
+    args = [
+        ffmpeg_binary(settings),
+        "-hide_banner",
+        "-loglevel",
+        "error",
+        "-y",
+        "-i",
+        str(clip),
+        "-c:v",
+        "libx264",
+        "-preset",
+        settings.x264_preset,
+        "-crf",
+        str(settings.crf),
+        "-pix_fmt",
+        "yuv420p",
+        "-c:a",
+        "aac",
+        "-b:a",
+        "128k",
+        str(work / "baseline.mp4"),
+    ]
+    start = time.perf_counter()
+    subprocess.run(args, check=True)
+    return time.perf_counter() - start
+
+
+async def run_pipeline(settings: Settings, clip: Path, renderer: str) -> tuple[JobStatus, float]:
+    stack = await Stack.open(settings)
+    stop = asyncio.Event()
+    tasks = await stack.run_workers(list(settings.chain), stop)
+    try:
+        await asyncio.sleep(1.0)  # workers warm up (models load) before the clock starts
+        start = time.perf_counter()
+        submitted = await asyncio.to_thread(
+            submit_files,
+            stack.store,
+            settings,
+            audio=clip,
+            avatars=[clip],
+            options=JobOptions(renderer=renderer),
+        )
+        while True:
+            status = await asyncio.to_thread(job_status, stack.store, settings, submitted.job_id)
+            if status is not None and status.finished:
+                return status, time.perf_counter() - start
+            await asyncio.sleep(0.1)
+    finally:
+        stop.set()
+        await asyncio.gather(*tasks)
+        await stack.close()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--seconds", type=float, default=30.0)
+    parser.add_argument("--height", type=int, default=720)
+    parser.add_argument("--renderer", default="viseme", choices=["viseme", "wav2lip", "none"])
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="mp-bench-") as tmp:
+        work = Path(tmp)
+        settings = load_settings(data_dir=work / "data", log_level="warning", reconcile_interval=0)
+        configure_logging(settings)
+        clip = make_clip(settings, work, args.seconds, args.height)
+        baseline = bare_reencode(settings, clip, work)
+        status, wall = asyncio.run(run_pipeline(settings, clip, args.renderer))
+    if status.state.value != "done":
+        print(f"pipeline failed: {status.reason}", file=sys.stderr)
+        return 1
+    print(f"clip: {args.seconds:.0f} s, {args.height}p, {settings.fps:g} fps, renderer {args.renderer}")
+    print(f"{'stage':10} {'seconds':>8} {'x real time':>12}")
+    for stage, seconds in status.timings.items():
+        print(f"{stage:10} {seconds:8.2f} {args.seconds / seconds:12.2f}")
+    print(f"{'pipeline':10} {wall:8.2f} {args.seconds / wall:12.2f}   (submit to done, wall clock)")
+    print(
+        f"{'bare ffmpeg':10} {baseline:8.2f} {args.seconds / baseline:12.2f}   (libx264 {settings.x264_preset} + aac)"
+    )
+    print(f"ratio pipeline / bare re-encode: {wall / baseline:.2f}  (target ≤ 3)")
+    print(f"real-time factor: {wall / args.seconds:.2f}  (target ≤ 1)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
