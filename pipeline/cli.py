@@ -181,11 +181,15 @@ async def _up(settings: Settings, *, watch: bool, ingress: bool) -> int:
 
 
 async def _start_ingress(stack: Stack, stop: asyncio.Event) -> list[asyncio.Task[None]]:
-    """The HTTP ingress (Discord, relay, MinIO webhook), when it is installed and configured."""
-    try:
-        from pipeline.ingress.http import serve_ingress
-    except ImportError:
+    """The HTTP ingress (Discord, relay, MinIO webhook), when something is configured to use it."""
+    settings = stack.settings
+    if not (settings.discord_public_key or settings.ingress_token or settings.minio_webhook_token):
+        log.info(
+            "ingress_not_started", reason="no Discord public key, ingress token or MinIO webhook token set"
+        )
         return []
+    from pipeline.ingress.http import serve_ingress
+
     return [asyncio.create_task(serve_ingress(stack, stop))]
 
 

@@ -15,7 +15,10 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import librosa
+import numpy as np
 import pytest
+import soundfile
 
 from pipeline import ASSETS_DIR
 from pipeline.config import Settings, load_settings
@@ -28,6 +31,13 @@ DATA = Path(__file__).parent / "data"
 def assets() -> Path:
     """The bundled public-domain media: jfk.flac (11 s speech) and astronaut.png (a face)."""
     return ASSETS_DIR
+
+
+@pytest.fixture(scope="session")
+def jfk() -> np.ndarray:
+    """The JFK clip as the stages see speech: mono float32 at 16 kHz."""
+    stereo, rate = soundfile.read(ASSETS_DIR / "jfk.flac", dtype="float32")
+    return librosa.resample(stereo.mean(axis=1), orig_sr=rate, target_sr=16_000)
 
 
 @pytest.fixture(scope="session")

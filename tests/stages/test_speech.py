@@ -7,10 +7,8 @@ import threading
 from pathlib import Path
 from typing import Any
 
-import librosa
 import numpy as np
 import pytest
-import soundfile
 
 from stages import speech
 from stages.speech import Alignment, AlignmentError
@@ -18,12 +16,6 @@ from stages.speech import Alignment, AlignmentError
 ASSETS = Path(__file__).resolve().parents[2] / "pipeline" / "assets"
 TRANSCRIPT = "And so my fellow Americans, ask not what your country can do for you, ask what you can do for your country."
 SECONDS = 11.0
-
-
-@pytest.fixture(scope="module")
-def jfk() -> np.ndarray:
-    stereo, rate = soundfile.read(ASSETS / "jfk.flac", dtype="float32")
-    return librosa.resample(stereo.mean(axis=1), orig_sr=rate, target_sr=speech.SAMPLE_RATE)
 
 
 @pytest.fixture(scope="module")

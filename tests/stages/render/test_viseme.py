@@ -8,10 +8,8 @@ from itertools import pairwise
 from pathlib import Path
 
 import cv2
-import librosa
 import numpy as np
 import pytest
-import soundfile
 
 from pipeline.contracts import FaceFrame, FaceTrack, JobOptions, Style
 from pipeline.errors import InvalidInput
@@ -45,12 +43,6 @@ FPS = 25.0
 # --------------------------------------------------------------------------------------------------
 # Fixtures
 # --------------------------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def jfk() -> np.ndarray:
-    stereo, rate = soundfile.read(ASSETS / "jfk.flac", dtype="float32")
-    return librosa.resample(stereo.mean(axis=1), orig_sr=rate, target_sr=SAMPLE_RATE)
 
 
 @pytest.fixture(scope="module")
