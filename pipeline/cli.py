@@ -162,7 +162,7 @@ def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
 async def _up(settings: Settings, *, watch: bool, ingress: bool) -> int:
     from pipeline.ingress.folder import FolderIngress
 
-    stack = await Stack.open(settings, may_attach=False)
+    stack = await Stack.open(settings, mode="up")
     stop = asyncio.Event()
     stop_on_signals(stop, force=stack.nats.stop if stack.nats else None)
     try:
@@ -177,7 +177,9 @@ async def _up(settings: Settings, *, watch: bool, ingress: bool) -> int:
         await asyncio.gather(*tasks, return_exceptions=True)
     finally:
         await stack.close()
-    return 0
+    for failure in stack.failures:
+        print(f"mouthpiece: worker failed: {failure}", file=sys.stderr)
+    return 1 if stack.failures else 0
 
 
 async def _start_ingress(stack: Stack, stop: asyncio.Event) -> list[asyncio.Task[None]]:
@@ -252,11 +254,8 @@ async def _render(
         if stack.owner:
             tasks = await stack.run_workers(list(settings.chain), stop)
         status = await _submit_and_wait(stack, audio, avatars, options, name)
-        written = (
-            await asyncio.to_thread(_download_outputs, stack, status, output)
-            if status.state == State.done
-            else []
-        )
+        # a batch where some avatars failed still hands over the videos that were made
+        written = await asyncio.to_thread(_download_outputs, stack, status, output) if status.outputs else []
     finally:
         stop.set()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -300,6 +299,8 @@ async def _wait(stack: Stack, job_id: str) -> JobStatus:
 
     await stack.bus.subscribe(progress_subject(stack.settings, job_id), on_progress)
     while True:
+        if stack.failures:  # our own workers died: nobody will finish this job
+            raise ConfigError("; ".join(stack.failures))
         status = await asyncio.to_thread(job_status, stack.store, stack.settings, job_id)
         if status is not None:
             display.show(status)
@@ -348,7 +349,7 @@ def _download_outputs(stack: Stack, status: JobStatus, output: Path) -> list[Pat
     videos = [i for i in files if i.key.endswith(".mp4")]
     if not videos:
         raise ConfigError(f"job {status.job_id} finished but the outputs bucket has no video for it")
-    several = len(videos) > 1 or output.is_dir() or str(output).endswith("/")
+    several = len(status.tasks) > 1 or output.is_dir() or str(output).endswith("/")
     written = []
     for info in files:
         name = info.key.rsplit("/", 1)[-1]
@@ -440,7 +441,7 @@ async def _worker(settings: Settings, stage: str) -> int:
     if stage not in settings.chain:
         print(f"mouthpiece: stage {stage} is not in the chain {settings.chain}", file=sys.stderr)
         return 2
-    stack = await Stack.open(settings)
+    stack = await Stack.open(settings, mode="attach")
     stop = asyncio.Event()
     stop_on_signals(stop)
     try:
@@ -454,7 +455,7 @@ def cmd_reconcile(settings: Settings, args: argparse.Namespace) -> int:
     async def go() -> list[str]:
         from pipeline.reconcile import sweep
 
-        stack = await Stack.open(settings)
+        stack = await Stack.open(settings, mode="attach")
         try:
             return await asyncio.to_thread(sweep, stack.announcer, settings)
         finally:
@@ -471,7 +472,7 @@ def cmd_retry(settings: Settings, args: argparse.Namespace) -> int:
     async def go() -> list[str]:
         from pipeline.reconcile import retry_job
 
-        stack = await Stack.open(settings)
+        stack = await Stack.open(settings, mode="attach")
         try:
             return await asyncio.to_thread(retry_job, stack.announcer, settings, args.job)
         finally:
@@ -559,9 +560,7 @@ def cmd_ingress(settings: Settings, args: argparse.Namespace) -> int:
 async def _ingress(settings: Settings) -> int:
     from pipeline.ingress.http import serve_ingress
 
-    stack = await Stack.open(settings)
-    if stack.owner:
-        log.warning("ingress_without_workers", hint="no stack was running: start `mouthpiece up` or workers")
+    stack = await Stack.open(settings, mode="attach")
     stop = asyncio.Event()
     stop_on_signals(stop)
     try:

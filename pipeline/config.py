@@ -98,6 +98,9 @@ class Settings(BaseSettings):
     # --- folders (embedded default) ------------------------------------------------------------------
     inbox_dir: Path | None = Field(None, description="watched folder; default DATA_DIR/inbox")
     outbox_dir: Path | None = Field(None, description="output folder; default DATA_DIR/outbox")
+    output_dirs: list[Path] = Field(
+        default_factory=list, description="folders job specs may publish into, besides the output folder"
+    )
     watch_polling: bool = Field(False, description="poll sizes instead of inotify (network mounts)")
     settle_seconds: float = Field(2.0, description="quiet time before a dropped file or folder is taken")
 

@@ -8,10 +8,13 @@ retry (anything else). Numpy transforms live in the stages, not here.
 
 from __future__ import annotations
 
+import json
 import math
 import queue
+import re
 import shutil
 import subprocess
+import tempfile
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -25,7 +28,7 @@ import ffmpeg
 import numpy as np
 
 from pipeline.config import Settings
-from pipeline.errors import ConfigError, PermanentError
+from pipeline.errors import ConfigError, PermanentError, RetryableError
 
 T = TypeVar("T")
 IMAGE_FORMATS = {"image2", "png_pipe", "jpeg_pipe", "webp_pipe", "bmp_pipe", "tiff_pipe", "gif_pipe"}
@@ -70,6 +73,8 @@ def run_ffmpeg(settings: Settings, stream: Any, what: str) -> None:
     args = ffmpeg.compile(stream, cmd=ffmpeg_binary(settings), overwrite_output=True)
     args[1:1] = ["-hide_banner", "-nostdin", "-loglevel", "error"]
     proc = subprocess.run(args, capture_output=True, check=False)
+    if proc.returncode < 0:  # killed (out of memory, a stopping node): not the file's fault
+        raise RetryableError(f"{what} was interrupted: ffmpeg got signal {-proc.returncode}")
     if proc.returncode != 0:
         detail = _tail(proc.stderr)
         raise FFmpegError(f"{what} failed: {detail or 'ffmpeg exit code ' + str(proc.returncode)}", detail)
@@ -265,7 +270,9 @@ def normalize_avatar(settings: Settings, src: Path, dst: Path, info: Probe) -> N
         run_ffmpeg(settings, stream, f"copying the video of {src.name}")
         return
     w, h = bounded_size(info.width, info.height, settings.max_side)
-    video = ffmpeg.input(str(src)).video.filter("scale", w, h, flags="lanczos")
+    # a still is looped (and cut to one frame below) so that filters with a time base get a stream
+    source = ffmpeg.input(str(src), loop=1) if info.still else ffmpeg.input(str(src))
+    video = source.video.filter("scale", w, h, flags="lanczos")
     if info.alpha:  # transparent avatars (cartoons, stickers): flatten onto white, not onto garbage
         background = ffmpeg.input(f"color=c=white:s={w}x{h}:r={_fps_arg(settings.fps)}", f="lavfi")
         video = ffmpeg.filter([background, video], "overlay", shortest=1, format="auto")
@@ -466,9 +473,6 @@ def reencode_to_bitrate(
 
 # --- enhance stage ---
 
-import json  # noqa: E402  (this section is appended to the module; its imports stay with it)
-import re  # noqa: E402
-import tempfile  # noqa: E402
 
 LOUDNESS_TRUE_PEAK = -1.5
 """dBTP ceiling of the normalized audio (EBU R128 streaming practice)."""
@@ -543,6 +547,8 @@ def measure_loudness(settings: Settings, media: Path) -> Loudness | None:
     )
     args[1:1] = ["-hide_banner", "-nostdin", "-nostats"]  # info level: the summary is logged there
     proc = subprocess.run(args, capture_output=True, check=False)
+    if proc.returncode < 0:  # killed (out of memory, a stopping node): not the file's fault
+        raise RetryableError(f"measuring loudness was interrupted: ffmpeg got signal {-proc.returncode}")
     if proc.returncode != 0:
         detail = _tail(proc.stderr)
         raise FFmpegError(f"measuring the loudness of {media.name} failed: {detail}", detail)

@@ -37,7 +37,7 @@ from typing import Any
 import structlog
 from pydantic import ValidationError
 
-from pipeline.bus import Bus, Delivery
+from pipeline.bus import Bus, Consumer, Delivery
 from pipeline.config import Settings
 from pipeline.contracts import DeadLetter, Manifest, Progress, StageRecord, State, Upload, job_id_for
 from pipeline.errors import InvalidKey, MouthpieceError, PermanentError, RetryableError
@@ -50,7 +50,7 @@ from pipeline.keys import (
     route,
     subject_for,
 )
-from pipeline.stage import ModelCache, StageContext, load_stage
+from pipeline.stage import ModelCache, StageCancelled, StageContext, load_stage
 from pipeline.status import JOB_TASK, read_record, write_record
 from pipeline.storage.base import ObjectStore
 
@@ -58,6 +58,8 @@ log = structlog.get_logger("mouthpiece.runner")
 
 FailureHook = Callable[[str, str, str], None]
 """on_failure(job_id, task, reason): tell the job's destinations (runs in a thread; must not raise)."""
+DoneHook = Callable[[str], None]
+"""on_done(job_id): a task finished the last stage of the chain (runs in a thread)."""
 
 
 @dataclass
@@ -82,6 +84,7 @@ class Worker:
         *,
         models: ModelCache | None = None,
         on_failure: FailureHook | None = None,
+        on_done: DoneHook | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -90,6 +93,7 @@ class Worker:
         self.module = load_stage(stage)
         self.models = models or ModelCache()
         self.on_failure = on_failure
+        self.on_done = on_done
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self.loop: asyncio.AbstractEventLoop | None = None
         self._records_lock = threading.Lock()
@@ -108,9 +112,7 @@ class Worker:
 
         async def pull_loop() -> None:
             while not stop.is_set():
-                delivery = await consumer.next(timeout=1.0)
-                if delivery is not None:
-                    await self.handle(delivery)
+                await self._pull_one(consumer)
 
         loops = [asyncio.create_task(pull_loop()) for _ in range(slots)]
         await stop.wait()
@@ -118,6 +120,24 @@ class Worker:
         for task in pending:  # drain time is over: the unacked messages are redelivered elsewhere
             task.cancel()
         log.info("worker_stopped", stage=self.stage, abandoned=len(pending))
+
+    async def _pull_one(self, consumer: Consumer) -> None:
+        """Fetch and handle one message. Nothing that goes wrong here may end the loop: a storage or
+        bus outage makes this slot wait and try again, the message comes back by itself."""
+        try:
+            delivery = await consumer.next(timeout=1.0)
+        except Exception as exc:  # bus unreachable: wait, the client reconnects
+            log.warning("pull_failed", stage=self.stage, error=repr(exc))
+            await asyncio.sleep(1.0)
+            return
+        if delivery is None:
+            return
+        try:
+            await self.handle(delivery)
+        except Exception as exc:  # e.g. the store failed while recording an outcome
+            log.error("message_handling_failed", stage=self.stage, error=repr(exc))
+            with contextlib.suppress(Exception):
+                await delivery.nak(delay=(self.settings.backoff or [5.0])[0])
 
     # --- one message ----------------------------------------------------------------------------------
     async def handle(self, delivery: Delivery) -> str:
@@ -174,8 +194,10 @@ class Worker:
         return await self._run(delivery, work)
 
     def _alive(self, record: StageRecord) -> bool:
+        """A running record is live while its heartbeat is fresh (ours too: a duplicate message for a
+        task this very worker is running in another slot must wait, not run twice)."""
         age = (datetime.now(UTC) - record.heartbeat_at).total_seconds()
-        return record.worker != self.worker_id and age < self.settings.ack_wait
+        return age < self.settings.ack_wait
 
     async def _run(self, delivery: Delivery, work: Work) -> str:
         record = StageRecord(
@@ -190,20 +212,24 @@ class Worker:
         await self._save(record)
         log.info("stage_started", attempt=delivery.deliveries)
         started = time.monotonic()
-        workdir = Path(tempfile.mkdtemp(prefix=f"mp-{self.stage}-", dir=self._scratch()))
+        ctx = self._context(work, record)
         beat = asyncio.create_task(self._heartbeat(delivery, record))
         error: Exception | None = None
         try:
-            outputs = await asyncio.to_thread(
-                self._call_stage, self._context(work, workdir, record), work, started
-            )
+            outputs = await asyncio.to_thread(self._call_stage, ctx, work, started)
+        except asyncio.CancelledError:
+            # drain time is over: the thread cannot be killed, so tell it to stop at its next progress
+            # report and not to write anything; the message goes back for another worker
+            ctx.cancelled.set()
+            with contextlib.suppress(Exception):
+                await asyncio.shield(delivery.nak(delay=0))
+            raise
         except Exception as exc:
             outputs, error = [], exc
         finally:
             beat.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await beat
-            shutil.rmtree(workdir, ignore_errors=True)
         if error is None:
             return await self._done(delivery, record, outputs, time.monotonic() - started)
         return await self._outcome(delivery, work, record, error)
@@ -218,9 +244,15 @@ class Worker:
         return await self._retry(delivery, work, RetryableError(f"internal error: {error!r}"), record)
 
     def _call_stage(self, ctx: StageContext, work: Work, started: float) -> list[Manifest]:
-        """Run the stage, then write its manifests (in a thread: the store is synchronous)."""
-        result = self.module.run(ctx, work.inputs)
+        """Run the stage, then write its manifests (in a thread: the store is synchronous). The scratch
+        folder is removed here, by the thread that used it, however the stage ends."""
+        try:
+            result = self.module.run(ctx, work.inputs)
+        finally:
+            shutil.rmtree(ctx.workdir, ignore_errors=True)
         outputs: list[Manifest] = result if isinstance(result, list) else [result]
+        if ctx.cancelled.is_set():
+            raise StageCancelled("the worker stopped before the stage finished")
         seconds = round(time.monotonic() - started, 3)
         for manifest in outputs:
             manifest.timings[self.stage] = seconds
@@ -233,8 +265,9 @@ class Worker:
             )
         return outputs
 
-    def _context(self, work: Work, workdir: Path, record: StageRecord) -> StageContext:
+    def _context(self, work: Work, record: StageRecord) -> StageContext:
         bound = log.bind(job_id=work.job_id, task=work.task, stage=self.stage)
+        workdir = Path(tempfile.mkdtemp(prefix=f"mp-{self.stage}-", dir=self._scratch()))
         return StageContext(
             settings=self.settings,
             store=self.store,
@@ -310,6 +343,11 @@ class Worker:
         )
         await delivery.ack()
         log.info("stage_done", seconds=record.seconds, manifests=len(outputs))
+        if self.on_done is not None and self.stage == self.settings.chain[-1]:
+            try:
+                await asyncio.to_thread(self.on_done, record.job_id)
+            except Exception:  # the job is done; its summary can be rewritten by the next event
+                log.exception("done_hook_failed")
         return "done"
 
     async def _fail(self, delivery: Delivery, record: StageRecord, exc: MouthpieceError) -> str:

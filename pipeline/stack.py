@@ -1,9 +1,10 @@
 """The running pieces of one process: the bus (and, embedded, its nats-server), the store, the workers.
 
-``Stack.open`` connects to ``settings.nats_url`` when set (distributed mode). Otherwise it looks for an
-embedded stack already running on the same data directory (``DATA_DIR/stack.json``, written by its
-owner) and attaches to it, or starts its own nats-server and becomes the owner. Only the owner runs
-workers for ``mouthpiece render``; ``mouthpiece up`` always owns its stack.
+``Stack.open`` connects to ``settings.nats_url`` when set (distributed mode). Otherwise ``mouthpiece up``
+starts the data directory's nats-server and advertises it in ``DATA_DIR/stack.json``; other commands
+attach to it, and ``mouthpiece render`` without a running ``up`` starts a private nats-server for its one
+job (its store is removed afterwards). Only a stack that owns its nats-server runs workers for
+``render``; ``mouthpiece up`` always does.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import asyncio
 import contextlib
 import json
 import os
+import shutil
 import signal
 import socket
 from collections.abc import Callable
@@ -19,12 +21,13 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
+from typing import Literal
 
 import structlog
 
 from pipeline.bus import NatsBus, threadsafe_publisher
 from pipeline.config import Settings
-from pipeline.errors import ConfigError
+from pipeline.errors import ConfigError, MouthpieceError
 from pipeline.natsserver import EmbeddedNats
 from pipeline.reconcile import sweep
 from pipeline.runner import Worker
@@ -33,6 +36,7 @@ from pipeline.storage import ObjectStore, open_store
 from pipeline.storage.emitting import EmittingStore
 
 log = structlog.get_logger("mouthpiece.stack")
+StackMode = Literal["up", "attach-or-private", "attach"]
 
 
 def _stack_file(settings: Settings) -> Path:
@@ -60,13 +64,22 @@ class Stack:
     owner: bool
     nats: EmbeddedNats | None = None
     models: ModelCache = field(default_factory=ModelCache)
+    failures: list[str] = field(default_factory=list)
 
     @classmethod
-    async def open(cls, settings: Settings, *, may_attach: bool = True) -> Stack:
+    async def open(cls, settings: Settings, *, mode: StackMode = "attach-or-private") -> Stack:
+        """Connect the bus and the store.
+
+        ``mode``: ``up`` runs the long-lived embedded stack of this data dir (refused if one runs) and
+        advertises it in ``stack.json``; ``attach-or-private`` attaches to that stack, or starts a
+        private nats-server for this command alone (``mouthpiece render``: two renders never share
+        one); ``attach`` refuses to run without a stack to attach to (``retry``, ``reconcile``:
+        events sent to a private bus would be lost). ``MOUTHPIECE_NATS_URL`` overrides all three.
+        """
         loop = asyncio.get_running_loop()
         # stage work runs in threads; the default pool (cores + 4) is too small for workers + heartbeats
         loop.set_default_executor(ThreadPoolExecutor(max_workers=64, thread_name_prefix="mouthpiece"))
-        nats, url = await cls._bus_url(settings, may_attach)
+        nats, url = await cls._bus_url(settings, mode)
         try:
             bus = await NatsBus.connect(url, settings)
             raw = await asyncio.to_thread(open_store, settings)
@@ -77,34 +90,44 @@ class Stack:
         announcer = EmittingStore(raw, settings, threadsafe_publisher(bus, loop))
         store: ObjectStore = announcer if settings.event_source == "client" else raw
         stack = cls(settings, bus, store, announcer, owner=nats is not None, nats=nats)
-        if nats is not None:
+        if nats is not None and mode == "up":
             _stack_file(settings).write_text(json.dumps({"nats_url": url, "pid": os.getpid()}))
         return stack
 
     @staticmethod
-    async def _bus_url(settings: Settings, may_attach: bool) -> tuple[EmbeddedNats | None, str]:
+    async def _bus_url(settings: Settings, mode: StackMode) -> tuple[EmbeddedNats | None, str]:
         if settings.nats_url:
             return None, settings.nats_url
         running = running_stack(settings)
+        if running is not None and mode == "up":
+            raise ConfigError(f"mouthpiece is already running on {settings.data_dir} ({running})")
         if running is not None:
-            if not may_attach:
-                raise ConfigError(f"mouthpiece is already running on {settings.data_dir} ({running})")
             return None, running
+        if mode == "attach":
+            raise ConfigError(
+                f"mouthpiece is not running on {settings.data_dir}: start `mouthpiece up` first"
+            )
         settings.data_dir.mkdir(parents=True, exist_ok=True)
-        nats = EmbeddedNats(settings.data_dir / "nats", settings.nats_port)
+        store_dir = settings.data_dir / ("nats" if mode == "up" else f"tmp/nats-{os.getpid()}")
+        nats = EmbeddedNats(store_dir, settings.nats_port)
         await asyncio.to_thread(nats.start)
         log.info("nats_started", url=nats.url, store=str(nats.store_dir))
         return nats, nats.url
 
     async def close(self) -> None:
         await self.bus.close()
-        if self.nats is not None:
+        if self.nats is None:
+            return
+        if self.nats.store_dir == self.settings.data_dir / "nats":
             with contextlib.suppress(FileNotFoundError):
                 _stack_file(self.settings).unlink()
             await asyncio.to_thread(self.nats.stop)
+        else:  # a private bus for one command: nothing in it outlives the command
+            await asyncio.to_thread(self.nats.stop)
+            await asyncio.to_thread(shutil.rmtree, self.nats.store_dir, True)
 
     def worker(self, stage: str) -> Worker:
-        from stages.publish import notify_failure
+        from stages.publish import notify_failure, write_status
 
         return Worker(
             self.settings,
@@ -113,11 +136,26 @@ class Stack:
             stage,
             models=self.models,
             on_failure=partial(notify_failure, self.settings, self.store),
+            on_done=partial(write_status, self.store, self.settings),
         )
 
     async def run_workers(self, stages: list[str], stop: asyncio.Event) -> list[asyncio.Task[None]]:
-        """Start a worker per stage (each serves until ``stop``)."""
-        return [asyncio.create_task(self.worker(s).serve(stop), name=f"worker-{s}") for s in stages]
+        """Start a worker per stage (each serves until ``stop``). A worker that cannot start (a model
+        that will not load, a default avatar that is missing) is logged and stops the whole stack:
+        running without one stage would only leave jobs waiting forever."""
+        tasks = [asyncio.create_task(self.worker(s).serve(stop), name=f"worker-{s}") for s in stages]
+        for task in tasks:
+            task.add_done_callback(lambda t: self._worker_ended(t, stop))
+        return tasks
+
+    def _worker_ended(self, task: asyncio.Task[None], stop: asyncio.Event) -> None:
+        if task.cancelled() or task.exception() is None:
+            return
+        error = task.exception()
+        reason = error.reason if isinstance(error, MouthpieceError) else repr(error)
+        self.failures.append(f"{task.get_name()}: {reason}")
+        log.error("worker_failed", worker=task.get_name(), reason=reason)
+        stop.set()
 
     async def reconcile_forever(self, stop: asyncio.Event) -> None:
         """Run the reconciliation sweep every ``reconcile_interval`` seconds until ``stop``."""

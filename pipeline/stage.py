@@ -39,6 +39,13 @@ STAGE_MODULES = {
 }
 
 
+class StageCancelled(RetryableError):
+    """The worker stopped while the stage ran; the message goes to another worker."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason, defer=0.0)
+
+
 class StageModule(Protocol):
     def run(self, ctx: StageContext, inputs: Any) -> list[Manifest]: ...
 
@@ -87,9 +94,13 @@ class StageContext:
     workdir: Path
     models: ModelCache = field(default_factory=ModelCache)
     on_progress: Callable[[float, str], None] = lambda fraction, note: None
+    cancelled: threading.Event = field(default_factory=threading.Event)
 
     def progress(self, fraction: float, note: str = "") -> None:
-        """Report 0..1 progress; also keeps the message alive (the runner heartbeats)."""
+        """Report 0..1 progress. Raises ``StageCancelled`` once the worker has given up on this
+        delivery (drain time over), so long work stops at its next report."""
+        if self.cancelled.is_set():
+            raise StageCancelled("the worker is stopping")
         self.on_progress(min(1.0, max(0.0, fraction)), note)
 
     # --- reading artifacts ---------------------------------------------------------------------------

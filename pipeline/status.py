@@ -101,8 +101,14 @@ def fold(job_id: str, job: JobRecord | None, records: Iterable[StageRecord], cha
         tasks=tasks,
         timings=_timings(records, chain),
         outputs=[o for t in tasks.values() for o in t.outputs],
-        updated_at=datetime.now(UTC),
+        updated_at=_last_change(records, job),
     )
+
+
+def _last_change(records: list[StageRecord], job: JobRecord | None) -> datetime:
+    """When anything last happened to the job (so job lists sort by recency)."""
+    moments = [r.finished_at or r.heartbeat_at for r in records] + ([job.created_at] if job else [])
+    return max(moments, default=datetime.now(UTC))
 
 
 def _fold_task(records: list[StageRecord], chain: list[str]) -> TaskStatus:

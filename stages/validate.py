@@ -107,6 +107,8 @@ def _voice(ctx: StageContext, spec: JobSpec, upload: Upload) -> tuple[ArtifactRe
     info = _probe(src, _display_name(key), AUDIO_HINT)
     if not info.has_audio:
         raise InvalidInput(f"{_display_name(key)} has no sound in it: {AUDIO_HINT}", key=key)
+    if info.duration > ctx.settings.max_audio_seconds + 1.0:  # before decoding hours of audio to WAV
+        _check_voice_length(ctx.settings, info.duration, _display_name(key))
     return _normalized_audio(ctx, src, digest, _display_name(key))
 
 

@@ -16,6 +16,7 @@ saying why, and the same note goes to the output folder.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import threading
@@ -203,11 +204,12 @@ class FolderIngress:
             return _folder_drop(name, path)
         ext = path.suffix.lower()
         if ext in SPEC_EXTS:
-            return _spec_drop(path, self.inbox)
+            drop = _spec_drop(path, self.inbox)
+            return None if any(self._busy(m) for m in drop.members if m != path) else drop
         if ext in AUDIO_EXTS:
             avatars = self._companions(path)
-            if any(self._busy(a) for a in avatars):
-                return None  # a companion is still arriving: look again at the next tick
+            if any(self._busy(a) for a in avatars) or self._named_by_a_spec(path):
+                return None  # a companion is still arriving, or a spec will take this file
             return Drop(name=path.stem, audio=path, avatars=avatars, members=[path, *avatars])
         if ext in AVATAR_EXTS:
             self._note_waiting(name, path)
@@ -216,6 +218,17 @@ class FolderIngress:
             f"{name} is not a supported file: drop an audio file ({', '.join(sorted(AUDIO_EXTS))}),"
             " with images or videos named after it, a folder, or a job spec (.json/.yaml)"
         )
+
+    def _named_by_a_spec(self, path: Path) -> bool:
+        """Whether a job spec lying in the folder names this file (then the spec's job takes it)."""
+        for spec in self.inbox.iterdir():
+            if spec.is_file() and spec.suffix.lower() in SPEC_EXTS:
+                try:
+                    if path in _spec_drop(spec, self.inbox).members:
+                        return True
+                except DropError:
+                    continue  # a broken spec is reported when its own turn comes
+        return False
 
     def _companions(self, audio: Path) -> list[Path]:
         """Avatars dropped beside an audio file and named after it (``hello.png``, ``hello.2.jpg``)."""
@@ -237,7 +250,6 @@ class FolderIngress:
     def _note_waiting(self, name: str, path: Path) -> None:
         with self._lock:
             entry = self._entries[name]
-            entry.last_event = time.monotonic()
             if not entry.waiting_logged:
                 entry.waiting_logged = True
                 log.info(
@@ -259,7 +271,7 @@ class FolderIngress:
             destinations=destinations,
             speech=spec.speech if spec else None,
             source="folder",
-            nonce=timestamp(),
+            nonce=_identity(drop),
         )
         log.info("drop_submitted", entry=drop.name, job_id=submitted.job_id, avatars=len(drop.avatars))
         if self.on_submit is not None:
@@ -302,13 +314,25 @@ class _Handler(FileSystemEventHandler):
             self.ingress._touch(Path(str(event.dest_path)), writing=False)
         elif kind == "deleted":
             self.ingress._forget(src)
-        elif kind in ("created", "modified") and not event.is_directory:
+        elif kind == "modified" and not event.is_directory:
             # with inotify a file being written gets 'closed' at the end; polling never says closed
             self.ingress._touch(src, writing=not self.ingress.settings.watch_polling)
         elif kind == "closed":
             self.ingress._touch(src, writing=False)
         elif kind == "created":
+            # not 'writing': a file moved in from another filesystem arrives as 'created' alone
             self.ingress._touch(src)
+
+
+def _identity(drop: Drop) -> str:
+    """A nonce naming this drop (its files' names, sizes and times): retrying a drop after a crash
+    submits the same job again, while dropping the same files another time makes a new one."""
+    parts = []
+    for member in sorted(drop.members):
+        for path in [member, *sorted(member.rglob("*"))] if member.is_dir() else [member]:
+            st = path.stat()
+            parts.append(f"{path.name}:{st.st_size}:{st.st_mtime_ns}:{st.st_ino}")
+    return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
 
 
 def _sizes(path: Path) -> dict[str, int]:

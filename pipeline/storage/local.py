@@ -8,6 +8,8 @@ changed behind the store's back (dropped in by hand) gets a fresh ETag.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -76,13 +78,31 @@ class LocalStore:
     ) -> ObjectInfo:
         dest = self.path_of(bucket, key)
         self._bucket_dir(bucket)
-        tmp = self._temp_copy(data)
         try:
-            etag = _md5_file(tmp)
-            self._place(tmp, dest, key)
+            tmp = self._temp_copy(data)
+        except OSError as exc:
+            raise StorageError(f"cannot write {key}: {exc.strerror or exc}", key=key) from exc
+        try:
+            etag, st = _md5_file(tmp), tmp.stat()
+            # data and sidecar change together: a concurrent writer of the same key (another thread
+            # or process) waits, so the sidecar always describes the data beside it
+            with self._key_lock(bucket, key):
+                self._place(tmp, dest, key)
+                return self._write_meta(bucket, key, st, etag, content_type, dict(metadata or {}))
         finally:
             tmp.unlink(missing_ok=True)
-        return self._write_meta(bucket, key, dest, etag, content_type, dict(metadata or {}))
+
+    @contextlib.contextmanager
+    def _key_lock(self, bucket: str, key: str) -> Iterator[None]:
+        locks = self.root / ".locks"
+        locks.mkdir(exist_ok=True)
+        name = hashlib.sha256(f"{bucket}/{key}".encode()).hexdigest()[:32]
+        with open(locks / name, "a+b") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
 
     def _temp_copy(self, data: bytes | Path) -> Path:
         self._tmp.mkdir(parents=True, exist_ok=True)
@@ -114,21 +134,29 @@ class LocalStore:
             raise StorageError(f"cannot write {key}: {exc.strerror}", key=key) from exc
 
     def _write_meta(
-        self, bucket: str, key: str, dest: Path, etag: str, content_type: str, metadata: dict[str, str]
+        self,
+        bucket: str,
+        key: str,
+        st: os.stat_result,
+        etag: str,
+        content_type: str,
+        metadata: dict[str, str],
     ) -> ObjectInfo:
-        st = dest.stat()
+        """The sidecar, naming the data file it describes by inode, size and mtime (a rename keeps them)."""
         record = {
             "etag": etag,
             "content_type": content_type,
             "metadata": metadata,
             "size": st.st_size,
             "mtime_ns": st.st_mtime_ns,
+            "ino": st.st_ino,
         }
         meta = self._meta_path(bucket, key)
         meta.parent.mkdir(parents=True, exist_ok=True)
-        tmp = meta.with_name(f".{meta.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(record))
-        os.replace(tmp, meta)
+        fd, name = tempfile.mkstemp(dir=meta.parent, prefix=f".{meta.name}.")
+        with os.fdopen(fd, "w") as out:
+            out.write(json.dumps(record))
+        os.replace(name, meta)
         return self._info(bucket, key, st, record)
 
     # --- reads ------------------------------------------------------------------------------------
@@ -165,7 +193,8 @@ class LocalStore:
             record: dict[str, object] = json.loads(self._meta_path(bucket, key).read_text())
         except (FileNotFoundError, NotADirectoryError, json.JSONDecodeError):
             record = {}
-        if record.get("size") != st.st_size or record.get("mtime_ns") != st.st_mtime_ns:
+        same = (record.get("size"), record.get("mtime_ns"), record.get("ino"))
+        if same != (st.st_size, st.st_mtime_ns, st.st_ino):
             # written behind our back (a file dropped in by hand): recompute
             record = {"etag": _md5_file(path), "content_type": "application/octet-stream", "metadata": {}}
         return record

@@ -15,7 +15,7 @@ from typing import TypeVar
 
 import urllib3
 from minio import Minio
-from minio.error import S3Error
+from minio.error import InvalidResponseError, S3Error, ServerError
 
 from pipeline.config import Settings
 from pipeline.errors import ObjectNotFound, StorageError
@@ -62,7 +62,7 @@ class S3Store:
             if exc.code in _MISSING:
                 raise ObjectNotFound(bucket, key) from exc
             raise StorageError(f"S3 {what} {bucket}/{key} failed: {exc.code} {exc.message}", key=key) from exc
-        except (urllib3.exceptions.HTTPError, OSError) as exc:
+        except (urllib3.exceptions.HTTPError, OSError, ServerError, InvalidResponseError) as exc:
             raise StorageError(f"S3 {what} {bucket}/{key} failed: {exc}", key=key) from exc
 
     def ensure_buckets(self, buckets: tuple[str, ...] | list[str]) -> None:

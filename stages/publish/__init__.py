@@ -10,6 +10,7 @@ fails, with the reason.
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path, PurePosixPath
 
 import structlog
@@ -36,7 +37,7 @@ def run(ctx: StageContext, manifest: Manifest) -> list[Manifest]:
     published = [_to_outputs(ctx, video, filename, manifest)]
     for destination in spec.destinations:
         published.extend(_to_destination(ctx, destination, video, filename, manifest))
-    write_status(ctx.store, ctx.settings, ctx.job_id)
+    # outputs/<job>/status.json is written by the runner once this task's done record is (write_status)
     return [manifest.advance(NAME, {"published": published})]
 
 
@@ -45,7 +46,10 @@ def output_name(store: ObjectStore, settings: Settings, manifest: Manifest, spec
     job = read_job(store, settings, manifest.job_id)
     base = _safe(job.name if job else (spec.name or manifest.job_id))
     if job is not None and len(job.tasks) > 1:
-        base = f"{base}-{_safe(PurePosixPath(manifest.avatar_name).stem)}"
+        stems = [PurePosixPath(avatar).stem for avatar in job.tasks.values()]
+        stem = PurePosixPath(manifest.avatar_name).stem
+        # face.png and face.jpg must not publish over each other
+        base = f"{base}-{_safe(stem)}" if stems.count(stem) == 1 else f"{base}-{_safe(stem)}-{manifest.task}"
     return f"{base}.mp4"
 
 
@@ -111,7 +115,7 @@ def _to_destination(
         from stages.publish.discord import publish_to_discord
 
         where = publish_to_discord(ctx, destination, video, filename, manifest)
-    ctx.save_bytes(f'{{"location": "{where}"}}'.encode(), "marker", "application/json", key=marker)
+    ctx.save_bytes(json.dumps({"location": where}).encode(), "marker", "application/json", key=marker)
     ctx.log.info("published", destination=destination.kind, location=where)
     return [where]
 

@@ -8,14 +8,25 @@ from pathlib import Path
 
 from pipeline.config import Settings
 from pipeline.contracts import FolderDestination
+from pipeline.errors import PermanentError
 
 
 def folder_of(settings: Settings, destination: FolderDestination) -> Path:
-    """The directory a folder destination names: none → the output folder; relative → under the data dir."""
+    """The directory a folder destination names: none → the output folder; relative → under the data dir.
+
+    Specs come from uploads: a folder outside the output folder and the operator's
+    ``output_dirs`` is refused, so an upload cannot make the worker write anywhere it may write.
+    """
     if destination.path is None:
         return settings.outbox
-    path = Path(destination.path).expanduser()
-    return path if path.is_absolute() else settings.data_dir / path
+    given = Path(destination.path)
+    path = (given if given.is_absolute() else settings.data_dir / given).resolve()
+    allowed = [settings.outbox.resolve(), *(Path(p).expanduser().resolve() for p in settings.output_dirs)]
+    if not any(path == root or root in path.parents for root in allowed):
+        raise PermanentError(
+            f"the job asks to publish into {destination.path}, which is not an allowed output folder"
+        )
+    return path
 
 
 def publish_to_folder(

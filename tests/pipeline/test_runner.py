@@ -16,7 +16,7 @@ from structlog.contextvars import merge_contextvars
 from structlog.testing import capture_logs
 
 from pipeline.config import Settings
-from pipeline.contracts import JobSpec, State
+from pipeline.contracts import JobSpec, Manifest, MediaInfo, State
 from pipeline.events import build_event, message_id
 from pipeline.keys import subject_for
 from pipeline.stack import Stack
@@ -136,6 +136,13 @@ def test_corrupt_input_fails_with_reason_and_worker_serves_next(
     outputs = [i.key for i in make_store(settings).list(settings.bucket_outputs, f"{bad_status.job_id}/")]
     assert outputs == [f"{bad_status.job_id}/status.json"]
     assert good_status.state == State.done and good_status.outputs
+    summary = f"{good_status.job_id}/status.json"
+    for _ in range(50):  # written just after the last stage's done record
+        published = json.loads(make_store(settings).get(settings.bucket_outputs, summary))
+        if published["state"] == "done":
+            break
+        time.sleep(0.1)
+    assert published["state"] == "done"
 
 
 def test_missing_media_is_retried_then_dead_lettered(tmp_path: Path, nats_url: str) -> None:
@@ -298,3 +305,103 @@ def test_reconcile_sweep_starts_inputs_that_missed_their_event(
         return status
 
     assert run_with_stack(settings, body).state == State.done
+
+
+class FlakyStore:
+    """The real store, with one injected failure: the first write of a stage record (a 503 from S3)."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner, self.failed = inner, False
+
+    def put(self, bucket: str, key: str, data: Any, **kwargs: Any) -> Any:
+        if "/records/" in key and not self.failed:
+            self.failed = True
+            from pipeline.errors import StorageError
+
+            raise StorageError("503 SlowDown")
+        return self.inner.put(bucket, key, data, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+def test_a_storage_error_outside_the_stage_does_not_stop_the_worker(
+    tmp_path: Path, nats_url: str, assets: Path
+) -> None:
+    """A store failure while recording (not inside the stage) naks that message; the worker goes on
+    and both jobs finish."""
+    from pipeline.runner import Worker
+
+    settings = short_chain(tmp_path, nats_url, backoff=[0.2])
+
+    async def body(stack: Stack) -> list[Any]:
+        stop = asyncio.Event()
+        validate = Worker(settings, FlakyStore(stack.store), stack.bus, "validate")
+        publish = stack.worker("publish")
+        serving = [asyncio.create_task(w.serve(stop)) for w in (validate, publish)]
+        jobs = []
+        for name in ("one", "two"):
+            jobs.append(
+                await asyncio.to_thread(
+                    submit_files, stack.store, settings, audio=assets / "jfk.flac", avatars=[], name=name
+                )
+            )
+        statuses = [await wait_done(stack, j.job_id) for j in jobs]
+        stop.set()
+        await asyncio.gather(*serving)
+        return statuses
+
+    statuses = run_with_stack(settings, body, workers=False)
+    assert [s.state for s in statuses] == [State.done, State.done]
+
+
+def test_drain_timeout_stops_the_stage_and_writes_nothing(
+    tmp_path: Path, nats_url: str, assets: Path
+) -> None:
+    """When drain time runs out the stage is told to stop (at its next progress report), its manifests
+    are not written, and the message goes back to the queue for another worker."""
+    from pipeline.contracts import job_id_for
+
+    settings = short_chain(tmp_path, nats_url, drain_seconds=0.5)
+    calls: list[float] = []
+
+    async def body(stack: Stack) -> tuple[float, Any, list[str]]:
+        worker = stack.worker("validate")
+        slow = _slow_stage(6.0, calls)
+
+        def run(ctx: Any, inputs: Any) -> list[Manifest]:  # would hand on a manifest if not stopped
+            slow.run(ctx, inputs)
+            media = MediaInfo(audio_seconds=1.0, fps=25.0, width=2, height=2, frames=1, still=True)
+            return [
+                Manifest(
+                    job_id=ctx.job_id, task="a0", stage="validate", spec_key="x", avatar_name="a", media=media
+                )
+            ]
+
+        worker.module = SimpleNamespace(run=run)
+        stop = asyncio.Event()
+        serving = asyncio.create_task(worker.serve(stop))
+        info = await asyncio.to_thread(
+            stack.store.put, settings.bucket_inputs, "audio/c.flac", assets / "jfk.flac"
+        )
+        while not calls:
+            await asyncio.sleep(0.05)
+        started = time.monotonic()
+        stop.set()
+        await serving
+        await asyncio.sleep(0.5)  # the stage thread notices at its next progress report
+        record = await asyncio.to_thread(
+            read_record,
+            stack.store,
+            settings,
+            job_id_for(info.bucket, info.key, info.etag),
+            "job",
+            "validate",
+        )
+        manifests = [i.key for i in stack.store.list(settings.bucket_work, "jobs/") if "manifest" in i.key]
+        return time.monotonic() - started, record, manifests
+
+    waited, record, manifests = run_with_stack(settings, body, workers=False)
+    assert waited < 4.0
+    assert record is not None and record.state != State.done
+    assert manifests == []

@@ -120,3 +120,31 @@ def test_local_store_sees_files_dropped_by_hand(tmp_path: Path) -> None:
     (tmp_path / "inputs" / "audio" / "hand.wav").write_bytes(b"RIFF2")
     info2 = store.stat("inputs", "audio/hand.wav")
     assert info2 is not None and info2.etag == hashlib.md5(b"RIFF2").hexdigest()
+
+
+def test_local_concurrent_writers_of_one_key_leave_a_consistent_object(tmp_path: Path) -> None:
+    """Two threads writing the same key at once: no error, and the metadata always matches the data
+    (a stale checksum on a cache entry would poison every later job)."""
+    store = LocalStore(tmp_path)
+    store.ensure_buckets(BUCKETS)
+    for _ in range(50):
+        barrier = threading.Barrier(2)
+        errors: list[Exception] = []
+
+        def write(i: int, barrier: threading.Barrier = barrier, errors: list[Exception] = errors) -> None:
+            data = f"content-{i}-".encode() * (100 + i)
+            barrier.wait()
+            try:
+                store.put("work", "k.json", data, metadata={"sha256": hashlib.sha256(data).hexdigest()})
+            except Exception as exc:
+                errors.append(exc)
+
+        threads = [threading.Thread(target=write, args=(i,)) for i in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        info = store.stat("work", "k.json")
+        assert not errors
+        assert info is not None
+        assert info.metadata.get("sha256") == hashlib.sha256(store.get("work", "k.json")).hexdigest()

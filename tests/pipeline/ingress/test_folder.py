@@ -157,3 +157,46 @@ def test_watcher_sees_real_filesystem_events(tmp_path: Path, assets: Path) -> No
     finally:
         ingress.stop()
     assert len(seen) == 1
+
+
+def test_spec_takes_the_files_it_names_even_when_they_sort_first(
+    ingress: FolderIngress, assets: Path
+) -> None:
+    """a.flac + face.png + talk.yaml (naming both) → one job from the spec; the audio is not taken
+    alone with the default avatar."""
+    shutil.copy(assets / "jfk.flac", ingress.inbox / "a.flac")
+    shutil.copy(assets / "astronaut.png", ingress.inbox / "face.png")
+    (ingress.inbox / "talk.yaml").write_text("audio: a.flac\navatars: [face.png]\n")
+    for name in ("a.flac", "face.png", "talk.yaml"):
+        ingress._touch(ingress.inbox / name)
+    submitted = settle(ingress)
+    assert len(submitted) == 1
+    assert spec_of(ingress, submitted[0].spec_key).avatars == ["face.png"]
+    assert not (ingress.inbox / ".failed").exists()
+
+
+def test_file_moved_in_from_another_filesystem_is_taken(tmp_path: Path, assets: Path) -> None:
+    """A move from elsewhere arrives as a bare 'created' event (no close-write): it is still taken."""
+    settings = make_settings(tmp_path, settle_seconds=0.3)
+    seen: list = []
+    ingress = FolderIngress(settings, open_store(settings), on_submit=lambda s, d: seen.append(s)).start()
+    try:
+        staged = Path("/dev/shm") if Path("/dev/shm").is_dir() else tmp_path
+        source = staged / f"moved-{tmp_path.name}.flac"
+        shutil.copy(assets / "jfk.flac", source)
+        shutil.move(str(source), str(settings.inbox / "moved.flac"))
+        deadline = time.monotonic() + 10
+        while not seen and time.monotonic() < deadline:
+            time.sleep(0.1)
+    finally:
+        ingress.stop()
+    assert len(seen) == 1
+
+
+def test_the_same_drop_retried_is_the_same_job(ingress: FolderIngress, assets: Path) -> None:
+    """The drop's identity (names, sizes, times) names its job: submitting it again after a crash
+    between submitting and archiving does not make a second job."""
+    shutil.copy(assets / "jfk.flac", ingress.inbox / "once.flac")
+    drop = ingress._drop_for("once.flac", ingress.inbox / "once.flac")
+    assert drop is not None
+    assert ingress._submit(drop).job_id == ingress._submit(drop).job_id
