@@ -213,7 +213,7 @@ class Worker:
         log.info("stage_started", attempt=delivery.deliveries)
         started = time.monotonic()
         ctx = self._context(work, record)
-        beat = asyncio.create_task(self._heartbeat(delivery, record))
+        beat = asyncio.create_task(self._heartbeat(delivery, record, ctx))
         error: Exception | None = None
         try:
             outputs = await asyncio.to_thread(self._call_stage, ctx, work, started)
@@ -305,12 +305,23 @@ class Worker:
 
         return sink
 
-    async def _heartbeat(self, delivery: Delivery, record: StageRecord) -> None:
+    async def _heartbeat(self, delivery: Delivery, record: StageRecord, ctx: StageContext) -> None:
+        """Keep the message (``in_progress``) and the record (``heartbeat_at``) alive. When the bus has
+        not heard from us for a whole ``ack_wait`` the message is someone else's now: the stage is told
+        to stop rather than finish twice."""
         interval = max(0.5, self.settings.ack_wait / 3)
+        last_ok = time.monotonic()
         while True:
             await asyncio.sleep(interval)
-            with contextlib.suppress(Exception):
+            try:
                 await delivery.in_progress()
+                last_ok = time.monotonic()
+            except Exception as exc:
+                if time.monotonic() - last_ok >= self.settings.ack_wait:
+                    log.warning("heartbeat_lost", error=repr(exc), hint="stopping the stage; redelivered")
+                    ctx.cancelled.set()
+                    return
+            with contextlib.suppress(Exception):
                 await asyncio.to_thread(
                     self._write, record, only_running=True, heartbeat_at=datetime.now(UTC)
                 )
