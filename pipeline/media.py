@@ -68,16 +68,20 @@ def _tail(stderr: bytes, lines: int = 4) -> str:
     return " | ".join(line.strip() for line in text[-lines:])
 
 
-def run_ffmpeg(settings: Settings, stream: Any, what: str) -> None:
-    """Run an ffmpeg-python graph (overwriting outputs); raise ``FFmpegError`` saying ``what`` failed."""
+def run_ffmpeg(
+    settings: Settings, stream: Any, what: str, *, flags: Sequence[str] = ("-loglevel", "error")
+) -> subprocess.CompletedProcess[bytes]:
+    """Run an ffmpeg-python graph (overwriting outputs); raise ``FFmpegError`` saying ``what`` failed,
+    or ``RetryableError`` when ffmpeg was killed (out of memory, a stopping node: not the file's fault)."""
     args = ffmpeg.compile(stream, cmd=ffmpeg_binary(settings), overwrite_output=True)
-    args[1:1] = ["-hide_banner", "-nostdin", "-loglevel", "error"]
+    args[1:1] = ["-hide_banner", "-nostdin", *flags]
     proc = subprocess.run(args, capture_output=True, check=False)
-    if proc.returncode < 0:  # killed (out of memory, a stopping node): not the file's fault
+    if proc.returncode < 0:
         raise RetryableError(f"{what} was interrupted: ffmpeg got signal {-proc.returncode}")
     if proc.returncode != 0:
         detail = _tail(proc.stderr)
         raise FFmpegError(f"{what} failed: {detail or 'ffmpeg exit code ' + str(proc.returncode)}", detail)
+    return proc
 
 
 # --- probing ----------------------------------------------------------------------------------------
@@ -542,16 +546,13 @@ def measure_loudness(settings: Settings, media: Path) -> Loudness | None:
     """EBU R128 loudness of the first audio stream of ``media`` (ffmpeg's ``ebur128``, true peak on);
     None when it is silence (at or under the -70 LUFS gate)."""
     graph = ffmpeg.input(str(media)).audio.filter("ebur128", peak="true", framelog="quiet")
-    args = ffmpeg.compile(
-        graph.output("-", format="null"), cmd=ffmpeg_binary(settings), overwrite_output=True
+    # info level (no -loglevel error): ebur128 logs its summary there
+    proc = run_ffmpeg(
+        settings,
+        graph.output("-", format="null"),
+        f"measuring the loudness of {media.name}",
+        flags=["-nostats"],
     )
-    args[1:1] = ["-hide_banner", "-nostdin", "-nostats"]  # info level: the summary is logged there
-    proc = subprocess.run(args, capture_output=True, check=False)
-    if proc.returncode < 0:  # killed (out of memory, a stopping node): not the file's fault
-        raise RetryableError(f"measuring loudness was interrupted: ffmpeg got signal {-proc.returncode}")
-    if proc.returncode != 0:
-        detail = _tail(proc.stderr)
-        raise FFmpegError(f"measuring the loudness of {media.name} failed: {detail}", detail)
     found = _ebur128_summary(proc.stderr.decode(errors="replace"))
     if found is None:
         raise FFmpegError(f"ebur128 printed no summary for {media.name}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -144,18 +145,26 @@ def test_avatar_alone_waits_for_its_audio(ingress: FolderIngress, assets: Path) 
     assert spec_of(ingress, submitted.spec_key).avatars == ["later.png"]
 
 
-def test_watcher_sees_real_filesystem_events(tmp_path: Path, assets: Path) -> None:
-    """With the real inotify observer running, a file copied in is submitted without manual ticks."""
+def submissions_while_watching(tmp_path: Path, drop: Callable[[Path], None]) -> list:
+    """Run the real watcher (inotify), call ``drop(inbox)``, and return what was submitted within 10 s."""
     settings: Settings = make_settings(tmp_path, settle_seconds=0.3)
     seen: list = []
     ingress = FolderIngress(settings, open_store(settings), on_submit=lambda s, d: seen.append(s)).start()
     try:
-        shutil.copy(assets / "jfk.flac", settings.inbox / "live.flac")
+        drop(settings.inbox)
         deadline = time.monotonic() + 10
         while not seen and time.monotonic() < deadline:
             time.sleep(0.1)
     finally:
         ingress.stop()
+    return seen
+
+
+def test_watcher_sees_real_filesystem_events(tmp_path: Path, assets: Path) -> None:
+    """With the real inotify observer running, a file copied in is submitted without manual ticks."""
+    seen = submissions_while_watching(
+        tmp_path, lambda inbox: shutil.copy(assets / "jfk.flac", inbox / "live.flac")
+    )
     assert len(seen) == 1
 
 
@@ -177,19 +186,12 @@ def test_spec_takes_the_files_it_names_even_when_they_sort_first(
 
 def test_file_moved_in_from_another_filesystem_is_taken(tmp_path: Path, assets: Path) -> None:
     """A move from elsewhere arrives as a bare 'created' event (no close-write): it is still taken."""
-    settings = make_settings(tmp_path, settle_seconds=0.3)
-    seen: list = []
-    ingress = FolderIngress(settings, open_store(settings), on_submit=lambda s, d: seen.append(s)).start()
-    try:
-        staged = Path("/dev/shm") if Path("/dev/shm").is_dir() else tmp_path
-        source = staged / f"moved-{tmp_path.name}.flac"
-        shutil.copy(assets / "jfk.flac", source)
-        shutil.move(str(source), str(settings.inbox / "moved.flac"))
-        deadline = time.monotonic() + 10
-        while not seen and time.monotonic() < deadline:
-            time.sleep(0.1)
-    finally:
-        ingress.stop()
+    staged = Path("/dev/shm") if Path("/dev/shm").is_dir() else tmp_path
+    source = staged / f"moved-{tmp_path.name}.flac"
+    shutil.copy(assets / "jfk.flac", source)
+    seen = submissions_while_watching(
+        tmp_path, lambda inbox: shutil.move(str(source), str(inbox / "moved.flac"))
+    )
     assert len(seen) == 1
 
 
