@@ -168,9 +168,3 @@ def route(settings: Settings, bucket: str, key: str) -> str | None:
         if rule.matches(bucket, key):
             return rule.stage
     return None
-
-
-def next_stage(settings: Settings, stage: str) -> str | None:
-    chain = settings.chain
-    i = chain.index(stage)
-    return chain[i + 1] if i + 1 < len(chain) else None

@@ -164,11 +164,8 @@ def count_frames(path: Path) -> int:
 
 def decode_frames(path: Path) -> Iterator[np.ndarray]:
     """RGB uint8 frames of the first video stream, in order."""
-    with av.open(str(path)) as container:
-        stream = container.streams.video[0]
-        stream.thread_type = "AUTO"
-        for frame in container.decode(stream):
-            yield frame.to_ndarray(format="rgb24")
+    for pixels in decode_lazily(path):
+        yield pixels()
 
 
 def decode_lazily(path: Path) -> Iterator[Callable[[], np.ndarray]]:

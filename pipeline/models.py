@@ -25,6 +25,7 @@ import structlog
 
 from pipeline.config import Settings
 from pipeline.errors import ConfigError
+from pipeline.stage import sha256_file
 
 log = structlog.get_logger()
 
@@ -102,17 +103,8 @@ def model_status(settings: Settings) -> list[ModelStatus]:
     for model in known_models(settings):
         path = model_path(settings, model.name)
         present = path.is_file()
-        rows.append(ModelStatus(model, path, present, sha256_of(path) if present else None))
+        rows.append(ModelStatus(model, path, present, sha256_file(path) if present else None))
     return rows
-
-
-def sha256_of(path: Path) -> str:
-    """The hex SHA-256 of a file, read in 1 MiB chunks."""
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def fetch_model(

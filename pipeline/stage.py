@@ -17,12 +17,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
 from pipeline.config import Settings
-from pipeline.contracts import ArtifactRef, Manifest
+from pipeline.contracts import ArtifactRef
 from pipeline.errors import PermanentError, RetryableError
 from pipeline.keys import artifact_key
 from pipeline.storage.base import ObjectStore
@@ -44,10 +44,6 @@ class StageCancelled(RetryableError):
 
     def __init__(self, reason: str) -> None:
         super().__init__(reason, defer=0.0)
-
-
-class StageModule(Protocol):
-    def run(self, ctx: StageContext, inputs: Any) -> list[Manifest]: ...
 
 
 def load_stage(name: str) -> ModuleType:

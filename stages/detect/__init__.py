@@ -41,14 +41,14 @@ from typing import Any
 import cv2
 import numpy as np
 import structlog
-from pydantic import ValidationError
 
 from pipeline.config import Settings
-from pipeline.contracts import ArtifactRef, FaceTrack, JobOptions, JobSpec, Manifest, Style
+from pipeline.contracts import ArtifactRef, FaceTrack, JobOptions, Manifest, Style
 from pipeline.errors import InvalidInput, NoFaceFound, PermanentError
 from pipeline.keys import faces_cache_key
 from pipeline.media import decode_lazily
 from pipeline.stage import ModelCache, StageContext
+from pipeline.status import read_spec
 from stages.detect.detectors import (
     FACE_ALIGNMENT_FILES,
     Detection,
@@ -76,7 +76,7 @@ __all__ = ["FULL_RATE_FRAMES", "MAX_STRIDE", "TRACK_VERSION", "detection_stride"
 def run(ctx: StageContext, inputs: Manifest) -> list[Manifest]:
     """The avatar's face track, from the cache or detected now; ``NoFaceFound`` when it has no face."""
     avatar = _avatar_ref(inputs)
-    options = _options(ctx, inputs)
+    options = read_spec(ctx.store, ctx.settings, ctx.job_id).options
     tiers = _tiers(ctx.settings, ctx.models, ctx.log, options.style)
     keys = [_cache_key(ctx.settings, avatar, tiers[: i + 1], options) for i in range(len(tiers))]
     if (cached := _from_cache(ctx, inputs, keys)) is not None:
@@ -117,17 +117,6 @@ def _avatar_ref(inputs: Manifest) -> ArtifactRef:
     if inputs.media.frames < 1:
         raise InvalidInput(f"{inputs.avatar_name} has no video frames")
     return inputs.artifacts["avatar"]
-
-
-def _options(ctx: StageContext, inputs: Manifest) -> JobOptions:
-    """The job's options, from the resolved spec validate stored in the work bucket."""
-    data = ctx.store.get(ctx.settings.bucket_work, inputs.spec_key)
-    try:
-        return JobSpec.model_validate_json(data).options
-    except ValidationError as exc:
-        raise PermanentError(
-            f"{inputs.spec_key} is not a valid job spec: {exc}", key=inputs.spec_key
-        ) from exc
 
 
 # --- detectors --------------------------------------------------------------------------------------

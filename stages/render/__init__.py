@@ -111,13 +111,11 @@ def _build_wav2lip(settings: Settings, checkpoint: Path) -> Renderer:
 
 
 def _checkpoint_path(settings: Settings, requested: str | None) -> Path:
-    """A job may only name a file in the model directory; the operator's setting may be any path."""
-    if requested is not None:
-        if "/" in requested or "\\" in requested or requested.startswith("."):
-            raise InvalidInput(f"checkpoint {requested!r} must be a file name in the model directory")
-        return settings.models / requested
-    configured = Path(settings.wav2lip_checkpoint).expanduser()
-    return configured if configured.is_absolute() else settings.models / configured
+    """A job may only name a file in the model directory; the operator's setting may be any path.
+    Resolved as ``mouthpiece models`` resolves it, so both name the same file."""
+    if requested is not None and ("/" in requested or "\\" in requested or requested.startswith(".")):
+        raise InvalidInput(f"checkpoint {requested!r} must be a file name in the model directory")
+    return model_path(settings, requested or settings.wav2lip_checkpoint)
 
 
 # --- frames ------------------------------------------------------------------------------------------

@@ -229,33 +229,37 @@ def test_heartbeats_keep_a_long_job_from_being_redelivered(
     assert len(calls) == 1
 
 
+async def stop_mid_stage(stack: Stack, module: Any, calls: list[float], voice: Path) -> tuple[Any, float]:
+    """Serve validate with ``module``, upload a voice, set stop once the stage has started; return the
+    job's validate record and how long serving took to end after stop."""
+    from pipeline.contracts import job_id_for
+
+    worker = stack.worker("validate")
+    worker.module = module
+    stop = asyncio.Event()
+    serving = asyncio.create_task(worker.serve(stop))
+    info = await asyncio.to_thread(stack.store.put, stack.settings.bucket_inputs, "audio/voice.flac", voice)
+    while not calls:
+        await asyncio.sleep(0.05)
+    started = time.monotonic()
+    stop.set()  # mid-stage
+    await serving
+    waited = time.monotonic() - started
+    await asyncio.sleep(0.5)  # a cancelled stage thread notices at its next progress report
+    job_id = job_id_for(info.bucket, info.key, info.etag)
+    return await asyncio.to_thread(
+        read_record, stack.store, stack.settings, job_id, "job", "validate"
+    ), waited
+
+
 def test_stop_drains_work_in_flight(tmp_path: Path, nats_url: str, assets: Path) -> None:
     """Setting stop (what SIGTERM does) while a stage runs lets it finish and acknowledge."""
     settings = short_chain(tmp_path, nats_url)
     calls: list[float] = []
 
     async def body(stack: Stack) -> Any:
-        worker = stack.worker("validate")
-        worker.module = _slow_stage(2.0, calls)
-        stop = asyncio.Event()
-        serving = asyncio.create_task(worker.serve(stop))
-        info = await asyncio.to_thread(
-            stack.store.put, settings.bucket_inputs, "audio/b.flac", assets / "jfk.flac"
-        )
-        while not calls:
-            await asyncio.sleep(0.05)
-        stop.set()  # mid-stage
-        await serving
-        from pipeline.contracts import job_id_for
-
-        return await asyncio.to_thread(
-            read_record,
-            stack.store,
-            settings,
-            job_id_for(info.bucket, info.key, info.etag),
-            "job",
-            "validate",
-        )
+        record, _ = await stop_mid_stage(stack, _slow_stage(2.0, calls), calls, assets / "jfk.flac")
+        return record
 
     record = run_with_stack(settings, body, workers=False)
     assert record is not None and record.state == State.done
@@ -360,13 +364,10 @@ def test_drain_timeout_stops_the_stage_and_writes_nothing(
 ) -> None:
     """When drain time runs out the stage is told to stop (at its next progress report), its manifests
     are not written, and the message goes back to the queue for another worker."""
-    from pipeline.contracts import job_id_for
-
     settings = short_chain(tmp_path, nats_url, drain_seconds=0.5)
     calls: list[float] = []
 
     async def body(stack: Stack) -> tuple[float, Any, list[str]]:
-        worker = stack.worker("validate")
         slow = _slow_stage(6.0, calls)
 
         def run(ctx: Any, inputs: Any) -> list[Manifest]:  # would hand on a manifest if not stopped
@@ -378,30 +379,11 @@ def test_drain_timeout_stops_the_stage_and_writes_nothing(
                 )
             ]
 
-        worker.module = SimpleNamespace(run=run)
-        stop = asyncio.Event()
-        serving = asyncio.create_task(worker.serve(stop))
-        info = await asyncio.to_thread(
-            stack.store.put, settings.bucket_inputs, "audio/c.flac", assets / "jfk.flac"
-        )
-        while not calls:
-            await asyncio.sleep(0.05)
-        started = time.monotonic()
-        stop.set()
-        await serving
-        await asyncio.sleep(0.5)  # the stage thread notices at its next progress report
-        record = await asyncio.to_thread(
-            read_record,
-            stack.store,
-            settings,
-            job_id_for(info.bucket, info.key, info.etag),
-            "job",
-            "validate",
-        )
+        record, waited = await stop_mid_stage(stack, SimpleNamespace(run=run), calls, assets / "jfk.flac")
         manifests = [i.key for i in stack.store.list(settings.bucket_work, "jobs/") if "manifest" in i.key]
-        return time.monotonic() - started, record, manifests
+        return waited, record, manifests
 
     waited, record, manifests = run_with_stack(settings, body, workers=False)
-    assert waited < 4.0
+    assert waited < 3.5
     assert record is not None and record.state != State.done
     assert manifests == []
