@@ -278,6 +278,57 @@ class FaceTrack(_Model):
 
 
 # --------------------------------------------------------------------------------------------------
+# Speech timing (one artifact per voice clip, role ``speech``: read by render, enhance and the quality
+# report; nothing aligns twice)
+# --------------------------------------------------------------------------------------------------
+
+
+class TimedWord(_Model):
+    """A spoken word: as written in the transcript, or as recognized."""
+
+    text: str
+    start: float
+    end: float
+    probability: float | None = None
+
+
+class TimedPhone(_Model):
+    """A phone: ARPAbet without stress digit (pocketsphinx, English) or IPA (eSpeak NG, other languages)."""
+
+    phone: str
+    start: float
+    end: float
+
+
+class TimedViseme(_Model):
+    """A mouth shape (Rhubarb letters A-H, X = rest) held from ``start`` to ``end``."""
+
+    viseme: str
+    start: float
+    end: float
+
+
+class Span(_Model):
+    start: float
+    end: float
+
+
+class SpeechTiming(_Model):
+    """When what is said in a voice clip: words, phones, visemes and the speech regions (silence is
+    everything outside ``speech``). Times in seconds from the start of the normalized audio."""
+
+    version: int = SCHEMA_VERSION
+    duration: float
+    language: str | None = Field(None, description="ISO 639-1 code, given or detected")
+    source: str = Field(description="where the words came from: transcript, whisper, pocketsphinx, energy")
+    text: str = ""
+    words: list[TimedWord] = Field(default_factory=list)
+    phones: list[TimedPhone] = Field(default_factory=list)
+    visemes: list[TimedViseme] = Field(default_factory=list)
+    speech: list[Span] = Field(default_factory=list, description="speech regions (voice activity)")
+
+
+# --------------------------------------------------------------------------------------------------
 # Status
 # --------------------------------------------------------------------------------------------------
 
