@@ -25,7 +25,6 @@ from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-import httpx
 import structlog
 import uvicorn
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
@@ -44,6 +43,7 @@ from pipeline.contracts import (
     JobOptions,
     Style,
 )
+from pipeline.destinations import allowed_webhook
 from pipeline.discord.api import DiscordApi
 from pipeline.discord.fetch import AllowList, Downloaded, Fetcher, Kind
 from pipeline.discord.interactions import (
@@ -78,7 +78,6 @@ SEEN_SECONDS = 15 * 60
 VOICE = frozenset({Kind.audio, Kind.video})
 FACE = frozenset({Kind.image, Kind.video})
 ANY_MEDIA = frozenset(Kind)
-DISCORD_WEBHOOK_HOSTS = frozenset({"discord.com", "discordapp.com", "ptb.discord.com", "canary.discord.com"})
 
 
 # --- relay events --------------------------------------------------------------------------------------
@@ -377,17 +376,10 @@ class Ingress:
         return (await self._fetch(event.avatar_url, folder, "profile picture", FACE, "member")).path
 
     def _webhook_url(self, url: SecretStr) -> SecretStr:
-        """``url`` if it is a Discord webhook (or one on the configured API's origin); else InvalidInput."""
+        """``url`` if this deployment may post to it (``pipeline.destinations.allowed_webhook``, the same
+        check validate applies to every job spec); else InvalidInput."""
         REDACTOR.add(url.get_secret_value())
-        try:
-            parsed = httpx.URL(url.get_secret_value())
-        except httpx.InvalidURL:
-            raise InvalidInput("webhook_url is not a valid URL") from None
-        api = httpx.URL(self.settings.discord_api_base)
-        same_origin = (parsed.scheme, parsed.host, parsed.port) == (api.scheme, api.host, api.port)
-        discord = parsed.scheme == "https" and parsed.host in DISCORD_WEBHOOK_HOSTS
-        if not (same_origin or discord) or "/webhooks/" not in parsed.path:
-            raise InvalidInput("webhook_url is not a Discord webhook URL")
+        allowed_webhook(self.settings, url, "webhook_url")
         return url
 
     # --- /hooks/minio -----------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ import structlog
 
 from pipeline.config import Settings
 from pipeline.contracts import ArtifactRef, Destination, FolderDestination, JobSpec, Manifest
+from pipeline.destinations import check_destinations
 from pipeline.errors import PermanentError
 from pipeline.keys import job_record_key, output_key, published_key
 from pipeline.media import mux
@@ -32,6 +33,7 @@ log = structlog.get_logger("mouthpiece.publish")
 def run(ctx: StageContext, manifest: Manifest) -> list[Manifest]:
     """Publish one task's video to the outputs bucket and the job's destinations."""
     spec = read_spec(ctx.store, ctx.settings, ctx.job_id)
+    check_destinations(ctx.settings, spec.destinations)  # validate did; a refusal here publishes nothing
     filename = output_name(ctx.store, ctx.settings, manifest, spec)
     video = _final_video(ctx, manifest)
     published = [_to_outputs(ctx, video, filename, manifest)]

@@ -100,7 +100,7 @@ def test_same_media_are_converted_once(env: tuple[Settings, ObjectStore], assets
             {"max_input_bytes": 100_000},
             {"v.flac": "jfk.flac"},
             "audio: v.flac\n",
-            "v.flac is 1 MB; the limit is 0 MB",
+            "v.flac is 1.1 MB; the limit is 0.1 MB",
         ),
         ({}, {"v.png": "astronaut.png"}, "audio: v.png\n", "v.png has no sound in it"),
         (
