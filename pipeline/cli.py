@@ -16,17 +16,19 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import structlog
+from pydantic import ValidationError
 
 from pipeline import ASSETS_DIR
 from pipeline.config import STAGES, Settings, load_settings, settings_markdown
 from pipeline.contracts import JobOptions, JobStatus, Progress, State, Style, SubtitleMode
-from pipeline.errors import ConfigError, MouthpieceError
+from pipeline.errors import ConfigError, InvalidInput, MouthpieceError
 from pipeline.keys import progress_subject
 from pipeline.logs import configure_logging
+from pipeline.specfile import describe_validation_error
 from pipeline.stack import Stack, running_stack, stop_on_signals
 from pipeline.status import job_status, list_jobs
 from pipeline.storage import open_store
-from pipeline.submit import submit_files
+from pipeline.submit import NAME_LIMIT, check_local_file, submit_files
 
 log = structlog.get_logger("mouthpiece.cli")
 DEMO_TRANSCRIPT = "And so my fellow Americans, ask not what your country can do for you, ask what you can do for your country."
@@ -113,10 +115,48 @@ def _job_options(p: argparse.ArgumentParser) -> None:
 
 
 def _options(args: argparse.Namespace) -> JobOptions:
+    _check_lengths(args)
     fields = {
         k: getattr(args, k, None) for k in ("renderer", "checkpoint", "style", "subtitles", "transcript")
     }
-    return JobOptions(**{k: v for k, v in fields.items() if v is not None})
+    try:
+        return JobOptions(**{k: v for k, v in fields.items() if v is not None})
+    except ValidationError as exc:
+        raise InvalidInput(
+            f"the options cannot be used: {describe_validation_error(exc)}"
+        ) from None  # code: options_invalid
+
+
+# --- checking what was typed (before anything starts) -----------------------------------------------
+
+TEXT_LIMITS = {"name": NAME_LIMIT, "transcript": 20_000, "checkpoint": 255}
+
+
+def _check_lengths(args: argparse.Namespace) -> None:
+    """``--name``, ``--transcript`` and ``--checkpoint`` within their limits, said in a sentence."""
+    for option, limit in TEXT_LIMITS.items():
+        value = getattr(args, option, None)
+        if value is not None and len(value) > limit:
+            raise InvalidInput(  # code: option_too_long
+                f"--{option} is {len(value)} characters long; the limit is {limit}: give a shorter one"
+            )
+
+
+def _check_inputs(settings: Settings, audio: Path, avatars: list[Path], output: Path | None = None) -> None:
+    """Every input is a readable regular file within the size limit, and ``output`` is none of them."""
+    for path in [audio, *avatars]:
+        check_local_file(path, settings)
+    if output is not None and any(_same_file(output, path) for path in [audio, *avatars]):
+        raise InvalidInput(  # code: output_is_input
+            f"-o {output} is one of the input files; it would be overwritten: give another output name"
+        )
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.resolve() == b.resolve() or (a.exists() and b.exists() and a.samefile(b))
+    except OSError:
+        return False
 
 
 # --- entry point ----------------------------------------------------------------------------------------
@@ -206,6 +246,7 @@ def _banner(settings: Settings, watch: bool) -> None:
 
 def cmd_render(settings: Settings, args: argparse.Namespace) -> int:
     options = _local_checkpoint(settings, _options(args))
+    _check_inputs(settings, args.audio, list(args.avatars), args.output)
     return asyncio.run(_render(settings, args.audio, list(args.avatars), args.output, options, args.name))
 
 
@@ -243,10 +284,6 @@ def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
 async def _render(
     settings: Settings, audio: Path, avatars: list[Path], output: Path, options: JobOptions, name: str | None
 ) -> int:
-    for path in [audio, *avatars]:
-        if not path.is_file():
-            print(f"mouthpiece: no such file: {path}", file=sys.stderr)
-            return 2
     stack = await Stack.open(settings)
     stop = asyncio.Event()
     tasks: list[asyncio.Task[None]] = []
@@ -255,7 +292,12 @@ async def _render(
             tasks = await stack.run_workers(list(settings.chain), stop)
         status = await _submit_and_wait(stack, audio, avatars, options, name)
         # a batch where some avatars failed still hands over the videos that were made
-        written = await asyncio.to_thread(_download_outputs, stack, status, output) if status.outputs else []
+        inputs = [audio, *avatars]
+        written = (
+            await asyncio.to_thread(_download_outputs, stack, status, output, inputs)
+            if status.outputs
+            else []
+        )
     finally:
         stop.set()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -342,8 +384,11 @@ class _ProgressDisplay:
             print(file=sys.stderr)
 
 
-def _download_outputs(stack: Stack, status: JobStatus, output: Path) -> list[Path]:
-    """Copy the job's videos (and subtitles) from the outputs bucket to ``output``."""
+def _download_outputs(
+    stack: Stack, status: JobStatus, output: Path, inputs: Sequence[Path] = ()
+) -> list[Path]:
+    """Copy the job's videos (and subtitles) from the outputs bucket to ``output``; a name that would land
+    on one of the ``inputs`` (``-o .`` beside ``voice.mp4``) gets the job id added instead."""
     bucket = stack.settings.bucket_outputs
     files = [i for i in stack.store.list(bucket, f"{status.job_id}/") if not i.key.endswith("status.json")]
     videos = [i for i in files if i.key.endswith(".mp4")]
@@ -357,6 +402,8 @@ def _download_outputs(stack: Stack, status: JobStatus, output: Path) -> list[Pat
             dest = output / name
         else:
             dest = output if name.endswith(".mp4") else output.with_suffix(Path(name).suffix)
+        if any(_same_file(dest, path) for path in inputs):
+            dest = dest.with_name(f"{dest.stem}-{status.job_id[1:9]}{dest.suffix}")
         stack.store.download(bucket, info.key, dest)
         written.append(dest)
     return written
@@ -367,6 +414,8 @@ def cmd_submit(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def _submit(settings: Settings, args: argparse.Namespace) -> int:
+    options = _options(args)
+    _check_inputs(settings, args.audio, list(args.avatars))
     url = settings.nats_url or running_stack(settings)
     if url is None:  # nothing running: write straight into the bucket; `up` picks it up (reconcile)
         store = await asyncio.to_thread(open_store, settings)
@@ -376,7 +425,7 @@ async def _submit(settings: Settings, args: argparse.Namespace) -> int:
             settings,
             audio=args.audio,
             avatars=list(args.avatars),
-            options=_options(args),
+            options=options,
             name=args.name,
         )
         print(f"{submitted.job_id} queued; it runs when `mouthpiece up` is running")
@@ -389,7 +438,7 @@ async def _submit(settings: Settings, args: argparse.Namespace) -> int:
             settings,
             audio=args.audio,
             avatars=list(args.avatars),
-            options=_options(args),
+            options=options,
             name=args.name,
         )
         print(submitted.job_id)

@@ -65,6 +65,7 @@ from pipeline.errors import ConfigError, InvalidInput, MouthpieceError, Retryabl
 from pipeline.events import parse_event
 from pipeline.keys import route, subject_for
 from pipeline.logs import REDACTOR
+from pipeline.specfile import describe_validation_error
 from pipeline.storage.base import ObjectStore
 from pipeline.submit import Submitted, submit_files
 
@@ -269,17 +270,20 @@ class Ingress:
             )
         audio = await self._fetch(audio_info.url, folder / "audio", "audio", VOICE, audio_info.filename)
         face_info = it.attachment("avatar")
+        labels = {audio.path: audio_info.filename}
         if face_info is not None:
             face = await self._fetch(face_info.url, folder / "avatar", "avatar", FACE, face_info.filename)
+            labels[face.path] = face_info.filename
         else:
             url = avatar_url(it.caller).replace(CDN, self.cdn_base.rstrip("/"), 1)
             face = await self._fetch(url, folder / "avatar", "profile picture", FACE, "profile")
+            labels[face.path] = "your profile picture"
         options = _options(it.option("style"), it.option("text"))
         await self._reply(it, "Got it: your video is queued…")
         return await asyncio.to_thread(
             submit_files, self.store, self.settings, audio=audio.path, avatars=[face.path],
             name=audio.path.stem, options=options, destinations=[self._destination(it)],
-            source=f"discord:{it.guild_id or 'dm'}", nonce=f"discord-{it.id}",
+            source=f"discord:{it.guild_id or 'dm'}", nonce=f"discord-{it.id}", labels=labels,
         )  # fmt: skip
 
     async def _announce_job(self, it: Interaction, folder: Path) -> Submitted:
@@ -334,6 +338,7 @@ class Ingress:
             await self._fetch(a.url, folder / str(i), "attachment", ANY_MEDIA, a.filename)
             for i, a in enumerate(event.attachments)
         ]
+        labels = {f.path: a.filename for f, a in zip(files, event.attachments, strict=True)}
         voice = next((f for f in files if f.kind == Kind.audio), None) or next(
             (f for f in files if f.kind == Kind.video), None
         )
@@ -344,6 +349,7 @@ class Ingress:
             submit_files, self.store, self.settings, audio=voice.path, avatars=faces, name=voice.path.stem,
             options=_options(None, event.text), destinations=[DiscordWebhookDestination(url=webhook)],
             source=f"discord:{event.guild or 'relay'}", nonce=f"relay-{event.id or time.time()}",
+            labels=labels,
         )  # fmt: skip
 
     async def _welcome_job(self, event: MemberJoinEvent, folder: Path) -> Submitted:
@@ -534,8 +540,7 @@ def _json_object(body: bytes) -> Any:
 
 def _first_error(exc: Exception) -> str:
     if isinstance(exc, ValidationError):
-        err = exc.errors()[0]
-        return f"{'.'.join(str(p) for p in err['loc'][1:])}: {err['msg']}"
+        return describe_validation_error(exc).replace("'event.", "'")
     return "not JSON"
 
 
@@ -564,16 +569,19 @@ def _sentence(reason: str) -> str:
     return reason[:1].upper() + reason[1:]
 
 
+TRANSCRIPT_LIMIT = 20_000
+
+
 def _options(style: Any, transcript: Any) -> JobOptions:
-    try:
-        return JobOptions(
-            style=Style(style) if style else Style.auto,
-            transcript=str(transcript).strip() or None if transcript else None,
+    """Job options from a command's or a message's words; refusals are sentences for the member."""
+    text = str(transcript).strip() if transcript else ""
+    if len(text) > TRANSCRIPT_LIMIT:
+        raise InvalidInput(  # code: transcript_too_long
+            f"The text is {len(text)} characters long; the limit is {TRANSCRIPT_LIMIT}: send a shorter one."
         )
-    except (ValueError, ValidationError):
-        raise InvalidInput(
-            "style must be auto, photo or cartoon; the text at most 20000 characters"
-        ) from None
+    if style and str(style) not in {s.value for s in Style}:
+        raise InvalidInput("The style must be auto, photo or cartoon.")  # code: style_invalid
+    return JobOptions(style=Style(style) if style else Style.auto, transcript=text or None)
 
 
 def _speech_text(text: Any) -> str:

@@ -29,7 +29,6 @@ from pipeline.logs import REDACTOR
 from pipeline.media import probe, reencode_to_bitrate
 from pipeline.stage import StageContext
 from pipeline.storage.base import Presigner
-from stages.validate import AUDIO_HINT, AVATAR_HINT
 
 log = structlog.get_logger("mouthpiece.publish.discord")
 
@@ -196,12 +195,10 @@ def link_text(ctx: StageContext, filename: str) -> str:
 
 
 def user_message(reason: str) -> str:
-    """One short sentence for the Discord user from a job's failure reason."""
+    """One short sentence for the Discord user from a job's failure reason. Refusals of the user's input
+    are already sentences naming their file and what to send instead (validate's), so they are kept;
+    failures on our side become an apology."""
     lowered = reason.lower()
-    if AUDIO_HINT in reason or "no audible audio" in lowered:
-        return f"That file is not audio: {AUDIO_HINT}"
-    if AVATAR_HINT in reason or "as an image or video" in lowered:
-        return f"That avatar is not an image or a video: {AVATAR_HINT}"
     if lowered.startswith("no face found"):
         return "I could not find a face in that avatar: use a photo where a face is clearly visible."
     if "gave up after" in lowered or "internal error" in lowered:

@@ -253,7 +253,9 @@ def test_failure_reaches_the_user_as_a_short_message(
         settings, _interaction(), "notes.txt has no sound in it: send .mp3, .wav, .ogg, .m4a or .flac"
     )
     [edit] = discord.accepted("PATCH")
-    assert edit.content == "That file is not audio: send .mp3, .wav, .ogg, .m4a or .flac"
+    assert edit.content == (
+        "Sorry, I could not make that video: notes.txt has no sound in it: send .mp3, .wav, .ogg, .m4a or .flac"
+    )
     assert edit.payload["attachments"] == []
 
 
@@ -271,13 +273,13 @@ def test_failure_notice_to_a_gone_webhook_does_not_raise(
     ("reason", "message"),
     [
         (
-            "a.txt could not be decoded as audio (x): send .mp3, .wav, .ogg, .m4a or .flac",
-            "That file is not audio",
+            "a.txt is a text file, not a voice clip: send .mp3, .wav, .ogg, .m4a or .flac",
+            "Sorry, I could not make that video: a.txt is a text file",
         ),
-        ("clip.wav contains no audible audio (it is 0.1 s long)", "That file is not audio"),
+        ("clip.wav is too short (0.10 s)", "Sorry, I could not make that video: clip.wav is too short"),
         (
-            "face.png could not be decoded as an image or video (bad)",
-            "That avatar is not an image or a video",
+            "face.png could not be decoded as an image or video (it may be damaged or cut short)",
+            "Sorry, I could not make that video: face.png could not be decoded",
         ),
         ("no face found in cat.png (use a photo ...)", "I could not find a face"),
         ("gave up after 5 attempts: internal error", "Sorry, something went wrong on our side"),
@@ -288,7 +290,7 @@ def test_failure_notice_to_a_gone_webhook_does_not_raise(
     ],
 )
 def test_user_messages_are_short(reason: str, message: str) -> None:
-    """Failure reasons map to short user sentences."""
+    """Failure reasons map to short user sentences that keep the user's file name."""
     text = user_message(reason)
     assert text.startswith(message) and len(text) < 350
 
