@@ -122,9 +122,9 @@ def _options(args: argparse.Namespace) -> JobOptions:
     try:
         return JobOptions(**{k: v for k, v in fields.items() if v is not None})
     except ValidationError as exc:
-        raise InvalidInput(
+        raise InvalidInput(  # code: options_invalid
             f"the options cannot be used: {describe_validation_error(exc)}"
-        ) from None  # code: options_invalid
+        ) from None
 
 
 # --- checking what was typed (before anything starts) -----------------------------------------------

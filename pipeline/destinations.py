@@ -69,9 +69,9 @@ def allowed_webhook(settings: Settings, url: SecretStr | str, what: str = "the w
     try:
         hook = parse_webhook_url(text)
     except ValueError:
-        raise InvalidInput(
+        raise InvalidInput(  # code: webhook_invalid
             f"{what} is not a Discord webhook URL: {WEBHOOK_HINT}"
-        ) from None  # code: webhook_invalid
+        ) from None
     if not webhook_allowed(settings, hook):
         raise InvalidInput(  # code: webhook_not_allowed
             f"{what} points at {hook.host}, which is not Discord: {WEBHOOK_HINT}"

@@ -29,7 +29,7 @@ def parse_spec(raw: bytes, name: str) -> JobSpec:
             f"job spec {name} is {len(raw) // 1024} KB; a spec is a small JSON or YAML file (at most "
             f"{MAX_SPEC_BYTES // 1024} KB)"
         )
-    data = _load(raw, name)
+    data = load_spec_data(raw, name)
     if not isinstance(data, dict):
         raise InvalidInput(  # code: spec_invalid
             f"job spec {name} must be a set of fields (audio, avatars, options, destinations): {SPEC_HINT}"
@@ -37,39 +37,40 @@ def parse_spec(raw: bytes, name: str) -> JobSpec:
     try:
         return JobSpec.model_validate(data)
     except ValidationError as exc:
-        raise InvalidInput(
+        raise InvalidInput(  # code: spec_invalid
             f"job spec {name} is not valid: {describe_validation_error(exc)}"
-        ) from None  # code: spec_invalid
+        ) from None
     except RecursionError:
-        raise InvalidInput(
+        raise InvalidInput(  # code: spec_invalid
             f"job spec {name} is nested too deeply: {SPEC_HINT}"
-        ) from None  # code: spec_invalid
+        ) from None
 
 
-def _load(raw: bytes, name: str) -> Any:
+def load_spec_data(raw: bytes, name: str) -> Any:
+    """The YAML or JSON data in a spec file, unchecked; ``InvalidInput`` when it cannot be parsed."""
     is_yaml = name.lower().endswith((".yaml", ".yml"))
     kind = "YAML" if is_yaml else "JSON"
     try:
         text = raw.decode("utf-8-sig")
         return yaml.safe_load(text) if is_yaml else json.loads(text)
     except UnicodeDecodeError:
-        raise InvalidInput(
+        raise InvalidInput(  # code: spec_unreadable
             f"job spec {name} is not text (UTF-8): save it as a plain {kind} file"
-        ) from None  # code: spec_unreadable
+        ) from None
     except yaml.MarkedYAMLError as exc:
         where = _yaml_where(exc)
-        raise InvalidInput(
+        raise InvalidInput(  # code: spec_unreadable
             f"job spec {name} is not valid YAML{where}: fix it, or {SPEC_HINT}"
-        ) from None  # code: spec_unreadable
+        ) from None
     except json.JSONDecodeError as exc:
         where = f" (line {exc.lineno}, column {exc.colno})"
-        raise InvalidInput(
+        raise InvalidInput(  # code: spec_unreadable
             f"job spec {name} is not valid JSON{where}: fix it, or {SPEC_HINT}"
-        ) from None  # code: spec_unreadable
+        ) from None
     except (yaml.YAMLError, ValueError, RecursionError):
-        raise InvalidInput(
+        raise InvalidInput(  # code: spec_unreadable
             f"job spec {name} is not valid {kind}: fix it, or {SPEC_HINT}"
-        ) from None  # code: spec_unreadable
+        ) from None
 
 
 def _yaml_where(exc: yaml.MarkedYAMLError) -> str:

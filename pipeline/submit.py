@@ -58,9 +58,9 @@ def _digest(paths: list[Path], extra: str, limit: int) -> str:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
         with os.fdopen(fd, "rb") as f:
             if not stat.S_ISREG(os.fstat(fd).st_mode):
-                raise InvalidInput(
+                raise InvalidInput(  # code: not_a_file
                     f"{path.name} is not a regular file: give the file itself"
-                )  # code: not_a_file
+                )
             read = 0
             while read <= limit and (chunk := f.read(1024 * 1024)):
                 h.update(chunk)
@@ -96,22 +96,22 @@ def check_local_file(path: Path, settings: Settings, shown: str | None = None) -
     except FileNotFoundError:
         raise InvalidInput(f"{name} does not exist: check the path") from None  # code: file_missing
     except OSError as exc:
-        raise InvalidInput(
+        raise InvalidInput(  # code: file_unreadable
             f"{name} cannot be opened ({exc.strerror}): check the path"
-        ) from None  # code: file_unreadable
+        ) from None
     kind = what_it_is(st.st_mode)
     if kind is not None:
         raise InvalidInput(  # code: not_a_file
             f"{name} is {kind}, not a file: give the voice clip or picture file itself"
         )
     if not os.access(path, os.R_OK):
-        raise InvalidInput(
+        raise InvalidInput(  # code: file_unreadable
             f"{name} cannot be read (no permission): check who owns it"
-        )  # code: file_unreadable
+        )
     if st.st_size == 0:
-        raise InvalidInput(
+        raise InvalidInput(  # code: file_empty
             f"{name} is empty: send the file again once it is completely saved"
-        )  # code: file_empty
+        )
     if st.st_size > settings.max_input_bytes:
         raise InvalidInput(too_large(name, st.st_size, settings.max_input_bytes))  # code: file_too_large
     return st
@@ -199,9 +199,9 @@ def submit_files(
     except ValidationError as exc:  # the callers check what people give; this is the last guard
         from pipeline.specfile import describe_validation_error
 
-        raise InvalidInput(
+        raise InvalidInput(  # code: job_invalid
             f"the job cannot be made: {describe_validation_error(exc)}"
-        ) from None  # code: job_invalid
+        ) from None
     return submit_spec(store, settings, spec, f"{folder}/job.json")
 
 

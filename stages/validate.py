@@ -218,9 +218,9 @@ def _check_avatar(settings: Settings, info: Probe, name: str) -> None:
     if not info.has_video:
         raise InvalidInput(f"{name} is not an image or a video: {AVATAR_HINT}")  # code: avatar_not_visual
     if info.width <= 0 or info.height <= 0:
-        raise InvalidInput(
+        raise InvalidInput(  # code: avatar_unreadable
             f"{name} could not be decoded as an image or video: {AVATAR_HINT}"
-        )  # code: avatar_unreadable
+        )
     if max(info.width, info.height) > settings.max_input_side:
         raise InvalidInput(  # code: avatar_too_large
             f"{name} is {info.width}×{info.height} pixels; the limit is {settings.max_input_side} pixels a "
@@ -248,9 +248,9 @@ def _fetch_input(ctx: StageContext, key: str, role: str) -> tuple[Path, str, str
             f"the {role} {name} has not arrived: upload it beside the job spec", defer=5.0, key=key
         )
     if info.size > ctx.settings.max_input_bytes:
-        raise InvalidInput(
+        raise InvalidInput(  # code: file_too_large
             too_large(name, info.size, ctx.settings.max_input_bytes), key=key
-        )  # code: file_too_large
+        )
     dest = ctx.workdir / f"{role}-{_display_name(key)}"
     ctx.store.download(bucket, key, dest)
     return dest, sha256_file(dest), name

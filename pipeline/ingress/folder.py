@@ -48,7 +48,7 @@ from pipeline.config import Settings
 from pipeline.contracts import FolderDestination, JobSpec
 from pipeline.destinations import check_destinations
 from pipeline.errors import MouthpieceError, RetryableError
-from pipeline.specfile import MAX_SPEC_BYTES, parse_spec
+from pipeline.specfile import MAX_SPEC_BYTES, load_spec_data, parse_spec
 from pipeline.storage.base import ObjectStore
 from pipeline.submit import (
     AUDIO_EXTS,
@@ -219,11 +219,13 @@ class FolderIngress:
                     self._entries[name].last_event = time.monotonic()
             return None
         except (DropError, MouthpieceError) as exc:
-            self._set_aside(name, members, str(exc))
+            self._set_aside(name, self._with_named_files(path, members), str(exc))
             return None
         except Exception:
             log.exception("drop_failed", entry=name)
-            self._set_aside(name, members, f"{name} could not be taken {OUR_SIDE}")
+            self._set_aside(
+                name, self._with_named_files(path, members), f"{name} could not be taken {OUR_SIDE}"
+            )
             return None
         try:
             self._archive(drop, submitted)
@@ -259,6 +261,14 @@ class FolderIngress:
             f"{name} is not a supported file: drop an audio file ({', '.join(sorted(AUDIO_EXTS))}),"
             " with images or videos named after it, a folder, or a job spec (.json/.yaml)"
         )
+
+    def _with_named_files(self, path: Path, members: list[Path]) -> list[Path]:
+        """A refused spec takes the files it names along (they would otherwise be taken alone, as jobs
+        with the default avatar, which the spec never asked for)."""
+        if members != [path] or path.suffix.lower() not in SPEC_EXTS:
+            return members
+        named = [m for m in _spec_refs(path) if m.parent == self.inbox and os.path.lexists(m)]
+        return [path, *(m for m in named if m != path)]
 
     def _named_by_a_spec(self, path: Path) -> bool:
         """Whether a job spec lying in the folder names this file (then the spec's job takes it)."""
@@ -309,9 +319,9 @@ class FolderIngress:
         audios = [p for p in files if p.suffix.lower() in AUDIO_EXTS]
         if len(audios) != 1:
             found = ", ".join(p.name for p in audios) or "none"
-            raise DropError(
+            raise DropError(  # code: folder_audio_count
                 f"folder {name} must hold exactly one audio file (found: {found})"
-            )  # code: folder_audio_count
+            )
         avatars = [p for p in files if p.suffix.lower() in AVATAR_EXTS]
         return Drop(name=name, audio=audios[0], avatars=avatars, members=[folder])
 
@@ -459,15 +469,15 @@ def _walk(folder: Path, name: str) -> list[Path]:
                 mode = entry.stat(follow_symlinks=False).st_mode
                 shown = f"{name}/{Path(entry.path).relative_to(folder)}"
                 if stat.S_ISLNK(mode):
-                    raise DropError(
+                    raise DropError(  # code: inbox_link
                         f"{shown} is a link, and links are not taken: {LINK_HINT}"
-                    )  # code: inbox_link
+                    )
                 if stat.S_ISDIR(mode):
                     pending.append(Path(entry.path))
                 elif (kind := what_it_is(mode)) is not None:
-                    raise DropError(
+                    raise DropError(  # code: inbox_not_a_file
                         f"{shown} is {kind}, not a file: put only files into the folder"
-                    )  # code: inbox_not_a_file
+                    )
                 else:
                     files.append(Path(entry.path))
     return sorted(files)
@@ -512,14 +522,14 @@ def _open_regular(path: Path, shown: str) -> tuple[int, os.stat_result]:
         fd = os.open(path, _OPEN_FLAGS)
     except OSError as exc:
         if exc.errno == errno.ELOOP:
-            raise DropError(
+            raise DropError(  # code: inbox_link
                 f"{shown} is a link, and links are not taken: {LINK_HINT}"
-            ) from None  # code: inbox_link
+            ) from None
         if exc.errno == errno.ENOENT:
             raise RetryableError(f"{shown} disappeared while it was being taken", defer=1.0) from None
-        raise DropError(
+        raise DropError(  # code: inbox_unreadable
             f"{shown} cannot be read ({exc.strerror}): check its permissions"
-        ) from None  # code: inbox_unreadable
+        ) from None
     st = os.fstat(fd)
     kind = what_it_is(st.st_mode)
     if kind is not None:
@@ -555,6 +565,20 @@ def _copy_regular(src: Path, dst: Path, limit: int, shown: str) -> None:
                 out.write(chunk)
 
 
+def _spec_refs(spec_path: Path) -> list[Path]:
+    """Where the files a spec names would be, read loosely (a spec refused for another field still says
+    which files it meant); no checks, empty when it cannot be read at all."""
+    try:
+        data = load_spec_data(_read_small(spec_path, MAX_SPEC_BYTES), spec_path.name)
+    except (DropError, MouthpieceError, OSError):
+        return []
+    if not isinstance(data, dict):
+        return []
+    avatars = data.get("avatars") if isinstance(data.get("avatars"), list) else []
+    refs = [r for r in [data.get("audio"), *(avatars or [])[:64]] if isinstance(r, str) and r]
+    return [Path(os.path.normpath(spec_path.parent / ref)) for ref in refs if not Path(ref).is_absolute()]
+
+
 def _spec_members(spec_path: Path) -> set[Path]:
     """The files a spec in the folder names (best effort: an unreadable spec names nothing here; it is
     reported when its own turn comes)."""
@@ -575,18 +599,18 @@ def _named(spec_path: Path, ref: str) -> Path:
         )
     try:
         mode = os.lstat(path).st_mode
-    except OSError:
-        raise DropError(
-            f"{spec_path.name} names {ref}, which is not in the folder"
-        ) from None  # code: spec_file_missing
+    except (OSError, ValueError):
+        raise DropError(  # code: spec_file_missing
+            f"{spec_path.name} names {ref!r}, which is not in the folder"
+        ) from None
     if stat.S_ISLNK(mode) or any(
         stat.S_ISLNK(os.lstat(p).st_mode) for p in path.parents if folder in p.parents
     ):
         raise DropError(f"{spec_path.name} names {ref}, which is a link: {LINK_HINT}")  # code: inbox_link
     if (kind := what_it_is(mode)) is not None:
-        raise DropError(
+        raise DropError(  # code: inbox_not_a_file
             f"{spec_path.name} names {ref}, which is {kind}, not a file"
-        )  # code: inbox_not_a_file
+        )
     return path
 
 
