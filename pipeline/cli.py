@@ -28,7 +28,7 @@ from pipeline.specfile import describe_validation_error
 from pipeline.stack import Stack, running_stack, stop_on_signals
 from pipeline.status import job_status, list_jobs
 from pipeline.storage import open_store
-from pipeline.submit import NAME_LIMIT, check_local_file, submit_files
+from pipeline.submit import MAX_AVATARS, NAME_LIMIT, check_local_file, submit_files
 
 log = structlog.get_logger("mouthpiece.cli")
 DEMO_TRANSCRIPT = "And so my fellow Americans, ask not what your country can do for you, ask what you can do for your country."
@@ -144,6 +144,10 @@ def _check_lengths(args: argparse.Namespace) -> None:
 
 def _check_inputs(settings: Settings, audio: Path, avatars: list[Path], output: Path | None = None) -> None:
     """Every input is a readable regular file within the size limit, and ``output`` is none of them."""
+    if len(avatars) > MAX_AVATARS:
+        raise InvalidInput(  # code: too_many_avatars
+            f"{len(avatars)} avatars were given; a job takes at most {MAX_AVATARS}: split them into several jobs"
+        )
     for path in [audio, *avatars]:
         check_local_file(path, settings)
     if output is not None and any(_same_file(output, path) for path in [audio, *avatars]):

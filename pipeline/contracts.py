@@ -169,7 +169,7 @@ class DiscordInteractionDestination(_Model):
     """Edit the deferred reply of a slash command (the token is valid for 15 minutes)."""
 
     kind: Literal["discord_interaction"] = "discord_interaction"
-    application_id: str = Field(max_length=25, description="digits only")
+    application_id: str = Field(description="digits only (at most 25)")
     token: Secret
     created_at: datetime = Field(default_factory=utcnow)
     fallback_webhook: Secret | None = None

@@ -79,11 +79,12 @@ def allowed_webhook(settings: Settings, url: SecretStr | str, what: str = "the w
     return hook
 
 
-def output_folder(settings: Settings, destination: FolderDestination) -> Path:
+def output_folder(settings: Settings, destination: FolderDestination, where: str = "the job") -> Path:
     """The directory a folder destination names: none → the output folder; relative → under the data dir.
 
     A folder outside the output folder and the operator's ``output_dirs`` is refused (``InvalidInput``),
-    so an upload cannot make the worker write anywhere it may write.
+    so an upload cannot make the worker write anywhere it may write. ``where`` names the spec in the
+    refusal ("job spec team.yaml").
     """
     if destination.path is None:
         return settings.outbox
@@ -98,26 +99,29 @@ def output_folder(settings: Settings, destination: FolderDestination) -> Path:
     if path is None or not any(path == root or root in path.parents for root in allowed):
         shown = destination.path if len(destination.path) <= 80 else destination.path[:77] + "..."
         raise InvalidInput(  # code: output_folder_not_allowed
-            f"the job asks to publish into {shown}, which is not an allowed output folder: "
+            f"{where} asks to publish into {shown}, which is not an allowed output folder: "
             "leave out the path to use the output folder"
         )
     return path
 
 
-def check_destination(settings: Settings, destination: Destination) -> None:
-    """``InvalidInput`` if this deployment may not publish to ``destination``."""
+def check_destination(settings: Settings, destination: Destination, where: str = "the job") -> None:
+    """``InvalidInput`` if this deployment may not publish to ``destination``; the refusal names the spec
+    as ``where`` ("job spec team.yaml")."""
     if isinstance(destination, FolderDestination):
-        output_folder(settings, destination)
+        output_folder(settings, destination, where)
     elif isinstance(destination, DiscordWebhookDestination):
-        allowed_webhook(settings, destination.url, "the job's Discord webhook")
+        allowed_webhook(settings, destination.url, f"the Discord webhook in {where}")
     elif isinstance(destination, DiscordInteractionDestination) and destination.fallback_webhook is not None:
-        allowed_webhook(settings, destination.fallback_webhook, "the job's fallback webhook")
+        allowed_webhook(settings, destination.fallback_webhook, f"the fallback webhook in {where}")
 
 
-def check_destinations(settings: Settings, destinations: Iterable[Destination]) -> None:
+def check_destinations(
+    settings: Settings, destinations: Iterable[Destination], where: str = "the job"
+) -> None:
     """``check_destination`` for each; the first refusal is raised."""
     for destination in destinations:
-        check_destination(settings, destination)
+        check_destination(settings, destination, where)
 
 
 def is_allowed(settings: Settings, destination: Destination) -> bool:

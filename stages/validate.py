@@ -64,7 +64,9 @@ def run(ctx: StageContext, upload: Upload) -> list[Manifest]:
         "application/json",
         key=spec_key(ctx.job_id),
     )
-    check_destinations(ctx.settings, spec.destinations)  # before any work (the spec is stored: notices)
+    check_destinations(
+        ctx.settings, spec.destinations, _spec_name(upload)
+    )  # before any work; spec stored: notices
     audio_ref, audio_seconds = _voice(ctx, spec, upload)
     avatar_keys = [_media_key(upload, a) for a in spec.avatars] or [DEFAULT_AVATAR_KEY]
     manifests = []
@@ -126,9 +128,7 @@ def _normalized_audio(ctx: StageContext, src: Path, digest: str, name: str) -> t
             normalize_audio(ctx.settings, src, wav)
         except FFmpegError as exc:
             ctx.log.info("ffmpeg_refused_input", role="voice", detail=exc.detail)
-            raise InvalidInput(  # code: audio_unreadable
-                f"{name} could not be decoded as audio (it may be damaged or cut short): {AUDIO_HINT}"
-            ) from exc
+            raise InvalidInput(_undecodable(src, name, "voice")) from exc  # code: audio_unreadable
         _check_voice_length(ctx.settings, _wav_seconds(wav.stat().st_size), name)
         ref = ctx.save(wav, "audio.wav", "audio/wav", key=cache_key)
     seconds = _wav_seconds(ref.size)
@@ -189,6 +189,8 @@ def _avatar(ctx: StageContext, key: str, audio_seconds: float) -> tuple[Artifact
     info = _probe(ctx, src, name, "avatar")
     if not info.has_video:
         raise InvalidInput(_not_media(src, name, "avatar", info), key=key)  # code: avatar_not_visual
+    if info.width <= 0 or info.height <= 0:
+        raise InvalidInput(_undecodable(src, name, "avatar"), key=key)  # code: avatar_unreadable
     _check_avatar(ctx.settings, info, name)
     clip = ctx.workdir / f"avatar-{digest[:8]}.mp4"
     try:
@@ -197,10 +199,7 @@ def _avatar(ctx: StageContext, key: str, audio_seconds: float) -> tuple[Artifact
         check = probe(clip)
     except FFmpegError as exc:
         ctx.log.info("ffmpeg_refused_input", role="avatar", detail=exc.detail)
-        raise InvalidInput(  # code: avatar_unreadable
-            f"{name} could not be decoded as an image or video (it may be damaged or cut short): {AVATAR_HINT}",
-            key=key,
-        ) from exc
+        raise InvalidInput(_undecodable(src, name, "avatar"), key=key) from exc  # code: avatar_unreadable
     media = MediaInfo(
         audio_seconds=audio_seconds,
         fps=ctx.settings.fps,
@@ -276,6 +275,18 @@ def _probe(ctx: StageContext, path: Path, name: str, role: str) -> Probe:
         raise InvalidInput(_not_media(path, name, role, None)) from exc  # code: not_media
 
 
+def _undecodable(path: Path, name: str, role: str) -> str:
+    """Why a file that looked like media could not be converted: what it really is, when that is
+    recognizable (a text file or web page some demuxer took for audio or an image), else damage."""
+    wanted, hint = PURPOSE[role]
+    with path.open("rb") as f:
+        kind = looks_like(f.read(4096))
+    if kind is not None:
+        return f"{name} is {kind}, not {wanted}: {hint}"
+    what = "audio" if role == "voice" else "an image or video"
+    return f"{name} could not be decoded as {what} (it may be damaged or cut short): {hint}"
+
+
 def _not_media(path: Path, name: str, role: str, info: Probe | None) -> str:
     """Why a file cannot serve as ``role``: what it looks like instead, when that is recognizable (an
     SVG drawing named .png, a PDF, a text file), else what it lacks."""
@@ -304,6 +315,11 @@ def _media_key(upload: Upload, ref: str) -> str:
             "(no '..', no absolute paths): name files that lie in the spec's folder",
             key=upload.key,
         ) from None
+
+
+def _spec_name(upload: Upload) -> str:
+    """How refusals name the job's spec: by its file name, or "the job" for a lone voice clip."""
+    return f"job spec {_display_name(upload.key)}" if upload.key.endswith(JOB_SPEC_SUFFIXES) else "the job"
 
 
 def _display_name(key: str) -> str:

@@ -327,7 +327,7 @@ class FolderIngress:
 
     def _spec_drop(self, spec_path: Path, base: Path) -> Drop:
         spec = parse_spec(_read_small(spec_path, MAX_SPEC_BYTES), spec_path.name)
-        check_destinations(self.settings, spec.destinations)
+        check_destinations(self.settings, spec.destinations, f"job spec {spec_path.name}")
         audio = _named(spec_path, spec.audio) if spec.audio else None
         avatars = [_named(spec_path, a) for a in spec.avatars]
         members = [spec_path, *([audio] if audio else []), *avatars]

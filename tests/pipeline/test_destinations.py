@@ -52,7 +52,7 @@ def test_fallback_webhooks_are_checked_like_any_webhook(tmp_path: Path) -> None:
         token=SecretStr("t"),
         fallback_webhook=SecretStr("http://127.0.0.1:9/api/webhooks/1/x"),
     )
-    with pytest.raises(InvalidInput, match=r"fallback webhook points at 127\.0\.0\.1"):
+    with pytest.raises(InvalidInput, match=r"the fallback webhook in the job points at 127\.0\.0\.1"):
         check_destination(settings, dest)
     check_destination(settings, dest.model_copy(update={"fallback_webhook": None}))
 

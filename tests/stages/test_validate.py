@@ -128,7 +128,7 @@ def test_bad_inputs_are_refused_with_a_reason_naming_the_file(
 
 
 def test_text_renamed_to_png_is_refused(env: tuple[Settings, ObjectStore], assets: Path) -> None:
-    """A text file named .png is not an image, and the reason says which file."""
+    """A text file named .png is not an image, and the reason says which file and what it is."""
     settings, store = env
     up = spec_with(
         store,
@@ -137,7 +137,7 @@ def test_text_renamed_to_png_is_refused(env: tuple[Settings, ObjectStore], asset
         {"v.flac": assets / "jfk.flac", "me.png": b"hello, not a picture\n" * 9},
         "audio: v.flac\navatars: [me.png]\n",
     )
-    with pytest.raises(InvalidInput, match=r"me\.png could not be decoded as an image or video"):
+    with pytest.raises(InvalidInput, match=r"^me\.png is a text file, not a photo or video: send a \.png"):
         validate(settings, store, up)
 
 

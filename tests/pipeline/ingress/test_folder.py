@@ -328,7 +328,10 @@ def test_oversize_files_and_refused_specs_say_why(tmp_path: Path, assets: Path) 
     assert settle(ingress) == []
     notes = failed_notes(ingress)
     assert notes["big.flac"].startswith("big.flac is 1.1 MB; the limit is 0.2 MB")
-    assert "webhook points at 127.0.0.1, which is not Discord" in notes["hook.yaml"]
+    assert (
+        "the Discord webhook in job spec hook.yaml points at 127.0.0.1, which is not Discord"
+        in notes["hook.yaml"]
+    )
     assert notes["small.png"] == notes["hook.yaml"]
     assert not list(ingress.store.list(settings.bucket_inputs))
 

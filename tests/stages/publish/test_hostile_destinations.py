@@ -105,7 +105,7 @@ def test_spec_webhook_to_a_loopback_service_gets_nothing(
     with pytest.raises(InvalidInput) as caught:
         run_inline(settings, store, "validate", up, job_id, "job")
     assert caught.value.reason.startswith(
-        "the job's Discord webhook points at 127.0.0.1, which is not Discord"
+        "the Discord webhook in job spec job.yaml points at 127.0.0.1, which is not Discord"
     )
     assert not list(store.list(settings.bucket_work, "cache/"))
     notify_failure(settings, store, job_id, "job", caught.value.reason)
