@@ -360,12 +360,19 @@ def test_short_clip_is_too_short_and_broken_audio_has_no_tool_words(
     assert caught.value.reason.startswith("cut.flac ") and plain(caught.value.reason)
 
 
-def test_refusals_name_the_file_as_the_user_named_it(tmp_path: Path, assets: Path) -> None:
-    """Submitted as 'Grüße Foto.png' (stored under a key-safe slug), a broken photo is refused by that
-    name, not by its slug."""
+@pytest.mark.parametrize("backend", ["local", pytest.param("s3", marks=pytest.mark.integration)])
+def test_refusals_name_the_file_as_the_user_named_it(
+    tmp_path: Path, assets: Path, backend: str, request: pytest.FixtureRequest
+) -> None:
+    """Submitted as 'Grüße Foto.png' (stored under a key-safe slug; the name travels as object metadata,
+    on the local store and on S3), a broken photo is refused by that name, not by its slug."""
     from pipeline.submit import submit_files
+    from tests.conftest import s3_settings
 
-    settings = make_settings(tmp_path)
+    if backend == "s3":
+        settings = s3_settings(tmp_path, request.getfixturevalue("s3_server"))
+    else:
+        settings = make_settings(tmp_path)
     store = open_store(settings)
     prepare_store(store, settings)
     photo = tmp_path / "Grüße Foto.png"
