@@ -257,7 +257,7 @@ def _fetch_input(ctx: StageContext, key: str, role: str) -> tuple[Path, str, str
 
 PURPOSE = {
     "voice": ("a voice clip", AUDIO_HINT),
-    "avatar": ("a photo or video", AVATAR_HINT),
+    "avatar": ("an image or video", AVATAR_HINT),
 }
 
 

@@ -137,7 +137,7 @@ def test_text_renamed_to_png_is_refused(env: tuple[Settings, ObjectStore], asset
         {"v.flac": assets / "jfk.flac", "me.png": b"hello, not a picture\n" * 9},
         "audio: v.flac\navatars: [me.png]\n",
     )
-    with pytest.raises(InvalidInput, match=r"^me\.png is a text file, not a photo or video: send a \.png"):
+    with pytest.raises(InvalidInput, match=r"^me\.png is a text file, not an image or video: send a \.png"):
         validate(settings, store, up)
 
 
@@ -291,7 +291,7 @@ def test_svg_named_png_is_refused_in_a_sentence(env: tuple[Settings, ObjectStore
     )  # fmt: skip
     with pytest.raises(InvalidInput) as caught:
         validate(settings, store, up)
-    assert caught.value.reason.startswith("logo.png is an SVG drawing, not a photo or video: send a .png")
+    assert caught.value.reason.startswith("logo.png is an SVG drawing, not an image or video: send a .png")
     assert plain(caught.value.reason)
 
 
