@@ -47,7 +47,7 @@ from pipeline.media import (
 from pipeline.specfile import MAX_SPEC_BYTES, parse_spec
 from pipeline.stage import StageContext, sha256_file
 from pipeline.storage.base import ObjectStore
-from pipeline.submit import original_name, too_large
+from pipeline.submit import job_name, original_name, too_large
 
 NAME = "validate"
 DEFAULT_AVATAR_KEY = "defaults/avatar.png"
@@ -64,9 +64,8 @@ def run(ctx: StageContext, upload: Upload) -> list[Manifest]:
         "application/json",
         key=spec_key(ctx.job_id),
     )
-    check_destinations(
-        ctx.settings, spec.destinations, _spec_name(upload)
-    )  # before any work; spec stored: notices
+    # before any work (the spec is stored first, so a refusal still reaches the allowed destinations)
+    check_destinations(ctx.settings, spec.destinations, _spec_name(upload))
     audio_ref, audio_seconds = _voice(ctx, spec, upload)
     avatar_keys = [_media_key(upload, a) for a in spec.avatars] or [DEFAULT_AVATAR_KEY]
     manifests = []
@@ -97,8 +96,6 @@ def load_spec(ctx: StageContext, upload: Upload) -> JobSpec:
 
 
 def _job_name(filename: str) -> str:
-    from pipeline.submit import job_name
-
     return job_name(PurePosixPath(filename).stem)
 
 
@@ -279,9 +276,7 @@ def _undecodable(path: Path, name: str, role: str) -> str:
     """Why a file that looked like media could not be converted: what it really is, when that is
     recognizable (a text file or web page some demuxer took for audio or an image), else damage."""
     wanted, hint = PURPOSE[role]
-    with path.open("rb") as f:
-        kind = looks_like(f.read(4096))
-    if kind is not None:
+    if (kind := _looks_like(path)) is not None:
         return f"{name} is {kind}, not {wanted}: {hint}"
     what = "audio" if role == "voice" else "an image or video"
     return f"{name} could not be decoded as {what} (it may be damaged or cut short): {hint}"
@@ -291,17 +286,17 @@ def _not_media(path: Path, name: str, role: str, info: Probe | None) -> str:
     """Why a file cannot serve as ``role``: what it looks like instead, when that is recognizable (an
     SVG drawing named .png, a PDF, a text file), else what it lacks."""
     wanted, hint = PURPOSE[role]
-    with path.open("rb") as f:
-        kind = looks_like(f.read(4096))
-    if kind is not None:
+    if (kind := _looks_like(path)) is not None:
         return f"{name} is {kind}, not {wanted}: {hint}"
     if info is not None and (info.has_audio or info.has_video):
-        return (
-            f"{name} has no sound in it: {hint}"
-            if role == "voice"
-            else f"{name} is not an image or a video: {hint}"
-        )
+        lacks = "has no sound in it" if role == "voice" else "is not an image or a video"
+        return f"{name} {lacks}: {hint}"
     return f"{name} is not a readable audio, image or video file: {hint}"
+
+
+def _looks_like(path: Path) -> str | None:
+    with path.open("rb") as f:
+        return looks_like(f.read(4096))
 
 
 def _media_key(upload: Upload, ref: str) -> str:
