@@ -540,7 +540,10 @@ def _json_object(body: bytes) -> Any:
 
 def _first_error(exc: Exception) -> str:
     if isinstance(exc, ValidationError):
-        return describe_validation_error(exc).replace("'event.", "'")
+        text = describe_validation_error(exc)
+        for prefix in ("event.upload.", "event.member_join.", "event."):  # the wrapper and the union tags
+            text = text.replace(f"'{prefix}", "'")
+        return text
     return "not JSON"
 
 
