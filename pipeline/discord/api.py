@@ -305,7 +305,7 @@ def _checked_path(application_id: str, token: str, *tail: str) -> str:
     try:
         return interaction_path(application_id, token, *tail)
     except ValueError:
-        raise DiscordError(
+        raise DiscordError(  # code: discord_target_malformed
             "the Discord reply cannot be edited: its application id or token is malformed"
         ) from None
 
