@@ -16,18 +16,21 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import structlog
+from pydantic import ValidationError
 
 from pipeline import ASSETS_DIR
 from pipeline.config import STAGES, Settings, load_settings, settings_markdown
 from pipeline.contracts import JobOptions, JobStatus, Progress, State, Style, SubtitleMode
-from pipeline.errors import ConfigError, MouthpieceError
+from pipeline.errors import ConfigError, InvalidInput, MouthpieceError
 from pipeline.keys import pools_of, progress_subject
 from pipeline.logs import configure_logging
+from pipeline.messages import users_fault
 from pipeline.registry import check_chain
+from pipeline.specfile import describe_validation_error
 from pipeline.stack import Stack, running_stack, stop_on_signals
-from pipeline.status import job_status, list_jobs
+from pipeline.status import job_status, list_jobs, read_records
 from pipeline.storage import open_store
-from pipeline.submit import submit_files
+from pipeline.submit import MAX_AVATARS, NAME_LIMIT, check_local_file, submit_files
 
 log = structlog.get_logger("mouthpiece.cli")
 DEMO_TRANSCRIPT = "And so my fellow Americans, ask not what your country can do for you, ask what you can do for your country."
@@ -124,10 +127,55 @@ def _job_options(p: argparse.ArgumentParser) -> None:
 
 
 def _options(args: argparse.Namespace) -> JobOptions:
+    _check_lengths(args)
     fields = {
         k: getattr(args, k, None) for k in ("renderer", "checkpoint", "style", "subtitles", "transcript")
     }
-    return JobOptions(**{k: v for k, v in fields.items() if v is not None})
+    try:
+        return JobOptions(**{k: v for k, v in fields.items() if v is not None})
+    except ValidationError as exc:
+        raise InvalidInput(
+            f"the options cannot be used: {describe_validation_error(exc)}", code="options_invalid"
+        ) from None
+
+
+# --- checking what was typed (before anything starts) -----------------------------------------------
+
+TEXT_LIMITS = {"name": NAME_LIMIT, "transcript": 20_000, "checkpoint": 255}
+
+
+def _check_lengths(args: argparse.Namespace) -> None:
+    """``--name``, ``--transcript`` and ``--checkpoint`` within their limits, said in a sentence."""
+    for option, limit in TEXT_LIMITS.items():
+        value = getattr(args, option, None)
+        if value is not None and len(value) > limit:
+            raise InvalidInput(
+                f"--{option} is {len(value)} characters long; the limit is {limit}: give a shorter one",
+                code="option_too_long",
+            )
+
+
+def _check_inputs(settings: Settings, audio: Path, avatars: list[Path], output: Path | None = None) -> None:
+    """Every input is a readable regular file within the size limit, and ``output`` is none of them."""
+    if len(avatars) > MAX_AVATARS:
+        raise InvalidInput(
+            f"{len(avatars)} avatars were given; a job takes at most {MAX_AVATARS}: split them into several jobs",
+            code="too_many_avatars",
+        )
+    for path in [audio, *avatars]:
+        check_local_file(path, settings)
+    if output is not None and any(_same_file(output, path) for path in [audio, *avatars]):
+        raise InvalidInput(
+            f"-o {output} is one of the input files; it would be overwritten: give another output name",
+            code="output_is_input",
+        )
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.resolve() == b.resolve() or (a.exists() and b.exists() and a.samefile(b))
+    except OSError:
+        return False
 
 
 # --- entry point ----------------------------------------------------------------------------------------
@@ -217,6 +265,7 @@ def _banner(settings: Settings, watch: bool) -> None:
 
 def cmd_render(settings: Settings, args: argparse.Namespace) -> int:
     options = _local_checkpoint(settings, _options(args))
+    _check_inputs(settings, args.audio, list(args.avatars), args.output)
     return asyncio.run(_render(settings, args.audio, list(args.avatars), args.output, options, args.name))
 
 
@@ -254,10 +303,6 @@ def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
 async def _render(
     settings: Settings, audio: Path, avatars: list[Path], output: Path, options: JobOptions, name: str | None
 ) -> int:
-    for path in [audio, *avatars]:
-        if not path.is_file():
-            print(f"mouthpiece: no such file: {path}", file=sys.stderr)
-            return 2
     stack = await Stack.open(settings)
     stop = asyncio.Event()
     tasks: list[asyncio.Task[None]] = []
@@ -266,17 +311,34 @@ async def _render(
             tasks = await stack.run_workers(list(settings.chain), stop)
         status = await _submit_and_wait(stack, audio, avatars, options, name)
         # a batch where some avatars failed still hands over the videos that were made
-        written = await asyncio.to_thread(_download_outputs, stack, status, output) if status.outputs else []
+        inputs = [audio, *avatars]
+        written = (
+            await asyncio.to_thread(_download_outputs, stack, status, output, inputs)
+            if status.outputs
+            else []
+        )
+        details = [] if status.state == State.done else await asyncio.to_thread(_details, stack, status)
     finally:
         stop.set()
         await asyncio.gather(*tasks, return_exceptions=True)
         await stack.close()
     if status.state != State.done:  # said last, after the shutdown lines, so it is what people see
         print(f"mouthpiece: failed: {status.reason or 'unknown reason'}", file=sys.stderr)
+        for line in details:  # the person at this terminal runs the server: give them the detail
+            print(f"  detail: {line}", file=sys.stderr)
         return 1
     for path in written:
         print(path)
     return 0
+
+
+def _details(stack: Stack, status: JobStatus) -> list[str]:
+    """The full reasons of a job's failures that are not the user's own mistake (for operators)."""
+    if users_fault(status.code):
+        return []
+    records = read_records(stack.store, stack.settings, status.job_id)
+    failed = [r for r in records if r.state == State.failed and r.reason]
+    return list(dict.fromkeys(f"{r.stage}: {r.reason}" for r in failed))
 
 
 async def _submit_and_wait(
@@ -353,8 +415,11 @@ class _ProgressDisplay:
             print(file=sys.stderr)
 
 
-def _download_outputs(stack: Stack, status: JobStatus, output: Path) -> list[Path]:
-    """Copy the job's videos (and subtitles) from the outputs bucket to ``output``."""
+def _download_outputs(
+    stack: Stack, status: JobStatus, output: Path, inputs: Sequence[Path] = ()
+) -> list[Path]:
+    """Copy the job's videos (and subtitles) from the outputs bucket to ``output``; a name that would land
+    on one of the ``inputs`` (``-o .`` beside ``voice.mp4``) gets the job id added instead."""
     bucket = stack.settings.bucket_outputs
     files = [i for i in stack.store.list(bucket, f"{status.job_id}/") if not i.key.endswith("status.json")]
     videos = [i for i in files if i.key.endswith(".mp4")]
@@ -368,6 +433,8 @@ def _download_outputs(stack: Stack, status: JobStatus, output: Path) -> list[Pat
             dest = output / name
         else:
             dest = output if name.endswith(".mp4") else output.with_suffix(Path(name).suffix)
+        if any(_same_file(dest, path) for path in inputs):
+            dest = dest.with_name(f"{dest.stem}-{status.job_id[1:9]}{dest.suffix}")
         stack.store.download(bucket, info.key, dest)
         written.append(dest)
     return written
@@ -378,6 +445,8 @@ def cmd_submit(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def _submit(settings: Settings, args: argparse.Namespace) -> int:
+    options = _options(args)
+    _check_inputs(settings, args.audio, list(args.avatars))
     url = settings.nats_url or running_stack(settings)
     if url is None:  # nothing running: write straight into the bucket; `up` picks it up (reconcile)
         store = await asyncio.to_thread(open_store, settings)
@@ -387,7 +456,7 @@ async def _submit(settings: Settings, args: argparse.Namespace) -> int:
             settings,
             audio=args.audio,
             avatars=list(args.avatars),
-            options=_options(args),
+            options=options,
             name=args.name,
         )
         print(f"{submitted.job_id} queued; it runs when `mouthpiece up` is running")
@@ -400,7 +469,7 @@ async def _submit(settings: Settings, args: argparse.Namespace) -> int:
             settings,
             audio=args.audio,
             avatars=list(args.avatars),
-            options=_options(args),
+            options=options,
             name=args.name,
         )
         print(submitted.job_id)
@@ -537,10 +606,11 @@ def cmd_dead_letters(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_init(settings: Settings, args: argparse.Namespace) -> int:
     from pipeline.notifications import configure_bucket_notifications
-    from stages.validate import prepare_store
+    from pipeline.registry import get_stage
 
     store = open_store(settings)
-    prepare_store(store, settings)
+    for stage in settings.chain:  # seed what the stages rely on (validate: the default avatar)
+        get_stage(stage).prepare_store(store, settings)
     print(f"buckets ready: {settings.bucket_inputs}, {settings.bucket_work}, {settings.bucket_outputs}")
     if settings.nats_url:  # the stream must exist before MinIO publishes into it
         asyncio.run(_ensure_stream(settings))

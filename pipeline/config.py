@@ -171,6 +171,31 @@ class Settings(BaseSettings):
     discord_welcome_avatar: Path | None = Field(None, description="avatar image for welcome videos")
     discord_welcome_text: str = Field("Welcome to {guild}, {name}!", description="what welcome videos say")
 
+    # --- untrusted inputs: where a job spec may send things, what the inbox waits for ----------------
+    discord_webhook_hosts: Annotated[list[str], NoDecode] = Field(
+        [
+            "discord.com",
+            "discordapp.com",
+            "ptb.discord.com",
+            "canary.discord.com",
+            "ptb.discordapp.com",
+            "canary.discordapp.com",
+        ],
+        description="hosts a job's Discord webhooks may point at (https, port 443; comma-separated; an "
+        "origin such as http://127.0.0.1:9000 allows exactly that origin); discord_api_base's origin is "
+        "always allowed",
+    )
+    avatar_wait_seconds: float = Field(
+        900.0,
+        description="an image or video in the inbox waits this long for its voice clip, then gets a note",
+    )
+
+    @field_validator("discord_webhook_hosts", mode="before")
+    @classmethod
+    def _webhook_hosts_list(cls, value: object) -> object:
+        """A JSON array or comma-separated words, like ``discord_cdn_hosts``."""
+        return cls._comma_list(value)
+
     # --- logs ----------------------------------------------------------------------------------------
     log_format: Literal["auto", "json", "console"] = Field(
         "auto", description="auto: JSON lines unless stderr is a terminal"

@@ -19,8 +19,11 @@ from pydantic import (
     SecretStr,
     SerializationInfo,
     field_serializer,
+    field_validator,
     model_validator,
 )
+
+from pipeline.discord.urls import check_application_id, check_interaction_token, parse_webhook_url
 
 SCHEMA_VERSION = 1
 REVEAL = {"reveal_secrets": True}
@@ -127,27 +130,60 @@ class JobOptions(_Model):
     style: Style = Style.auto
     subtitles: SubtitleMode = SubtitleMode.none
     transcript: str | None = Field(None, max_length=20_000, description="what the audio says, if known")
-    checkpoint: str | None = Field(None, description="wav2lip checkpoint file name or path on the workers")
+    checkpoint: str | None = Field(
+        None, max_length=255, description="wav2lip checkpoint file name or path on the workers"
+    )
     face: FaceChoice = FaceChoice.largest
     enhance: bool = True
 
 
+# --- destinations: a spec may come from anyone who can upload, so each is checked for shape here and
+# against the deployment's allow-lists in pipeline.destinations (validate checks both before any work)
+
+MAX_PATH = 1024
+"""Longest folder path or media reference a spec may give."""
+
+
+def _printable(value: str | None) -> str | None:
+    if value is not None and any(ord(c) < 32 or ord(c) == 127 for c in value):
+        raise ValueError("it contains control characters")
+    return value
+
+
 class FolderDestination(_Model):
     kind: Literal["folder"] = "folder"
-    path: str | None = Field(None, description="directory on the publishing worker; none: the output folder")
+    path: str | None = Field(
+        None, max_length=MAX_PATH, description="directory on the publishing worker; none: the output folder"
+    )
+
+    _path_printable = field_validator("path")(_printable)
+
+
+def _webhook_shape(value: SecretStr | None) -> SecretStr | None:
+    if value is not None:
+        parse_webhook_url(value.get_secret_value())
+    return value
 
 
 class DiscordInteractionDestination(_Model):
     """Edit the deferred reply of a slash command (the token is valid for 15 minutes)."""
 
     kind: Literal["discord_interaction"] = "discord_interaction"
-    application_id: str
+    application_id: str = Field(description="digits only (at most 25)")
     token: Secret
     created_at: datetime = Field(default_factory=utcnow)
     fallback_webhook: Secret | None = None
-    attachment_size_limit: int | None = None
+    attachment_size_limit: int | None = Field(None, ge=1, le=1024**3)
 
     _ser_token = field_serializer("token", "fallback_webhook")(_secret_out)
+    _app_digits = field_validator("application_id")(check_application_id)
+    _fallback_shape = field_validator("fallback_webhook")(_webhook_shape)
+
+    @field_validator("token")
+    @classmethod
+    def _token_alphabet(cls, value: SecretStr) -> SecretStr:
+        check_interaction_token(value.get_secret_value())
+        return value
 
 
 class DiscordWebhookDestination(_Model):
@@ -156,6 +192,7 @@ class DiscordWebhookDestination(_Model):
     content: str | None = Field(None, max_length=2000)
 
     _ser_url = field_serializer("url")(_secret_out)
+    _url_shape = field_validator("url")(_webhook_shape)
 
 
 Destination = Annotated[
@@ -173,12 +210,14 @@ class JobSpec(_Model):
 
     version: int = SCHEMA_VERSION
     name: str | None = Field(None, max_length=120)
-    audio: str | None = None
+    audio: str | None = Field(None, max_length=MAX_PATH)
     speech: str | None = Field(None, max_length=2000)
-    avatars: list[str] = Field(default_factory=list, max_length=32)
+    avatars: list[Annotated[str, Field(max_length=MAX_PATH)]] = Field(default_factory=list, max_length=32)
     options: JobOptions = Field(default_factory=JobOptions)
-    destinations: list[Destination] = Field(default_factory=list)
-    source: str | None = Field(None, description="who submitted it: folder, cli, discord:<guild>, ...")
+    destinations: list[Destination] = Field(default_factory=list, max_length=8)
+    source: str | None = Field(
+        None, max_length=200, description="who submitted it: folder, cli, discord:<guild>, ..."
+    )
 
     @model_validator(mode="after")
     def _one_voice(self) -> JobSpec:
@@ -200,15 +239,6 @@ class ArtifactRef(_Model):
     sha256: str
     size: int
     content_type: str = "application/octet-stream"
-
-
-class Upload(_Model):
-    """The input object that starts a job (what the first stage is given)."""
-
-    bucket: str
-    key: str
-    etag: str
-    size: int
 
 
 class MediaInfo(_Model):

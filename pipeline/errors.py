@@ -13,6 +13,7 @@
     │   ├── InvalidInput            the user's input is bad; ``reason`` is shown to the user
     │   │   ├── NoFaceFound         an avatar with no face on any frame
     │   │   ├── InvalidKey          an unsafe or malformed object key
+    │   │   ├── PictureTooLarge     an image declaring more pixels than any limit (never decoded)
     │   │   └── DropRefused         a drop in the watched folder that cannot become a job
     │   ├── ConfigError             the deployment is misconfigured (missing model, bad setting)
     │   ├── JobCancelled            someone cancelled the job
@@ -120,6 +121,17 @@ class DropRefused(InvalidInput):
     """A drop in the watched folder that cannot become a job; the reason is the note the user gets."""
 
     code = "drop_refused"
+
+
+class PictureTooLarge(InvalidInput):
+    """An image whose header declares more pixels than any limit allows (a decompression bomb, a scan);
+    refused without decoding it. The caller names the file in the sentence people read."""
+
+    code = "too_large"
+
+    def __init__(self, pixels: int) -> None:
+        super().__init__(f"the picture has {pixels} pixels")
+        self.pixels = pixels
 
 
 class ConfigError(PermanentError):

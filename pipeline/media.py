@@ -17,7 +17,7 @@ import subprocess
 import tempfile
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from fractions import Fraction
 from functools import lru_cache, partial
 from pathlib import Path
@@ -28,19 +28,11 @@ import ffmpeg
 import numpy as np
 
 from pipeline.config import Settings
-from pipeline.errors import ConfigError, PermanentError, RetryableError
+from pipeline.errors import ConfigError, FFmpegError, PictureTooLarge, RetryableError
 
 T = TypeVar("T")
 IMAGE_FORMATS = {"image2", "png_pipe", "jpeg_pipe", "webp_pipe", "bmp_pipe", "tiff_pipe", "gif_pipe"}
 AUDIO_RATE = 16_000
-
-
-class FFmpegError(PermanentError):
-    """ffmpeg (or the decoder) refused a file; ``detail`` is the useful end of its message."""
-
-    def __init__(self, reason: str, detail: str = "") -> None:
-        super().__init__(reason)
-        self.detail = detail
 
 
 @lru_cache(maxsize=4)
@@ -105,42 +97,119 @@ class Probe:
     video_codec: str = ""
     alpha: bool = False
     pix_fmt: str = ""
+    rotation: int = 0
+    """Degrees the picture is turned for display (EXIF orientation, a video's display matrix): 0, 90,
+    180 or 270. ``width`` and ``height`` are the displayed size, already swapped for 90 and 270."""
+
+
+ROTATION_PROBE_PIXELS = 64_000_000
+"""Largest picture whose first frame probe decodes to read its rotation (bigger ones are refused
+anyway: ``max_input_side``)."""
 
 
 def probe(path: Path) -> Probe:
-    """Open ``path`` with the FFmpeg libraries; ``FFmpegError`` if it is not a readable media file."""
+    """Open ``path`` with the FFmpeg libraries; ``FFmpegError`` if it is not a readable media file
+    (``PictureTooLarge`` for an image declaring an absurd size). Sizes are as displayed (rotation applied),
+    the way ffmpeg's own auto-rotation turns the frames when it converts the file."""
     try:
         with av.open(str(path)) as container:
-            return _probe_container(container)
-    except (av.FFmpegError, UnicodeDecodeError, ValueError, IndexError) as exc:
+            info = _probe_container(container)
+    except (av.FFmpegError, UnicodeDecodeError, ValueError, IndexError, AttributeError, TypeError) as exc:
         raise FFmpegError(f"cannot read {path.name}: {exc}", str(exc)) from exc
+    if info.still:
+        info = _with_image_header(path, info)
+    if info.has_video and 0 < info.width * info.height <= ROTATION_PROBE_PIXELS:
+        info = _with_rotation(path, info)
+    return info
 
 
 def _probe_container(container: Any) -> Probe:
     fmt = container.format.name
-    audio = next(iter(container.streams.audio), None)
-    video = next(iter(container.streams.video), None)
+    audio = next((s for s in container.streams.audio if s.codec_context is not None), None)
+    video = next((s for s in container.streams.video if s.codec_context is not None), None)
     duration = float(container.duration / av.time_base) if container.duration else 0.0
     if audio is not None and not duration and audio.duration and audio.time_base:
         duration = float(audio.duration * audio.time_base)
     still = video is not None and (fmt in IMAGE_FORMATS or (video.frames or 0) == 1)
     rate = video.average_rate if video is not None else None
+    vc = video.codec_context if video is not None else None
+    ac = audio.codec_context if audio is not None else None
     return Probe(
         format=fmt,
         duration=0.0 if still else duration,
-        has_audio=audio is not None,
-        has_video=video is not None,
+        has_audio=ac is not None,
+        has_video=vc is not None,
         still=still,
-        width=video.codec_context.width if video is not None else 0,
-        height=video.codec_context.height if video is not None else 0,
+        width=vc.width if vc is not None else 0,
+        height=vc.height if vc is not None else 0,
         fps=float(rate) if rate else 0.0,
-        sample_rate=audio.codec_context.sample_rate if audio is not None else 0,
-        channels=audio.codec_context.channels if audio is not None else 0,
-        audio_codec=audio.codec_context.name if audio is not None else "",
-        video_codec=video.codec_context.name if video is not None else "",
-        alpha=video is not None and _has_alpha(video.codec_context.pix_fmt),
-        pix_fmt=(video.codec_context.pix_fmt or "") if video is not None else "",
+        sample_rate=ac.sample_rate if ac is not None else 0,
+        channels=ac.channels if ac is not None else 0,
+        audio_codec=ac.name if ac is not None else "",
+        video_codec=vc.name if vc is not None else "",
+        alpha=vc is not None and _has_alpha(vc.pix_fmt),
+        pix_fmt=(vc.pix_fmt or "") if vc is not None else "",
     )
+
+
+def _with_image_header(path: Path, info: Probe) -> Probe:
+    """The size an image's header declares (Pillow reads headers only), for pictures FFmpeg will not
+    even size (it reports 0×0 past its own limit); ``PictureTooLarge`` past Pillow's bomb limit."""
+    import warnings
+
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                width, height = image.size
+    except Image.DecompressionBombError as exc:
+        numbers = [int(n) for n in re.findall(r"\d+", str(exc))]
+        raise PictureTooLarge(numbers[0] if numbers else 0) from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
+        return info  # not a format Pillow knows: FFmpeg's view stands
+    if info.width > 0 and info.height > 0:
+        return info
+    return replace(info, width=width, height=height)
+
+
+def _with_rotation(path: Path, info: Probe) -> Probe:
+    """``info`` with the rotation of its first frame (FFmpeg exports EXIF orientation and a video's
+    display matrix as the frame's display matrix) and the displayed size."""
+    try:
+        with av.open(str(path)) as container:
+            stream = next(s for s in container.streams.video if s.codec_context is not None)
+            frame = next(container.decode(stream), None)
+            rotation = round(frame.rotation) % 360 if frame is not None else 0
+    except (av.FFmpegError, StopIteration, ValueError, AttributeError, TypeError):
+        return info  # undecodable: the conversion reports it
+    if rotation not in (90, 180, 270):
+        return info
+    swap = rotation in (90, 270)
+    return replace(
+        info,
+        rotation=rotation,
+        width=info.height if swap else info.width,
+        height=info.width if swap else info.height,
+    )
+
+
+def looks_like(head: bytes) -> str | None:
+    """What a file that is not audio, an image or a video is, from its first bytes, for a refusal that
+    says so ("an SVG drawing", "a PDF document"); None when it is not one of these."""
+    text = head.lstrip(b"\xef\xbb\xbf \t\r\n").lower()
+    if text.startswith(b"%pdf"):
+        return "a PDF document"
+    if b"<svg" in text[:2048] or (text.startswith(b"<?xml") and b"svg" in text[:2048]):
+        return "an SVG drawing"
+    if text.startswith((b"<!doctype html", b"<html")):
+        return "a web page"
+    if head.startswith(b"PK\x03\x04"):
+        return "a ZIP archive or office document"
+    if head and all(32 <= b < 127 or b in (9, 10, 13) for b in head[:512]):
+        return "a text file"
+    return None
 
 
 def _has_alpha(pix_fmt: str | None) -> bool:
@@ -264,7 +333,9 @@ def normalize_avatar(settings: Settings, src: Path, dst: Path, info: Probe) -> N
 
     A still photo becomes a one-frame clip; the renderer repeats it for the length of the audio. A video
     that already is such a clip is copied, not re-encoded (the common case of screen and phone exports
-    is not, but pipeline-made clips are).
+    is not, but pipeline-made clips are). Rotation (EXIF orientation, a phone video's display matrix) is
+    applied here, once, by ffmpeg's auto-rotation: the clip is upright with no rotation left in it, and
+    ``info`` (from ``probe``) gives the displayed size, so a portrait stays a portrait.
     """
     if already_normalized(settings, info):
         stream = ffmpeg.input(str(src)).output(str(dst), an=None, vcodec="copy", movflags="+faststart")
@@ -294,9 +365,11 @@ def normalize_avatar(settings: Settings, src: Path, dst: Path, info: Probe) -> N
 
 
 def already_normalized(settings: Settings, info: Probe) -> bool:
-    """Whether a video is already constant-rate H.264 yuv420p at our fps and within our size bound."""
+    """Whether a video is already constant-rate H.264 yuv420p at our fps and within our size bound, and
+    upright (a copy would keep a display rotation that frame decoding ignores)."""
     return (
         not info.still
+        and info.rotation == 0
         and info.video_codec == "h264"
         and info.pix_fmt == "yuv420p"
         and abs(info.fps - settings.fps) < 1e-3

@@ -26,34 +26,72 @@ AUDIO_ADVICE = "Send an .mp3, .wav, .ogg, .m4a or .flac voice clip."
 AVATAR_ADVICE = "Send a .png, .jpg or .webp photo, or an .mp4, .mov or .webm video, with a face in it."
 OUR_SIDE = "Something went wrong on our side (reference {reference}). Please try again later."
 
+SPEC_ADVICE = "Fix the job file (JSON or YAML) and send it again."
+FILE_ADVICE = "Send the file itself."
+
 CATALOGUE: dict[str, Entry] = {
-    # --- the user's input -----------------------------------------------------------------------------
+    # --- the user's input: their reason is shown, with this advice when it has none --------------------
     "invalid_input": Entry("That input cannot be made into a video.", True),
     "invalid_key": Entry("That file name cannot be used.", True, "Use a shorter name without '..' or '/'."),
     "drop_refused": Entry("That drop cannot be made into a video.", True),
-    "spec_invalid": Entry("The job description is not valid.", True),
+    "audio_missing": Entry("There is no voice in that file.", True, AUDIO_ADVICE),
     "audio_unreadable": Entry("The voice clip could not be read.", True, AUDIO_ADVICE),
-    "no_sound": Entry("The voice clip has no sound in it.", True, AUDIO_ADVICE),
-    "too_short": Entry("The voice clip is too short.", True, "Send at least half a second of speech."),
-    "too_long": Entry("The file is too long.", True),
-    "too_large": Entry("The file is too large.", True),
+    "audio_too_short": Entry("The voice clip is too short.", True, "Send at least half a second of speech."),
+    "audio_too_long": Entry("The voice clip is too long.", True),
+    "avatar_not_visual": Entry("The avatar is not an image or a video.", True, AVATAR_ADVICE),
     "avatar_unreadable": Entry("The avatar could not be read.", True, AVATAR_ADVICE),
+    "avatar_too_large": Entry("The avatar is too large.", True),
+    "video_too_long": Entry("The avatar video is too long.", True),
     "not_media": Entry("That file is not audio, an image or a video.", True, AVATAR_ADVICE),
+    "too_large": Entry("The file is too large.", True),
+    "file_too_large": Entry("The file is too large.", True),
+    "file_missing": Entry("A file is missing.", True),
+    "file_empty": Entry("A file is empty.", True, FILE_ADVICE),
+    "file_unreadable": Entry("A file cannot be read.", True),
+    "not_a_file": Entry("That is not a file.", True, FILE_ADVICE),
     "no_face": Entry(
         "No face could be found in the avatar.", True, "Use a photo where a face is clearly visible."
     ),
-    "media_missing": Entry("A file the job names is missing.", True),
-    "destination_refused": Entry("The job asks to publish somewhere it may not.", True),
-    "text_too_long": Entry("The text is too long.", True),
+    "too_many_avatars": Entry("The job names too many avatars.", True),
+    "spec_invalid": Entry("The job file is not valid.", True, SPEC_ADVICE),
+    "spec_unreadable": Entry("The job file cannot be read.", True, SPEC_ADVICE),
+    "spec_too_large": Entry("The job file is too large.", True, SPEC_ADVICE),
+    "spec_path_outside": Entry("The job file names a file outside its folder.", True, SPEC_ADVICE),
+    "spec_file_missing": Entry("The job file names a file that is not there.", True, SPEC_ADVICE),
+    "job_invalid": Entry("The job is not valid.", True),
+    "webhook_invalid": Entry("The job's Discord webhook is not a Discord webhook address.", True),
+    "webhook_not_allowed": Entry("The job may not post to that webhook.", True),
+    "output_folder_not_allowed": Entry("The job may not publish into that folder.", True),
+    "inbox_link": Entry("Links are not taken from the inbox.", True, FILE_ADVICE),
+    "inbox_not_a_file": Entry("Only files are taken from the inbox.", True, FILE_ADVICE),
+    "inbox_unreadable": Entry("A file in the inbox cannot be read.", True),
+    "inbox_unsupported": Entry("That kind of file is not taken.", True, AVATAR_ADVICE),
+    "avatar_without_audio": Entry("A picture arrived without a voice clip.", True, AUDIO_ADVICE),
+    "folder_audio_count": Entry("A folder drop needs exactly one voice clip.", True),
+    "folder_too_many": Entry("The folder holds too many files.", True),
+    "option_too_long": Entry("An option is too long.", True),
+    "options_invalid": Entry("The options are not valid.", True),
+    "output_is_input": Entry("The output would overwrite an input.", True),
+    "transcript_too_long": Entry("The transcript is too long.", True),
+    "style_invalid": Entry("The style must be auto, photo or cartoon.", True),
     "quality_failed": Entry("The video did not meet the quality the job asked for.", True),
     # --- the people running it ------------------------------------------------------------------------
     "cancelled": Entry("The job was cancelled."),
-    "config": Entry("This server is not set up to make that video ({reference}); tell its admins."),
-    "model_missing": Entry("This server is missing a model file for that ({reference}); tell its admins."),
-    "tts_unavailable": Entry("This server cannot speak text ({reference}); send a voice clip instead."),
-    # --- our environment, and bugs --------------------------------------------------------------------
+    "config": Entry("This server is not set up to make that video (reference {reference}); tell its admins."),
+    "default_avatar_missing": Entry(
+        "This server has no default avatar (reference {reference}); send a photo."
+    ),
+    "model_missing": Entry(
+        "This server is missing a model file for that (reference {reference}); tell its admins."
+    ),
+    "tts_unavailable": Entry(
+        "This server cannot speak text (reference {reference}); send a voice clip instead."
+    ),
+    "discord_target_malformed": Entry(OUR_SIDE),
+    # --- our environment, and bugs: retried, then this --------------------------------------------------
     "internal": Entry(OUR_SIDE),
     "gave_up": Entry(OUR_SIDE),
+    "input_missing": Entry(OUR_SIDE),
     "temporary_failure": Entry(OUR_SIDE),
     "storage_unavailable": Entry(OUR_SIDE),
     "object_missing": Entry(OUR_SIDE),

@@ -8,15 +8,16 @@ Given the uploaded object (a job spec under ``jobs/``, or a voice clip under ``a
 3. normalizes the voice to 16 kHz mono WAV and each avatar to constant-fps H.264 of bounded size
    (content-addressed under ``cache/media/``, so the same file is never converted twice);
 4. writes the job record, and returns one manifest per avatar (task ``a0``, ``a1``, ...).
+
+Before any media work it checks the spec's destinations against the deployment's allow-lists
+(``pipeline.destinations``): a job naming a place it may not publish to fails here, having made nothing.
+Refusals name each file as the user named it (the ``filename`` metadata ``pipeline.submit`` records),
+say what is wrong and what to send instead, and carry no tool output: ffmpeg's own words go to the log.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path, PurePosixPath
-
-import yaml
-from pydantic import ValidationError
 
 from pipeline import ASSETS_DIR
 from pipeline.config import Settings
@@ -29,11 +30,23 @@ from pipeline.contracts import (
     Manifest,
     MediaInfo,
 )
-from pipeline.errors import ConfigError, InvalidInput, RetryableError
+from pipeline.destinations import check_destinations
+from pipeline.errors import ConfigError, InvalidInput, InvalidKey, RetryableError
 from pipeline.keys import JOB_SPEC_SUFFIXES, job_record_key, media_cache_key, resolve_relative, spec_key
-from pipeline.media import FFmpegError, Probe, count_frames, normalize_audio, normalize_avatar, probe
+from pipeline.media import (
+    FFmpegError,
+    PictureTooLarge,
+    Probe,
+    count_frames,
+    looks_like,
+    normalize_audio,
+    normalize_avatar,
+    probe,
+)
+from pipeline.specfile import MAX_SPEC_BYTES, parse_spec
 from pipeline.stage import Stage, StageContext, sha256_file
 from pipeline.storage.base import ObjectInfo, ObjectStore
+from pipeline.submit import job_name, original_name, too_large
 
 NAME = "validate"
 DEFAULT_AVATAR_KEY = "defaults/avatar.png"
@@ -50,8 +63,10 @@ def run(ctx: StageContext, upload: ObjectInfo) -> list[Manifest]:
         "application/json",
         key=spec_key(ctx.job_id),
     )
+    # before any work (the spec is stored first, so a refusal still reaches the allowed destinations)
+    check_destinations(ctx.settings, spec.destinations, _spec_name(upload))
     audio_ref, audio_seconds = _voice(ctx, spec, upload)
-    avatar_keys = [resolve_relative(upload.key, a) for a in spec.avatars] or [DEFAULT_AVATAR_KEY]
+    avatar_keys = [_media_key(upload, a) for a in spec.avatars] or [DEFAULT_AVATAR_KEY]
     manifests = []
     for index, key in enumerate(avatar_keys):
         ctx.progress((index + 0.5) / len(avatar_keys), f"avatar {index + 1} of {len(avatar_keys)}")
@@ -69,27 +84,19 @@ def load_spec(ctx: StageContext, upload: ObjectInfo) -> JobSpec:
     name = PurePosixPath(upload.key).name
     if not upload.key.endswith(JOB_SPEC_SUFFIXES):
         destinations = [FolderDestination()] if ctx.settings.store == "local" else []
-        return JobSpec(audio=name, name=PurePosixPath(name).stem, destinations=destinations, source="bucket")
-    if upload.size > 1024 * 1024:
+        return JobSpec(audio=name, name=_job_name(name), destinations=destinations, source="bucket")
+    if upload.size > MAX_SPEC_BYTES:
         raise InvalidInput(
-            f"job spec {name} is {upload.size // 1024} KB; a spec is a small JSON or YAML file"
+            f"job spec {name} is {upload.size // 1024} KB; a spec is a small JSON or YAML file (at most "
+            f"{MAX_SPEC_BYTES // 1024} KB)",
+            key=upload.key,
+            code="spec_too_large",
         )
-    raw = ctx.store.get(upload.bucket, upload.key)
-    try:
-        data = yaml.safe_load(raw) if upload.key.endswith((".yaml", ".yml")) else json.loads(raw)
-        return JobSpec.model_validate(data)
-    except (yaml.YAMLError, json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise InvalidInput(
-            f"job spec {name} is not valid {'YAML' if 'y' in name[-4:] else 'JSON'}: {exc}"
-        ) from exc
-    except ValidationError as exc:
-        raise InvalidInput(f"job spec {name} is not valid: {_first_error(exc)}", key=upload.key) from exc
+    return parse_spec(ctx.store.get(upload.bucket, upload.key), name)
 
 
-def _first_error(exc: ValidationError) -> str:
-    err = exc.errors()[0]
-    where = ".".join(str(p) for p in err["loc"])
-    return f"{where}: {err['msg']}" if where else err["msg"]
+def _job_name(filename: str) -> str:
+    return job_name(PurePosixPath(filename).stem)
 
 
 # --- the voice --------------------------------------------------------------------------------------
@@ -99,16 +106,14 @@ def _voice(ctx: StageContext, spec: JobSpec, upload: ObjectInfo) -> tuple[Artifa
     if spec.speech is not None:
         return _synthesize(ctx, spec.speech)
     assert spec.audio is not None
-    key = (
-        upload.key if not upload.key.endswith(JOB_SPEC_SUFFIXES) else resolve_relative(upload.key, spec.audio)
-    )
-    src, digest = _fetch_input(ctx, key, "audio")
-    info = _probe(src, _display_name(key), AUDIO_HINT)
+    key = upload.key if not upload.key.endswith(JOB_SPEC_SUFFIXES) else _media_key(upload, spec.audio)
+    src, digest, name = _fetch_input(ctx, key, "audio")
+    info = _probe(ctx, src, name, "voice")
     if not info.has_audio:
-        raise InvalidInput(f"{_display_name(key)} has no sound in it: {AUDIO_HINT}", key=key)
+        raise InvalidInput(_not_media(src, name, "voice", info), key=key, code="audio_missing")
     if info.duration > ctx.settings.max_audio_seconds + 1.0:  # before decoding hours of audio to WAV
-        _check_voice_length(ctx.settings, info.duration, _display_name(key))
-    return _normalized_audio(ctx, src, digest, _display_name(key))
+        _check_voice_length(ctx.settings, info.duration, name)
+    return _normalized_audio(ctx, src, digest, name)
 
 
 def _normalized_audio(ctx: StageContext, src: Path, digest: str, name: str) -> tuple[ArtifactRef, float]:
@@ -119,7 +124,8 @@ def _normalized_audio(ctx: StageContext, src: Path, digest: str, name: str) -> t
         try:
             normalize_audio(ctx.settings, src, wav)
         except FFmpegError as exc:
-            raise InvalidInput(f"{name} could not be decoded as audio ({exc.detail}): {AUDIO_HINT}") from exc
+            ctx.log.info("ffmpeg_refused_input", role="voice", detail=exc.detail)
+            raise InvalidInput(_undecodable(src, name, "voice"), code="audio_unreadable") from exc
         _check_voice_length(ctx.settings, _wav_seconds(wav.stat().st_size), name)
         ref = ctx.save(wav, "audio.wav", "audio/wav", key=cache_key)
     seconds = _wav_seconds(ref.size)
@@ -132,11 +138,21 @@ def _wav_seconds(size: int) -> float:
     return max(0.0, (size - 44) / 32_000)
 
 
+MIN_VOICE_SECONDS = 0.2
+
+
 def _check_voice_length(settings: Settings, seconds: float, name: str) -> None:
-    if seconds < 0.2:
-        raise InvalidInput(f"{name} contains no audible audio (it is {seconds:.1f} s long)")
+    if seconds < MIN_VOICE_SECONDS:
+        raise InvalidInput(
+            f"{name} is too short ({seconds:.2f} s): send a voice clip of at least {MIN_VOICE_SECONDS:g} s",
+            code="audio_too_short",
+        )
     if seconds > settings.max_audio_seconds:
-        raise InvalidInput(f"{name} is {seconds:.0f} s long; the limit is {settings.max_audio_seconds:.0f} s")
+        raise InvalidInput(
+            f"{name} is {seconds:.0f} s long; the limit is {settings.max_audio_seconds:.0f} s: "
+            "send a shorter clip",
+            code="audio_too_long",
+        )
 
 
 def _synthesize(ctx: StageContext, text: str) -> tuple[ArtifactRef, float]:
@@ -157,17 +173,24 @@ def _synthesize(ctx: StageContext, text: str) -> tuple[ArtifactRef, float]:
 
 
 def _avatar(ctx: StageContext, key: str, audio_seconds: float) -> tuple[ArtifactRef, MediaInfo]:
-    name = _display_name(key)
     if key == DEFAULT_AVATAR_KEY and ctx.store.stat(ctx.settings.bucket_inputs, key) is None:
-        raise ConfigError(f"no avatar given and no default avatar at {ctx.settings.bucket_inputs}/{key}")
-    src, digest = _fetch_input(ctx, key, "avatar")
+        ctx.log.error("default_avatar_missing", bucket=ctx.settings.bucket_inputs, key=key)
+        raise ConfigError(
+            "no avatar was given and this server has no default avatar: send a photo with the voice clip",
+            code="default_avatar_missing",
+        )
+    src, digest, name = _fetch_input(ctx, key, "avatar")
     cache_key = media_cache_key(f"{digest}-v{ctx.settings.fps:g}-{ctx.settings.max_side}", "avatar.mp4")
     info_key = media_cache_key(f"{digest}-v{ctx.settings.fps:g}-{ctx.settings.max_side}", "info.json")
     ref = ctx.cached(cache_key, "video/mp4")
     if ref is not None and (cached := ctx.cached(info_key)) is not None:
         media = MediaInfo.model_validate_json(ctx.store.get(cached.bucket, cached.key))
         return ref, media.model_copy(update={"audio_seconds": audio_seconds})
-    info = _probe(src, name, AVATAR_HINT)
+    info = _probe(ctx, src, name, "avatar")
+    if not info.has_video:
+        raise InvalidInput(_not_media(src, name, "avatar", info), key=key, code="avatar_not_visual")
+    if info.width <= 0 or info.height <= 0:
+        raise InvalidInput(_undecodable(src, name, "avatar"), key=key, code="avatar_unreadable")
     _check_avatar(ctx.settings, info, name)
     clip = ctx.workdir / f"avatar-{digest[:8]}.mp4"
     try:
@@ -175,9 +198,8 @@ def _avatar(ctx: StageContext, key: str, audio_seconds: float) -> tuple[Artifact
         frames = count_frames(clip)
         check = probe(clip)
     except FFmpegError as exc:
-        raise InvalidInput(
-            f"{name} could not be decoded as an image or video ({exc.detail})", key=key
-        ) from exc
+        ctx.log.info("ffmpeg_refused_input", role="avatar", detail=exc.detail)
+        raise InvalidInput(_undecodable(src, name, "avatar"), key=key, code="avatar_unreadable") from exc
     media = MediaInfo(
         audio_seconds=audio_seconds,
         fps=ctx.settings.fps,
@@ -193,45 +215,116 @@ def _avatar(ctx: StageContext, key: str, audio_seconds: float) -> tuple[Artifact
 
 def _check_avatar(settings: Settings, info: Probe, name: str) -> None:
     if not info.has_video:
-        raise InvalidInput(f"{name} is not an image or a video: {AVATAR_HINT}")
+        raise InvalidInput(f"{name} is not an image or a video: {AVATAR_HINT}", code="avatar_not_visual")
     if info.width <= 0 or info.height <= 0:
-        raise InvalidInput(f"{name} could not be decoded as an image or video: {AVATAR_HINT}")
+        raise InvalidInput(
+            f"{name} could not be decoded as an image or video: {AVATAR_HINT}", code="avatar_unreadable"
+        )
     if max(info.width, info.height) > settings.max_input_side:
         raise InvalidInput(
-            f"{name} is {info.width}×{info.height} pixels; the limit is {settings.max_input_side} pixels a side"
+            f"{name} is {info.width}×{info.height} pixels; the limit is {settings.max_input_side} pixels a "
+            "side: send a smaller picture",
+            code="avatar_too_large",
         )
     if not info.still and info.duration > settings.max_video_seconds:
         raise InvalidInput(
-            f"{name} is a {info.duration:.0f} s video; the limit is {settings.max_video_seconds:.0f} s"
+            f"{name} is a {info.duration:.0f} s video; the limit is {settings.max_video_seconds:.0f} s: "
+            "send a shorter clip or a photo",
+            code="video_too_long",
         )
 
 
 # --- shared helpers ---------------------------------------------------------------------------------
 
 
-def _fetch_input(ctx: StageContext, key: str, role: str) -> tuple[Path, str]:
-    """Download an input medium after checking it exists and is not too large; (path, sha256)."""
+def _fetch_input(ctx: StageContext, key: str, role: str) -> tuple[Path, str, str]:
+    """Download an input medium after checking it exists and is not too large; (path, sha256, the name
+    the user gave the file)."""
     bucket = ctx.settings.bucket_inputs
-    name = _display_name(key)
     info = ctx.store.stat(bucket, key)
+    name = original_name(info, key)
     if info is None:
         # the spec may have been uploaded before its media: retry a few times before giving up
-        raise RetryableError(f"the {role} {name} is not in the inputs bucket ({key})", defer=5.0, key=key)
-    if info.size > ctx.settings.max_input_bytes:
-        limit = ctx.settings.max_input_bytes / 1024 / 1024
-        raise InvalidInput(
-            f"{name} is {info.size / 1024 / 1024:.0f} MB; the limit is {limit:.0f} MB", key=key
+        raise RetryableError(
+            f"the {role} {name} has not arrived: upload it beside the job spec",
+            defer=5.0,
+            key=key,
+            code="input_missing",
         )
-    dest = ctx.workdir / f"{role}-{name}"
+    if info.size > ctx.settings.max_input_bytes:
+        raise InvalidInput(
+            too_large(name, info.size, ctx.settings.max_input_bytes), key=key, code="file_too_large"
+        )
+    dest = ctx.workdir / f"{role}-{_display_name(key)}"
     ctx.store.download(bucket, key, dest)
-    return dest, sha256_file(dest)
+    return dest, sha256_file(dest), name
 
 
-def _probe(path: Path, name: str, hint: str) -> Probe:
+PURPOSE = {
+    "voice": ("a voice clip", AUDIO_HINT),
+    "avatar": ("an image or video", AVATAR_HINT),
+}
+
+
+def _probe(ctx: StageContext, path: Path, name: str, role: str) -> Probe:
+    """``probe(path)``, refusals worded for the user (``role``: voice or avatar)."""
     try:
         return probe(path)
+    except PictureTooLarge as exc:
+        raise InvalidInput(
+            f"{name} is too large: its picture has {exc.pixels / 1e6:.0f} million pixels; the limit is "
+            f"{ctx.settings.max_input_side} pixels a side: send a smaller picture",
+            code="avatar_too_large",
+        ) from exc
     except FFmpegError as exc:
-        raise InvalidInput(f"{name} is not a readable audio, image or video file: {hint}") from exc
+        ctx.log.info("probe_refused_input", role=role, detail=exc.detail)
+        raise InvalidInput(_not_media(path, name, role, None), code="not_media") from exc
+
+
+def _undecodable(path: Path, name: str, role: str) -> str:
+    """Why a file that looked like media could not be converted: what it really is, when that is
+    recognizable (a text file or web page some demuxer took for audio or an image), else damage."""
+    wanted, hint = PURPOSE[role]
+    if (kind := _looks_like(path)) is not None:
+        return f"{name} is {kind}, not {wanted}: {hint}"
+    what = "audio" if role == "voice" else "an image or video"
+    return f"{name} could not be decoded as {what} (it may be damaged or cut short): {hint}"
+
+
+def _not_media(path: Path, name: str, role: str, info: Probe | None) -> str:
+    """Why a file cannot serve as ``role``: what it looks like instead, when that is recognizable (an
+    SVG drawing named .png, a PDF, a text file), else what it lacks."""
+    wanted, hint = PURPOSE[role]
+    if (kind := _looks_like(path)) is not None:
+        return f"{name} is {kind}, not {wanted}: {hint}"
+    if info is not None and (info.has_audio or info.has_video):
+        lacks = "has no sound in it" if role == "voice" else "is not an image or a video"
+        return f"{name} {lacks}: {hint}"
+    return f"{name} is not a readable audio, image or video file: {hint}"
+
+
+def _looks_like(path: Path) -> str | None:
+    with path.open("rb") as f:
+        return looks_like(f.read(4096))
+
+
+def _media_key(upload: ObjectInfo, ref: str) -> str:
+    """The key of a medium the spec at ``upload.key`` names (beside it, or in a folder below it)."""
+    try:
+        return resolve_relative(upload.key, ref)
+    except InvalidKey:
+        shown = ref if len(ref) <= 80 else ref[:77] + "..."
+        raise InvalidInput(
+            f"job spec {_display_name(upload.key)} names {shown!r}, which is not a file beside it "
+            "(no '..', no absolute paths): name files that lie in the spec's folder",
+            key=upload.key,
+            code="spec_path_outside",
+        ) from None
+
+
+def _spec_name(upload: ObjectInfo) -> str:
+    """How refusals name the job's spec: by its file name, or "the job" for a lone voice clip."""
+    return f"job spec {_display_name(upload.key)}" if upload.key.endswith(JOB_SPEC_SUFFIXES) else "the job"
 
 
 def _display_name(key: str) -> str:

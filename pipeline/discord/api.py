@@ -9,7 +9,9 @@ number of times; a wait longer than ``max_wait`` becomes a ``RetryableError`` so
 message later instead of holding a worker. 5xx and network failures are retried the same way. A webhook
 that answers 404 (deleted) or 401 (token invalid or expired) raises ``WebhookGone`` and is remembered:
 later calls to it fail at once, without a request. 413 raises ``TooLarge``. Every request has a timeout.
-No URL (they carry tokens) is ever logged or put into an error message.
+No URL (they carry tokens) is ever logged or put into an error message. Every request URL is built from
+checked parts (``pipeline.discord.urls``): ids are digits, tokens URL-safe, each segment percent-encoded,
+so nothing a job spec says can make a request leave ``/webhooks/`` or go to another host.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import requests
 import structlog
 
 from pipeline.config import Settings
+from pipeline.discord.urls import SNOWFLAKE, WebhookUrl, interaction_path
 from pipeline.errors import ConfigError, DiscordError, RetryableError, TooLarge, WebhookGone
 
 log = structlog.get_logger("mouthpiece.discord")
@@ -233,7 +236,7 @@ class DiscordApi:
         clear_attachments: bool = False,
     ) -> dict[str, Any]:
         """Edit the interaction's original (deferred) reply; with ``file`` it replaces any attachment."""
-        path = f"/webhooks/{application_id}/{token}/messages/@original"
+        path = _checked_path(application_id, token, "messages", "@original")
         payload = _payload(content, file, clear_attachments)
         return self._send("PATCH", path, payload, file, "the reply edit", webhook=True)
 
@@ -241,12 +244,14 @@ class DiscordApi:
         self, application_id: str, token: str, content: str | None, file: Attachment | None = None
     ) -> dict[str, Any]:
         """Post a follow-up message to the interaction."""
-        path = f"/webhooks/{application_id}/{token}"
+        path = _checked_path(application_id, token)
         return self._send("POST", path, _payload(content, file, False), file, "the follow-up", webhook=True)
 
     # --- commands ----------------------------------------------------------------------------------------
     def put_commands(self, application_id: str, bot_token: str, commands: list[dict[str, Any]]) -> Any:
         """Replace the application's global commands (``PUT /applications/{id}/commands``)."""
+        if not SNOWFLAKE.fullmatch(application_id):
+            raise ConfigError("discord_application_id must be the application's numeric id")
         url = f"{self.base}/applications/{application_id}/commands"
         headers = {"Authorization": f"Bot {bot_token}"}
 
@@ -283,6 +288,17 @@ class DiscordApi:
         return body if isinstance(body, dict) else {}
 
 
+def _checked_path(application_id: str, token: str, *tail: str) -> str:
+    """The interaction webhook path from checked parts; a malformed id or token is refused unsent."""
+    try:
+        return interaction_path(application_id, token, *tail)
+    except ValueError:
+        raise DiscordError(
+            "the Discord reply cannot be edited: its application id or token is malformed",
+            code="discord_target_malformed",
+        ) from None
+
+
 def _payload(content: str | None, file: Attachment | None, clear_attachments: bool) -> dict[str, Any]:
     payload: dict[str, Any] = {"allowed_mentions": NO_MENTIONS}
     if content is not None:
@@ -298,7 +314,7 @@ def _payload(content: str | None, file: Attachment | None, clear_attachments: bo
 
 
 def execute_webhook(
-    url: str,
+    hook: WebhookUrl,
     content: str | None,
     file: Attachment | None = None,
     *,
@@ -309,7 +325,8 @@ def execute_webhook(
     (``wait=true``); returns the id of the message it made.
 
     discord-webhook's own 429 handling sleeps without bound and it sets no timeout by default; we turn
-    its retry off, set the timeout, and apply ``send_with_retries`` to its raw request.
+    its retry off, set the timeout, and apply ``send_with_retries`` to its raw request. ``hook`` is a
+    parsed, allowed webhook (``pipeline.destinations.allowed_webhook``): the URL is rebuilt from its parts.
     """
     from discord_webhook import DiscordWebhook
 
@@ -317,16 +334,16 @@ def execute_webhook(
     data = file.path.read_bytes() if file is not None else None
 
     def send() -> _Response:
-        hook = DiscordWebhook(
-            url=url, content=content[:2000] if content else None, timeout=timeout,
-            rate_limit_retry=False, allowed_mentions=NO_MENTIONS,
+        webhook = DiscordWebhook(
+            url=hook.url, content=content[:2000] if content else None, timeout=timeout,
+            rate_limit_retry=False, allowed_mentions=NO_MENTIONS, thread_id=hook.thread_id,
         )  # fmt: skip
         if file is not None and data is not None:
-            hook.add_file(file=data, filename=file.filename)
-        response: _Response = hook.api_post_request()
+            webhook.add_file(file=data, filename=file.filename)
+        response: _Response = webhook.api_post_request()
         return response
 
-    response = send_with_retries(send, "the channel webhook", policy or RetryPolicy(), webhook=url)
+    response = send_with_retries(send, "the channel webhook", policy or RetryPolicy(), webhook=hook.url)
     return _message_id(response)
 
 

@@ -12,22 +12,33 @@ close-write, or a rename into the folder), it has been quiet for ``settle_second
 not change between two looks (the only signal on network mounts, where ``watch_polling`` is used).
 Taken entries move to ``.done/``; entries that cannot become a job move to ``.failed/`` with a note
 saying why, and the same note goes to the output folder.
+
+The folder is a trust boundary (anyone who can write into it can start jobs), so it takes regular files
+only: a link (to ``/etc/passwd``, ``/dev/zero``, a voice outside the folder, another folder), a named
+pipe, a device or a socket is refused with a note, never opened. Files are opened with ``O_NOFOLLOW |
+O_NONBLOCK`` and checked again on the open descriptor, copied into a private staging folder with a byte
+cap (``max_input_bytes``; specs 1 MB), and submitted from there, so nothing can be swapped in between the
+check and the read and no read can block the watcher. A spec's destinations are checked against the
+deployment's allow-lists when it is taken. Any error in one entry moves that entry aside with a note and
+never stops the others; an image or video whose voice clip never comes gets a note after
+``avatar_wait_seconds``.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
-import json
+import os
 import shutil
+import stat
+import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import structlog
-import yaml
-from pydantic import ValidationError
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
@@ -35,7 +46,9 @@ from watchdog.observers.polling import PollingObserver
 
 from pipeline.config import Settings
 from pipeline.contracts import FolderDestination, JobSpec
-from pipeline.errors import MouthpieceError, RetryableError
+from pipeline.destinations import check_destinations
+from pipeline.errors import DropRefused, MouthpieceError, RetryableError
+from pipeline.specfile import MAX_SPEC_BYTES, load_spec_data, parse_spec
 from pipeline.storage.base import ObjectStore
 from pipeline.submit import (
     AUDIO_EXTS,
@@ -45,22 +58,25 @@ from pipeline.submit import (
     Submitted,
     submit_files,
     timestamp,
+    too_large,
+    what_it_is,
 )
 
 log = structlog.get_logger("mouthpiece.folder")
 TEMP_SUFFIXES = (".part", ".crdownload", ".tmp", ".download", ".partial", "~")
 AVATAR_EXTS = IMAGE_EXTS | VIDEO_EXTS
-
-
-class DropError(Exception):
-    """A drop that cannot become a job; the message is the note the user gets."""
+MAX_FOLDER_ENTRIES = 200
+"""Files and subfolders a dropped folder may hold (a job takes one voice and at most 32 avatars)."""
+_OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+LINK_HINT = "copy the file itself into the folder instead of linking to it"
+OUR_SIDE = "because of a problem on our side: drop it again later, or ask the operator (the log says why)"
 
 
 @dataclass
 class _Entry:
     last_event: float
     sizes: dict[str, int] | None = None
-    waiting_logged: bool = False
+    waiting_since: float | None = None
 
 
 @dataclass
@@ -89,6 +105,7 @@ class FolderIngress:
         self.on_submit = on_submit
         self._entries: dict[str, _Entry] = {}
         self._open: set[Path] = set()
+        self._stuck: dict[str, dict[str, int]] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._observer: BaseObserver | None = None
@@ -152,16 +169,17 @@ class FolderIngress:
 
     # --- taking drops -----------------------------------------------------------------------------------
     def tick(self, now: float | None = None) -> list[Submitted]:
-        """Submit every entry that is complete; returns what was submitted (for tests)."""
+        """Submit every entry that is complete; returns what was submitted (for tests). One entry's
+        trouble never stops the others: each is taken, refused or set aside on its own."""
         now = time.monotonic() if now is None else now
         submitted = []
         for name in self._ready(now):
             path = self.inbox / name
-            if not path.exists():
+            if not os.path.lexists(path):
                 with self._lock:
                     self._entries.pop(name, None)
                 continue
-            result = self._take(name, path)
+            result = self._take(name, path, now)
             if result is not None:
                 submitted.append(result)
         return submitted
@@ -178,33 +196,55 @@ class FolderIngress:
                 sizes = _sizes(path)
                 stable = entry.sizes is not None and sizes == entry.sizes
                 entry.sizes = sizes
-                if stable:
+                if stable and self._stuck.get(name) != sizes:
                     ready.append(name)
         return sorted(ready)
 
-    def _take(self, name: str, path: Path) -> Submitted | None:
+    def _take(self, name: str, path: Path, now: float) -> Submitted | None:
+        members = [path]
         try:
-            drop = self._drop_for(name, path)
+            drop = self._drop_for(name, path, now)
             if drop is None:
-                return None  # an avatar waiting for its audio
+                return None  # an avatar waiting for its audio, or a spec's file waiting for the spec
+            members = drop.members
             submitted = self._submit(drop)
         except RetryableError as exc:
             log.warning("drop_retry", entry=name, reason=exc.reason)
             with self._lock:
-                self._entries[name].last_event = time.monotonic()
+                if name in self._entries:
+                    self._entries[name].last_event = time.monotonic()
             return None
-        except (DropError, MouthpieceError) as exc:
-            self._reject(name, [path], str(exc))
+        except (DropRefused, MouthpieceError) as exc:
+            self._set_aside(name, self._with_named_files(path, members), str(exc))
             return None
-        self._archive(drop, submitted)
+        except Exception:
+            log.exception("drop_failed", entry=name)
+            self._set_aside(
+                name, self._with_named_files(path, members), f"{name} could not be taken {OUR_SIDE}"
+            )
+            return None
+        try:
+            self._archive(drop, submitted)
+        except OSError:  # submitted: never again (the same drop would be the same job anyway)
+            log.exception("drop_archive_failed", entry=name, job_id=submitted.job_id)
+            self._stuck[name] = _sizes(path)
         return submitted
 
-    def _drop_for(self, name: str, path: Path) -> Drop | None:
-        if path.is_dir():
-            return _folder_drop(name, path)
+    def _drop_for(self, name: str, path: Path, now: float | None = None) -> Drop | None:
+        st = os.lstat(path)
+        if stat.S_ISLNK(st.st_mode):
+            raise DropRefused(f"{name} is a link, and links are not taken: {LINK_HINT}", code="inbox_link")
+        if stat.S_ISDIR(st.st_mode):
+            return self._folder_drop(name, path)
+        kind = what_it_is(st.st_mode)
+        if kind is not None:
+            raise DropRefused(
+                f"{name} is {kind}, not a file: drop the voice clip, picture or job spec file itself",
+                code="inbox_not_a_file",
+            )
         ext = path.suffix.lower()
         if ext in SPEC_EXTS:
-            drop = _spec_drop(path, self.inbox)
+            drop = self._spec_drop(path, self.inbox)
             return None if any(self._busy(m) for m in drop.members if m != path) else drop
         if ext in AUDIO_EXTS:
             avatars = self._companions(path)
@@ -212,33 +252,37 @@ class FolderIngress:
                 return None  # a companion is still arriving, or a spec will take this file
             return Drop(name=path.stem, audio=path, avatars=avatars, members=[path, *avatars])
         if ext in AVATAR_EXTS:
-            self._note_waiting(name, path)
+            self._wait_for_audio(name, path, now)
             return None
-        raise DropError(
+        raise DropRefused(
             f"{name} is not a supported file: drop an audio file ({', '.join(sorted(AUDIO_EXTS))}),"
-            " with images or videos named after it, a folder, or a job spec (.json/.yaml)"
+            " with images or videos named after it, a folder, or a job spec (.json/.yaml)",
+            code="inbox_unsupported",
         )
+
+    def _with_named_files(self, path: Path, members: list[Path]) -> list[Path]:
+        """A refused spec takes the files it names along (they would otherwise be taken alone, as jobs
+        with the default avatar, which the spec never asked for)."""
+        if members != [path] or path.suffix.lower() not in SPEC_EXTS:
+            return members
+        named = [m for m in _spec_refs(path) if m.parent == self.inbox and os.path.lexists(m)]
+        return [path, *(m for m in named if m != path)]
 
     def _named_by_a_spec(self, path: Path) -> bool:
         """Whether a job spec lying in the folder names this file (then the spec's job takes it)."""
-        for spec in self.inbox.iterdir():
-            if spec.is_file() and spec.suffix.lower() in SPEC_EXTS:
-                try:
-                    if path in _spec_drop(spec, self.inbox).members:
-                        return True
-                except DropError:
-                    continue  # a broken spec is reported when its own turn comes
+        for spec in _entries_in(self.inbox):
+            if spec.suffix.lower() in SPEC_EXTS and path in _spec_members(spec):
+                return True
         return False
 
     def _companions(self, audio: Path) -> list[Path]:
-        """Avatars dropped beside an audio file and named after it (``hello.png``, ``hello.2.jpg``)."""
+        """Entries dropped beside an audio file and named after it (``hello.png``, ``hello.2.jpg``), of
+        any kind: a link or pipe among them refuses the whole drop when it is read."""
         stem = audio.stem
         return sorted(
             p
-            for p in self.inbox.iterdir()
-            if p.is_file()
-            and p.suffix.lower() in AVATAR_EXTS
-            and (p.stem == stem or p.name.startswith(stem + "."))
+            for p in _entries_in(self.inbox)
+            if p.suffix.lower() in AVATAR_EXTS and (p.stem == stem or p.name.startswith(stem + "."))
         )
 
     def _busy(self, path: Path) -> bool:
@@ -247,48 +291,117 @@ class FolderIngress:
             recent = entry is not None and time.monotonic() - entry.last_event < self.settings.settle_seconds
             return recent or path in self._open
 
-    def _note_waiting(self, name: str, path: Path) -> None:
+    def _wait_for_audio(self, name: str, path: Path, now: float | None) -> None:
+        """An image or video waits for its voice clip, up to ``avatar_wait_seconds``; then a note."""
+        now = time.monotonic() if now is None else now
         with self._lock:
-            entry = self._entries[name]
-            if not entry.waiting_logged:
-                entry.waiting_logged = True
+            entry = self._entries.setdefault(name, _Entry(last_event=now))
+            if entry.waiting_since is None:
+                entry.waiting_since = now
                 log.info(
                     "avatar_waiting_for_audio", avatar=name, hint=f"drop {path.stem}.mp3 (or .wav, .flac...)"
                 )
+            waited = now - entry.waiting_since
+        if waited >= self.settings.avatar_wait_seconds:
+            raise DropRefused(
+                f"{name} waited {_duration(waited)} for a voice clip and none came: drop it again together"
+                f" with {path.stem}.mp3 (or .wav, .flac, ...), or put both into a folder",
+                code="avatar_without_audio",
+            )
+
+    def _folder_drop(self, name: str, folder: Path) -> Drop:
+        files = _walk(folder, name)
+        specs = [p for p in files if p.suffix.lower() in SPEC_EXTS]
+        if specs:
+            drop = self._spec_drop(specs[0], folder)
+            return Drop(name=name, audio=drop.audio, avatars=drop.avatars, spec=drop.spec, members=[folder])
+        audios = [p for p in files if p.suffix.lower() in AUDIO_EXTS]
+        if len(audios) != 1:
+            found = ", ".join(p.name for p in audios) or "none"
+            raise DropRefused(
+                f"folder {name} must hold exactly one audio file (found: {found})", code="folder_audio_count"
+            )
+        avatars = [p for p in files if p.suffix.lower() in AVATAR_EXTS]
+        return Drop(name=name, audio=audios[0], avatars=avatars, members=[folder])
+
+    def _spec_drop(self, spec_path: Path, base: Path) -> Drop:
+        spec = parse_spec(_read_small(spec_path, MAX_SPEC_BYTES), spec_path.name)
+        check_destinations(self.settings, spec.destinations, f"job spec {spec_path.name}")
+        audio = _named(spec_path, spec.audio) if spec.audio else None
+        avatars = [_named(spec_path, a) for a in spec.avatars]
+        members = [spec_path, *([audio] if audio else []), *avatars]
+        return Drop(
+            name=spec_path.stem,
+            audio=audio,
+            avatars=avatars,
+            spec=spec,
+            members=[m for m in members if m.parent == base],
+        )
 
     def _submit(self, drop: Drop) -> Submitted:
         spec = drop.spec
         destinations = list(spec.destinations) if spec else []
         if not any(isinstance(d, FolderDestination) for d in destinations):
             destinations.append(FolderDestination())
-        submitted = submit_files(
-            self.store,
-            self.settings,
-            audio=drop.audio,
-            avatars=drop.avatars,
-            name=(spec.name if spec else None) or drop.name,
-            options=spec.options if spec else None,
-            destinations=destinations,
-            speech=spec.speech if spec else None,
-            source="folder",
-            nonce=_identity(drop),
-        )
+        nonce = _identity(drop)
+        scratch = self.settings.data_dir / "tmp"
+        scratch.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix="mp-inbox-", dir=scratch) as tmp:
+            staged = self._stage(drop, Path(tmp))
+            submitted = submit_files(
+                self.store,
+                self.settings,
+                audio=staged.get(drop.audio) if drop.audio else None,
+                avatars=[staged[a] for a in drop.avatars],
+                name=(spec.name if spec else None) or drop.name,
+                options=spec.options if spec else None,
+                destinations=destinations,
+                speech=spec.speech if spec else None,
+                source="folder",
+                nonce=nonce,
+            )
         log.info("drop_submitted", entry=drop.name, job_id=submitted.job_id, avatars=len(drop.avatars))
         if self.on_submit is not None:
             self.on_submit(submitted, drop)
         return submitted
 
+    def _stage(self, drop: Drop, tmp: Path) -> dict[Path, Path]:
+        """Private copies of the drop's media (same file names), read safely with a byte cap."""
+        staged = {}
+        for index, path in enumerate([*([drop.audio] if drop.audio else []), *drop.avatars]):
+            target = tmp / str(index) / path.name
+            target.parent.mkdir()
+            _copy_regular(path, target, self.settings.max_input_bytes, self._shown(path))
+            staged[path] = target
+        return staged
+
+    def _shown(self, path: Path) -> str:
+        """How a file is named in a note: relative to the inbox (``batch/face.png``), as the user sees it."""
+        try:
+            return str(path.relative_to(self.inbox))
+        except ValueError:
+            return path.name
+
     def _archive(self, drop: Drop, submitted: Submitted) -> None:
-        target = self.inbox / ".done" / f"{timestamp()}-{drop.name}-{submitted.job_id}"
+        target = _unique(self.inbox / ".done" / f"{timestamp()}-{_short(drop.name)}-{submitted.job_id}")
         self._move_all(drop.members, target)
 
+    def _set_aside(self, name: str, members: list[Path], reason: str) -> None:
+        """``_reject``; if even that fails (a full disk, no permission), the entry is left alone until it
+        changes, so one stuck entry cannot make the watcher try it again and again."""
+        try:
+            self._reject(name, members, reason)
+        except OSError:
+            log.exception("drop_reject_failed", entry=name, reason=reason)
+            self._stuck[name] = _sizes(self.inbox / name)
+
     def _reject(self, name: str, members: list[Path], reason: str) -> None:
-        target = self.inbox / ".failed" / f"{timestamp()}-{name}"
+        target = _unique(self.inbox / ".failed" / f"{timestamp()}-{_short(name)}")
         self._move_all(members, target)
         (target / "WHY.txt").write_text(reason + "\n")
         outbox = self.settings.outbox
         outbox.mkdir(parents=True, exist_ok=True)
-        (outbox / f"{Path(name).stem}.failed.txt").write_text(
+        (outbox / f"{_short(Path(name).stem)}.failed.txt").write_text(
             f"mouthpiece could not take {name}.\n\nReason: {reason}\n"
         )
         log.warning("drop_rejected", entry=name, reason=reason)
@@ -298,7 +411,8 @@ class FolderIngress:
         for member in members:
             with self._lock:
                 self._entries.pop(member.relative_to(self.inbox).parts[0], None)
-            if member.exists():
+                self._stuck.pop(member.relative_to(self.inbox).parts[0], None)
+            if os.path.lexists(member):  # a link is moved as the link, never followed
                 shutil.move(str(member), str(target / member.name))
 
 
@@ -324,66 +438,201 @@ class _Handler(FileSystemEventHandler):
             self.ingress._touch(src)
 
 
+# --- reading the folder safely (lstat only; nothing here follows a link or opens a file) ---------------
+
+
+def _entries_in(folder: Path) -> Iterator[Path]:
+    """The entries directly inside ``folder`` (not hidden), whatever their kind."""
+    with os.scandir(folder) as it:
+        for entry in it:
+            if not entry.name.startswith("."):
+                yield Path(entry.path)
+
+
+def _walk(folder: Path, name: str) -> list[Path]:
+    """The regular files in a dropped folder (hidden ones skipped); ``DropRefused`` for a link, a pipe, a
+    device or a socket inside it, or for more than ``MAX_FOLDER_ENTRIES`` entries."""
+    files: list[Path] = []
+    pending, seen = [folder], 0
+    while pending:
+        with os.scandir(pending.pop()) as it:
+            for entry in it:
+                if entry.name.startswith("."):
+                    continue
+                seen += 1
+                if seen > MAX_FOLDER_ENTRIES:
+                    raise DropRefused(
+                        f"folder {name} holds more than {MAX_FOLDER_ENTRIES} files: a job takes one voice "
+                        "clip and at most 32 avatars",
+                        code="folder_too_many",
+                    )
+                mode = entry.stat(follow_symlinks=False).st_mode
+                shown = f"{name}/{Path(entry.path).relative_to(folder)}"
+                if stat.S_ISLNK(mode):
+                    raise DropRefused(
+                        f"{shown} is a link, and links are not taken: {LINK_HINT}", code="inbox_link"
+                    )
+                if stat.S_ISDIR(mode):
+                    pending.append(Path(entry.path))
+                elif (kind := what_it_is(mode)) is not None:
+                    raise DropRefused(
+                        f"{shown} is {kind}, not a file: put only files into the folder",
+                        code="inbox_not_a_file",
+                    )
+                else:
+                    files.append(Path(entry.path))
+    return sorted(files)
+
+
+def _sizes(path: Path) -> dict[str, int]:
+    """What the entry looks like now (names and sizes, by lstat), to see when it stops changing."""
+    try:
+        st = os.lstat(path)
+        if not stat.S_ISDIR(st.st_mode):
+            return {path.name: st.st_size, "mode": st.st_mode}
+        sizes = {}
+        for count, (root, dirs, names) in enumerate(os.walk(path)):  # os.walk never follows links
+            for item in [*dirs, *names]:
+                item_path = os.path.join(root, item)
+                sizes[item_path] = os.lstat(item_path).st_size
+            if count > MAX_FOLDER_ENTRIES or len(sizes) > MAX_FOLDER_ENTRIES:
+                break
+        return sizes
+    except OSError:
+        return {"unreadable": -1}
+
+
 def _identity(drop: Drop) -> str:
     """A nonce naming this drop (its files' names, sizes and times): retrying a drop after a crash
     submits the same job again, while dropping the same files another time makes a new one."""
     parts = []
     for member in sorted(drop.members):
-        for path in [member, *sorted(member.rglob("*"))] if member.is_dir() else [member]:
-            st = path.stat()
+        paths = [member]
+        if stat.S_ISDIR(os.lstat(member).st_mode):
+            paths += sorted(Path(root) / n for root, _, names in os.walk(member) for n in names)
+        for path in paths:
+            st = os.lstat(path)
             parts.append(f"{path.name}:{st.st_size}:{st.st_mtime_ns}:{st.st_ino}")
     return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
 
 
-def _sizes(path: Path) -> dict[str, int]:
-    if path.is_file():
-        return {path.name: path.stat().st_size}
-    return {str(p): p.stat().st_size for p in path.rglob("*") if p.is_file()}
-
-
-def _folder_drop(name: str, folder: Path) -> Drop:
-    files = sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))
-    specs = [p for p in files if p.suffix.lower() in SPEC_EXTS]
-    if specs:
-        drop = _spec_drop(specs[0], folder)
-        return Drop(name=name, audio=drop.audio, avatars=drop.avatars, spec=drop.spec, members=[folder])
-    audios = [p for p in files if p.suffix.lower() in AUDIO_EXTS]
-    if len(audios) != 1:
-        found = ", ".join(p.name for p in audios) or "none"
-        raise DropError(f"folder {name} must hold exactly one audio file (found: {found})")
-    avatars = [p for p in files if p.suffix.lower() in AVATAR_EXTS]
-    return Drop(name=name, audio=audios[0], avatars=avatars, members=[folder])
-
-
-def _spec_drop(spec_path: Path, base: Path) -> Drop:
+def _open_regular(path: Path, shown: str) -> tuple[int, os.stat_result]:
+    """An fd of ``path`` opened without following a link or waiting on a pipe, checked on the fd to be
+    a regular file (so nothing swapped in after an lstat gets read); ``DropRefused`` otherwise."""
     try:
-        raw = spec_path.read_text()
-        data = yaml.safe_load(raw) if spec_path.suffix.lower() in (".yaml", ".yml") else json.loads(raw)
-        spec = JobSpec.model_validate(data)
-    except (yaml.YAMLError, json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise DropError(f"{spec_path.name} is not a readable job spec: {exc}") from exc
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        raise DropError(
-            f"{spec_path.name} is not a valid job spec: {'.'.join(map(str, err['loc']))}: {err['msg']}"
-        ) from exc
-    audio = _named(spec_path, spec.audio) if spec.audio else None
-    avatars = [_named(spec_path, a) for a in spec.avatars]
-    members = [spec_path, *([audio] if audio else []), *avatars]
-    return Drop(
-        name=spec_path.stem,
-        audio=audio,
-        avatars=avatars,
-        spec=spec,
-        members=[m for m in members if m.parent == base],
-    )
+        fd = os.open(path, _OPEN_FLAGS)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise DropRefused(
+                f"{shown} is a link, and links are not taken: {LINK_HINT}", code="inbox_link"
+            ) from None
+        if exc.errno == errno.ENOENT:
+            raise RetryableError(f"{shown} disappeared while it was being taken", defer=1.0) from None
+        raise DropRefused(
+            f"{shown} cannot be read ({exc.strerror}): check its permissions", code="inbox_unreadable"
+        ) from None
+    st = os.fstat(fd)
+    kind = what_it_is(st.st_mode)
+    if kind is not None:
+        os.close(fd)
+        raise DropRefused(f"{shown} is {kind}, not a file: drop the file itself", code="inbox_not_a_file")
+    return fd, st
+
+
+def _read_small(path: Path, limit: int) -> bytes:
+    """A small file's bytes (a spec), read safely; ``DropRefused`` when larger than ``limit``."""
+    fd, st = _open_regular(path, path.name)
+    with os.fdopen(fd, "rb") as f:
+        data = f.read(limit + 1)
+    if len(data) > limit:
+        raise DropRefused(
+            f"job spec {path.name} is {st.st_size // 1024} KB; a spec is a small JSON or YAML file",
+            code="spec_too_large",
+        )
+    return data
+
+
+def _copy_regular(src: Path, dst: Path, limit: int, shown: str) -> None:
+    """Copy a regular file (never a link, pipe or device) of at most ``limit`` bytes to ``dst``."""
+    fd, st = _open_regular(src, shown)
+    with os.fdopen(fd, "rb") as f:
+        if st.st_size > limit:
+            raise DropRefused(too_large(shown, st.st_size, limit), code="file_too_large")
+        copied = 0
+        with dst.open("wb") as out:
+            while chunk := f.read(1024 * 1024):
+                copied += len(chunk)
+                if copied > limit:
+                    raise DropRefused(too_large(shown, copied, limit), code="file_too_large")
+                out.write(chunk)
+
+
+def _spec_refs(spec_path: Path) -> list[Path]:
+    """Where the files a spec names would be, read loosely (a spec refused for another field still says
+    which files it meant); no checks, empty when it cannot be read at all."""
+    try:
+        data = load_spec_data(_read_small(spec_path, MAX_SPEC_BYTES), spec_path.name)
+    except (DropRefused, MouthpieceError, OSError):
+        return []
+    if not isinstance(data, dict):
+        return []
+    avatars = data.get("avatars") if isinstance(data.get("avatars"), list) else []
+    refs = [r for r in [data.get("audio"), *(avatars or [])[:64]] if isinstance(r, str) and r]
+    return [Path(os.path.normpath(spec_path.parent / ref)) for ref in refs if not Path(ref).is_absolute()]
+
+
+def _spec_members(spec_path: Path) -> set[Path]:
+    """The files a spec in the folder names (best effort: an unreadable spec names nothing here; it is
+    reported when its own turn comes)."""
+    try:
+        spec = parse_spec(_read_small(spec_path, MAX_SPEC_BYTES), spec_path.name)
+        return {_named(spec_path, ref) for ref in [*([spec.audio] if spec.audio else []), *spec.avatars]}
+    except (DropRefused, MouthpieceError, OSError):
+        return set()
 
 
 def _named(spec_path: Path, ref: str) -> Path:
-    """A file a spec names, relative to the spec; never outside the spec's folder."""
-    path = (spec_path.parent / ref).resolve()
-    if spec_path.parent.resolve() not in path.parents:
-        raise DropError(f"{spec_path.name} names {ref}, which is outside its folder")
-    if not path.is_file():
-        raise DropError(f"{spec_path.name} names {ref}, which is not in the folder")
+    """A file a spec names, relative to the spec; never outside the spec's folder, never a link."""
+    folder = spec_path.parent
+    path = Path(os.path.normpath(folder / ref))
+    if Path(ref).is_absolute() or folder not in path.parents:
+        raise DropRefused(
+            f"{spec_path.name} names {ref}, which is outside its folder: name files that lie beside the spec",
+            code="spec_path_outside",
+        )
+    try:
+        mode = os.lstat(path).st_mode
+    except (OSError, ValueError):
+        raise DropRefused(
+            f"{spec_path.name} names {ref!r}, which is not in the folder", code="spec_file_missing"
+        ) from None
+    if stat.S_ISLNK(mode) or any(
+        stat.S_ISLNK(os.lstat(p).st_mode) for p in path.parents if folder in p.parents
+    ):
+        raise DropRefused(f"{spec_path.name} names {ref}, which is a link: {LINK_HINT}", code="inbox_link")
+    if (kind := what_it_is(mode)) is not None:
+        raise DropRefused(
+            f"{spec_path.name} names {ref}, which is {kind}, not a file", code="inbox_not_a_file"
+        )
     return path
+
+
+def _short(name: str, limit: int = 120) -> str:
+    """``name`` cut to ``limit`` UTF-8 bytes (at a character boundary): archive and note names stay well
+    under the file system's 255-byte limit whatever the user named the file."""
+    data = name.encode()
+    return name if len(data) <= limit else data[:limit].decode(errors="ignore").rstrip() or "drop"
+
+
+def _unique(target: Path) -> Path:
+    """``target``, or ``target-2``, ``-3``, ... if a folder of that name exists (two drops a second)."""
+    candidate, n = target, 1
+    while os.path.lexists(candidate):
+        n += 1
+        candidate = target.with_name(f"{target.name}-{n}")
+    return candidate
+
+
+def _duration(seconds: float) -> str:
+    minutes = round(seconds / 60)
+    return f"{minutes} minutes" if minutes >= 2 else f"{max(1, round(seconds))} seconds"

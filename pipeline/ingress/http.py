@@ -25,7 +25,6 @@ from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-import httpx
 import structlog
 import uvicorn
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
@@ -44,6 +43,7 @@ from pipeline.contracts import (
     JobOptions,
     Style,
 )
+from pipeline.destinations import allowed_webhook
 from pipeline.discord.api import DiscordApi
 from pipeline.discord.fetch import AllowList, Downloaded, Fetcher, Kind
 from pipeline.discord.interactions import (
@@ -65,6 +65,7 @@ from pipeline.errors import ConfigError, InvalidInput, MouthpieceError, Retryabl
 from pipeline.events import parse_event
 from pipeline.keys import event_subject
 from pipeline.logs import REDACTOR
+from pipeline.specfile import describe_validation_error
 from pipeline.storage.base import ObjectStore
 from pipeline.submit import Submitted, submit_files
 
@@ -78,7 +79,6 @@ SEEN_SECONDS = 15 * 60
 VOICE = frozenset({Kind.audio, Kind.video})
 FACE = frozenset({Kind.image, Kind.video})
 ANY_MEDIA = frozenset(Kind)
-DISCORD_WEBHOOK_HOSTS = frozenset({"discord.com", "discordapp.com", "ptb.discord.com", "canary.discord.com"})
 
 
 # --- relay events --------------------------------------------------------------------------------------
@@ -270,17 +270,20 @@ class Ingress:
             )
         audio = await self._fetch(audio_info.url, folder / "audio", "audio", VOICE, audio_info.filename)
         face_info = it.attachment("avatar")
+        labels = {audio.path: audio_info.filename}
         if face_info is not None:
             face = await self._fetch(face_info.url, folder / "avatar", "avatar", FACE, face_info.filename)
+            labels[face.path] = face_info.filename
         else:
             url = avatar_url(it.caller).replace(CDN, self.cdn_base.rstrip("/"), 1)
             face = await self._fetch(url, folder / "avatar", "profile picture", FACE, "profile")
+            labels[face.path] = "your profile picture"
         options = _options(it.option("style"), it.option("text"))
         await self._reply(it, "Got it: your video is queued…")
         return await asyncio.to_thread(
             submit_files, self.store, self.settings, audio=audio.path, avatars=[face.path],
             name=audio.path.stem, options=options, destinations=[self._destination(it)],
-            source=f"discord:{it.guild_id or 'dm'}", nonce=f"discord-{it.id}",
+            source=f"discord:{it.guild_id or 'dm'}", nonce=f"discord-{it.id}", labels=labels,
         )  # fmt: skip
 
     async def _announce_job(self, it: Interaction, folder: Path) -> Submitted:
@@ -335,6 +338,7 @@ class Ingress:
             await self._fetch(a.url, folder / str(i), "attachment", ANY_MEDIA, a.filename)
             for i, a in enumerate(event.attachments)
         ]
+        labels = {f.path: a.filename for f, a in zip(files, event.attachments, strict=True)}
         voice = next((f for f in files if f.kind == Kind.audio), None) or next(
             (f for f in files if f.kind == Kind.video), None
         )
@@ -345,6 +349,7 @@ class Ingress:
             submit_files, self.store, self.settings, audio=voice.path, avatars=faces, name=voice.path.stem,
             options=_options(None, event.text), destinations=[DiscordWebhookDestination(url=webhook)],
             source=f"discord:{event.guild or 'relay'}", nonce=f"relay-{event.id or time.time()}",
+            labels=labels,
         )  # fmt: skip
 
     async def _welcome_job(self, event: MemberJoinEvent, folder: Path) -> Submitted:
@@ -377,17 +382,10 @@ class Ingress:
         return (await self._fetch(event.avatar_url, folder, "profile picture", FACE, "member")).path
 
     def _webhook_url(self, url: SecretStr) -> SecretStr:
-        """``url`` if it is a Discord webhook (or one on the configured API's origin); else InvalidInput."""
+        """``url`` if this deployment may post to it (``pipeline.destinations.allowed_webhook``, the same
+        check validate applies to every job spec); else InvalidInput."""
         REDACTOR.add(url.get_secret_value())
-        try:
-            parsed = httpx.URL(url.get_secret_value())
-        except httpx.InvalidURL:
-            raise InvalidInput("webhook_url is not a valid URL") from None
-        api = httpx.URL(self.settings.discord_api_base)
-        same_origin = (parsed.scheme, parsed.host, parsed.port) == (api.scheme, api.host, api.port)
-        discord = parsed.scheme == "https" and parsed.host in DISCORD_WEBHOOK_HOSTS
-        if not (same_origin or discord) or "/webhooks/" not in parsed.path:
-            raise InvalidInput("webhook_url is not a Discord webhook URL")
+        allowed_webhook(self.settings, url, "webhook_url")
         return url
 
     # --- /hooks/minio -----------------------------------------------------------------------------------
@@ -541,8 +539,10 @@ def _json_object(body: bytes) -> Any:
 
 def _first_error(exc: Exception) -> str:
     if isinstance(exc, ValidationError):
-        err = exc.errors()[0]
-        return f"{'.'.join(str(p) for p in err['loc'][1:])}: {err['msg']}"
+        text = describe_validation_error(exc)
+        for prefix in ("event.upload.", "event.member_join.", "event."):  # the wrapper and the union tags
+            text = text.replace(f"'{prefix}", "'")
+        return text
     return "not JSON"
 
 
@@ -571,16 +571,20 @@ def _sentence(reason: str) -> str:
     return reason[:1].upper() + reason[1:]
 
 
+TRANSCRIPT_LIMIT = 20_000
+
+
 def _options(style: Any, transcript: Any) -> JobOptions:
-    try:
-        return JobOptions(
-            style=Style(style) if style else Style.auto,
-            transcript=str(transcript).strip() or None if transcript else None,
-        )
-    except (ValueError, ValidationError):
+    """Job options from a command's or a message's words; refusals are sentences for the member."""
+    text = str(transcript).strip() if transcript else ""
+    if len(text) > TRANSCRIPT_LIMIT:
         raise InvalidInput(
-            "style must be auto, photo or cartoon; the text at most 20000 characters"
-        ) from None
+            f"The text is {len(text)} characters long; the limit is {TRANSCRIPT_LIMIT}: send a shorter one.",
+            code="transcript_too_long",
+        )
+    if style and str(style) not in {s.value for s in Style}:
+        raise InvalidInput("The style must be auto, photo or cartoon.", code="style_invalid")
+    return JobOptions(style=Style(style) if style else Style.auto, transcript=text or None)
 
 
 def _speech_text(text: Any) -> str:

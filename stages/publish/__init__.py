@@ -20,6 +20,7 @@ import structlog
 
 from pipeline.config import Settings
 from pipeline.contracts import ArtifactRef, Destination, FolderDestination, JobSpec, Manifest
+from pipeline.destinations import check_destinations
 from pipeline.errors import ObjectNotFound, PermanentError
 from pipeline.faults import fault
 from pipeline.keys import job_record_key, output_key, published_key
@@ -37,6 +38,7 @@ log = structlog.get_logger("mouthpiece.publish")
 def run(ctx: StageContext, manifest: Manifest) -> list[Manifest]:
     """Publish one task's video to the outputs bucket and the job's destinations."""
     spec = ctx.job_spec
+    check_destinations(ctx.settings, spec.destinations)  # validate did; a refusal here publishes nothing
     filename = output_name(ctx.store, ctx.settings, manifest, spec)
     video = _final_video(ctx, manifest)
     published = [_to_outputs(ctx, video, filename, manifest)]

@@ -6,6 +6,8 @@ limit and its length (scaled down for long clips); if it still cannot fit, the m
 the object (a presigned URL on S3) instead. An interaction token lives 15 minutes: after that the job's
 ``fallback_webhook`` is used, if it has one. Idempotence per job and destination is the caller's marker
 (``stages.publish``); failures of the job are told with ``notify_discord_failure`` in one short sentence.
+Every webhook is checked against the deployment's allow-list (``pipeline.destinations``) right before it
+is used, and posted to by its checked parts only.
 """
 
 from __future__ import annotations
@@ -17,8 +19,10 @@ import structlog
 
 from pipeline.config import Settings
 from pipeline.contracts import DiscordInteractionDestination, DiscordWebhookDestination, Manifest
+from pipeline.destinations import allowed_webhook
 from pipeline.discord.api import Attachment, DiscordApi, TooLarge, WebhookGone, execute_webhook
 from pipeline.discord.progress import token_alive
+from pipeline.discord.urls import WebhookUrl
 from pipeline.errors import ConfigError, MouthpieceError, StorageError
 from pipeline.keys import output_key
 from pipeline.logs import REDACTOR
@@ -53,11 +57,11 @@ def publish_to_discord(
     if isinstance(destination, DiscordInteractionDestination):
         return _to_interaction(ctx, destination, video, filename, manifest)
     if isinstance(destination, DiscordWebhookDestination):
-        url = destination.url.get_secret_value()
-        REDACTOR.add(url)
+        REDACTOR.add(destination.url.get_secret_value())
+        hook = allowed_webhook(ctx.settings, destination.url, "the job's Discord webhook")
         limit = ctx.settings.discord_attachment_limit
         message = prepare(ctx, video, filename, limit, manifest.media.audio_seconds, destination.content)
-        posted = _post_webhook(ctx, url, message)
+        posted = _post_webhook(ctx, hook, message)
         return f"discord:webhook:message:{posted}" if posted else "discord:webhook"
     raise ConfigError(f"not a Discord destination: {destination.kind}")
 
@@ -107,10 +111,10 @@ def _fallback(
         if why == "gone":
             raise WebhookGone("the Discord reply can no longer be edited (the message or token is gone)")
         return f"{where} (token expired; not posted)"
-    url = dest.fallback_webhook.get_secret_value()
-    REDACTOR.add(url)
+    REDACTOR.add(dest.fallback_webhook.get_secret_value())
+    hook = allowed_webhook(ctx.settings, dest.fallback_webhook, "the job's fallback webhook")
     limit = ctx.settings.discord_attachment_limit
-    _post_webhook(ctx, url, prepare(ctx, video, filename, limit, manifest.media.audio_seconds))
+    _post_webhook(ctx, hook, prepare(ctx, video, filename, limit, manifest.media.audio_seconds))
     ctx.log.info("discord_fallback_used", why=why)
     return "discord:webhook (fallback)"
 
@@ -118,13 +122,13 @@ def _fallback(
 # --- channel webhooks -----------------------------------------------------------------------------------
 
 
-def _post_webhook(ctx: StageContext, url: str, message: Message) -> str | None:
+def _post_webhook(ctx: StageContext, hook: WebhookUrl, message: Message) -> str | None:
     """Post ``message``; the id of the Discord message made (recorded in the publication marker)."""
     try:
-        return execute_webhook(url, message.content, message.file)
+        return execute_webhook(hook, message.content, message.file)
     except TooLarge:
         filename = message.file.filename if message.file else "video.mp4"
-        return execute_webhook(url, link_text(ctx, filename))
+        return execute_webhook(hook, link_text(ctx, filename))
 
 
 # --- fitting the video ------------------------------------------------------------------------------------
@@ -199,13 +203,13 @@ def notify_discord_failure(
     code: str | None,
     reason: str | None,
 ) -> None:
-    """Tell the destination that its job failed, in the catalogue's words (best effort: never raises)."""
+    """Tell the destination that its job failed, in the catalogue's words (best effort: never raises).
+    A destination this deployment may not post to (``pipeline.destinations``) is told nothing."""
     text = discord_text(code, reason, job_id)
     try:
         if isinstance(destination, DiscordWebhookDestination):
-            url = destination.url.get_secret_value()
-            REDACTOR.add(url)
-            execute_webhook(url, text)
+            REDACTOR.add(destination.url.get_secret_value())
+            execute_webhook(allowed_webhook(settings, destination.url), text)
         elif isinstance(destination, DiscordInteractionDestination):
             _notify_interaction(settings, destination, text)
     except MouthpieceError as exc:
@@ -223,6 +227,5 @@ def _notify_interaction(settings: Settings, dest: DiscordInteractionDestination,
         except WebhookGone:
             pass
     if dest.fallback_webhook is not None:
-        url = dest.fallback_webhook.get_secret_value()
-        REDACTOR.add(url)
-        execute_webhook(url, text)
+        REDACTOR.add(dest.fallback_webhook.get_secret_value())
+        execute_webhook(allowed_webhook(settings, dest.fallback_webhook), text)

@@ -1,4 +1,8 @@
-"""Publishing into a folder on the publishing worker (the embedded default's output folder)."""
+"""Publishing into a folder on the publishing worker (the embedded default's output folder).
+
+Which folders a job may name is ``pipeline.destinations.output_folder``'s decision (the output folder,
+or inside ``output_dirs``); validate has checked it before any work, and it is checked again here.
+"""
 
 from __future__ import annotations
 
@@ -9,26 +13,14 @@ from typing import Any, Protocol
 
 from pipeline.config import Settings
 from pipeline.contracts import FolderDestination
-from pipeline.errors import PermanentError
+from pipeline.destinations import output_folder
+from pipeline.errors import InvalidInput
 from pipeline.stage import sha256_file
 
 
 def folder_of(settings: Settings, destination: FolderDestination) -> Path:
-    """The directory a folder destination names: none → the output folder; relative → under the data dir.
-
-    Specs come from uploads: a folder outside the output folder and the operator's
-    ``output_dirs`` is refused, so an upload cannot make the worker write anywhere it may write.
-    """
-    if destination.path is None:
-        return settings.outbox
-    given = Path(destination.path)
-    path = (given if given.is_absolute() else settings.data_dir / given).resolve()
-    allowed = [settings.outbox.resolve(), *(Path(p).expanduser().resolve() for p in settings.output_dirs)]
-    if not any(path == root or root in path.parents for root in allowed):
-        raise PermanentError(
-            f"the job asks to publish into {destination.path}, which is not an allowed output folder"
-        )
-    return path
+    """The directory a folder destination names; ``InvalidInput`` for a folder that is not allowed."""
+    return output_folder(settings, destination)
 
 
 class IntentStore(Protocol):
@@ -89,9 +81,13 @@ def _same_file(path: Path, intent: dict[str, Any]) -> bool:
 def write_failure_note(
     settings: Settings, destination: FolderDestination, name: str, job_id: str, reason: str
 ) -> Path:
-    """``<name>.failed.txt`` in the folder, saying why the job failed."""
-    folder = folder_of(settings, destination)
+    """``<name>.failed.txt`` in the folder, saying why the job failed. A folder the job may not name
+    (the likely reason it failed) gets nothing: the note goes to the output folder instead."""
+    try:
+        folder = folder_of(settings, destination)
+    except InvalidInput:
+        folder = settings.outbox
     folder.mkdir(parents=True, exist_ok=True)
-    note = folder / f"{name}.failed.txt"
+    note = folder / f"{name[:100]}.failed.txt"
     note.write_text(f"mouthpiece could not make this video (job {job_id}).\n\nReason: {reason}\n")
     return note

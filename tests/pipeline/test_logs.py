@@ -45,3 +45,25 @@ def test_configured_secrets_never_reach_a_log_line(tmp_path: Path) -> None:
     structlog.get_logger("test").warning("post_failed", url=hook, detail=f"POST {hook} -> 500")
     text = out.getvalue()
     assert "very-secret-webhook-token" not in text and "***" in text
+
+
+def test_library_warnings_and_log_records_are_json_lines(tmp_path: Path) -> None:
+    """watchdog's RuntimeWarning (a watched folder moved away) and standard-library log records come out
+    as JSON lines like every other, not as raw text lines in the JSON log."""
+    import logging
+    import warnings
+
+    out = io.StringIO()
+    configure_logging(make_settings(tmp_path, log_format="json"), stream=out)
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        warnings.warn(
+            "Callback with id 'x' does not exist for watch /in/.done and therefore cannot be removed",
+            RuntimeWarning,
+            stacklevel=1,
+        )
+    logging.getLogger("watchdog.observers.inotify_buffer").warning("inotify queue %s", "overflowed")
+    lines = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert [line["event"] for line in lines] == ["python_warning", "inotify queue overflowed"]
+    assert lines[0]["category"] == "RuntimeWarning" and "cannot be removed" in lines[0]["message"]
+    assert lines[1]["logger"] == "watchdog.observers.inotify_buffer" and lines[1]["level"] == "warning"

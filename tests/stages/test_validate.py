@@ -100,7 +100,7 @@ def test_same_media_are_converted_once(env: tuple[Settings, ObjectStore], assets
             {"max_input_bytes": 100_000},
             {"v.flac": "jfk.flac"},
             "audio: v.flac\n",
-            "v.flac is 1 MB; the limit is 0 MB",
+            "v.flac is 1.1 MB; the limit is 0.1 MB",
         ),
         ({}, {"v.png": "astronaut.png"}, "audio: v.png\n", "v.png has no sound in it"),
         (
@@ -128,7 +128,7 @@ def test_bad_inputs_are_refused_with_a_reason_naming_the_file(
 
 
 def test_text_renamed_to_png_is_refused(env: tuple[Settings, ObjectStore], assets: Path) -> None:
-    """A text file named .png is not an image, and the reason says which file."""
+    """A text file named .png is not an image, and the reason says which file and what it is."""
     settings, store = env
     up = spec_with(
         store,
@@ -137,7 +137,7 @@ def test_text_renamed_to_png_is_refused(env: tuple[Settings, ObjectStore], asset
         {"v.flac": assets / "jfk.flac", "me.png": b"hello, not a picture\n" * 9},
         "audio: v.flac\navatars: [me.png]\n",
     )
-    with pytest.raises(InvalidInput, match=r"me\.png could not be decoded as an image or video"):
+    with pytest.raises(InvalidInput, match=r"^me\.png is a text file, not an image or video: send a \.png"):
         validate(settings, store, up)
 
 
@@ -192,3 +192,231 @@ def test_video_avatars_become_constant_25_fps(
     )
     [m] = validate(settings, store, up)
     assert not m.media.still and m.media.frames == normalized_frames and m.media.fps == 25.0
+
+
+# --- hostile and everyday inputs (issue 9): rotation, non-raster files, absurd sizes, wording ----------
+
+TOOL_WORDS = ("@ 0x", "error code", "Invalid data", "ValidationError", "pydantic", "Traceback", "errno")
+
+
+def plain(reason: str) -> bool:
+    """A refusal a person reads: no ffmpeg stderr, validation-library wording or server path in it."""
+    return not any(w.lower() in reason.lower() for w in TOOL_WORDS) and "/tmp/" not in reason
+
+
+def _portrait_marked(width: int, height: int) -> np.ndarray:
+    """A portrait picture as it should be seen: white, with a red band across the top."""
+    picture = np.full((height, width, 3), 255, np.uint8)
+    picture[: height // 8] = (220, 20, 20)
+    return picture
+
+
+def _first_avatar_frame(settings: Settings, store: ObjectStore, m: object) -> np.ndarray:
+    clip = settings.data_dir / "first.mp4"
+    store.download(settings.bucket_work, m.artifacts["avatar"].key, clip)  # type: ignore[attr-defined]
+    return next(iter(decode_frames(clip)))
+
+
+def _upright(frame: np.ndarray) -> bool:
+    """Red band on top, white at the bottom: the picture is the right way up."""
+    h, w, _ = frame.shape
+    top, bottom = frame[h // 32, w // 2].astype(int), frame[h - h // 16, w // 2].astype(int)
+    return top[0] > 180 and top[1] < 80 and bottom.min() > 200
+
+
+def test_phone_photo_with_exif_orientation_stays_a_portrait(
+    env: tuple[Settings, ObjectStore], assets: Path, tmp_path: Path
+) -> None:
+    """A JPEG stored landscape (600×512) with EXIF orientation 6 is a 512×600 portrait: the normalized
+    avatar is 512×600 and upright (red band on top), not a squashed 600×512."""
+    from PIL import Image
+
+    settings, store = env
+    stored = Image.fromarray(_portrait_marked(512, 600)).transpose(Image.Transpose.ROTATE_90)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    jpeg = tmp_path / "phone.jpg"
+    stored.save(jpeg, exif=exif.tobytes(), quality=95)
+    assert Image.open(jpeg).size == (600, 512)
+    assert (probe(jpeg).width, probe(jpeg).height, probe(jpeg).rotation) == (512, 600, 270)
+    up = spec_with(
+        store, settings, "jobs/exif", {"v.flac": assets / "jfk.flac", "phone.jpg": jpeg},
+        "audio: v.flac\navatars: [phone.jpg]\n",
+    )  # fmt: skip
+    [m] = validate(settings, store, up)
+    assert (m.media.width, m.media.height) == (512, 600)
+    frame = _first_avatar_frame(settings, store, m)
+    assert frame.shape[:2] == (600, 512) and _upright(frame)
+
+
+def test_portrait_phone_video_with_display_rotation_stays_a_portrait(
+    env: tuple[Settings, ObjectStore], assets: Path, tmp_path: Path
+) -> None:
+    """A phone video stored 480×410 with a display rotation of 90° is a 410×480 portrait: probe says so,
+    and the normalized clip is 410×480 and upright (never copied with the rotation left in it)."""
+    import subprocess
+
+    from pipeline.media import FrameWriter, ffmpeg_binary
+
+    settings, store = env
+    stored = np.ascontiguousarray(np.rot90(_portrait_marked(410, 480), k=-1))  # 480 wide, 410 high
+    plain_clip, phone = tmp_path / "sensor.mp4", tmp_path / "phone.mp4"
+    with FrameWriter(settings, plain_clip, 480, 410, 25.0, intermediate=False) as writer:
+        for _ in range(25):
+            writer.write(stored)
+    subprocess.run(
+        [ffmpeg_binary(settings), "-v", "error", "-display_rotation", "90", "-i", str(plain_clip),
+         "-c", "copy", str(phone)],
+        check=True,
+    )  # fmt: skip
+    info = probe(phone)
+    assert (info.width, info.height, info.rotation) == (410, 480, 90)
+    up = spec_with(
+        store, settings, "jobs/phone", {"v.flac": assets / "jfk.flac", "phone.mp4": phone},
+        "audio: v.flac\navatars: [phone.mp4]\n",
+    )  # fmt: skip
+    [m] = validate(settings, store, up)
+    assert (m.media.width, m.media.height) == (410, 480) and not m.media.still
+    frame = _first_avatar_frame(settings, store, m)
+    assert frame.shape[:2] == (480, 410) and _upright(frame)
+
+
+def test_svg_named_png_is_refused_in_a_sentence(env: tuple[Settings, ObjectStore], assets: Path) -> None:
+    """An SVG drawing named .png is refused as what it is, not an AttributeError and not retried."""
+    settings, store = env
+    svg = b'<svg xmlns="http://www.w3.org/2000/svg" width="64" height="64"><circle r="20"/></svg>\n'
+    up = spec_with(
+        store, settings, "jobs/svg", {"v.flac": assets / "jfk.flac", "logo.png": svg},
+        "audio: v.flac\navatars: [logo.png]\n",
+    )  # fmt: skip
+    with pytest.raises(InvalidInput) as caught:
+        validate(settings, store, up)
+    assert caught.value.reason.startswith("logo.png is an SVG drawing, not an image or video: send a .png")
+    assert plain(caught.value.reason)
+
+
+def _png_header_only(width: int, height: int) -> bytes:
+    """A PNG whose header declares ``width``×``height`` (its pixel data is a token: it must never be read)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    idat = zlib.compress(b"\0" * 1000)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+
+
+@pytest.mark.parametrize(
+    ("side", "message"),
+    [
+        (
+            40_000,
+            "huge.png is too large: its picture has 1600 million pixels; the limit is 4096 pixels a side",
+        ),
+        (9_000, "huge.png is 9000×9000 pixels; the limit is 4096 pixels a side"),
+    ],
+)
+def test_enormous_picture_is_too_large_not_undecodable(
+    env: tuple[Settings, ObjectStore], assets: Path, side: int, message: str
+) -> None:
+    """A 40000×40000 (or 9000×9000) PNG is refused for its size, from its header, without decoding."""
+    settings, store = env
+    up = spec_with(
+        store, settings, f"jobs/huge{side}", {"v.flac": assets / "jfk.flac", "huge.png": _png_header_only(side, side)},
+        "audio: v.flac\navatars: [huge.png]\n",
+    )  # fmt: skip
+    with pytest.raises(InvalidInput) as caught:
+        validate(settings, store, up)
+    assert caught.value.reason.startswith(message) and plain(caught.value.reason)
+
+
+def test_short_clip_is_too_short_and_broken_audio_has_no_tool_words(
+    env: tuple[Settings, ObjectStore], assets: Path, tmp_path: Path
+) -> None:
+    """A 0.1 s clip is refused as too short (not 'no audible audio'); a FLAC cut after 3 KB is refused
+    without ffmpeg's stderr in the reason."""
+    import subprocess
+
+    from pipeline.media import ffmpeg_binary
+
+    settings, store = env
+    short = tmp_path / "blip.wav"
+    subprocess.run(
+        [ffmpeg_binary(settings), "-v", "error", "-f", "lavfi", "-i", "sine=frequency=300:duration=0.1",
+         str(short)],
+        check=True,
+    )  # fmt: skip
+    up = spec_with(store, settings, "jobs/short", {"blip.wav": short}, "audio: blip.wav\n")
+    with pytest.raises(
+        InvalidInput, match=r"^blip\.wav is too short \(0\.10 s\): send a voice clip of at least"
+    ):
+        validate(settings, store, up)
+    cut = (assets / "jfk.flac").read_bytes()[:3000]
+    up = spec_with(store, settings, "jobs/cut", {"cut.flac": cut}, "audio: cut.flac\n")
+    with pytest.raises(InvalidInput) as caught:
+        validate(settings, store, up)
+    assert caught.value.reason.startswith("cut.flac ") and plain(caught.value.reason)
+
+
+@pytest.mark.parametrize("backend", ["local", pytest.param("s3", marks=pytest.mark.integration)])
+def test_refusals_name_the_file_as_the_user_named_it(
+    tmp_path: Path, assets: Path, backend: str, request: pytest.FixtureRequest
+) -> None:
+    """Submitted as 'Grüße Foto.png' (stored under a key-safe slug; the name travels as object metadata,
+    on the local store and on S3), a broken photo is refused by that name, not by its slug."""
+    from pipeline.submit import submit_files
+    from tests.conftest import s3_settings
+
+    if backend == "s3":
+        settings = s3_settings(tmp_path, request.getfixturevalue("s3_server"))
+    else:
+        settings = make_settings(tmp_path)
+    store = open_store(settings)
+    prepare_store(store, settings)
+    photo = tmp_path / "Grüße Foto.png"
+    photo.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 200)
+    submitted = submit_files(store, settings, audio=assets / "jfk.flac", avatars=[photo])
+    info = store.stat(settings.bucket_inputs, submitted.spec_key)
+    assert info is not None
+    up = info
+    with pytest.raises(InvalidInput) as caught:
+        validate(settings, store, up)
+    assert caught.value.reason.startswith("Grüße Foto.png ") and "Gr-e" not in caught.value.reason
+
+
+def test_spec_naming_a_place_it_may_not_publish_to_fails_before_any_work(
+    tmp_path: Path, assets: Path
+) -> None:
+    """A spec whose folder destination is not allowed fails in validate: no media converted, nothing in
+    outputs/<job>/; its failure note goes to the output folder, not to the folder it named."""
+    from pipeline.registry import get_stage
+
+    settings = make_settings(tmp_path)
+    store = open_store(settings)
+    prepare_store(store, settings)
+    elsewhere = tmp_path / "elsewhere"
+    up = spec_with(
+        store, settings, "jobs/away", {"v.flac": assets / "jfk.flac", "f.png": assets / "astronaut.png"},
+        f"name: away\naudio: v.flac\navatars: [f.png]\ndestinations: [{{kind: folder, path: {elsewhere}}}]\n",
+    )  # fmt: skip
+    job_id = job_id_for(up.bucket, up.key, up.etag)
+    with pytest.raises(InvalidInput, match="not an allowed output folder") as caught:
+        validate(settings, store, up)
+    assert not list(store.list(settings.bucket_work, "cache/"))
+    assert not list(store.list(settings.bucket_outputs, f"{job_id}/"))
+    get_stage("publish").tell_failure(settings, store, job_id, caught.value.code, caught.value.reason)
+    assert not elsewhere.exists()
+    note = (settings.outbox / "away.failed.txt").read_text()
+    assert "not an allowed output folder" in note
+
+
+def test_spec_paths_outside_the_folder_are_refused_in_words(env: tuple[Settings, ObjectStore]) -> None:
+    """A spec naming ../../etc/passwd is refused with a sentence about the spec, not about object keys."""
+    settings, store = env
+    up = spec_with(store, settings, "jobs/up", {}, "audio: ../../etc/passwd\n")
+    with pytest.raises(InvalidInput) as caught:
+        validate(settings, store, up)
+    assert caught.value.reason.startswith("job spec job.yaml names '../../etc/passwd', which is not a file")
+    assert "object key" not in caught.value.reason

@@ -18,6 +18,7 @@ from pipeline.discord.api import (
     execute_webhook,
 )
 from pipeline.discord.commands import ANNOUNCE_COMMAND, AVATAR_COMMAND, register
+from pipeline.discord.urls import parse_webhook_url
 from pipeline.errors import ConfigError, RetryableError
 from tests.conftest import make_settings
 from tests.pipeline.discord.conftest import APP_ID, FakeDiscord
@@ -139,7 +140,10 @@ def test_channel_webhook_posts_file_and_handles_429(
     url = f"{discord_origin}/api/webhooks/123/channel-token-{'c' * 30}"
     sleeps = Sleeps()
     execute_webhook(
-        url, "Welcome!", Attachment(_video(tmp_path, 3000), "w.mp4"), policy=RetryPolicy(sleep=sleeps)
+        parse_webhook_url(url),
+        "Welcome!",
+        Attachment(_video(tmp_path, 3000), "w.mp4"),
+        policy=RetryPolicy(sleep=sleeps),
     )
     assert [r.status for r in discord.requests] == [429, 200]
     sent = discord.requests[-1]
@@ -155,7 +159,7 @@ def test_gone_channel_webhook_raises(discord: FakeDiscord, discord_origin: str) 
     url = f"{discord_origin}/api/webhooks/9/{token}"
     for _ in range(2):
         with pytest.raises(WebhookGone):
-            execute_webhook(url, "hi")
+            execute_webhook(parse_webhook_url(url), "hi")
     assert len(discord.requests) == 1
 
 
@@ -170,10 +174,10 @@ def test_no_url_or_token_is_logged(
         with _api(discord_origin) as api:
             api.edit_original(APP_ID, TOKEN, "x")
         discord.rate_limit_once, discord._limited = True, False
-        execute_webhook(url, "x", policy=RetryPolicy(sleep=Sleeps()))
+        execute_webhook(parse_webhook_url(url), "x", policy=RetryPolicy(sleep=Sleeps()))
         discord.gone.add("hook-secret")
         with pytest.raises(WebhookGone) as caught:
-            execute_webhook(url + "x", "x")
+            execute_webhook(parse_webhook_url(url + "x"), "x")
     text = repr(logs) + caplog.text + str(caught.value)
     assert any(e["event"] == "discord_rate_limited" for e in logs)
     assert TOKEN not in text and "hook-secret" not in text

@@ -33,6 +33,7 @@ from pipeline.ingress.http import build_app
 from pipeline.keys import subject_for
 from pipeline.storage import open_store
 from pipeline.storage.base import ObjectInfo, ObjectStore
+from pipeline.submit import original_name
 from tests.conftest import make_settings
 from tests.pipeline.discord.conftest import (
     APP_ID,
@@ -368,3 +369,73 @@ def test_minio_hook_puts_the_record_on_the_bus(app_settings: Settings, cdn_origi
         True,
         None,
     ]
+
+
+# --- hostile and careless inputs (issue 9) --------------------------------------------------------------
+
+
+@pytest.mark.integration
+def test_avatar_text_over_the_limit_is_refused_in_a_sentence(
+    app_settings: Settings,
+    signing_key: SigningKey,
+    cdn: FakeCdn,
+    cdn_origin: str,
+    discord: FakeDiscord,
+    short_voice: Path,
+) -> None:
+    """/avatar with a 20001-character text edits the reply with the limit, in words; no job is made."""
+    cdn.files["/att/v.flac"] = (short_voice.read_bytes(), "audio/flac")
+    cdn.files["/avatars/80351110224678912/abc123hash.png"] = (b"\x89PNG\r\n\x1a\n" + b"\0" * 64, "image/png")
+    payload = command_payload(
+        "avatar", [{"name": "audio", "type": 11, "value": "1"}, {"name": "text", "type": 3, "value": "w" * 20_001}],
+        {"1": attachment("1", f"{cdn_origin}/att/v.flac", "v.flac")},
+    )  # fmt: skip
+
+    async def body(client: httpx.AsyncClient, *_: Any) -> int:
+        return (await _post(client, signing_key, payload)).status_code
+
+    assert _with_app(app_settings, cdn_origin, body) == 200
+    [edit] = discord.accepted("PATCH")
+    assert edit.content == "The text is 20001 characters long; the limit is 20000: send a shorter one."
+    assert _specs(open_store(app_settings), app_settings) == []
+
+
+@pytest.mark.integration
+def test_relay_upload_keeps_the_attachment_names_and_refuses_loopback_hooks(
+    app_settings: Settings,
+    cdn: FakeCdn,
+    cdn_origin: str,
+    discord_origin: str,
+    short_voice: Path,
+    assets: Path,
+) -> None:
+    """A relay upload records each attachment's own name ('Grüße Foto.png') for refusals, a webhook_url on
+    a loopback port that is not Discord's is refused (422) with the host named, and an over-long text is a
+    400 in words, not the validation library's."""
+    cdn.files["/att/v.flac"] = (short_voice.read_bytes(), "audio/flac")
+    cdn.files["/att/f.png"] = ((assets / "astronaut.png").read_bytes(), "image/png")
+    hook = f"{discord_origin}/api/webhooks/800/channel-{'c' * 30}"
+    event = {
+        "type": "upload", "id": snowflake(), "webhook_url": hook,
+        "attachments": [{"url": f"{cdn_origin}/att/v.flac", "filename": "Mein Gruß.flac"},
+                        {"url": f"{cdn_origin}/att/f.png", "filename": "Grüße Foto.png"}],
+    }  # fmt: skip
+    headers = {"Authorization": f"Bearer {RELAY_TOKEN}"}
+    loopback = {**event, "webhook_url": "http://127.0.0.1:9/api/webhooks/1/internal"}
+    wordy = {**event, "text": "t" * 2001}
+
+    async def body(client: httpx.AsyncClient, ingress: Any, store: ObjectStore, bus: NatsBus) -> list[Any]:
+        answers = [await client.post("/hooks/bot", json=e, headers=headers) for e in (event, loopback, wordy)]
+        return [(a.status_code, a.json()) for a in answers]
+
+    ok, refused, too_long = _with_app(app_settings, cdn_origin, body)
+    assert ok[0] == 202
+    assert refused == (422, {"error": "Webhook_url points at 127.0.0.1, which is not Discord: use a webhook "
+                                      "URL copied from a Discord channel's settings (https://discord.com/api/webhooks/...)"})  # fmt: skip
+    assert too_long[0] == 400 and "'text' is 2001 characters long; the limit is 2000" in too_long[1]["error"]
+    store = open_store(app_settings)
+    names = {
+        original_name(info, info.key) for info in store.list(app_settings.bucket_inputs, "jobs/")
+        if not info.key.endswith("job.json")
+    }  # fmt: skip
+    assert names == {"Mein Gruß.flac", "Grüße Foto.png"}

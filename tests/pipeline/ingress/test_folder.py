@@ -202,3 +202,149 @@ def test_the_same_drop_retried_is_the_same_job(ingress: FolderIngress, assets: P
     drop = ingress._drop_for("once.flac", ingress.inbox / "once.flac")
     assert drop is not None
     assert ingress._submit(drop).job_id == ingress._submit(drop).job_id
+
+
+# --- hostile and careless drops (issue 9): regular files only, nothing blocks, nothing wedges ---------
+
+
+def tick_within(ingress: FolderIngress, seconds: float = 20.0) -> list:
+    """Settle and tick in a thread; fail (instead of hanging) if a tick blocks."""
+    import threading
+
+    results: list = []
+    worker = threading.Thread(target=lambda: results.extend(settle(ingress)), daemon=True)
+    worker.start()
+    worker.join(seconds)
+    assert not worker.is_alive(), "the watcher's tick blocked"
+    return results
+
+
+def failed_notes(ingress: FolderIngress) -> dict[str, str]:
+    """Entry name → WHY.txt of everything moved to .failed/."""
+    notes = {}
+    for folder in (ingress.inbox / ".failed").iterdir():
+        members = [p.name for p in folder.iterdir() if p.name != "WHY.txt"]
+        for member in members:
+            notes[member] = (folder / "WHY.txt").read_text()
+    return notes
+
+
+def test_links_are_refused_and_never_followed(ingress: FolderIngress, assets: Path, tmp_path: Path) -> None:
+    """Links to /etc/passwd, /dev/zero, a voice outside the inbox and a folder outside it are moved to
+    .failed/ as links, with a note; nothing of theirs reaches the inputs bucket; a good drop sorted after
+    them is still taken."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    shutil.copy(assets / "jfk.flac", outside / "voice.flac")
+    shutil.copy(assets / "astronaut.png", outside / "face.png")
+    links = {"passwd.flac": "/etc/passwd", "zero.flac": "/dev/zero", "voice.flac": outside / "voice.flac"}
+    for name, target in links.items():
+        (ingress.inbox / name).symlink_to(target)
+    (ingress.inbox / "elsewhere").symlink_to(outside, target_is_directory=True)
+    shutil.copy(assets / "jfk.flac", ingress.inbox / "zz-good.flac")
+    for name in [*links, "elsewhere", "zz-good.flac"]:
+        ingress._touch(ingress.inbox / name)
+    [submitted] = tick_within(ingress)
+    assert spec_of(ingress, submitted.spec_key).audio == "zz-good.flac"
+    notes = failed_notes(ingress)
+    assert set(notes) == {*links, "elsewhere"}
+    assert all("is a link, and links are not taken" in why for why in notes.values())
+    for folder in (ingress.inbox / ".failed").iterdir():
+        assert all(p.is_symlink() for p in folder.iterdir() if p.name != "WHY.txt")
+    stored = [i.key for i in ingress.store.list(ingress.settings.bucket_inputs)]
+    assert all("zz-good" in key for key in stored)
+    assert (outside / "voice.flac").exists() and (ingress.settings.outbox / "passwd.failed.txt").exists()
+
+
+def test_a_named_pipe_does_not_block_the_watcher(ingress: FolderIngress, assets: Path) -> None:
+    """A FIFO named x.flac (and one inside a dropped folder, and one a spec names) is refused without
+    being opened; the tick returns and the good drop after it is taken."""
+    import os
+
+    os.mkfifo(ingress.inbox / "x.flac")
+    (ingress.inbox / "batch").mkdir()
+    os.mkfifo(ingress.inbox / "batch" / "speech.flac")
+    os.mkfifo(ingress.inbox / "t-piped.png")
+    (ingress.inbox / "spec.yaml").write_text("audio: y.flac\navatars: [t-piped.png]\n")
+    shutil.copy(assets / "jfk.flac", ingress.inbox / "y.flac")
+    shutil.copy(assets / "jfk.flac", ingress.inbox / "z.flac")
+    for name in ("x.flac", "batch", "t-piped.png", "spec.yaml", "y.flac", "z.flac"):
+        ingress._touch(ingress.inbox / name)
+    [submitted] = tick_within(ingress)
+    assert spec_of(ingress, submitted.spec_key).audio == "z.flac"
+    notes = failed_notes(ingress)
+    assert "x.flac is a named pipe, not a file" in notes["x.flac"]
+    assert "batch/speech.flac is a named pipe, not a file" in notes["batch"]
+    assert "spec.yaml names t-piped.png, which is a named pipe, not a file" in notes["spec.yaml"]
+    assert notes["y.flac"] == notes["t-piped.png"] == notes["spec.yaml"]  # the spec took its files along
+
+
+def test_long_names_neither_crash_nor_wedge(ingress: FolderIngress, assets: Path) -> None:
+    """A voice clip with a 240-character name becomes a job (its name shortened to 120 characters) and is
+    archived; a 240-character unsupported file goes to .failed/ with a note; the entry after both is taken."""
+    long_voice, long_junk = "v" * 236 + ".flac", "j" * 235 + ".docx"
+    shutil.copy(assets / "jfk.flac", ingress.inbox / long_voice)
+    (ingress.inbox / long_junk).write_bytes(b"PK\x03\x04 not a voice")
+    shutil.copy(assets / "jfk.flac", ingress.inbox / "zz.flac")
+    for name in (long_voice, long_junk, "zz.flac"):
+        ingress._touch(ingress.inbox / name)
+    submitted = tick_within(ingress)
+    specs = sorted((spec_of(ingress, s.spec_key) for s in submitted), key=lambda s: len(s.name or ""))
+    assert [s.name for s in specs] == ["zz", "v" * 120]
+    assert "is not a supported file" in failed_notes(ingress)[long_junk]
+    assert not any((ingress.inbox / n).exists() for n in (long_voice, long_junk, "zz.flac"))
+    assert len(list((ingress.inbox / ".done").iterdir())) == 2
+
+
+def test_a_lone_avatar_gets_a_note_after_the_grace_period(tmp_path: Path, assets: Path) -> None:
+    """A photo whose voice clip never comes waits avatar_wait_seconds, then goes to .failed/ with a note
+    saying what to drop with it."""
+    settings = make_settings(tmp_path, settle_seconds=0.2, avatar_wait_seconds=0.5)
+    settings.inbox.mkdir(parents=True)
+    ingress = FolderIngress(settings, open_store(settings))
+    shutil.copy(assets / "astronaut.png", settings.inbox / "face.png")
+    ingress._touch(settings.inbox / "face.png")
+    assert settle(ingress) == [] and (settings.inbox / "face.png").exists()
+    time.sleep(0.6)
+    assert settle(ingress) == []
+    why = failed_notes(ingress)["face.png"]
+    assert why.startswith("face.png waited") and "drop it again together with face.mp3" in why
+    assert (settings.outbox / "face.failed.txt").exists()
+
+
+def test_oversize_files_and_refused_specs_say_why(tmp_path: Path, assets: Path) -> None:
+    """A file over max_input_bytes is refused by its size (never read whole); a spec naming a loopback
+    webhook is refused at the door, with the voice it named."""
+    settings = make_settings(tmp_path, settle_seconds=0.2, max_input_bytes=200_000)
+    settings.inbox.mkdir(parents=True)
+    ingress = FolderIngress(settings, open_store(settings))
+    shutil.copy(assets / "jfk.flac", settings.inbox / "big.flac")
+    shutil.copy(assets / "astronaut.png", settings.inbox / "small.png")
+    (settings.inbox / "hook.yaml").write_text(
+        "audio: small.png\ndestinations: [{kind: discord_webhook, url: 'http://127.0.0.1:9/api/webhooks/1/x'}]\n"
+    )
+    for name in ("big.flac", "hook.yaml", "small.png"):
+        ingress._touch(settings.inbox / name)
+    assert settle(ingress) == []
+    notes = failed_notes(ingress)
+    assert notes["big.flac"].startswith("big.flac is 1.1 MB; the limit is 0.2 MB")
+    assert (
+        "the Discord webhook in job spec hook.yaml points at 127.0.0.1, which is not Discord"
+        in notes["hook.yaml"]
+    )
+    assert notes["small.png"] == notes["hook.yaml"]
+    assert not list(ingress.store.list(settings.bucket_inputs))
+
+
+def test_watcher_survives_a_pipe_and_a_link_then_takes_a_good_drop(tmp_path: Path, assets: Path) -> None:
+    """With the real watcher running, a FIFO and a link to /dev/zero dropped first do not wedge it."""
+    import os
+
+    def drop(inbox: Path) -> None:
+        os.mkfifo(inbox / "a.flac")
+        (inbox / "b.flac").symlink_to("/dev/zero")
+        time.sleep(0.5)
+        shutil.copy(assets / "jfk.flac", inbox / "c.flac")
+
+    seen = submissions_while_watching(tmp_path, drop)
+    assert len(seen) == 1

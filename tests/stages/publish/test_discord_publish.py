@@ -253,7 +253,7 @@ def test_failure_reaches_the_user_as_a_short_message(
 ) -> None:
     """A job failure edits the reply with one short sentence and clears attachments."""
     settings = _settings(tmp_path, discord_origin)
-    notify_discord_failure(settings, _interaction(), JOB, "no_sound", "notes.txt has no sound in it")
+    notify_discord_failure(settings, _interaction(), JOB, "audio_missing", "notes.txt has no sound in it")
     [edit] = discord.accepted("PATCH")
     assert edit.content == (
         "Sorry, I could not make that video. notes.txt has no sound in it. "
@@ -278,7 +278,7 @@ def test_failure_notice_to_a_gone_webhook_does_not_raise(
     ("code", "reason", "message"),
     [
         (
-            "no_sound",
+            "audio_missing",
             "clip.wav has no sound in it",
             "Sorry, I could not make that video. clip.wav has no sound",
         ),
@@ -298,7 +298,7 @@ def test_failure_notice_to_a_gone_webhook_does_not_raise(
             "Sorry, I could not make that video. Something",
         ),
         (
-            "too_long",
+            "audio_too_long",
             "voice.mp3 is 900 s long; the limit is 600 s",
             "Sorry, I could not make that video. voice.mp3 is",
         ),

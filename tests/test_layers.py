@@ -1,0 +1,93 @@
+"""The module layers of docs/architecture.md, enforced: imports go down the layers, the runtime reaches
+stages only through the registry, and stages do not import each other."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+LAYERS: dict[str, int] = {
+    # 0: no project imports
+    "errors": 0, "config": 0, "messages": 0, "discord.urls": 0, "storage.base": 0, "__init__": 0,
+    "discord.__init__": 0, "ingress.__init__": 0,
+    # 1: contracts
+    "contracts": 1,
+    # 2: pure helpers on contracts
+    "owner": 2, "keys": 2, "specfile": 2, "faults": 2, "logs": 2, "media": 2, "natsserver": 2,
+    # 3: the bus, the stores, events
+    "bus": 3, "memory": 3, "events": 3, "storage.local": 3, "storage.s3": 3, "storage.emitting": 3,
+    "storage.__init__": 3, "destinations": 3,
+    # 4: what stages are given, status, submitting, Discord's API
+    "stage": 4, "status": 4, "submit": 4, "models": 4, "notifications": 4,
+    "discord.api": 4, "discord.signature": 4, "discord.interactions": 4,
+    # 5: the registry and services built on the above
+    "registry": 5, "reconcile": 5, "discord.commands": 5, "discord.fetch": 5, "discord.progress": 5,
+    "runner.decide": 5,
+    # 6: the runner, controls, the test environment
+    "runner.records": 6, "runner.worker": 6, "runner.__init__": 6, "runner": 6, "control": 6, "testing": 6,
+    # 7-8: processes and entry points
+    "stack": 7, "ingress.folder": 7, "ingress.http": 8, "cli": 9,
+}  # fmt: skip
+STAGE_PACKAGES = {"validate", "detect", "render", "enhance", "publish"}
+
+
+def imports(path: Path) -> set[str]:
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            found.add(node.module)
+        elif isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+    return {name for name in found if name.split(".")[0] in ("pipeline", "stages")}
+
+
+def module_of(path: Path) -> str:
+    return ".".join(path.relative_to(ROOT).with_suffix("").parts)
+
+
+def test_every_pipeline_module_has_a_layer_and_imports_only_below_or_beside_it() -> None:
+    """A pipeline module importing one of a higher layer fails here (so does a module with no layer:
+    give it one in LAYERS and in docs/architecture.md)."""
+    problems = []
+    for path in sorted(ROOT.joinpath("pipeline").rglob("*.py")):
+        name = module_of(path).removeprefix("pipeline.")
+        if name not in LAYERS:
+            problems.append(f"{name} has no layer")
+            continue
+        for target in imports(path):
+            if target.startswith("stages"):
+                continue  # checked below
+            other = target.removeprefix("pipeline.") if target != "pipeline" else "__init__"
+            other = other if other in LAYERS else f"{other}.__init__"
+            if LAYERS.get(other, 99) > LAYERS[name]:
+                problems.append(f"{name} (layer {LAYERS[name]}) imports {other} (layer {LAYERS.get(other)})")
+    assert problems == []
+
+
+def test_the_runtime_reaches_stages_only_through_the_registry() -> None:
+    """Nothing in pipeline/ imports a stage module except pipeline.registry."""
+    offenders = [
+        f"{module_of(p)} imports {t}"
+        for p in ROOT.joinpath("pipeline").rglob("*.py")
+        for t in imports(p)
+        if t.startswith("stages") and module_of(p) != "pipeline.registry"
+    ]
+    assert offenders == []
+
+
+def test_stages_do_not_import_each_other() -> None:
+    """A stage package (validate, detect, render, enhance, publish) imports no other stage package;
+    shared support modules (speech, subtitles, tts, ...) import none at all."""
+    offenders = []
+    for path in ROOT.joinpath("stages").rglob("*.py"):
+        parts = path.relative_to(ROOT / "stages").with_suffix("").parts
+        own = parts[0]
+        for target in imports(path):
+            segments = target.split(".")
+            if segments[0] != "stages" or len(segments) < 2:
+                continue
+            if segments[1] in STAGE_PACKAGES and segments[1] != own:
+                offenders.append(f"{module_of(path)} imports {target}")
+    assert offenders == []
