@@ -22,7 +22,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, RetentionPolicy, StorageType,
 from nats.js.errors import NotFoundError
 
 from pipeline.config import Settings
-from pipeline.errors import RetryableError
+from pipeline.errors import ConfigError, RetryableError
 
 
 class Delivery(Protocol):
@@ -125,8 +125,15 @@ class NatsBus:
     async def connect(cls, url: str, settings: Settings) -> NatsBus:
         try:
             nc = await nats.connect(
-                url, name="mouthpiece", connect_timeout=5, max_reconnect_attempts=-1, reconnect_time_wait=1
+                url,
+                name="mouthpiece",
+                connect_timeout=5,
+                max_reconnect_attempts=-1,
+                reconnect_time_wait=1,
+                **settings.nats_auth(),
             )
+        except nats.errors.AuthorizationError as exc:
+            raise ConfigError(f"NATS at {url} refused our credentials (MOUTHPIECE_NATS_USER/PASSWORD/TOKEN)") from exc
         except (OSError, nats.errors.NoServersError, TimeoutError) as exc:
             raise RetryableError(f"cannot reach NATS at {url}: {exc}") from exc
         bus = cls(nc, nc.jetstream(timeout=10), settings)
