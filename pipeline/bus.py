@@ -132,10 +132,12 @@ class NatsBus:
                 reconnect_time_wait=1,
                 **settings.nats_auth(),
             )
-        except nats.errors.AuthorizationError as exc:
-            raise ConfigError(f"NATS at {url} refused our credentials (MOUTHPIECE_NATS_USER/PASSWORD/TOKEN)") from exc
         except (OSError, nats.errors.NoServersError, TimeoutError) as exc:
             raise RetryableError(f"cannot reach NATS at {url}: {exc}") from exc
+        except nats.errors.Error as exc:  # e.g. 'Authorization Violation'
+            raise ConfigError(
+                f"NATS at {url} refused the connection: {exc} (MOUTHPIECE_NATS_USER, _PASSWORD, _TOKEN)"
+            ) from exc
         bus = cls(nc, nc.jetstream(timeout=10), settings)
         await bus.ensure_stream()
         return bus
