@@ -1,9 +1,11 @@
-"""The event bus: NATS JetStream behind a small protocol.
+"""The event bus and the claim store: NATS JetStream behind two small protocols.
 
 One stream (``settings.stream``, work-queue retention, file storage) holds the subjects
-``<prefix>.stage.<stage>``. Each stage has one durable pull consumer, shared by all its workers, so a
-stage scales by starting more workers. Progress notes travel on plain NATS subjects
-``<prefix>.progress.<job>`` and are not stored.
+``<prefix>.stage.<stage>[.<pool>]``. Each stage (and pool: render's ``neural`` pool goes to GPU
+workers) has one durable pull consumer, shared by all its workers, so it scales by starting more
+workers. Progress notes travel on plain NATS subjects ``<prefix>.progress.<job>`` and are not stored.
+Claims (which worker runs which task now) live in the key-value bucket ``<stream>_claims``.
+``pipeline.memory`` implements both protocols in memory, for the runner's contract tests.
 """
 
 from __future__ import annotations
@@ -15,14 +17,25 @@ from dataclasses import dataclass
 from typing import Protocol
 
 import nats
+import structlog
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
-from nats.js.api import AckPolicy, ConsumerConfig, RetentionPolicy, StorageType, StreamConfig
-from nats.js.errors import NotFoundError
+from nats.js.api import AckPolicy, ConsumerConfig, KeyValueConfig, RetentionPolicy, StorageType, StreamConfig
+from nats.js.errors import (
+    BucketNotFoundError,
+    KeyDeletedError,
+    KeyNotFoundError,
+    KeyWrongLastSequenceError,
+    NoKeysError,
+    NotFoundError,
+)
+from nats.js.kv import KeyValue
 
 from pipeline.config import Settings
-from pipeline.errors import ConfigError, RetryableError
+from pipeline.errors import BusError, ConfigError
+
+log = structlog.get_logger("mouthpiece.bus")
 
 
 class Delivery(Protocol):
@@ -38,7 +51,9 @@ class Delivery(Protocol):
         ...
 
     @property
-    def id(self) -> str: ...
+    def id(self) -> str:
+        """The message's identity on the bus (its stream sequence): the same on every redelivery."""
+        ...
 
     async def ack(self) -> None: ...
     async def nak(self, delay: float) -> None: ...
@@ -54,18 +69,55 @@ class Consumer(Protocol):
 
 class Bus(Protocol):
     async def publish(self, subject: str, payload: bytes, *, msg_id: str | None = None) -> bool:
-        """Store a message; False if JetStream dropped it as a duplicate of ``msg_id``."""
+        """Store a message; False if the bus dropped it as a duplicate of ``msg_id``."""
         ...
 
-    async def consume(self, stage: str, subject: str) -> Consumer: ...
+    async def consume(self, durable: str, subject: str) -> Consumer:
+        """The shared durable consumer ``durable`` of ``subject`` (created if missing)."""
+        ...
 
     async def notify(self, subject: str, payload: bytes) -> None:
         """Fire-and-forget message (progress); nobody may be listening."""
         ...
 
-    async def subscribe(self, subject: str, handler: Callable[[bytes], Awaitable[None]]) -> None: ...
+    async def subscribe(
+        self, subject: str, handler: Callable[[bytes], Awaitable[None]], *, queue: str | None = None
+    ) -> None:
+        """Call ``handler`` for each message on ``subject``; with ``queue``, one member of the queue
+        group (across processes) gets each message."""
+        ...
 
     async def close(self) -> None: ...
+
+
+class ClaimStore(Protocol):
+    """A key-value store with compare-and-set, where workers claim tasks (see ``pipeline.runner``).
+    Revisions grow with every write; a write naming a stale revision changes nothing."""
+
+    async def get(self, key: str) -> tuple[bytes, int] | None:
+        """The value and its revision, or None."""
+        ...
+
+    async def create(self, key: str, value: bytes) -> int | None:
+        """Write ``value`` if ``key`` has none; its revision, or None if the key exists."""
+        ...
+
+    async def update(self, key: str, value: bytes, revision: int) -> int | None:
+        """Write ``value`` if the key is still at ``revision``; the new revision, or None if not."""
+        ...
+
+    async def delete(self, key: str, revision: int) -> bool:
+        """Remove the key if it is still at ``revision``."""
+        ...
+
+    async def keys(self, prefix: str) -> list[str]:
+        """Keys starting with ``prefix``."""
+        ...
+
+
+def durable_name(stage: str, pool: str = "default") -> str:
+    """The durable consumer of a stage's pool, shared by all its workers."""
+    return f"mouthpiece-{stage}" if pool == "default" else f"mouthpiece-{stage}-{pool}"
 
 
 @dataclass
@@ -114,12 +166,14 @@ class _NatsConsumer:
 
 
 class NatsBus:
-    """``Bus`` on NATS JetStream. Create with ``await NatsBus.connect(url, settings)``."""
+    """``Bus`` on NATS JetStream, with its claims in a JetStream key-value bucket. Create with
+    ``await NatsBus.connect(url, settings)``."""
 
-    def __init__(self, nc: NatsClient, js: JetStreamContext, settings: Settings) -> None:
+    def __init__(self, nc: NatsClient, js: JetStreamContext, settings: Settings, claims: ClaimStore) -> None:
         self.nc = nc
         self.js = js
         self.settings = settings
+        self.claims = claims
 
     @classmethod
     async def connect(cls, url: str, settings: Settings) -> NatsBus:
@@ -133,51 +187,44 @@ class NatsBus:
                 **settings.nats_auth(),
             )
         except (OSError, nats.errors.NoServersError, TimeoutError) as exc:
-            raise RetryableError(f"cannot reach NATS at {url}: {exc}") from exc
-        except nats.errors.Error as exc:  # e.g. 'Authorization Violation'
+            raise BusError(f"cannot reach NATS at {_without_password(url)}: {exc}") from exc
+        except nats.errors.Error as exc:  # e.g. 'Authorization Violation': wrong or missing credentials
             raise ConfigError(
-                f"NATS at {url} refused the connection: {exc} (MOUTHPIECE_NATS_USER, _PASSWORD, _TOKEN)"
+                f"NATS at {_without_password(url)} refused the connection: {exc} "
+                "(MOUTHPIECE_NATS_USER, MOUTHPIECE_NATS_PASSWORD, MOUTHPIECE_NATS_TOKEN)"
             ) from exc
-        bus = cls(nc, nc.jetstream(timeout=10), settings)
-        await bus.ensure_stream()
-        return bus
+        js = nc.jetstream(timeout=10)
+        try:
+            await ensure_stream(js, settings)
+            claims = await NatsClaims.open(js, settings)
+        except BaseException:
+            await nc.close()
+            raise
+        return cls(nc, js, settings, claims)
 
     async def ensure_stream(self) -> None:
-        """Create or update the stream of stage subjects (idempotent)."""
-        config = StreamConfig(
-            name=self.settings.stream,
-            subjects=[f"{self.settings.subject_prefix}.stage.>"],
-            retention=RetentionPolicy.WORK_QUEUE,
-            storage=StorageType.FILE,
-            duplicate_window=self.settings.duplicate_window,
-        )
-        try:
-            await self.js.stream_info(self.settings.stream)
-        except NotFoundError:
-            await self.js.add_stream(config)
-        else:
-            await self.js.update_stream(config)
+        await ensure_stream(self.js, self.settings)
 
     async def publish(self, subject: str, payload: bytes, *, msg_id: str | None = None) -> bool:
         headers = {"Nats-Msg-Id": msg_id} if msg_id else None
         try:
             ack = await self.js.publish(subject, payload, headers=headers, stream=self.settings.stream)
         except (nats.errors.Error, TimeoutError) as exc:
-            raise RetryableError(f"cannot publish to {subject}: {exc!r}") from exc
+            raise BusError(f"cannot publish to {subject}: {exc!r}") from exc
         return not ack.duplicate
 
-    async def consume(self, stage: str, subject: str) -> Consumer:
+    async def consume(self, durable: str, subject: str) -> Consumer:
         config = ConsumerConfig(
-            durable_name=f"mouthpiece-{stage}",
+            durable_name=durable,
             ack_policy=AckPolicy.EXPLICIT,
             ack_wait=self.settings.ack_wait,
-            # the runner counts deliveries itself and dead-letters; the server never gives up silently
+            # the runner counts runs itself and dead-letters; the server never gives up silently
             max_deliver=-1,
             filter_subject=subject,
             max_ack_pending=1000,
         )
         sub = await self.js.pull_subscribe(
-            subject, durable=f"mouthpiece-{stage}", stream=self.settings.stream, config=config
+            subject, durable=durable, stream=self.settings.stream, config=config
         )
         return _NatsConsumer(sub)
 
@@ -185,11 +232,13 @@ class NatsBus:
         with contextlib.suppress(nats.errors.Error):
             await self.nc.publish(subject, payload)
 
-    async def subscribe(self, subject: str, handler: Callable[[bytes], Awaitable[None]]) -> None:
+    async def subscribe(
+        self, subject: str, handler: Callable[[bytes], Awaitable[None]], *, queue: str | None = None
+    ) -> None:
         async def on_msg(msg: Msg) -> None:
             await handler(msg.data)
 
-        await self.nc.subscribe(subject, cb=on_msg)
+        await self.nc.subscribe(subject, queue=queue or "", cb=on_msg)
 
     async def close(self) -> None:
         """Flush what we published, then disconnect. (Not ``drain``: it waits out idle pull
@@ -198,6 +247,109 @@ class NatsBus:
             await asyncio.wait_for(self.nc.flush(), timeout=5)
         with contextlib.suppress(Exception):
             await self.nc.close()
+
+
+async def ensure_stream(js: JetStreamContext, s: Settings) -> None:
+    """Create the stream of stage subjects if it is missing. An existing stream keeps the replicas,
+    limits and storage an operator gave it (``nats stream edit``): only missing subjects are added."""
+    subjects = [f"{s.subject_prefix}.stage.>"]
+    try:
+        info = await js.stream_info(s.stream)
+    except NotFoundError:
+        await js.add_stream(
+            StreamConfig(
+                name=s.stream,
+                subjects=subjects,
+                retention=RetentionPolicy.WORK_QUEUE,
+                storage=StorageType.FILE,
+                duplicate_window=s.duplicate_window,
+                num_replicas=s.stream_replicas,
+                max_bytes=s.stream_max_bytes,
+                max_age=s.stream_max_age or None,
+            )
+        )
+        return
+    config = info.config
+    missing = [subject for subject in subjects if subject not in (config.subjects or [])]
+    if missing:
+        config.subjects = [*(config.subjects or []), *missing]
+        await js.update_stream(config)
+    if (config.num_replicas or 1) != s.stream_replicas:
+        log.info("stream_kept", stream=s.stream, replicas=config.num_replicas, setting=s.stream_replicas)
+
+
+def _without_password(url: str) -> str:
+    """A NATS URL fit for messages: credentials in it are replaced."""
+    scheme, _, rest = url.rpartition("://")
+    return f"{scheme}://***@{rest.rsplit('@', 1)[1]}" if "@" in rest else url
+
+
+class NatsClaims:
+    """``ClaimStore`` on a JetStream key-value bucket (``<stream>_claims``, one revision kept, the
+    stream's replicas). Compare-and-set is the server's: ``create`` and ``update`` with a last revision."""
+
+    def __init__(self, kv: KeyValue) -> None:
+        self.kv = kv
+
+    @classmethod
+    async def open(cls, js: JetStreamContext, settings: Settings) -> NatsClaims:
+        name = f"{settings.stream}_claims"
+        try:
+            kv = await js.key_value(name)
+        except BucketNotFoundError:
+            kv = await js.create_key_value(
+                KeyValueConfig(
+                    bucket=name,
+                    history=1,
+                    replicas=settings.stream_replicas,
+                    storage=StorageType.FILE,
+                    ttl=settings.claim_ttl or None,
+                )
+            )
+        return cls(kv)
+
+    async def get(self, key: str) -> tuple[bytes, int] | None:
+        try:
+            entry = await self.kv.get(key)
+        except (KeyNotFoundError, KeyDeletedError):
+            return None
+        except (nats.errors.Error, TimeoutError) as exc:
+            raise BusError(f"cannot read claim {key}: {exc!r}") from exc
+        return (entry.value or b"", int(entry.revision or 0))
+
+    async def create(self, key: str, value: bytes) -> int | None:
+        try:
+            return int(await self.kv.create(key, value))
+        except KeyWrongLastSequenceError:
+            return None
+        except (nats.errors.Error, TimeoutError) as exc:
+            raise BusError(f"cannot write claim {key}: {exc!r}") from exc
+
+    async def update(self, key: str, value: bytes, revision: int) -> int | None:
+        try:
+            return int(await self.kv.update(key, value, last=revision))
+        except KeyWrongLastSequenceError:
+            return None
+        except (nats.errors.Error, TimeoutError) as exc:
+            raise BusError(f"cannot write claim {key}: {exc!r}") from exc
+
+    async def delete(self, key: str, revision: int) -> bool:
+        try:
+            await self.kv.delete(key, last=revision)
+        except KeyWrongLastSequenceError:
+            return False
+        except (nats.errors.Error, TimeoutError) as exc:
+            raise BusError(f"cannot remove claim {key}: {exc!r}") from exc
+        return True
+
+    async def keys(self, prefix: str) -> list[str]:
+        try:
+            found = await self.kv.keys()
+        except NoKeysError:
+            return []
+        except (nats.errors.Error, TimeoutError) as exc:
+            raise BusError(f"cannot list claims: {exc!r}") from exc
+        return sorted(k for k in found if k.startswith(prefix))
 
 
 def threadsafe_publisher(

@@ -21,8 +21,9 @@ from pipeline import ASSETS_DIR
 from pipeline.config import STAGES, Settings, load_settings, settings_markdown
 from pipeline.contracts import JobOptions, JobStatus, Progress, State, Style, SubtitleMode
 from pipeline.errors import ConfigError, MouthpieceError
-from pipeline.keys import progress_subject
+from pipeline.keys import pools_of, progress_subject
 from pipeline.logs import configure_logging
+from pipeline.registry import check_chain
 from pipeline.stack import Stack, running_stack, stop_on_signals
 from pipeline.status import job_status, list_jobs
 from pipeline.storage import open_store
@@ -75,6 +76,16 @@ def _parser() -> argparse.ArgumentParser:
 
     worker = sub.add_parser("worker", help="run one stage's worker (distributed mode)")
     worker.add_argument("stage", choices=list(STAGES))
+    worker.add_argument(
+        "--pool",
+        default="default",
+        help="comma-separated pools to serve: default, and for render neural (GPU jobs); "
+        "'default,neural' lets a CPU worker take neural jobs too",
+    )
+    worker.add_argument("--max-messages", type=int, help="exit after handling this many messages (KEDA jobs)")
+    worker.add_argument("--idle-exit", type=float, help="exit after this many seconds without a message")
+    cancel = sub.add_parser("cancel", help="cancel a job: its stages stop, nothing more is published")
+    cancel.add_argument("job")
 
     config = sub.add_parser("config", help="print the effective settings (secrets masked)")
     config.add_argument("--markdown", action="store_true", help="print the table of all settings instead")
@@ -458,20 +469,46 @@ def _describe(status: JobStatus) -> str:
 
 
 def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
-    return asyncio.run(_worker(settings, args.stage))
+    pools = tuple(p.strip() for p in args.pool.split(",") if p.strip())
+    unknown = [p for p in pools if p not in pools_of(args.stage)]
+    if unknown:
+        known = ", ".join(pools_of(args.stage))
+        print(
+            f"mouthpiece: {args.stage} has no pool {', '.join(unknown)}; its pools: {known}", file=sys.stderr
+        )
+        return 2
+    return asyncio.run(_worker(settings, args.stage, pools, args.max_messages, args.idle_exit))
 
 
-async def _worker(settings: Settings, stage: str) -> int:
+async def _worker(
+    settings: Settings, stage: str, pools: tuple[str, ...], max_messages: int | None, idle_exit: float | None
+) -> int:
     if stage not in settings.chain:
         print(f"mouthpiece: stage {stage} is not in the chain {settings.chain}", file=sys.stderr)
         return 2
+    check_chain(settings.chain)
     stack = await Stack.open(settings, mode="attach")
     stop = asyncio.Event()
     stop_on_signals(stop)
     try:
-        await stack.worker(stage).serve(stop)
+        await stack.worker(stage, pools).serve(stop, max_messages=max_messages, idle_exit=idle_exit)
     finally:
         await stack.close()
+    return 0
+
+
+def cmd_cancel(settings: Settings, args: argparse.Namespace) -> int:
+    async def go() -> JobStatus:
+        from pipeline.control import cancel_job
+
+        stack = await Stack.open(settings, mode="attach")
+        try:
+            return await cancel_job(stack.store, settings, stack.bus, args.job, by="cli")
+        finally:
+            await stack.close()
+
+    status = asyncio.run(go())
+    print(f"{status.job_id}: {status.state.value}")
     return 0
 
 
@@ -626,6 +663,7 @@ QUIET_COMMANDS = {
     "retry",
     "dead-letters",
     "gc",
+    "cancel",
 }
 
 
@@ -665,6 +703,7 @@ COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], int]] = {
     "submit": cmd_submit,
     "status": cmd_status,
     "worker": cmd_worker,
+    "cancel": cmd_cancel,
     "config": cmd_config,
     "reconcile": cmd_reconcile,
     "retry": cmd_retry,

@@ -56,11 +56,24 @@ class Settings(BaseSettings):
     stream: str = Field("MOUTHPIECE", description="JetStream stream holding the stage subjects")
     subject_prefix: str = Field("mouthpiece", description="first token of every NATS subject")
     duplicate_window: float = Field(600.0, description="seconds JetStream remembers Nats-Msg-Id values")
+    stream_replicas: int = Field(
+        1, description="replicas of a new stream and claim bucket (3 on a NATS cluster); never reverted"
+    )
+    stream_max_bytes: int = Field(-1, description="size limit of a new stream (-1: none)")
+    stream_max_age: float = Field(
+        0.0, description="age limit in seconds of a new stream's messages (0: none)"
+    )
+    claim_ttl: float = Field(
+        7 * 24 * 3600.0, description="seconds an untouched claim is kept (running claims are touched)"
+    )
 
     # --- the runner ----------------------------------------------------------------------------------
     chain: list[str] = Field(list(STAGES), description="stages in order; validate first, publish last")
     ack_wait: float = Field(60.0, description="seconds before an unacknowledged message is redelivered")
-    max_deliver: int = Field(5, description="deliveries before a message is dead-lettered")
+    heartbeat_seconds: float = Field(
+        2.0, description="how often a running task says it is alive; 4 missed beats and it is taken over"
+    )
+    max_deliver: int = Field(5, description="runs of a task in a stage before it is dead-lettered")
     backoff: list[float] = Field([2.0, 10.0, 30.0, 60.0], description="nak delays by delivery count")
     concurrency: dict[str, int] = Field(
         default_factory=dict, description="parallel messages per stage worker, e.g. {render = 2}"
@@ -68,11 +81,17 @@ class Settings(BaseSettings):
     drain_seconds: float = Field(120.0, description="on SIGTERM, wait this long for in-flight work")
     reconcile_interval: float = Field(60.0, description="seconds between reconciliation sweeps (0: off)")
     reconcile_grace: float = Field(30.0, description="an input younger than this is not yet orphaned")
+    faults: dict[str, int] = Field(
+        default_factory=dict,
+        description='test hook: kill the process at named points, e.g. {"render.start": 2} (pipeline/faults.py)',
+    )
 
     # --- cluster: bus auth, server-side events, reconcile, retention (docs/deploy.md) ----------------------
     nats_user: str | None = Field(None, description="NATS user name (with nats_password)")
     nats_password: SecretStr | None = Field(None, description="NATS password")
-    nats_token: SecretStr | None = Field(None, description="NATS authentication token (instead of user/password)")
+    nats_token: SecretStr | None = Field(
+        None, description="NATS authentication token (instead of user/password)"
+    )
     seaweedfs_filer: str = Field(
         "localhost:18888", description="host:port of the SeaweedFS filer's gRPC API (the bridge subscribes)"
     )
@@ -84,7 +103,8 @@ class Settings(BaseSettings):
         "mouthpiece-offsets", description="NATS key-value bucket where the bridge stores how far it has read"
     )
     reconcile_stuck_after: float = Field(
-        300.0, description="a manifest whose next stage has no record after this many seconds is announced again"
+        300.0,
+        description="a manifest whose next stage has no record after this many seconds is announced again",
     )
 
     # --- input limits --------------------------------------------------------------------------------

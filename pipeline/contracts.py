@@ -338,6 +338,58 @@ class State(StrEnum):
     running = "running"
     done = "done"
     failed = "failed"
+    cancelled = "cancelled"
+
+
+FINAL_STATES = frozenset({State.done, State.failed, State.cancelled})
+"""States a stage record never leaves (except by ``mouthpiece retry``)."""
+
+
+class Run(_Model):
+    """One time a stage actually started on a task, and how that run ended."""
+
+    n: int = Field(description="1 for the first run")
+    worker: str
+    started_at: datetime = Field(default_factory=utcnow)
+    ended_at: datetime | None = None
+    outcome: str = Field(
+        "running",
+        description="running, done, failed, retry, crashed (the worker died), handed_back (the worker "
+        "stopped and gave the task back), lost (another worker took over), cancelled",
+    )
+    reason: str | None = None
+
+    @property
+    def counts(self) -> bool:
+        """Whether the run uses up the attempt budget: a task handed back by a stopping worker did not
+        fail, so it does not."""
+        return self.outcome != "handed_back"
+
+
+class Owner(_Model):
+    """The process that holds a claim. On the same host a dead owner is recognized at once: its pid
+    no longer runs, or runs a process that started at another moment (``started``, kernel ticks)."""
+
+    host: str
+    boot: str = Field("", description="the host's boot id (pids repeat across boots)")
+    pid: int
+    started: int = Field(0, description="the process start time in clock ticks since boot")
+    worker: str = Field(description="host:pid:tag, shown in records and logs")
+
+
+class Claim(_Model):
+    """The one worker allowed to run a (job, task, stage) now; kept in the bus's key-value store and
+    changed only by compare-and-set, so two workers never both hold it."""
+
+    job_id: str
+    task: str
+    stage: str
+    state: Literal["running", "released"] = "running"
+    owner: Owner | None = None
+    message: str | None = Field(None, description="the bus message the owner runs")
+    heartbeat_at: datetime = Field(default_factory=utcnow)
+    trigger: str = Field("", description="bucket/key of the object whose event starts this stage")
+    runs: list[Run] = Field(default_factory=list)
 
 
 class StageRecord(_Model):
@@ -347,17 +399,23 @@ class StageRecord(_Model):
     task: str
     stage: str
     state: State
-    attempt: int = 1
+    attempt: int = Field(
+        1,
+        description="runs so far, this one included (busy naks and redeliveries "
+        "of a message whose run is alive are not runs)",
+    )
     worker: str = ""
     started_at: datetime = Field(default_factory=utcnow)
     heartbeat_at: datetime = Field(default_factory=utcnow)
     finished_at: datetime | None = None
     seconds: float | None = None
     progress: float | None = None
-    reason: str | None = None
+    reason: str | None = Field(None, description="what went wrong, in full (for operators)")
+    code: str | None = Field(None, description="stable error code (pipeline.errors, pipeline.messages)")
     error: str | None = Field(None, description="error class, for operators")
     outputs: list[str] = Field(default_factory=list, description="published keys or locations")
     trigger: str | None = Field(None, description="bucket/key of the object whose event started this stage")
+    runs: list[Run] = Field(default_factory=list, description="every run of this stage on this task")
 
 
 class JobRecord(_Model):
@@ -376,7 +434,9 @@ class TaskStatus(_Model):
     state: State
     stage: str | None = None
     progress: float | None = None
-    reason: str | None = None
+    reason: str | None = Field(None, description="for people: the catalogue's sentence for the code")
+    code: str | None = None
+    attempts: int = 0
     outputs: list[str] = Field(default_factory=list)
 
 
@@ -387,7 +447,8 @@ class JobStatus(_Model):
     name: str | None = None
     state: State
     stage: str | None = None
-    reason: str | None = None
+    reason: str | None = Field(None, description="for people: why it failed (pipeline.messages)")
+    code: str | None = None
     tasks: dict[str, TaskStatus] = Field(default_factory=dict)
     timings: dict[str, float] = Field(default_factory=dict, description="stage -> seconds (max over tasks)")
     outputs: list[str] = Field(default_factory=list)
@@ -395,7 +456,7 @@ class JobStatus(_Model):
 
     @property
     def finished(self) -> bool:
-        return self.state in (State.done, State.failed)
+        return self.state in FINAL_STATES
 
 
 class Progress(BaseModel):

@@ -1,38 +1,61 @@
-"""The error tree every stage and service raises.
+"""The error tree every stage and service raises. Every class of error in mouthpiece lives here.
 
-    MouthpieceError                 base; carries job_id, stage and key when known
-    ├── RetryableError(defer)       transient: try again after ``defer`` seconds (runner naks)
-    ├── PermanentError              retrying cannot help (runner terms, writes a failure record)
+    MouthpieceError                 base: a stable ``code``, a ``reason``, and job_id/stage/key when known
+    ├── RetryableError(defer)       the environment failed: the runner naks, the stage runs again later
+    │   ├── StorageError            the object store failed
+    │   │   └── ObjectNotFound      a key that does not exist (yet)
+    │   ├── BusError                NATS failed
+    │   ├── FFmpegError             ffmpeg failed on our own files (an input that will not decode is
+    │   │                           turned into InvalidInput where it is read)
+    │   ├── AlignmentError          the speech aligner found nothing usable (callers fall back)
+    │   └── StageStopped            the worker stopped while the stage ran (drain over, claim lost)
+    ├── PermanentError              retrying cannot help: the runner terms and records the failure
     │   ├── InvalidInput            the user's input is bad; ``reason`` is shown to the user
-    │   │   ├── NoFaceFound         an avatar without any face in it
-    │   │   └── InvalidKey          an unsafe or malformed object key
-    │   └── ConfigError             the deployment is misconfigured (missing model, bad setting)
-    └── StorageError                the object store failed (retryable by default)
-        └── ObjectNotFound          a key that does not exist
+    │   │   ├── NoFaceFound         an avatar with no face on any frame
+    │   │   ├── InvalidKey          an unsafe or malformed object key
+    │   │   └── DropRefused         a drop in the watched folder that cannot become a job
+    │   ├── ConfigError             the deployment is misconfigured (missing model, bad setting)
+    │   ├── JobCancelled            someone cancelled the job
+    │   └── DiscordError            Discord refused a request
+    │       ├── WebhookGone         the webhook or interaction token no longer exists
+    │       └── TooLarge            the file is over the channel's upload limit
+    └── SignatureError              a request to the ingress is not signed by Discord
 
-The runner is the only place that turns these into acks, naks and terms; any other exception is treated
-as retryable (it may be a crash of a flaky dependency) until the delivery limit dead-letters it.
+Failures of the environment are retryable, failures of the input are not. The runner is the only place
+that turns these into acks, naks and terms; any other exception is a bug: it is retried like a
+``RetryableError`` and reported to users as an internal error with a reference (the job id), in full
+to the operators' logs. ``code`` is stable (stored in records and status); ``pipeline.messages``
+turns it into the sentence people read.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 
 class MouthpieceError(Exception):
-    """Base error. ``reason`` is a sentence a person understands; the context fields locate it."""
+    """Base error. ``reason`` is a sentence a person understands; ``code`` names the kind of failure
+    (stable, for records, metrics and the message catalogue); the context fields locate it."""
+
+    code = "error"
 
     def __init__(
         self,
         reason: str,
         *,
+        code: str | None = None,
         job_id: str | None = None,
         stage: str | None = None,
         key: str | None = None,
+        params: Mapping[str, object] | None = None,
     ) -> None:
         super().__init__(reason)
         self.reason = reason
+        self.code = code or type(self).code
         self.job_id = job_id
         self.stage = stage
         self.key = key
+        self.params = dict(params or {})
 
     def bind(self, *, job_id: str | None = None, stage: str | None = None) -> MouthpieceError:
         """Fill in the job and stage where the raiser did not know them; returns self."""
@@ -52,38 +75,134 @@ class MouthpieceError(Exception):
 class RetryableError(MouthpieceError):
     """A transient failure: the runner naks the message and it comes back after ``defer`` seconds."""
 
-    def __init__(self, reason: str, *, defer: float = 5.0, **context: str | None) -> None:
-        super().__init__(reason, **context)
+    code = "temporary_failure"
+
+    def __init__(
+        self,
+        reason: str,
+        *,
+        defer: float = 5.0,
+        code: str | None = None,
+        job_id: str | None = None,
+        stage: str | None = None,
+        key: str | None = None,
+        params: Mapping[str, object] | None = None,
+    ) -> None:
+        super().__init__(reason, code=code, job_id=job_id, stage=stage, key=key, params=params)
         self.defer = defer
 
 
 class PermanentError(MouthpieceError):
     """Retrying cannot help: the runner terms the message and records the failure."""
 
+    code = "failed"
+
 
 class InvalidInput(PermanentError):
     """The user's input cannot be processed; the reason names the file and what is wrong with it."""
+
+    code = "invalid_input"
 
 
 class NoFaceFound(InvalidInput):
     """An avatar in which no face could be found on any frame."""
 
+    code = "no_face"
+
+
+class InvalidKey(InvalidInput):
+    """An object key that is unsafe or malformed (``..``, absolute, NUL, too long)."""
+
+    code = "invalid_key"
+
+
+class DropRefused(InvalidInput):
+    """A drop in the watched folder that cannot become a job; the reason is the note the user gets."""
+
+    code = "drop_refused"
+
 
 class ConfigError(PermanentError):
     """The deployment is misconfigured: a missing model file, an unusable setting."""
+
+    code = "config"
+
+
+class JobCancelled(PermanentError):
+    """Someone cancelled the job: nothing more is run or published."""
+
+    code = "cancelled"
+
+
+class DiscordError(PermanentError):
+    """Discord refused a request (the reason says what it answered)."""
+
+    code = "discord_refused"
+
+
+class WebhookGone(DiscordError):
+    """The webhook (or interaction token) no longer exists: do not try it again."""
+
+    code = "discord_gone"
+
+
+class TooLarge(DiscordError):
+    """The attachment is over the channel's upload limit."""
+
+    code = "discord_too_large"
 
 
 class StorageError(RetryableError):
     """The object store failed; usually transient (a restarting server)."""
 
+    code = "storage_unavailable"
+
 
 class ObjectNotFound(StorageError):
     """The key does not exist in the bucket."""
+
+    code = "object_missing"
 
     def __init__(self, bucket: str, key: str) -> None:
         super().__init__(f"{bucket}/{key} does not exist", key=key, defer=2.0)
         self.bucket = bucket
 
 
-class InvalidKey(InvalidInput):
-    """An object key that is unsafe or malformed (``..``, absolute, NUL, too long)."""
+class BusError(RetryableError):
+    """NATS did not take or give a message; usually transient (a restarting server)."""
+
+    code = "bus_unavailable"
+
+
+class FFmpegError(RetryableError):
+    """ffmpeg failed. ``detail`` is its last error lines, for operators' logs only (never shown to
+    users). Where the file is the user's input, the caller turns this into ``InvalidInput``."""
+
+    code = "encoder_failed"
+
+    def __init__(self, reason: str, detail: str = "", *, key: str | None = None) -> None:
+        super().__init__(reason, key=key)
+        self.detail = detail
+
+
+class AlignmentError(RetryableError):
+    """The speech aligner could not time this audio (silence, noise, or a transcript it does not
+    match); callers fall back to the next method."""
+
+    code = "alignment_failed"
+
+
+class StageStopped(RetryableError):
+    """The worker stopped while the stage ran (drain time over, or its claim was taken over); nothing
+    the stage made is written, and the task runs again elsewhere."""
+
+    code = "stopped"
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason, defer=0.0)
+
+
+class SignatureError(MouthpieceError):
+    """A request to the HTTP ingress whose Discord signature does not verify (answered 401)."""
+
+    code = "bad_signature"

@@ -30,7 +30,7 @@ from pipeline.contracts import JobStatus, Manifest
 from pipeline.errors import ConfigError, ObjectNotFound
 from pipeline.keys import output_key, parse_manifest_key
 from pipeline.reconcile import durable_status, group_jobs
-from pipeline.status import job_status, read_job
+from pipeline.status import job_status, read_job, write_status
 from pipeline.storage.base import ObjectInfo, ObjectStore
 
 log = structlog.get_logger("mouthpiece.gc")
@@ -93,8 +93,6 @@ class Collector:
 
     def _record_status(self, job_id: str) -> JobStatus | None:
         """Fold the records, and write the durable record before anything of the job is deleted."""
-        from stages.publish import write_status
-
         status = job_status(self.store, self.settings, job_id)
         if status is not None and status.finished and not self.dry_run:
             write_status(self.store, self.settings, job_id)
@@ -149,4 +147,3 @@ def collect(
     return Collector(store, settings, dry_run=dry_run).run(
         older_than, outputs=outputs, inputs=inputs, cache=cache
     )
-

@@ -13,7 +13,9 @@ Work bucket (artifacts; written by stages):
     jobs/<job>/spec.json                             the resolved job spec (holds destination secrets)
     jobs/<job>/records/<task>.<stage>.json           StageRecord: status of one task in one stage
     jobs/<job>/<task>/<artifact>                     per-task artifacts (rendered.mp4, final.mp4, ...)
-    jobs/<job>/<task>/<stage>.manifest.json          Manifest: written last; triggers the next stage
+    jobs/<job>/<task>/<stage>[.<pool>].manifest.json Manifest: written last; triggers the next stage
+                                                     (the pool of the next stage: render's neural pool)
+    jobs/<job>/cancel.json                           the job was cancelled (who, when)
     jobs/<job>/<task>/published/<destination>.json   idempotence marker of one publication
     cache/media/<sha256>/<file>                      content-addressed normalized media
     cache/faces/<sha256>.json                        content-addressed face tracks
@@ -25,7 +27,8 @@ Outputs bucket (what people get):
 
 Routing: a storage event is routed by bucket, key prefix and key suffix, the only filters MinIO
 notification rules have. ``routing_table`` gives the rules for a chain; the manifest a stage writes routes
-to the next stage of the chain.
+to the next stage of the chain, to the pool of that stage the job needs: jobs with a neural renderer go
+to render's ``neural`` pool (GPU workers), others to its default pool.
 """
 
 from __future__ import annotations
@@ -35,11 +38,17 @@ from dataclasses import dataclass
 from posixpath import normpath
 
 from pipeline.config import Settings
+from pipeline.contracts import JobSpec
 from pipeline.errors import InvalidKey
 
 MAX_KEY_BYTES = 1024
 JOB_SPEC_SUFFIXES = (".json", ".yaml", ".yml")
 MANIFEST_SUFFIX = ".manifest.json"
+DEFAULT_POOL = "default"
+STAGE_POOLS: dict[str, tuple[str, ...]] = {"render": ("neural",)}
+"""Stages whose work goes to separate worker pools besides the default one."""
+NEURAL_RENDERERS = frozenset({"wav2lip"})
+"""Renderers that need a GPU: their jobs go to render's ``neural`` pool."""
 _JOB_ID = re.compile(r"^j[0-9a-f]{19}$")
 _TASK = re.compile(r"^(job|a\d{1,3})$")
 
@@ -96,8 +105,14 @@ def artifact_key(job_id: str, task: str, name: str) -> str:
     return job_prefix(job_id) + f"{task}/{name}"
 
 
-def manifest_key(job_id: str, task: str, stage: str) -> str:
-    return artifact_key(job_id, task, f"{stage}{MANIFEST_SUFFIX}")
+def manifest_key(job_id: str, task: str, stage: str, pool: str = DEFAULT_POOL) -> str:
+    """Where ``stage`` writes a task's manifest; ``pool`` is the pool of the stage it triggers."""
+    middle = "" if pool == DEFAULT_POOL else f".{pool}"
+    return artifact_key(job_id, task, f"{stage}{middle}{MANIFEST_SUFFIX}")
+
+
+def cancel_key(job_id: str) -> str:
+    return job_prefix(job_id) + "cancel.json"
 
 
 def published_key(job_id: str, task: str, destination_id: str) -> str:
@@ -122,7 +137,7 @@ def output_key(job_id: str, filename: str) -> str:
 
 def parse_manifest_key(key: str) -> tuple[str, str, str] | None:
     """(job_id, task, stage) of a manifest key, or None if ``key`` is not one."""
-    m = re.match(r"^jobs/(j[0-9a-f]{19})/([a-z0-9]+)/([a-z]+)\.manifest\.json$", key)
+    m = re.match(r"^jobs/(j[0-9a-f]{19})/([a-z0-9]+)/([a-z]+)(?:\.[a-z]+)?\.manifest\.json$", key)
     if not m or not _TASK.match(m.group(2)):
         return None
     return m.group(1), m.group(2), m.group(3)
@@ -139,17 +154,37 @@ class Route:
     prefix: str
     suffix: str
     stage: str
+    pool: str = DEFAULT_POOL
 
     def matches(self, bucket: str, key: str) -> bool:
         return bucket == self.bucket and key.startswith(self.prefix) and key.endswith(self.suffix)
 
 
-def subject_for(settings: Settings, stage: str) -> str:
-    return f"{settings.subject_prefix}.stage.{stage}"
+def subject_for(settings: Settings, stage: str, pool: str = DEFAULT_POOL) -> str:
+    """The subject of a stage's pool: ``<prefix>.stage.<stage>``, or ``...<stage>.<pool>``."""
+    base = f"{settings.subject_prefix}.stage.{stage}"
+    return base if pool == DEFAULT_POOL else f"{base}.{pool}"
+
+
+def pools_of(stage: str) -> tuple[str, ...]:
+    """Every pool of ``stage``, the default one first."""
+    return (DEFAULT_POOL, *STAGE_POOLS.get(stage, ()))
+
+
+def pool_for(stage: str, spec: JobSpec | None) -> str:
+    """The pool of ``stage`` that a job needs (render: neural for a neural renderer)."""
+    if stage == "render" and spec is not None and spec.options.renderer in NEURAL_RENDERERS:
+        return "neural"
+    return DEFAULT_POOL
 
 
 def progress_subject(settings: Settings, job_id: str = "*") -> str:
     return f"{settings.subject_prefix}.progress.{job_id}"
+
+
+def cancel_subject(settings: Settings, job_id: str = "*") -> str:
+    """Where a cancel is announced to the workers running the job's stages (plain NATS)."""
+    return f"{settings.subject_prefix}.control.cancel.{job_id}"
 
 
 def routing_table(settings: Settings) -> list[Route]:
@@ -158,13 +193,29 @@ def routing_table(settings: Settings) -> list[Route]:
     routes = [Route(settings.bucket_inputs, "jobs/", sfx, first) for sfx in JOB_SPEC_SUFFIXES]
     routes.append(Route(settings.bucket_inputs, "audio/", "", first))
     for here, nxt in zip(settings.chain, settings.chain[1:], strict=False):
-        routes.append(Route(settings.bucket_work, "jobs/", f"/{here}{MANIFEST_SUFFIX}", nxt))
+        for pool in pools_of(nxt):
+            middle = "" if pool == DEFAULT_POOL else f".{pool}"
+            routes.append(
+                Route(settings.bucket_work, "jobs/", f"/{here}{middle}{MANIFEST_SUFFIX}", nxt, pool)
+            )
     return routes
+
+
+def find_route(settings: Settings, bucket: str, key: str) -> Route | None:
+    """The rule an object created at bucket/key matches, or None."""
+    for rule in routing_table(settings):
+        if rule.matches(bucket, key):
+            return rule
+    return None
 
 
 def route(settings: Settings, bucket: str, key: str) -> str | None:
     """The stage an object created at bucket/key triggers, or None."""
-    for rule in routing_table(settings):
-        if rule.matches(bucket, key):
-            return rule.stage
-    return None
+    rule = find_route(settings, bucket, key)
+    return rule.stage if rule else None
+
+
+def event_subject(settings: Settings, bucket: str, key: str) -> str | None:
+    """The subject the created-event of bucket/key is published on, or None if nothing routes it."""
+    rule = find_route(settings, bucket, key)
+    return subject_for(settings, rule.stage, rule.pool) if rule else None

@@ -27,11 +27,6 @@ from pipeline.storage.s3 import S3Store
 DEFAULT_QUEUE_DIR = "/data/.mouthpiece-events"
 
 
-def route_pool(route: Route) -> str:
-    """The render pool a route feeds ("default" for routes without pools)."""
-    return str(getattr(route, "pool", "default"))
-
-
 def target_id(stage: str, pool: str = "default") -> str:
     """The NATS target id of a (stage, pool) subject, as written in the server's environment."""
     return (stage if pool == "default" else f"{stage}_{pool}").upper().replace("-", "_")
@@ -42,10 +37,7 @@ def target_arn(stage: str, pool: str = "default") -> str:
 
 
 def route_subject(settings: Settings, route: Route) -> str:
-    pool = route_pool(route)
-    if pool == "default":
-        return subject_for(settings, route.stage)
-    return subject_for(settings, route.stage, pool)  # type: ignore[call-arg]
+    return subject_for(settings, route.stage, route.pool)
 
 
 def minio_target_env(
@@ -60,7 +52,7 @@ def minio_target_env(
     env: dict[str, str] = {}
     seen: set[str] = set()
     for route in routing_table(settings):
-        ident = target_id(route.stage, route_pool(route))
+        ident = target_id(route.stage, route.pool)
         if ident in seen:
             continue
         seen.add(ident)
@@ -81,9 +73,9 @@ def notification_configs(settings: Settings) -> dict[str, NotificationConfig]:
     for i, route in enumerate(routing_table(settings)):
         queues.setdefault(route.bucket, []).append(
             QueueConfig(
-                queue=target_arn(route.stage, route_pool(route)),
+                queue=target_arn(route.stage, route.pool),
                 events=list(CREATED_EVENTS),
-                config_id=f"mouthpiece-{target_id(route.stage, route_pool(route)).lower()}-{i}",
+                config_id=f"mouthpiece-{target_id(route.stage, route.pool).lower()}-{i}",
                 prefix_filter_rule=PrefixFilterRule(route.prefix) if route.prefix else None,
                 suffix_filter_rule=SuffixFilterRule(route.suffix) if route.suffix else None,
             )

@@ -34,7 +34,7 @@ from pipeline.config import Settings
 from pipeline.contracts import JobStatus, StageRecord, State, job_id_for
 from pipeline.errors import MouthpieceError, ObjectNotFound
 from pipeline.events import build_event
-from pipeline.keys import job_prefix, output_key, parse_manifest_key, route, subject_for
+from pipeline.keys import event_subject, job_prefix, output_key, parse_manifest_key, route
 from pipeline.storage.base import ObjectInfo, ObjectStore
 from pipeline.storage.emitting import EmittingStore
 
@@ -203,7 +203,7 @@ def retry_job(store: EmittingStore, settings: Settings, job_id: str) -> list[str
     For an operator who fixed the cause (uploaded the missing file, installed the model). Returns the
     triggers re-announced.
     """
-    from pipeline.status import read_records, write_record
+    from pipeline.status import read_records, write_record, write_status
 
     announced = []
     for record in read_records(store.inner, settings, job_id):
@@ -214,8 +214,14 @@ def retry_job(store: EmittingStore, settings: Settings, job_id: str) -> list[str
         if info is None:
             log.warning("retry_trigger_missing", job_id=job_id, trigger=record.trigger)
             continue
-        record.state, record.reason, record.error = State.queued, "retry requested", None
+        subject = event_subject(settings, bucket, key)
+        if subject is None:
+            continue
+        record.state, record.reason, record.error, record.code = State.queued, "retry requested", None, None
+        record.runs = []  # a fresh budget of runs: the operator fixed the cause
         write_record(store.inner, settings, record)
-        store.publish(subject_for(settings, record.stage), build_event(info), f"retry-{uuid.uuid4().hex}")
         announced.append(record.trigger)
+        # the finished-job check reads outputs/<job>/status.json: say the job runs again before it does
+        write_status(store.inner, settings, job_id)
+        store.publish(subject, build_event(info), f"retry-{uuid.uuid4().hex}")
     return announced

@@ -16,10 +16,10 @@ import os
 import shutil
 import signal
 import socket
+import tempfile
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
 from typing import Literal
 
@@ -28,8 +28,11 @@ import structlog
 from pipeline.bus import NatsBus, threadsafe_publisher
 from pipeline.config import Settings
 from pipeline.errors import ConfigError, MouthpieceError
+from pipeline.keys import pools_of
 from pipeline.natsserver import EmbeddedNats
+from pipeline.owner import scratch_name
 from pipeline.reconcile import sweep
+from pipeline.registry import check_chain
 from pipeline.runner import Worker
 from pipeline.stage import ModelCache
 from pipeline.storage import ObjectStore, open_store
@@ -108,7 +111,7 @@ class Stack:
                 f"mouthpiece is not running on {settings.data_dir}: start `mouthpiece up` first"
             )
         settings.data_dir.mkdir(parents=True, exist_ok=True)
-        store_dir = settings.data_dir / ("nats" if mode == "up" else f"tmp/nats-{os.getpid()}")
+        store_dir = settings.data_dir / "nats" if mode == "up" else _private_store(settings)
         nats = EmbeddedNats(store_dir, settings.nats_port)
         await asyncio.to_thread(nats.start)
         log.info("nats_started", url=nats.url, store=str(nats.store_dir))
@@ -126,23 +129,23 @@ class Stack:
             await asyncio.to_thread(self.nats.stop)
             await asyncio.to_thread(shutil.rmtree, self.nats.store_dir, True)
 
-    def worker(self, stage: str) -> Worker:
-        from stages.publish import notify_failure, write_status
-
+    def worker(self, stage: str, pools: tuple[str, ...] | None = None) -> Worker:
+        """A worker for ``stage``'s ``pools`` (default: all of them — one machine serves every pool)."""
         return Worker(
             self.settings,
             self.store,
             self.bus,
+            self.bus.claims,
             stage,
+            pools=pools or pools_of(stage),
             models=self.models,
-            on_failure=partial(notify_failure, self.settings, self.store),
-            on_done=partial(write_status, self.store, self.settings),
         )
 
     async def run_workers(self, stages: list[str], stop: asyncio.Event) -> list[asyncio.Task[None]]:
         """Start a worker per stage (each serves until ``stop``). A worker that cannot start (a model
         that will not load, a default avatar that is missing) is logged and stops the whole stack:
         running without one stage would only leave jobs waiting forever."""
+        check_chain(self.settings.chain)
         tasks = [asyncio.create_task(self.worker(s).serve(stop), name=f"worker-{s}") for s in stages]
         for task in tasks:
             task.add_done_callback(lambda t: self._worker_ended(t, stop))
@@ -167,6 +170,13 @@ class Stack:
                 log.exception("reconcile_failed")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=interval)
+
+
+def _private_store(settings: Settings) -> Path:
+    """The store of a private nats-server, named so a later start removes it if this process dies."""
+    scratch = settings.data_dir / "tmp"
+    scratch.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=scratch_name("nats"), dir=scratch))
 
 
 def stop_on_signals(stop: asyncio.Event, force: Callable[[], None] | None = None) -> None:

@@ -1,57 +1,62 @@
-"""What a stage is given: ``StageContext``, and how stages are found (``load_stage``).
+"""The stage contract: what a stage is (``Stage``) and what it is given (``StageContext``).
 
-A stage is a module with ``run(ctx, inputs) -> outputs`` and, optionally, ``warm_up(settings, models)``
-(called once when a worker starts, to load models before the first message) and
-``prepare_store(store, settings)`` (called once at start, to seed objects the stage relies on). ``inputs`` is an ``Upload``
-for the first stage and the previous stage's ``Manifest`` for the others; ``outputs`` is the list of
-manifests to write (the runner writes them, last, and acknowledges the message). A stage never touches
-the bus; it raises errors from ``pipeline.errors`` and the runner decides what happens.
+A stage is one registered object (``pipeline.registry``) with a name, the artifact roles it requires
+from earlier stages and those it provides, optional ``warm_up`` (load models once per worker, before the
+first message) and ``prepare_store`` (seed objects it relies on), and ``run(ctx, inputs)``. ``inputs``
+is the previous stage's ``Manifest``; the first stage of the chain (``takes_upload``) gets the uploaded
+object instead (an ``ObjectInfo``). ``run`` returns the manifests to hand on (one per task); the
+runner writes them, last, and acknowledges the message. A stage never touches the bus; it raises errors
+from ``pipeline.errors`` and the runner decides what happens. The runner reads the job spec once and
+hands it in ``ctx.spec``.
 """
 
 from __future__ import annotations
 
 import hashlib
-import importlib
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import ModuleType
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
 from pipeline.config import Settings
-from pipeline.contracts import ArtifactRef
-from pipeline.errors import PermanentError, RetryableError
+from pipeline.contracts import ArtifactRef, JobSpec, Manifest
+from pipeline.errors import MouthpieceError, PermanentError, RetryableError, StageStopped
 from pipeline.keys import artifact_key
-from pipeline.storage.base import ObjectStore
+from pipeline.storage.base import ObjectInfo, ObjectStore
 
 T = TypeVar("T")
 M = TypeVar("M", bound=BaseModel)
 
-STAGE_MODULES = {
-    "validate": "stages.validate",
-    "detect": "stages.detect",
-    "render": "stages.render",
-    "enhance": "stages.enhance",
-    "publish": "stages.publish",
-}
 
+class Stage:
+    """Base class of the pipeline's stages. Subclasses set the class attributes and implement ``run``."""
 
-class StageCancelled(RetryableError):
-    """The worker stopped while the stage ran; the message goes to another worker."""
+    name: ClassVar[str]
+    requires: ClassVar[frozenset[str]] = frozenset()
+    """Artifact roles the stage reads from the manifest it is given."""
+    provides: ClassVar[frozenset[str]] = frozenset()
+    """Artifact roles the stage adds to the manifests it hands on."""
+    takes_upload: ClassVar[bool] = False
+    """True for the stage that starts a job from an uploaded object (it gets no manifest)."""
 
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason, defer=0.0)
+    def warm_up(self, settings: Settings, models: ModelCache) -> None:
+        """Load what every message needs (models) once, when a worker starts."""
 
+    def prepare_store(self, store: ObjectStore, settings: Settings) -> None:
+        """Seed objects the stage relies on (once, when a worker starts)."""
 
-def load_stage(name: str) -> ModuleType:
-    """Import the module of stage ``name`` (lazily: a worker imports only its own stage)."""
-    try:
-        return importlib.import_module(STAGE_MODULES[name])
-    except KeyError:
-        raise PermanentError(f"no stage called {name!r}; known: {', '.join(STAGE_MODULES)}") from None
+    def run(self, ctx: StageContext, inputs: Any) -> list[Manifest]:
+        """Do the stage's work for one task; the manifests to hand on."""
+        raise NotImplementedError
+
+    def tell_failure(
+        self, settings: Settings, store: ObjectStore, job_id: str, code: str | None, reason: str | None
+    ) -> None:
+        """The last stage of a chain tells a failed job's destinations why (``code`` and the full
+        ``reason``; each destination takes its words from ``pipeline.messages``). Best effort."""
 
 
 class ModelCache:
@@ -79,7 +84,8 @@ def sha256_file(path: Path) -> str:
 
 @dataclass
 class StageContext:
-    """One delivery's world: settings, the store, who it is for, a scratch folder, logging, progress."""
+    """One run's world: settings, the store, who it is for, the job spec, a scratch folder, logging,
+    progress, and the way the worker tells a long stage to stop."""
 
     settings: Settings
     store: ObjectStore
@@ -88,15 +94,42 @@ class StageContext:
     stage: str
     log: Any
     workdir: Path
+    spec: JobSpec | None = None
+    """The job's spec, read once by the runner (None for the first stage, which makes it)."""
+    trigger: ObjectInfo | None = None
+    """The object whose event started this run."""
+    attempt: int = 1
     models: ModelCache = field(default_factory=ModelCache)
     on_progress: Callable[[float, str], None] = lambda fraction, note: None
-    cancelled: threading.Event = field(default_factory=threading.Event)
+    _stop: list[MouthpieceError] = field(default_factory=list)
+
+    @property
+    def job_spec(self) -> JobSpec:
+        """The spec, for stages after the first (a ``PermanentError`` if the runner had none)."""
+        if self.spec is None:
+            raise PermanentError(f"job {self.job_id} has no spec (was it validated?)")
+        return self.spec
+
+    # --- stopping and progress -----------------------------------------------------------------------
+    def stop(self, error: MouthpieceError) -> None:
+        """Ask the stage to stop: its next progress report raises ``error`` (``StageStopped`` when the
+        worker is going away or lost the task, ``JobCancelled`` when someone cancelled the job)."""
+        if not self._stop:
+            self._stop.append(error)
+
+    @property
+    def stopping(self) -> MouthpieceError | None:
+        return self._stop[0] if self._stop else None
+
+    def check(self) -> None:
+        """Raise the stop error if the stage has been asked to stop."""
+        if self._stop:
+            raise self._stop[0]
 
     def progress(self, fraction: float, note: str = "") -> None:
-        """Report 0..1 progress. Raises ``StageCancelled`` once the worker has given up on this
-        delivery (drain time over), so long work stops at its next report."""
-        if self.cancelled.is_set():
-            raise StageCancelled("the worker is stopping")
+        """Report 0..1 progress. Raises once the stage has been asked to stop (see ``stop``), so long
+        work ends at its next report."""
+        self.check()
         self.on_progress(min(1.0, max(0.0, fraction)), note)
 
     # --- reading artifacts ---------------------------------------------------------------------------
@@ -157,3 +190,6 @@ class StageContext:
             size=info.size,
             content_type=content_type or info.content_type,
         )
+
+
+__all__ = ["ModelCache", "Stage", "StageContext", "StageStopped", "sha256_file"]

@@ -12,9 +12,10 @@ from datetime import UTC, datetime
 from pydantic import ValidationError
 
 from pipeline.config import Settings
-from pipeline.contracts import JobRecord, JobSpec, JobStatus, StageRecord, State, TaskStatus
+from pipeline.contracts import FINAL_STATES, JobRecord, JobSpec, JobStatus, StageRecord, State, TaskStatus
 from pipeline.errors import ObjectNotFound, PermanentError
-from pipeline.keys import job_prefix, job_record_key, record_key, spec_key
+from pipeline.keys import cancel_key, job_prefix, job_record_key, output_key, record_key, spec_key
+from pipeline.messages import for_people
 from pipeline.storage.base import ObjectStore
 
 JOB_TASK = "job"
@@ -67,9 +68,45 @@ def job_status(store: ObjectStore, settings: Settings, job_id: str) -> JobStatus
     """The job's current status, or None if nothing is known about it yet."""
     job = read_job(store, settings, job_id)
     records = read_records(store, settings, job_id)
-    if job is None and not records:
+    cancelled = is_cancelled(store, settings, job_id)
+    if job is None and not records and not cancelled:
         return None
-    return fold(job_id, job, records, job.chain if job else settings.chain)
+    status = fold(job_id, job, records, job.chain if job else settings.chain)
+    if cancelled and status.state != State.done:
+        status.state, status.code = State.cancelled, "cancelled"
+        status.reason = for_people("cancelled", None, job_id)
+    return status
+
+
+def is_cancelled(store: ObjectStore, settings: Settings, job_id: str) -> bool:
+    """Whether someone cancelled the job (``mouthpiece cancel``, the console, the API)."""
+    return store.stat(settings.bucket_work, cancel_key(job_id)) is not None
+
+
+def write_status(store: ObjectStore, settings: Settings, job_id: str) -> JobStatus | None:
+    """Fold the job's status and store it as ``outputs/<job>/status.json`` (what people and the
+    finished-job check read)."""
+    status = job_status(store, settings, job_id)
+    if status is not None:
+        data = status.model_dump_json(indent=1).encode()
+        store.put(
+            settings.bucket_outputs, output_key(job_id, "status.json"), data, content_type="application/json"
+        )
+    return status
+
+
+def finished_before(store: ObjectStore, settings: Settings, job_id: str) -> JobStatus | None:
+    """The stored status of a job that already finished (done, failed or cancelled), else None.
+
+    ``outputs/<job>/status.json`` outlives ``work/`` (whose records a retention policy may delete): the
+    first stage consults it so an old upload announced again never re-renders or re-posts."""
+    try:
+        status = JobStatus.model_validate_json(
+            store.get(settings.bucket_outputs, output_key(job_id, "status.json"))
+        )
+    except (ObjectNotFound, ValidationError):
+        return None
+    return status if status.state in FINAL_STATES else None
 
 
 def list_jobs(store: ObjectStore, settings: Settings) -> list[str]:
@@ -92,12 +129,14 @@ def fold(job_id: str, job: JobRecord | None, records: Iterable[StageRecord], cha
         by_task.setdefault(record.task, []).append(record)
     head = _fold_task(by_task.pop(JOB_TASK, []), chain)
     tasks = {t: _fold_task(by_task.get(t, []), chain) for t in (job.tasks if job else by_task)}
+    state = _job_state(head, tasks)
     return JobStatus(
         job_id=job_id,
         name=job.name if job else None,
-        state=_job_state(head, tasks),
+        state=state,
         stage=_current_stage(head, tasks),
         reason=_reason(head, tasks),
+        code=_code(head, tasks) if state in (State.failed, State.cancelled) else None,
         tasks=tasks,
         timings=_timings(records, chain),
         outputs=[o for t in tasks.values() for o in t.outputs],
@@ -116,27 +155,39 @@ def _fold_task(records: list[StageRecord], chain: list[str]) -> TaskStatus:
         return TaskStatus(state=State.queued, stage=None)
     order = {s: i for i, s in enumerate(chain)}
     latest = max(records, key=lambda r: (order.get(r.stage, -1), r.started_at))
-    failed = next((r for r in records if r.state == State.failed), None)
-    if failed is not None:
-        return TaskStatus(state=State.failed, stage=failed.stage, reason=failed.reason)
+    attempts = max(r.attempt for r in records)
+    ended = next((r for r in records if r.state in (State.failed, State.cancelled)), None)
+    if ended is not None:
+        reason = for_people(ended.code, ended.reason, ended.job_id)
+        return TaskStatus(
+            state=ended.state, stage=ended.stage, reason=reason, code=ended.code, attempts=attempts
+        )
     outputs = [o for r in records for o in r.outputs]
     if latest.state == State.done and latest.stage == chain[-1]:
-        return TaskStatus(state=State.done, stage=latest.stage, outputs=outputs)
+        return TaskStatus(state=State.done, stage=latest.stage, outputs=outputs, attempts=attempts)
     state = State.running if latest.state in (State.running, State.done) else latest.state
-    return TaskStatus(state=state, stage=latest.stage, progress=latest.progress, reason=latest.reason)
+    return TaskStatus(state=state, stage=latest.stage, progress=latest.progress, attempts=attempts)
 
 
 def _job_state(head: TaskStatus, tasks: dict[str, TaskStatus]) -> State:
-    if head.state == State.failed:
-        return State.failed
+    if head.state in (State.failed, State.cancelled):
+        return head.state
     if not tasks:
         return State.running if head.state != State.queued else State.queued
     states = {t.state for t in tasks.values()}
     if states <= {State.done}:
         return State.done
-    if states <= {State.done, State.failed}:
+    if State.cancelled in states and states <= FINAL_STATES:
+        return State.cancelled
+    if states <= FINAL_STATES:
         return State.failed
     return State.running
+
+
+def _code(head: TaskStatus, tasks: dict[str, TaskStatus]) -> str | None:
+    if head.code:
+        return head.code
+    return next((t.code for t in tasks.values() if t.code), None)
 
 
 def _current_stage(head: TaskStatus, tasks: dict[str, TaskStatus]) -> str | None:
@@ -145,9 +196,9 @@ def _current_stage(head: TaskStatus, tasks: dict[str, TaskStatus]) -> str | None
 
 
 def _reason(head: TaskStatus, tasks: dict[str, TaskStatus]) -> str | None:
-    if head.reason and head.state == State.failed:
+    if head.reason and head.state in (State.failed, State.cancelled):
         return head.reason
-    reasons = [t.reason for t in tasks.values() if t.state == State.failed and t.reason]
+    reasons = [t.reason for t in tasks.values() if t.state in (State.failed, State.cancelled) and t.reason]
     return "; ".join(dict.fromkeys(reasons)) or None
 
 

@@ -38,8 +38,7 @@ from pipeline.media import (
     load_audio,
     measure_loudness,
 )
-from pipeline.stage import ModelCache, StageContext
-from pipeline.status import read_spec
+from pipeline.stage import ModelCache, Stage, StageContext
 from stages.subtitles import Cue, cues_from_words, subtitle_words, to_srt, to_vtt, whisper_model
 
 NAME = "enhance"
@@ -74,7 +73,7 @@ def warm_up(settings: Settings, models: ModelCache) -> None:
 def run(ctx: StageContext, manifest: Manifest) -> list[Manifest]:
     """The finished video (``final``) and, when the job asks for subtitles, ``srt`` and ``vtt``."""
     ctx.progress(0.0, "preparing")
-    spec = read_spec(ctx.store, ctx.settings, ctx.job_id)
+    spec = ctx.job_spec
     audio = ctx.fetch(manifest.artifacts["audio"], "audio.wav")
     seconds = manifest.media.audio_seconds
     cues, source = _cues(ctx, audio, spec, seconds)
@@ -229,3 +228,20 @@ def _reported_loudness(ctx: StageContext, measured: Loudness | None, output: Lou
         ctx.log.warning("loudness_not_normalized", reason="the audio is silent")
         return None
     return round(output.integrated, 2) if output is not None else ctx.settings.loudness_lufs
+
+
+class Enhance(Stage):
+    """Enhance+subtitle: the finished MP4 (filters, loudness) and its subtitles."""
+
+    name = NAME
+    requires = frozenset({"audio", "avatar"})
+    provides = frozenset({"final", "srt", "vtt"})
+
+    def warm_up(self, settings: Settings, models: ModelCache) -> None:
+        warm_up(settings, models)
+
+    def run(self, ctx: StageContext, inputs: Manifest) -> list[Manifest]:
+        return run(ctx, inputs)
+
+
+STAGE = Enhance()

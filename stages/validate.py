@@ -28,13 +28,12 @@ from pipeline.contracts import (
     JobSpec,
     Manifest,
     MediaInfo,
-    Upload,
 )
 from pipeline.errors import ConfigError, InvalidInput, RetryableError
 from pipeline.keys import JOB_SPEC_SUFFIXES, job_record_key, media_cache_key, resolve_relative, spec_key
 from pipeline.media import FFmpegError, Probe, count_frames, normalize_audio, normalize_avatar, probe
-from pipeline.stage import StageContext, sha256_file
-from pipeline.storage.base import ObjectStore
+from pipeline.stage import Stage, StageContext, sha256_file
+from pipeline.storage.base import ObjectInfo, ObjectStore
 
 NAME = "validate"
 DEFAULT_AVATAR_KEY = "defaults/avatar.png"
@@ -42,7 +41,7 @@ AUDIO_HINT = "send .mp3, .wav, .ogg, .m4a or .flac"
 AVATAR_HINT = "send a .png, .jpg or .webp photo, or an .mp4, .mov or .webm video"
 
 
-def run(ctx: StageContext, upload: Upload) -> list[Manifest]:
+def run(ctx: StageContext, upload: ObjectInfo) -> list[Manifest]:
     """Validate and normalize the job's media; one manifest per avatar."""
     spec = load_spec(ctx, upload)
     ctx.save_bytes(
@@ -65,7 +64,7 @@ def run(ctx: StageContext, upload: Upload) -> list[Manifest]:
 # --- the spec ---------------------------------------------------------------------------------------
 
 
-def load_spec(ctx: StageContext, upload: Upload) -> JobSpec:
+def load_spec(ctx: StageContext, upload: ObjectInfo) -> JobSpec:
     """The job spec the upload stands for. A lone voice clip gets the default avatar."""
     name = PurePosixPath(upload.key).name
     if not upload.key.endswith(JOB_SPEC_SUFFIXES):
@@ -96,7 +95,7 @@ def _first_error(exc: ValidationError) -> str:
 # --- the voice --------------------------------------------------------------------------------------
 
 
-def _voice(ctx: StageContext, spec: JobSpec, upload: Upload) -> tuple[ArtifactRef, float]:
+def _voice(ctx: StageContext, spec: JobSpec, upload: ObjectInfo) -> tuple[ArtifactRef, float]:
     if spec.speech is not None:
         return _synthesize(ctx, spec.speech)
     assert spec.audio is not None
@@ -253,7 +252,7 @@ def _manifest(
     )
 
 
-def _write_job(ctx: StageContext, upload: Upload, spec: JobSpec, manifests: list[Manifest]) -> None:
+def _write_job(ctx: StageContext, upload: ObjectInfo, spec: JobSpec, manifests: list[Manifest]) -> None:
     name = spec.name or (PurePosixPath(spec.audio).stem if spec.audio else "speech")
     record = JobRecord(
         job_id=ctx.job_id,
@@ -281,3 +280,20 @@ def prepare_store(store: ObjectStore, settings: Settings) -> None:
     current = store.stat(settings.bucket_inputs, DEFAULT_AVATAR_KEY)
     if current is None or current.size != source.stat().st_size:
         store.put(settings.bucket_inputs, DEFAULT_AVATAR_KEY, source, content_type="image/png")
+
+
+class Validate(Stage):
+    """Validate+transcode: the first stage; makes a job (one task per avatar) from an upload."""
+
+    name = NAME
+    takes_upload = True
+    provides = frozenset({"audio", "avatar"})
+
+    def prepare_store(self, store: ObjectStore, settings: Settings) -> None:
+        prepare_store(store, settings)
+
+    def run(self, ctx: StageContext, inputs: ObjectInfo) -> list[Manifest]:
+        return run(ctx, inputs)
+
+
+STAGE = Validate()

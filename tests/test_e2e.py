@@ -19,7 +19,7 @@ from pipeline.media import probe
 from pipeline.stack import Stack
 from pipeline.submit import submit_files
 from tests.conftest import s3_settings
-from tests.pipeline.test_runner import wait_done
+from tests.pipeline.test_stack import wait_done
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 MOUTHPIECE = [sys.executable, "-m", "pipeline.cli"]

@@ -19,7 +19,7 @@ from pipeline.media import decode_frames, load_audio, normalize_audio
 from pipeline.stack import Stack
 from pipeline.submit import submit_files
 from tests.conftest import make_settings
-from tests.pipeline.test_runner import run_with_stack, wait_done
+from tests.pipeline.test_stack import run_with_stack, wait_done
 from tests.test_e2e import run_cli
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

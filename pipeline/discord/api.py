@@ -29,7 +29,7 @@ import requests
 import structlog
 
 from pipeline.config import Settings
-from pipeline.errors import ConfigError, PermanentError, RetryableError
+from pipeline.errors import ConfigError, DiscordError, RetryableError, TooLarge, WebhookGone
 
 log = structlog.get_logger("mouthpiece.discord")
 
@@ -45,18 +45,6 @@ def quiet_http_logging() -> None:
         logger = logging.getLogger(name)
         if logger.getEffectiveLevel() < logging.WARNING:
             logger.setLevel(logging.WARNING)
-
-
-class DiscordError(PermanentError):
-    """Discord refused a request in a way that retrying cannot fix."""
-
-
-class WebhookGone(DiscordError):
-    """The webhook (or interaction token) no longer works: deleted (404) or invalid/expired (401)."""
-
-
-class TooLarge(DiscordError):
-    """Discord refused the attachment as too large (413)."""
 
 
 class _Response(Protocol):
@@ -316,8 +304,9 @@ def execute_webhook(
     *,
     timeout: float = 300.0,
     policy: RetryPolicy | None = None,
-) -> None:
-    """Post a message (and optionally a file) through a channel webhook, waiting for Discord's answer.
+) -> str | None:
+    """Post a message (and optionally a file) through a channel webhook, waiting for Discord's answer
+    (``wait=true``); returns the id of the message it made.
 
     discord-webhook's own 429 handling sleeps without bound and it sets no timeout by default; we turn
     its retry off, set the timeout, and apply ``send_with_retries`` to its raw request.
@@ -337,4 +326,14 @@ def execute_webhook(
         response: _Response = hook.api_post_request()
         return response
 
-    send_with_retries(send, "the channel webhook", policy or RetryPolicy(), webhook=url)
+    response = send_with_retries(send, "the channel webhook", policy or RetryPolicy(), webhook=url)
+    return _message_id(response)
+
+
+def _message_id(response: _Response) -> str | None:
+    """The id of the message a webhook post made (the answer of ``?wait=true``), if Discord said."""
+    try:
+        body = response.json()  # type: ignore[attr-defined]
+    except Exception:  # not JSON (or no body): the post worked, its id is unknown
+        return None
+    return str(body["id"]) if isinstance(body, dict) and "id" in body else None

@@ -67,7 +67,10 @@ class ProgressForwarder:
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def start(self, bus: Bus) -> None:
-        await bus.subscribe(progress_subject(self.settings, "*"), self.on_note)
+        # a queue group: with several ingress replicas, one of them edits each message
+        await bus.subscribe(
+            progress_subject(self.settings, "*"), self.on_note, queue="mouthpiece-discord-progress"
+        )
 
     async def on_note(self, data: bytes) -> None:
         """Handle one progress note without blocking the subscription (the edit runs as a task)."""

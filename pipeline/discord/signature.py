@@ -8,12 +8,10 @@ import time
 from nacl.exceptions import BadSignatureError
 from nacl.signing import VerifyKey
 
+from pipeline.errors import SignatureError
+
 MAX_SKEW_SECONDS = 300.0
 """A request whose timestamp is further than this from our clock is refused (replay protection)."""
-
-
-class SignatureError(Exception):
-    """The request is not provably from Discord; the reason is for logs, never for the caller."""
 
 
 def verify(

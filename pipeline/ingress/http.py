@@ -63,7 +63,7 @@ from pipeline.discord.progress import ProgressForwarder
 from pipeline.discord.signature import SignatureError, verify
 from pipeline.errors import ConfigError, InvalidInput, MouthpieceError, RetryableError
 from pipeline.events import parse_event
-from pipeline.keys import route, subject_for
+from pipeline.keys import event_subject
 from pipeline.logs import REDACTOR
 from pipeline.storage.base import ObjectStore
 from pipeline.submit import Submitted, submit_files
@@ -417,14 +417,13 @@ class Ingress:
         events = parse_event(body)
         count = 0
         for index, event in enumerate(events):
-            stage = route(self.settings, event.bucket, event.key) if event.created else None
-            if stage is None:
+            subject = event_subject(self.settings, event.bucket, event.key) if event.created else None
+            if subject is None:
                 continue
             payload = body if len(events) == 1 else _single_record(body, index)
-            subject = subject_for(self.settings, stage)
             if await self.bus.publish(subject, payload, msg_id=event.message_id):
                 count += 1
-            log.info("minio_event", stage=stage, bucket=event.bucket, key=event.key)
+            log.info("minio_event", subject=subject, bucket=event.bucket, key=event.key)
         return count
 
     async def healthz(self, request: Request) -> Response:

@@ -32,7 +32,7 @@ from pipeline.bus import NatsBus
 from pipeline.config import Settings
 from pipeline.errors import RetryableError
 from pipeline.events import build_event, message_id
-from pipeline.keys import route, subject_for
+from pipeline.keys import event_subject
 from pipeline.seaweedfs import filer_pb
 from pipeline.seaweedfs.records import created_object, flatten
 
@@ -60,7 +60,7 @@ class OffsetStore:
         try:
             kv = await bus.js.key_value(bucket)
         except BucketNotFoundError:
-            replicas = int(getattr(settings, "stream_replicas", 1))  # the stream's replication, when set
+            replicas = settings.stream_replicas  # as replicated as the stream it feeds
             config = KeyValueConfig(bucket=bucket, history=1, storage=StorageType.FILE, replicas=replicas)
             kv = await bus.js.create_key_value(config=config)
         return cls(kv, offset_key(source))
@@ -140,14 +140,15 @@ class Bridge:
         found = created_object(event, self.settings.seaweedfs_buckets_dir)
         if found is not None:
             name, info = found
-            stage = route(self.settings, info.bucket, info.key)
-            if stage is not None:
-                subject = subject_for(self.settings, stage)
+            subject = event_subject(self.settings, info.bucket, info.key)
+            if subject is not None:
                 fresh = await self.bus.publish(
                     subject, build_event(info, name), msg_id=message_id(info.bucket, info.key, info.etag)
                 )
                 self.published += 1
-                log.info("bridge_event", stage=stage, bucket=info.bucket, key=info.key, duplicate=not fresh)
+                log.info(
+                    "bridge_event", subject=subject, bucket=info.bucket, key=info.key, duplicate=not fresh
+                )
                 await self._save(force=True)
         self.position = max(self.position, int(event.ts_ns))
 

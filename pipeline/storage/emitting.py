@@ -14,7 +14,7 @@ from pathlib import Path
 from pipeline.config import Settings
 from pipeline.errors import StorageError
 from pipeline.events import build_event, message_id
-from pipeline.keys import route, subject_for
+from pipeline.keys import event_subject
 from pipeline.storage.base import ObjectInfo, ObjectStore, Presigner
 
 Publish = Callable[[str, bytes, str], None]
@@ -44,12 +44,10 @@ class EmittingStore:
 
     def announce(self, info: ObjectInfo) -> bool:
         """Publish the notification for an existing object if a route matches; True if published."""
-        stage = route(self.settings, info.bucket, info.key)
-        if stage is None:
+        subject = event_subject(self.settings, info.bucket, info.key)
+        if subject is None:
             return False
-        self.publish(
-            subject_for(self.settings, stage), build_event(info), message_id(info.bucket, info.key, info.etag)
-        )
+        self.publish(subject, build_event(info), message_id(info.bucket, info.key, info.etag))
         return True
 
     def get(self, bucket: str, key: str) -> bytes:

@@ -47,8 +47,7 @@ from pipeline.contracts import ArtifactRef, FaceTrack, JobOptions, Manifest, Sty
 from pipeline.errors import InvalidInput, NoFaceFound, PermanentError
 from pipeline.keys import faces_cache_key
 from pipeline.media import decode_lazily
-from pipeline.stage import ModelCache, StageContext
-from pipeline.status import read_spec
+from pipeline.stage import ModelCache, Stage, StageContext
 from stages.detect.detectors import (
     FACE_ALIGNMENT_FILES,
     Detection,
@@ -76,7 +75,7 @@ __all__ = ["FULL_RATE_FRAMES", "MAX_STRIDE", "TRACK_VERSION", "detection_stride"
 def run(ctx: StageContext, inputs: Manifest) -> list[Manifest]:
     """The avatar's face track, from the cache or detected now; ``NoFaceFound`` when it has no face."""
     avatar = _avatar_ref(inputs)
-    options = read_spec(ctx.store, ctx.settings, ctx.job_id).options
+    options = ctx.job_spec.options
     tiers = _tiers(ctx.settings, ctx.models, ctx.log, options.style)
     keys = [_cache_key(ctx.settings, avatar, tiers[: i + 1], options) for i in range(len(tiers))]
     if (cached := _from_cache(ctx, inputs, keys)) is not None:
@@ -302,3 +301,20 @@ def _no_face_reason(avatar_name: str, style: Style) -> str:
     if style != Style.cartoon:
         return f"{reason} (use a photo or video where a face is clearly visible; for a drawn face, set style to cartoon)"
     return f"{reason} (for a drawn face, make the eyes and mouth clearly visible on a plain face)"
+
+
+class Detect(Stage):
+    """Face detect: the avatar's face track (boxes, landmarks), content-addressed."""
+
+    name = NAME
+    requires = frozenset({"avatar"})
+    provides = frozenset({"faces"})
+
+    def warm_up(self, settings: Settings, models: ModelCache) -> None:
+        warm_up(settings, models)
+
+    def run(self, ctx: StageContext, inputs: Manifest) -> list[Manifest]:
+        return run(ctx, inputs)
+
+
+STAGE = Detect()

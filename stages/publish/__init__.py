@@ -2,9 +2,11 @@
 
 Always: the outputs bucket (``<job>/<name>.mp4``, subtitles beside it, ``<job>/status.json``). Then each
 destination of the job spec: a folder (the embedded default's output folder), Discord (see
-``stages.publish.discord``). Each publication leaves a marker (``published/<destination>.json``), so a
-redelivered message never publishes twice. ``notify_failure`` tells the same destinations when a job
-fails, with the reason.
+``stages.publish.discord``). Each destination gets an intent before anything is sent and a marker after
+(``published/<destination>.intent.json`` / ``.json``), so a redelivered message never publishes twice
+and a run after a crash knows what may have been sent (docs/architecture.md: exactly once for folders
+and interaction replies, at least once for channel webhooks). ``tell_failure`` tells the same
+destinations when a job fails, in the catalogue's words.
 """
 
 from __future__ import annotations
@@ -12,16 +14,19 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path, PurePosixPath
+from typing import Any
 
 import structlog
 
 from pipeline.config import Settings
 from pipeline.contracts import ArtifactRef, Destination, FolderDestination, JobSpec, Manifest
-from pipeline.errors import PermanentError
+from pipeline.errors import ObjectNotFound, PermanentError
+from pipeline.faults import fault
 from pipeline.keys import job_record_key, output_key, published_key
 from pipeline.media import mux
-from pipeline.stage import StageContext
-from pipeline.status import job_status, read_job, read_spec
+from pipeline.messages import for_people
+from pipeline.stage import Stage, StageContext
+from pipeline.status import read_job, read_spec
 from pipeline.storage.base import ObjectStore
 from stages.publish.folder import publish_to_folder, write_failure_note
 
@@ -31,13 +36,13 @@ log = structlog.get_logger("mouthpiece.publish")
 
 def run(ctx: StageContext, manifest: Manifest) -> list[Manifest]:
     """Publish one task's video to the outputs bucket and the job's destinations."""
-    spec = read_spec(ctx.store, ctx.settings, ctx.job_id)
+    spec = ctx.job_spec
     filename = output_name(ctx.store, ctx.settings, manifest, spec)
     video = _final_video(ctx, manifest)
     published = [_to_outputs(ctx, video, filename, manifest)]
     for destination in spec.destinations:
         published.extend(_to_destination(ctx, destination, video, filename, manifest))
-    # outputs/<job>/status.json is written by the runner once this task's done record is (write_status)
+    # outputs/<job>/status.json is written by the runner once this task's done record is
     return [manifest.advance(NAME, {"published": published})]
 
 
@@ -105,33 +110,52 @@ def destination_id(destination: Destination) -> str:
 def _to_destination(
     ctx: StageContext, destination: Destination, video: Path, filename: str, manifest: Manifest
 ) -> list[str]:
-    marker = published_key(ctx.job_id, ctx.task, destination_id(destination))
+    """Publish to one destination exactly once: an intent is written before anything leaves, the
+    marker after; a retry finds the marker (done), or the intent (the earlier run may have published:
+    the destination decides from what it can check)."""
+    dest_id = destination_id(destination)
+    marker = published_key(ctx.job_id, ctx.task, dest_id)
     if ctx.store.stat(ctx.settings.bucket_work, marker) is not None:
         ctx.log.info("already_published", destination=destination.kind)
         return []
+    intent = Intent(ctx, dest_id)
     if isinstance(destination, FolderDestination):
-        where = publish_to_folder(ctx.settings, destination, video, filename, ctx.job_id)
+        where = publish_to_folder(ctx.settings, destination, video, filename, ctx.job_id, intent)
+        fault(ctx.settings, "publish.after_copy")
     else:
         from stages.publish.discord import publish_to_discord
 
+        intent.write({"started": True})
         where = publish_to_discord(ctx, destination, video, filename, manifest)
+        fault(ctx.settings, "publish.after_post")
     ctx.save_bytes(json.dumps({"location": where}).encode(), "marker", "application/json", key=marker)
     ctx.log.info("published", destination=destination.kind, location=where)
     return [where]
 
 
-def write_status(store: ObjectStore, settings: Settings, job_id: str) -> None:
-    status = job_status(store, settings, job_id)
-    if status is not None:
-        data = status.model_dump_json(indent=1).encode()
-        store.put(
-            settings.bucket_outputs, output_key(job_id, "status.json"), data, content_type="application/json"
-        )
+class Intent:
+    """``published/<destination>.intent.json``: what a run is about to publish, written before it
+    does, so a run after a crash knows what the crashed one may have done."""
+
+    def __init__(self, ctx: StageContext, destination_id: str) -> None:
+        self.ctx = ctx
+        self.key = published_key(ctx.job_id, ctx.task, destination_id).removesuffix(".json") + ".intent.json"
+
+    def read(self) -> dict[str, Any] | None:
+        try:
+            found: dict[str, Any] = json.loads(self.ctx.store.get(self.ctx.settings.bucket_work, self.key))
+        except ObjectNotFound:
+            return None
+        return found
+
+    def write(self, data: dict[str, Any]) -> None:
+        self.ctx.store.put(self.ctx.settings.bucket_work, self.key, json.dumps(data).encode())
 
 
-def notify_failure(settings: Settings, store: ObjectStore, job_id: str, task: str, reason: str) -> None:
-    """Tell the job's destinations that it failed, and why (best effort; called by the runner)."""
-    write_status(store, settings, job_id)
+def tell_failure(
+    settings: Settings, store: ObjectStore, job_id: str, code: str | None, reason: str | None
+) -> None:
+    """Tell the job's destinations that it failed (or was cancelled), in the catalogue's words."""
     try:
         spec = read_spec(store, settings, job_id)
     except PermanentError:
@@ -140,9 +164,27 @@ def notify_failure(settings: Settings, store: ObjectStore, job_id: str, task: st
     name = _safe(job.name if job else (spec.name or job_id))
     for destination in spec.destinations:
         if isinstance(destination, FolderDestination):
-            write_failure_note(settings, destination, name, job_id, reason)
+            write_failure_note(settings, destination, name, job_id, for_people(code, reason, job_id))
         else:
             from stages.publish.discord import notify_discord_failure
 
-            notify_discord_failure(settings, destination, reason)
-    log.info("failure_notified", job_id=job_id, task=task, record=job_record_key(job_id))
+            notify_discord_failure(settings, destination, job_id, code, reason)
+    log.info("failure_notified", job_id=job_id, record=job_record_key(job_id))
+
+
+class Publish(Stage):
+    """Publish: the outputs bucket, the output folder, Discord — each exactly once."""
+
+    name = NAME
+    requires = frozenset({"audio", "avatar"})
+
+    def run(self, ctx: StageContext, inputs: Manifest) -> list[Manifest]:
+        return run(ctx, inputs)
+
+    def tell_failure(
+        self, settings: Settings, store: ObjectStore, job_id: str, code: str | None, reason: str | None
+    ) -> None:
+        tell_failure(settings, store, job_id, code, reason)
+
+
+STAGE = Publish()

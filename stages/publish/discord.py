@@ -23,9 +23,9 @@ from pipeline.errors import ConfigError, MouthpieceError, StorageError
 from pipeline.keys import output_key
 from pipeline.logs import REDACTOR
 from pipeline.media import probe, reencode_to_bitrate
+from pipeline.messages import discord_text
 from pipeline.stage import StageContext
 from pipeline.storage.base import Presigner
-from stages.validate import AUDIO_HINT, AVATAR_HINT
 
 log = structlog.get_logger("mouthpiece.publish.discord")
 
@@ -57,8 +57,8 @@ def publish_to_discord(
         REDACTOR.add(url)
         limit = ctx.settings.discord_attachment_limit
         message = prepare(ctx, video, filename, limit, manifest.media.audio_seconds, destination.content)
-        _post_webhook(ctx, url, message)
-        return "discord:webhook"
+        posted = _post_webhook(ctx, url, message)
+        return f"discord:webhook:message:{posted}" if posted else "discord:webhook"
     raise ConfigError(f"not a Discord destination: {destination.kind}")
 
 
@@ -118,12 +118,13 @@ def _fallback(
 # --- channel webhooks -----------------------------------------------------------------------------------
 
 
-def _post_webhook(ctx: StageContext, url: str, message: Message) -> None:
+def _post_webhook(ctx: StageContext, url: str, message: Message) -> str | None:
+    """Post ``message``; the id of the Discord message made (recorded in the publication marker)."""
     try:
-        execute_webhook(url, message.content, message.file)
+        return execute_webhook(url, message.content, message.file)
     except TooLarge:
         filename = message.file.filename if message.file else "video.mp4"
-        execute_webhook(url, link_text(ctx, filename))
+        return execute_webhook(url, link_text(ctx, filename))
 
 
 # --- fitting the video ------------------------------------------------------------------------------------
@@ -191,26 +192,15 @@ def link_text(ctx: StageContext, filename: str) -> str:
 # --- failures -----------------------------------------------------------------------------------------------
 
 
-def user_message(reason: str) -> str:
-    """One short sentence for the Discord user from a job's failure reason."""
-    lowered = reason.lower()
-    if AUDIO_HINT in reason or "no audible audio" in lowered:
-        return f"That file is not audio: {AUDIO_HINT}"
-    if AVATAR_HINT in reason or "as an image or video" in lowered:
-        return f"That avatar is not an image or a video: {AVATAR_HINT}"
-    if lowered.startswith("no face found"):
-        return "I could not find a face in that avatar: use a photo where a face is clearly visible."
-    if "gave up after" in lowered or "internal error" in lowered:
-        return "Sorry, something went wrong on our side. Please try again later."
-    short = reason if len(reason) <= 300 else reason[:297] + "…"
-    return f"Sorry, I could not make that video: {short}"
-
-
 def notify_discord_failure(
-    settings: Settings, destination: DiscordInteractionDestination | DiscordWebhookDestination, reason: str
+    settings: Settings,
+    destination: DiscordInteractionDestination | DiscordWebhookDestination,
+    job_id: str,
+    code: str | None,
+    reason: str | None,
 ) -> None:
-    """Tell the destination, in one short sentence, that its job failed (best effort: never raises)."""
-    text = user_message(reason)
+    """Tell the destination that its job failed, in the catalogue's words (best effort: never raises)."""
+    text = discord_text(code, reason, job_id)
     try:
         if isinstance(destination, DiscordWebhookDestination):
             url = destination.url.get_secret_value()

@@ -18,8 +18,7 @@ from pipeline.contracts import FaceFrame, FaceTrack, JobOptions, Manifest
 from pipeline.errors import ConfigError, InvalidInput
 from pipeline.media import FrameWriter, cycle_indices, decode_frames, frames_for, load_audio, prefetch
 from pipeline.models import model_path
-from pipeline.stage import ModelCache, StageContext
-from pipeline.status import read_spec
+from pipeline.stage import ModelCache, Stage, StageContext
 from stages.render.base import Frames, Renderer, RenderRequest
 
 NAME = "render"
@@ -29,7 +28,7 @@ PINGPONG_BUDGET = 1536 * 1024 * 1024
 
 def run(ctx: StageContext, manifest: Manifest) -> list[Manifest]:
     """Render one task's lip-synced (silent) video."""
-    options = read_spec(ctx.store, ctx.settings, ctx.job_id).options
+    options = ctx.job_spec.options
     if options.renderer == "none":
         return [manifest.advance(NAME, {"renderer": "none"})]
     renderer = get_renderer(ctx.settings, ctx.models, options)
@@ -145,3 +144,20 @@ def _looping(avatar: Path, track: FaceTrack, n_out: int) -> Iterator[tuple[int, 
                 return
             yield i, frame, track.frames[min(src, len(track.frames) - 1)]
             i += 1
+
+
+class Render(Stage):
+    """Lip-sync render: the silent video of the face speaking (viseme, neural or none)."""
+
+    name = NAME
+    requires = frozenset({"audio", "avatar", "faces"})
+    provides = frozenset({"video"})
+
+    def warm_up(self, settings: Settings, models: ModelCache) -> None:
+        warm_up(settings, models)
+
+    def run(self, ctx: StageContext, inputs: Manifest) -> list[Manifest]:
+        return run(ctx, inputs)
+
+
+STAGE = Render()

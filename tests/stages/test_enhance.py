@@ -36,6 +36,7 @@ from pipeline.media import (
 )
 from pipeline.stage import ModelCache, StageContext
 from pipeline.storage.local import LocalStore
+from pipeline.testing import StageEnvironment
 from tests.conftest import make_settings
 
 JFK_TRANSCRIPT = (
@@ -147,10 +148,8 @@ def run_stage(
     log, progress = RecordingLog(), []
     workdir = tmp / "scratch"
     workdir.mkdir()
-    ctx = StageContext(
-        settings=config, store=store, job_id=job_id, task="a0", stage="enhance", log=log, workdir=workdir,
-        on_progress=lambda fraction, note: progress.append(fraction),
-    )  # fmt: skip
+    ctx = StageEnvironment(config, store).context(job_id=job_id, stage="enhance", spec=spec, workdir=workdir)
+    ctx.log, ctx.on_progress = log, lambda fraction, note: progress.append(fraction)
     audio, seconds = (inputs.short_audio, inputs.short_seconds) if short else (inputs.audio, inputs.seconds)
     artifacts = {"audio": ctx.save(audio, "audio.wav", "audio/wav")}
     artifacts["avatar"] = ctx.save(inputs.avatar, "avatar.mp4", "video/mp4")

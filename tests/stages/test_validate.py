@@ -9,23 +9,23 @@ import numpy as np
 import pytest
 
 from pipeline.config import Settings
-from pipeline.contracts import Upload, job_id_for
+from pipeline.contracts import job_id_for
 from pipeline.errors import InvalidInput, RetryableError
 from pipeline.media import decode_frames, load_audio, probe
-from pipeline.runner import run_inline
 from pipeline.storage import open_store
-from pipeline.storage.base import ObjectStore
+from pipeline.storage.base import ObjectInfo, ObjectStore
+from pipeline.testing import StageEnvironment
 from stages.validate import prepare_store
 from tests.conftest import make_settings
 
 
-def upload(store: ObjectStore, settings: Settings, key: str, data: bytes | Path) -> Upload:
-    info = store.put(settings.bucket_inputs, key, data)
-    return Upload(bucket=info.bucket, key=key, etag=info.etag, size=info.size)
+def upload(store: ObjectStore, settings: Settings, key: str, data: bytes | Path) -> ObjectInfo:
+    return store.put(settings.bucket_inputs, key, data)
 
 
-def validate(settings: Settings, store: ObjectStore, up: Upload) -> list:
-    return run_inline(settings, store, "validate", up, job_id_for(up.bucket, up.key, up.etag), "job")
+def validate(settings: Settings, store: ObjectStore, up: ObjectInfo) -> list:
+    env = StageEnvironment(settings, store)
+    return env.run("validate", up, job_id=job_id_for(up.bucket, up.key, up.etag), task="job")
 
 
 @pytest.fixture
@@ -38,7 +38,7 @@ def env(tmp_path: Path) -> tuple[Settings, ObjectStore]:
 
 def spec_with(
     store: ObjectStore, settings: Settings, folder: str, files: dict[str, Path | bytes], spec: str
-) -> Upload:
+) -> ObjectInfo:
     for name, data in files.items():
         store.put(settings.bucket_inputs, f"{folder}/{name}", data)
     return upload(store, settings, f"{folder}/job.yaml", spec.encode())

@@ -11,7 +11,6 @@ import cv2
 import numpy as np
 import pytest
 import skimage.data
-import structlog
 
 from pipeline.config import Settings, load_settings
 from pipeline.contracts import REVEAL, JobOptions, JobSpec, Manifest, MediaInfo
@@ -19,6 +18,7 @@ from pipeline.keys import spec_key
 from pipeline.media import count_frames, normalize_avatar, probe
 from pipeline.stage import ModelCache, StageContext
 from pipeline.storage.local import LocalStore
+from pipeline.testing import StageEnvironment
 from stages.detect.detectors import FAN_FILE, S3FD_FILE
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -176,23 +176,20 @@ class StageEnv:
         job_id = f"j{self._jobs:019x}"
         workdir = self.root / "work" / job_id
         workdir.mkdir(parents=True)
-        return StageContext(
-            settings=self.settings,
-            store=self.store,
-            job_id=job_id,
-            task="a0",
-            stage="detect",
-            log=log if log is not None else structlog.get_logger("test.detect"),
-            workdir=workdir,
-            models=models or ModelCache(),
-            on_progress=lambda fraction, note: self.progress.append(fraction),
+        ctx = StageEnvironment(self.settings, self.store, models).context(
+            job_id=job_id, stage="detect", workdir=workdir
         )
+        ctx.on_progress = lambda fraction, note: self.progress.append(fraction)
+        if log is not None:
+            ctx.log = log
+        return ctx
 
     def manifest(
         self, ctx: StageContext, clip: Path, name: str, options: JobOptions | None = None
     ) -> Manifest:
         """Store the job's spec and the avatar clip; the manifest validate would hand on."""
         spec = JobSpec(audio="voice.wav", avatars=[name], options=options or JobOptions())
+        ctx.spec = spec  # what the runner hands the stage
         data = spec.model_dump_json(context=REVEAL).encode()
         self.store.put(self.settings.bucket_work, spec_key(ctx.job_id), data, content_type="application/json")
         info = probe(clip)

@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import structlog
 from pydantic import SecretStr
 
 from pipeline.config import Settings
@@ -25,10 +24,12 @@ from pipeline.contracts import (
 from pipeline.discord.api import WebhookGone
 from pipeline.keys import spec_key
 from pipeline.media import ffmpeg_binary, probe
+from pipeline.messages import discord_text, users_fault
 from pipeline.stage import StageContext
-from pipeline.storage import open_store
+from pipeline.status import read_spec
+from pipeline.testing import StageEnvironment
 from stages.publish import run as publish_run
-from stages.publish.discord import bitrate_plan, notify_discord_failure, publish_to_discord, user_message
+from stages.publish.discord import bitrate_plan, notify_discord_failure, publish_to_discord
 from tests.conftest import make_settings
 from tests.pipeline.discord.conftest import APP_ID, FakeDiscord, ThreadServer
 
@@ -80,10 +81,11 @@ def _settings(tmp: Path, origin: str, **extra: Any) -> Settings:
 def _ctx(settings: Settings, tmp: Path) -> StageContext:
     workdir = tmp / "work"
     workdir.mkdir(exist_ok=True)
-    return StageContext(
-        settings=settings, store=open_store(settings), job_id=JOB, task="a0", stage="publish",
-        log=structlog.get_logger("test"), workdir=workdir,
-    )  # fmt: skip
+    env = StageEnvironment(settings)
+    spec = (
+        read_spec(env.store, settings, JOB) if env.store.stat(settings.bucket_work, spec_key(JOB)) else None
+    )
+    return env.context(job_id=JOB, stage="publish", spec=spec, workdir=workdir)
 
 
 def _manifest() -> Manifest:
@@ -221,7 +223,9 @@ def test_channel_webhook_gets_content_and_video_after_a_429(
     hook = f"{discord_origin}/api/webhooks/44/channel-{'c' * 30}"
     ctx = _ctx(_settings(tmp_path, discord_origin), tmp_path)
     dest = DiscordWebhookDestination(url=SecretStr(hook), content="Welcome to Test Guild, Alice!")
-    assert publish_to_discord(ctx, dest, video, "welcome.mp4", _manifest()) == "discord:webhook"
+    where = publish_to_discord(ctx, dest, video, "welcome.mp4", _manifest())
+    posted = [r for r in discord.accepted("POST") if r.files]
+    assert where.startswith("discord:webhook:message:") and len(posted) == 1  # the id Discord answered
     assert [r.status for r in discord.requests] == [429, 200]
     [post] = discord.with_files()
     assert post.content == "Welcome to Test Guild, Alice!"
@@ -249,11 +253,12 @@ def test_failure_reaches_the_user_as_a_short_message(
 ) -> None:
     """A job failure edits the reply with one short sentence and clears attachments."""
     settings = _settings(tmp_path, discord_origin)
-    notify_discord_failure(
-        settings, _interaction(), "notes.txt has no sound in it: send .mp3, .wav, .ogg, .m4a or .flac"
-    )
+    notify_discord_failure(settings, _interaction(), JOB, "no_sound", "notes.txt has no sound in it")
     [edit] = discord.accepted("PATCH")
-    assert edit.content == "That file is not audio: send .mp3, .wav, .ogg, .m4a or .flac"
+    assert edit.content == (
+        "Sorry, I could not make that video. notes.txt has no sound in it. "
+        "Send an .mp3, .wav, .ogg, .m4a or .flac voice clip."
+    )
     assert edit.payload["attachments"] == []
 
 
@@ -263,34 +268,49 @@ def test_failure_notice_to_a_gone_webhook_does_not_raise(
     """Telling a deleted webhook about a failure is best effort: no exception escapes."""
     discord.gone.add("deleted-hook")
     hook = SecretStr(f"{discord_origin}/api/webhooks/45/deleted-hook-{'d' * 30}")
-    notify_discord_failure(_settings(tmp_path, discord_origin), DiscordWebhookDestination(url=hook), "boom")
+    notify_discord_failure(
+        _settings(tmp_path, discord_origin), DiscordWebhookDestination(url=hook), JOB, "internal", "boom"
+    )
     assert [r.status for r in discord.requests] == [404]
 
 
 @pytest.mark.parametrize(
-    ("reason", "message"),
+    ("code", "reason", "message"),
     [
         (
-            "a.txt could not be decoded as audio (x): send .mp3, .wav, .ogg, .m4a or .flac",
-            "That file is not audio",
+            "no_sound",
+            "clip.wav has no sound in it",
+            "Sorry, I could not make that video. clip.wav has no sound",
         ),
-        ("clip.wav contains no audible audio (it is 0.1 s long)", "That file is not audio"),
         (
-            "face.png could not be decoded as an image or video (bad)",
-            "That avatar is not an image or a video",
+            "no_face",
+            "no face found in cat.png",
+            "Sorry, I could not make that video. no face found in cat.png",
         ),
-        ("no face found in cat.png (use a photo ...)", "I could not find a face"),
-        ("gave up after 5 attempts: internal error", "Sorry, something went wrong on our side"),
         (
+            "gave_up",
+            "gave up after 5 runs: internal error",
+            "Sorry, I could not make that video. Something went wrong",
+        ),
+        (
+            "encoder_failed",
+            "ffmpeg said [aost#0:0 @ 0x55] error -22",
+            "Sorry, I could not make that video. Something",
+        ),
+        (
+            "too_long",
             "voice.mp3 is 900 s long; the limit is 600 s",
-            "Sorry, I could not make that video: voice.mp3 is 900 s long",
+            "Sorry, I could not make that video. voice.mp3 is",
         ),
     ],
 )
-def test_user_messages_are_short(reason: str, message: str) -> None:
-    """Failure reasons map to short user sentences."""
-    text = user_message(reason)
+def test_failure_replies_come_from_the_catalogue(code: str, reason: str, message: str) -> None:
+    """The user's own mistakes are told in their reason; everything else in the catalogue's sentence
+    with a reference, never with tool output."""
+    text = discord_text(code, reason, JOB)
     assert text.startswith(message) and len(text) < 350
+    if not users_fault(code):
+        assert reason not in text and JOB in text
 
 
 def test_bitrate_plan_fits_and_scales_down() -> None:

@@ -1,0 +1,104 @@
+"""The one catalogue of sentences people read about failures: Discord replies, folder notes, the
+console and the CLI all take their words from here, chosen by the error's stable ``code``.
+
+A failure of the user's input (``InvalidInput`` and its kinds) already carries a reason written for the
+user — it names their file, says what is wrong and what to send instead — so that reason is shown, with
+the catalogue's advice for the code added where the reason has none. Every other failure (our
+environment, a bug, a retry budget used up) is shown as a short sentence with a reference (the job id)
+that operators find in full in their logs and records; its technical reason is never shown to users.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Entry:
+    """What the catalogue knows of a code: the sentence for people, and who caused the failure."""
+
+    text: str
+    users_fault: bool = False
+    advice: str = ""
+
+
+AUDIO_ADVICE = "Send an .mp3, .wav, .ogg, .m4a or .flac voice clip."
+AVATAR_ADVICE = "Send a .png, .jpg or .webp photo, or an .mp4, .mov or .webm video, with a face in it."
+OUR_SIDE = "Something went wrong on our side (reference {reference}). Please try again later."
+
+CATALOGUE: dict[str, Entry] = {
+    # --- the user's input -----------------------------------------------------------------------------
+    "invalid_input": Entry("That input cannot be made into a video.", True),
+    "invalid_key": Entry("That file name cannot be used.", True, "Use a shorter name without '..' or '/'."),
+    "drop_refused": Entry("That drop cannot be made into a video.", True),
+    "spec_invalid": Entry("The job description is not valid.", True),
+    "audio_unreadable": Entry("The voice clip could not be read.", True, AUDIO_ADVICE),
+    "no_sound": Entry("The voice clip has no sound in it.", True, AUDIO_ADVICE),
+    "too_short": Entry("The voice clip is too short.", True, "Send at least half a second of speech."),
+    "too_long": Entry("The file is too long.", True),
+    "too_large": Entry("The file is too large.", True),
+    "avatar_unreadable": Entry("The avatar could not be read.", True, AVATAR_ADVICE),
+    "not_media": Entry("That file is not audio, an image or a video.", True, AVATAR_ADVICE),
+    "no_face": Entry(
+        "No face could be found in the avatar.", True, "Use a photo where a face is clearly visible."
+    ),
+    "media_missing": Entry("A file the job names is missing.", True),
+    "destination_refused": Entry("The job asks to publish somewhere it may not.", True),
+    "text_too_long": Entry("The text is too long.", True),
+    "quality_failed": Entry("The video did not meet the quality the job asked for.", True),
+    # --- the people running it ------------------------------------------------------------------------
+    "cancelled": Entry("The job was cancelled."),
+    "config": Entry("This server is not set up to make that video ({reference}); tell its admins."),
+    "model_missing": Entry("This server is missing a model file for that ({reference}); tell its admins."),
+    "tts_unavailable": Entry("This server cannot speak text ({reference}); send a voice clip instead."),
+    # --- our environment, and bugs --------------------------------------------------------------------
+    "internal": Entry(OUR_SIDE),
+    "gave_up": Entry(OUR_SIDE),
+    "temporary_failure": Entry(OUR_SIDE),
+    "storage_unavailable": Entry(OUR_SIDE),
+    "object_missing": Entry(OUR_SIDE),
+    "bus_unavailable": Entry(OUR_SIDE),
+    "encoder_failed": Entry(OUR_SIDE),
+    "alignment_failed": Entry(OUR_SIDE),
+    "stopped": Entry(OUR_SIDE),
+    "failed": Entry(OUR_SIDE),
+    "error": Entry(OUR_SIDE),
+    "discord_refused": Entry(OUR_SIDE),
+    "discord_gone": Entry(OUR_SIDE),
+    "discord_too_large": Entry("The video is too large to post here."),
+    "bad_signature": Entry(OUR_SIDE),
+}
+
+
+def entry(code: str | None) -> Entry:
+    """The catalogue entry of ``code``; unknown codes are treated as internal errors."""
+    return CATALOGUE.get(code or "internal", CATALOGUE["internal"])
+
+
+def users_fault(code: str | None) -> bool:
+    """True when ``code`` is a failure of the user's input (their reason may be shown to them)."""
+    return entry(code).users_fault
+
+
+def for_people(code: str | None, reason: str | None, reference: str) -> str:
+    """The sentence a person is shown for a failure with ``code`` and technical ``reason``.
+
+    For the user's own mistakes it is their reason (with the code's advice when the reason has none);
+    for everything else it is the catalogue's sentence with ``reference`` (the job id) in it.
+    """
+    found = entry(code)
+    if not found.users_fault or not reason:
+        return found.text.format(reference=reference)
+    text = reason.strip()
+    if not text.endswith((".", "!", "?")):
+        text += "."
+    if found.advice and found.advice.lower() not in text.lower() and "send " not in text.lower():
+        text = f"{text} {found.advice}"
+    return text
+
+
+def discord_text(code: str | None, reason: str | None, reference: str) -> str:
+    """The one-message reply to a Discord user whose job failed (at most 2000 characters)."""
+    text = for_people(code, reason, reference)
+    prefix = "" if code == "cancelled" else "Sorry, I could not make that video. "
+    return (prefix + text)[:2000]

@@ -1,0 +1,15 @@
+"""The stage runner, in three parts:
+
+- ``decide``: pure decisions — what a delivered message gets (``admit``) and what a run's outcome means
+  (``conclude``): ack, nak with a delay, term, dead letter, the record's new state;
+- ``records``: the record keeper — claims (compare-and-set in the bus's claim store), heartbeats,
+  stage records in the store;
+- ``worker``: the pull loop — the one place that acks, naks and terms, and calls stages.
+
+Its contract tests (``tests/pipeline/runner``) run on the in-memory bus (``pipeline.memory``) and on a
+real nats-server.
+"""
+
+from pipeline.runner.worker import Work, Worker
+
+__all__ = ["Work", "Worker"]
