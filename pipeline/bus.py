@@ -33,7 +33,7 @@ from nats.js.errors import (
 from nats.js.kv import KeyValue
 
 from pipeline.config import Settings
-from pipeline.errors import BusError
+from pipeline.errors import BusError, ConfigError
 
 log = structlog.get_logger("mouthpiece.bus")
 
@@ -179,10 +179,20 @@ class NatsBus:
     async def connect(cls, url: str, settings: Settings) -> NatsBus:
         try:
             nc = await nats.connect(
-                url, name="mouthpiece", connect_timeout=5, max_reconnect_attempts=-1, reconnect_time_wait=1
+                url,
+                name="mouthpiece",
+                connect_timeout=5,
+                max_reconnect_attempts=-1,
+                reconnect_time_wait=1,
+                **settings.nats_auth(),
             )
         except (OSError, nats.errors.NoServersError, TimeoutError) as exc:
             raise BusError(f"cannot reach NATS at {_without_password(url)}: {exc}") from exc
+        except nats.errors.Error as exc:  # e.g. 'Authorization Violation': wrong or missing credentials
+            raise ConfigError(
+                f"NATS at {_without_password(url)} refused the connection: {exc} "
+                "(MOUTHPIECE_NATS_USER, MOUTHPIECE_NATS_PASSWORD, MOUTHPIECE_NATS_TOKEN)"
+            ) from exc
         js = nc.jetstream(timeout=10)
         try:
             await ensure_stream(js, settings)

@@ -92,12 +92,27 @@ def _parser() -> argparse.ArgumentParser:
 
     config = sub.add_parser("config", help="print the effective settings (secrets masked)")
     config.add_argument("--markdown", action="store_true", help="print the table of all settings instead")
-    sub.add_parser("reconcile", help="re-announce inputs that have no job")
+    reconcile = sub.add_parser(
+        "reconcile", help="re-announce inputs without a job and jobs stuck mid-pipeline"
+    )
+    reconcile.add_argument(
+        "--every", metavar="DURATION", help="keep running, one sweep per DURATION (60s, 5m)"
+    )
     retry = sub.add_parser("retry", help="run a failed job's failed stages again (after fixing the cause)")
     retry.add_argument("job")
     letters = sub.add_parser("dead-letters", help="list messages the runner gave up on")
     letters.add_argument("--stage", choices=list(STAGES))
     sub.add_parser("init", help="create buckets, the default avatar and (MinIO) bucket notifications")
+
+    gc = sub.add_parser("gc", help="delete artifacts of finished jobs older than a duration (cron)")
+    gc.add_argument("--older-than", metavar="DURATION", type=_duration, required=True, help="e.g. 7d, 12h")
+    gc.add_argument("--outputs", action="store_true", help="also delete their videos (status.json stays)")
+    gc.add_argument("--inputs", action="store_true", help="also delete the uploads that started them")
+    gc.add_argument("--cache", action="store_true", help="also delete old cache entries no running job uses")
+    gc.add_argument("--dry-run", action="store_true", help="say what would be deleted, delete nothing")
+    sub.add_parser(
+        "bridge", help="forward SeaweedFS filer events to the bus (MOUTHPIECE_EVENT_SOURCE=seaweedfs)"
+    )
 
     models = sub.add_parser("models", help="list model files; --fetch NAME downloads one")
     models.add_argument("--fetch", metavar="NAME", action="append", default=[])
@@ -113,6 +128,15 @@ def _parser() -> argparse.ArgumentParser:
     discord_sub = discord.add_subparsers(dest="discord_command", required=True, metavar="TASK")
     discord_sub.add_parser("register", help="put the slash commands (/avatar, /announce) to Discord")
     return p
+
+
+def _duration(text: str) -> float:
+    from pipeline.gc import parse_duration
+
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _job_options(p: argparse.ArgumentParser) -> None:
@@ -558,16 +582,27 @@ def cmd_cancel(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_reconcile(settings: Settings, args: argparse.Namespace) -> int:
-    async def go() -> list[str]:
-        from pipeline.reconcile import sweep
+    from pipeline.reconcile import Reconciler, reconcile_forever
 
+    every: float | None = args.every
+
+    async def go() -> list[str]:
         stack = await Stack.open(settings, mode="attach")
+        reconciler = Reconciler(stack.announcer, settings)
         try:
-            return await asyncio.to_thread(sweep, stack.announcer, settings)
+            if every is None:
+                return await asyncio.to_thread(reconciler.sweep)
+            stop = asyncio.Event()
+            stop_on_signals(stop)
+            log.info("reconcile_service_started", every=every)
+            await reconcile_forever(reconciler, every, stop)
+            return []
         finally:
             await stack.close()
 
     keys = asyncio.run(go())
+    if every is not None:
+        return 0
     print(f"re-announced {len(keys)} input(s)")
     for key in keys:
         print(f"  {key}")
@@ -590,6 +625,48 @@ def cmd_retry(settings: Settings, args: argparse.Namespace) -> int:
         return 1
     for trigger in triggers:
         print(f"re-announced {trigger}")
+    return 0
+
+
+def cmd_gc(settings: Settings, args: argparse.Namespace) -> int:
+    from pipeline.gc import collect
+
+    store = open_store(settings)
+    report = collect(
+        store,
+        settings,
+        args.older_than,
+        outputs=args.outputs,
+        inputs=args.inputs,
+        cache=args.cache,
+        dry_run=args.dry_run,
+    )
+    print(report.line(args.dry_run))
+    return 0
+
+
+def cmd_bridge(settings: Settings, args: argparse.Namespace) -> int:
+    if settings.event_source != "seaweedfs":
+        print("mouthpiece: the bridge needs MOUTHPIECE_EVENT_SOURCE=seaweedfs", file=sys.stderr)
+        return 2
+    if not settings.nats_url:
+        print("mouthpiece: the bridge needs MOUTHPIECE_NATS_URL", file=sys.stderr)
+        return 2
+    return asyncio.run(_bridge(settings))
+
+
+async def _bridge(settings: Settings) -> int:
+    from pipeline.bus import NatsBus
+    from pipeline.seaweedfs.bridge import serve_bridge
+
+    assert settings.nats_url is not None
+    bus = await NatsBus.connect(settings.nats_url, settings)
+    stop = asyncio.Event()
+    stop_on_signals(stop)
+    try:
+        await serve_bridge(settings, bus, stop)
+    finally:
+        await bus.close()
     return 0
 
 
@@ -618,6 +695,8 @@ def cmd_init(settings: Settings, args: argparse.Namespace) -> int:
     if settings.store == "s3" and settings.event_source == "minio":
         for line in configure_bucket_notifications(settings):
             print(line)
+    if settings.event_source == "seaweedfs":
+        print(f"events: `mouthpiece bridge` follows the SeaweedFS filer at {settings.seaweedfs_filer}")
     return 0
 
 
@@ -653,6 +732,7 @@ QUIET_COMMANDS = {
     "init",
     "retry",
     "dead-letters",
+    "gc",
     "cancel",
 }
 
@@ -697,6 +777,8 @@ COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], int]] = {
     "config": cmd_config,
     "reconcile": cmd_reconcile,
     "retry": cmd_retry,
+    "gc": cmd_gc,
+    "bridge": cmd_bridge,
     "dead-letters": cmd_dead_letters,
     "init": cmd_init,
     "models": cmd_models,

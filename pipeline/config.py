@@ -37,8 +37,8 @@ class Settings(BaseSettings):
     data_dir: Path = Field(Path(".mouthpiece"), description="local buckets, NATS store, inbox, outbox")
     store: Literal["local", "s3"] = Field("local", description="local: a directory per bucket; s3: MinIO/S3")
     s3_endpoint: str = Field("localhost:9000", description="host:port of the S3 API")
-    s3_access_key: SecretStr = Field(SecretStr("minioadmin"), description="S3 access key")
-    s3_secret_key: SecretStr = Field(SecretStr("minioadmin"), description="S3 secret key")
+    s3_access_key: SecretStr | None = Field(None, description="S3 access key (none: anonymous requests)")
+    s3_secret_key: SecretStr | None = Field(None, description="S3 secret key")
     s3_secure: bool = Field(False, description="use https to reach the S3 API")
     s3_region: str | None = Field(None, description="S3 region, where the server needs one")
     bucket_inputs: str = Field("inputs", description="bucket of uploads (job specs, voice clips, avatars)")
@@ -48,8 +48,10 @@ class Settings(BaseSettings):
     # --- the bus -------------------------------------------------------------------------------------
     nats_url: str | None = Field(None, description="connect here; unset starts an embedded nats-server")
     nats_port: int = Field(0, description="port of the embedded nats-server (0: any free port)")
-    event_source: Literal["client", "minio"] = Field(
-        "client", description="client: our store publishes bucket events; minio: the server does"
+    event_source: Literal["client", "minio", "seaweedfs"] = Field(
+        "client",
+        description="client: our store publishes bucket events; minio: the server does (MinIO, RustFS); "
+        "seaweedfs: `mouthpiece bridge` forwards the filer's metadata events",
     )
     stream: str = Field("MOUTHPIECE", description="JetStream stream holding the stage subjects")
     subject_prefix: str = Field("mouthpiece", description="first token of every NATS subject")
@@ -82,6 +84,27 @@ class Settings(BaseSettings):
     faults: dict[str, int] = Field(
         default_factory=dict,
         description='test hook: kill the process at named points, e.g. {"render.start": 2} (pipeline/faults.py)',
+    )
+
+    # --- cluster: bus auth, server-side events, reconcile, retention (docs/deploy.md) ----------------------
+    nats_user: str | None = Field(None, description="NATS user name (with nats_password)")
+    nats_password: SecretStr | None = Field(None, description="NATS password")
+    nats_token: SecretStr | None = Field(
+        None, description="NATS authentication token (instead of user/password)"
+    )
+    seaweedfs_filer: str = Field(
+        "localhost:18888", description="host:port of the SeaweedFS filer's gRPC API (the bridge subscribes)"
+    )
+    seaweedfs_buckets_dir: str = Field("/buckets", description="the filer folder that holds the S3 buckets")
+    seaweedfs_grpc_ca: Path | None = Field(None, description="CA file for a filer with gRPC TLS (mTLS)")
+    seaweedfs_grpc_cert: Path | None = Field(None, description="client certificate for the filer's gRPC TLS")
+    seaweedfs_grpc_key: Path | None = Field(None, description="client key for the filer's gRPC TLS")
+    bridge_offsets_bucket: str = Field(
+        "mouthpiece-offsets", description="NATS key-value bucket where the bridge stores how far it has read"
+    )
+    reconcile_stuck_after: float = Field(
+        300.0,
+        description="a manifest whose next stage has no record after this many seconds is announced again",
     )
 
     # --- input limits --------------------------------------------------------------------------------
@@ -249,6 +272,14 @@ class Settings(BaseSettings):
     @property
     def models(self) -> Path:
         return self.model_dir or self.data_dir / "models"
+
+    def nats_auth(self) -> dict[str, str]:
+        """Credentials for ``nats.connect``: user and password, or a token, or nothing."""
+        if self.nats_token is not None:
+            return {"token": self.nats_token.get_secret_value()}
+        if self.nats_user and self.nats_password is not None:
+            return {"user": self.nats_user, "password": self.nats_password.get_secret_value()}
+        return {}
 
     def concurrency_of(self, stage: str) -> int:
         return max(1, self.concurrency.get(stage, 1))

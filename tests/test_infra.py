@@ -1,47 +1,152 @@
-"""The deployment files stay true to the code: compose targets match the routing table, every stage
-has a worker, the settings doc lists every setting."""
+"""The deployment files stay true to the code and valid against their schemas, offline: compose targets
+match the routing table, every stage has a worker, secrets are never defaults, the compose file passes
+the compose-spec schema, the Kubernetes objects pass Kubernetes' schemas and KEDA's CRD shape."""
 
 from __future__ import annotations
 
+import json
+import re
+import subprocess
+from importlib.resources import files
 from pathlib import Path
+from typing import Any
 
+import jsonschema
+import kubernetes_validate
+import pytest
 import yaml
 
 from pipeline.config import STAGES, load_settings, settings_markdown
 from pipeline.notifications import minio_target_env, notification_configs, target_arn
+from tests.compose_env import Compose, MissingVariable, interpolate, read_dotenv
 
 ROOT = Path(__file__).parent.parent
+K8S = ROOT / "infra/k8s/mouthpiece.yaml"
+
+
+def compose() -> dict[str, Any]:
+    return dict(yaml.safe_load((ROOT / "docker-compose.yml").read_text()))
+
+
+def k8s_docs() -> list[dict[str, Any]]:
+    return [d for d in yaml.safe_load_all(K8S.read_text()) if d]
 
 
 def test_compose_minio_targets_match_the_routing_table() -> None:
-    """MinIO's NATS targets in docker-compose.yml are exactly those our notification rules name."""
-    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
-    env = compose["services"]["minio"]["environment"]
-    expected = minio_target_env(load_settings(), "nats:4222")
+    """MinIO's NATS targets in docker-compose.yml are exactly those our rules name, one per (stage,
+    pool) subject, each with a queue dir and NATS credentials; ARNs use the env suffix as written."""
+    env = compose()["services"]["minio"]["environment"]
+    expected = minio_target_env(
+        load_settings(), "nats:4222", username="mouthpiece", password="${NATS_PASSWORD}"
+    )
     assert {k: v for k, v in env.items() if k.startswith("MINIO_NOTIFY_NATS")} == expected
     arns = {q.queue for c in notification_configs(load_settings()).values() for q in c.queue_config_list}
-    assert arns == {target_arn(s) for s in STAGES[1:]} | {target_arn("validate")}
+    assert target_arn("validate") == "arn:minio:sqs::VALIDATE:nats"
+    assert target_arn("render", "neural") == "arn:minio:sqs::RENDER_NEURAL:nats"
+    assert arns == {
+        f"arn:minio:sqs::{k.removeprefix('MINIO_NOTIFY_NATS_ENABLE_')}:nats"
+        for k in expected
+        if "_ENABLE_" in k
+    }
 
 
-def test_compose_has_a_worker_per_stage() -> None:
-    """Each stage runs as its own compose service (`mouthpiece worker <stage>`)."""
-    services = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]
+def test_compose_has_a_worker_per_stage_and_the_cluster_services() -> None:
+    """Each stage runs as its own service; the bridge, the reconcile service and a GPU render pool too."""
+    services = compose()["services"]
     commands = {tuple(s.get("command", [])) for s in services.values()}
     for stage in STAGES:
         assert ("worker", stage) in commands
+    assert ("bridge",) in commands and ("reconcile", "--every", "60s") in commands
+    assert ("worker", "render", "--pool", "neural") in commands
 
 
-def test_kubernetes_has_a_deployment_per_stage() -> None:
-    """Each stage has a Deployment running its worker; render also has a GPU one."""
-    docs = list(yaml.safe_load_all((ROOT / "infra/k8s/mouthpiece.yaml").read_text()))
-    args = [
-        tuple(d["spec"]["template"]["spec"]["containers"][0]["args"])
-        for d in docs
-        if d["kind"] == "Deployment"
+def test_compose_refuses_to_start_without_generated_secrets(tmp_path: Path) -> None:
+    """Without .env the secrets are missing and compose stops; infra/gen-env.sh makes fresh ones each
+    time, never overwrites, and no published port listens beyond loopback by default."""
+    c = Compose(ROOT / "docker-compose.yml", {})
+    with pytest.raises(MissingVariable):
+        c.service("validate")
+    first, second = tmp_path / "a.env", tmp_path / "b.env"
+    for out in (first, second):
+        subprocess.run(
+            ["sh", str(ROOT / "infra/gen-env.sh"), "--out", str(out)], check=True, capture_output=True
+        )
+    a, b = read_dotenv(first), read_dotenv(second)
+    assert a["NATS_PASSWORD"] != b["NATS_PASSWORD"] and len(a["S3_SECRET_KEY"]) >= 32
+    assert (
+        subprocess.run(
+            ["sh", str(ROOT / "infra/gen-env.sh"), "--out", str(first)], capture_output=True
+        ).returncode
+        == 1
+    )
+    for name, service in compose()["services"].items():
+        for port in service.get("ports", []):
+            assert interpolate(port, a).startswith("127.0.0.1:"), name
+
+
+def test_no_default_credentials_in_the_repository() -> None:
+    """No known default or placeholder credential appears in the deployment files or settings."""
+    texts = [
+        p.read_text()
+        for p in [
+            ROOT / "docker-compose.yml",
+            K8S,
+            ROOT / "infra/k8s/nats-values.yaml",
+            ROOT / "pipeline/config.py",
+        ]
     ]
-    for stage in STAGES:
-        assert ("worker", stage) in args
-    assert args.count(("worker", "render")) == 2
+    for text in texts:
+        assert not re.search(r"minioadmin|change-me|changeme|password123", text, re.I)
+    assert load_settings().s3_access_key is None and load_settings().s3_secret_key is None
+    assert not any(d["kind"] == "Secret" for d in k8s_docs())
+
+
+def test_compose_file_passes_the_compose_spec_schema() -> None:
+    """docker-compose.yml validates against the compose-spec JSON schema (vendored by check-jsonschema)."""
+    schema = json.loads((files("check_jsonschema.builtin_schemas.vendor") / "compose-spec.json").read_text())
+    jsonschema.Draft202012Validator(schema).validate(compose())
+
+
+def test_kubernetes_objects_pass_the_kubernetes_schemas() -> None:
+    """Every core object of infra/k8s validates strictly against Kubernetes 1.30's schemas."""
+    core = [d for d in k8s_docs() if not d["apiVersion"].startswith("keda.sh/")]
+    assert core
+    for doc in core:
+        kubernetes_validate.validate(doc, "1.30", strict=True)
+
+
+def test_keda_objects_pass_the_crd_schema_and_render_never_scales_down_busy_pods() -> None:
+    """ScaledObjects/ScaledJobs validate against tests/data/keda-v1alpha1.schema.json (written from
+    KEDA's CRDs); render runs as ScaledJobs (one Job per message, gradual rollout), one per pool, each
+    pool on its own consumer; the job templates validate as Kubernetes PodSpecs with grace > drain."""
+    schema = json.loads((ROOT / "tests/data/keda-v1alpha1.schema.json").read_text())
+    keda = [d for d in k8s_docs() if d["apiVersion"].startswith("keda.sh/")]
+    for doc in keda:
+        jsonschema.Draft202012Validator(schema).validate(doc)
+    jobs = {d["metadata"]["name"]: d for d in keda if d["kind"] == "ScaledJob"}
+    assert set(jobs) == {"mouthpiece-render", "mouthpiece-render-neural"}
+    consumers = {j["spec"]["triggers"][0]["metadata"]["consumer"] for j in jobs.values()}
+    assert consumers == {"mouthpiece-render", "mouthpiece-render-neural"}
+    for job in jobs.values():
+        assert job["spec"]["rollout"]["strategy"] == "gradual"
+        template = job["spec"]["jobTargetRef"]["template"]
+        kubernetes_validate.validate(
+            {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "x"}, "spec": template["spec"]},
+            "1.30",
+            strict=True,
+        )
+        args = template["spec"]["containers"][0]["args"]
+        drain = float(
+            next(
+                e["value"]
+                for e in template["spec"]["containers"][0]["env"]
+                if e["name"] == "MOUTHPIECE_DRAIN_SECONDS"
+            )
+        )
+        assert "--max-messages" in args and template["spec"]["terminationGracePeriodSeconds"] > drain
+    assert not any(
+        d["kind"] == "PersistentVolumeClaim" for d in k8s_docs()
+    )  # models: emptyDir + init container
 
 
 def test_settings_doc_is_current() -> None:

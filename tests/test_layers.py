@@ -18,15 +18,16 @@ LAYERS: dict[str, int] = {
     "owner": 2, "keys": 2, "specfile": 2, "faults": 2, "logs": 2, "media": 2, "natsserver": 2,
     # 3: the bus, the stores, events
     "bus": 3, "memory": 3, "events": 3, "storage.local": 3, "storage.s3": 3, "storage.emitting": 3,
-    "storage.__init__": 3, "destinations": 3,
+    "storage.__init__": 3, "destinations": 3, "seaweedfs.__init__": 3, "seaweedfs.filer_pb": 3,
+    "seaweedfs.records": 3,
     # 4: what stages are given, status, submitting, Discord's API
     "stage": 4, "status": 4, "submit": 4, "models": 4, "notifications": 4,
     "discord.api": 4, "discord.signature": 4, "discord.interactions": 4,
     # 5: the registry and services built on the above
-    "registry": 5, "reconcile": 5, "discord.commands": 5, "discord.fetch": 5, "discord.progress": 5,
+    "registry": 5, "reconcile": 5, "seaweedfs.bridge": 5, "discord.commands": 5, "discord.fetch": 5, "discord.progress": 5,
     "runner.decide": 5,
     # 6: the runner, controls, the test environment
-    "runner.records": 6, "runner.worker": 6, "runner.__init__": 6, "runner": 6, "control": 6, "testing": 6,
+    "gc": 6, "runner.records": 6, "runner.worker": 6, "runner.__init__": 6, "runner": 6, "control": 6, "testing": 6,
     # 7-8: processes and entry points
     "stack": 7, "ingress.folder": 7, "ingress.http": 8, "cli": 9,
 }  # fmt: skip

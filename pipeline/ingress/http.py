@@ -425,7 +425,15 @@ class Ingress:
         return count
 
     async def healthz(self, request: Request) -> Response:
+        """Liveness: the process answers. (Readiness, which checks NATS and the store, is /readyz.)"""
         return JSONResponse({"ok": True})
+
+    async def readyz(self, request: Request) -> Response:
+        """Readiness: 200 when NATS and the object store both answer, else 503 naming what failed."""
+        checks = {"nats": await _nats_ready(self.bus), "store": await _store_ready(self.store, self.settings)}
+        return JSONResponse(
+            {"ok": all(checks.values()), **checks}, status_code=200 if all(checks.values()) else 503
+        )
 
 
 def build_app(
@@ -454,6 +462,7 @@ def build_app(
             Route("/hooks/bot", ingress.hooks_bot, methods=["POST"]),
             Route("/hooks/minio", ingress.hooks_minio, methods=["POST", "HEAD"]),
             Route("/healthz", ingress.healthz, methods=["GET"]),
+            Route("/readyz", ingress.readyz, methods=["GET"]),
         ]
     )
     app.state.ingress = ingress
@@ -518,6 +527,32 @@ def _listen(host: str, port: int) -> socket.socket:
     sock.listen(128)
     sock.setblocking(False)
     return sock
+
+
+# --- readiness ---------------------------------------------------------------------------------------------------
+
+
+async def _nats_ready(bus: Bus, timeout: float = 2.0) -> bool:
+    """Connected, and a round trip to the server completes."""
+    nc = getattr(bus, "nc", None)
+    if nc is None:
+        return True  # not a NATS bus (tests): nothing to check
+    try:
+        await asyncio.wait_for(nc.flush(timeout=timeout), timeout=timeout + 0.5)
+    except Exception:
+        return False
+    return bool(nc.is_connected)
+
+
+async def _store_ready(store: ObjectStore, settings: Settings, timeout: float = 3.0) -> bool:
+    """A metadata request to the inputs bucket is answered (a missing object is an answer too)."""
+    try:
+        await asyncio.wait_for(
+            asyncio.to_thread(store.stat, settings.bucket_inputs, "defaults/avatar.png"), timeout=timeout
+        )
+    except Exception:
+        return False
+    return True
 
 
 # --- helpers ----------------------------------------------------------------------------------------------------

@@ -16,6 +16,7 @@ from typing import TypeVar
 import urllib3
 from minio import Minio
 from minio.error import InvalidResponseError, S3Error, ServerError
+from pydantic import SecretStr
 
 from pipeline.config import Settings
 from pipeline.errors import ObjectNotFound, StorageError
@@ -25,6 +26,11 @@ from pipeline.storage.base import ObjectInfo
 T = TypeVar("T")
 _MISSING = {"NoSuchKey", "NoSuchObject", "NoSuchBucket", "NotFound", "ResourceNotFound"}
 _PART_SIZE = 8 * 1024 * 1024
+
+
+def _secret(value: SecretStr | None) -> str | None:
+    """The credential's text; None (no credentials: anonymous requests) when unset."""
+    return value.get_secret_value() if value is not None else None
 
 
 def _strip(etag: str | None) -> str:
@@ -46,8 +52,8 @@ class S3Store:
         )
         client = Minio(
             settings.s3_endpoint,
-            access_key=settings.s3_access_key.get_secret_value(),
-            secret_key=settings.s3_secret_key.get_secret_value(),
+            access_key=_secret(settings.s3_access_key),
+            secret_key=_secret(settings.s3_secret_key),
             secure=settings.s3_secure,
             region=settings.s3_region,
             http_client=http,
