@@ -27,7 +27,7 @@ from pipeline.logs import configure_logging
 from pipeline.media import FrameWriter, ffmpeg_binary, load_audio, mux, normalize_audio, read_first_frame
 from pipeline.stack import Stack
 from pipeline.status import job_status
-from pipeline.submit import submit_files
+from pipeline.submit import Submission, submit
 
 
 def make_clip(settings: Settings, work: Path, seconds: float, height: int) -> Path:
@@ -99,12 +99,10 @@ async def run_pipeline(settings: Settings, clip: Path, renderer: str) -> tuple[J
         await asyncio.sleep(1.0)  # workers warm up (models load) before the clock starts
         start = time.perf_counter()
         submitted = await asyncio.to_thread(
-            submit_files,
+            submit,
             stack.store,
             settings,
-            audio=clip,
-            avatars=[clip],
-            options=JobOptions(renderer=renderer),
+            Submission(audio=clip, avatars=(clip,), options=JobOptions(renderer=renderer)),
         )
         while True:
             status = await asyncio.to_thread(job_status, stack.store, settings, submitted.job_id)

@@ -13,6 +13,7 @@ import os
 import sys
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import structlog
@@ -30,7 +31,7 @@ from pipeline.specfile import describe_validation_error
 from pipeline.stack import Stack, running_stack, stop_on_signals
 from pipeline.status import job_status, list_jobs, read_records
 from pipeline.storage import open_store
-from pipeline.submit import MAX_AVATARS, NAME_LIMIT, check_local_file, submit_files
+from pipeline.submit import MAX_AVATARS, NAME_LIMIT, Submission, check_local_file, submit
 
 log = structlog.get_logger("mouthpiece.cli")
 DEMO_TRANSCRIPT = "And so my fellow Americans, ask not what your country can do for you, ask what you can do for your country."
@@ -369,20 +370,15 @@ async def _submit_and_wait(
     stack: Stack, audio: Path, avatars: list[Path], options: JobOptions, name: str | None
 ) -> JobStatus:
     settings = stack.settings
-    submitted = await asyncio.to_thread(
-        submit_files, stack.store, settings, audio=audio, avatars=avatars, options=options, name=name
-    )
+    asked = Submission(audio=audio, avatars=tuple(avatars), options=options, name=name)
+    submitted = await asyncio.to_thread(submit, stack.store, settings, asked)
     previous = await asyncio.to_thread(job_status, stack.store, settings, submitted.job_id)
     if previous is not None and previous.state == State.failed:  # same input failed before: try afresh
         submitted = await asyncio.to_thread(
-            submit_files,
+            submit,
             stack.store,
             settings,
-            audio=audio,
-            avatars=avatars,
-            options=options,
-            name=name,
-            nonce=str(time.time()),
+            replace(asked, nonce=str(time.time())),
         )
     return await _wait(stack, submitted.job_id)
 
@@ -471,31 +467,16 @@ def cmd_submit(settings: Settings, args: argparse.Namespace) -> int:
 async def _submit(settings: Settings, args: argparse.Namespace) -> int:
     options = _options(args)
     _check_inputs(settings, args.audio, list(args.avatars))
+    asked = Submission(audio=args.audio, avatars=tuple(args.avatars), options=options, name=args.name)
     url = settings.nats_url or running_stack(settings)
     if url is None:  # nothing running: write straight into the bucket; `up` picks it up (reconcile)
         store = await asyncio.to_thread(open_store, settings)
-        submitted = await asyncio.to_thread(
-            submit_files,
-            store,
-            settings,
-            audio=args.audio,
-            avatars=list(args.avatars),
-            options=options,
-            name=args.name,
-        )
+        submitted = await asyncio.to_thread(submit, store, settings, asked)
         print(f"{submitted.job_id} queued; it runs when `mouthpiece up` is running")
         return 0
     stack = await Stack.open(settings)
     try:
-        submitted = await asyncio.to_thread(
-            submit_files,
-            stack.store,
-            settings,
-            audio=args.audio,
-            avatars=list(args.avatars),
-            options=options,
-            name=args.name,
-        )
+        submitted = await asyncio.to_thread(submit, stack.store, settings, asked)
         print(submitted.job_id)
         if args.wait:
             status = await _wait(stack, submitted.job_id)

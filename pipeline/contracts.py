@@ -256,7 +256,8 @@ class Manifest(_Model):
     """A stage's result for one task; written last, its storage event triggers the next stage.
 
     ``artifacts`` accumulates: every stage passes on what it was given plus what it made, under role
-    names (audio, avatar, faces, video, srt, vtt, ...).
+    names (audio, avatar, faces, video, srt, vtt, ...). How long each stage took is kept once, in the
+    stage records (``StageRecord.seconds``), not here.
     """
 
     version: int = SCHEMA_VERSION
@@ -268,11 +269,10 @@ class Manifest(_Model):
     media: MediaInfo
     artifacts: dict[str, ArtifactRef] = Field(default_factory=dict)
     info: dict[str, Any] = Field(default_factory=dict)
-    timings: dict[str, float] = Field(default_factory=dict)
     created_at: datetime = Field(default_factory=utcnow)
 
     def advance(self, stage: str, info: dict[str, Any] | None = None, **artifacts: ArtifactRef) -> Manifest:
-        """The manifest ``stage`` hands on: same task, new artifacts added (the runner adds timings)."""
+        """The manifest ``stage`` hands on: same task, new artifacts added."""
         return self.model_copy(
             update={
                 "stage": stage,

@@ -114,7 +114,7 @@ def list_jobs(store: ObjectStore, settings: Settings) -> list[str]:
     return [
         info.key.split("/")[1]
         for info in store.list(settings.bucket_work, "jobs/")
-        if info.key.endswith("/job.json") and info.key.count("/") == 2
+        if info.key.endswith("/record.json") and info.key.count("/") == 2
     ]
 
 

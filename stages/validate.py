@@ -44,7 +44,7 @@ from pipeline.media import (
     probe,
 )
 from pipeline.specfile import MAX_SPEC_BYTES, parse_spec
-from pipeline.stage import Stage, StageContext, sha256_file
+from pipeline.stage import Stage, StageContext
 from pipeline.storage.base import ObjectInfo, ObjectStore
 from pipeline.submit import job_name, original_name, too_large
 
@@ -255,9 +255,8 @@ def _fetch_input(ctx: StageContext, key: str, role: str) -> tuple[Path, str, str
         raise InvalidInput(
             too_large(name, info.size, ctx.settings.max_input_bytes), key=key, code="file_too_large"
         )
-    dest = ctx.workdir / f"{role}-{_display_name(key)}"
-    ctx.store.download(bucket, key, dest)
-    return dest, sha256_file(dest), name
+    path, digest = ctx.fetch_object(info, f"{role}-{_display_name(key)}")
+    return path, digest, name
 
 
 PURPOSE = {
@@ -357,7 +356,7 @@ def _write_job(ctx: StageContext, upload: ObjectInfo, spec: JobSpec, manifests: 
     )
     ctx.save_bytes(
         record.model_dump_json(indent=1).encode(),
-        "job.json",
+        "record.json",
         "application/json",
         key=job_record_key(ctx.job_id),
     )

@@ -27,7 +27,7 @@ LAYERS: dict[str, int] = {
     "registry": 5, "reconcile": 5, "seaweedfs.bridge": 5, "discord.commands": 5, "discord.fetch": 5, "discord.progress": 5,
     "runner.decide": 5,
     # 6: the runner, controls, the test environment
-    "gc": 6, "runner.records": 6, "runner.worker": 6, "runner.__init__": 6, "runner": 6, "control": 6, "testing": 6,
+    "gc": 6, "runner.records": 6, "runner.handler": 6, "runner.worker": 6, "runner.__init__": 6, "runner": 6, "control": 6, "testing": 6,
     # 7-8: processes and entry points
     "stack": 7, "ingress.folder": 7, "ingress.http": 8, "cli": 9,
 }  # fmt: skip

@@ -17,7 +17,7 @@ from pipeline.contracts import JobOptions, Manifest, State, SubtitleMode
 from pipeline.keys import manifest_key
 from pipeline.media import decode_frames, load_audio, normalize_audio
 from pipeline.stack import Stack
-from pipeline.submit import submit_files
+from pipeline.submit import Submission, submit
 from tests.conftest import make_settings
 from tests.pipeline.test_stack import run_with_stack, wait_done
 from tests.test_e2e import run_cli
@@ -41,9 +41,10 @@ def loudness_envelope(audio: np.ndarray, n_frames: int, fps: float) -> np.ndarra
     )
 
 
-def run_job(settings: Any, **submit: Any) -> tuple[Any, Stack | None]:
+def run_job(settings: Any, **fields: Any) -> tuple[Any, Stack | None]:
     async def body(stack: Stack) -> Any:
-        submitted = await asyncio.to_thread(submit_files, stack.store, settings, **submit)
+        asked = Submission(**{k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()})
+        submitted = await asyncio.to_thread(submit, stack.store, settings, asked)
         return await wait_done(stack, submitted.job_id, timeout=300)
 
     return run_with_stack(settings, body)

@@ -8,7 +8,7 @@
     GET  /healthz                liveness
 
 An interaction is handled once: its id is remembered for 15 minutes, and its job folder is derived from
-the id (``submit_files(nonce=...)`` with content that is the same on every delivery), so a delivery this
+the id (``Submission(nonce=...)`` with content that is the same on every delivery), so a delivery this
 process did not see still maps to the same job. Tokens and webhook URLs are never logged.
 """
 
@@ -67,7 +67,7 @@ from pipeline.keys import event_subject
 from pipeline.logs import REDACTOR
 from pipeline.specfile import describe_validation_error
 from pipeline.storage.base import ObjectStore
-from pipeline.submit import Submitted, submit_files
+from pipeline.submit import Submission, Submitted, submit
 
 if TYPE_CHECKING:
     from pipeline.stack import Stack
@@ -280,11 +280,12 @@ class Ingress:
             labels[face.path] = "your profile picture"
         options = _options(it.option("style"), it.option("text"))
         await self._reply(it, "Got it: your video is queued…")
-        return await asyncio.to_thread(
-            submit_files, self.store, self.settings, audio=audio.path, avatars=[face.path],
-            name=audio.path.stem, options=options, destinations=[self._destination(it)],
-            source=f"discord:{it.guild_id or 'dm'}", nonce=f"discord-{it.id}", labels=labels,
+        asked = Submission(
+            audio=audio.path, avatars=(face.path,), name=audio.path.stem, options=options,
+            destinations=(self._destination(it),), source=f"discord:{it.guild_id or 'dm'}",
+            nonce=f"discord-{it.id}", labels=labels,
         )  # fmt: skip
+        return await asyncio.to_thread(submit, self.store, self.settings, asked)
 
     async def _announce_job(self, it: Interaction, folder: Path) -> Submitted:
         text = _speech_text(it.option("text"))
@@ -299,11 +300,11 @@ class Ingress:
             self._destination(it),
         ]
         await self._reply(it, "Got it: your announcement is queued…")
-        return await asyncio.to_thread(
-            submit_files, self.store, self.settings, audio=None, avatars=avatars, name="announcement",
-            speech=text, destinations=destinations, source=f"discord:{it.guild_id or 'dm'}",
-            nonce=f"discord-{it.id}",
+        asked = Submission(
+            audio=None, avatars=tuple(avatars), name="announcement", speech=text,
+            destinations=tuple(destinations), source=f"discord:{it.guild_id or 'dm'}", nonce=f"discord-{it.id}",
         )  # fmt: skip
+        return await asyncio.to_thread(submit, self.store, self.settings, asked)
 
     # --- /hooks/bot -------------------------------------------------------------------------------------
     async def hooks_bot(self, request: Request) -> Response:
@@ -345,12 +346,12 @@ class Ingress:
         if voice is None:
             raise InvalidInput("That file is not audio: send .mp3, .wav, .ogg, .m4a or .flac")
         faces = [f.path for f in files if f is not voice]
-        return await asyncio.to_thread(
-            submit_files, self.store, self.settings, audio=voice.path, avatars=faces, name=voice.path.stem,
-            options=_options(None, event.text), destinations=[DiscordWebhookDestination(url=webhook)],
-            source=f"discord:{event.guild or 'relay'}", nonce=f"relay-{event.id or time.time()}",
-            labels=labels,
+        asked = Submission(
+            audio=voice.path, avatars=tuple(faces), name=voice.path.stem, options=_options(None, event.text),
+            destinations=(DiscordWebhookDestination(url=webhook),), source=f"discord:{event.guild or 'relay'}",
+            nonce=f"relay-{event.id or time.time()}", labels=labels,
         )  # fmt: skip
+        return await asyncio.to_thread(submit, self.store, self.settings, asked)
 
     async def _welcome_job(self, event: MemberJoinEvent, folder: Path) -> Submitted:
         webhook = (
@@ -362,11 +363,12 @@ class Ingress:
             raise ConfigError("no welcome webhook is configured (MOUTHPIECE_DISCORD_WELCOME_WEBHOOK)")
         text = _welcome_text(self.settings.discord_welcome_text, event.guild, event.member)
         avatars = [await self._welcome_face(event, folder)] if self._has_welcome_face(event) else []
-        return await asyncio.to_thread(
-            submit_files, self.store, self.settings, audio=None, avatars=avatars, name="welcome",
-            speech=text, destinations=[DiscordWebhookDestination(url=webhook, content=text)],
+        asked = Submission(
+            audio=None, avatars=tuple(avatars), name="welcome", speech=text,
+            destinations=(DiscordWebhookDestination(url=webhook, content=text),),
             source=f"discord:{event.guild}", nonce=f"join-{event.id or time.time()}",
         )  # fmt: skip
+        return await asyncio.to_thread(submit, self.store, self.settings, asked)
 
     def _has_welcome_face(self, event: MemberJoinEvent) -> bool:
         return self.settings.discord_welcome_avatar is not None or bool(event.avatar_url)

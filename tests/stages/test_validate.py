@@ -366,7 +366,7 @@ def test_refusals_name_the_file_as_the_user_named_it(
 ) -> None:
     """Submitted as 'Grüße Foto.png' (stored under a key-safe slug; the name travels as object metadata,
     on the local store and on S3), a broken photo is refused by that name, not by its slug."""
-    from pipeline.submit import submit_files
+    from pipeline.submit import Submission, submit
     from tests.conftest import s3_settings
 
     if backend == "s3":
@@ -377,7 +377,7 @@ def test_refusals_name_the_file_as_the_user_named_it(
     prepare_store(store, settings)
     photo = tmp_path / "Grüße Foto.png"
     photo.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 200)
-    submitted = submit_files(store, settings, audio=assets / "jfk.flac", avatars=[photo])
+    submitted = submit(store, settings, Submission(audio=assets / "jfk.flac", avatars=(photo,)))
     info = store.stat(settings.bucket_inputs, submitted.spec_key)
     assert info is not None
     up = info
