@@ -130,6 +130,15 @@ class JobOptions(_Model):
     checkpoint: str | None = Field(None, description="wav2lip checkpoint file name or path on the workers")
     face: FaceChoice = FaceChoice.largest
     enhance: bool = True
+    language: str | None = Field(
+        None, pattern=r"^[a-z]{2,3}$", description="ISO 639-1 code of the spoken language; none: detected"
+    )
+    voice: str | None = Field(
+        None,
+        max_length=100,
+        pattern=r"^[A-Za-z0-9_.+-]+$",
+        description="voice for 'speech' text: a Piper voice name or an eSpeak NG voice; none: the default",
+    )
 
 
 class FolderDestination(_Model):
@@ -358,6 +367,7 @@ class StageRecord(_Model):
     error: str | None = Field(None, description="error class, for operators")
     outputs: list[str] = Field(default_factory=list, description="published keys or locations")
     trigger: str | None = Field(None, description="bucket/key of the object whose event started this stage")
+    notes: list[str] = Field(default_factory=list, description="facts for people, from the manifests' info")
 
 
 class JobRecord(_Model):
@@ -391,6 +401,9 @@ class JobStatus(_Model):
     tasks: dict[str, TaskStatus] = Field(default_factory=dict)
     timings: dict[str, float] = Field(default_factory=dict, description="stage -> seconds (max over tasks)")
     outputs: list[str] = Field(default_factory=list)
+    notes: list[str] = Field(
+        default_factory=list, description="what people should know: the voice used, scripts a font lacks"
+    )
     updated_at: datetime = Field(default_factory=utcnow)
 
     @property

@@ -351,6 +351,7 @@ class Worker:
             finished_at=datetime.now(UTC),
             progress=1.0,
             outputs=published,
+            notes=list(dict.fromkeys(n for m in outputs for n in m.info.get("notes", []))),
         )
         await delivery.ack()
         log.info("stage_done", seconds=record.seconds, manifests=len(outputs))

@@ -35,6 +35,8 @@ from pipeline.keys import JOB_SPEC_SUFFIXES, job_record_key, media_cache_key, re
 from pipeline.media import FFmpegError, Probe, count_frames, normalize_audio, normalize_avatar, probe
 from pipeline.stage import StageContext, sha256_file
 from pipeline.storage.base import ObjectStore
+from stages.speech_timing import job_speech_timing
+from stages.tts import Synthesis
 
 NAME = "validate"
 DEFAULT_AVATAR_KEY = "defaults/avatar.png"
@@ -51,13 +53,18 @@ def run(ctx: StageContext, upload: Upload) -> list[Manifest]:
         "application/json",
         key=spec_key(ctx.job_id),
     )
-    audio_ref, audio_seconds = _voice(ctx, spec, upload)
+    audio_ref, audio_seconds, synthesis = _voice(ctx, spec, upload)
+    speech_ref = job_speech_timing(ctx, spec, audio_ref, synthesis)  # the one speech timing of the job
     avatar_keys = [resolve_relative(upload.key, a) for a in spec.avatars] or [DEFAULT_AVATAR_KEY]
     manifests = []
     for index, key in enumerate(avatar_keys):
         ctx.progress((index + 0.5) / len(avatar_keys), f"avatar {index + 1} of {len(avatar_keys)}")
         avatar_ref, media = _avatar(ctx, key, audio_seconds)
-        manifests.append(_manifest(ctx, f"a{index}", _display_name(key), media, audio_ref, avatar_ref))
+        manifest = _manifest(ctx, f"a{index}", _display_name(key), media, audio_ref, avatar_ref)
+        manifest.artifacts["speech"] = speech_ref
+        if synthesis is not None:
+            manifest.info["notes"] = [synthesis.note]
+        manifests.append(manifest)
     _write_job(ctx, upload, spec, manifests)
     return manifests
 
@@ -96,9 +103,9 @@ def _first_error(exc: ValidationError) -> str:
 # --- the voice --------------------------------------------------------------------------------------
 
 
-def _voice(ctx: StageContext, spec: JobSpec, upload: Upload) -> tuple[ArtifactRef, float]:
+def _voice(ctx: StageContext, spec: JobSpec, upload: Upload) -> tuple[ArtifactRef, float, Synthesis | None]:
     if spec.speech is not None:
-        return _synthesize(ctx, spec.speech)
+        return _synthesize(ctx, spec)
     assert spec.audio is not None
     key = (
         upload.key if not upload.key.endswith(JOB_SPEC_SUFFIXES) else resolve_relative(upload.key, spec.audio)
@@ -109,7 +116,7 @@ def _voice(ctx: StageContext, spec: JobSpec, upload: Upload) -> tuple[ArtifactRe
         raise InvalidInput(f"{_display_name(key)} has no sound in it: {AUDIO_HINT}", key=key)
     if info.duration > ctx.settings.max_audio_seconds + 1.0:  # before decoding hours of audio to WAV
         _check_voice_length(ctx.settings, info.duration, _display_name(key))
-    return _normalized_audio(ctx, src, digest, _display_name(key))
+    return (*_normalized_audio(ctx, src, digest, _display_name(key)), None)
 
 
 def _normalized_audio(ctx: StageContext, src: Path, digest: str, name: str) -> tuple[ArtifactRef, float]:
@@ -140,18 +147,19 @@ def _check_voice_length(settings: Settings, seconds: float, name: str) -> None:
         raise InvalidInput(f"{name} is {seconds:.0f} s long; the limit is {settings.max_audio_seconds:.0f} s")
 
 
-def _synthesize(ctx: StageContext, text: str) -> tuple[ArtifactRef, float]:
-    try:
-        from stages.tts import synthesize
-    except ImportError as exc:
-        raise ConfigError("text-to-speech is not available in this installation") from exc
+def _synthesize(ctx: StageContext, spec: JobSpec) -> tuple[ArtifactRef, float, Synthesis]:
+    """The job's ``speech`` text spoken (``stages.tts``), normalized like an uploaded voice."""
+    from stages.tts import synthesize
+
+    assert spec.speech is not None
     wav = ctx.workdir / "speech.wav"
-    synthesize(ctx.settings, text, wav)
-    speech_key = ctx.key("speech.wav")
+    synthesis = synthesize(
+        ctx.settings, spec.speech, wav, voice=spec.options.voice, language=spec.options.language
+    )
     normalized = ctx.workdir / "speech16k.wav"
     normalize_audio(ctx.settings, wav, normalized)
-    ref = ctx.save(normalized, "speech16k.wav", "audio/wav", key=speech_key)
-    return ref, _wav_seconds(ref.size)
+    ref = ctx.save(normalized, "speech16k.wav", "audio/wav", key=ctx.key("speech.wav"))
+    return ref, _wav_seconds(ref.size), synthesis
 
 
 # --- avatars ----------------------------------------------------------------------------------------
