@@ -46,7 +46,7 @@ from stages.speech import (
     speech_chunks,
     viseme_of,
 )
-from stages.whisper import LoadedWhisper, detect_language, speech_regions, whisper_model
+from stages.whisper import LoadedWhisper, detect_language, recognizer_name, speech_regions, whisper_model
 from stages.whisper import recognize as whisper_recognize
 
 if TYPE_CHECKING:
@@ -523,13 +523,14 @@ def speech_artifact(
     """The ``speech`` artifact of a voice clip: reused from ``cache/speech/`` or built once and stored.
 
     The recognizer in use (Whisper model or pocketsphinx) is part of the key, so changing it re-times."""
-    whisper = whisper_model(ctx.settings, ctx.models)
-    recognizer = whisper.name if whisper is not None else "pocketsphinx"
-    key = speech_cache_key(audio.sha256, transcript, language, recognizer, display)
+    key = speech_cache_key(audio.sha256, transcript, language, recognizer_name(ctx.settings), display)
     cached = ctx.cached(key, "application/json")
-    if cached is not None:
+    if cached is not None:  # found without loading any model
         ctx.log.info("speech_timing_reused", key=key)
         return cached
+    whisper = whisper_model(ctx.settings, ctx.models)
+    if whisper is None and recognizer_name(ctx.settings) != "pocketsphinx":  # Whisper failed to load
+        key = speech_cache_key(audio.sha256, transcript, language, "pocketsphinx", display)
     from pipeline.media import load_audio
 
     samples = load_audio(ctx.fetch(audio, "speech-timing.wav"))

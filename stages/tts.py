@@ -109,7 +109,9 @@ def choose_voice(settings: Settings, requested: str | None, language: str | None
     for the language, else eSpeak NG's voice for the language. ``tts_engine`` may force an engine."""
     model = settings.piper_model
     if model is not None and not (model.is_file() and Path(f"{model}.json").is_file()):
-        raise ConfigError(f"piper_model {model} does not exist (a Piper voice is a .onnx file and its .onnx.json)")
+        raise ConfigError(
+            f"piper_model {model} does not exist (a Piper voice is a .onnx file and its .onnx.json)"
+        )
     if requested is not None:
         return _named_voice(settings, requested, asked=True)
     if settings.tts_voice != "auto":

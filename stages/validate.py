@@ -54,17 +54,17 @@ def run(ctx: StageContext, upload: Upload) -> list[Manifest]:
         key=spec_key(ctx.job_id),
     )
     audio_ref, audio_seconds, synthesis = _voice(ctx, spec, upload)
-    speech_ref = job_speech_timing(ctx, spec, audio_ref, synthesis)  # the one speech timing of the job
     avatar_keys = [resolve_relative(upload.key, a) for a in spec.avatars] or [DEFAULT_AVATAR_KEY]
     manifests = []
     for index, key in enumerate(avatar_keys):
         ctx.progress((index + 0.5) / len(avatar_keys), f"avatar {index + 1} of {len(avatar_keys)}")
         avatar_ref, media = _avatar(ctx, key, audio_seconds)
-        manifest = _manifest(ctx, f"a{index}", _display_name(key), media, audio_ref, avatar_ref)
+        manifests.append(_manifest(ctx, f"a{index}", _display_name(key), media, audio_ref, avatar_ref))
+    speech_ref = job_speech_timing(ctx, spec, audio_ref, synthesis)  # once, when the inputs are good
+    for manifest in manifests:
         manifest.artifacts["speech"] = speech_ref
         if synthesis is not None:
             manifest.info["notes"] = [synthesis.note]
-        manifests.append(manifest)
     _write_job(ctx, upload, spec, manifests)
     return manifests
 

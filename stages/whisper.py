@@ -9,6 +9,7 @@ use Whisper: ``asr = "pocketsphinx"``, or ``auto`` with no model or no faster-wh
 
 from __future__ import annotations
 
+import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -81,6 +82,18 @@ def whisper_model(settings: Settings, models: ModelCache | None = None) -> Loade
     if models is None:
         return find_and_load()
     return models.get(f"whisper:{settings.asr}:{settings.asr_model}", find_and_load)
+
+
+def recognizer_name(settings: Settings) -> str:
+    """The name ``whisper_model`` gives the recognizer it would load (``whisper:<folder>``), or
+    ``pocketsphinx``; found without loading anything (cache keys)."""
+    try:
+        if settings.asr == "pocketsphinx" or importlib.util.find_spec("faster_whisper") is None:
+            return "pocketsphinx"
+        folder = whisper_model_dir(settings)
+    except (ConfigError, ImportError, ValueError):  # ValueError: the module is blocked (None) in sys.modules
+        return "pocketsphinx"
+    return f"whisper:{folder.name}" if folder is not None else "pocketsphinx"
 
 
 def load_whisper(model_dir: Path, device: str = "auto") -> Any:
