@@ -4,6 +4,7 @@ readable subtitles from it, and the content-addressed artifact computed once per
 from __future__ import annotations
 
 import itertools
+import sys
 import uuid
 from pathlib import Path
 
@@ -14,6 +15,7 @@ import structlog
 import stages.speech as pocketsphinx
 import stages.speech_timing as timing_module
 from pipeline.contracts import SpeechTiming
+from pipeline.errors import ConfigError
 from pipeline.stage import StageContext
 from pipeline.storage.local import LocalStore
 from stages.speech import Phone, Viseme, Word
@@ -27,7 +29,7 @@ from stages.speech_timing import (
     word_chunks,
 )
 from stages.subtitles import LINGER, MAX_CPS, Cue, cues_from_words
-from stages.whisper import LoadedWhisper
+from stages.whisper import LoadedWhisper, recognizer_name, whisper_model
 from tests.conftest import make_settings
 from tests.stages.conftest import JFK_TEXT, espeak_16k, models_with, word_error_rate, words_of
 
@@ -263,3 +265,23 @@ def test_the_same_clip_is_timed_once(
     assert calls.count("build") == 1 and calls.count("align") == 1
     other = timing_module.speech_artifact(job(), audio, transcript=JFK_TEXT, language="de")
     assert other.key != first.key and calls.count("build") == 2
+
+
+# --- without the asr extra ------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_without_faster_whisper_pocketsphinx_times_the_clip(
+    jfk: np.ndarray, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The core install (no faster-whisper): ``auto`` falls back to pocketsphinx recognition and loudness
+    regions; ``asr = "whisper"`` is a ConfigError naming the extra to install."""
+    monkeypatch.setitem(sys.modules, "faster_whisper", None)
+    monkeypatch.setitem(sys.modules, "faster_whisper.vad", None)
+    assert whisper_model(make_settings(tmp_path)) is None
+    assert recognizer_name(make_settings(tmp_path)) == "pocketsphinx"
+    with pytest.raises(ConfigError, match=r"mouthpiece\[asr\]"):
+        whisper_model(make_settings(tmp_path, asr="whisper"))
+    timed = build_timing(jfk)
+    assert timed.source == "pocketsphinx" and timed.language == "en"
+    assert len(timed.words) >= 10 and timed.phones and timed.speech[0].start < 0.6
