@@ -33,10 +33,11 @@ from pipeline.contracts import (
 from pipeline.errors import ConfigError, InvalidInput, RetryableError
 from pipeline.keys import JOB_SPEC_SUFFIXES, job_record_key, media_cache_key, resolve_relative, spec_key
 from pipeline.media import FFmpegError, Probe, count_frames, normalize_audio, normalize_avatar, probe
-from pipeline.stage import StageContext, sha256_file
+from pipeline.stage import ModelCache, StageContext, sha256_file
 from pipeline.storage.base import ObjectStore
 from stages.speech_timing import job_speech_timing
 from stages.tts import Synthesis
+from stages.whisper import whisper_model
 
 NAME = "validate"
 DEFAULT_AVATAR_KEY = "defaults/avatar.png"
@@ -277,6 +278,11 @@ def _write_job(ctx: StageContext, upload: Upload, spec: JobSpec, manifests: list
         "application/json",
         key=job_record_key(ctx.job_id),
     )
+
+
+def warm_up(settings: Settings, models: ModelCache) -> None:
+    """Load the speech recognizer before the first job (a missing required model stops the worker)."""
+    whisper_model(settings, models)
 
 
 def prepare_store(store: ObjectStore, settings: Settings) -> None:

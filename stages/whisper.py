@@ -34,6 +34,10 @@ VAD_OPTIONS = {
     "speech_pad_ms": 60,
 }
 """Silero VAD for speech regions: pauses of a quarter second or more separate regions."""
+TEMPERATURES = (0.0,)
+"""Greedy/beam decoding only, no temperature fallback: the fallback re-decodes a whole 30 s window up to
+five more times whenever the text looks repetitive (real repeated speech too), which made 30 s of speech
+cost 3× more; deterministic results and a bounded cost matter more in a pipeline."""
 TRANSCRIBE_VAD = {"min_silence_duration_ms": 500, "speech_pad_ms": 200}
 """Silero VAD before recognition (skips long silences; Whisper invents words in silence otherwise)."""
 
@@ -126,6 +130,7 @@ def recognize(
         vad_filter=True,
         vad_parameters=TRANSCRIBE_VAD,
         condition_on_previous_text=False,  # no runaway repetition on long clips
+        temperature=TEMPERATURES,
         initial_prompt=prompt,
     )
     words = [
