@@ -78,8 +78,16 @@ PHRASE_STARTS = frozenset(
         "quando",
     ]
 )
-"""Words a phrase often starts with (English, Spanish, German, French, Italian): a cut before them reads
+"""Words a clause often starts with (English, Spanish, German, French, Italian): a cut before them reads
 better than one in the middle of a phrase."""
+PREPOSITIONS = frozenset(
+    "at in on for with to from by about into over under during after before of "
+    "en con para por de a mit für von zu bei dans avec pour sur par di con per su".split()
+)
+"""Words a prepositional phrase starts with: a weaker place to cut, still better than mid-phrase."""
+ARTICLES = frozenset("the a an el la los las un una der die das ein eine le les une il lo gli".split())
+DANGLING = PHRASE_STARTS | PREPOSITIONS | ARTICLES
+"""Words a subtitle line should not end with: they belong to the words after them."""
 
 
 @dataclass(frozen=True)
@@ -111,7 +119,8 @@ def break_lines(words: list[str], max_chars: int = 42, joiner: str = " ") -> lis
     """The words as one line, or two lines of at most ``max_chars``; None if they need more.
 
     Two lines break after clause punctuation when that keeps both lines within the limit, otherwise where
-    the lines are most even, the top one no longer than the bottom one when it is a tie (a "pyramid").
+    the lines are most even, the top one no longer than the bottom one when it is a tie (a "pyramid"),
+    and preferably not after an article, preposition or conjunction.
     A single word longer than ``max_chars`` is returned as it is (there is no better place for it).
     """
     text = joiner.join(words)
@@ -125,6 +134,8 @@ def break_lines(words: list[str], max_chars: int = 42, joiner: str = " ") -> lis
         score = abs(len(top) - len(bottom)) + (0.5 if len(top) > len(bottom) else 0.0)
         if words[k - 1].endswith(SENTENCE_END + CLAUSE_END):
             score -= max_chars / 3  # a clause break reads better unless the lines get very uneven
+        elif words[k - 1].lower() in DANGLING:
+            score += max_chars / 4  # "... at the" / "meeting" splits a phrase across the lines
         if best is None or score < best[0]:
             best = (score, k)
     if best is None:
@@ -199,8 +210,11 @@ def _boundary_score(before: Word, after: Word) -> float:
     elif before.text.endswith(CLAUSE_END):
         score += 2.0
     score += min(1.5, max(0.0, after.start - before.end) * 5)  # a 0.3 s pause counts like punctuation
-    if after.text.lower().strip("\"'¿¡(") in PHRASE_STARTS:
+    first = after.text.lower().strip("\"'¿¡(")
+    if first in PHRASE_STARTS:
         score += 1.0
+    elif first in PREPOSITIONS:
+        score += 0.5
     return score
 
 

@@ -10,6 +10,7 @@ use Whisper: ``asr = "pocketsphinx"``, or ``auto`` with no model or no faster-wh
 from __future__ import annotations
 
 import importlib.util
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -112,7 +113,10 @@ def load_whisper(model_dir: Path, device: str = "auto") -> Any:
     if not (Path(model_dir) / "model.bin").is_file():
         raise ConfigError(f"asr_model {model_dir} is not a faster-whisper model folder (no model.bin)")
     # "auto": the fastest type the device supports (int8 on a CPU, float16 on most GPUs)
-    return WhisperModel(str(model_dir), device=device, compute_type="auto", local_files_only=True)
+    threads = min(8, os.cpu_count() or 4)  # CTranslate2's default (4) oversubscribes small machines
+    return WhisperModel(
+        str(model_dir), device=device, compute_type="auto", cpu_threads=threads, local_files_only=True
+    )
 
 
 def recognize(

@@ -184,7 +184,8 @@ def test_unspaced_scripts_join_words_without_spaces() -> None:
 
 def test_break_lines_balances_two_lines_and_prefers_clause_breaks() -> None:
     """One line when it fits; otherwise two lines within the limit, broken after a comma when there is
-    one, else as evenly as possible; a lone overlong word is left whole; too much text gives None."""
+    one, else as evenly as possible without ending a line on a preposition or article; a lone overlong
+    word is left whole; too much text gives None."""
     assert break_lines(["short", "line"]) == ["short line"]
     assert break_lines(["aaaa", "bbbb", "cccc", "dddd"], max_chars=10) == ["aaaa bbbb", "cccc dddd"]
     assert break_lines(["one", "two", "three", "four", "five"], max_chars=16) == [
@@ -195,6 +196,10 @@ def test_break_lines_balances_two_lines_and_prefers_clause_breaks() -> None:
         "one two,",
         "three four five",
     ]
+    assert break_lines("please join us all in the main hall after lunch".split(), max_chars=30) == [
+        "please join us all",
+        "in the main hall after lunch",
+    ]  # the evenest break, "... all in" / "the main hall ...", would leave "in" dangling
     assert break_lines(["x" * 50]) == ["x" * 50]
     assert break_lines(("word " * 20).split(), max_chars=20) is None
 
