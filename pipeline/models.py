@@ -24,6 +24,7 @@ import importlib.util
 import os
 import shutil
 import tempfile
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -346,7 +347,9 @@ def fetch_whisper(settings: Settings, name: str, *, echo: Callable[[str], None] 
     target.parent.mkdir(parents=True, exist_ok=True)
     building = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
-        download_model(name, output_dir=str(building))
+        with warnings.catch_warnings():  # the hub warns about an argument faster-whisper still passes
+            warnings.simplefilter("ignore", UserWarning)
+            download_model(name, output_dir=str(building))
         shutil.rmtree(building / ".cache", ignore_errors=True)  # the hub's bookkeeping, not the model
         if target.exists():
             shutil.rmtree(target)
@@ -355,7 +358,10 @@ def fetch_whisper(settings: Settings, name: str, *, echo: Callable[[str], None] 
     except ValueError as exc:  # an unknown model name
         raise ConfigError(f"there is no Whisper model called {name!r}: {exc}") from None
     except Exception as exc:  # the hub client raises many kinds (offline, HTTP, disk)
-        raise ConfigError(f"downloading Whisper {name} failed: {type(exc).__name__}") from exc
+        raise ConfigError(
+            f"downloading Whisper {name} from the Hugging Face Hub failed ({type(exc).__name__}); on a machine "
+            f"without access, copy a faster-whisper-{name} folder into {settings.models}"
+        ) from exc
     finally:
         shutil.rmtree(building, ignore_errors=True)
     echo(f"{target.name}: sha256 {sha256_file(target / 'model.bin')} -> {target}")
