@@ -104,7 +104,9 @@ def build_timing(
     duration = len(audio) / SAMPLE_RATE
     regions = _regions(audio)
     if not regions:
-        return SpeechTiming(duration=duration, language=language, source="energy", visemes=_rest(duration))
+        return SpeechTiming(
+            duration=_r(duration), language=language, source="energy", visemes=_rest(duration)
+        )
     timed = _words_and_phones(audio, transcript, language, whisper, regions)
     words = transcript_words(timed.words, display) if display and timed.words else timed.words
     return SpeechTiming(
@@ -114,7 +116,7 @@ def build_timing(
         text=join_words([w.text for w in words], timed.language),
         words=[TimedWord(text=w.text, start=_r(w.start), end=_r(w.end)) for w in words],
         phones=[TimedPhone(phone=p.name, start=_r(p.start), end=_r(p.end)) for p in timed.phones],
-        visemes=visemes(timed.phones, regions, duration, timed.language),
+        visemes=visemes(timed.phones, regions, duration),
         speech=[Span(start=_r(a), end=_r(b)) for a, b in regions],
     )
 
@@ -374,9 +376,7 @@ def ipa_viseme(phone: str) -> Viseme:
 _ARPABET = re.compile(r"^[A-Z]{1,2}[012]?$")
 
 
-def visemes(
-    phones: list[Phone], regions: list[tuple[float, float]], duration: float, language: str | None
-) -> list[TimedViseme]:
+def visemes(phones: list[Phone], regions: list[tuple[float, float]], duration: float) -> list[TimedViseme]:
     """Mouth shapes covering [0, duration]: each phone's viseme, X (rest) in pauses of ``REST_GAP`` or
     more and outside speech; equal neighbours merged. Without phones, the speech regions get a
     medium-open C so the mouth still moves with the voice."""

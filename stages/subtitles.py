@@ -29,63 +29,25 @@ ABBREVIATIONS = frozenset({"mr.", "mrs.", "ms.", "dr.", "st.", "vs.", "e.g.", "i
 """Tokens ending in "." that do not end a sentence."""
 CUE_SPACING = 0.04
 """Gap kept between consecutive cues (about a frame), so players never show two at once."""
-PHRASE_STARTS = frozenset(
-    [
-        "and",
-        "but",
-        "or",
-        "so",
-        "because",
-        "that",
-        "which",
-        "who",
-        "whom",
-        "whose",
-        "when",
-        "while",
-        "where",
-        "if",
-        "then",
-        "than",
-        "although",
-        "though",
-        "unless",
-        "until",
-        "since",
-        "as",
-        "after",
-        "before",
-        "y",
-        "pero",
-        "o",
-        "que",
-        "porque",
-        "cuando",
-        "und",
-        "aber",
-        "oder",
-        "dass",
-        "weil",
-        "wenn",
-        "et",
-        "mais",
-        "ou",
-        "parce",
-        "quand",
-        "e",
-        "ma",
-        "perché",
-        "quando",
-    ]
+
+
+def _word_set(words: str) -> frozenset[str]:
+    return frozenset(words.split())
+
+
+PHRASE_STARTS = _word_set(
+    "and but or so because that which who whom whose when while where if then than although though "
+    "unless until since as after before y pero o que porque cuando und aber oder dass weil wenn et mais "
+    "ou parce quand e ma perché quando"
 )
 """Words a clause often starts with (English, Spanish, German, French, Italian): a cut before them reads
 better than one in the middle of a phrase."""
-PREPOSITIONS = frozenset(
+PREPOSITIONS = _word_set(
     "at in on for with to from by about into over under during after before of "
-    "en con para por de a mit für von zu bei dans avec pour sur par di con per su".split()
+    "en con para por de a mit für von zu bei dans avec pour sur par di con per su"
 )
 """Words a prepositional phrase starts with: a weaker place to cut, still better than mid-phrase."""
-ARTICLES = frozenset("the a an el la los las un una der die das ein eine le les une il lo gli".split())
+ARTICLES = _word_set("the a an el la los las un una der die das ein eine le les une il lo gli")
 DANGLING = PHRASE_STARTS | PREPOSITIONS | ARTICLES
 """Words a subtitle line should not end with: they belong to the words after them."""
 

@@ -169,7 +169,7 @@ def test_ipa_phonemes_map_to_rhubarb_visemes() -> None:
 def test_visemes_rest_in_pauses_and_hold_through_short_gaps() -> None:
     """Phones become visemes end to end; a 50 ms gap holds the shape, a 0.5 s gap and the edges rest."""
     phones = [Phone("M", 0.5, 0.6), Phone("AA", 0.65, 0.9), Phone("F", 1.4, 1.5)]
-    shapes = [(v.viseme, v.start, v.end) for v in visemes(phones, [(0.5, 1.5)], 2.0, "en")]
+    shapes = [(v.viseme, v.start, v.end) for v in visemes(phones, [(0.5, 1.5)], 2.0)]
     assert shapes == [
         ("X", 0.0, 0.5),
         ("A", 0.5, 0.65),

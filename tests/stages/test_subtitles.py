@@ -196,7 +196,9 @@ def test_break_lines_balances_two_lines_and_prefers_clause_breaks() -> None:
         "one two,",
         "three four five",
     ]
-    assert break_lines(["please", "join", "us", "all", "in", "the", "main", "hall", "after", "lunch"], max_chars=30) == [
+    assert break_lines(
+        ["please", "join", "us", "all", "in", "the", "main", "hall", "after", "lunch"], max_chars=30
+    ) == [
         "please join us all",
         "in the main hall after lunch",
     ]  # the evenest break, "... all in" / "the main hall ...", would leave "in" dangling
