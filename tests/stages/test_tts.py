@@ -104,7 +104,7 @@ def test_speaking_rate_changes_both_engines(tmp_path: Path, no_espeak_program: N
         synthesize(make_settings(tmp_path, tts_engine=engine, tts_speed=1.5), SENTENCE, fast)
         synthesize(make_settings(tmp_path, tts_engine=engine, tts_speed=0.7), SENTENCE, again)
         assert _read(fast)[1] < 0.7 * _read(slow)[1], engine
-        assert abs(_read(again)[1] - _read(slow)[1]) < 0.1, engine
+        assert abs(_read(again)[1] - _read(slow)[1]) < 0.1 * _read(slow)[1], engine  # Piper varies a little
     slow_words, fast_words = tmp_path / "w100.wav", tmp_path / "w300.wav"
     synthesize(make_settings(tmp_path, tts_engine="espeak", tts_rate=100), SENTENCE, slow_words)
     synthesize(make_settings(tmp_path, tts_engine="espeak", tts_rate=300), SENTENCE, fast_words)
