@@ -515,6 +515,7 @@ def _describe(status: JobStatus) -> str:
     if status.timings:
         lines.append("  timings: " + ", ".join(f"{s} {v:.2f}s" for s, v in status.timings.items()))
     lines.extend(f"  output: {o}" for o in status.outputs)
+    lines.extend(f"  note: {n}" for n in status.notes)
     return "\n".join(lines)
 
 

@@ -135,6 +135,15 @@ class JobOptions(_Model):
     )
     face: FaceChoice = FaceChoice.largest
     enhance: bool = True
+    language: str | None = Field(
+        None, pattern=r"^[a-z]{2,3}$", description="ISO 639-1 code of the spoken language; none: detected"
+    )
+    voice: str | None = Field(
+        None,
+        max_length=100,
+        pattern=r"^[A-Za-z0-9_.+-]+$",
+        description="voice for 'speech' text: a Piper voice name or an eSpeak NG voice; none: the default",
+    )
 
 
 # --- destinations: a spec may come from anyone who can upload, so each is checked for shape here and
@@ -446,6 +455,7 @@ class StageRecord(_Model):
     outputs: list[str] = Field(default_factory=list, description="published keys or locations")
     trigger: str | None = Field(None, description="bucket/key of the object whose event started this stage")
     runs: list[Run] = Field(default_factory=list, description="every run of this stage on this task")
+    notes: list[str] = Field(default_factory=list, description="facts for people, from the manifests' info")
 
 
 class JobRecord(_Model):
@@ -482,6 +492,9 @@ class JobStatus(_Model):
     tasks: dict[str, TaskStatus] = Field(default_factory=dict)
     timings: dict[str, float] = Field(default_factory=dict, description="stage -> seconds (max over tasks)")
     outputs: list[str] = Field(default_factory=list)
+    notes: list[str] = Field(
+        default_factory=list, description="what people should know: the voice used, scripts a font lacks"
+    )
     updated_at: datetime = Field(default_factory=utcnow)
 
     @property

@@ -140,6 +140,7 @@ def fold(job_id: str, job: JobRecord | None, records: Iterable[StageRecord], cha
         tasks=tasks,
         timings=_timings(records, chain),
         outputs=[o for t in tasks.values() for o in t.outputs],
+        notes=list(dict.fromkeys(n for r in records for n in r.notes)),
         updated_at=_last_change(records, job),
     )
 

@@ -59,6 +59,7 @@ from pipeline.discord.interactions import (
     can_announce,
     parse_interaction,
 )
+from pipeline.discord.mentions import display_name, named_mentions
 from pipeline.discord.progress import ProgressForwarder
 from pipeline.discord.signature import SignatureError, verify
 from pipeline.errors import ConfigError, InvalidInput, MouthpieceError, RetryableError
@@ -288,7 +289,8 @@ class Ingress:
         return await asyncio.to_thread(submit, self.store, self.settings, asked)
 
     async def _announce_job(self, it: Interaction, folder: Path) -> Submitted:
-        text = _speech_text(it.option("text"))
+        text = await asyncio.to_thread(self._named_mentions, it, _speech_text(it.option("text")))
+        options = _voice_options(it.option("voice"))
         avatars: list[Path] = []
         face_info = it.attachment("avatar")
         if face_info is not None:
@@ -301,10 +303,18 @@ class Ingress:
         ]
         await self._reply(it, "Got it: your announcement is queued…")
         asked = Submission(
-            audio=None, avatars=tuple(avatars), name="announcement", speech=text,
+            audio=None, avatars=tuple(avatars), name="announcement", speech=text, options=options,
             destinations=tuple(destinations), source=f"discord:{it.guild_id or 'dm'}", nonce=f"discord-{it.id}",
         )  # fmt: skip
         return await asyncio.to_thread(submit, self.store, self.settings, asked)
+
+    def _named_mentions(self, it: Interaction, text: str) -> str:
+        """Mentions in an announcement as names (looked up with the bot token when one is set)."""
+        token = self.settings.discord_bot_token
+        caller = display_name({"nick": it.member.nick if it.member else None, "user": it.caller.model_dump()})
+        known = {it.caller.id: caller} if caller else {}
+        secret = token.get_secret_value() if token is not None else None
+        return named_mentions(text, self.api, secret, it.guild_id, known)
 
     # --- /hooks/bot -------------------------------------------------------------------------------------
     async def hooks_bot(self, request: Request) -> Response:
@@ -365,6 +375,7 @@ class Ingress:
         avatars = [await self._welcome_face(event, folder)] if self._has_welcome_face(event) else []
         asked = Submission(
             audio=None, avatars=tuple(avatars), name="welcome", speech=text,
+            options=_voice_options(self.settings.discord_welcome_voice),
             destinations=(DiscordWebhookDestination(url=webhook, content=text),),
             source=f"discord:{event.guild}", nonce=f"join-{event.id or time.time()}",
         )  # fmt: skip
@@ -622,6 +633,14 @@ def _options(style: Any, transcript: Any) -> JobOptions:
     if style and str(style) not in {s.value for s in Style}:
         raise InvalidInput("The style must be auto, photo or cartoon.", code="style_invalid")
     return JobOptions(style=Style(style) if style else Style.auto, transcript=text or None)
+
+
+def _voice_options(voice: Any) -> JobOptions:
+    """Options of a speech job: the voice asked for (checked against the installed ones in validate)."""
+    try:
+        return JobOptions(voice=str(voice).strip() or None if voice else None)
+    except ValidationError:
+        raise InvalidInput("The voice name may use only letters, digits, '-', '_' and '.'.") from None
 
 
 def _speech_text(text: Any) -> str:

@@ -267,8 +267,11 @@ class Handler:
         await asyncio.to_thread(write_manifests, self.settings, self.store, self.stage, ctx, outputs)
         fault(self.settings, f"{self.stage}.after_manifest")
         published = [o for m in outputs for o in m.info.get("published", [])]
+        notes = list(dict.fromkeys(n for m in outputs for n in m.info.get("notes", [])))
         decision = Decision("ack", State.done, "done")
-        await self.keeper.finish(ticket, decision, seconds=round(seconds, 3), progress=1.0, outputs=published)
+        await self.keeper.finish(
+            ticket, decision, seconds=round(seconds, 3), progress=1.0, outputs=published, notes=notes
+        )
         await delivery.ack()
         log.info("stage_done", seconds=round(seconds, 3), manifests=len(outputs), run=ticket.run.n)
         if self.stage == self.settings.chain[-1]:

@@ -20,24 +20,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from enum import StrEnum
 
 import numpy as np
 
-from stages.speech import Phone
-
-
-class Viseme(StrEnum):
-    A = "A"
-    B = "B"
-    C = "C"
-    D = "D"
-    E = "E"
-    F = "F"
-    G = "G"
-    H = "H"
-    X = "X"
-
+# the ARPAbet -> viseme table lives with the speech timing (stages.speech); re-exported here
+from stages.speech import CLOSED_PHONES as CLOSED
+from stages.speech import VISEME_OF_PHONE as VISEME_OF_PHONE
+from stages.speech import Phone, Viseme, viseme_of
 
 SHAPES: dict[Viseme, tuple[float, float, float]] = {
     Viseme.A: (0.0, 0.0, 0.0),
@@ -51,26 +40,6 @@ SHAPES: dict[Viseme, tuple[float, float, float]] = {
     Viseme.X: (0.0, 0.0, 0.0),
 }
 """Viseme -> (open, wide, round) targets."""
-
-_GROUPS = {
-    Viseme.A: "M B P",
-    Viseme.B: "K G NG S Z T D N TH DH Y IY IH HH JH CH SH ZH",
-    Viseme.C: "EH AE AH EY",
-    Viseme.D: "AA AY AW",
-    Viseme.E: "AO ER R OY",
-    Viseme.F: "UW UH OW W",
-    Viseme.G: "F V",
-    Viseme.H: "L",
-}
-VISEME_OF_PHONE: dict[str, Viseme] = {p: v for v, phones in _GROUPS.items() for p in phones.split()}
-"""ARPAbet phone -> viseme; phones not listed (noise) count as B."""
-
-CLOSED = frozenset(_GROUPS[Viseme.A].split())
-
-
-def viseme_of(phone: str) -> Viseme:
-    """The viseme of an ARPAbet phone (stress digits ignored)."""
-    return VISEME_OF_PHONE.get(phone.rstrip("012").upper(), Viseme.B)
 
 
 @dataclass(frozen=True)
