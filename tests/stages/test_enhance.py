@@ -262,7 +262,7 @@ def test_final_is_h264_aac_faststart_as_long_as_the_audio(soft: Run, inputs: Inp
 def test_loudness_is_normalized_to_the_target(soft: Run) -> None:
     """The output's integrated loudness (ffmpeg's ebur128 on the decoded AAC) is -16 ± 1.5 LUFS although
     the voice came in 12 dB quieter; the manifest reports loudnorm's own reading, close to it."""
-    before = measure_loudness(soft.ctx.settings, soft.ctx.workdir / "audio.wav")
+    before = measure_loudness(soft.ctx.settings, soft.ctx.fetch(soft.manifest.artifacts["audio"]))
     after = measure_loudness(soft.ctx.settings, soft.path("final"))
     assert before is not None and after is not None
     assert before.integrated < -24.0
