@@ -48,8 +48,8 @@ import numpy as np
 
 from pipeline.errors import ConfigError
 
-DetectorKind = Literal["auto", "face_alignment", "haar"]
-DetectorName = Literal["face_alignment", "haar", "cartoon_eyes"]
+DetectorKind = Literal["auto", "face_alignment", "dlib", "haar"]
+DetectorName = Literal["face_alignment", "dlib", "haar", "cartoon_eyes"]
 S3FD_FILE = "s3fd-619a316812.pth"
 FAN_FILE = "2DFAN4-11f355bf06.pth.tar"
 FACE_ALIGNMENT_FILES = (S3FD_FILE, FAN_FILE)
@@ -348,6 +348,25 @@ class FaceAlignmentDetector:
         blank = np.zeros((64, 64, 3), np.uint8)
         self._fa.get_landmarks_from_image(blank, detected_faces=[np.array([8.0, 8.0, 56.0, 56.0, 1.0])])
 
+    def detect_near(self, frame_rgb: np.ndarray, box: tuple[float, float, float, float]) -> list[Detection]:
+        """Faces overlapping ``box``, looked for in a crop around it scaled so the face is ~128 px."""
+        x1, y1, x2, y2 = box
+        h, w = frame_rgb.shape[:2]
+        mx, my = 0.6 * (x2 - x1), 0.6 * (y2 - y1)
+        cx1, cy1 = max(0, int(x1 - mx)), max(0, int(y1 - my))
+        cx2, cy2 = min(w, int(x2 + mx)), min(h, int(y2 + my))
+        crop = frame_rgb[cy1:cy2, cx1:cx2]
+        scale = min(1.0, 128.0 / max(x2 - x1, 1.0))
+        if scale < 1.0:
+            crop = cv2.resize(crop, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+        found = [d.scaled(1.0 / scale).shifted(cx1, cy1) for d in self.detect(np.ascontiguousarray(crop))]
+        return [d for d in found if d.iou(Detection(box, 1.0)) > 0.0]
+
+    def landmarks(self, frame_rgb: np.ndarray, box: tuple[float, float, float, float]) -> np.ndarray:
+        """68 FAN points of the face in ``box`` (an S3FD-style box)."""
+        marks = self._fa.get_landmarks_from_image(frame_rgb, detected_faces=[np.array([*box, 1.0])])
+        return _points(marks[0])
+
     def detect(self, frame_rgb: np.ndarray) -> list[Detection]:
         boxes = self._fa.face_detector.detect_from_image(frame_rgb.copy())
         if len(boxes) == 0:
@@ -396,10 +415,15 @@ def _load_face_alignment(model_dir: Path, device: str) -> Any:
 # --- choosing a detector ----------------------------------------------------------------------------
 
 
-def resolve_kind(kind: DetectorKind, model_dir: Path) -> Literal["face_alignment", "haar"]:
-    """The detector ``kind`` stands for: ``auto`` is face-alignment when its files are there, else Haar."""
+def resolve_kind(kind: DetectorKind, model_dir: Path) -> Literal["face_alignment", "dlib", "haar"]:
+    """The detector ``kind`` stands for: ``auto`` is face-alignment when its files are there, else dlib
+    when it is installed (with its packaged landmark model), else Haar."""
     if kind == "auto":
-        return "face_alignment" if weights_present(model_dir) else "haar"
+        from stages.detect.landmarks import dlib_available
+
+        if weights_present(model_dir):
+            return "face_alignment"
+        return "dlib" if dlib_available() else "haar"
     return kind
 
 
@@ -419,5 +443,9 @@ def build_detector(
     resolved = resolve_kind(kind, model_dir)
     if resolved == "haar":
         return HaarDetector()
+    if resolved == "dlib":
+        from stages.detect.landmarks import DlibDetector
+
+        return DlibDetector()
     ensure_weights(model_dir, urls)
     return FaceAlignmentDetector(model_dir, device)
