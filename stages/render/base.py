@@ -7,15 +7,17 @@ storage, no ffmpeg, no bus.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
 import numpy as np
 
-from pipeline.contracts import FaceFrame, FaceTrack, JobOptions, Style
+from pipeline.contracts import FaceFrame, FaceTrack, JobOptions, Motion, Span, SpeechTiming, Style
 
 SAMPLE_RATE = 16_000
+REST_FADE = 0.12
+"""Seconds over which a renderer's mouth fades to rest at a pause (and back when speech resumes)."""
 
 
 @dataclass
@@ -26,6 +28,10 @@ class RenderRequest:
     fps: output frame rate. n_frames: frames to produce (``ceil(len(audio) / SAMPLE_RATE * fps)``).
     track: the face track of the avatar clip (one FaceFrame per *avatar* frame; the frames iterator
     already pairs each output frame with its FaceFrame).
+    speech: when what is said (visemes) and where the pauses are; None: the renderer times the audio
+    itself (``stages.render.timing``). motion: blinks and head motion to add (already resolved from the
+    job's option and the avatar kind). seed: makes that motion the same on every run of the job.
+    still: the avatar is one photo.
     """
 
     audio: np.ndarray
@@ -34,6 +40,10 @@ class RenderRequest:
     track: FaceTrack
     options: JobOptions = field(default_factory=JobOptions)
     style: Style = Style.auto
+    speech: SpeechTiming | None = None
+    motion: Motion = Motion.none
+    seed: int = 0
+    still: bool = False
 
     @property
     def transcript(self) -> str | None:
@@ -60,3 +70,17 @@ class Renderer(Protocol):
         understands) and ``ConfigError`` for missing weights.
         """
         ...
+
+
+def speaking_weight(spans: Sequence[Span], fps: float, n_frames: int, fade: float = REST_FADE) -> np.ndarray:
+    """Per output frame, 1 inside speech and 0 in pauses, with raised-cosine ramps of ``fade`` seconds
+    centred on each edge (so a renderer cross-fades to rest and back). Float32, ``n_frames`` long."""
+    t = (np.arange(n_frames) + 0.5) / fps
+    weight = np.zeros(n_frames, np.float64)
+    half = max(fade, 1e-6) / 2
+    for span in spans:
+        rise = np.clip((t - (span.start - half)) / (2 * half), 0.0, 1.0)
+        fall = np.clip(((span.end + half) - t) / (2 * half), 0.0, 1.0)
+        inside = np.minimum(rise, fall)
+        weight = np.maximum(weight, 0.5 - 0.5 * np.cos(np.pi * inside))
+    return weight.astype(np.float32)

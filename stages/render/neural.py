@@ -14,6 +14,10 @@ with bf16 (else fp16) autocast and channels_last; the next batch is launched on 
 previous one is blended (by a small thread pool) and yielded, so blending and the caller's encoding
 overlap inference too.
 
+Rest on silence: in the pauses of the request's speech timing the original frame is shown instead of the
+network's mouth (no model is trained to keep still lips in silence), cross-faded over ``base.REST_FADE``
+seconds at each edge of a pause; frames whose face is ``absent`` pass through untouched.
+
 Face restoration (optional): ``restoration`` names a TorchScript file (``torch.jit.load``) mapping a
 (B, 3, 512, 512) float32 RGB tensor in [−1, 1] to the same — the convention of GFPGAN / CodeFormer
 exports. The generated face is upsampled to 512×512, restored (in fp32, in chunks of
@@ -47,7 +51,7 @@ import torch.nn.functional as F
 from pipeline.contracts import FaceFrame
 from pipeline.errors import ConfigError, InvalidInput
 from stages.render.audio import MEL_STEP, N_MELS, mel_windows, melspectrogram
-from stages.render.base import Frames, RenderRequest
+from stages.render.base import Frames, RenderRequest, speaking_weight
 from stages.render.blend import blend_into, feather_mask
 from stages.render.wav2lip import FACE_SIZE, load_checkpoint
 
@@ -128,7 +132,7 @@ class _Batch:
 
     frames: list[np.ndarray]
     boxes: list[Box | None]
-    masks: list[np.ndarray | None]
+    masks: list[np.ndarray | None]  # already scaled by the frame's speaking weight
     crops: torch.Tensor  # (B, 96, 96, 3) uint8 BGR
     mels: torch.Tensor  # (B, 1, 80, 16) float32
 
@@ -286,12 +290,17 @@ class Wav2LipRenderer:
             progress(1.0)
             return
         mel = melspectrogram(request.audio)
+        speaking = (
+            speaking_weight(request.speech.speech, request.fps, n)
+            if request.speech is not None
+            else np.ones(n, np.float32)
+        )
         restore = self.restorer is not None and request.options.enhance
         done = 0
         pending: _Launched | None = None
         with (
             ThreadPoolExecutor(self.blend_workers, thread_name_prefix="wav2lip-blend") as pool,
-            _Prefetcher(self._batches(request, frames, mel), self.prefetch) as batches,
+            _Prefetcher(self._batches(request, frames, mel, speaking), self.prefetch) as batches,
         ):
             for batch in batches:
                 launched = self._launch(batch, restore)
@@ -304,7 +313,9 @@ class Wav2LipRenderer:
                 yield from self._finish(pending, pool)
         progress(1.0)
 
-    def _batches(self, request: RenderRequest, frames: Frames, mel: np.ndarray) -> Iterator[_Batch]:
+    def _batches(
+        self, request: RenderRequest, frames: Frames, mel: np.ndarray, speaking: np.ndarray
+    ) -> Iterator[_Batch]:
         """Cut ``frames`` into prepared batches (runs in the prefetch thread)."""
         source = iter(frames)
         for first in range(0, request.n_frames, self.batch):
@@ -314,21 +325,29 @@ class Wav2LipRenderer:
                 raise InvalidInput(
                     f"the avatar frames ended after {first + len(items)} of {request.n_frames} frames"
                 )
-            yield self._prepare(items, mel_windows(mel, count, request.fps, first))
+            weights = speaking[first : first + count]
+            yield self._prepare(items, mel_windows(mel, count, request.fps, first), weights)
 
-    def _prepare(self, items: list[tuple[int, np.ndarray, FaceFrame]], mels: np.ndarray) -> _Batch:
-        """Crop, resize and colour-convert each frame's face; the blend mask of each."""
+    def _prepare(
+        self, items: list[tuple[int, np.ndarray, FaceFrame]], mels: np.ndarray, weights: np.ndarray
+    ) -> _Batch:
+        """Crop, resize and colour-convert each frame's face; the blend mask of each, scaled by the
+        frame's speaking weight (no box, so no change, where the face is absent or at rest)."""
         frames, boxes, masks = [], [], []
         crops = np.zeros((len(items), FACE_SIZE, FACE_SIZE, 3), np.uint8)
         for k, (_, frame, face) in enumerate(items):
-            box = crop_box(face.box, frame.shape[0], frame.shape[1], self.pads)
+            box = None
+            if not face.absent and weights[k] > 0.0:
+                box = crop_box(face.box, frame.shape[0], frame.shape[1], self.pads)
             if box is not None:
                 x1, y1, x2, y2 = box
                 crop = cv2.resize(frame[y1:y2, x1:x2], (FACE_SIZE, FACE_SIZE))
                 crops[k] = crop[..., ::-1]  # RGB → BGR: the network was trained on OpenCV's order
             frames.append(frame)
             boxes.append(box)
-            masks.append(blend_mask(face, box, self.feather) if box is not None else None)
+            masks.append(
+                _weighted(blend_mask(face, box, self.feather), weights[k]) if box is not None else None
+            )
         return _Batch(frames, boxes, masks, self._host(crops), self._host(mels[:, None]))
 
     def _host(self, array: np.ndarray) -> torch.Tensor:
@@ -387,6 +406,11 @@ class Wav2LipRenderer:
             yield from pool.map(
                 _compose, batch.frames[part], batch.boxes[part], batch.masks[part], patches[part]
             )
+
+
+def _weighted(mask: np.ndarray, weight: float) -> np.ndarray:
+    """``mask`` scaled by ``weight`` (a new array; cached masks are read-only and shared)."""
+    return mask if weight >= 1.0 else mask * np.float32(weight)
 
 
 def _compose(frame: np.ndarray, box: Box | None, mask: np.ndarray | None, patch: np.ndarray) -> np.ndarray:

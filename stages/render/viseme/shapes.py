@@ -93,11 +93,13 @@ class ShapeParams:
 
 @dataclass
 class MouthTrack:
-    """Per-frame mouth parameters, each a float32 array of n_frames values in 0..1."""
+    """Per-frame mouth parameters, each a float32 array of n_frames values in 0..1 (``tongue``: the tongue
+    shown for l/th, None when not planned)."""
 
     open: np.ndarray
     wide: np.ndarray
     round: np.ndarray
+    tongue: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.open)
@@ -105,6 +107,9 @@ class MouthTrack:
     def at(self, i: int) -> tuple[float, float, float]:
         """(open, wide, round) of frame ``i``."""
         return float(self.open[i]), float(self.wide[i]), float(self.round[i])
+
+    def tongue_at(self, i: int) -> float:
+        return 0.0 if self.tongue is None else float(self.tongue[i])
 
 
 # --------------------------------------------------------------------------------------------------
