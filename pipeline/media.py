@@ -168,14 +168,52 @@ def decode_frames(path: Path) -> Iterator[np.ndarray]:
         yield pixels()
 
 
-def decode_lazily(path: Path) -> Iterator[Callable[[], np.ndarray]]:
+def decode_lazily(path: Path, size: tuple[int, int] | None = None) -> Iterator[Callable[[], np.ndarray]]:
     """Per frame of the first video stream, a function giving its RGB pixels: frames nobody looks at
-    are decoded (the codec needs them) but never converted, which is most of the cost."""
+    are decoded (the codec needs them) but never converted, which is most of the cost. ``size``
+    (width, height): pixels scaled to that size while converting (cheaper than converting, then scaling)."""
+    scaled: dict[str, Any] = {} if size is None else {"width": size[0], "height": size[1]}
     with av.open(str(path)) as container:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
         for frame in container.decode(stream):
-            yield partial(frame.to_ndarray, format="rgb24")
+            yield partial(frame.to_ndarray, format="rgb24", **scaled)
+
+
+def decode_audio(path: Path, rate: int = AUDIO_RATE) -> np.ndarray:
+    """The first audio stream of any media file as mono float32 samples at ``rate`` (empty: none).
+    Stream timestamps are honoured: audio that starts late (an offset in the container) is preceded
+    by silence, as a player would play it."""
+    with av.open(str(path)) as container:
+        if not container.streams.audio:
+            return np.zeros(0, np.float32)
+        stream = container.streams.audio[0]
+        resampler = av.AudioResampler(format="flt", layout="mono", rate=rate)
+        chunks: list[np.ndarray] = []
+        start: float | None = None
+        for frame in container.decode(stream):
+            if start is None and frame.pts is not None and frame.time_base is not None:
+                start = float(frame.pts * frame.time_base)
+            chunks.extend(r.to_ndarray().reshape(-1) for r in resampler.resample(frame))
+        chunks.extend(r.to_ndarray().reshape(-1) for r in resampler.resample(None))
+    samples = np.concatenate(chunks).astype(np.float32) if chunks else np.zeros(0, np.float32)
+    lead = max(0, round((start or 0.0) * rate))
+    return np.concatenate([np.zeros(lead, np.float32), samples])
+
+
+def stream_seconds(path: Path) -> tuple[float, float]:
+    """(video, audio) stream durations in seconds of a media file (0 for a missing stream), from the
+    streams' own durations (an MP4's edit lists included)."""
+    with av.open(str(path)) as container:
+        found = []
+        for streams in (container.streams.video, container.streams.audio):
+            stream = streams[0] if streams else None
+            if stream is None or stream.duration is None or stream.time_base is None:
+                found.append(0.0)
+                continue
+            begin = float((stream.start_time or 0) * stream.time_base)
+            found.append(begin + float(stream.duration * stream.time_base))
+    return found[0], found[1]
 
 
 def prefetch(items: Iterable[T], depth: int = 16) -> Iterator[T]:

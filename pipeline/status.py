@@ -12,9 +12,18 @@ from datetime import UTC, datetime
 from pydantic import ValidationError
 
 from pipeline.config import Settings
-from pipeline.contracts import JobRecord, JobSpec, JobStatus, StageRecord, State, TaskStatus
+from pipeline.contracts import (
+    JobRecord,
+    JobSpec,
+    JobStatus,
+    QualityReport,
+    QualitySummary,
+    StageRecord,
+    State,
+    TaskStatus,
+)
 from pipeline.errors import ObjectNotFound, PermanentError
-from pipeline.keys import job_prefix, job_record_key, record_key, spec_key
+from pipeline.keys import artifact_key, job_prefix, job_record_key, record_key, spec_key
 from pipeline.storage.base import ObjectStore
 
 JOB_TASK = "job"
@@ -69,7 +78,7 @@ def job_status(store: ObjectStore, settings: Settings, job_id: str) -> JobStatus
     records = read_records(store, settings, job_id)
     if job is None and not records:
         return None
-    return fold(job_id, job, records, job.chain if job else settings.chain)
+    return with_quality(store, settings, fold(job_id, job, records, job.chain if job else settings.chain))
 
 
 def list_jobs(store: ObjectStore, settings: Settings) -> list[str]:
@@ -157,3 +166,22 @@ def _timings(records: list[StageRecord], chain: list[str]) -> dict[str, float]:
         if r.seconds is not None:
             out[r.stage] = max(out.get(r.stage, 0.0), r.seconds)
     return {s: round(out[s], 3) for s in chain if s in out}
+
+
+# --- quality reports (faces, issue 12): each task's quality.json, summarised into its status ----------
+
+
+def with_quality(store: ObjectStore, settings: Settings, status: JobStatus) -> JobStatus:
+    """``status`` with each task's quality summary (from its ``quality.json``, once enhance wrote it)
+    and ``flagged`` when any task's video scored under the job's threshold."""
+    for task, task_status in status.tasks.items():
+        try:
+            data = store.get(settings.bucket_work, artifact_key(status.job_id, task, "quality.json"))
+            report = QualityReport.model_validate_json(data)
+        except (ObjectNotFound, ValidationError):
+            continue
+        task_status.quality = QualitySummary(
+            score=report.score, flagged=report.flagged, offset_ms=report.offset_ms, problems=report.problems
+        )
+    status.flagged = any(t.quality is not None and t.quality.flagged for t in status.tasks.values())
+    return status

@@ -11,7 +11,8 @@ Given render's manifest (``artifacts["video"]``: the silent rendered H.264 clip 
    job's ``enhance`` or ``settings.denoise`` is off), burned-in subtitles, loudness, AAC 48 kHz, a
    mov_text track for soft subtitles, ``+faststart``, cut to the audio's length.
 
-Outputs: ``final`` (MP4), and ``srt`` and ``vtt`` when subtitles were made. Burning in needs a font
+Outputs: ``final`` (MP4), ``quality`` (``quality.json``: ``stages.quality``'s report on the final MP4), and
+``srt`` and ``vtt`` when subtitles were made. Burning in needs a font
 libass can load: a known font file is copied into the scratch folder and handed over as ``fontsdir``, so
 it works without fontconfig; with no font anywhere the subtitles become a soft track (warning logged).
 """
@@ -40,6 +41,7 @@ from pipeline.media import (
 )
 from pipeline.stage import ModelCache, StageContext
 from pipeline.status import read_spec
+from stages.quality import assess as assess_quality
 from stages.subtitles import Cue, cues_from_words, subtitle_words, to_srt, to_vtt, whisper_model
 
 NAME = "enhance"
@@ -87,12 +89,13 @@ def run(ctx: StageContext, manifest: Manifest) -> list[Manifest]:
     if mode is SubtitleMode.burn and job.burn_subtitles is None:
         mode = SubtitleMode.soft  # burning in failed; the encode carries them as a track instead
     final = ctx.save(job.dst, "final.mp4", "video/mp4")
+    quality = ctx.save_model(assess_quality(ctx, manifest, job.dst, spec), "quality.json")  # issue 12
     loudness = _reported_loudness(ctx, measured, output)
     ctx.log.info("enhanced", subtitles=mode.value, cues=len(cues), source=source, loudness=loudness)
     info = {"subtitles": mode.value, "cues": len(cues), "loudness": loudness}
     if cues:
         info["subtitle_source"] = source
-    return [manifest.advance(NAME, info, final=final, **subtitles)]
+    return [manifest.advance(NAME, info, final=final, quality=quality, **subtitles)]
 
 
 # --- subtitles --------------------------------------------------------------------------------------

@@ -28,7 +28,7 @@ frame searched or tracked without one, ``None`` for a frame not searched.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -86,22 +86,50 @@ def track_faces(
 ) -> Tracked:
     """Follow one face through the first ``n`` frames of ``frames`` (lazy RGB frames); see the module."""
     result = Tracked([None] * n)
+    for i, step in enumerate(follow_faces(frames, n, detector, choice, describer, detect_every)):
+        if i % 10 == 0:
+            report(i / max(n, 1))
+        result.found[i] = step.found
+        if step.cut:
+            result.cuts.append(i)
+        result.detector_runs = step.detector_runs
+    return result
+
+
+@dataclass
+class Followed:
+    """One frame as ``follow_faces`` leaves it: the pixels, the face found, whether a shot starts here."""
+
+    frame: np.ndarray
+    found: list[Detection] | None
+    cut: bool
+    detector_runs: int
+
+
+def follow_faces(
+    frames: Iterable[Callable[[], np.ndarray]],
+    n: int,
+    detector: Landmarker,
+    choice: FaceChoice | str = FaceChoice.largest,
+    describer: Describer | None = None,
+    detect_every: int = DETECT_EVERY,
+) -> Iterator[Followed]:
+    """``track_faces`` one frame at a time (for callers that look at the frames too)."""
+    result = Tracked([])
     state = _State()
     previous: np.ndarray | None = None
     for i, pixels in enumerate(frames):
         if i >= n:
             break
-        if i % 10 == 0:
-            report(i / max(n, 1))
         frame = pixels()
         thumb = thumbnail(frame)
-        if previous is not None and is_cut(previous, thumb):
-            result.cuts.append(i)
+        cut = previous is not None and is_cut(previous, thumb)
+        if cut:
             state.face, state.resume_at = None, i
         previous = thumb
         step = _Step(frame, i, detector, choice, describer, detect_every, state, result, n > 1)
-        result.found[i] = step.run(i == n - 1)
-    return result
+        found = step.run(i == n - 1)
+        yield Followed(frame, found, cut, result.detector_runs)
 
 
 @dataclass

@@ -14,7 +14,7 @@ is added to any renderer's frames by ``stages.render.motion.Animated``.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -156,10 +156,21 @@ def _checkpoint_path(settings: Settings, requested: str | None) -> Path:
 
 def _frames(avatar: Path, track: FaceTrack, n_out: int) -> Frames:
     """Each output frame's avatar frame and face, cycling the clip to ``n_out`` frames."""
-    n_src = len(track.frames)
-    if n_src >= n_out or n_src * track.width * track.height * 3 > PINGPONG_BUDGET:
+    if _forward(n_out, len(track.frames), track.width, track.height):
         return _looping(avatar, track, n_out)
     return _pingpong(avatar, track, n_out)
+
+
+def _forward(n_out: int, n_src: int, width: int, height: int) -> bool:
+    """Whether the clip loops forward (long enough, or too big to hold) rather than back and forth."""
+    return n_src >= n_out or n_src * width * height * 3 > PINGPONG_BUDGET
+
+
+def source_indices(n_out: int, n_src: int, width: int, height: int) -> Sequence[int]:
+    """Which avatar frame each of ``n_out`` output frames shows (as ``_frames`` plays the clip)."""
+    if _forward(n_out, n_src, width, height):
+        return [i % n_src for i in range(n_out)]
+    return cycle_indices(n_out, n_src)
 
 
 def _pingpong(avatar: Path, track: FaceTrack, n_out: int) -> Iterator[tuple[int, np.ndarray, FaceFrame]]:
