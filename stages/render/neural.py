@@ -133,8 +133,9 @@ class _Batch:
     frames: list[np.ndarray]
     boxes: list[Box | None]
     masks: list[np.ndarray | None]  # already scaled by the frame's speaking weight
-    crops: torch.Tensor  # (B, 96, 96, 3) uint8 BGR
-    mels: torch.Tensor  # (B, 1, 80, 16) float32
+    crops: torch.Tensor  # (A, 96, 96, 3) uint8 BGR, for the A frames that change (``active``)
+    mels: torch.Tensor  # (A, 1, 80, 16) float32
+    active: list[int]  # indices into ``frames`` of the frames the network runs on (a face, not at rest)
 
 
 @dataclass
@@ -272,7 +273,7 @@ class Wav2LipRenderer:
         n = self.batch if self.cuda else 1
         crops = torch.zeros((n, FACE_SIZE, FACE_SIZE, 3), dtype=torch.uint8)
         mels = torch.zeros((n, 1, N_MELS, MEL_STEP))
-        self._launch(_Batch([], [], [], crops, mels), restore=self.restorer is not None)
+        self._launch(_Batch([], [], [], crops, mels, list(range(n))), restore=self.restorer is not None)
         if self.cuda:
             torch.cuda.synchronize(self.device)
 
@@ -348,7 +349,8 @@ class Wav2LipRenderer:
             masks.append(
                 _weighted(blend_mask(face, box, self.feather), weights[k]) if box is not None else None
             )
-        return _Batch(frames, boxes, masks, self._host(crops), self._host(mels[:, None]))
+        active = [k for k, box in enumerate(boxes) if box is not None]  # the rest need no network
+        return _Batch(frames, boxes, masks, self._host(crops[active]), self._host(mels[active, None]), active)
 
     def _host(self, array: np.ndarray) -> torch.Tensor:
         """A CPU tensor of ``array``, page-locked on CUDA so the copy to the GPU is asynchronous."""
@@ -357,6 +359,8 @@ class Wav2LipRenderer:
 
     def _launch(self, batch: _Batch, restore: bool) -> _Launched:
         """Start the network on ``batch``; on CUDA this returns before the GPU is done."""
+        if not batch.active:
+            return _Launched(batch, torch.zeros((0, 1, 1, 3), dtype=torch.uint8), None)
         with torch.inference_mode():
             crops = batch.crops.to(self.device, non_blocking=True)
             mels = batch.mels.to(self.device, non_blocking=True)
@@ -397,7 +401,10 @@ class Wav2LipRenderer:
         """Wait for ``launched``'s output; yield its frames, the new faces blended in by ``pool``, in order."""
         if launched.ready is not None:
             launched.ready.synchronize()
-        batch, patches = launched.batch, launched.patches.numpy()
+        batch, out = launched.batch, launched.patches.numpy()
+        patches: list[np.ndarray | None] = [None] * len(batch.frames)
+        for j, k in enumerate(batch.active):
+            patches[k] = out[j]
         # blending a large frame costs milliseconds of numpy, which releases the GIL: spread it over cores,
         # a few frames at a time so finished frames waiting for the caller stay few (memory)
         step = 2 * self.blend_workers
@@ -413,9 +420,11 @@ def _weighted(mask: np.ndarray, weight: float) -> np.ndarray:
     return mask if weight >= 1.0 else mask * np.float32(weight)
 
 
-def _compose(frame: np.ndarray, box: Box | None, mask: np.ndarray | None, patch: np.ndarray) -> np.ndarray:
+def _compose(
+    frame: np.ndarray, box: Box | None, mask: np.ndarray | None, patch: np.ndarray | None
+) -> np.ndarray:
     """``frame`` with ``patch`` resized to ``box`` and blended in by ``mask``; ``frame`` itself if no box."""
-    if box is None or mask is None:
+    if box is None or mask is None or patch is None:
         return frame  # no face in this frame: nothing to change
     x1, y1, x2, y2 = box
     return blend_into(frame, _resize(patch, x2 - x1, y2 - y1), box, mask)
