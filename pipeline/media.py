@@ -168,16 +168,38 @@ def decode_frames(path: Path) -> Iterator[np.ndarray]:
         yield pixels()
 
 
-def decode_lazily(path: Path, size: tuple[int, int] | None = None) -> Iterator[Callable[[], np.ndarray]]:
+def decode_lazily(
+    path: Path, size: tuple[int, int] | None = None, *, grey: bool = False
+) -> Iterator[Callable[[], np.ndarray]]:
     """Per frame of the first video stream, a function giving its RGB pixels: frames nobody looks at
     are decoded (the codec needs them) but never converted, which is most of the cost. ``size``
-    (width, height): pixels scaled to that size while converting (cheaper than converting, then scaling)."""
+    (width, height): pixels scaled to that size while converting (cheaper than converting, then scaling).
+    ``grey``: H×W luma instead of RGB (nearly free from YUV; what landmark models look at)."""
     scaled: dict[str, Any] = {} if size is None else {"width": size[0], "height": size[1]}
     with av.open(str(path)) as container:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
         for frame in container.decode(stream):
-            yield partial(frame.to_ndarray, format="rgb24", **scaled)
+            if grey:
+                yield partial(_luma, frame, size)
+            else:
+                yield partial(frame.to_ndarray, format="rgb24", **scaled)
+
+
+def _luma(frame: Any, size: tuple[int, int] | None) -> np.ndarray:
+    """A frame's luma: the Y plane itself for planar YUV (no conversion), else converted to grey."""
+    if frame.format.name.startswith(("yuv", "yuvj")) and frame.format.is_planar:
+        plane = frame.planes[0]
+        rows = np.frombuffer(plane, np.uint8).reshape(-1, plane.line_size)
+        luma = np.ascontiguousarray(rows[: frame.height, : frame.width])
+    else:
+        luma = frame.to_ndarray(format="gray")
+    if size is None or (luma.shape[1], luma.shape[0]) == size:
+        return luma
+    import cv2  # only here: most users of this module never scale
+
+    scaled: np.ndarray = cv2.resize(luma, size, interpolation=cv2.INTER_AREA)
+    return scaled
 
 
 def decode_audio(path: Path, rate: int = AUDIO_RATE) -> np.ndarray:

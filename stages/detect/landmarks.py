@@ -205,7 +205,8 @@ class FaceDescriber:
         rect = self._dlib.rectangle(x1, y1, x2, y2)
         parts = [self._dlib.point(round(x), round(y)) for x, y in points]
         shape = self._dlib.full_object_detection(rect, parts)
-        return np.asarray(self._net.compute_face_descriptor(np.ascontiguousarray(frame_rgb), shape))
+        rgb = cv2.cvtColor(frame_rgb, cv2.COLOR_GRAY2RGB) if frame_rgb.ndim == 2 else frame_rgb
+        return np.asarray(self._net.compute_face_descriptor(np.ascontiguousarray(rgb), shape))
 
 
 # --- helpers ------------------------------------------------------------------------------------------

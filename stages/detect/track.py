@@ -1,17 +1,23 @@
 """From per-frame detections to one smoothed face track (pure numpy; no I/O).
 
 ``build_track`` takes one entry per frame of the avatar clip: ``None`` (frame not examined), ``[]``
-(examined, no face) or the frame's detections, and returns a ``FaceTrack`` with exactly one ``FaceFrame``
-per entry:
+(examined, no face) or the frame's detections, and the scene cuts, and returns a ``FaceTrack`` with
+exactly one ``FaceFrame`` per entry:
 
 * which face: on the first frame with faces, the largest (box area) or the one nearest the frame centre
   (``choice``); on later frames the detection overlapping the face chosen last (IoU ≥ ``MIN_IOU``), so a
-  video keeps following one person, and the rule again when none overlaps;
-* frames without a chosen face get box, landmarks and confidence interpolated linearly between the
-  nearest frames with one (copied before the first and after the last) and ``interpolated=True``;
-* boxes and landmarks are smoothed alike by a centred moving average over ``smooth_window`` frames
-  (Wav2Lip's ``get_smoothened_boxes`` averages the next 5 frames, which makes the box lead the face;
-  centred does not); confidences are not smoothed;
+  video keeps following one person, and the rule again when none overlaps (the landmark tracker hands
+  over one face per frame, already chosen by identity);
+* runs of frames without a face up to ``MAX_FILL_SECONDS`` inside one shot get box, landmarks and
+  confidence interpolated between the frames around them (copied at a shot's ends), marked
+  ``interpolated``; longer runs, and shots without any face, are marked ``absent`` (no landmarks, the
+  nearest box kept only so every frame has one) — renderers leave those frames untouched;
+* landmarks are smoothed by a One Euro filter (``filters``) per continuous run of frames with a face,
+  in face widths, and the box is derived from them (``landmarks.face_box``); box-only tracks are
+  smoothed by a centred moving average over ``smooth_window`` frames (Wav2Lip's
+  ``get_smoothened_boxes`` averages the next 5 frames, which makes the box lead the face; centred does
+  not); nothing is smoothed across a cut; confidences are not smoothed;
+* each frame with landmarks gets a head pose (yaw, pitch, roll; ``pose``);
 * landmarks are kept only when every chosen detection has 68 of them, so a track never mixes sources;
 * boxes are clipped to the frame and carry **no padding**: renderers add ``settings.face_pads`` (the
   chin margin) themselves, so a stored track does not depend on the pads. Coordinates are rounded to

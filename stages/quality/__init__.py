@@ -5,8 +5,8 @@ track, follows the face with the offline landmark tier (``stages.detect.tracker`
 measures of ``analysis``: the audio–video offset, mouth motion in the pauses (found in the video's own
 audio), flicker around the mouth, the change away from the face against the avatar the video was made
 from (``source``: its frames in output order; the face box grown by ``FACE_MARGIN`` of its width is
-left out, as are a little more for the head's motion), and the difference between the video and audio
-stream lengths. Without dlib the mouth is measured by the darkness of the mouth region of the source's
+left out; on the frames showing the avatar's first ``OUTSIDE_FRAMES``), and the difference between the
+video and audio stream lengths. Without dlib the mouth is measured by the darkness of the mouth region of the source's
 face box instead (``method`` says which).
 
 ``assess(ctx, manifest, video, spec)`` is the enhance stage's one call: it gathers the avatar, its face
@@ -37,11 +37,16 @@ from stages.render.viseme.shapes import normalised_loudness, rms_envelope
 
 ANALYSIS_SIDE = 640
 OUTSIDE_SIDE = 192
+OUTSIDE_FRAMES = 100
+"""The change away from the face is measured on the output frames showing the avatar's first 100."""
 FACE_MARGIN = 0.5
 MOUTH_MARGIN = 0.3
+DETECT_EVERY = 10
+"""The face is confirmed less often than in detect: the video is the avatar's, the face is known."""
 
-Source = tuple[np.ndarray, FaceFrame | None]
-"""An avatar frame as ``measure`` compares it: grey at the small size, and its face (None: unknown)."""
+Source = tuple[np.ndarray | None, FaceFrame | None]
+"""An avatar frame as ``measure`` compares it: grey at the small size (None: not compared), and its face
+(None: unknown)."""
 
 
 def measure(
@@ -57,9 +62,9 @@ def measure(
     scale = min(1.0, ANALYSIS_SIDE / max(info.width, info.height, 1))
     size = (max(2, round(info.width * scale / 2) * 2), max(2, round(info.height * scale / 2) * 2))
     series = _Series(n, (size[0] / info.width, size[1] / info.height))
-    frames = decode_lazily(video, size)
+    frames = decode_lazily(video, size, grey=True)
     if landmarker is not None:
-        for i, step in enumerate(follow_faces(frames, n, landmarker)):
+        for i, step in enumerate(follow_faces(frames, n, landmarker, detect_every=DETECT_EVERY)):
             series.add(i, step.frame, step.found[0].landmarks if step.found else None, _next(source))
     else:
         for i, pixels in enumerate(frames):
@@ -84,8 +89,7 @@ class _Series:
         self.flicker: list[float] = []
         self.window: deque[tuple[np.ndarray, tuple[int, int, int, int] | None]] = deque(maxlen=3)
 
-    def add(self, i: int, frame: np.ndarray, points: np.ndarray | None, source: Source | None) -> None:
-        grey = cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY)
+    def add(self, i: int, grey: np.ndarray, points: np.ndarray | None, source: Source | None) -> None:
         mouth_box = None
         if points is not None:
             self.mouth[i] = mouth_opening(points)
@@ -100,8 +104,8 @@ class _Series:
             crops = [g[y1:y2, x1:x2] for g, _ in self.window]
             if crops[1].size:
                 self.flicker.append(flicker(*crops))
-        if source is not None:
-            self.outside.append(self._outside(grey, points, source))
+        if source is not None and source[0] is not None:
+            self.outside.append(self._outside(grey, points, source[0], source[1]))
 
     def _mouth_of_box(self, face: FaceFrame, shape: tuple[int, ...]) -> tuple[int, int, int, int]:
         x1, y1, x2, y2 = face.box
@@ -110,17 +114,19 @@ class _Series:
         box = (sx * (x1 + 0.25 * w), sy * (y1 + 0.65 * h), sx * (x2 - 0.25 * w), sy * (y1 + 0.95 * h))
         return _clipped(box, shape)
 
-    def _outside(self, grey: np.ndarray, points: np.ndarray | None, source: Source) -> float:
+    def _outside(
+        self, grey: np.ndarray, points: np.ndarray | None, avatar: np.ndarray, face: FaceFrame | None
+    ) -> float:
         """Mean absolute grey difference from the avatar frame, away from the face (both its boxes)."""
-        small = cv2.resize(grey, source[0].shape[::-1], interpolation=cv2.INTER_AREA)
+        small = cv2.resize(grey, avatar.shape[::-1], interpolation=cv2.INTER_AREA)
         keep = np.ones(small.shape, bool)
         k = (small.shape[1] / grey.shape[1], small.shape[0] / grey.shape[0])
         boxes = []
         if points is not None:
             boxes.append(face_box(points))
-        if source[1] is not None and not source[1].absent:
+        if face is not None and not face.absent:
             sx, sy = self.scale
-            b = source[1].box
+            b = face.box
             boxes.append((b[0] * sx, b[1] * sy, b[2] * sx, b[3] * sy))
         for x1, y1, x2, y2 in boxes:
             m = FACE_MARGIN * (x2 - x1)
@@ -129,7 +135,7 @@ class _Series:
             keep[gy1:gy2, gx1:gx2] = False
         if not keep.any():
             return 0.0
-        return float(np.abs(small.astype(np.float32) - source[0].astype(np.float32))[keep].mean())
+        return float(np.abs(small.astype(np.float32) - avatar.astype(np.float32))[keep].mean())
 
 
 def _grown(points: np.ndarray, margin: float, shape: tuple[int, ...]) -> tuple[int, int, int, int]:
@@ -213,8 +219,9 @@ def assess(ctx: StageContext, manifest: Manifest, video: Path, spec: JobSpec) ->
 
 
 def _landmarker(ctx: StageContext) -> tuple[Landmarker | None, threading.Lock]:
-    """The worker's dlib detector and its lock (shared with the detect stage in one process)."""
-    if not dlib_available():
+    """The worker's dlib detector and its lock (shared with the detect stage in one process); None where
+    dlib is not installed or the deployment chose Haar (no non-commercial weights: runbooks/models.md)."""
+    if not dlib_available() or ctx.settings.detector == "haar":
         return None, threading.Lock()
     from stages.detect.landmarks import DlibDetector
 
@@ -223,7 +230,8 @@ def _landmarker(ctx: StageContext) -> tuple[Landmarker | None, threading.Lock]:
 
 
 def _avatar_frames(ctx: StageContext, manifest: Manifest, video: Path) -> Iterator[Source] | None:
-    """The avatar frames in the order the video shows them, grey and small, with their faces."""
+    """The avatar frames in the order the video shows them, grey and small, with their faces; only the
+    first ``OUTSIDE_FRAMES`` avatar frames are decoded (a sample: decoding is most of the cost)."""
     if "avatar" not in manifest.artifacts:
         return None
     from stages.render import source_indices
@@ -241,9 +249,12 @@ def _avatar_frames(ctx: StageContext, manifest: Manifest, video: Path) -> Iterat
 def _in_order(
     avatar: Path, order: Sequence[int], size: tuple[int, int], track: FaceTrack | None
 ) -> Iterator[Source]:
-    """Avatar frames by index (all kept, small and grey: a clip played back and forth needs them)."""
-    frames = [cv2.cvtColor(pixels(), cv2.COLOR_RGB2GRAY) for pixels in decode_lazily(avatar, size)]
+    """Per output frame, its avatar frame (None past the sample) and face."""
+    frames = []
+    for pixels in decode_lazily(avatar, size, grey=True):
+        frames.append(pixels())
+        if len(frames) >= OUTSIDE_FRAMES:
+            break
     for index in order:
-        i = min(index, len(frames) - 1)
         face = track.frames[min(index, len(track.frames) - 1)] if track is not None else None
-        yield frames[i], face
+        yield (frames[index] if index < len(frames) else None), face

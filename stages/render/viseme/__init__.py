@@ -1,12 +1,18 @@
-"""The default renderer, ``viseme``: mouth shapes from the audio, drawn by warping the avatar's mouth.
+"""The default renderer, ``viseme``: mouth shapes from the speech, drawn by warping the avatar's mouth.
 
-No weights. Phones come from pocketsphinx (forced alignment to the transcript when the job has one,
-phone-loop recognition otherwise, loudness alone when both fail); ``shapes`` turns them into per-frame
-open/wide/round values and ``warp`` draws them on the mouth located from the face track.
+No weights. The shapes come from the request's speech timing (visemes and pauses; without one it is made
+from the audio: pocketsphinx phones forced to the transcript, or recognized, loudness alone when both
+fail); ``timeline`` turns it into per-frame open/wide/round/tongue values, at rest in every pause.
 
-Style: ``photo`` is subtle (small opening, dark gradient interior with a hint of teeth); ``cartoon``
-opens wider with a flat interior, tongue and drawn outline; ``auto`` picks cartoon when the first
-frame's face is mostly flat colour (``warp.looks_like_cartoon``) and photo otherwise.
+Drawing: with 68 landmarks (dlib, face-alignment) ``lips.LipRig`` opens the lips from their real inner
+lines, in the mouth's own axes frame by frame (so the mouth follows head roll, size and position), with
+upper teeth (the avatar's own when it shows them at rest, else painted) and the tongue raised for l/th;
+with a box only, ``warp.MouthRig`` places the mouth by the box's proportions. Frames whose face is
+``absent`` are passed through untouched.
+
+Style: ``photo`` is subtle (small opening, dark gradient interior with teeth); ``cartoon`` opens wider
+with a flat interior, tongue and drawn outline; ``auto`` picks cartoon when the first frame's face is
+mostly flat colour (``warp.looks_like_cartoon``) and photo otherwise.
 """
 
 from __future__ import annotations
