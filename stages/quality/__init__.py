@@ -2,8 +2,9 @@
 
 ``measure(video, ...)`` decodes the video (scaled so no side exceeds ``ANALYSIS_SIDE``) and its audio
 track, follows the face with the offline landmark tier (``stages.detect.tracker``), and computes the
-measures of ``analysis``: the audio–video offset, mouth motion in the pauses (found in the video's own
-audio), flicker around the mouth, the change away from the face against the avatar the video was made
+measures of ``analysis``: the audio–video offset, mouth motion in the pauses (the job's ``SpeechTiming``
+when it has one stored, else found in the video's own audio by loudness, as ``stages.render.timing``
+does), flicker around the mouth, the change away from the face against the avatar the video was made
 from (``source``: its frames in output order; the face box grown by ``FACE_MARGIN`` of its width is
 left out; on the frames showing the avatar's first ``OUTSIDE_FRAMES``), and the difference between the
 video and audio stream lengths. Without dlib the mouth is measured by the darkness of the mouth region of the source's
@@ -24,7 +25,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from pipeline.contracts import FaceFrame, FaceTrack, JobSpec, Manifest, QualityReport
+from pipeline.contracts import FaceFrame, FaceTrack, JobSpec, Manifest, QualityReport, Span, SpeechTiming
 from pipeline.errors import InvalidInput
 from pipeline.media import count_frames, decode_audio, decode_lazily, probe, stream_seconds
 from pipeline.stage import StageContext
@@ -55,8 +56,10 @@ def measure(
     source: Iterator[Source] | None = None,
     landmarker: Landmarker | None = None,
     threshold: float = 0.5,
+    speech: Sequence[Span] | None = None,
 ) -> QualityReport:
-    """The quality report of ``video`` (an MP4 with sound); see the module docstring."""
+    """The quality report of ``video`` (an MP4 with sound); see the module docstring. ``speech``: where
+    the voice is (the job's ``SpeechTiming``); None: found in the video's own audio by loudness."""
     info = probe(video)
     n, fps = count_frames(video), info.fps or 25.0
     scale = min(1.0, ANALYSIS_SIDE / max(info.width, info.height, 1))
@@ -72,7 +75,8 @@ def measure(
                 break
             series.add(i, pixels(), None, _next(source))
     audio = decode_audio(video)
-    return _report(series, audio, fps, stream_seconds(video), threshold, landmarker is not None)
+    spans = list(speech) if speech is not None else speech_regions(audio)
+    return _report(series, audio, spans, fps, stream_seconds(video), threshold, landmarker is not None)
 
 
 def _next(source: Iterator[Source] | None) -> Source | None:
@@ -154,6 +158,7 @@ def _clipped(box: Sequence[float], shape: tuple[int, ...]) -> tuple[int, int, in
 def _report(
     series: _Series,
     audio: np.ndarray,
+    spans: list[Span],
     fps: float,
     seconds: tuple[float, float],
     threshold: float,
@@ -161,7 +166,7 @@ def _report(
 ) -> QualityReport:
     n = len(series.mouth)
     loudness = normalised_loudness(rms_envelope(audio, SAMPLE_RATE, fps, n))
-    speaking = speaking_weight(speech_regions(audio), fps, n)
+    speaking = speaking_weight(spans, fps, n)
     offset, confidence = av_offset(series.mouth, loudness * (speaking > 0), fps)
     measures: dict[str, float | None] = {
         "offset_ms": None if offset is None else round(offset * 1000.0, 1),
@@ -200,9 +205,16 @@ def assess(ctx: StageContext, manifest: Manifest, video: Path, spec: JobSpec) ->
     the job's ``min_quality`` and the job asked to fail then."""
     options = spec.options
     source = _avatar_frames(ctx, manifest, video)
+    speech = (
+        ctx.load(manifest.artifacts["speech"], SpeechTiming).speech
+        if "speech" in manifest.artifacts
+        else None
+    )
     landmarker, lock = _landmarker(ctx)
     with lock:
-        report = measure(video, source=source, landmarker=landmarker, threshold=options.min_quality)
+        report = measure(
+            video, source=source, landmarker=landmarker, threshold=options.min_quality, speech=speech
+        )
     ctx.log.info(
         "quality_measured",
         score=report.score,

@@ -11,6 +11,7 @@ import cv2
 import numpy as np
 import pytest
 import soundfile
+import structlog
 
 from pipeline import ASSETS_DIR
 from pipeline.config import load_settings
@@ -19,17 +20,22 @@ from pipeline.contracts import (
     FaceTrack,
     JobOptions,
     JobRecord,
+    JobSpec,
+    Manifest,
+    MediaInfo,
     Motion,
     QualityReport,
     StageRecord,
     State,
 )
+from pipeline.errors import InvalidInput
 from pipeline.keys import artifact_key
 from pipeline.media import FrameWriter, ffmpeg_binary, mux
+from pipeline.stage import StageContext
 from pipeline.status import fold, with_quality
 from pipeline.storage.local import LocalStore
 from stages.detect.landmarks import DlibDetector, face_box
-from stages.quality import measure
+from stages.quality import assess, measure
 from stages.render.base import SAMPLE_RATE, RenderRequest
 from stages.render.motion import Animated
 from stages.render.timing import timing_from_audio
@@ -130,3 +136,38 @@ def test_status_carries_the_summary(tmp_path: Path) -> None:
     status = with_quality(store, settings, fold(job.job_id, job, [record], job.chain))
     quality = status.tasks["a0"].quality
     assert quality is not None and quality.flagged and quality.offset_ms == 180.0 and status.flagged
+
+
+def _context(tmp_path: Path) -> StageContext:
+    settings = load_settings(None, data_dir=tmp_path / "data")
+    store = LocalStore(tmp_path / "store")
+    store.ensure_buckets([settings.bucket_work])
+    workdir = tmp_path / "work"
+    workdir.mkdir()
+    log = structlog.get_logger("test.quality")
+    return StageContext(settings, store, "j0000000000000000002", "a0", "enhance", log, workdir)
+
+
+def _manifest() -> Manifest:
+    media = MediaInfo(audio_seconds=11.0, fps=FPS, width=512, height=512, frames=1, still=True)
+    return Manifest(
+        job_id="j0000000000000000002",
+        task="a0",
+        stage="render",
+        spec_key="k",
+        avatar_name="host.png",
+        media=media,
+    )
+
+
+def test_low_quality_flags_or_fails_as_the_job_asks(talking_video: Path, tmp_path: Path) -> None:
+    """The enhance stage's call: a video 200 ms out of sync is flagged under min_quality; with
+    fail_on_low_quality the job fails, saying why in words and naming the avatar."""
+    late = delayed(talking_video, 0.2, tmp_path)
+    ctx = _context(tmp_path)
+    spec = JobSpec(audio="voice.wav", options=JobOptions(min_quality=0.6))
+    report = assess(ctx, _manifest(), late, spec)
+    assert report.flagged and report.threshold == 0.6
+    failing = JobSpec(audio="voice.wav", options=JobOptions(min_quality=0.6, fail_on_low_quality=True))
+    with pytest.raises(InvalidInput, match=r"host\.png scored 0\.\d\d for quality.*after the mouth moves"):
+        assess(ctx, _manifest(), late, failing)

@@ -110,3 +110,24 @@ def test_speaking_weight_cross_fades() -> None:
     assert np.all(weight[steady] == 1.0) and np.all(weight[(t > 1.1) & (t < 1.9)] == 0.0)
     ramp = weight[(t > 1.0 - REST_FADE / 2) & (t < 1.0 + REST_FADE / 2)]
     assert len(ramp) >= 2 and np.all(np.diff(ramp) < 0) and np.all((ramp > 0) & (ramp < 1))
+
+
+def test_frames_without_a_face_pass_through_every_renderer(
+    paused: np.ndarray,
+    astronaut: np.ndarray,
+    astronaut_face: FaceFrame,
+    lively_checkpoint: tuple[Wav2Lip, Path],
+) -> None:
+    """A face marked absent (no face on the frame) is left untouched, by viseme and by wav2lip."""
+    gone = astronaut_face.model_copy(update={"absent": True})
+    audio = paused[:SAMPLE_RATE]
+    request = request_for(audio, astronaut, gone, timing_from_audio(audio, None, phones=False))
+    renderers = (
+        VisemeRenderer(use_alignment=False),
+        Wav2LipRenderer(lively_checkpoint[1], device="cpu", batch=8),
+    )
+    for renderer in renderers:
+        frames = list(
+            renderer.render(request, ((i, astronaut, gone) for i in range(request.n_frames)), lambda _: None)
+        )
+        assert len(frames) == request.n_frames and all(np.array_equal(f, astronaut) for f in frames)
