@@ -357,7 +357,7 @@ class _ProgressDisplay:
 
 
 def _download_outputs(stack: Stack, status: JobStatus, output: Path) -> list[Path]:
-    """Copy the job's videos (and subtitles) from the outputs bucket to ``output``."""
+    """Copy the job's videos (and subtitles, quality reports) from the outputs bucket to ``output``."""
     bucket = stack.settings.bucket_outputs
     files = [i for i in stack.store.list(bucket, f"{status.job_id}/") if not i.key.endswith("status.json")]
     videos = [i for i in files if i.key.endswith(".mp4")]
@@ -369,8 +369,10 @@ def _download_outputs(stack: Stack, status: JobStatus, output: Path) -> list[Pat
         name = info.key.rsplit("/", 1)[-1]
         if several:
             dest = output / name
-        else:
-            dest = output if name.endswith(".mp4") else output.with_suffix(Path(name).suffix)
+        else:  # beside the video, named after it: out.mp4 → out.srt, out.quality.json
+            stem = videos[0].key.rsplit("/", 1)[-1].removesuffix(".mp4")
+            suffix = name[len(stem) :] if name.startswith(f"{stem}.") else Path(name).suffix
+            dest = output if name.endswith(".mp4") else output.with_name(output.stem + suffix)
         stack.store.download(bucket, info.key, dest)
         written.append(dest)
     return written

@@ -41,21 +41,22 @@ class Animated:
     def _render(
         self, request: RenderRequest, frames: Frames, progress: Callable[[float], None]
     ) -> Iterator[np.ndarray]:
-        faces: deque[FaceFrame] = deque()  # filled by whichever thread the inner renderer reads from
+        given: deque[tuple[np.ndarray, FaceFrame]] = deque()  # filled by the thread the renderer reads in
 
         def tee() -> Iterator[tuple[int, np.ndarray, FaceFrame]]:
             for item in frames:
-                faces.append(item[2])
+                given.append((item[1], item[2]))
                 yield item
 
         plan = plan_for(request)
         cached: tuple[tuple[object, ...], HeadWarp] | None = None
         for i, frame in enumerate(self.inner.render(request, tee(), progress)):
-            face = faces.popleft()
+            source, face = given.popleft()
             key = (tuple(round(v) for v in face.box), frame.shape)
             if cached is None or cached[0] != key:  # a still's face never moves: one warp per job
                 cached = (key, HeadWarp(face.box, frame.shape))
-            yield animate(frame, face, plan, i, cached[1])
+            # a frame the renderer made is ours to change; the avatar's own frame (often shared) is not
+            yield animate(frame, face, plan, i, cached[1], in_place=frame is not source)
 
 
 def plan_for(request: RenderRequest) -> MotionPlan:
@@ -67,16 +68,23 @@ def plan_for(request: RenderRequest) -> MotionPlan:
 
 
 def animate(
-    frame: np.ndarray, face: FaceFrame, plan: MotionPlan, i: int, warp: HeadWarp | None
+    frame: np.ndarray,
+    face: FaceFrame,
+    plan: MotionPlan,
+    i: int,
+    warp: HeadWarp | None,
+    *,
+    in_place: bool = False,
 ) -> np.ndarray:
-    """Frame ``i`` with its blink and head pose; unchanged where the face is absent."""
+    """Frame ``i`` with its blink and head pose (``frame`` itself changed when ``in_place``, else a new
+    array); unchanged where the face is absent."""
     if face.absent or i >= len(plan):
         return frame
     out = frame
     if plan.blink[i] > 0.01 and face.landmarks is not None:
-        out = close_eyes(out, np.asarray(face.landmarks, np.float64), float(plan.blink[i]))
+        out = close_eyes(out, np.asarray(face.landmarks, np.float64), float(plan.blink[i]), in_place=in_place)
+        in_place = True  # ``out`` is ours now
     if warp is not None:
-        out = warp.apply(
-            out, float(plan.roll[i]), float(plan.pitch[i]), float(plan.shift_x[i]), float(plan.shift_y[i])
-        )
+        pose = (float(plan.roll[i]), float(plan.pitch[i]), float(plan.shift_x[i]), float(plan.shift_y[i]))
+        out = warp.apply(out, *pose, in_place=in_place)
     return out

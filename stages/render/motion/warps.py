@@ -40,18 +40,21 @@ NOD_DEPTH = 0.45
 # --- eyelids -------------------------------------------------------------------------------------------
 
 
-def close_eyes(frame: np.ndarray, landmarks: np.ndarray, closure: float) -> np.ndarray:
-    """A copy of ``frame`` with both eyes closed by ``closure`` (0 open .. 1 shut); ``frame`` itself when
-    ``closure`` is 0."""
+def close_eyes(
+    frame: np.ndarray, landmarks: np.ndarray, closure: float, *, in_place: bool = False
+) -> np.ndarray:
+    """``frame`` with both eyes closed by ``closure`` (0 open .. 1 shut): a copy, or ``frame`` itself
+    changed when ``in_place``; ``frame`` untouched when ``closure`` is 0."""
     if closure <= 0.0:
         return frame
-    out = frame.copy()
+    out = frame if in_place else frame.copy()
     for eye in EYES:
-        _close_eye(out, frame, np.asarray(landmarks, np.float64)[list(eye)], min(closure, 1.0))
+        _close_eye(out, np.asarray(landmarks, np.float64)[list(eye)], min(closure, 1.0))
     return out
 
 
-def _close_eye(out: np.ndarray, frame: np.ndarray, points: np.ndarray, closure: float) -> None:
+def _close_eye(out: np.ndarray, points: np.ndarray, closure: float) -> None:
+    """Close one eye in ``out`` (its crop is copied before it is written back)."""
     left, right = points[0], points[3]
     axis = right - left
     half = float(np.hypot(*axis)) / 2
@@ -66,7 +69,7 @@ def _close_eye(out: np.ndarray, frame: np.ndarray, points: np.ndarray, closure: 
     lower_u, lower_v = _sorted(u[[0, 5, 4, 3]], v[[0, 5, 4, 3]])
     skin = LID_SKIN * half
     reach = 1.3 * half + skin + 2
-    x1, y1, x2, y2 = _crop(origin, reach, frame.shape)
+    x1, y1, x2, y2 = _crop(origin, reach, out.shape)
     if x2 - x1 < 3 or y2 - y1 < 3:
         return
     xs, ys = np.meshgrid(np.arange(x1, x2, dtype=np.float64), np.arange(y1, y2, dtype=np.float64))
@@ -80,7 +83,7 @@ def _close_eye(out: np.ndarray, frame: np.ndarray, points: np.ndarray, closure: 
     shift = src_v - pv
     map_x = (xs + shift * e_v[0] - x1).astype(np.float32)
     map_y = (ys + shift * e_v[1] - y1).astype(np.float32)
-    crop = np.ascontiguousarray(frame[y1:y2, x1:x2])
+    crop = out[y1:y2, x1:x2].copy()
     out[y1:y2, x1:x2] = cv2.remap(crop, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
 
 
@@ -144,9 +147,17 @@ class HeadWarp:
         return (self.weight * (c * px - s * py - px + tx), self.weight * (s * px + c * py - py + ty))
 
     def apply(
-        self, frame: np.ndarray, roll: float, pitch: float, shift_x: float, shift_y: float
+        self,
+        frame: np.ndarray,
+        roll: float,
+        pitch: float,
+        shift_x: float,
+        shift_y: float,
+        *,
+        in_place: bool = False,
     ) -> np.ndarray:
-        """A copy of ``frame`` with the head moved (``frame`` itself when the pose is all zero)."""
+        """``frame`` with the head moved: a copy, or ``frame`` itself changed when ``in_place``;
+        ``frame`` untouched when the pose is all zero."""
         if roll == 0.0 and pitch == 0.0 and shift_x == 0.0 and shift_y == 0.0:
             return frame
         fx, fy = self.displacement(roll, pitch, shift_x, shift_y)
@@ -158,7 +169,7 @@ class HeadWarp:
         off = (self.step - 1) // 2
         up_x, up_y = up_x[off : off + rows, off : off + cols], up_y[off : off + rows, off : off + cols]
         x1, y1, x2, y2 = self.crop
-        crop = np.ascontiguousarray(frame[y1:y2, x1:x2])
+        crop = np.ascontiguousarray(frame[y1:y2, x1:x2])  # a copy: the frame may be written below
         moved = cv2.remap(
             crop,
             self.identity[0] - up_x,
@@ -166,6 +177,6 @@ class HeadWarp:
             cv2.INTER_LINEAR,
             borderMode=cv2.BORDER_REFLECT,
         )
-        out = frame.copy()
+        out = frame if in_place else frame.copy()
         out[y1:y2, x1:x2] = moved
         return out

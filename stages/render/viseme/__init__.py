@@ -176,13 +176,13 @@ class _Drawer:
     def draw(
         self, frame: np.ndarray, face: FaceFrame, shape: tuple[float, float, float], tongue: float = 0.0
     ) -> np.ndarray:
-        """``frame`` with the mouth in ``shape``; ``frame`` itself where the face is absent, a copy of it
-        when the face is too small or off-frame."""
+        """``frame`` with the mouth in ``shape`` (a new array), or ``frame`` itself where the mouth is at
+        rest, the face absent, too small or off-frame."""
         if face.absent:
             return frame
         box = _int_box(face, frame)
         if box[2] - box[0] < MIN_FACE_PIXELS or box[3] - box[1] < MIN_FACE_PIXELS:
-            return frame.copy()
+            return frame
         if face.landmarks is not None and len(face.landmarks) == 68:
             return self._draw_lips(frame, np.asarray(face.landmarks, np.float64), shape, tongue)
         if self.seam is None and self.refine_seam:

@@ -63,10 +63,10 @@ class LipRig(MouthRig):
 
     def apply(self, frame: np.ndarray, shape: tuple[float, float, float], tongue: float = 0.0) -> np.ndarray:
         """A new frame with the lips in ``shape`` (open, wide, round in 0..1) and the tongue raised by
-        ``tongue``; ``frame`` is unchanged."""
+        ``tongue`` (``frame`` itself at rest; never written into)."""
         opening, wide, rnd = (float(np.clip(x, 0.0, 1.0)) for x in shape)
         if opening < 1e-3 and wide < 1e-3 and rnd < 1e-3:
-            return frame.copy()
+            return frame  # at rest: the frame as it is (never written into)
         x1, y1, x2, y2 = self.box
         gap = Gap.for_shape(self.geometry.half_width, self.style, self.max_gap, opening, wide, rnd)
         map_x, map_y = self._maps(gap, wide, rnd)

@@ -331,10 +331,10 @@ class MouthRig:
     # -- per frame -----------------------------------------------------------------------------------
 
     def apply(self, frame: np.ndarray, shape: tuple[float, float, float]) -> np.ndarray:
-        """A new frame with the mouth in ``shape`` (open, wide, round in 0..1); ``frame`` is unchanged."""
+        """A new frame with the mouth in ``shape`` (open, wide, round in 0..1); ``frame`` itself at rest."""
         opening, wide, rnd = (float(np.clip(x, 0.0, 1.0)) for x in shape)
         if opening < 1e-3 and wide < 1e-3 and rnd < 1e-3:
-            return frame.copy()
+            return frame  # at rest: the frame as it is (never written into)
         x1, y1, x2, y2 = self.box
         gap = Gap.for_shape(self.geometry.half_width, self.style, self.max_gap, opening, wide, rnd)
         map_x, map_y = self._maps(gap, wide, rnd)
