@@ -64,10 +64,12 @@ def published(tmp_path_factory: pytest.TempPathFactory, assets: Path, nats_url: 
 
 def test_published_report_is_in_sync_and_in_the_status(published: dict[str, Any]) -> None:
     """The report published next to the video finds the audio within ±40 ms of the mouth, on every
-    frame's landmarks; the job status carries its summary and `mouthpiece status` shows it."""
+    frame's landmarks, and little change away from the face; the job status carries its summary and
+    `mouthpiece status` shows it."""
     report: QualityReport = published["report"]
     assert report.offset_ms is not None and abs(report.offset_ms) <= 40.0, report
     assert report.method == "landmarks" and report.face_frames == report.frames
+    assert report.outside_change is not None and report.outside_change < 3.0  # the photo kept its identity
     assert not report.flagged and report.score >= 0.8, report.problems
     quality = published["status"].tasks["a0"].quality
     assert quality is not None and quality.score == report.score and not published["status"].flagged
