@@ -84,7 +84,7 @@ def track_faces(
     detect_every: int = DETECT_EVERY,
     report: Callable[[float], None] = lambda _: None,
 ) -> Tracked:
-    """Follow one face through the first ``n`` frames of ``frames`` (lazy RGB frames); see the module."""
+    """Follow one face through the first ``n`` frames of ``frames`` (lazy RGB or grey frames); see the module."""
     result = Tracked([None] * n)
     for i, step in enumerate(follow_faces(frames, n, detector, choice, describer, detect_every)):
         if i % 10 == 0:
