@@ -21,7 +21,16 @@ from pydantic import ValidationError
 
 from pipeline import ASSETS_DIR
 from pipeline.config import STAGES, Settings, load_settings, settings_markdown
-from pipeline.contracts import JobOptions, JobStatus, Progress, State, Style, SubtitleMode
+from pipeline.contracts import (
+    JobOptions,
+    JobStatus,
+    Motion,
+    Progress,
+    QualitySummary,
+    State,
+    Style,
+    SubtitleMode,
+)
 from pipeline.errors import ConfigError, InvalidInput, MouthpieceError
 from pipeline.keys import pools_of, progress_subject
 from pipeline.logs import configure_logging
@@ -149,12 +158,17 @@ def _job_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--subtitles", choices=[s.value for s in SubtitleMode], help="none, soft or burn")
     p.add_argument("--transcript", help="what the audio says (better timing and subtitles)")
     p.add_argument("--name", help="name of the output")
+    p.add_argument(
+        "--motion", choices=[m.value for m in Motion], help="blinks and head motion (photos: subtle)"
+    )
+    p.add_argument("--min-quality", type=float, help="quality score (0..1) under which the video is flagged")
 
 
 def _options(args: argparse.Namespace) -> JobOptions:
     _check_lengths(args)
     fields = {
-        k: getattr(args, k, None) for k in ("renderer", "checkpoint", "style", "subtitles", "transcript")
+        k: getattr(args, k, None)
+        for k in ("renderer", "checkpoint", "style", "subtitles", "transcript", "motion", "min_quality")
     }
     try:
         return JobOptions(**{k: v for k, v in fields.items() if v is not None})
@@ -438,8 +452,8 @@ class _ProgressDisplay:
 def _download_outputs(
     stack: Stack, status: JobStatus, output: Path, inputs: Sequence[Path] = ()
 ) -> list[Path]:
-    """Copy the job's videos (and subtitles) from the outputs bucket to ``output``; a name that would land
-    on one of the ``inputs`` (``-o .`` beside ``voice.mp4``) gets the job id added instead."""
+    """Copy the job's videos (and subtitles, quality reports) from the outputs bucket to ``output``; a
+    name that would land on one of the ``inputs`` (``-o .`` beside ``voice.mp4``) gets the job id added."""
     bucket = stack.settings.bucket_outputs
     files = [i for i in stack.store.list(bucket, f"{status.job_id}/") if not i.key.endswith("status.json")]
     videos = [i for i in files if i.key.endswith(".mp4")]
@@ -451,8 +465,10 @@ def _download_outputs(
         name = info.key.rsplit("/", 1)[-1]
         if several:
             dest = output / name
-        else:
-            dest = output if name.endswith(".mp4") else output.with_suffix(Path(name).suffix)
+        else:  # beside the video, named after it: out.mp4 → out.srt, out.quality.json
+            stem = videos[0].key.rsplit("/", 1)[-1].removesuffix(".mp4")
+            suffix = name[len(stem) :] if name.startswith(f"{stem}.") else Path(name).suffix
+            dest = output if name.endswith(".mp4") else output.with_name(output.stem + suffix)
         if any(_same_file(dest, path) for path in inputs):
             dest = dest.with_name(f"{dest.stem}-{status.job_id[1:9]}{dest.suffix}")
         stack.store.download(bucket, info.key, dest)
@@ -502,7 +518,8 @@ def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
         print(json.dumps([s.model_dump(mode="json") for s in statuses], indent=2))
     else:
         for s in statuses[-20:]:
-            print(f"{s.job_id}  {s.state.value:8} {s.stage or '-':9} {s.name or ''}  {s.reason or ''}")
+            flag = " FLAGGED" if s.flagged else ""
+            print(f"{s.job_id}  {s.state.value:8} {s.stage or '-':9} {s.name or ''}{flag}  {s.reason or ''}")
     return 0
 
 
@@ -512,11 +529,25 @@ def _describe(status: JobStatus) -> str:
         lines.append(f"  reason: {status.reason}")
     for task, t in status.tasks.items():
         lines.append(f"  {task}: {t.state.value} at {t.stage or '-'}{' — ' + t.reason if t.reason else ''}")
+        if t.quality is not None:
+            lines.append(f"    quality: {_quality_line(t.quality)}")
     if status.timings:
         lines.append("  timings: " + ", ".join(f"{s} {v:.2f}s" for s, v in status.timings.items()))
     lines.extend(f"  output: {o}" for o in status.outputs)
     lines.extend(f"  note: {n}" for n in status.notes)
     return "\n".join(lines)
+
+
+def _quality_line(quality: QualitySummary) -> str:
+    """``0.93`` or ``0.41 FLAGGED (the voice comes 180 ms after the mouth moves)``, with the offset."""
+    text = f"{quality.score:.2f}"
+    if quality.offset_ms is not None:
+        text += f", audio offset {quality.offset_ms:+.0f} ms"
+    if quality.flagged:
+        text += " FLAGGED"
+    if quality.problems:
+        text += f" ({'; '.join(quality.problems)})"
+    return text
 
 
 def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:

@@ -1,6 +1,7 @@
 """publish: the last stage. Puts the finished video where the job's people will find it.
 
-Always: the outputs bucket (``<job>/<name>.mp4``, subtitles beside it, ``<job>/status.json``). Then each
+Always: the outputs bucket (``<job>/<name>.mp4``, subtitles and the quality report
+``<name>.quality.json`` beside it, ``<job>/status.json``). Then each
 destination of the job spec: a folder (the embedded default's output folder), Discord (see
 ``stages.publish.discord``). Each destination gets an intent before anything is sent and a marker after
 (``published/<destination>.intent.json`` / ``.json``), so a redelivered message never publishes twice
@@ -89,10 +90,10 @@ def _to_outputs(ctx: StageContext, video: Path, filename: str, manifest: Manifes
     bucket = ctx.settings.bucket_outputs
     key = output_key(ctx.job_id, filename)
     ref = ctx.save(video, filename, "video/mp4", key=key, bucket=bucket)
-    for role in ("srt", "vtt"):
+    for role, suffix in (("srt", "srt"), ("vtt", "vtt"), ("quality", "quality.json")):
         if role in manifest.artifacts:
             _copy_artifact(
-                ctx, manifest.artifacts[role], output_key(ctx.job_id, f"{Path(filename).stem}.{role}")
+                ctx, manifest.artifacts[role], output_key(ctx.job_id, f"{Path(filename).stem}.{suffix}")
             )
     return f"{bucket}/{key}", ref
 
