@@ -12,7 +12,7 @@ from typing import Any
 import cv2
 import numpy as np
 import pytest
-from tests.pipeline.test_runner import run_with_stack, wait_done
+from tests.pipeline.test_stack import run_with_stack, wait_done
 
 from pipeline.cli import _describe
 from pipeline.config import Settings
