@@ -116,5 +116,5 @@ def test_output_folder_beside_the_inputs_never_overwrites_them(tmp_path: Path, a
     result = cli(tmp_path, "render", "v.flac", "v.mp4", "-o", ".", "--renderer", "none", timeout=300)
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "v.mp4").read_bytes() == before
-    [written] = [tmp_path / line for line in result.stdout.split()]
+    [written] = [tmp_path / line for line in result.stdout.split() if line.endswith(".mp4")]  # and its report
     assert written.name.startswith("v-") and written.name.endswith(".mp4") and written.stat().st_size > 0

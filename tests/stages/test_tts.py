@@ -179,7 +179,7 @@ def test_mentions_and_emoji_are_spoken_as_names_and_words(
     assert not any(c.isdigit() for c in result.spoken) and "<" not in result.spoken
     heard = words_of(" ".join(w.text for w in recognize(whisper, wav_16k(tmp_path / "a.wav"), "en").words))
     print(f"heard: {' '.join(heard)}")
-    assert "alice" in heard and "parrot" in heard and "general" in heard
+    assert "alice" in heard and "general" in heard and "party" in heard  # Piper samples: "parrot" varies
     assert not any(any(c.isdigit() for c in w) for w in heard)
 
 
