@@ -16,6 +16,7 @@
     │   │   ├── PictureTooLarge     an image declaring more pixels than any limit (never decoded)
     │   │   └── DropRefused         a drop in the watched folder that cannot become a job
     │   ├── ConfigError             the deployment is misconfigured (missing model, bad setting)
+    │   │   └── EspeakMissing       no eSpeak NG library (the ``voice`` extra)
     │   ├── JobCancelled            someone cancelled the job
     │   └── DiscordError            Discord refused a request
     │       ├── WebhookGone         the webhook or interaction token no longer exists
@@ -138,6 +139,12 @@ class ConfigError(PermanentError):
     """The deployment is misconfigured: a missing model file, an unusable setting."""
 
     code = "config"
+
+
+class EspeakMissing(ConfigError):
+    """The eSpeak NG library is not installed (the ``voice`` extra): text cannot be spoken here."""
+
+    code = "tts_unavailable"
 
 
 class JobCancelled(PermanentError):

@@ -20,7 +20,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from pipeline.errors import ConfigError
+from pipeline.errors import ConfigError, EspeakMissing
 
 # espeak_AUDIO_OUTPUT, espeak_PARAMETER, espeak_POSITION_TYPE and flag values (speak_lib.h)
 AUDIO_OUTPUT_SYNCHRONOUS = 2
@@ -38,10 +38,6 @@ _lock = threading.Lock()
 
 VOICE_OF_LANGUAGE = {"zh": "cmn", "en": "en-us", "pt": "pt-br", "nb": "nb", "no": "nb"}
 """eSpeak NG voice names for ISO 639-1 codes that differ from the code itself."""
-
-
-class EspeakMissing(ConfigError):
-    """The eSpeak NG library is not installed (the ``voice`` extra)."""
 
 
 @dataclass(frozen=True)

@@ -31,6 +31,7 @@ from typing import Any, Literal
 import numpy as np
 import structlog
 
+from pipeline.errors import AlignmentError
 from pipeline.media import AUDIO_RATE
 
 log = structlog.get_logger("mouthpiece.speech")
@@ -41,10 +42,6 @@ FRAME_RATE = 100
 
 MAX_CHUNK_SECONDS = 20.0
 """Recognition decodes speech in chunks of at most this length, cut in pauses, so cost stays linear."""
-
-
-class AlignmentError(RuntimeError):
-    """pocketsphinx could not time this audio (silence, noise, or a transcript it does not match)."""
 
 
 @dataclass(frozen=True)

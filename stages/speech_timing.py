@@ -32,12 +32,11 @@ import numpy as np
 import structlog
 
 from pipeline.contracts import ArtifactRef, Manifest, Span, SpeechTiming, TimedPhone, TimedViseme, TimedWord
-from pipeline.errors import ConfigError
+from pipeline.errors import AlignmentError, ConfigError
 from stages import espeak
 from stages.speakable import display_text
 from stages.speech import (
     SAMPLE_RATE,
-    AlignmentError,
     Phone,
     Viseme,
     Word,

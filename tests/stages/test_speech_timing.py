@@ -10,7 +10,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import structlog
 
 import stages.speech as pocketsphinx
 import stages.speech_timing as timing_module
@@ -18,6 +17,7 @@ from pipeline.contracts import SpeechTiming
 from pipeline.errors import ConfigError
 from pipeline.stage import StageContext
 from pipeline.storage.local import LocalStore
+from pipeline.testing import StageEnvironment
 from stages.speech import Phone, Viseme, Word
 from stages.speech_timing import (
     build_timing,
@@ -251,10 +251,8 @@ def test_the_same_clip_is_timed_once(
     def job() -> StageContext:
         workdir = tmp_path / uuid.uuid4().hex
         workdir.mkdir()
-        return StageContext(
-            settings=settings, store=store, job_id="j" + uuid.uuid4().hex[:19], task="a0", stage="validate",
-            log=structlog.get_logger(), workdir=workdir, models=models_with(settings, whisper),
-        )  # fmt: skip
+        env = StageEnvironment(settings, store, models_with(settings, whisper))
+        return env.context(job_id="j" + uuid.uuid4().hex[:19], stage="validate", workdir=workdir)
 
     first_ctx = job()
     audio = first_ctx.save(wav, "audio.wav", "audio/wav")

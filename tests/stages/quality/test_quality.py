@@ -11,7 +11,6 @@ import cv2
 import numpy as np
 import pytest
 import soundfile
-import structlog
 
 from pipeline import ASSETS_DIR
 from pipeline.config import load_settings
@@ -34,6 +33,7 @@ from pipeline.media import FrameWriter, ffmpeg_binary, mux
 from pipeline.stage import StageContext
 from pipeline.status import fold, with_quality
 from pipeline.storage.local import LocalStore
+from pipeline.testing import StageEnvironment
 from stages.faces.landmarks import DlibDetector, face_box
 from stages.quality import assess, measure
 from stages.render.base import SAMPLE_RATE, RenderRequest
@@ -144,8 +144,9 @@ def _context(tmp_path: Path) -> StageContext:
     store.ensure_buckets([settings.bucket_work])
     workdir = tmp_path / "work"
     workdir.mkdir()
-    log = structlog.get_logger("test.quality")
-    return StageContext(settings, store, "j0000000000000000002", "a0", "enhance", log, workdir)
+    return StageEnvironment(settings, store).context(
+        job_id="j0000000000000000002", stage="enhance", workdir=workdir
+    )
 
 
 def _manifest() -> Manifest:
