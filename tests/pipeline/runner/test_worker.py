@@ -229,7 +229,7 @@ def test_a_worker_whose_claim_was_taken_writes_nothing(harness: Harness) -> None
             thief = Claim.model_validate_json(value)
             thief.owner = Owner(host="elsewhere", boot="x", pid=2, started=2, worker="elsewhere:2:thief")
             assert await h.claims.update(key, thief.model_dump_json().encode(), revision)
-            await asyncio.sleep(2.0)
+            await asyncio.sleep(0.6)
         assert not [k for k in h.keys(h.settings.bucket_work) if k.endswith("manifest.json")]
         record = h.record(job, "validate")
         assert record is not None and record.state == State.running  # the thief's run is the task's now
@@ -340,7 +340,7 @@ def test_a_cancelled_job_stops_running_and_is_not_started(harness: Harness) -> N
         later = await h.upload(key="audio/b.flac")
         await cancel_job(h.store, h.settings, h.bus, job_of(later), by="test")
         async with h.serving(h.worker(unstarted)):
-            await asyncio.sleep(0.5)
+            await asyncio.sleep(0.3)
             assert await h.pending() == 0
         status = await asyncio.to_thread(job_status, h.store, h.settings, job_of(later))
         assert status is not None and status.state == State.cancelled
