@@ -163,9 +163,11 @@ class Harness:
         )
 
     def worker(self, stage: Stage, **kw: Any) -> Worker:
-        return Worker(
+        worker = Worker(
             self.settings, self.store, self.bus, self.claims, stage.name, implementation=stage, **kw
         )
+        worker.pull_seconds = 0.2  # quick to stop between tests
+        return worker
 
     @contextlib.asynccontextmanager
     async def serving(self, *workers: Worker) -> AsyncIterator[asyncio.Event]:
