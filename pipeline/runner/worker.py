@@ -113,7 +113,7 @@ class Worker:
         await _first_of(stop, enough)
         enough.set()
         watch.cancel()
-        _, pending = await asyncio.wait(loops, timeout=self.settings.drain_seconds + 1.5)
+        _, pending = await asyncio.wait(loops, timeout=self.settings.drain_seconds + 0.5)
         for task in pending:  # drain time is over: the runs are told to stop and handed back
             task.cancel()
         if pending:

@@ -61,7 +61,7 @@ def test_the_same_upload_announced_twice_runs_once(harness: Harness) -> None:
 def test_a_second_message_for_a_running_task_is_never_run(harness: Harness) -> None:
     """A duplicate manifest event arriving while a worker with two slots runs the task is acked, not
     run (the claim is atomic)."""
-    deliver = Deliver(slow(0.8))
+    deliver = Deliver(slow(0.5))
     harness.settings.concurrency = {"publish": 2}
 
     async def body(h: Harness) -> None:
@@ -302,7 +302,7 @@ def test_past_the_drain_time_the_run_is_handed_back_and_writes_nothing(harness: 
     """When drain time runs out the stage stops at its next progress report, writes nothing, and the
     task goes back to the queue; the handed-back run does not use up the budget."""
     harness.settings.drain_seconds = 0.3
-    ingest = Ingest(slow(3.0))
+    ingest = Ingest(slow(1.5))
 
     async def body(h: Harness) -> None:
         started = 0.0
