@@ -575,8 +575,9 @@ def _error(status: int, message: str) -> Response:
 
 
 def _sentence(text: str) -> str:
+    """A reason as a sentence (not capitalized: it often starts with the user's file name)."""
     text = text.strip()
-    return text[:1].upper() + text[1:] + ("" if text.endswith((".", "!", "?")) else ".")
+    return text + ("" if text.endswith((".", "!", "?")) else ".")
 
 
 def _choices() -> dict[str, list[str]]:
