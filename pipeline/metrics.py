@@ -25,7 +25,7 @@ from typing import Any
 
 import structlog
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
 
 from pipeline.bus import Bus, durable_name
 from pipeline.config import Settings
@@ -35,7 +35,8 @@ from pipeline.memory import MemoryBus, subject_matches
 from pipeline.storage.base import ObjectInfo, ObjectStore
 
 log = structlog.get_logger("mouthpiece.metrics")
-CONTENT_TYPE = CONTENT_TYPE_LATEST
+CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4
+"""The classic text format (0.0.4): every Prometheus version reads it."""
 
 DURATION_BUCKETS = (0.25, 0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, 600, 1800, 3600)
 FPS_BUCKETS = (1, 2, 5, 10, 15, 25, 50, 100, 200, 500, 1000)

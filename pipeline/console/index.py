@@ -173,6 +173,7 @@ class JobIndex:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.rescan_every = RESCAN_EVERY
+        self._closed = False
 
     # --- reading --------------------------------------------------------------------------------------
     def page(self, number: int, size: int) -> tuple[list[JobSummary], int]:
@@ -230,21 +231,26 @@ class JobIndex:
         self._task = asyncio.create_task(self._run())
 
     async def close(self) -> None:
+        # a flag, not only cancel(): Python 3.11's wait_for can swallow a cancel that races its timeout
+        self._closed = True
+        self._wake.set()
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            _, pending = await asyncio.wait({self._task}, timeout=5)
+            for task in pending:
+                task.cancel()
         for queue in list(self._listeners):
             queue.put_nowait(("close", {}))
 
     async def _run(self) -> None:
         await asyncio.to_thread(self.load)
         clock = {"active": 0.0, "drops": time.monotonic(), "rescan": time.monotonic()}
-        while True:
+        while not self._closed:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=0.5)
             self._wake.clear()
             await asyncio.sleep(0.2)  # gather a burst of messages into one pass
+            if self._closed:
+                return
             try:
                 await self._pass(clock)
             except Exception:
