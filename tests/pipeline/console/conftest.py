@@ -119,6 +119,7 @@ def make_job(
                 code="no_face" if stage_state == State.failed else None,
                 reason="astronaut.png has no face in it" if stage_state == State.failed else None,
                 trigger=f"{s.bucket_inputs}/{submitted.spec_key}",
+                outputs=[f"outputs/{job_id}/greeting.mp4"] if stage == s.chain[-1] and ended else [],
                 runs=[Run(n=1, worker="host:1:abc", started_at=began, ended_at=ended, outcome=outcome)],
             ),
         )  # fmt: skip
