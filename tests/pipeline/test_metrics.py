@@ -49,7 +49,9 @@ def test_runs_durations_and_failures_are_counted_once_per_run(tmp_path: Path) ->
     settings = make_settings(tmp_path)
     metrics = Metrics(settings)
     store = ObservedStore(open_store(settings), metrics)
-    running = StageRecord(job_id=JOB, task="a0", stage="detect", state=State.running, runs=[Run(n=1, worker="w")])
+    running = StageRecord(
+        job_id=JOB, task="a0", stage="detect", state=State.running, runs=[Run(n=1, worker="w")]
+    )
     for rec in [running, record("detect", State.queued, "retry"), record("detect", State.queued, "retry")]:
         store.put(settings.bucket_work, record_key(JOB, "a0", "detect"), rec.model_dump_json().encode())
     failed = record("detect", State.failed, "failed", n=2, code="no_face")
@@ -79,10 +81,14 @@ def test_render_frames_per_second_and_publications_by_kind(tmp_path: Path) -> No
     store.put(settings.bucket_work, manifest_key(JOB, "a0", "render"), manifest.model_dump_json().encode())
     store.put(settings.bucket_work, published_key(JOB, "a0", "folder-0123456789abcdef"), b"{}")
     store.put(settings.bucket_outputs, f"{JOB}/greeting.mp4", b"video")
-    intent = published_key(JOB, "a1", "discord_webhook-00112233aabbccdd").removesuffix(".json") + ".intent.json"
+    intent = (
+        published_key(JOB, "a1", "discord_webhook-00112233aabbccdd").removesuffix(".json") + ".intent.json"
+    )
     store.put(settings.bucket_work, intent, b"{}")
     publish_failed = record("publish", State.queued, "retry").model_copy(update={"task": "a1"})
-    store.put(settings.bucket_work, record_key(JOB, "a1", "publish"), publish_failed.model_dump_json().encode())
+    store.put(
+        settings.bucket_work, record_key(JOB, "a1", "publish"), publish_failed.model_dump_json().encode()
+    )
     got = samples(metrics)
     assert got[("mouthpiece_render_frames_per_second_count", (("renderer", "viseme"),))] == 1
     assert got[("mouthpiece_render_frames_per_second_sum", (("renderer", "viseme"),))] == 50.0
@@ -102,7 +108,9 @@ def test_queue_figures_from_the_memory_bus_and_a_worker_listener(tmp_path: Path)
     async def go() -> str:
         for _ in range(3):
             await bus.publish(f"{settings.subject_prefix}.stage.render.neural", b"{}")
-        consumer = await bus.consume("mouthpiece-render-neural", f"{settings.subject_prefix}.stage.render.neural")
+        consumer = await bus.consume(
+            "mouthpiece-render-neural", f"{settings.subject_prefix}.stage.render.neural"
+        )
         await consumer.next(0.1)
         rows = await queue_stats(bus, settings, ["render"])
         assert [(r.pool, r.pending, r.ack_pending) for r in rows] == [("default", 0, 0), ("neural", 2, 1)]
@@ -142,11 +150,18 @@ def test_two_jobs_through_a_real_stack_give_the_right_counts(
         try:
             for nonce in ("one", "two"):
                 submitted = await asyncio.to_thread(
-                    submit_files, stack.store, settings, audio=voice, avatars=[assets / "astronaut.png"], nonce=nonce
+                    submit_files,
+                    stack.store,
+                    settings,
+                    audio=voice,
+                    avatars=[assets / "astronaut.png"],
+                    nonce=nonce,
                 )
                 status = await wait_done(stack, submitted.job_id, timeout=180)
                 assert status.state == State.done, status.reason
-            async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1") as client:
+            async with httpx.AsyncClient(
+                transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1"
+            ) as client:
                 for _ in range(100):
                     text = (await client.get("/metrics")).text
                     if 'mouthpiece_jobs{state="done"} 2.0' in text:

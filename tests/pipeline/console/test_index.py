@@ -25,7 +25,11 @@ def test_summaries_and_the_fast_scan_agree_with_the_store(tmp_path: Path, assets
     assert done is not None and (done.name, done.source, done.state) == ("greeting", "folder", "done")
     assert done.outputs and 0 < done.elapsed() < 30
     bad = summarize(h.store, h.settings, failed)
-    assert bad is not None and bad.state == "failed" and bad.reason.startswith("astronaut.png has no face in it.")
+    assert (
+        bad is not None
+        and bad.state == "failed"
+        and bad.reason.startswith("astronaut.png has no face in it.")
+    )
 
 
 def test_source_labels() -> None:
