@@ -31,18 +31,18 @@ from starlette.applications import Starlette
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipeline.config import Settings, load_settings  # noqa: E402
-from pipeline.console import Console  # noqa: E402
-from pipeline.console.index import JobIndex  # noqa: E402
-from pipeline.contracts import REVEAL, JobRecord, JobSpec, Run, StageRecord, State, job_id_for  # noqa: E402
-from pipeline.ingress.http import serve_app  # noqa: E402
-from pipeline.keys import job_record_key, output_key, spec_key  # noqa: E402
-from pipeline.logs import configure_logging  # noqa: E402
-from pipeline.memory import MemoryBus  # noqa: E402
-from pipeline.natsserver import free_port  # noqa: E402
-from pipeline.status import job_status, list_jobs, write_record, write_status  # noqa: E402
-from pipeline.storage import open_store  # noqa: E402
-from pipeline.storage.base import ObjectStore  # noqa: E402
+from pipeline.config import Settings, load_settings
+from pipeline.console import Console
+from pipeline.console.index import JobIndex
+from pipeline.contracts import REVEAL, JobRecord, JobSpec, Run, StageRecord, State, job_id_for
+from pipeline.ingress.http import serve_app
+from pipeline.keys import job_record_key, output_key, spec_key
+from pipeline.logs import configure_logging
+from pipeline.memory import MemoryBus
+from pipeline.natsserver import free_port
+from pipeline.status import job_status, list_jobs, write_record, write_status
+from pipeline.storage import open_store
+from pipeline.storage.base import ObjectStore
 
 
 def lay_out(store: ObjectStore, settings: Settings, count: int) -> None:
@@ -147,7 +147,9 @@ def browser_load(url: str) -> dict[str, float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--jobs", type=int, default=1000)
     parser.add_argument("--rounds", type=int, default=15)
     args = parser.parse_args()

@@ -194,3 +194,28 @@ def stack_metrics_ok(text: str) -> bool:
     assert got[("mouthpiece_jobs", (("state", "done"),))] == 2
     assert got[("mouthpiece_queue_depth", (("pool", "default"), ("stage", "render")))] == 0
     return True
+
+
+def test_docs_and_the_dashboard_name_only_real_metrics(tmp_path: Path) -> None:
+    """docs/metrics.md lists every metric the process exposes, and the Grafana dashboard queries only
+    metrics that exist (a renamed metric fails here)."""
+    import json
+    import re
+
+    root = Path(__file__).resolve().parents[2]
+    metrics = Metrics(make_settings(tmp_path))
+    names = {m.name for m in metrics.registry.collect()}
+    exposed = {
+        n + "_total" if m.type == "counter" else n for m in metrics.registry.collect() for n in [m.name]
+    }
+    doc = (root / "docs/metrics.md").read_text()
+    for name in exposed:
+        assert f"`{name}`" in doc, name
+    dashboard = json.loads((root / "infra/grafana/mouthpiece.json").read_text())
+    used = {
+        re.sub(r"_(bucket|sum|count|total)$", "", word)
+        for panel in dashboard["panels"]
+        for target in panel["targets"]
+        for word in re.findall(r"mouthpiece_[a-z_]+", target["expr"])
+    }
+    assert used and used <= names, used - names
