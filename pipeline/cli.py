@@ -14,6 +14,7 @@ import os
 import sys
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,16 @@ from pydantic import ValidationError
 from pipeline import ASSETS_DIR
 from pipeline.config import STAGES, Settings, load_settings, settings_markdown
 from pipeline.console.auth import check_exposure
-from pipeline.contracts import JobOptions, JobStatus, Progress, State, Style, SubtitleMode
+from pipeline.contracts import (
+    JobOptions,
+    JobStatus,
+    Motion,
+    Progress,
+    QualitySummary,
+    State,
+    Style,
+    SubtitleMode,
+)
 from pipeline.errors import ConfigError, InvalidInput, MouthpieceError
 from pipeline.keys import pools_of, progress_subject
 from pipeline.logs import configure_logging
@@ -34,7 +44,7 @@ from pipeline.specfile import describe_validation_error
 from pipeline.stack import Stack, running_stack, stop_on_signals
 from pipeline.status import job_status, read_records
 from pipeline.storage import open_store
-from pipeline.submit import MAX_AVATARS, NAME_LIMIT, check_local_file, submit_files
+from pipeline.submit import MAX_AVATARS, NAME_LIMIT, Submission, check_local_file, submit
 
 log = structlog.get_logger("mouthpiece.cli")
 DEMO_TRANSCRIPT = "And so my fellow Americans, ask not what your country can do for you, ask what you can do for your country."
@@ -156,12 +166,17 @@ def _job_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--subtitles", choices=[s.value for s in SubtitleMode], help="none, soft or burn")
     p.add_argument("--transcript", help="what the audio says (better timing and subtitles)")
     p.add_argument("--name", help="name of the output")
+    p.add_argument(
+        "--motion", choices=[m.value for m in Motion], help="blinks and head motion (photos: subtle)"
+    )
+    p.add_argument("--min-quality", type=float, help="quality score (0..1) under which the video is flagged")
 
 
 def _options(args: argparse.Namespace) -> JobOptions:
     _check_lengths(args)
     fields = {
-        k: getattr(args, k, None) for k in ("renderer", "checkpoint", "style", "subtitles", "transcript")
+        k: getattr(args, k, None)
+        for k in ("renderer", "checkpoint", "style", "subtitles", "transcript", "motion", "min_quality")
     }
     try:
         return JobOptions(**{k: v for k, v in fields.items() if v is not None})
@@ -388,20 +403,15 @@ async def _submit_and_wait(
     stack: Stack, audio: Path, avatars: list[Path], options: JobOptions, name: str | None
 ) -> JobStatus:
     settings = stack.settings
-    submitted = await asyncio.to_thread(
-        submit_files, stack.store, settings, audio=audio, avatars=avatars, options=options, name=name
-    )
+    asked = Submission(audio=audio, avatars=tuple(avatars), options=options, name=name)
+    submitted = await asyncio.to_thread(submit, stack.store, settings, asked)
     previous = await asyncio.to_thread(job_status, stack.store, settings, submitted.job_id)
     if previous is not None and previous.state == State.failed:  # same input failed before: try afresh
         submitted = await asyncio.to_thread(
-            submit_files,
+            submit,
             stack.store,
             settings,
-            audio=audio,
-            avatars=avatars,
-            options=options,
-            name=name,
-            nonce=str(time.time()),
+            replace(asked, nonce=str(time.time())),
         )
     return await _wait(stack, submitted.job_id)
 
@@ -461,8 +471,8 @@ class _ProgressDisplay:
 def _download_outputs(
     stack: Stack, status: JobStatus, output: Path, inputs: Sequence[Path] = ()
 ) -> list[Path]:
-    """Copy the job's videos (and subtitles) from the outputs bucket to ``output``; a name that would land
-    on one of the ``inputs`` (``-o .`` beside ``voice.mp4``) gets the job id added instead."""
+    """Copy the job's videos (and subtitles, quality reports) from the outputs bucket to ``output``; a
+    name that would land on one of the ``inputs`` (``-o .`` beside ``voice.mp4``) gets the job id added."""
     bucket = stack.settings.bucket_outputs
     files = [i for i in stack.store.list(bucket, f"{status.job_id}/") if not i.key.endswith("status.json")]
     videos = [i for i in files if i.key.endswith(".mp4")]
@@ -474,8 +484,10 @@ def _download_outputs(
         name = info.key.rsplit("/", 1)[-1]
         if several:
             dest = output / name
-        else:
-            dest = output if name.endswith(".mp4") else output.with_suffix(Path(name).suffix)
+        else:  # beside the video, named after it: out.mp4 → out.srt, out.quality.json
+            stem = videos[0].key.rsplit("/", 1)[-1].removesuffix(".mp4")
+            suffix = name[len(stem) :] if name.startswith(f"{stem}.") else Path(name).suffix
+            dest = output if name.endswith(".mp4") else output.with_name(output.stem + suffix)
         if any(_same_file(dest, path) for path in inputs):
             dest = dest.with_name(f"{dest.stem}-{status.job_id[1:9]}{dest.suffix}")
         stack.store.download(bucket, info.key, dest)
@@ -490,31 +502,16 @@ def cmd_submit(settings: Settings, args: argparse.Namespace) -> int:
 async def _submit(settings: Settings, args: argparse.Namespace) -> int:
     options = _options(args)
     _check_inputs(settings, args.audio, list(args.avatars))
+    asked = Submission(audio=args.audio, avatars=tuple(args.avatars), options=options, name=args.name)
     url = settings.nats_url or running_stack(settings)
     if url is None:  # nothing running: write straight into the bucket; `up` picks it up (reconcile)
         store = await asyncio.to_thread(open_store, settings)
-        submitted = await asyncio.to_thread(
-            submit_files,
-            store,
-            settings,
-            audio=args.audio,
-            avatars=list(args.avatars),
-            options=options,
-            name=args.name,
-        )
+        submitted = await asyncio.to_thread(submit, store, settings, asked)
         print(f"{submitted.job_id} queued; it runs when `mouthpiece up` is running")
         return 0
     stack = await Stack.open(settings)
     try:
-        submitted = await asyncio.to_thread(
-            submit_files,
-            stack.store,
-            settings,
-            audio=args.audio,
-            avatars=list(args.avatars),
-            options=options,
-            name=args.name,
-        )
+        submitted = await asyncio.to_thread(submit, stack.store, settings, asked)
         print(submitted.job_id)
         if args.wait:
             status = await _wait(stack, submitted.job_id)
@@ -579,6 +576,7 @@ def _status_table(settings: Settings, index: Any, limit: int, live: bool = False
             started = j.created_at.astimezone().strftime("%Y-%m-%d %H:%M:%S")
             lines.append(
                 f"{j.job_id:21} {j.state:9} {stage:14} {j.source[:8]:8} {started:19} {_seconds(j.elapsed()):>8}  {j.name}"
+                + (" FLAGGED" if j.flagged else "")
             )
             lines.extend(f"{'':21} -> {o}" for o in j.outputs)
             if j.reason and j.state in ("failed", "cancelled"):
@@ -654,11 +652,26 @@ def _describe(status: JobStatus) -> str:
         lines.append(f"  reason: {status.reason}")
     for task, t in status.tasks.items():
         lines.append(f"  {task}: {t.state.value} at {t.stage or '-'}{' — ' + t.reason if t.reason else ''}")
+        if t.quality is not None:
+            lines.append(f"    quality: {_quality_line(t.quality)}")
     if status.timings:
         lines.append("  timings: " + ", ".join(f"{s} {v:.2f}s" for s, v in status.timings.items()))
     lines.append(f"  last change: {status.updated_at.astimezone():%Y-%m-%d %H:%M:%S}")
     lines.extend(f"  output: {o}" for o in status.outputs)
+    lines.extend(f"  note: {n}" for n in status.notes)
     return "\n".join(lines)
+
+
+def _quality_line(quality: QualitySummary) -> str:
+    """``0.93`` or ``0.41 FLAGGED (the voice comes 180 ms after the mouth moves)``, with the offset."""
+    text = f"{quality.score:.2f}"
+    if quality.offset_ms is not None:
+        text += f", audio offset {quality.offset_ms:+.0f} ms"
+    if quality.flagged:
+        text += " FLAGGED"
+    if quality.problems:
+        text += f" ({'; '.join(quality.problems)})"
+    return text
 
 
 def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:

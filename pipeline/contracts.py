@@ -123,6 +123,14 @@ class FaceChoice(StrEnum):
     nearest_center = "center"
 
 
+class Motion(StrEnum):
+    """Life added to the avatar: blinks and head motion (photos), none (videos keep their own)."""
+
+    none = "none"
+    subtle = "subtle"
+    lively = "lively"
+
+
 class JobOptions(_Model):
     renderer: Literal["viseme", "wav2lip", "none"] = Field(
         "viseme", description="viseme: no weights; wav2lip: neural (needs a checkpoint); none: no lip-sync"
@@ -135,6 +143,24 @@ class JobOptions(_Model):
     )
     face: FaceChoice = FaceChoice.largest
     enhance: bool = True
+    # --- faces: motion and the quality report (issue 12) ---
+    motion: Motion | None = Field(
+        None,
+        description="blinks and head motion: none, subtle, lively; unset: subtle for photos, none for videos",
+    )
+    min_quality: float = Field(
+        0.5, ge=0.0, le=1.0, description="quality score (0..1) under which the video is flagged"
+    )
+    fail_on_low_quality: bool = Field(False, description="fail the job instead of flagging it")
+    language: str | None = Field(
+        None, pattern=r"^[a-z]{2,3}$", description="ISO 639-1 code of the spoken language; none: detected"
+    )
+    voice: str | None = Field(
+        None,
+        max_length=100,
+        pattern=r"^[A-Za-z0-9_.+-]+$",
+        description="voice for 'speech' text: a Piper voice name or an eSpeak NG voice; none: the default",
+    )
 
 
 # --- destinations: a spec may come from anyone who can upload, so each is checked for shape here and
@@ -256,7 +282,8 @@ class Manifest(_Model):
     """A stage's result for one task; written last, its storage event triggers the next stage.
 
     ``artifacts`` accumulates: every stage passes on what it was given plus what it made, under role
-    names (audio, avatar, faces, video, srt, vtt, ...).
+    names (audio, avatar, faces, video, srt, vtt, ...). How long each stage took is kept once, in the
+    stage records (``StageRecord.seconds``), not here.
     """
 
     version: int = SCHEMA_VERSION
@@ -268,11 +295,10 @@ class Manifest(_Model):
     media: MediaInfo
     artifacts: dict[str, ArtifactRef] = Field(default_factory=dict)
     info: dict[str, Any] = Field(default_factory=dict)
-    timings: dict[str, float] = Field(default_factory=dict)
     created_at: datetime = Field(default_factory=utcnow)
 
     def advance(self, stage: str, info: dict[str, Any] | None = None, **artifacts: ArtifactRef) -> Manifest:
-        """The manifest ``stage`` hands on: same task, new artifacts added (the runner adds timings)."""
+        """The manifest ``stage`` hands on: same task, new artifacts added."""
         return self.model_copy(
             update={
                 "stage": stage,
@@ -294,6 +320,8 @@ class FaceFrame(_Model):
     landmarks: list[tuple[float, float]] | None = Field(None, description="68 points (iBUG order) or none")
     confidence: float = 1.0
     interpolated: bool = Field(False, description="filled from neighbouring frames (no detection here)")
+    absent: bool = Field(False, description="no face on this frame: renderers leave it untouched")
+    pose: tuple[float, float, float] | None = Field(None, description="yaw, pitch, roll in degrees")
 
 
 class FaceTrack(_Model):
@@ -356,6 +384,39 @@ class SpeechTiming(_Model):
     phones: list[TimedPhone] = Field(default_factory=list)
     visemes: list[TimedViseme] = Field(default_factory=list)
     speech: list[Span] = Field(default_factory=list, description="speech regions (voice activity)")
+
+
+# --------------------------------------------------------------------------------------------------
+# Quality report (artifact ``quality`` of the enhance stage, published as ``<name>.quality.json``)
+# --------------------------------------------------------------------------------------------------
+
+
+class QualitySummary(_Model):
+    """The part of a ``QualityReport`` that job status shows."""
+
+    score: float = Field(ge=0.0, le=1.0, description="1: nothing measured is wrong")
+    flagged: bool = Field(False, description="score under the job's min_quality")
+    offset_ms: float | None = Field(None, description="sound later than the mouth by this much (ms)")
+    problems: list[str] = Field(default_factory=list, description="what lowered the score, in words")
+
+
+class QualityReport(QualitySummary):
+    """How good one finished video is, measured on the video itself, without model weights.
+
+    Levels are in 0..255 units of 8-bit pixels. ``None`` where a measure could not be taken (no face on
+    any frame, no silence to look at, no speech to correlate).
+    """
+
+    version: int = SCHEMA_VERSION
+    threshold: float = Field(description="the job's min_quality")
+    offset_confidence: float = Field(0.0, description="peak correlation of mouth opening and loudness")
+    silence_motion: float | None = Field(None, description="mouth motion in pauses relative to speech")
+    outside_change: float | None = Field(None, description="mean change away from the face vs the avatar")
+    mouth_flicker: float | None = Field(None, description="frame-to-frame jitter around the mouth")
+    duration_drift_ms: float = Field(0.0, description="video length minus audio length (ms)")
+    frames: int = 0
+    face_frames: int = Field(0, description="frames on which a mouth was measured")
+    method: str = Field("", description="how the mouth was measured: landmarks or intensity")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -446,6 +507,7 @@ class StageRecord(_Model):
     outputs: list[str] = Field(default_factory=list, description="published keys or locations")
     trigger: str | None = Field(None, description="bucket/key of the object whose event started this stage")
     runs: list[Run] = Field(default_factory=list, description="every run of this stage on this task")
+    notes: list[str] = Field(default_factory=list, description="facts for people, from the manifests' info")
 
 
 class JobRecord(_Model):
@@ -468,6 +530,7 @@ class TaskStatus(_Model):
     code: str | None = None
     attempts: int = 0
     outputs: list[str] = Field(default_factory=list)
+    quality: QualitySummary | None = None
 
 
 class JobStatus(_Model):
@@ -482,6 +545,10 @@ class JobStatus(_Model):
     tasks: dict[str, TaskStatus] = Field(default_factory=dict)
     timings: dict[str, float] = Field(default_factory=dict, description="stage -> seconds (max over tasks)")
     outputs: list[str] = Field(default_factory=list)
+    notes: list[str] = Field(
+        default_factory=list, description="what people should know: the voice used, scripts a font lacks"
+    )
+    flagged: bool = Field(False, description="a task's video scored under the job's min_quality")
     updated_at: datetime = Field(default_factory=utcnow)
 
     @property

@@ -9,7 +9,7 @@ Inputs bucket (what people and ingresses upload):
 
 Work bucket (artifacts; written by stages):
 
-    jobs/<job>/job.json                              JobRecord (tasks of the job)
+    jobs/<job>/record.json                           JobRecord (tasks of the job; the input spec is spec.json)
     jobs/<job>/spec.json                             the resolved job spec (holds destination secrets)
     jobs/<job>/records/<task>.<stage>.json           StageRecord: status of one task in one stage
     jobs/<job>/<task>/<artifact>                     per-task artifacts (rendered.mp4, final.mp4, ...)
@@ -90,7 +90,7 @@ def job_prefix(job_id: str) -> str:
 
 
 def job_record_key(job_id: str) -> str:
-    return job_prefix(job_id) + "job.json"
+    return job_prefix(job_id) + "record.json"
 
 
 def spec_key(job_id: str) -> str:

@@ -237,14 +237,74 @@ def decode_frames(path: Path) -> Iterator[np.ndarray]:
         yield pixels()
 
 
-def decode_lazily(path: Path) -> Iterator[Callable[[], np.ndarray]]:
+def decode_lazily(
+    path: Path, size: tuple[int, int] | None = None, *, grey: bool = False
+) -> Iterator[Callable[[], np.ndarray]]:
     """Per frame of the first video stream, a function giving its RGB pixels: frames nobody looks at
-    are decoded (the codec needs them) but never converted, which is most of the cost."""
+    are decoded (the codec needs them) but never converted, which is most of the cost. ``size``
+    (width, height): pixels scaled to that size while converting (cheaper than converting, then scaling).
+    ``grey``: H×W luma instead of RGB (nearly free from YUV; what landmark models look at)."""
+    scaled: dict[str, Any] = {} if size is None else {"width": size[0], "height": size[1]}
     with av.open(str(path)) as container:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
         for frame in container.decode(stream):
-            yield partial(frame.to_ndarray, format="rgb24")
+            if grey:
+                yield partial(_luma, frame, size)
+            else:
+                yield partial(frame.to_ndarray, format="rgb24", **scaled)
+
+
+def _luma(frame: Any, size: tuple[int, int] | None) -> np.ndarray:
+    """A frame's luma: the Y plane itself for planar YUV (no conversion), else converted to grey."""
+    if frame.format.name.startswith(("yuv", "yuvj")) and frame.format.is_planar:
+        plane = frame.planes[0]
+        rows = np.frombuffer(plane, np.uint8).reshape(-1, plane.line_size)
+        luma = np.ascontiguousarray(rows[: frame.height, : frame.width])
+    else:
+        luma = frame.to_ndarray(format="gray")
+    if size is None or (luma.shape[1], luma.shape[0]) == size:
+        return luma
+    import cv2  # only here: most users of this module never scale
+
+    scaled: np.ndarray = cv2.resize(luma, size, interpolation=cv2.INTER_AREA)
+    return scaled
+
+
+def decode_audio(path: Path, rate: int = AUDIO_RATE) -> np.ndarray:
+    """The first audio stream of any media file as mono float32 samples at ``rate`` (empty: none).
+    Stream timestamps are honoured: audio that starts late (an offset in the container) is preceded
+    by silence, as a player would play it."""
+    with av.open(str(path)) as container:
+        if not container.streams.audio:
+            return np.zeros(0, np.float32)
+        stream = container.streams.audio[0]
+        resampler = av.AudioResampler(format="flt", layout="mono", rate=rate)
+        chunks: list[np.ndarray] = []
+        start: float | None = None
+        for frame in container.decode(stream):
+            if start is None and frame.pts is not None and frame.time_base is not None:
+                start = float(frame.pts * frame.time_base)
+            chunks.extend(r.to_ndarray().reshape(-1) for r in resampler.resample(frame))
+        chunks.extend(r.to_ndarray().reshape(-1) for r in resampler.resample(None))
+    samples = np.concatenate(chunks).astype(np.float32) if chunks else np.zeros(0, np.float32)
+    lead = max(0, round((start or 0.0) * rate))
+    return np.concatenate([np.zeros(lead, np.float32), samples])
+
+
+def stream_seconds(path: Path) -> tuple[float, float]:
+    """(video, audio) stream durations in seconds of a media file (0 for a missing stream), from the
+    streams' own durations (an MP4's edit lists included)."""
+    with av.open(str(path)) as container:
+        found = []
+        for streams in (container.streams.video, container.streams.audio):
+            stream = streams[0] if streams else None
+            if stream is None or stream.duration is None or stream.time_base is None:
+                found.append(0.0)
+                continue
+            begin = float((stream.start_time or 0) * stream.time_base)
+            found.append(begin + float(stream.duration * stream.time_base))
+    return found[0], found[1]
 
 
 def prefetch(items: Iterable[T], depth: int = 16) -> Iterator[T]:
@@ -776,3 +836,19 @@ def _progress_fraction(line: bytes, duration: float) -> float | None:
     if key == "out_time_us" and value.lstrip("-").isdigit() and duration > 0:
         return min(1.0, max(0.0, int(value) / 1e6 / duration))
     return None
+
+
+PINGPONG_BUDGET = 1536 * 1024 * 1024
+"""Avatar clips up to this many bytes of decoded frames loop forward-and-back; longer ones loop forward."""
+
+
+def loops_forward(n_out: int, n_src: int, width: int, height: int) -> bool:
+    """Whether the clip loops forward (long enough, or too big to hold) rather than back and forth."""
+    return n_src >= n_out or n_src * width * height * 3 > PINGPONG_BUDGET
+
+
+def source_indices(n_out: int, n_src: int, width: int, height: int) -> Sequence[int]:
+    """Which avatar frame each of ``n_out`` output frames shows (as ``_frames`` plays the clip)."""
+    if loops_forward(n_out, n_src, width, height):
+        return [i % n_src for i in range(n_out)]
+    return cycle_indices(n_out, n_src)

@@ -30,7 +30,8 @@ from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_late
 from pipeline.bus import Bus, durable_name
 from pipeline.config import Settings
 from pipeline.contracts import Manifest, StageRecord, State
-from pipeline.keys import pools_of, subject_for
+from pipeline.errors import MouthpieceError
+from pipeline.keys import manifest_key, pools_of, subject_for
 from pipeline.memory import MemoryBus, subject_matches
 from pipeline.storage.base import ObjectInfo, ObjectStore
 
@@ -105,6 +106,7 @@ class Metrics:
             registry=r,
         )  # fmt: skip
         self._seen: OrderedDict[tuple[str, ...], None] = OrderedDict()
+        self._frames: dict[tuple[str, str], tuple[str, int]] = {}
         self._lock = threading.Lock()
 
     def exposition(self) -> bytes:
@@ -128,7 +130,9 @@ class Metrics:
         if _RECORD.match(key):
             self._record(StageRecord.model_validate_json(data), store)
         elif _RENDER_MANIFEST.match(key):
-            self._render(Manifest.model_validate_json(data))
+            manifest = Manifest.model_validate_json(data)
+            with self._lock:
+                self._frames[(manifest.job_id, manifest.task)] = _frames_of(manifest)
         elif (m := _PUBLISHED.match(key)) and not key.endswith(".intent.json") and self._first(("pub", key)):
             self.publish.labels(m.group(3), "published").inc()
 
@@ -141,6 +145,8 @@ class Metrics:
             self.stage_seconds.labels(record.stage, run.outcome).observe(seconds)
             if record.stage == self.settings.chain[-1] and run.outcome != "done":
                 self._unpublished(record, store)
+            if record.stage == "render" and run.outcome == "done":
+                self._render(record, store)
         if record.state == State.failed and self._first(("failed", *ident, str(record.attempt))):
             self.failures.labels(record.stage, record.code or "internal").inc()
 
@@ -154,18 +160,22 @@ class Metrics:
                 kind = intent.rsplit("/", 1)[-1].rsplit("-", 1)[0]
                 self.publish.labels(kind, "failed").inc()
 
-    def _render(self, manifest: Manifest) -> None:
-        seconds = manifest.timings.get("render")
-        frames = manifest.info.get("frames")
-        if (
-            not seconds
-            or not isinstance(frames, int)
-            or not self._first(("render", manifest.job_id, manifest.task))
-        ):
+    def _render(self, record: StageRecord, store: ObjectStore) -> None:
+        """Frames/s of a render run that ended well: the frames its manifest (written just before the
+        record) says it made, over the record's seconds."""
+        with self._lock:
+            found = self._frames.pop((record.job_id, record.task), None)
+        if found is None:  # the manifest was written by another process (or before this one started)
+            try:
+                key = manifest_key(record.job_id, record.task, "render")
+                found = _frames_of(Manifest.model_validate_json(store.get(self.settings.bucket_work, key)))
+            except (MouthpieceError, ValueError):
+                return
+        renderer, frames = found
+        if not record.seconds or not frames:
             return
-        renderer = str(manifest.info.get("renderer") or "unknown")
         self.render_frames.labels(renderer).inc(frames)
-        self.render_fps.labels(renderer).observe(frames / seconds)
+        self.render_fps.labels(renderer).observe(frames / record.seconds)
 
     def _first(self, ident: tuple[str, ...]) -> bool:
         """True the first time ``ident`` is seen (records are rewritten; each end counts once)."""
@@ -190,6 +200,11 @@ class Metrics:
     def set_jobs(self, counts: Mapping[str, int]) -> None:
         for state in State:
             self.jobs.labels(state.value).set(counts.get(state.value, 0))
+
+
+def _frames_of(manifest: Manifest) -> tuple[str, int]:
+    frames = manifest.info.get("frames")
+    return str(manifest.info.get("renderer") or "unknown"), frames if isinstance(frames, int) else 0
 
 
 @dataclass(frozen=True)

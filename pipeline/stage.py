@@ -25,7 +25,7 @@ from pipeline.config import Settings
 from pipeline.contracts import ArtifactRef, JobSpec, Manifest
 from pipeline.errors import MouthpieceError, PermanentError, RetryableError, StageStopped
 from pipeline.keys import artifact_key
-from pipeline.storage.base import ObjectInfo, ObjectStore
+from pipeline.storage.base import LocalFiles, ObjectInfo, ObjectStore
 
 T = TypeVar("T")
 M = TypeVar("M", bound=BaseModel)
@@ -134,12 +134,37 @@ class StageContext:
 
     # --- reading artifacts ---------------------------------------------------------------------------
     def fetch(self, ref: ArtifactRef, name: str | None = None) -> Path:
-        """Download an artifact into the scratch folder and check its SHA-256."""
+        """A local file holding the artifact, checked against its SHA-256. On the local store that is
+        the object's own file (read it, never write it); elsewhere a download into the scratch folder."""
+        in_place = self._in_place(ref)
+        if in_place is not None:
+            return in_place
         dest = self.workdir / (name or ref.key.rsplit("/", 1)[-1])
         self.store.download(ref.bucket, ref.key, dest)
         if sha256_file(dest) != ref.sha256:
             raise RetryableError(f"{ref.bucket}/{ref.key} does not match its checksum", key=ref.key)
         return dest
+
+    def fetch_object(self, info: ObjectInfo, name: str) -> tuple[Path, str]:
+        """A local file holding any object (an upload, say) and its SHA-256: in place when the store
+        recorded the hash as it was written, else downloaded to ``name`` in the scratch folder and hashed."""
+        recorded = info.metadata.get("sha256")
+        if recorded and isinstance(self.store, LocalFiles):
+            path = self.store.local_path(info.bucket, info.key)
+            if path is not None:
+                return path, recorded
+        dest = self.workdir / name
+        self.store.download(info.bucket, info.key, dest)
+        return dest, sha256_file(dest)
+
+    def _in_place(self, ref: ArtifactRef) -> Path | None:
+        """The object's file, when the store keeps it locally and recorded the same SHA-256 at write
+        (so no byte is read twice)."""
+        if not isinstance(self.store, LocalFiles):
+            return None
+        path = self.store.local_path(ref.bucket, ref.key)
+        info = self.store.stat(ref.bucket, ref.key) if path is not None else None
+        return path if info is not None and info.metadata.get("sha256") == ref.sha256 else None
 
     def load(self, ref: ArtifactRef, model: type[M]) -> M:
         """Read a JSON artifact as a pydantic model."""
@@ -155,24 +180,31 @@ class StageContext:
     def save(
         self, path: Path, name: str, content_type: str, *, key: str | None = None, bucket: str | None = None
     ) -> ArtifactRef:
-        """Upload a file as this task's artifact ``name`` (or at ``key``); returns its reference."""
-        return self._put(path, sha256_file(path), content_type, key or self.key(name), bucket)
+        """Upload a file as this task's artifact ``name`` (or at ``key``); returns its reference. The
+        local store hashes it while copying it in; other stores get the SHA-256 computed here."""
+        digest = None if isinstance(self.store, LocalFiles) else sha256_file(path)
+        return self._put(path, digest, content_type, key or self.key(name), bucket)
 
     def save_bytes(
         self, data: bytes, name: str, content_type: str, *, key: str | None = None, bucket: str | None = None
     ) -> ArtifactRef:
-        return self._put(data, hashlib.sha256(data).hexdigest(), content_type, key or self.key(name), bucket)
+        digest = None if isinstance(self.store, LocalFiles) else hashlib.sha256(data).hexdigest()
+        return self._put(data, digest, content_type, key or self.key(name), bucket)
 
     def save_model(self, model: BaseModel, name: str, *, key: str | None = None) -> ArtifactRef:
         data = model.model_dump_json(indent=1).encode()
         return self.save_bytes(data, name, "application/json", key=key)
 
     def _put(
-        self, data: bytes | Path, digest: str, content_type: str, key: str, bucket: str | None
+        self, data: bytes | Path, digest: str | None, content_type: str, key: str, bucket: str | None
     ) -> ArtifactRef:
         bucket = bucket or self.settings.bucket_work
-        info = self.store.put(bucket, key, data, content_type=content_type, metadata={"sha256": digest})
-        return ArtifactRef(bucket=bucket, key=key, sha256=digest, size=info.size, content_type=content_type)
+        metadata = {"sha256": digest} if digest else None
+        info = self.store.put(bucket, key, data, content_type=content_type, metadata=metadata)
+        recorded = digest or info.metadata.get("sha256")
+        if not recorded:  # a store that said it hashes, but did not
+            recorded = sha256_file(data) if isinstance(data, Path) else hashlib.sha256(data).hexdigest()
+        return ArtifactRef(bucket=bucket, key=key, sha256=recorded, size=info.size, content_type=content_type)
 
     def key(self, name: str) -> str:
         """The work-bucket key of this task's artifact ``name``."""

@@ -15,7 +15,7 @@ import os
 import re
 import stat
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from urllib.parse import quote, unquote
@@ -146,30 +146,44 @@ def original_name(info: ObjectInfo | None, key: str, limit: int = 120) -> str:
     return name if len(name) <= limit else f"{name[: limit // 2]}…{name[-(limit // 2 - 1) :]}"
 
 
-def submit_files(
-    store: ObjectStore,
-    settings: Settings,
-    *,
-    audio: Path | None,
-    avatars: list[Path],
-    name: str | None = None,
-    options: JobOptions | None = None,
-    destinations: list[Destination] | None = None,
-    speech: str | None = None,
-    source: str = "cli",
-    nonce: str = "",
-    labels: Mapping[Path, str] | None = None,
-) -> Submitted:
-    """Upload local files and a spec naming them; returns the job id the spec's event will create.
+@dataclass(frozen=True)
+class Submission:
+    """What someone asks for: local files and how to make them into a job (one value, built by each
+    ingress: the CLI, the inbox, Discord, the console).
+
+    ``labels`` are the names the user knows files by where they differ from the paths' (downloads
+    saved under slugs); ``nonce`` forces a fresh job for the same files (see ``submit``).
+    """
+
+    audio: Path | None
+    avatars: tuple[Path, ...] = ()
+    name: str | None = None
+    options: JobOptions = field(default_factory=JobOptions)
+    destinations: tuple[Destination, ...] = ()
+    speech: str | None = None
+    source: str = "cli"
+    nonce: str = ""
+    labels: Mapping[Path, str] = field(default_factory=dict)
+
+
+def submit(store: ObjectStore, settings: Settings, submission: Submission) -> Submitted:
+    """Upload the submission's files and a spec naming them; returns the job id the spec's event will
+    create.
 
     The job folder is content-addressed (same files, options and nonce → same folder, same spec, same
-    job), so submitting twice does not make two jobs; pass a ``nonce`` to force a fresh one. ``labels``:
-    the names the user knows files by where they differ from the paths' (downloads saved under slugs).
-    Refusals (not a file, too large, too many avatars) are ``InvalidInput`` naming the file.
+    job), so submitting twice does not make two jobs; a ``nonce`` forces a fresh one. Refusals (not a
+    file, too large, too many avatars) are ``InvalidInput`` naming the file.
     """
-    options = options or JobOptions()
+    audio, avatars, name, labels = (
+        submission.audio,
+        list(submission.avatars),
+        submission.name,
+        submission.labels,
+    )
+    options, speech, nonce = submission.options, submission.speech, submission.nonce
+    destinations, source = list(submission.destinations), submission.source
     media = [p for p in [audio, *avatars] if p is not None]
-    shown = {p: (labels or {}).get(p) or p.name for p in media}
+    shown = {p: labels.get(p) or p.name for p in media}
     if len(media) - (1 if audio else 0) > MAX_AVATARS:
         raise InvalidInput(
             f"{len(media) - (1 if audio else 0)} avatars were given; a job takes at most {MAX_AVATARS}: "
@@ -194,7 +208,7 @@ def submit_files(
             speech=speech,
             avatars=names[1:] if audio else names,
             options=options,
-            destinations=destinations or [],
+            destinations=destinations,
             source=source,
         )
     except ValidationError as exc:  # the callers check what people give; this is the last guard

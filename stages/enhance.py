@@ -4,16 +4,18 @@ Given render's manifest (``artifacts["video"]``: the silent rendered H.264 clip 
 ``artifacts["audio"]``: the 16 kHz mono voice), or validate's/detect's when the chain has no render
 (then ``artifacts["avatar"]`` is looped), it:
 
-1. times the words (job transcript, else the ``speech`` text of a synthesized job, else speech
-   recognition) and builds subtitle cues when the job asks for subtitles (``stages.subtitles``);
+1. builds subtitle cues when the job asks for subtitles (``stages.subtitles``) from the words of the
+   task's speech timing (the ``speech`` artifact validate made: nothing is aligned or recognized here);
 2. measures the voice's loudness (EBU R128) for a linear normalization to ``settings.loudness_lufs``;
 3. runs ONE ffmpeg encode (``pipeline.media.finish_video``): light denoise and mild sharpen (unless the
    job's ``enhance`` or ``settings.denoise`` is off), burned-in subtitles, loudness, AAC 48 kHz, a
    mov_text track for soft subtitles, ``+faststart``, cut to the audio's length.
 
-Outputs: ``final`` (MP4), and ``srt`` and ``vtt`` when subtitles were made. Burning in needs a font
-libass can load: a known font file is copied into the scratch folder and handed over as ``fontsdir``, so
-it works without fontconfig; with no font anywhere the subtitles become a soft track (warning logged).
+Outputs: ``final`` (MP4), ``quality`` (``quality.json``: ``stages.quality``'s report on the final MP4), and
+``srt`` and ``vtt`` when subtitles were made. Burning in needs a font libass can load that covers the
+subtitles' script: a known font (or any installed font covering the text) is copied into the scratch
+folder and handed over as ``fontsdir``, so it works without fontconfig; with no such font the subtitles
+become a soft track, and a note in the job's status names the scripts missing.
 """
 
 from __future__ import annotations
@@ -28,18 +30,21 @@ from pathlib import Path
 import structlog
 
 from pipeline.config import Settings
-from pipeline.contracts import ArtifactRef, JobSpec, Manifest, SubtitleMode
+from pipeline.contracts import ArtifactRef, JobSpec, Manifest, SpeechTiming, SubtitleMode
 from pipeline.media import (
     FFmpegError,
     FinishJob,
     Loudness,
     SubtitleFont,
     finish_video,
-    load_audio,
     measure_loudness,
 )
 from pipeline.stage import ModelCache, Stage, StageContext
-from stages.subtitles import Cue, cues_from_words, subtitle_words, to_srt, to_vtt, whisper_model
+from stages.fonts import FontChoice, pick_font
+from stages.quality import assess as assess_quality
+from stages.speech import Word
+from stages.speech_timing import UNSPACED, read_timing
+from stages.subtitles import Cue, CueRules, cues_from_words, to_srt, to_vtt
 
 NAME = "enhance"
 log = structlog.get_logger("mouthpiece.enhance")
@@ -62,10 +67,7 @@ FONT_FILES = (
 
 
 def warm_up(settings: Settings, models: ModelCache) -> None:
-    """At worker start: load the faster-whisper model if one is configured (a ``ConfigError`` stops the
-    worker rather than failing jobs later) and look for the burn-in font once."""
-    if settings.asr_model is not None:
-        whisper_model(settings, models)
+    """At worker start: look for the burn-in font once."""
     if subtitle_font() is None:
         log.warning("burn_in_without_font", fallback="soft", looked_for=[f for f, _ in FONT_FILES])
 
@@ -76,47 +78,69 @@ def run(ctx: StageContext, manifest: Manifest) -> list[Manifest]:
     spec = ctx.job_spec
     audio = ctx.fetch(manifest.artifacts["audio"], "audio.wav")
     seconds = manifest.media.audio_seconds
-    cues, source = _cues(ctx, audio, spec, seconds)
-    mode = _subtitle_mode(ctx, spec.options.subtitles, cues)
+    cues, timing = _cues(ctx, manifest, spec, seconds)
+    mode, font, note = _subtitle_mode(ctx, spec.options.subtitles, cues)
     subtitles = _save_subtitles(ctx, cues) if mode is not SubtitleMode.none else {}
     measured = measure_loudness(ctx.settings, audio)
     ctx.progress(PREPARE_SHARE, "encoding")
-    job = _finish_job(ctx, manifest, spec, audio, measured, mode)
+    job = _finish_job(ctx, manifest, spec, audio, measured, mode, font)
     job, output = _encode(ctx, job)
     if mode is SubtitleMode.burn and job.burn_subtitles is None:
         mode = SubtitleMode.soft  # burning in failed; the encode carries them as a track instead
     final = ctx.save(job.dst, "final.mp4", "video/mp4")
+    quality = ctx.save_model(assess_quality(ctx, manifest, job.dst, spec), "quality.json")  # issue 12
     loudness = _reported_loudness(ctx, measured, output)
-    ctx.log.info("enhanced", subtitles=mode.value, cues=len(cues), source=source, loudness=loudness)
-    info = {"subtitles": mode.value, "cues": len(cues), "loudness": loudness}
-    if cues:
-        info["subtitle_source"] = source
-    return [manifest.advance(NAME, info, final=final, **subtitles)]
+    ctx.log.info("enhanced", subtitles=mode.value, cues=len(cues), loudness=loudness)
+    info: dict[str, object] = {"subtitles": mode.value, "cues": len(cues), "loudness": loudness}
+    if cues and timing is not None:
+        info.update(subtitle_source=timing.source, subtitle_language=timing.language)
+    if note:
+        info["notes"] = [*manifest.info.get("notes", []), note]
+    return [manifest.advance(NAME, info, final=final, quality=quality, **subtitles)]
 
 
 # --- subtitles --------------------------------------------------------------------------------------
 
 
-def _cues(ctx: StageContext, audio: Path, spec: JobSpec, seconds: float) -> tuple[list[Cue], str]:
-    """Cues for the job's subtitles (none asked for: none made) and how their words were timed."""
+def _cues(
+    ctx: StageContext, manifest: Manifest, spec: JobSpec, seconds: float
+) -> tuple[list[Cue], SpeechTiming | None]:
+    """Cues for the job's subtitles from the task's speech timing (none asked for: none made)."""
     if spec.options.subtitles is SubtitleMode.none:
-        return [], ""
-    transcript = spec.options.transcript or spec.speech  # a synthesized job says exactly its text
-    words, source = subtitle_words(load_audio(audio), transcript, ctx.settings, ctx.models)
-    return cues_from_words(words, limit=seconds), source
+        return [], None
+    timing = read_timing(ctx, manifest, spec.options.transcript or spec.speech, spec.options.language)
+    words = [Word(w.text, w.start, w.end) for w in timing.words]
+    unspaced = (timing.language or "") in UNSPACED
+    rules = CueRules(max_chars=21, joiner="") if unspaced else CueRules()
+    return cues_from_words(words, rules, limit=seconds), timing
 
 
-def _subtitle_mode(ctx: StageContext, asked: SubtitleMode, cues: list[Cue]) -> SubtitleMode:
-    """What is made of the request: none without cues, soft when burning in has no font to use."""
+def _subtitle_mode(
+    ctx: StageContext, asked: SubtitleMode, cues: list[Cue]
+) -> tuple[SubtitleMode, FontChoice | None, str | None]:
+    """What is made of the request, the font to burn in with, and a note for the job's status: none
+    without cues; soft when no installed font covers the subtitles' script."""
     if asked is SubtitleMode.none:
-        return asked
+        return asked, None, None
     if not cues:
         ctx.log.warning("subtitles_skipped", reason="no speech found to subtitle", asked=asked.value)
-        return SubtitleMode.none
-    if asked is SubtitleMode.burn and subtitle_font() is None:
-        ctx.log.warning("burn_in_without_font", fallback="soft", looked_for=[f for f, _ in FONT_FILES])
-        return SubtitleMode.soft
-    return asked
+        return SubtitleMode.none, None, None
+    if asked is not SubtitleMode.burn:
+        return asked, None, None
+    font = burn_in_font(" ".join(c.text for c in cues))
+    if font.path is None or font.missing:
+        ctx.log.warning("burn_in_without_font", fallback="soft", missing=font.missing)
+        return SubtitleMode.soft, None, _font_note(font)
+    return asked, font, None
+
+
+def _font_note(font: FontChoice) -> str:
+    if font.path is None:
+        return "no font is installed to burn subtitles into the picture; they are a subtitle track instead"
+    return (
+        f"the subtitle font ({font.family}) cannot draw {', '.join(font.missing)}; the subtitles are a "
+        "subtitle track instead of burned in (install a font covering it, e.g. Noto, on the enhance workers)"
+    )
 
 
 def _save_subtitles(ctx: StageContext, cues: list[Cue]) -> dict[str, ArtifactRef]:
@@ -159,16 +183,22 @@ def subtitle_font() -> tuple[Path, str] | None:
     return find_subtitle_font(_font_roots())
 
 
-def _private_font(ctx: StageContext) -> SubtitleFont | None:
+def burn_in_font(text: str) -> FontChoice:
+    """The font to burn ``text`` in: the preferred subtitle font when it covers the text, else any
+    installed font that does (``FontChoice.missing`` names the scripts none covers)."""
+    preferred = subtitle_font()
+    return pick_font(text, [preferred] if preferred else [], _font_roots())
+
+
+def _private_font(ctx: StageContext, font: FontChoice | None) -> SubtitleFont | None:
     """The subtitle font copied alone into a scratch folder: libass loads every file of ``fontsdir``,
     and a system font folder can hold thousands."""
-    found = subtitle_font()
-    if found is None:
+    if font is None or font.path is None or font.family is None:
         return None
     folder = ctx.workdir / "fonts"
     folder.mkdir(exist_ok=True)
-    shutil.copyfile(found[0], folder / found[0].name)
-    return SubtitleFont(folder, found[1])
+    shutil.copyfile(font.path, folder / font.path.name)
+    return SubtitleFont(folder, font.family)
 
 
 # --- the encode -------------------------------------------------------------------------------------
@@ -181,6 +211,7 @@ def _finish_job(
     audio: Path,
     measured: Loudness | None,
     mode: SubtitleMode,
+    font: FontChoice | None,
 ) -> FinishJob:
     """What the single ffmpeg pass is to do, from the manifest, the job's options and the settings."""
     looped = "video" not in manifest.artifacts  # a chain without render: the avatar itself, repeated
@@ -199,7 +230,7 @@ def _finish_job(
         measured=measured,
         soft_subtitles=srt if mode is SubtitleMode.soft else None,
         burn_subtitles=srt if mode is SubtitleMode.burn else None,
-        font=_private_font(ctx) if mode is SubtitleMode.burn else None,
+        font=_private_font(ctx, font) if mode is SubtitleMode.burn else None,
     )
 
 
@@ -234,8 +265,8 @@ class Enhance(Stage):
     """Enhance+subtitle: the finished MP4 (filters, loudness) and its subtitles."""
 
     name = NAME
-    requires = frozenset({"audio", "avatar"})
-    provides = frozenset({"final", "srt", "vtt"})
+    requires = frozenset({"audio", "avatar", "speech"})
+    provides = frozenset({"final", "srt", "vtt", "quality"})
 
     def warm_up(self, settings: Settings, models: ModelCache) -> None:
         warm_up(settings, models)

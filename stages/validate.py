@@ -44,9 +44,12 @@ from pipeline.media import (
     probe,
 )
 from pipeline.specfile import MAX_SPEC_BYTES, parse_spec
-from pipeline.stage import Stage, StageContext, sha256_file
+from pipeline.stage import ModelCache, Stage, StageContext
 from pipeline.storage.base import ObjectInfo, ObjectStore
 from pipeline.submit import job_name, original_name, too_large
+from stages.speech_timing import job_speech_timing
+from stages.tts import Synthesis
+from stages.whisper import whisper_model
 
 NAME = "validate"
 DEFAULT_AVATAR_KEY = "defaults/avatar.png"
@@ -65,13 +68,18 @@ def run(ctx: StageContext, upload: ObjectInfo) -> list[Manifest]:
     )
     # before any work (the spec is stored first, so a refusal still reaches the allowed destinations)
     check_destinations(ctx.settings, spec.destinations, _spec_name(upload))
-    audio_ref, audio_seconds = _voice(ctx, spec, upload)
+    audio_ref, audio_seconds, synthesis = _voice(ctx, spec, upload)
     avatar_keys = [_media_key(upload, a) for a in spec.avatars] or [DEFAULT_AVATAR_KEY]
     manifests = []
     for index, key in enumerate(avatar_keys):
         ctx.progress((index + 0.5) / len(avatar_keys), f"avatar {index + 1} of {len(avatar_keys)}")
         avatar_ref, media = _avatar(ctx, key, audio_seconds)
         manifests.append(_manifest(ctx, f"a{index}", _display_name(key), media, audio_ref, avatar_ref))
+    speech_ref = job_speech_timing(ctx, spec, audio_ref, synthesis)  # once, when the inputs are good
+    for manifest in manifests:
+        manifest.artifacts["speech"] = speech_ref
+        if synthesis is not None:
+            manifest.info["notes"] = [synthesis.note]
     _write_job(ctx, upload, spec, manifests)
     return manifests
 
@@ -102,9 +110,11 @@ def _job_name(filename: str) -> str:
 # --- the voice --------------------------------------------------------------------------------------
 
 
-def _voice(ctx: StageContext, spec: JobSpec, upload: ObjectInfo) -> tuple[ArtifactRef, float]:
+def _voice(
+    ctx: StageContext, spec: JobSpec, upload: ObjectInfo
+) -> tuple[ArtifactRef, float, Synthesis | None]:
     if spec.speech is not None:
-        return _synthesize(ctx, spec.speech)
+        return _synthesize(ctx, spec)
     assert spec.audio is not None
     key = upload.key if not upload.key.endswith(JOB_SPEC_SUFFIXES) else _media_key(upload, spec.audio)
     src, digest, name = _fetch_input(ctx, key, "audio")
@@ -113,7 +123,7 @@ def _voice(ctx: StageContext, spec: JobSpec, upload: ObjectInfo) -> tuple[Artifa
         raise InvalidInput(_not_media(src, name, "voice", info), key=key, code="audio_missing")
     if info.duration > ctx.settings.max_audio_seconds + 1.0:  # before decoding hours of audio to WAV
         _check_voice_length(ctx.settings, info.duration, name)
-    return _normalized_audio(ctx, src, digest, name)
+    return (*_normalized_audio(ctx, src, digest, name), None)
 
 
 def _normalized_audio(ctx: StageContext, src: Path, digest: str, name: str) -> tuple[ArtifactRef, float]:
@@ -155,18 +165,19 @@ def _check_voice_length(settings: Settings, seconds: float, name: str) -> None:
         )
 
 
-def _synthesize(ctx: StageContext, text: str) -> tuple[ArtifactRef, float]:
-    try:
-        from stages.tts import synthesize
-    except ImportError as exc:
-        raise ConfigError("text-to-speech is not available in this installation") from exc
+def _synthesize(ctx: StageContext, spec: JobSpec) -> tuple[ArtifactRef, float, Synthesis]:
+    """The job's ``speech`` text spoken (``stages.tts``), normalized like an uploaded voice."""
+    from stages.tts import synthesize
+
+    assert spec.speech is not None
     wav = ctx.workdir / "speech.wav"
-    synthesize(ctx.settings, text, wav)
-    speech_key = ctx.key("speech.wav")
+    synthesis = synthesize(
+        ctx.settings, spec.speech, wav, voice=spec.options.voice, language=spec.options.language
+    )
     normalized = ctx.workdir / "speech16k.wav"
     normalize_audio(ctx.settings, wav, normalized)
-    ref = ctx.save(normalized, "speech16k.wav", "audio/wav", key=speech_key)
-    return ref, _wav_seconds(ref.size)
+    ref = ctx.save(normalized, "speech16k.wav", "audio/wav", key=ctx.key("speech.wav"))
+    return ref, _wav_seconds(ref.size), synthesis
 
 
 # --- avatars ----------------------------------------------------------------------------------------
@@ -255,9 +266,8 @@ def _fetch_input(ctx: StageContext, key: str, role: str) -> tuple[Path, str, str
         raise InvalidInput(
             too_large(name, info.size, ctx.settings.max_input_bytes), key=key, code="file_too_large"
         )
-    dest = ctx.workdir / f"{role}-{_display_name(key)}"
-    ctx.store.download(bucket, key, dest)
-    return dest, sha256_file(dest), name
+    path, digest = ctx.fetch_object(info, f"{role}-{_display_name(key)}")
+    return path, digest, name
 
 
 PURPOSE = {
@@ -357,10 +367,15 @@ def _write_job(ctx: StageContext, upload: ObjectInfo, spec: JobSpec, manifests: 
     )
     ctx.save_bytes(
         record.model_dump_json(indent=1).encode(),
-        "job.json",
+        "record.json",
         "application/json",
         key=job_record_key(ctx.job_id),
     )
+
+
+def warm_up(settings: Settings, models: ModelCache) -> None:
+    """Load the speech recognizer before the first job (a missing required model stops the worker)."""
+    whisper_model(settings, models)
 
 
 def prepare_store(store: ObjectStore, settings: Settings) -> None:
@@ -380,7 +395,10 @@ class Validate(Stage):
 
     name = NAME
     takes_upload = True
-    provides = frozenset({"audio", "avatar"})
+    provides = frozenset({"audio", "avatar", "speech"})
+
+    def warm_up(self, settings: Settings, models: ModelCache) -> None:
+        warm_up(settings, models)
 
     def prepare_store(self, store: ObjectStore, settings: Settings) -> None:
         prepare_store(store, settings)

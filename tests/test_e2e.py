@@ -17,7 +17,7 @@ import pytest
 from pipeline.contracts import State
 from pipeline.media import probe
 from pipeline.stack import Stack
-from pipeline.submit import submit_files
+from pipeline.submit import Submission, submit
 from tests.conftest import s3_settings
 from tests.pipeline.test_stack import wait_done
 
@@ -96,13 +96,8 @@ def test_s3_store_runs_a_job(tmp_path: Path, assets: Path, nats_url: str, s3_ser
         stop = asyncio.Event()
         tasks = await stack.run_workers(list(settings.chain), stop)
         try:
-            submitted = await asyncio.to_thread(
-                submit_files,
-                stack.store,
-                settings,
-                audio=assets / "jfk.flac",
-                avatars=[assets / "astronaut.png"],
-            )
+            asked = Submission(audio=assets / "jfk.flac", avatars=(assets / "astronaut.png",))
+            submitted = await asyncio.to_thread(submit, stack.store, settings, asked)
             return await wait_done(stack, submitted.job_id, timeout=240)
         finally:
             stop.set()

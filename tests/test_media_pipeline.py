@@ -13,11 +13,11 @@ import cv2
 import numpy as np
 import pytest
 
-from pipeline.contracts import JobOptions, Manifest, State, SubtitleMode
+from pipeline.contracts import JobOptions, Manifest, Motion, State, SubtitleMode
 from pipeline.keys import manifest_key
 from pipeline.media import decode_frames, load_audio, normalize_audio
 from pipeline.stack import Stack
-from pipeline.submit import submit_files
+from pipeline.submit import Submission, submit
 from tests.conftest import make_settings
 from tests.pipeline.test_stack import run_with_stack, wait_done
 from tests.test_e2e import run_cli
@@ -41,9 +41,10 @@ def loudness_envelope(audio: np.ndarray, n_frames: int, fps: float) -> np.ndarra
     )
 
 
-def run_job(settings: Any, **submit: Any) -> tuple[Any, Stack | None]:
+def run_job(settings: Any, **fields: Any) -> tuple[Any, Stack | None]:
     async def body(stack: Stack) -> Any:
-        submitted = await asyncio.to_thread(submit_files, stack.store, settings, **submit)
+        asked = Submission(**{k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()})
+        submitted = await asyncio.to_thread(submit, stack.store, settings, asked)
         return await wait_done(stack, submitted.job_id, timeout=300)
 
     return run_with_stack(settings, body)
@@ -58,7 +59,8 @@ def talking(tmp_path_factory: pytest.TempPathFactory, assets: Path, nats_url: st
         settings,
         audio=assets / "jfk.flac",
         avatars=[assets / "astronaut.png"],
-        options=JobOptions(transcript=TRANSCRIPT, subtitles=SubtitleMode.soft),
+        # a still head: these tests isolate the mouth (blinks and head motion: tests/test_faces_pipeline.py)
+        options=JobOptions(transcript=TRANSCRIPT, subtitles=SubtitleMode.soft, motion=Motion.none),
     )
     assert status.state == State.done, status.reason
     from pipeline.storage import open_store

@@ -51,7 +51,7 @@ from pipeline.bus import Bus
 from pipeline.config import Settings
 from pipeline.console.auth import CSRF_FIELD, CSRF_HEADER, Access, Session
 from pipeline.console.index import JobIndex
-from pipeline.console.upload import TooLarge, body_limit, capped_form, read_new_job, submit
+from pipeline.console.upload import TooLarge, body_limit, capped_form, read_new_job, submit_new_job
 from pipeline.console.views import dead_letters, flatten, input_key, job_view, model_rows, output_names
 from pipeline.contracts import JobOptions, State
 from pipeline.control import cancel_job
@@ -356,7 +356,7 @@ class Console:
         try:
             job = await read_new_job(form, self.settings)
             try:
-                submitted = await asyncio.to_thread(submit, self.store, self.settings, job)
+                submitted = await asyncio.to_thread(submit_new_job, self.store, self.settings, job)
             finally:
                 job.close()
         except MouthpieceError as exc:

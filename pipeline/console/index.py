@@ -33,7 +33,7 @@ from pipeline.contracts import FINAL_STATES, FailedDrop, JobStatus, Progress, St
 from pipeline.drops import list_failed_drops
 from pipeline.errors import MouthpieceError, ObjectNotFound
 from pipeline.events import parse_event
-from pipeline.keys import cancel_subject, parse_manifest_key, progress_subject, spec_key
+from pipeline.keys import cancel_subject, job_record_key, parse_manifest_key, progress_subject, spec_key
 from pipeline.status import finished_before, job_status, list_jobs, read_job
 from pipeline.storage.base import ObjectStore
 
@@ -61,6 +61,8 @@ class JobSummary:
     tasks: int = 1
     outputs: list[str] = field(default_factory=list)
     progress: float | None = None
+    flagged: bool = False
+    """A video scored under the job's quality threshold (``min_quality``)."""
 
     @property
     def finished(self) -> bool:
@@ -126,6 +128,7 @@ def summarize(store: ObjectStore, settings: Settings, job_id: str) -> JobSummary
         tasks=max(1, len(status.tasks)),
         outputs=list(status.outputs),
         progress=min(running) if running else None,
+        flagged=bool(getattr(status, "flagged", False)),
     )
 
 
@@ -141,7 +144,8 @@ def job_ids(store: ObjectStore, settings: Settings) -> list[str]:
             names = [e.name for e in entries if _JOB_ID.match(e.name)]
     except FileNotFoundError:
         return []
-    return [n for n in names if (folder / n / "job.json").is_file()]
+    record = job_record_key(names[0]).rsplit("/", 1)[1] if names else ""
+    return [n for n in names if (folder / n / record).is_file()]
 
 
 def _local_root(store: object) -> Path | None:

@@ -1,5 +1,5 @@
 """The new-job form: a capped request body, files sniffed as Discord attachments are, and a submission
-through ``pipeline.submit.submit_files`` (the folder drop's path).
+through ``pipeline.submit.submit`` (the folder drop's path).
 
 The whole body is capped at twice ``max_input_bytes`` (plus 1 MiB for the fields) while it streams in,
 and refused at once when its declared length is larger; each file is capped at ``max_input_bytes``.
@@ -29,7 +29,7 @@ from pipeline.errors import InvalidInput
 from pipeline.media import looks_like
 from pipeline.specfile import describe_validation_error
 from pipeline.storage.base import ObjectStore
-from pipeline.submit import MAX_AVATARS, Submitted, job_name, slug, submit_files, too_large
+from pipeline.submit import MAX_AVATARS, Submission, Submitted, job_name, slug, submit, too_large
 
 FIELDS_BYTES = 1024 * 1024
 SMALL_FORM_BYTES = 64 * 1024
@@ -182,13 +182,11 @@ def _refusal(name: str, what: str, accept: frozenset[Kind], head: bytes) -> str:
     return f"{name} is not an image or a video{said}: {IMAGE_HINT}"
 
 
-def submit(store: ObjectStore, settings: Settings, job: NewJob) -> Submitted:
+def submit_new_job(store: ObjectStore, settings: Settings, job: NewJob) -> Submitted:
     """Submit the checked job the way a folder drop is (blocking: run in a thread)."""
-    return submit_files(
-        store,
-        settings,
+    submission = Submission(
         audio=job.audio,
-        avatars=job.avatars,
+        avatars=tuple(job.avatars),
         name=job.name,
         options=job.options,
         speech=job.speech,
@@ -196,6 +194,7 @@ def submit(store: ObjectStore, settings: Settings, job: NewJob) -> Submitted:
         nonce=uuid.uuid4().hex,
         labels=job.labels,
     )
+    return submit(store, settings, submission)
 
 
 Handler = Callable[[Request], Awaitable[Any]]

@@ -261,6 +261,16 @@ class DiscordApi:
         response = send_with_retries(send, "registering commands", self.policy)
         return _json(response)
 
+    # --- reading names (mentions in announcement texts) --------------------------------------------------
+    def get(self, path: str, bot_token: str, what: str) -> Any:
+        """``GET {base}{path}`` as the bot (``/guilds/{id}/members/{id}``, ``/channels/{id}``, ...)."""
+        url, headers = f"{self.base}{path}", {"Authorization": f"Bot {bot_token}"}
+
+        def send() -> httpx.Response:
+            return self._client.get(url, headers=headers)
+
+        return _json(send_with_retries(send, what, self.policy))
+
     # --- plumbing ------------------------------------------------------------------------------------------
     def _send(
         self,

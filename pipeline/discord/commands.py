@@ -1,8 +1,8 @@
 """The slash commands mouthpiece answers, and ``register`` to put them to Discord.
 
 ``/avatar audio:<file> [avatar:<file>] [style:<choice>] [text:<transcript>]`` makes a talking-avatar
-video of the caller's voice clip; ``/announce text:<...> [avatar:<file>]`` has an avatar read a text
-into the announcement channel (members with Manage Server or an announcer role).
+video of the caller's voice clip; ``/announce text:<...> [avatar:<file>] [voice:<name>]`` has an avatar
+read a text into the announcement channel (members with Manage Server or an announcer role).
 """
 
 from __future__ import annotations
@@ -59,6 +59,7 @@ ANNOUNCE_COMMAND: dict[str, Any] = {
     "options": [
         _string("text", "What the avatar says", True, max_length=2000),
         _attachment("avatar", "A photo or video of a face (default: the server's avatar)", False, ["image", "video"]),
+        _string("voice", "Voice to read with, e.g. en_US-joe-medium or de (default: the server's)", False, max_length=100),
     ],
 }  # fmt: skip
 

@@ -45,7 +45,7 @@ from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserver
 
 from pipeline.config import Settings
-from pipeline.contracts import FailedDrop, FolderDestination, JobSpec
+from pipeline.contracts import FailedDrop, FolderDestination, JobOptions, JobSpec
 from pipeline.destinations import check_destinations
 from pipeline.drops import record_failed_drop
 from pipeline.errors import DropRefused, MouthpieceError, RetryableError
@@ -56,8 +56,9 @@ from pipeline.submit import (
     IMAGE_EXTS,
     SPEC_EXTS,
     VIDEO_EXTS,
+    Submission,
     Submitted,
-    submit_files,
+    submit,
     timestamp,
     too_large,
     what_it_is,
@@ -349,18 +350,17 @@ class FolderIngress:
         scratch.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(prefix="mp-inbox-", dir=scratch) as tmp:
             staged = self._stage(drop, Path(tmp))
-            submitted = submit_files(
-                self.store,
-                self.settings,
+            asked = Submission(
                 audio=staged.get(drop.audio) if drop.audio else None,
-                avatars=[staged[a] for a in drop.avatars],
+                avatars=tuple(staged[a] for a in drop.avatars),
                 name=(spec.name if spec else None) or drop.name,
-                options=spec.options if spec else None,
-                destinations=destinations,
+                options=spec.options if spec else JobOptions(),
+                destinations=tuple(destinations),
                 speech=spec.speech if spec else None,
                 source="folder",
                 nonce=nonce,
             )
+            submitted = submit(self.store, self.settings, asked)
         log.info("drop_submitted", entry=drop.name, job_id=submitted.job_id, avatars=len(drop.avatars))
         if self.on_submit is not None:
             self.on_submit(submitted, drop)

@@ -9,7 +9,7 @@
     /  (everything else)         the web console, its API and /metrics (``pipeline.console``)
 
 An interaction is handled once: its id is remembered for 15 minutes, and its job folder is derived from
-the id (``submit_files(nonce=...)`` with content that is the same on every delivery), so a delivery this
+the id (``Submission(nonce=...)`` with content that is the same on every delivery), so a delivery this
 process did not see still maps to the same job. Tokens and webhook URLs are never logged.
 """
 
@@ -62,6 +62,7 @@ from pipeline.discord.interactions import (
     can_announce,
     parse_interaction,
 )
+from pipeline.discord.mentions import display_name, named_mentions
 from pipeline.discord.progress import ProgressForwarder
 from pipeline.discord.signature import SignatureError, verify
 from pipeline.errors import ConfigError, InvalidInput, MouthpieceError, RetryableError
@@ -70,7 +71,7 @@ from pipeline.keys import event_subject
 from pipeline.logs import REDACTOR
 from pipeline.specfile import describe_validation_error
 from pipeline.storage.base import ObjectStore
-from pipeline.submit import Submitted, submit_files
+from pipeline.submit import Submission, Submitted, submit
 
 if TYPE_CHECKING:
     from pipeline.stack import Stack
@@ -283,14 +284,16 @@ class Ingress:
             labels[face.path] = "your profile picture"
         options = _options(it.option("style"), it.option("text"))
         await self._reply(it, "Got it: your video is queued…")
-        return await asyncio.to_thread(
-            submit_files, self.store, self.settings, audio=audio.path, avatars=[face.path],
-            name=audio.path.stem, options=options, destinations=[self._destination(it)],
-            source=f"discord:{it.guild_id or 'dm'}", nonce=f"discord-{it.id}", labels=labels,
+        asked = Submission(
+            audio=audio.path, avatars=(face.path,), name=audio.path.stem, options=options,
+            destinations=(self._destination(it),), source=f"discord:{it.guild_id or 'dm'}",
+            nonce=f"discord-{it.id}", labels=labels,
         )  # fmt: skip
+        return await asyncio.to_thread(submit, self.store, self.settings, asked)
 
     async def _announce_job(self, it: Interaction, folder: Path) -> Submitted:
-        text = _speech_text(it.option("text"))
+        text = await asyncio.to_thread(self._named_mentions, it, _speech_text(it.option("text")))
+        options = _voice_options(it.option("voice"))
         avatars: list[Path] = []
         face_info = it.attachment("avatar")
         if face_info is not None:
@@ -302,11 +305,19 @@ class Ingress:
             self._destination(it),
         ]
         await self._reply(it, "Got it: your announcement is queued…")
-        return await asyncio.to_thread(
-            submit_files, self.store, self.settings, audio=None, avatars=avatars, name="announcement",
-            speech=text, destinations=destinations, source=f"discord:{it.guild_id or 'dm'}",
-            nonce=f"discord-{it.id}",
+        asked = Submission(
+            audio=None, avatars=tuple(avatars), name="announcement", speech=text, options=options,
+            destinations=tuple(destinations), source=f"discord:{it.guild_id or 'dm'}", nonce=f"discord-{it.id}",
         )  # fmt: skip
+        return await asyncio.to_thread(submit, self.store, self.settings, asked)
+
+    def _named_mentions(self, it: Interaction, text: str) -> str:
+        """Mentions in an announcement as names (looked up with the bot token when one is set)."""
+        token = self.settings.discord_bot_token
+        caller = display_name({"nick": it.member.nick if it.member else None, "user": it.caller.model_dump()})
+        known = {it.caller.id: caller} if caller else {}
+        secret = token.get_secret_value() if token is not None else None
+        return named_mentions(text, self.api, secret, it.guild_id, known)
 
     # --- /hooks/bot -------------------------------------------------------------------------------------
     async def hooks_bot(self, request: Request) -> Response:
@@ -348,12 +359,12 @@ class Ingress:
         if voice is None:
             raise InvalidInput("That file is not audio: send .mp3, .wav, .ogg, .m4a or .flac")
         faces = [f.path for f in files if f is not voice]
-        return await asyncio.to_thread(
-            submit_files, self.store, self.settings, audio=voice.path, avatars=faces, name=voice.path.stem,
-            options=_options(None, event.text), destinations=[DiscordWebhookDestination(url=webhook)],
-            source=f"discord:{event.guild or 'relay'}", nonce=f"relay-{event.id or time.time()}",
-            labels=labels,
+        asked = Submission(
+            audio=voice.path, avatars=tuple(faces), name=voice.path.stem, options=_options(None, event.text),
+            destinations=(DiscordWebhookDestination(url=webhook),), source=f"discord:{event.guild or 'relay'}",
+            nonce=f"relay-{event.id or time.time()}", labels=labels,
         )  # fmt: skip
+        return await asyncio.to_thread(submit, self.store, self.settings, asked)
 
     async def _welcome_job(self, event: MemberJoinEvent, folder: Path) -> Submitted:
         webhook = (
@@ -365,11 +376,13 @@ class Ingress:
             raise ConfigError("no welcome webhook is configured (MOUTHPIECE_DISCORD_WELCOME_WEBHOOK)")
         text = _welcome_text(self.settings.discord_welcome_text, event.guild, event.member)
         avatars = [await self._welcome_face(event, folder)] if self._has_welcome_face(event) else []
-        return await asyncio.to_thread(
-            submit_files, self.store, self.settings, audio=None, avatars=avatars, name="welcome",
-            speech=text, destinations=[DiscordWebhookDestination(url=webhook, content=text)],
+        asked = Submission(
+            audio=None, avatars=tuple(avatars), name="welcome", speech=text,
+            options=_voice_options(self.settings.discord_welcome_voice),
+            destinations=(DiscordWebhookDestination(url=webhook, content=text),),
             source=f"discord:{event.guild}", nonce=f"join-{event.id or time.time()}",
         )  # fmt: skip
+        return await asyncio.to_thread(submit, self.store, self.settings, asked)
 
     def _has_welcome_face(self, event: MemberJoinEvent) -> bool:
         return self.settings.discord_welcome_avatar is not None or bool(event.avatar_url)
@@ -662,6 +675,14 @@ def _options(style: Any, transcript: Any) -> JobOptions:
     if style and str(style) not in {s.value for s in Style}:
         raise InvalidInput("The style must be auto, photo or cartoon.", code="style_invalid")
     return JobOptions(style=Style(style) if style else Style.auto, transcript=text or None)
+
+
+def _voice_options(voice: Any) -> JobOptions:
+    """Options of a speech job: the voice asked for (checked against the installed ones in validate)."""
+    try:
+        return JobOptions(voice=str(voice).strip() or None if voice else None)
+    except ValidationError:
+        raise InvalidInput("The voice name may use only letters, digits, '-', '_' and '.'.") from None
 
 
 def _speech_text(text: Any) -> str:

@@ -4,12 +4,16 @@
   (``conclude``): ack, nak with a delay, term, dead letter, the record's new state;
 - ``records``: the record keeper — claims (compare-and-set in the bus's claim store), heartbeats,
   stage records in the store;
-- ``worker``: the pull loop — the one place that acks, naks and terms, and calls stages.
+- ``handler``: one delivery from decoding to the ack — the one place that acks, naks and terms, and
+  calls stages;
+- ``worker``: the pull loop (slots, drain, idle exit) and what a worker does at start-up (reclaiming a
+  dead predecessor's tasks, removing its scratch folders).
 
 Its contract tests (``tests/pipeline/runner``) run on the in-memory bus (``pipeline.memory``) and on a
 real nats-server.
 """
 
-from pipeline.runner.worker import Work, Worker
+from pipeline.runner.handler import Handler, Work
+from pipeline.runner.worker import Worker
 
-__all__ = ["Work", "Worker"]
+__all__ = ["Handler", "Work", "Worker"]

@@ -43,6 +43,8 @@ class Ticket:
     record: StageRecord
     lost: bool = False
     final: bool = False
+    shown: float | None = None
+    """The progress the stored record shows."""
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     @property
@@ -130,8 +132,9 @@ class RecordKeeper:
     async def start(self, ticket: Ticket) -> None:
         await asyncio.to_thread(write_record, self.store, self.settings, ticket.record)
 
-    async def beat(self, ticket: Ticket) -> bool:
-        """Renew the claim (and the record's heartbeat); False when another worker has taken it over."""
+    async def beat(self, ticket: Ticket, *, show: bool = True) -> bool:
+        """Renew the claim; False when another worker has taken it over. With ``show``, the stage record
+        (what people see) is rewritten too when the run's progress moved since it was last written."""
         async with ticket.lock:
             if ticket.final:
                 return True
@@ -144,8 +147,10 @@ class RecordKeeper:
                 return False
             ticket.revision = new
             ticket.record.heartbeat_at = ticket.claim.heartbeat_at
-            with contextlib.suppress(Exception):  # the record is for people; the claim is what counts
-                await asyncio.to_thread(write_record, self.store, self.settings, ticket.record)
+            if show and ticket.record.progress != ticket.shown:
+                ticket.shown = ticket.record.progress
+                with contextlib.suppress(Exception):  # the record is for people; the claim is what counts
+                    await asyncio.to_thread(write_record, self.store, self.settings, ticket.record)
         return True
 
     # --- the end of a run -------------------------------------------------------------------------------

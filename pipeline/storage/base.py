@@ -60,6 +60,14 @@ class ObjectStore(Protocol):
 
 
 @runtime_checkable
+class LocalFiles(Protocol):
+    """Stores whose objects are files on this machine (the local store): readers may use them in place.
+    ``put`` of such a store records the object's ``sha256`` metadata itself, in the same read."""
+
+    def local_path(self, bucket: str, key: str) -> Path | None: ...
+
+
+@runtime_checkable
 class Presigner(Protocol):
     """Stores that can hand out a time-limited download link (S3); the local store cannot."""
 

@@ -15,7 +15,7 @@ from pipeline.config import Settings
 from pipeline.errors import StorageError
 from pipeline.events import build_event, message_id
 from pipeline.keys import event_subject
-from pipeline.storage.base import ObjectInfo, ObjectStore, Presigner
+from pipeline.storage.base import LocalFiles, ObjectInfo, ObjectStore, Presigner
 
 Publish = Callable[[str, bytes, str], None]
 """publish(subject, payload, msg_id); blocks until the bus has stored the message."""
@@ -61,6 +61,9 @@ class EmittingStore:
 
     def list(self, bucket: str, prefix: str = "") -> Iterator[ObjectInfo]:
         return self.inner.list(bucket, prefix)
+
+    def local_path(self, bucket: str, key: str) -> Path | None:
+        return self.inner.local_path(bucket, key) if isinstance(self.inner, LocalFiles) else None
 
     def presigned_url(self, bucket: str, key: str, expires_seconds: int) -> str:
         if not isinstance(self.inner, Presigner):

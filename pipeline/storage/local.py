@@ -4,6 +4,11 @@ Writes go to a temporary file in ``ROOT/.tmp`` and are renamed into place, so re
 partial object. Content type, metadata and the ETag (MD5, as S3 computes it for single-part uploads) are
 kept in a sidecar under ``ROOT/.meta``; the sidecar records the data file's size and mtime, so a file
 changed behind the store's back (dropped in by hand) gets a fresh ETag.
+
+Work done once: a write reads its data once, computing the MD5 ETag and the SHA-256 (kept as the
+``sha256`` metadata unless the caller gave one) as it copies; an object written from another object of
+this store is a hard link (objects are never changed in place, only replaced), with the source's hashes;
+``local_path`` lets readers use an object's file where it is, without copying it.
 """
 
 from __future__ import annotations
@@ -32,6 +37,18 @@ def _md5_file(path: Path) -> str:
         while chunk := f.read(_CHUNK):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+class _Hashes:
+    """MD5 (the ETag) and SHA-256 of the bytes passed through ``update``, in one pass."""
+
+    def __init__(self) -> None:
+        self.md5 = hashlib.md5(usedforsecurity=False)
+        self.sha256 = hashlib.sha256()
+
+    def update(self, chunk: bytes) -> None:
+        self.md5.update(chunk)
+        self.sha256.update(chunk)
 
 
 def _check_bucket(bucket: str) -> str:
@@ -79,18 +96,57 @@ class LocalStore:
         dest = self.path_of(bucket, key)
         self._bucket_dir(bucket)
         try:
-            tmp = self._temp_copy(data)
+            tmp, etag, sha256 = self._linked(data) or self._temp_copy(data)
         except OSError as exc:
             raise StorageError(f"cannot write {key}: {exc.strerror or exc}", key=key) from exc
         try:
-            etag, st = _md5_file(tmp), tmp.stat()
+            st = tmp.stat()
+            meta = {"sha256": sha256, **dict(metadata or {})}
             # data and sidecar change together: a concurrent writer of the same key (another thread
             # or process) waits, so the sidecar always describes the data beside it
             with self._key_lock(bucket, key):
                 self._place(tmp, dest, key)
-                return self._write_meta(bucket, key, st, etag, content_type, dict(metadata or {}))
+                return self._write_meta(bucket, key, st, etag, content_type, meta)
         finally:
             tmp.unlink(missing_ok=True)
+            if tmp.parent.name.startswith("link-"):
+                shutil.rmtree(tmp.parent, ignore_errors=True)
+
+    def _linked(self, data: bytes | Path) -> tuple[Path, str, str] | None:
+        """A hard link to ``data`` when it is an object file of this store (no copy, no hashing: its
+        sidecar has both hashes), else None."""
+        if isinstance(data, bytes):
+            return None
+        source = self._object_of(Path(data))
+        if source is None:
+            return None
+        info = self.stat(*source)
+        if info is None or "sha256" not in info.metadata:
+            return None
+        self._tmp.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=self._tmp, prefix="link-")) / "data"
+        try:
+            os.link(self.path_of(*source), tmp)
+        except OSError:
+            shutil.rmtree(tmp.parent, ignore_errors=True)
+            return None
+        return tmp, info.etag, info.metadata["sha256"]
+
+    def _object_of(self, path: Path) -> tuple[str, str] | None:
+        """(bucket, key) when ``path`` is an object file of this store."""
+        try:
+            relative = path.resolve().relative_to(self.root.resolve())
+        except ValueError:
+            return None
+        parts = relative.parts
+        if len(parts) < 2 or parts[0].startswith("."):
+            return None
+        return parts[0], "/".join(parts[1:])
+
+    def local_path(self, bucket: str, key: str) -> Path | None:
+        """The file holding bucket/key, to read in place (never to write: objects are replaced whole)."""
+        path = self.path_of(bucket, key)
+        return path if path.is_file() else None
 
     @contextlib.contextmanager
     def _key_lock(self, bucket: str, key: str) -> Iterator[None]:
@@ -104,23 +160,28 @@ class LocalStore:
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
-    def _temp_copy(self, data: bytes | Path) -> Path:
+    def _temp_copy(self, data: bytes | Path) -> tuple[Path, str, str]:
+        """The data in a temporary file, and its MD5 and SHA-256, computed in the one read."""
         self._tmp.mkdir(parents=True, exist_ok=True)
         fd, name = tempfile.mkstemp(dir=self._tmp, prefix="put-")
         tmp = Path(name)
+        hashes = _Hashes()
         try:
             with os.fdopen(fd, "wb") as out:
                 if isinstance(data, bytes):
+                    hashes.update(data)
                     out.write(data)
                 else:
                     with Path(data).open("rb") as src:
-                        shutil.copyfileobj(src, out, _CHUNK)
+                        while chunk := src.read(_CHUNK):
+                            hashes.update(chunk)
+                            out.write(chunk)
                 out.flush()
                 os.fsync(out.fileno())
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
-        return tmp
+        return tmp, hashes.md5.hexdigest(), hashes.sha256.hexdigest()
 
     def _place(self, tmp: Path, dest: Path, key: str) -> None:
         try:

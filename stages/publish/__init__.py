@@ -1,6 +1,7 @@
 """publish: the last stage. Puts the finished video where the job's people will find it.
 
-Always: the outputs bucket (``<job>/<name>.mp4``, subtitles beside it, ``<job>/status.json``). Then each
+Always: the outputs bucket (``<job>/<name>.mp4``, subtitles and the quality report
+``<name>.quality.json`` beside it, ``<job>/status.json``). Then each
 destination of the job spec: a folder (the embedded default's output folder), Discord (see
 ``stages.publish.discord``). Each destination gets an intent before anything is sent and a marker after
 (``published/<destination>.intent.json`` / ``.json``), so a redelivered message never publishes twice
@@ -41,9 +42,10 @@ def run(ctx: StageContext, manifest: Manifest) -> list[Manifest]:
     check_destinations(ctx.settings, spec.destinations)  # validate did; a refusal here publishes nothing
     filename = output_name(ctx.store, ctx.settings, manifest, spec)
     video = _final_video(ctx, manifest)
-    published = [_to_outputs(ctx, video, filename, manifest)]
+    where, ref = _to_outputs(ctx, video, filename, manifest)
+    published = [where]
     for destination in spec.destinations:
-        published.extend(_to_destination(ctx, destination, video, filename, manifest))
+        published.extend(_to_destination(ctx, destination, video, ref.sha256, filename, manifest))
     # outputs/<job>/status.json is written by the runner once this task's done record is
     return [manifest.advance(NAME, {"published": published})]
 
@@ -83,16 +85,17 @@ def _final_video(ctx: StageContext, manifest: Manifest) -> Path:
     return out
 
 
-def _to_outputs(ctx: StageContext, video: Path, filename: str, manifest: Manifest) -> str:
+def _to_outputs(ctx: StageContext, video: Path, filename: str, manifest: Manifest) -> tuple[str, ArtifactRef]:
+    """The video (and subtitles) in the outputs bucket; where it went and its reference."""
     bucket = ctx.settings.bucket_outputs
     key = output_key(ctx.job_id, filename)
-    ctx.save(video, filename, "video/mp4", key=key, bucket=bucket)
-    for role in ("srt", "vtt"):
+    ref = ctx.save(video, filename, "video/mp4", key=key, bucket=bucket)
+    for role, suffix in (("srt", "srt"), ("vtt", "vtt"), ("quality", "quality.json")):
         if role in manifest.artifacts:
             _copy_artifact(
-                ctx, manifest.artifacts[role], output_key(ctx.job_id, f"{Path(filename).stem}.{role}")
+                ctx, manifest.artifacts[role], output_key(ctx.job_id, f"{Path(filename).stem}.{suffix}")
             )
-    return f"{bucket}/{key}"
+    return f"{bucket}/{key}", ref
 
 
 def _copy_artifact(ctx: StageContext, ref: ArtifactRef, key: str) -> None:
@@ -110,7 +113,7 @@ def destination_id(destination: Destination) -> str:
 
 
 def _to_destination(
-    ctx: StageContext, destination: Destination, video: Path, filename: str, manifest: Manifest
+    ctx: StageContext, destination: Destination, video: Path, digest: str, filename: str, manifest: Manifest
 ) -> list[str]:
     """Publish to one destination exactly once: an intent is written before anything leaves, the
     marker after; a retry finds the marker (done), or the intent (the earlier run may have published:
@@ -122,7 +125,7 @@ def _to_destination(
         return []
     intent = Intent(ctx, dest_id)
     if isinstance(destination, FolderDestination):
-        where = publish_to_folder(ctx.settings, destination, video, filename, ctx.job_id, intent)
+        where = publish_to_folder(ctx.settings, destination, video, digest, filename, ctx.job_id, intent)
         fault(ctx.settings, "publish.after_copy")
     else:
         from stages.publish.discord import publish_to_discord

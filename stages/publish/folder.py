@@ -34,6 +34,7 @@ def publish_to_folder(
     settings: Settings,
     destination: FolderDestination,
     video: Path,
+    digest: str,
     filename: str,
     job_id: str,
     intent: IntentStore,
@@ -54,7 +55,7 @@ def publish_to_folder(
         if not target.exists():
             return _copy_in(video, target, job_id)
     target = _free_target(folder, filename, job_id)
-    intent.write({"path": str(target), "size": video.stat().st_size, "sha256": sha256_file(video)})
+    intent.write({"path": str(target), "size": video.stat().st_size, "sha256": digest})
     return _copy_in(video, target, job_id)
 
 

@@ -20,7 +20,7 @@ from pipeline.memory import MemoryBus
 from pipeline.metrics import Metrics, ObservedStore, metrics_app, queue_stats
 from pipeline.stack import Stack
 from pipeline.storage import open_store
-from pipeline.submit import submit_files
+from pipeline.submit import Submission, submit
 from tests.conftest import make_settings
 from tests.pipeline.test_stack import wait_done
 
@@ -66,7 +66,8 @@ def test_runs_durations_and_failures_are_counted_once_per_run(tmp_path: Path) ->
 
 
 def test_render_frames_per_second_and_publications_by_kind(tmp_path: Path) -> None:
-    """The render manifest gives frames/s (frames over render seconds); each publication marker counts
+    """A render run that ended well gives frames/s (its manifest's frames over the record's seconds);
+    each publication marker counts
     a publication of its destination's kind; a publish run that ends without its marker counts the
     intent as failed."""
     settings = make_settings(tmp_path)
@@ -76,9 +77,11 @@ def test_render_frames_per_second_and_publications_by_kind(tmp_path: Path) -> No
     manifest = Manifest(
         job_id=JOB, task="a0", stage="render", spec_key="s", avatar_name="a.png",
         media=MediaInfo(audio_seconds=4, fps=25, width=2, height=2, frames=1, still=True),
-        artifacts={"video": ref}, info={"renderer": "viseme", "frames": 100}, timings={"render": 2.0},
+        artifacts={"video": ref}, info={"renderer": "viseme", "frames": 100},
     )  # fmt: skip
     store.put(settings.bucket_work, manifest_key(JOB, "a0", "render"), manifest.model_dump_json().encode())
+    rendered = record("render", State.done, "done").model_copy(update={"seconds": 2.0})
+    store.put(settings.bucket_work, record_key(JOB, "a0", "render"), rendered.model_dump_json().encode())
     store.put(settings.bucket_work, published_key(JOB, "a0", "folder-0123456789abcdef"), b"{}")
     store.put(settings.bucket_outputs, f"{JOB}/greeting.mp4", b"video")
     intent = (
@@ -149,14 +152,8 @@ def test_two_jobs_through_a_real_stack_give_the_right_counts(
         app = build_app(settings, stack.store, stack.bus, console=console)
         try:
             for nonce in ("one", "two"):
-                submitted = await asyncio.to_thread(
-                    submit_files,
-                    stack.store,
-                    settings,
-                    audio=voice,
-                    avatars=[assets / "astronaut.png"],
-                    nonce=nonce,
-                )
+                submission = Submission(audio=voice, avatars=(assets / "astronaut.png",), nonce=nonce)
+                submitted = await asyncio.to_thread(submit, stack.store, settings, submission)
                 status = await wait_done(stack, submitted.job_id, timeout=180)
                 assert status.state == State.done, status.reason
             async with httpx.AsyncClient(

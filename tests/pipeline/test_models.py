@@ -58,7 +58,8 @@ def _settings(tmp_path: Path, **values: object) -> Settings:
 
 
 def test_known_models(tmp_path: Path) -> None:
-    """Both Wav2Lip checkpoints, face-alignment's two files and the optional restorer are listed."""
+    """Both Wav2Lip checkpoints, face-alignment's two files, the optional restorer and the Whisper model
+    folder are listed."""
     models = {m.name: m for m in known_models(_settings(tmp_path))}
     assert set(models) == {
         "wav2lip.pth",
@@ -66,7 +67,9 @@ def test_known_models(tmp_path: Path) -> None:
         "s3fd-619a316812.pth",
         "2DFAN4-11f355bf06.pth.tar",
         "face_restoration.pt",
+        "faster-whisper-base",
     }
+    assert models["faster-whisper-base"].directory and models["faster-whisper-base"].optional
     assert models["face_restoration.pt"].optional and not models["wav2lip_gan.pth"].optional
     assert models["wav2lip_gan.pth"].default_url is None
 

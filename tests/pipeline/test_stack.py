@@ -23,7 +23,7 @@ from pipeline.keys import subject_for
 from pipeline.stack import Stack
 from pipeline.stage import Stage
 from pipeline.status import job_status, read_record
-from pipeline.submit import submit_files, submit_spec
+from pipeline.submit import Submission, submit, submit_spec
 from tests.conftest import make_settings
 from tests.pipeline.test_events import MINIO_RECORD
 
@@ -124,11 +124,14 @@ def test_corrupt_input_fails_with_reason_and_worker_serves_next(
 
     async def body(stack: Stack) -> tuple[Any, Any]:
         bad = await asyncio.to_thread(
-            submit_files, stack.store, settings, audio=assets / "jfk.flac", avatars=[fake], name="bad"
+            submit, stack.store, settings, Submission(audio=assets / "jfk.flac", avatars=(fake,), name="bad")
         )
         bad_status = await wait_done(stack, bad.job_id)
         good = await asyncio.to_thread(
-            submit_files, stack.store, settings, audio=assets / "jfk.flac", avatars=[assets / "astronaut.png"]
+            submit,
+            stack.store,
+            settings,
+            Submission(audio=assets / "jfk.flac", avatars=(assets / "astronaut.png",)),
         )
         return bad_status, await wait_done(stack, good.job_id)
 

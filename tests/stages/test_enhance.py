@@ -16,10 +16,21 @@ import pytest
 import soundfile
 
 import stages.enhance as enhance
+import stages.validate as validate
 from pipeline import ASSETS_DIR
 from pipeline.config import Settings
-from pipeline.contracts import REVEAL, JobOptions, JobSpec, Manifest, MediaInfo, SubtitleMode
-from pipeline.errors import ConfigError
+from pipeline.contracts import (
+    REVEAL,
+    JobOptions,
+    JobSpec,
+    Manifest,
+    MediaInfo,
+    Span,
+    SpeechTiming,
+    SubtitleMode,
+    TimedWord,
+    job_id_for,
+)
 from pipeline.keys import spec_key
 from pipeline.media import (
     FinishJob,
@@ -35,9 +46,16 @@ from pipeline.media import (
     subtitle_style,
 )
 from pipeline.stage import ModelCache, StageContext
+from pipeline.status import read_spec
 from pipeline.storage.local import LocalStore
 from pipeline.testing import StageEnvironment
+from stages import speech
+from stages import whisper as whisper_module
+from stages.enhance import burn_in_font
+from stages.speech_timing import speech_artifact
+from stages.whisper import LoadedWhisper
 from tests.conftest import make_settings
+from tests.stages.conftest import models_with
 
 JFK_TRANSCRIPT = (
     "And so my fellow Americans, ask not what your country can do for you, "
@@ -117,6 +135,15 @@ def rendered_video(settings: Settings, dst: Path, seconds: float) -> Path:
     return dst
 
 
+WHISPER: list[LoadedWhisper] = []
+"""The session's Whisper model, for ``run_stage`` (set by the autouse fixture below)."""
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _whisper(whisper: LoadedWhisper) -> None:
+    WHISPER[:] = [whisper]
+
+
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory: pytest.TempPathFactory) -> Inputs:
     tmp = tmp_path_factory.mktemp("enhance-inputs")
@@ -136,9 +163,11 @@ def run_stage(
     *,
     short: bool = False,
     render: bool = True,
+    timing: SpeechTiming | None = None,
     **settings: Any,
 ) -> Run:
-    """Store a job (spec, audio, video or avatar) in a fresh local store and run the stage on it."""
+    """Store a job (spec, audio, its speech timing, video or avatar) in a fresh local store and run the
+    stage on it. The timing is made as validate makes it, unless one is given."""
     config = make_settings(tmp, max_side=SIZE, **settings)
     store = LocalStore(tmp / "store")
     store.ensure_buckets(["inputs", "work", "outputs"])
@@ -148,10 +177,15 @@ def run_stage(
     log, progress = RecordingLog(), []
     workdir = tmp / "scratch"
     workdir.mkdir()
-    ctx = StageEnvironment(config, store).context(job_id=job_id, stage="enhance", spec=spec, workdir=workdir)
+    env = StageEnvironment(config, store, models_with(config, WHISPER[0]))
+    ctx = env.context(job_id=job_id, stage="enhance", spec=spec, workdir=workdir)
     ctx.log, ctx.on_progress = log, lambda fraction, note: progress.append(fraction)
     audio, seconds = (inputs.short_audio, inputs.short_seconds) if short else (inputs.audio, inputs.seconds)
     artifacts = {"audio": ctx.save(audio, "audio.wav", "audio/wav")}
+    if timing is not None:
+        artifacts["speech"] = ctx.save_model(timing, "speech.json")
+    else:  # what validate does: the task's one speech timing
+        artifacts["speech"] = speech_artifact(ctx, artifacts["audio"], transcript=options.transcript)
     artifacts["avatar"] = ctx.save(inputs.avatar, "avatar.mp4", "video/mp4")
     if render:
         artifacts["video"] = ctx.save(inputs.rendered, "rendered.mp4", "video/mp4")
@@ -228,7 +262,7 @@ def test_final_is_h264_aac_faststart_as_long_as_the_audio(soft: Run, inputs: Inp
 def test_loudness_is_normalized_to_the_target(soft: Run) -> None:
     """The output's integrated loudness (ffmpeg's ebur128 on the decoded AAC) is -16 ± 1.5 LUFS although
     the voice came in 12 dB quieter; the manifest reports loudnorm's own reading, close to it."""
-    before = measure_loudness(soft.ctx.settings, soft.ctx.workdir / "audio.wav")
+    before = measure_loudness(soft.ctx.settings, soft.ctx.fetch(soft.manifest.artifacts["audio"]))
     after = measure_loudness(soft.ctx.settings, soft.path("final"))
     assert before is not None and after is not None
     assert before.integrated < -24.0
@@ -249,7 +283,8 @@ def test_soft_mode_adds_a_subtitle_track_and_srt_vtt(soft: Run, inputs: Inputs) 
     assert all(0.0 <= a < b <= inputs.seconds for a, b in times) and times[0][0] > 0.15
     assert vtt.startswith("WEBVTT\n") and vtt.count(" --> ") == len(times)
     assert soft.manifest.info | {"loudness": 0} == {
-        "subtitles": "soft", "cues": len(times), "loudness": 0, "subtitle_source": "forced"
+        "subtitles": "soft", "cues": len(times), "loudness": 0, "subtitle_source": "transcript",
+        "subtitle_language": "en",
     }  # fmt: skip
 
 
@@ -302,8 +337,10 @@ def test_burned_in_subtitles_change_the_lower_third_without_fontconfig(
 def test_burn_without_any_font_falls_back_to_soft(
     inputs: Inputs, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """No usable font anywhere: the job still succeeds, with a soft track, and says so in a warning."""
+    """No usable font anywhere: the job still succeeds, with a soft track, says so in a warning and in a
+    note for the job's status."""
     monkeypatch.setattr(enhance, "subtitle_font", lambda: None)
+    monkeypatch.setattr(enhance, "_font_roots", lambda: [])
     run = run_stage(
         tmp_path, inputs, JobOptions(subtitles=SubtitleMode.burn, transcript=SHORT_TRANSCRIPT), short=True
     )
@@ -311,6 +348,25 @@ def test_burn_without_any_font_falls_back_to_soft(
         assert len(container.streams.subtitles) == 1
     assert run.manifest.info["subtitles"] == "soft"
     assert "burn_in_without_font" in run.log.names("warning")
+    assert any("no font" in note for note in run.manifest.info["notes"])
+
+
+def test_burn_in_a_script_the_fonts_lack_is_a_soft_track_with_a_note(inputs: Inputs, tmp_path: Path) -> None:
+    """Chinese subtitles where no installed font draws Chinese characters: a soft track (players bring
+    their own fonts), and the job's notes say which script the font lacks; earlier notes are kept."""
+    text = "我们今天开会"
+    if not burn_in_font(text).missing:
+        pytest.skip("this machine has a font covering Chinese")
+    timing = SpeechTiming(
+        duration=inputs.short_seconds, language="zh", source="whisper", text=text,
+        words=[TimedWord(text="我们", start=0.3, end=0.8), TimedWord(text="今天开会", start=0.9, end=2.0)],
+        speech=[Span(start=0.3, end=2.0)],
+    )  # fmt: skip
+    run = run_stage(tmp_path, inputs, JobOptions(subtitles=SubtitleMode.burn), short=True, timing=timing)
+    assert run.manifest.info["subtitles"] == "soft" and run.manifest.info["subtitle_language"] == "zh"
+    [note] = run.manifest.info["notes"]
+    assert "Chinese characters" in note and "subtitle track" in note
+    assert "我们今天开会" in run.path("srt").read_text(encoding="utf-8")  # unspaced words joined
 
 
 def test_font_search_finds_a_known_family(tmp_path: Path) -> None:
@@ -327,18 +383,39 @@ def test_font_search_finds_a_known_family(tmp_path: Path) -> None:
 # --- other inputs and options -----------------------------------------------------------------------
 
 
-@pytest.mark.slow
-def test_without_transcript_subtitles_come_from_recognition(inputs: Inputs, tmp_path: Path) -> None:
-    """No transcript: pocketsphinx recognition still yields timed, non-empty subtitles."""
+def test_without_transcript_subtitles_come_from_whisper(inputs: Inputs, tmp_path: Path) -> None:
+    """No transcript: the speech timing's words (Whisper's) give timed, non-empty English subtitles."""
     run = run_stage(tmp_path, inputs, JobOptions(subtitles=SubtitleMode.soft), short=True)
     times = srt_cue_times(run.path("srt"))
-    words = [
+    text = " ".join(
         line
         for line in run.path("srt").read_text().splitlines()
         if line and " --> " not in line and not line.isdigit()
-    ]
-    assert times and words and all(0.0 <= a < b <= inputs.short_seconds for a, b in times)
-    assert run.manifest.info["subtitle_source"] == "recognized"
+    )
+    assert times and all(0.0 <= a < b <= inputs.short_seconds for a, b in times)
+    assert "fellow Americans" in text
+    assert (
+        run.manifest.info["subtitle_source"] == "whisper" and run.manifest.info["subtitle_language"] == "en"
+    )
+
+
+def test_enhance_reads_the_speech_timing_and_times_nothing(
+    inputs: Inputs, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With the task's speech timing given, enhance neither aligns (pocketsphinx) nor recognizes
+    (Whisper, pocketsphinx): its cues are the timing's words."""
+    calls: list[str] = []
+    for module, name in ((speech, "_align_words"), (speech, "_search_words"), (whisper_module, "recognize")):
+        real = getattr(module, name)
+        monkeypatch.setattr(
+            module, name, lambda *a, _real=real, _name=name, **k: calls.append(_name) or _real(*a, **k)
+        )
+    words = [TimedWord(text="Hello", start=0.3, end=0.7), TimedWord(text="there.", start=0.8, end=1.3)]
+    timing = SpeechTiming(duration=inputs.short_seconds, language="en", source="transcript", words=words,
+                          speech=[Span(start=0.3, end=1.3)])  # fmt: skip
+    run = run_stage(tmp_path, inputs, JobOptions(subtitles=SubtitleMode.soft), short=True, timing=timing)
+    assert calls == []
+    assert "Hello there." in run.path("srt").read_text()
 
 
 def test_without_render_the_avatar_is_looped_to_the_audio(inputs: Inputs, tmp_path: Path) -> None:
@@ -421,12 +498,56 @@ def test_burned_in_text_shrinks_on_narrow_pictures() -> None:
     assert size(9 / 16) < 6.0
 
 
-def test_warm_up_stops_a_worker_whose_asr_model_cannot_load(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A worker configured with ``asr_model`` but without faster-whisper fails at start (ConfigError),
-    not on its first job; without ``asr_model`` warming up succeeds."""
+def test_warm_up_needs_no_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """enhance recognizes nothing, so a worker starts without faster-whisper installed."""
     monkeypatch.setitem(sys.modules, "faster_whisper", None)
-    with pytest.raises(ConfigError, match="faster-whisper"):
-        enhance.warm_up(make_settings(tmp_path, asr_model=tmp_path), ModelCache())
     enhance.warm_up(make_settings(tmp_path), ModelCache())
+
+
+# --- the whole task: validate times the speech once, enhance reads it ---------------------------------
+
+
+def test_one_task_with_subtitles_aligns_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A job with a transcript and subtitles: validate aligns the clip once (one pocketsphinx alignment)
+    and writes ``speech``; enhance, given validate's manifest, aligns and recognizes nothing more, and
+    its subtitles are the transcript."""
+    calls: list[str] = []
+    for module, name in ((speech, "_align_words"), (speech, "_search_words"), (whisper_module, "recognize")):
+        real = getattr(module, name)
+        monkeypatch.setattr(
+            module, name, lambda *a, _real=real, _name=name, **k: calls.append(_name) or _real(*a, **k)
+        )
+    settings = make_settings(tmp_path, max_side=SIZE)
+    store = LocalStore(settings.data_dir / "buckets")
+    store.ensure_buckets([settings.bucket_inputs, settings.bucket_work, settings.bucket_outputs])
+    validate.prepare_store(store, settings)
+    store.put(settings.bucket_inputs, "jobs/x/voice.flac", ASSETS_DIR / "jfk.flac")
+    spec = f"audio: voice.flac\noptions: {{subtitles: soft, transcript: '{JFK_TRANSCRIPT}'}}\n"
+    info = store.put(settings.bucket_inputs, "jobs/x/job.yaml", spec.encode())
+    job_id = job_id_for(info.bucket, info.key, info.etag)
+
+    env = StageEnvironment(settings, store, models_with(settings, WHISPER[0]))
+
+    def context(stage: str) -> StageContext:
+        workdir = tmp_path / stage
+        workdir.mkdir()
+        spec = read_spec(store, settings, job_id) if stage != "validate" else None
+        ctx = env.context(
+            job_id=job_id,
+            task="job" if stage == "validate" else "a0",
+            stage=stage,
+            spec=spec,
+            workdir=workdir,
+        )
+        ctx.log = RecordingLog()
+        return ctx
+
+    [task] = validate.run(context("validate"), info)
+    assert "speech" in task.artifacts and calls == ["_align_words"]
+    [done] = enhance.run(context("enhance"), task)
+    assert calls == ["_align_words"]
+    srt = store.path_of(settings.bucket_work, done.artifacts["srt"].key).read_text()  # type: ignore[attr-defined]
+    assert (
+        " ".join(line for line in srt.splitlines() if line and not line.isdigit() and "-->" not in line)
+        == JFK_TRANSCRIPT
+    )

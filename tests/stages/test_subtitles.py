@@ -1,28 +1,18 @@
-"""Subtitles: timed words → cues (line breaking, timing) → SRT/WebVTT, and the word sources."""
+"""Subtitles: timed words → cues people can read (line breaking, phrase boundaries, timing) → SRT/WebVTT."""
 
 from __future__ import annotations
 
 import itertools
 import re
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from pipeline import ASSETS_DIR
-from pipeline.errors import ConfigError
 from pipeline.media import load_audio, normalize_audio
 from stages.speech import Word
-from stages.subtitles import (
-    Cue,
-    break_lines,
-    cues_from_words,
-    subtitle_words,
-    to_srt,
-    to_vtt,
-    transcript_words,
-)
+from stages.speech_timing import build_timing
+from stages.subtitles import LINGER, MAX_CPS, Cue, CueRules, break_lines, cues_from_words, to_srt, to_vtt
 from tests.conftest import make_settings
 
 JFK_TRANSCRIPT = (
@@ -76,14 +66,14 @@ def jfk_audio(tmp_path_factory: pytest.TempPathFactory) -> np.ndarray:
 # --- the required test: subtitles from a transcript -------------------------------------------------
 
 
-def test_subtitles_from_transcript_are_timed_inside_the_speech(jfk_audio: np.ndarray, tmp_path: Path) -> None:
+def test_subtitles_from_transcript_are_timed_inside_the_speech(jfk_audio: np.ndarray) -> None:
     """Forced alignment of the JFK transcript gives cues that lie inside the clip, start after its
     leading silence, end near the end of the speech, do not overlap, and whose text joined is exactly the
     transcript (capitals and punctuation included) in ≤ 2 lines of ≤ 42 characters."""
-    words, source = subtitle_words(jfk_audio, JFK_TRANSCRIPT, make_settings(tmp_path))
-    cues = cues_from_words(words, limit=JFK_SECONDS)
+    timing = build_timing(jfk_audio, transcript=JFK_TRANSCRIPT, language="en")
+    cues = cues_from_words([Word(w.text, w.start, w.end) for w in timing.words], limit=JFK_SECONDS)
 
-    assert source == "forced"
+    assert timing.source == "transcript"
     assert len(cues) >= 3
     assert flat(" ".join(c.text for c in cues)) == JFK_TRANSCRIPT
     assert all(0.0 <= c.start < c.end <= JFK_SECONDS for c in cues)
@@ -96,33 +86,6 @@ def test_subtitles_from_transcript_are_timed_inside_the_speech(jfk_audio: np.nda
     # "ask" is spoken at ~3.3 s and ~8.2 s: the cue holding "Americans," must end before the first one
     first_ask = next(c for c in cues if c.text.lower().startswith("ask"))
     assert 2.8 < first_ask.start < 3.8
-
-
-# --- mapping words onto the transcript --------------------------------------------------------------
-
-
-def test_transcript_words_keep_unspoken_tokens_without_time() -> None:
-    """Transcript tokens the aligner dropped ("—") are kept, in order, taking no time at the end of the
-    word before them; matched tokens keep their words' times and the transcript's spelling."""
-    aligned = [Word("Hello", 1.0, 1.4), Word("world", 2.5, 3.0)]
-    timed = transcript_words(aligned, "Hello — World!")
-    assert [w.text for w in timed] == ["Hello", "—", "World!"]
-    assert timed[1].start == timed[1].end == 1.4
-    assert (timed[2].start, timed[2].end) == (2.5, 3.0)
-
-
-def test_transcript_words_time_unrecognized_tokens_by_their_neighbours() -> None:
-    """With recognized words that differ from the transcript, matched tokens keep their times and the
-    others share the time of the words recognized in their place, by length."""
-    recognized = [
-        Word("and", 0.3, 0.6),
-        Word("all", 0.6, 1.0),
-        Word("my", 1.0, 1.2),
-        Word("fellow", 1.2, 1.6),
-    ]
-    timed = transcript_words(recognized, "And so, my fellow")
-    assert [w.text for w in timed] == ["And", "so,", "my", "fellow"]
-    assert (timed[0].start, timed[1].start, timed[1].end, timed[2].start) == (0.3, 0.6, 1.0, 1.0)
 
 
 # --- cue building -----------------------------------------------------------------------------------
@@ -142,7 +105,7 @@ def test_long_cues_are_cut_after_a_comma_and_broken_into_two_lines() -> None:
         "When in the course of human events it becomes necessary for one people, to dissolve the "
         "political bands which have connected them with another and to assume among the powers"
     )
-    cues = cues_from_words(words_of(text, step=0.15), max_seconds=30.0)
+    cues = cues_from_words(words_of(text, step=0.15), CueRules(max_seconds=30.0))
     assert cues[0].text.replace("\n", " ").endswith("people,")
     assert flat(" ".join(c.text for c in cues)) == text
     for cue in cues:
@@ -152,7 +115,9 @@ def test_long_cues_are_cut_after_a_comma_and_broken_into_two_lines() -> None:
 
 def test_cues_last_at_most_max_seconds() -> None:
     """Slow speech is cut so that no cue spans more than ``max_seconds`` of words."""
-    cues = cues_from_words(words_of("one two three four five six seven eight", step=1.0), max_seconds=3.0)
+    cues = cues_from_words(
+        words_of("one two three four five six seven eight", step=1.0), CueRules(max_seconds=3.0)
+    )
     assert len(cues) >= 3
     assert all(c.end - c.start <= 3.0 for c in cues)
 
@@ -167,9 +132,60 @@ def test_short_cues_are_lengthened_but_never_overlap_or_pass_the_limit() -> None
     assert cues[2].end == pytest.approx(4.5)
 
 
+def test_cues_stay_long_enough_to_read_but_not_over_a_silence() -> None:
+    """Fast speech followed by a pause: the cue stays until it can be read at 20 characters a second,
+    but at most ``LINGER`` seconds into the silence; the next cue starts with its words."""
+    words = words_of("Absolutely wonderful announcement everybody.", start=1.0, step=0.2)
+    later = words_of("Next.", start=6.0)
+    cues = cues_from_words(words + later)
+    chars = len(cues[0].text.replace("\n", ""))
+    assert cues[0].end == pytest.approx(min(cues[0].start + chars / MAX_CPS, words[-1].end + LINGER))
+    assert cues[0].end <= words[-1].end + LINGER + 1e-9
+    assert cues[1].start == later[0].start
+
+
+def test_overlong_cues_are_cut_at_phrase_boundaries() -> None:
+    """Without punctuation, a cue that cannot hold all the words is cut at a pause or before a word
+    that starts a phrase ("because"), not in the middle of a phrase."""
+    text = "we are moving the weekly meeting to the big room because the small one is being painted this week"
+    cues = cues_from_words(words_of(text, step=0.2), CueRules(max_chars=32))
+    assert cues[1].text.replace("\n", " ").startswith("because")
+    paused = words_of(text, step=0.2, pauses={6: 0.4})  # a short pause before "to the big room"
+    assert cues_from_words(paused, CueRules(max_chars=32))[1].text.startswith("to the big room")
+
+
+def test_unspaced_scripts_join_words_without_spaces() -> None:
+    """Chinese cues are joined without spaces and broken at ``max_chars`` characters."""
+    words = [
+        Word(t, 0.5 + 0.3 * i, 0.75 + 0.3 * i)
+        for i, t in enumerate(
+            [
+                "我们",
+                "今天",
+                "下午",
+                "三点",
+                "在",
+                "大",
+                "会议室",
+                "开会",
+                "，",
+                "请",
+                "大家",
+                "准时",
+                "参加",
+                "。",
+            ]
+        )
+    ]
+    cues = cues_from_words(words, CueRules(max_chars=12, joiner=""))
+    assert "".join(c.text.replace("\n", "") for c in cues) == "".join(w.text for w in words)
+    assert all(" " not in c.text and max(len(line) for line in c.text.split("\n")) <= 12 for c in cues)
+
+
 def test_break_lines_balances_two_lines_and_prefers_clause_breaks() -> None:
     """One line when it fits; otherwise two lines within the limit, broken after a comma when there is
-    one, else as evenly as possible; a lone overlong word is left whole; too much text gives None."""
+    one, else as evenly as possible without ending a line on a preposition or article; a lone overlong
+    word is left whole; too much text gives None."""
     assert break_lines(["short", "line"]) == ["short line"]
     assert break_lines(["aaaa", "bbbb", "cccc", "dddd"], max_chars=10) == ["aaaa bbbb", "cccc dddd"]
     assert break_lines(["one", "two", "three", "four", "five"], max_chars=16) == [
@@ -180,6 +196,12 @@ def test_break_lines_balances_two_lines_and_prefers_clause_breaks() -> None:
         "one two,",
         "three four five",
     ]
+    assert break_lines(
+        ["please", "join", "us", "all", "in", "the", "main", "hall", "after", "lunch"], max_chars=30
+    ) == [
+        "please join us all",
+        "in the main hall after lunch",
+    ]  # the evenest break, "... all in" / "the main hall ...", would leave "in" dangling
     assert break_lines(["x" * 50]) == ["x" * 50]
     assert break_lines(("word " * 20).split(), max_chars=20) is None
 
@@ -212,21 +234,12 @@ def test_srt_round_trips_built_cues() -> None:
     assert to_srt([Cue(0.0, 1.0, "top\n\nbottom")]) == "1\n00:00:00,000 --> 00:00:01,000\ntop\nbottom\n"
 
 
-# --- word sources -----------------------------------------------------------------------------------
+# --- no speech --------------------------------------------------------------------------------------
 
 
-def test_asr_model_without_faster_whisper_is_a_config_error(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """``asr_model`` set but faster-whisper not importable: a ConfigError naming the package."""
-    monkeypatch.setitem(sys.modules, "faster_whisper", None)  # makes the import fail, installed or not
-    settings = make_settings(tmp_path, asr_model=tmp_path)
-    with pytest.raises(ConfigError, match="faster-whisper"):
-        subtitle_words(np.zeros(16_000, np.float32), None, settings)
-
-
-def test_silence_gives_no_words(tmp_path: Path) -> None:
+def test_silence_gives_no_words() -> None:
     """Silence has nothing to subtitle, with or without a transcript."""
     silence = np.zeros(32_000, np.float32)
-    assert subtitle_words(silence, None, make_settings(tmp_path))[0] == []
-    assert subtitle_words(silence, "hello world", make_settings(tmp_path))[0] == []
+    assert build_timing(silence).words == []
+    assert build_timing(silence, transcript="hello world").words == []
+    assert cues_from_words([]) == []

@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 
 from pipeline.config import Settings
-from pipeline.contracts import job_id_for
+from pipeline.contracts import SpeechTiming, StageRecord, State, job_id_for
 from pipeline.errors import InvalidInput, RetryableError
 from pipeline.media import decode_frames, load_audio, probe
+from pipeline.status import fold
 from pipeline.storage import open_store
 from pipeline.storage.base import ObjectInfo, ObjectStore
 from pipeline.testing import StageEnvironment
@@ -79,6 +80,46 @@ def test_same_media_are_converted_once(env: tuple[Settings, ObjectStore], assets
     second = validate(settings, store, upload(store, settings, "audio/two.flac", assets / "jfk.flac"))[0]
     assert first.artifacts["audio"].key == second.artifacts["audio"].key
     assert first.artifacts["avatar"].key == second.artifacts["avatar"].key
+    assert first.artifacts["speech"].key == second.artifacts["speech"].key  # timed once
+
+
+def test_every_task_gets_the_one_speech_timing(env: tuple[Settings, ObjectStore], assets: Path) -> None:
+    """Two avatars, one voice: both tasks carry the same ``speech`` artifact, timed from the audio."""
+    settings, store = env
+    up = spec_with(
+        store, settings, "jobs/two", {"v.flac": assets / "jfk.flac", "f.png": assets / "astronaut.png"},
+        "audio: v.flac\navatars: [f.png, f.png]\noptions: {language: en}\n",
+    )  # fmt: skip
+    first, second = validate(settings, store, up)
+    assert first.artifacts["speech"] == second.artifacts["speech"]
+    timing = SpeechTiming.model_validate_json(store.get(settings.bucket_work, first.artifacts["speech"].key))
+    assert timing.language == "en" and len(timing.words) >= 20 and timing.visemes and timing.speech
+
+
+def test_speech_text_is_spoken_by_piper_and_timed_by_what_it_says(
+    env: tuple[Settings, ObjectStore],
+) -> None:
+    """A ``speech:`` job: Piper speaks the speakable text, the task's notes name the engine and voice,
+    and the timing's words are the written text (digits, emoji dropped) timed by the spoken words."""
+    settings, store = env
+    up = spec_with(store, settings, "jobs/say", {}, "speech: 'Doors open at 7pm 🎉 see you there!'\n")
+    [task] = validate(settings, store, up)
+    assert task.info["notes"] == ["speech synthesized by Piper, voice en_US-joe-medium"]
+    timing = SpeechTiming.model_validate_json(store.get(settings.bucket_work, task.artifacts["speech"].key))
+    assert [w.text for w in timing.words] == ["Doors", "open", "at", "7pm", "see", "you", "there!"]
+    assert timing.source == "transcript" and all(w.end > w.start for w in timing.words[:3])
+
+
+def test_job_status_lists_the_notes_of_its_stages() -> None:
+    """Notes the stages put in their manifests reach the job's status once each."""
+    records = [
+        StageRecord(job_id="j1", task=task, stage=stage, state=State.done, notes=notes)
+        for task, stage, notes in (("a0", "detect", ["voice A"]), ("a1", "detect", ["voice A"]), ("a0", "enhance", ["voice A", "font"]))
+    ]  # fmt: skip
+    assert fold("j1", None, records, ["validate", "detect", "enhance", "publish"]).notes == [
+        "voice A",
+        "font",
+    ]
 
 
 @pytest.mark.parametrize(
@@ -366,7 +407,7 @@ def test_refusals_name_the_file_as_the_user_named_it(
 ) -> None:
     """Submitted as 'Grüße Foto.png' (stored under a key-safe slug; the name travels as object metadata,
     on the local store and on S3), a broken photo is refused by that name, not by its slug."""
-    from pipeline.submit import submit_files
+    from pipeline.submit import Submission, submit
     from tests.conftest import s3_settings
 
     if backend == "s3":
@@ -377,7 +418,7 @@ def test_refusals_name_the_file_as_the_user_named_it(
     prepare_store(store, settings)
     photo = tmp_path / "Grüße Foto.png"
     photo.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 200)
-    submitted = submit_files(store, settings, audio=assets / "jfk.flac", avatars=[photo])
+    submitted = submit(store, settings, Submission(audio=assets / "jfk.flac", avatars=(photo,)))
     info = store.stat(settings.bucket_inputs, submitted.spec_key)
     assert info is not None
     up = info

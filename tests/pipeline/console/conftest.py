@@ -23,7 +23,7 @@ from pipeline.status import write_record, write_status
 from pipeline.storage import open_store
 from pipeline.storage.base import ObjectStore
 from pipeline.storage.emitting import EmittingStore
-from pipeline.submit import submit_files
+from pipeline.submit import Submission, submit
 
 BASE = "http://127.0.0.1:8080"
 
@@ -83,13 +83,13 @@ def make_job(
     nonce: str = "",
     age: float = 60.0,
 ) -> str:
-    """A job laid out as the runner leaves it: inputs and spec uploaded (through ``submit_files``), the
+    """A job laid out as the runner leaves it: inputs and spec uploaded (through ``pipeline.submit.submit``), the
     resolved spec, job record and stage records in the work bucket, outputs when done."""
     s, store = harness.settings, harness.store
-    submitted = submit_files(
-        store, s, audio=assets / "jfk.flac", avatars=[assets / "astronaut.png"], name="greeting",
-        options=JobOptions(subtitles="soft"), destinations=destinations, source="folder", nonce=nonce,
-    )  # fmt: skip
+    submitted = submit(store, s, Submission(
+        audio=assets / "jfk.flac", avatars=(assets / "astronaut.png",), name="greeting",
+        options=JobOptions(subtitles="soft"), destinations=tuple(destinations or ()), source="folder", nonce=nonce,
+    ))  # fmt: skip
     job_id = submitted.job_id
     spec = JobSpec.model_validate_json(store.get(s.bucket_inputs, submitted.spec_key))
     store.put(s.bucket_work, spec_key(job_id), spec.model_dump_json(context=REVEAL).encode())

