@@ -581,25 +581,33 @@ def _sentence(text: str) -> str:
 
 
 def _choices() -> dict[str, list[str]]:
-    """The values each option may take, read from ``JobOptions`` (new options appear by themselves)."""
+    """The values each option may take, read from ``JobOptions`` (new options appear by themselves);
+    the first is the default, ``""`` where the default is to leave it unset."""
+    schema = JobOptions.model_json_schema()
     out: dict[str, list[str]] = {}
     for name in ("renderer", "style", "motion", "subtitles"):
         field = JobOptions.model_fields.get(name)
-        if field is None:
+        values = _enum(schema, schema["properties"].get(name, {}))
+        if field is None or not values:
             continue
-        schema = JobOptions.model_json_schema()["properties"].get(name, {})
-        values = schema.get("enum")
-        if values is None and "$ref" in schema:
-            ref = schema["$ref"].rsplit("/", 1)[-1]
-            values = JobOptions.model_json_schema().get("$defs", {}).get(ref, {}).get("enum")
-        if values is None and "allOf" in schema:
-            ref = schema["allOf"][0].get("$ref", "").rsplit("/", 1)[-1]
-            values = JobOptions.model_json_schema().get("$defs", {}).get(ref, {}).get("enum")
-        if values:
-            default = field.default
-            default = getattr(default, "value", default)
-            out[name] = [str(default), *(str(v) for v in values if v != default)]
+        default = getattr(field.default, "value", field.default)
+        first = "" if default is None else str(default)
+        out[name] = [first, *(str(v) for v in values if str(v) != first)]
     return out
+
+
+def _enum(schema: dict[str, Any], prop: dict[str, Any]) -> list[Any] | None:
+    """The allowed values of a property: its enum, or the enum of the definition it refers to (also
+    inside ``anyOf``/``allOf``, as an optional enum is written)."""
+    if "enum" in prop:
+        return list(prop["enum"])
+    if "$ref" in prop:
+        return _enum(schema, schema.get("$defs", {}).get(prop["$ref"].rsplit("/", 1)[-1], {}))
+    for part in prop.get("anyOf", []) + prop.get("allOf", []):
+        found = _enum(schema, part)
+        if found:
+            return found
+    return None
 
 
 def _duration(seconds: float | None) -> str:

@@ -190,7 +190,7 @@ def test_new_job_form_offers_the_options(tmp_path: Path) -> None:
             html = (await client.get("/new")).text
         assert 'name="voice"' in html and 'name="faces"' in html and "multiple" in html
         assert 'name="speech"' in html and 'name="transcript"' in html
-        for option in ("viseme", "wav2lip", "cartoon", "burn"):
+        for option in ("viseme", "wav2lip", "cartoon", "burn", "lively"):
             assert f'value="{option}"' in html
 
     run(go())
