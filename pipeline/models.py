@@ -37,7 +37,7 @@ from pipeline.config import Settings
 from pipeline.errors import ConfigError
 from pipeline.stage import sha256_file
 
-log = structlog.get_logger()
+log = structlog.get_logger("mouthpiece.models")
 
 FACE_ALIGNMENT_URL = "https://www.adrianbulat.com/downloads/python-fan/"
 FACE_RESTORATION_FILE = "face_restoration.pt"

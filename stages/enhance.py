@@ -31,14 +31,8 @@ import structlog
 
 from pipeline.config import Settings
 from pipeline.contracts import ArtifactRef, JobSpec, Manifest, SpeechTiming, SubtitleMode
-from pipeline.media import (
-    FFmpegError,
-    FinishJob,
-    Loudness,
-    SubtitleFont,
-    finish_video,
-    measure_loudness,
-)
+from pipeline.errors import FFmpegError
+from pipeline.media import FinishJob, Loudness, SubtitleFont, finish_video, measure_loudness
 from pipeline.stage import ModelCache, Stage, StageContext
 from stages.fonts import FontChoice, pick_font
 from stages.quality import assess as assess_quality

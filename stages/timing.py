@@ -15,9 +15,10 @@ from collections.abc import Sequence
 import numpy as np
 
 from pipeline.contracts import Span, SpeechTiming, TimedPhone, TimedViseme, TimedWord
+from pipeline.media import AUDIO_RATE
 from stages.speech import Alignment, Phone, speech_timing, viseme_of
 
-SAMPLE_RATE = 16_000
+SAMPLE_RATE = AUDIO_RATE  # the one rate of normalized voices: pipeline.media.AUDIO_RATE
 HOP_SECONDS = 0.01
 RANGE_DB = 30.0
 """Speech is louder than the clip's loud level (95th percentile of 10 ms frames) minus this ..."""

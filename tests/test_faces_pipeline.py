@@ -12,14 +12,14 @@ from typing import Any
 import cv2
 import numpy as np
 import pytest
-from tests.pipeline.test_runner import run_with_stack, wait_done
+from tests.pipeline.test_stack import run_with_stack, wait_done
 
 from pipeline.cli import _describe
 from pipeline.config import Settings
 from pipeline.contracts import JobOptions, QualityReport, State
 from pipeline.media import FrameWriter, decode_frames, ffmpeg_binary, normalize_audio
 from pipeline.storage import open_store
-from pipeline.submit import submit_files
+from pipeline.submit import Submission, submit
 from stages.faces.landmarks import DlibDetector
 from stages.quality import measure
 from tests.conftest import make_settings
@@ -29,9 +29,11 @@ TRANSCRIPT = "And so my fellow Americans, ask not what your country can do for y
 FPS = 25.0
 
 
-def run_job(settings: Settings, **submit: Any) -> Any:
+def run_job(settings: Settings, **fields: Any) -> Any:
+    asked = Submission(**{k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()})
+
     async def body(stack: Any) -> Any:
-        submitted = await asyncio.to_thread(submit_files, stack.store, settings, **submit)
+        submitted = await asyncio.to_thread(submit, stack.store, settings, asked)
         return await wait_done(stack, submitted.job_id, timeout=300)
 
     return run_with_stack(settings, body)

@@ -47,6 +47,7 @@ from typing import Any, Literal, Protocol
 import cv2
 import numpy as np
 
+from pipeline.devices import resolve_device
 from pipeline.errors import ConfigError
 from stages.faces.detection import Detection
 
@@ -274,18 +275,6 @@ def ensure_weights(model_dir: Path, urls: Mapping[str, str] | None = None) -> No
                 f"face-alignment weights are missing: put {' and '.join(FACE_ALIGNMENT_FILES)} in "
                 f"{model_dir} (downloading {name} from {url} failed: {exc})"
             ) from exc
-
-
-def resolve_device(device: str) -> str:
-    """``auto`` → ``cuda`` when torch sees a GPU, else ``cpu``; ``ConfigError`` for cuda without one."""
-    import torch
-
-    has_cuda = torch.cuda.is_available()
-    if device == "auto":
-        return "cuda" if has_cuda else "cpu"
-    if device == "cuda" and not has_cuda:
-        raise ConfigError("device is 'cuda' but torch sees no CUDA GPU (set device to auto or cpu)")
-    return device
 
 
 class FaceAlignmentDetector:

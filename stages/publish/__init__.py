@@ -24,7 +24,7 @@ from pipeline.contracts import ArtifactRef, Destination, FolderDestination, JobS
 from pipeline.destinations import check_destinations
 from pipeline.errors import ObjectNotFound, PermanentError
 from pipeline.faults import fault
-from pipeline.keys import job_record_key, output_key, published_key
+from pipeline.keys import job_record_key, output_key, published_key, slug
 from pipeline.media import mux
 from pipeline.messages import for_people
 from pipeline.stage import Stage, StageContext
@@ -63,8 +63,8 @@ def output_name(store: ObjectStore, settings: Settings, manifest: Manifest, spec
 
 
 def _safe(text: str) -> str:
-    cleaned = "".join(c if c.isalnum() or c in "-_." else "-" for c in text).strip("-.")
-    return cleaned[:80] or "video"
+    """An output file name: the user's words kept (any script), nothing a file system minds."""
+    return slug(text, 80, keep=".", fallback="video", letters="any")
 
 
 # --- the video --------------------------------------------------------------------------------------

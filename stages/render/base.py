@@ -14,8 +14,9 @@ from typing import Protocol
 import numpy as np
 
 from pipeline.contracts import FaceFrame, FaceTrack, JobOptions, Motion, SpeechTiming, Style
+from pipeline.media import AUDIO_RATE
 
-SAMPLE_RATE = 16_000
+SAMPLE_RATE = AUDIO_RATE  # the one rate of normalized voices: pipeline.media.AUDIO_RATE
 
 
 @dataclass

@@ -49,6 +49,7 @@ import torch
 import torch.nn.functional as F
 
 from pipeline.contracts import FaceFrame
+from pipeline.devices import resolve_device as resolve
 from pipeline.errors import ConfigError, InvalidInput
 from stages.render.audio import MEL_STEP, N_MELS, mel_windows, melspectrogram
 from stages.render.base import Frames, RenderRequest
@@ -56,7 +57,7 @@ from stages.render.blend import blend_into, feather_mask
 from stages.render.wav2lip import FACE_SIZE, load_checkpoint
 from stages.timing import speaking_weight
 
-log = structlog.get_logger()
+log = structlog.get_logger("mouthpiece.render.neural")
 
 Box = tuple[int, int, int, int]
 """x1, y1, x2, y2 in pixels, x2/y2 exclusive."""
@@ -70,12 +71,8 @@ T = TypeVar("T")
 
 
 def resolve_device(device: str) -> torch.device:
-    """``auto`` → CUDA when available, else CPU; asking for CUDA without a GPU is a ConfigError."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"device {device!r} is configured but no CUDA GPU is available")
-    return torch.device(device)
+    """The torch device for the ``device`` setting (``pipeline.devices.resolve_device``)."""
+    return torch.device(resolve(device))
 
 
 def crop_box(box: Sequence[float], height: int, width: int, pads: Sequence[int]) -> Box | None:

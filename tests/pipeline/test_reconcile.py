@@ -29,7 +29,7 @@ class Announced:
 
     def __call__(self, subject: str, payload: bytes, msg_id: str) -> None:
         event = parse_event(payload)[0]
-        self.items.append((subject.rsplit(".stage.", 1)[1], f"{event.bucket}/{event.key}"))
+        self.items.append((subject.rsplit(".stage.", 1)[1], f"{event.object.bucket}/{event.object.key}"))
 
 
 @pytest.fixture

@@ -45,7 +45,7 @@ from stages.timing import timing_from_audio
 
 __all__ = ["CARTOON", "PHOTO", "BoxLayout", "ShapeParams", "VisemeRenderer", "WarpStyle"]
 
-log = structlog.get_logger()
+log = structlog.get_logger("mouthpiece.render.viseme")
 
 LIP_OPEN = 0.7
 """Landmarks give the true mouth width (corner to corner, wider than a box's guess): open this much less."""
