@@ -12,7 +12,6 @@ from typing import Any
 import cv2
 import numpy as np
 import pytest
-from tests.pipeline.test_stack import run_with_stack, wait_done
 
 from pipeline.cli import _describe
 from pipeline.config import Settings
@@ -23,6 +22,7 @@ from pipeline.submit import Submission, submit
 from stages.faces.landmarks import DlibDetector
 from stages.quality import measure
 from tests.conftest import make_settings
+from tests.pipeline.test_stack import run_with_stack, wait_done
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 TRANSCRIPT = "And so my fellow Americans, ask not what your country can do for you, ask what you can do for your country."

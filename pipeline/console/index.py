@@ -314,11 +314,12 @@ class JobIndex:
         except MouthpieceError:
             return
         for event in events:
-            parsed = parse_manifest_key(event.key)
+            obj = event.object
+            parsed = parse_manifest_key(obj.key)
             if parsed is not None:
                 self.touch(parsed[0])
-            elif event.bucket == self.settings.bucket_inputs and event.created:
-                job_id = job_id_for(event.bucket, event.key, event.etag)
+            elif obj.bucket == self.settings.bucket_inputs and event.created:
+                job_id = job_id_for(obj.bucket, obj.key, obj.etag)
                 self._waiting.setdefault(job_id, time.monotonic() + 300)
                 self.touch(job_id)
 
