@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import sys
@@ -15,12 +16,14 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import structlog
 from pydantic import ValidationError
 
 from pipeline import ASSETS_DIR
 from pipeline.config import STAGES, Settings, load_settings, settings_markdown
+from pipeline.console.auth import check_exposure
 from pipeline.contracts import (
     JobOptions,
     JobStatus,
@@ -35,10 +38,11 @@ from pipeline.errors import ConfigError, InvalidInput, MouthpieceError
 from pipeline.keys import pools_of, progress_subject
 from pipeline.logs import configure_logging
 from pipeline.messages import users_fault
+from pipeline.metrics import Metrics
 from pipeline.registry import check_chain
 from pipeline.specfile import describe_validation_error
 from pipeline.stack import Stack, running_stack, stop_on_signals
-from pipeline.status import job_status, list_jobs, read_records
+from pipeline.status import job_status, read_records
 from pipeline.storage import open_store
 from pipeline.submit import MAX_AVATARS, NAME_LIMIT, Submission, check_local_file, submit
 
@@ -63,7 +67,9 @@ def _parser() -> argparse.ArgumentParser:
 
     up = sub.add_parser("up", help="run everything on this machine: NATS, every stage, the watched folder")
     up.add_argument("--no-watch", action="store_true", help="do not watch the inbox folder")
-    up.add_argument("--no-ingress", action="store_true", help="do not start the HTTP ingress")
+    up.add_argument(
+        "--no-ingress", action="store_true", help="do not start the HTTP service (console, Discord, hooks)"
+    )
 
     render = sub.add_parser("render", help="make one video now and write it to a file")
     render.add_argument("audio", type=Path, help="the voice clip (.mp3, .wav, .ogg, .m4a, .flac, ...)")
@@ -83,9 +89,11 @@ def _parser() -> argparse.ArgumentParser:
     submit.add_argument("--wait", action="store_true", help="wait for the job and print its status")
     _job_options(submit)
 
-    status = sub.add_parser("status", help="show a job, or the recent jobs")
+    status = sub.add_parser("status", help="show a job, or the recent jobs and failed drops")
     status.add_argument("job", nargs="?")
     status.add_argument("--json", action="store_true", help="machine-readable output")
+    status.add_argument("--follow", "-f", action="store_true", help="keep the table on screen, updated live")
+    status.add_argument("--limit", type=int, default=20, help="how many recent jobs to show (default 20)")
 
     worker = sub.add_parser("worker", help="run one stage's worker (distributed mode)")
     worker.add_argument("stage", choices=list(STAGES))
@@ -254,6 +262,8 @@ def cmd_config(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
+    if not args.no_ingress:
+        check_exposure(settings)  # a console beyond loopback needs a password: refuse before starting
     return asyncio.run(_up(settings, watch=not args.no_watch, ingress=not args.no_ingress))
 
 
@@ -261,6 +271,7 @@ async def _up(settings: Settings, *, watch: bool, ingress: bool) -> int:
     from pipeline.ingress.folder import FolderIngress
 
     stack = await Stack.open(settings, mode="up")
+    stack.metrics = Metrics(settings)
     stop = asyncio.Event()
     stop_on_signals(stop, force=stack.nats.stop if stack.nats else None)
     try:
@@ -268,7 +279,7 @@ async def _up(settings: Settings, *, watch: bool, ingress: bool) -> int:
         tasks.append(asyncio.create_task(stack.reconcile_forever(stop)))
         tasks.extend(await _start_ingress(stack, stop) if ingress else [])
         folder = FolderIngress(settings, stack.store).start() if watch else None
-        _banner(settings, watch)
+        _banner(settings, watch, ingress)
         await stop.wait()
         if folder is not None:
             folder.stop()
@@ -281,20 +292,28 @@ async def _up(settings: Settings, *, watch: bool, ingress: bool) -> int:
 
 
 async def _start_ingress(stack: Stack, stop: asyncio.Event) -> list[asyncio.Task[None]]:
-    """The HTTP ingress (Discord, relay, MinIO webhook), when something is configured to use it."""
-    settings = stack.settings
-    if not (settings.discord_public_key or settings.ingress_token or settings.minio_webhook_token):
-        log.info(
-            "ingress_not_started", reason="no Discord public key, ingress token or MinIO webhook token set"
-        )
-        return []
+    """The HTTP service: the web console (and /metrics), Discord interactions, relay and MinIO hooks.
+    If it cannot start (the port is taken), the rest of ``up`` runs on and the reason is printed."""
     from pipeline.ingress.http import serve_ingress
 
-    return [asyncio.create_task(serve_ingress(stack, stop))]
+    task = asyncio.create_task(serve_ingress(stack, stop))
+    task.add_done_callback(_ingress_ended)
+    return [task]
 
 
-def _banner(settings: Settings, watch: bool) -> None:
+def _ingress_ended(task: asyncio.Task[None]) -> None:
+    if task.cancelled() or task.exception() is None:
+        return
+    error = task.exception()
+    reason = error.reason if isinstance(error, MouthpieceError) else repr(error)
+    print(f"mouthpiece: the console and HTTP service are not running: {reason}", file=sys.stderr, flush=True)
+
+
+def _banner(settings: Settings, watch: bool, ingress: bool = False) -> None:
     lines = ["mouthpiece is up."]
+    if ingress and settings.console:
+        host = settings.ingress_host if ":" not in settings.ingress_host else f"[{settings.ingress_host}]"
+        lines.append(f"  The console is at http://{host}:{settings.ingress_port}/")
     if watch:
         lines.append(f"  Drop a voice clip (and a photo named like it) into {settings.inbox}")
         lines.append(f"  Videos appear in {settings.outbox}")
@@ -512,15 +531,119 @@ def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
             return 1
         print(status.model_dump_json(indent=2) if args.json else _describe(status))
         return 0
-    statuses = [s for j in list_jobs(store, settings) if (s := job_status(store, settings, j))]
-    statuses.sort(key=lambda s: s.updated_at)
+    if args.follow:
+        return _follow(settings, store, args.limit)
+    from pipeline.console.index import JobIndex
+
+    index = JobIndex(settings, store)
+    index.load()  # stored statuses of finished jobs, folds of the others: no fold of 1,000 jobs
+    jobs, total = index.page(1, max(1, args.limit))
     if args.json:
-        print(json.dumps([s.model_dump(mode="json") for s in statuses], indent=2))
-    else:
-        for s in statuses[-20:]:
-            flag = " FLAGGED" if s.flagged else ""
-            print(f"{s.job_id}  {s.state.value:8} {s.stage or '-':9} {s.name or ''}{flag}  {s.reason or ''}")
+        data = {
+            "jobs": [j.to_json() for j in jobs],
+            "total": total,
+            "failed_drops": [d.model_dump(mode="json") for d in index.drops],
+        }
+        print(json.dumps(data, indent=2))
+        return 0
+    print(_status_table(settings, index, args.limit))
     return 0
+
+
+def _status_table(settings: Settings, index: Any, limit: int, live: bool = False) -> str:
+    """The recent jobs (newest first) with a header, their outputs or reasons, then the failed drops."""
+    jobs, total = index.page(1, max(1, limit))
+    counts = index.counts()
+    summary = ", ".join(
+        f"{counts[s]} {s}" for s in ("running", "queued", "done", "failed", "cancelled") if s in counts
+    )
+    lines = [
+        f"mouthpiece on {settings.data_dir}: {total} job{'s' if total != 1 else ''}"
+        + (f" ({summary})" if summary else "")
+    ]
+    if not jobs:
+        lines.append(
+            f"No jobs yet: drop a voice clip into {settings.inbox}, or run `mouthpiece submit VOICE [PHOTO]`."
+        )
+    else:
+        lines.append("")
+        lines.append(f"{'JOB':21} {'STATE':9} {'STAGE':14} {'SOURCE':8} {'STARTED':19} {'ELAPSED':>8}  NAME")
+        for j in jobs:
+            stage = j.stage or "-"
+            note = index.progress.get(j.job_id, {})
+            if not j.finished and note:
+                stage = f"{stage} {max(note.values()):.0%}" if j.stage else stage
+            started = j.created_at.astimezone().strftime("%Y-%m-%d %H:%M:%S")
+            lines.append(
+                f"{j.job_id:21} {j.state:9} {stage:14} {j.source[:8]:8} {started:19} {_seconds(j.elapsed()):>8}  {j.name}"
+                + (" FLAGGED" if j.flagged else "")
+            )
+            lines.extend(f"{'':21} -> {o}" for o in j.outputs)
+            if j.reason and j.state in ("failed", "cancelled"):
+                lines.append(f"{'':21} {j.reason}")
+        if total > len(jobs):
+            lines.append(f"({total - len(jobs)} older job(s) not shown: --limit N shows more)")
+    lines.append("")
+    if index.drops:
+        lines.append("FAILED DROPS (files that never became a job)")
+        for d in index.drops[:limit]:
+            lines.append(f"{d.at.astimezone():%Y-%m-%d %H:%M:%S}  {d.name}: {d.reason}")
+    else:
+        lines.append("No failed drops.")
+    if live:
+        lines.append("")
+        lines.append("Updated live; Ctrl-C stops.")
+    return "\n".join(lines)
+
+
+def _seconds(value: float) -> str:
+    if value < 100:
+        return f"{value:.1f}s"
+    if value < 6000:
+        return f"{value / 60:.0f}m"
+    return f"{value / 3600:.1f}h"
+
+
+def _follow(settings: Settings, store: Any, limit: int) -> int:
+    """``status --follow``: the table, redrawn as jobs change (fed by the bus when a stack runs)."""
+    from pipeline.bus import NatsBus
+    from pipeline.console.index import JobIndex
+
+    async def go() -> None:
+        url = settings.nats_url or running_stack(settings)
+        bus = None
+        if url is not None:
+            with contextlib.suppress(MouthpieceError, OSError):
+                bus = await NatsBus.connect(url, settings)
+        index = JobIndex(settings, store)
+        if bus is None:
+            index.rescan_every = 5.0  # nothing tells us about new jobs: look for them more often
+        await index.start(bus)
+        tty = sys.stdout.isatty()
+        shown = ""
+        try:
+            while True:
+                await asyncio.sleep(0.5)
+                if not index.loaded:
+                    continue
+                text = _status_table(settings, index, limit, live=True)
+                key = text if tty else _without_elapsed(text)
+                if key != shown:
+                    print(("\033[H\033[2J" if tty else "") + text + ("" if tty else "\n"), flush=True)
+                    shown = key
+        finally:
+            await index.close()
+            if bus is not None:
+                await bus.close()
+
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(go())
+    return 0
+
+
+def _without_elapsed(text: str) -> str:
+    """The table less its ticking columns (a log gets a new table only when something happened)."""
+    return "\n".join(line[:76] + line[84:] if line.startswith("j") else line for line in text.splitlines())
 
 
 def _describe(status: JobStatus) -> str:
@@ -533,6 +656,7 @@ def _describe(status: JobStatus) -> str:
             lines.append(f"    quality: {_quality_line(t.quality)}")
     if status.timings:
         lines.append("  timings: " + ", ".join(f"{s} {v:.2f}s" for s, v in status.timings.items()))
+    lines.append(f"  last change: {status.updated_at.astimezone():%Y-%m-%d %H:%M:%S}")
     lines.extend(f"  output: {o}" for o in status.outputs)
     lines.extend(f"  note: {n}" for n in status.notes)
     return "\n".join(lines)
@@ -570,13 +694,35 @@ async def _worker(
         return 2
     check_chain(settings.chain)
     stack = await Stack.open(settings, mode="attach")
+    stack.metrics = Metrics(settings)
     stop = asyncio.Event()
     stop_on_signals(stop)
+    listener = await _metrics_listener(stack, [stage], stop) if settings.metrics_port else None
     try:
         await stack.worker(stage, pools).serve(stop, max_messages=max_messages, idle_exit=idle_exit)
     finally:
+        stop.set()
+        if listener is not None:
+            await asyncio.gather(listener, return_exceptions=True)
         await stack.close()
     return 0
+
+
+async def _metrics_listener(stack: Stack, stages: list[str], stop: asyncio.Event) -> asyncio.Task[None]:
+    """A worker's own ``GET /metrics`` on ``metrics_host:metrics_port`` (its stage's runs and queue)."""
+    from pipeline.ingress.http import serve_app
+    from pipeline.metrics import metrics_app
+
+    metrics = stack.metrics
+    assert metrics is not None
+
+    async def refresh() -> None:
+        with contextlib.suppress(Exception):
+            await metrics.refresh_queues(stack.bus, stages)
+
+    app = metrics_app(metrics, refresh)
+    settings = stack.settings
+    return asyncio.create_task(serve_app(app, settings.metrics_host, settings.metrics_port, stop, "metrics"))
 
 
 def cmd_cancel(settings: Settings, args: argparse.Namespace) -> int:
@@ -755,6 +901,7 @@ def cmd_ingress(settings: Settings, args: argparse.Namespace) -> int:
         settings.ingress_host = args.host
     if args.port is not None:
         settings.ingress_port = args.port
+    check_exposure(settings)  # before anything starts: one readable line
     return asyncio.run(_ingress(settings))
 
 
@@ -762,6 +909,7 @@ async def _ingress(settings: Settings) -> int:
     from pipeline.ingress.http import serve_ingress
 
     stack = await Stack.open(settings, mode="attach")
+    stack.metrics = Metrics(settings)
     stop = asyncio.Event()
     stop_on_signals(stop)
     try:

@@ -245,6 +245,26 @@ class Settings(BaseSettings):
         """A JSON array or comma-separated words, like ``discord_cdn_hosts``."""
         return cls._comma_list(value)
 
+    # --- the web console and metrics (docs/console.md, docs/metrics.md) -----------------------------
+    console: bool = Field(True, description="serve the web console at / of the HTTP service")
+    console_password: SecretStr | None = Field(
+        None,
+        description="password of the console's sign-in form; required (or console_token) when "
+        "ingress_host is not a loopback address",
+    )
+    console_token: SecretStr | None = Field(
+        None,
+        description="bearer token for the console's JSON API and /metrics (also accepted by the sign-in form)",
+    )
+    console_session_hours: float = Field(12.0, description="how long a console sign-in lasts")
+    console_page_size: int = Field(50, ge=5, le=500, description="jobs per page of the console's job list")
+    metrics_port: int = Field(
+        0, description="`mouthpiece worker` serves its own /metrics on this port (0: no listener)"
+    )
+    metrics_host: str = Field(
+        "0.0.0.0", description="address a worker's /metrics listener binds (with metrics_port)"
+    )
+
     # --- logs ----------------------------------------------------------------------------------------
     log_format: Literal["auto", "json", "console"] = Field(
         "auto", description="auto: JSON lines unless stderr is a terminal"

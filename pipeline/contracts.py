@@ -579,6 +579,18 @@ class DeadLetter(_Model):
     at: datetime = Field(default_factory=utcnow)
 
 
+class FailedDrop(_Model):
+    """A drop (a file or folder put into the watched folder) that never became a job, and why; written
+    to ``work/drops/failed/`` so the console and ``mouthpiece status`` can list it."""
+
+    name: str = Field(max_length=300, description="the entry's name in the folder")
+    reason: str = Field(description="the note the user got (also in WHY.txt)")
+    code: str | None = None
+    source: str = "folder"
+    moved_to: str | None = Field(None, description="where the files were moved (the .failed folder)")
+    at: datetime = Field(default_factory=utcnow)
+
+
 def job_id_for(bucket: str, key: str, etag: str) -> str:
     """The job id of an input object: the same object version always gives the same job."""
     digest = hashlib.sha256(f"{bucket}\n{key}\n{etag.strip(chr(34))}".encode()).hexdigest()

@@ -29,6 +29,7 @@ from pipeline.bus import NatsBus, threadsafe_publisher
 from pipeline.config import Settings
 from pipeline.errors import ConfigError, MouthpieceError
 from pipeline.keys import pools_of
+from pipeline.metrics import Metrics, observed
 from pipeline.natsserver import EmbeddedNats
 from pipeline.owner import scratch_name
 from pipeline.reconcile import sweep
@@ -68,6 +69,8 @@ class Stack:
     nats: EmbeddedNats | None = None
     models: ModelCache = field(default_factory=ModelCache)
     failures: list[str] = field(default_factory=list)
+    metrics: Metrics | None = None
+    """When set, workers write through ``metrics.ObservedStore`` (stage metrics for /metrics)."""
 
     @classmethod
     async def open(cls, settings: Settings, *, mode: StackMode = "attach-or-private") -> Stack:
@@ -133,7 +136,7 @@ class Stack:
         """A worker for ``stage``'s ``pools`` (default: all of them — one machine serves every pool)."""
         return Worker(
             self.settings,
-            self.store,
+            observed(self.store, self.metrics),
             self.bus,
             self.bus.claims,
             stage,

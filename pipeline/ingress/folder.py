@@ -45,8 +45,9 @@ from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserver
 
 from pipeline.config import Settings
-from pipeline.contracts import FolderDestination, JobOptions, JobSpec
+from pipeline.contracts import FailedDrop, FolderDestination, JobOptions, JobSpec
 from pipeline.destinations import check_destinations
+from pipeline.drops import record_failed_drop
 from pipeline.errors import DropRefused, MouthpieceError, RetryableError
 from pipeline.specfile import MAX_SPEC_BYTES, load_spec_data, parse_spec
 from pipeline.storage.base import ObjectStore
@@ -216,7 +217,7 @@ class FolderIngress:
                     self._entries[name].last_event = time.monotonic()
             return None
         except (DropRefused, MouthpieceError) as exc:
-            self._set_aside(name, self._with_named_files(path, members), str(exc))
+            self._set_aside(name, self._with_named_files(path, members), str(exc), exc.code)
             return None
         except Exception:
             log.exception("drop_failed", entry=name)
@@ -386,16 +387,25 @@ class FolderIngress:
         target = _unique(self.inbox / ".done" / f"{timestamp()}-{_short(drop.name)}-{submitted.job_id}")
         self._move_all(drop.members, target)
 
-    def _set_aside(self, name: str, members: list[Path], reason: str) -> None:
+    def _set_aside(self, name: str, members: list[Path], reason: str, code: str | None = None) -> None:
         """``_reject``; if even that fails (a full disk, no permission), the entry is left alone until it
         changes, so one stuck entry cannot make the watcher try it again and again."""
         try:
-            self._reject(name, members, reason)
+            target = self._reject(name, members, reason)
+            self._record(name, reason, code, target)
         except OSError:
             log.exception("drop_reject_failed", entry=name, reason=reason)
             self._stuck[name] = _sizes(self.inbox / name)
 
-    def _reject(self, name: str, members: list[Path], reason: str) -> None:
+    def _record(self, name: str, reason: str, code: str | None, target: Path) -> None:
+        """The durable record of the failed drop (the console and `mouthpiece status` list it)."""
+        drop = FailedDrop(name=name[:300], reason=reason, code=code, moved_to=str(target))
+        try:
+            record_failed_drop(self.store, self.settings, drop)
+        except Exception:  # the note and the moved files already tell the user; the record is extra
+            log.exception("failed_drop_record_failed", entry=name)
+
+    def _reject(self, name: str, members: list[Path], reason: str) -> Path:
         target = _unique(self.inbox / ".failed" / f"{timestamp()}-{_short(name)}")
         self._move_all(members, target)
         (target / "WHY.txt").write_text(reason + "\n")
@@ -405,6 +415,7 @@ class FolderIngress:
             f"mouthpiece could not take {name}.\n\nReason: {reason}\n"
         )
         log.warning("drop_rejected", entry=name, reason=reason)
+        return target
 
     def _move_all(self, members: list[Path], target: Path) -> None:
         target.mkdir(parents=True, exist_ok=True)

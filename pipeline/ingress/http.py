@@ -6,6 +6,7 @@
     POST /hooks/bot              bearer token; relay events ``upload`` and ``member_join``
     POST /hooks/minio            MinIO's webhook notification (its auth token): the record goes onto the bus
     GET  /healthz                liveness
+    /  (everything else)         the web console, its API and /metrics (``pipeline.console``)
 
 An interaction is handled once: its id is remembered for 15 minutes, and its job folder is derived from
 the id (``Submission(nonce=...)`` with content that is the same on every delivery), so a delivery this
@@ -35,6 +36,8 @@ from starlette.routing import Route
 
 from pipeline.bus import Bus
 from pipeline.config import Settings
+from pipeline.console import Console
+from pipeline.console.auth import check_exposure
 from pipeline.contracts import (
     BucketEvent,
     Destination,
@@ -459,8 +462,10 @@ def build_app(
     fetcher: Fetcher | None = None,
     cdn_base: str = CDN,
     clock: Callable[[], float] = time.time,
+    console: Console | None = None,
 ) -> Starlette:
-    """The ingress ASGI app. ``app.state.ingress`` is the ``Ingress`` (``await ...idle()`` in tests)."""
+    """The ingress ASGI app. ``app.state.ingress`` is the ``Ingress`` (``await ...idle()`` in tests);
+    ``app.state.console`` the web console (when ``settings.console``), mounted at ``/``."""
     ingress = Ingress(
         settings,
         store,
@@ -480,6 +485,11 @@ def build_app(
         ]
     )
     app.state.ingress = ingress
+    if console is None and settings.console:
+        console = Console(settings, store, bus)
+    app.state.console = console
+    if console is not None:
+        app.router.routes.extend(console.routes())
     return app
 
 
@@ -503,15 +513,30 @@ async def serve_ingress(stack: Stack, stop: asyncio.Event, *, cdn_base: str = CD
     until ``stop`` is set; then finish the background work in flight."""
     settings = stack.settings
     try:
+        check_exposure(settings)
         sock = _listen(settings.ingress_host, settings.ingress_port)
     except ConfigError as exc:  # under `mouthpiece up` this task's error would otherwise go unseen
         log.error("ingress_failed", reason=exc.reason)
         raise
     api = DiscordApi.from_settings(settings)
-    app = build_app(settings, stack.store, stack.bus, api=api, cdn_base=cdn_base)
+    console = (
+        Console(settings, stack.store, stack.bus, announcer=stack.announcer, metrics=stack.metrics)
+        if settings.console
+        else None
+    )
+    app = build_app(settings, stack.store, stack.bus, api=api, cdn_base=cdn_base, console=console)
     forwarder = ProgressForwarder(settings, stack.store, api)
     await forwarder.start(stack.bus)
-    config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="off", log_level="warning")
+    if console is not None:
+        await console.start()
+    config = uvicorn.Config(
+        app,
+        log_config=None,
+        access_log=False,
+        lifespan="off",
+        log_level="warning",
+        timeout_graceful_shutdown=5,  # open event streams end when the console closes; this is a backstop
+    )
     server = _Server(config)
     serving = asyncio.create_task(server.serve(sockets=[sock]))
     log.info("ingress_started", host=settings.ingress_host, port=sock.getsockname()[1])
@@ -520,6 +545,8 @@ async def serve_ingress(stack: Stack, stop: asyncio.Event, *, cdn_base: str = CD
         await asyncio.wait({stopping, serving}, return_when=asyncio.FIRST_COMPLETED)
     finally:
         stopping.cancel()
+        if console is not None:
+            await console.close()
         server.should_exit = True
         await asyncio.gather(serving, return_exceptions=True)
         await app.state.ingress.idle()
@@ -527,6 +554,21 @@ async def serve_ingress(stack: Stack, stop: asyncio.Event, *, cdn_base: str = CD
         api.close()
         sock.close()
         log.info("ingress_stopped")
+
+
+async def serve_app(app: Any, host: str, port: int, stop: asyncio.Event, name: str) -> None:
+    """Serve a small ASGI app (a worker's /metrics) on host:port until ``stop`` is set."""
+    sock = _listen(host, port)
+    config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="off", log_level="warning")
+    server = _Server(config)
+    serving = asyncio.create_task(server.serve(sockets=[sock]))
+    log.info(f"{name}_listening", host=host, port=sock.getsockname()[1])
+    try:
+        await stop.wait()
+    finally:
+        server.should_exit = True
+        await asyncio.gather(serving, return_exceptions=True)
+        sock.close()
 
 
 def _listen(host: str, port: int) -> socket.socket:

@@ -118,3 +118,82 @@ def test_output_folder_beside_the_inputs_never_overwrites_them(tmp_path: Path, a
     assert (tmp_path / "v.mp4").read_bytes() == before
     [written] = [tmp_path / line for line in result.stdout.split() if line.endswith(".mp4")]  # and its report
     assert written.name.startswith("v-") and written.name.endswith(".mp4") and written.stat().st_size > 0
+
+
+# --- status ---------------------------------------------------------------------------------------------
+
+
+def test_status_of_nothing_says_so(tmp_path: Path) -> None:
+    """An empty data directory: a header, "No jobs yet" with what to do, and "No failed drops"."""
+    result = cli(tmp_path, "status")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("mouthpiece on ") and lines[0].endswith(": 0 jobs")
+    assert lines[1].startswith("No jobs yet: drop a voice clip into ")
+    assert lines[-1] == "No failed drops."
+
+
+def test_status_lists_jobs_with_times_outputs_reasons_and_failed_drops(tmp_path: Path, assets: Path) -> None:
+    """The table has a header; each job its state, stage, source, start time and elapsed time, its
+    output paths or its reason; failed drops follow with their reasons. --json carries the same."""
+    import json
+
+    from pipeline.contracts import FailedDrop, State
+    from pipeline.drops import record_failed_drop
+    from tests.conftest import make_settings
+    from tests.pipeline.console.conftest import Harness, make_job
+
+    h = Harness(make_settings(tmp_path))
+    done = make_job(h, assets, State.done, nonce="a")
+    failed = make_job(h, assets, State.failed, nonce="b")
+    record_failed_drop(
+        h.store, h.settings, FailedDrop(name="notes.txt", reason="notes.txt is not a supported file")
+    )
+    result = cli(tmp_path, "status")
+    out = result.stdout
+    assert result.returncode == 0, result.stderr
+    assert "2 jobs (1 done, 1 failed)" in out.splitlines()[0]
+    header = next(line for line in out.splitlines() if line.startswith("JOB"))
+    assert header.split() == ["JOB", "STATE", "STAGE", "SOURCE", "STARTED", "ELAPSED", "NAME"]
+    assert f"-> outputs/{done}/greeting.mp4" in out
+    assert "astronaut.png has no face in it" in out
+    row = next(line for line in out.splitlines() if line.startswith(failed))
+    assert row.split()[1:4] == ["failed", "detect", "folder"]
+    assert "FAILED DROPS" in out and "notes.txt: notes.txt is not a supported file" in out
+    data = json.loads(cli(tmp_path, "status", "--json").stdout)
+    assert {j["job_id"] for j in data["jobs"]} == {done, failed}
+    assert data["failed_drops"][0]["name"] == "notes.txt"
+
+
+def test_status_follow_prints_the_table_and_stops_on_ctrl_c(tmp_path: Path) -> None:
+    """`status --follow` keeps printing the table (here not a terminal: a table per change) until
+    interrupted, then exits 0."""
+    import signal
+    import time
+
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "MOUTHPIECE_DATA_DIR": str(tmp_path / "data")}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pipeline.cli", "status", "--follow"],
+        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    time.sleep(4)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=20)
+    assert proc.returncode == 0, err
+    assert "No jobs yet" in out and "Updated live; Ctrl-C stops." in out
+
+
+def test_a_console_beyond_loopback_without_a_password_is_refused(tmp_path: Path) -> None:
+    """`mouthpiece ingress --host 0.0.0.0` (and `up` with that host) without a console password or token:
+    exit 2 and one sentence, before anything starts."""
+    refused(
+        cli(tmp_path, "ingress", "--host", "0.0.0.0"),
+        "the console would listen on 0.0.0.0 without a password: set MOUTHPIECE_CONSOLE_PASSWORD (or "
+        "MOUTHPIECE_CONSOLE_TOKEN), listen on 127.0.0.1, or turn the console off with MOUTHPIECE_CONSOLE=false",
+    )
+    env_result = subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", "up"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=60,
+        env={**os.environ, "PYTHONPATH": str(ROOT), "MOUTHPIECE_DATA_DIR": str(tmp_path / "data"), "MOUTHPIECE_INGRESS_HOST": "0.0.0.0"},
+    )  # fmt: skip
+    assert env_result.returncode == 2 and "without a password" in env_result.stderr

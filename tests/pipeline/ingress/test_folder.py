@@ -348,3 +348,16 @@ def test_watcher_survives_a_pipe_and_a_link_then_takes_a_good_drop(tmp_path: Pat
 
     seen = submissions_while_watching(tmp_path, drop)
     assert len(seen) == 1
+
+
+def test_a_refused_drop_leaves_a_record_people_can_list(ingress: FolderIngress) -> None:
+    """Besides .failed/ and WHY.txt, a refused drop is recorded in the work bucket (what the console and
+    `mouthpiece status` list), with its reason and code."""
+    from pipeline.drops import list_failed_drops
+
+    (ingress.inbox / "notes.docx").write_bytes(b"PK\x03\x04")
+    ingress._touch(ingress.inbox / "notes.docx")
+    assert settle(ingress) == []
+    [drop] = list_failed_drops(ingress.store, ingress.settings)
+    assert drop.name == "notes.docx" and drop.code == "inbox_unsupported"
+    assert "not a supported file" in drop.reason and drop.moved_to and ".failed" in drop.moved_to
