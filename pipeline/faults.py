@@ -5,6 +5,7 @@ directory reaches the point ``render.start``; a count kept in ``DATA_DIR/faults/
 count survive the kills. Points (documented in docs/architecture.md):
 
 - ``<stage>.start``: the claim and the running record are written, the stage has not started;
+- ``<stage>.halfway``: the stage reported half of its progress (a render half drawn, say);
 - ``<stage>.after_manifest``: the stage's manifests are written, its done record is not;
 - ``publish.after_copy``: the video is in the output folder, the destination's marker is not written;
 - ``publish.after_post``: a channel webhook post was answered, the destination's marker is not written.

@@ -128,12 +128,15 @@ def finished_before(store: ObjectStore, settings: Settings, job_id: str) -> JobS
 
 
 def list_jobs(store: ObjectStore, settings: Settings) -> list[str]:
-    """Ids of the jobs that have a job record, oldest key order."""
-    return [
+    """Ids of the jobs the first stage has started on (a job record, or the first stage's own record:
+    a job refused or cancelled while it was validated has no job record), in key order."""
+    first = f"/records/{JOB_TASK}.{settings.chain[0]}.json"
+    found = (
         info.key.split("/")[1]
         for info in store.list(settings.bucket_work, "jobs/")
-        if info.key.endswith("/record.json") and info.key.count("/") == 2
-    ]
+        if (info.key.endswith("/record.json") and info.key.count("/") == 2) or info.key.endswith(first)
+    )
+    return list(dict.fromkeys(found))
 
 
 # --- folding ------------------------------------------------------------------------------------------

@@ -25,6 +25,7 @@ import difflib
 import hashlib
 import re
 import unicodedata
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -92,8 +93,10 @@ def build_timing(
     language: str | None = None,
     whisper: LoadedWhisper | None = None,
     display: str | None = None,
+    progress: Callable[[float], None] | None = None,
 ) -> SpeechTiming:
-    """The ``SpeechTiming`` of a clip (see the module docstring).
+    """The ``SpeechTiming`` of a clip (see the module docstring). ``progress`` hears how far Whisper got
+    (0..1; it may raise to stop the work).
 
     ``transcript``: what the voice says, if known. ``language``: ISO 639-1, if known (else detected by
     Whisper, else English). ``display``: the text to show for the words when it differs from what was
@@ -106,7 +109,7 @@ def build_timing(
         return SpeechTiming(
             duration=_r(duration), language=language, source="energy", visemes=_rest(duration)
         )
-    timed = _words_and_phones(audio, transcript, language, whisper, regions)
+    timed = _words_and_phones(audio, transcript, language, whisper, regions, progress)
     words = transcript_words(timed.words, display) if display and timed.words else timed.words
     return SpeechTiming(
         duration=round(duration, 3),
@@ -147,14 +150,15 @@ def _words_and_phones(
     language: str | None,
     whisper: LoadedWhisper | None,
     regions: list[tuple[float, float]],
+    progress: Callable[[float], None] | None = None,
 ) -> Timed:
     if transcript and transcript.strip():
         if language is None and whisper is not None:
             language, probability = detect_language(whisper, audio)
             log.info("speech.language_detected", language=language, probability=round(probability, 2))
-        return _with_transcript(audio, transcript, language or "en", whisper, regions)
+        return _with_transcript(audio, transcript, language or "en", whisper, regions, progress)
     if whisper is not None:
-        heard = whisper_recognize(whisper, audio, language)  # detects the language when not given
+        heard = whisper_recognize(whisper, audio, language, progress=progress)  # detects the language
         log.info("speech.recognized", language=heard.language, probability=round(heard.probability, 2))
         return _phones_for(audio, heard.words, heard.language, "whisper", regions)
     return _pocketsphinx(audio, language)
@@ -166,6 +170,7 @@ def _with_transcript(
     language: str,
     whisper: LoadedWhisper | None,
     regions: list[tuple[float, float]],
+    progress: Callable[[float], None] | None = None,
 ) -> Timed:
     """Words of a known text: forced alignment (English), else Whisper's words mapped onto the text, else
     the text spread over the speech regions."""
@@ -176,7 +181,7 @@ def _with_transcript(
         except AlignmentError as exc:
             log.info("speech.forced_alignment_failed", reason=str(exc))
     if whisper is not None:
-        heard = whisper_recognize(whisper, audio, language, prompt=transcript)
+        heard = whisper_recognize(whisper, audio, language, prompt=transcript, progress=progress)
         words = transcript_words(heard.words, transcript) if heard.words else []
     else:
         words = spread_tokens(transcript.split(), regions)
@@ -533,7 +538,10 @@ def speech_artifact(
     from pipeline.media import load_audio
 
     samples = load_audio(ctx.fetch(audio, "speech-timing.wav"))
-    timing = build_timing(samples, transcript=transcript, language=language, whisper=whisper, display=display)
+    timing = build_timing(
+        samples, transcript=transcript, language=language, whisper=whisper, display=display,
+        progress=lambda share: ctx.progress(0.9 + 0.1 * share, "timing the speech"),
+    )  # fmt: skip
     ctx.log.info(
         "speech_timed", source=timing.source, language=timing.language, words=len(timing.words),
         phones=len(timing.phones), regions=len(timing.speech),

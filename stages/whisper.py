@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -19,6 +20,7 @@ import numpy as np
 import structlog
 
 from pipeline.errors import ConfigError
+from pipeline.media import AUDIO_RATE
 from pipeline.models import whisper_model_dir
 from stages.speech import SAMPLE_RATE, Word
 
@@ -120,11 +122,16 @@ def load_whisper(model_dir: Path, device: str = "auto") -> Any:
 
 
 def recognize(
-    whisper: LoadedWhisper, audio_16k: np.ndarray, language: str | None = None, prompt: str | None = None
+    whisper: LoadedWhisper,
+    audio_16k: np.ndarray,
+    language: str | None = None,
+    prompt: str | None = None,
+    progress: Callable[[float], None] | None = None,
 ) -> Recognized:
     """Words with timestamps and the language (``language`` given: used as is, else detected).
 
-    ``prompt`` (a transcript known to be close) steers spelling and punctuation.
+    ``prompt`` (a transcript known to be close) steers spelling and punctuation. ``progress`` is called
+    with the share of the clip heard after each segment (it may raise to stop, e.g. a cancelled job).
     """
     audio = np.asarray(audio_16k, dtype=np.float32)
     segments, info = whisper.model.transcribe(
@@ -137,12 +144,16 @@ def recognize(
         temperature=TEMPERATURES,
         initial_prompt=prompt,
     )
-    words = [
-        Word(w.word.strip(), float(w.start), float(max(w.end, w.start)))
-        for segment in segments
-        for w in (segment.words or [])
-        if w.word.strip()
-    ]
+    duration = max(len(audio) / AUDIO_RATE, 1e-6)
+    words: list[Word] = []
+    for segment in segments:  # a generator: Whisper decodes as it is read
+        words.extend(
+            Word(w.word.strip(), float(w.start), float(max(w.end, w.start)))
+            for w in (segment.words or [])
+            if w.word.strip()
+        )
+        if progress is not None:
+            progress(min(1.0, float(segment.end) / duration))
     return Recognized(words, str(info.language), float(info.language_probability))
 
 

@@ -280,15 +280,14 @@ def test_a_crash_between_a_webhook_post_and_its_marker_posts_again(
 def test_an_interrupted_render_resumes_within_two_heartbeats_of_the_restart(
     tmp_path: Path, assets: Path, voice: Path
 ) -> None:
-    """SIGKILL of `up` mid-render (from outside), then a restart: the render task starts again within
+    """SIGKILL of `up` halfway through a render, then a restart: the render task starts again within
     two heartbeat intervals of the restarted render worker coming up. Prints the measured figures."""
-    up = Up(tmp_path)
+    up = Up(tmp_path, MOUTHPIECE_FAULTS=json.dumps({"render.halfway": 1}))
     up.start()
-    drop(up, assets / "jfk.flac", assets / "astronaut.png")  # 11 s of speech: a render of some seconds
-    wait_for(
-        lambda: (r := up.record("render")) and r.state == State.running and (r.progress or 0) > 0.05, 120, up
-    )
-    up.kill()
+    drop(up, voice, assets / "astronaut.png")
+    assert up.wait_exit() == -signal.SIGKILL
+    record = up.record("render")
+    assert record is not None and record.state == State.running  # killed mid-render
     restarted = time.monotonic()
     up.start()
     try:

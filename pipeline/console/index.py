@@ -34,7 +34,7 @@ from pipeline.drops import list_failed_drops
 from pipeline.errors import MouthpieceError, ObjectNotFound
 from pipeline.events import parse_event
 from pipeline.keys import cancel_subject, job_record_key, parse_manifest_key, progress_subject, spec_key
-from pipeline.status import finished_before, job_status, list_jobs, read_job
+from pipeline.status import finished_before, job_status, list_jobs, read_job, read_records
 from pipeline.storage.base import ObjectStore
 
 log = structlog.get_logger("mouthpiece.console")
@@ -63,10 +63,12 @@ class JobSummary:
     progress: float | None = None
     flagged: bool = False
     """A video scored under the job's quality threshold (``min_quality``)."""
+    stopping: bool = False
+    """Cancelled, but a stage has not stopped yet (it does at its next progress report)."""
 
     @property
     def finished(self) -> bool:
-        return self.state in {s.value for s in FINAL_STATES}
+        return self.state in {s.value for s in FINAL_STATES} and not self.stopping
 
     def elapsed(self, now: datetime | None = None) -> float:
         end = self.updated_at if self.finished else (now or datetime.now(UTC))
@@ -112,6 +114,9 @@ def summarize(store: ObjectStore, settings: Settings, job_id: str) -> JobSummary
     status: JobStatus | None = finished_before(store, settings, job_id) or job_status(store, settings, job_id)
     if status is None:
         return None
+    stopping = status.state == State.cancelled and any(
+        r.state == State.running for r in read_records(store, settings, job_id)
+    )
     created = job.created_at if job else status.updated_at
     running = [
         t.progress for t in status.tasks.values() if t.state == State.running and t.progress is not None
@@ -129,12 +134,13 @@ def summarize(store: ObjectStore, settings: Settings, job_id: str) -> JobSummary
         outputs=list(status.outputs),
         progress=min(running) if running else None,
         flagged=bool(getattr(status, "flagged", False)),
+        stopping=stopping,
     )
 
 
 def job_ids(store: ObjectStore, settings: Settings) -> list[str]:
-    """Ids of the jobs with a job record. On the local store one directory scan (a listing would stat
-    every artifact of every job); elsewhere the store's listing."""
+    """Ids of the jobs the first stage has started on (``status.list_jobs``). On the local store one
+    directory scan (a listing would stat every artifact of every job); elsewhere the store's listing."""
     root = _local_root(store)
     if root is None:
         return list_jobs(store, settings)
@@ -145,7 +151,8 @@ def job_ids(store: ObjectStore, settings: Settings) -> list[str]:
     except FileNotFoundError:
         return []
     record = job_record_key(names[0]).rsplit("/", 1)[1] if names else ""
-    return [n for n in names if (folder / n / record).is_file()]
+    first = f"records/job.{settings.chain[0]}.json"  # refused or cancelled while validated: no job record
+    return [n for n in names if (folder / n / record).is_file() or (folder / n / first).is_file()]
 
 
 def _local_root(store: object) -> Path | None:

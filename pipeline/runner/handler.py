@@ -383,6 +383,8 @@ def progress_sink(
     last = [0.0]
 
     def sink(fraction: float, note: str) -> None:
+        if fraction >= 0.5 > (ticket.record.progress or 0.0):
+            fault(settings, f"{stage}.halfway")  # test hook: killed mid-stage
         ticket.record.progress = round(fraction, 3)
         now = time.monotonic()
         if loop is None or (now - last[0] < 0.5 and fraction < 1.0):
