@@ -112,7 +112,8 @@ class BotEvent(BaseModel):
 
 
 class DiscordRoutes:
-    """The endpoints' shared state: dependencies, interactions seen, background work in flight."""
+    """``POST /discord/interactions`` (and, in ``relay``, the relay's hook): dependencies, interactions
+    seen, background work in flight."""
 
     def __init__(
         self,
@@ -134,6 +135,7 @@ class DiscordRoutes:
         self.clock = clock
         self._seen: dict[str, float] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self.relay = RelayRoutes(settings, store, fetcher)
 
     async def idle(self) -> None:
         """Wait until the background work of every interaction so far has finished."""
@@ -229,16 +231,12 @@ class DiscordRoutes:
             log.warning("interaction_reply_failed", interaction_id=it.id, reason=exc.reason)
 
     def _scratch(self) -> Path:
-        path = self.settings.data_dir / "tmp"
-        path.mkdir(parents=True, exist_ok=True)
-        return path
+        return scratch(self.settings)
 
     async def _fetch(
         self, url: str, folder: Path, what: str, accept: frozenset[Kind], name: str
     ) -> Downloaded:
-        return await asyncio.to_thread(
-            self.fetcher.download, url, folder, what=what, accept=accept, name=name
-        )
+        return await fetch(self.fetcher, url, folder, what, accept, name)
 
     def _destination(self, it: Interaction) -> DiscordInteractionDestination:
         # created_at comes from the interaction id, so a redelivery writes a byte-identical spec (same job)
@@ -302,6 +300,23 @@ class DiscordRoutes:
         known = {it.caller.id: caller} if caller else {}
         secret = token.get_secret_value() if token is not None else None
         return named_mentions(text, self.api, secret, it.guild_id, known)
+
+
+class RelayRoutes:
+    """``POST /hooks/bot``: the gateway relay's events (uploads in watched channels, members joining)."""
+
+    def __init__(self, settings: Settings, store: ObjectStore, fetcher: Fetcher) -> None:
+        self.settings = settings
+        self.store = store
+        self.fetcher = fetcher
+
+    def _scratch(self) -> Path:
+        return scratch(self.settings)
+
+    async def _fetch(
+        self, url: str, folder: Path, what: str, accept: frozenset[Kind], name: str
+    ) -> Downloaded:
+        return await fetch(self.fetcher, url, folder, what, accept, name)
 
     async def hooks_bot(self, request: Request) -> Response:
         token = self.settings.ingress_token
@@ -386,6 +401,20 @@ class DiscordRoutes:
         REDACTOR.add(url.get_secret_value())
         allowed_webhook(self.settings, url, "webhook_url")
         return url
+
+
+def scratch(settings: Settings) -> Path:
+    """Where downloads wait to be submitted (the data directory's scratch folder)."""
+    path = settings.data_dir / "tmp"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+async def fetch(
+    fetcher: Fetcher, url: str, folder: Path, what: str, accept: frozenset[Kind], name: str
+) -> Downloaded:
+    """Download ``url`` into ``folder`` (allow-listed, capped, sniffed; see ``pipeline.discord.fetch``)."""
+    return await asyncio.to_thread(fetcher.download, url, folder, what=what, accept=accept, name=name)
 
 
 def _deferred(flags: int) -> Response:

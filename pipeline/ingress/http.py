@@ -163,7 +163,7 @@ def build_app(
     app = Starlette(
         routes=[
             Route("/discord/interactions", ingress.discord.interactions, methods=["POST"]),
-            Route("/hooks/bot", ingress.discord.hooks_bot, methods=["POST"]),
+            Route("/hooks/bot", ingress.discord.relay.hooks_bot, methods=["POST"]),
             Route("/hooks/minio", ingress.hooks_minio, methods=["POST", "HEAD"]),
             Route("/healthz", ingress.healthz, methods=["GET"]),
             Route("/readyz", ingress.readyz, methods=["GET"]),
