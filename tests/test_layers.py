@@ -33,7 +33,8 @@ LAYERS: dict[str, int] = {
     "stack": 7, "ingress.folder": 7, "ingress.http": 8, "cli": 9,
     # the web console: served by the HTTP ingress
     "console.__init__": 8, "console.app": 8, "console.auth": 8, "console.index": 8, "console.views": 8,
-    "console.upload": 8,
+    "console.upload": 8, "console.base": 8, "console.pages": 8, "console.files": 8,
+    "console.actions": 8, "console.api": 8,
 }  # fmt: skip
 STAGE_PACKAGES = {"validate", "detect", "render", "enhance", "publish"}
 
