@@ -1,9 +1,7 @@
-"""The HTTP ingress: Discord's Interactions Endpoint, the gateway relay's hooks and MinIO's webhook target.
+"""The HTTP ingress: one service for Discord, storage-event hooks, health and the web console.
 
-    POST /discord/interactions   Ed25519-verified interactions: PING → PONG; /avatar and /announce are
-                                 answered "deferred" at once, and the work (downloads, submission) runs
-                                 in the background; the pipeline edits the reply with progress and the video
-    POST /hooks/bot              bearer token; relay events ``upload`` and ``member_join``
+    POST /discord/interactions   Discord's Interactions Endpoint   } ``pipeline.discord.routes``
+    POST /hooks/bot              the gateway relay's events        }
     POST /hooks/minio            MinIO's webhook notification (its auth token): the record goes onto the bus
     GET  /healthz                liveness
     /  (everything else)         the web console, its API and /metrics (``pipeline.console``)
@@ -17,18 +15,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
-import json
 import socket
-import tempfile
 import time
-from collections.abc import Awaitable, Callable, Coroutine
-from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import structlog
 import uvicorn
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -40,38 +33,19 @@ from pipeline.console import Console
 from pipeline.console.auth import check_exposure
 from pipeline.contracts import (
     BucketEvent,
-    Destination,
-    DiscordInteractionDestination,
-    DiscordWebhookDestination,
-    JobOptions,
-    Style,
 )
-from pipeline.destinations import allowed_webhook
 from pipeline.discord.api import DiscordApi
-from pipeline.discord.fetch import AllowList, Downloaded, Fetcher, Kind
+from pipeline.discord.fetch import AllowList, Fetcher, Kind
 from pipeline.discord.interactions import (
-    APPLICATION_COMMAND,
     CDN,
-    CHANNEL_MESSAGE,
-    DEFERRED_CHANNEL_MESSAGE,
-    EPHEMERAL,
-    PING,
-    PONG,
-    Interaction,
-    avatar_url,
-    can_announce,
-    parse_interaction,
 )
-from pipeline.discord.mentions import display_name, named_mentions
 from pipeline.discord.progress import ProgressForwarder
-from pipeline.discord.signature import SignatureError, verify
-from pipeline.errors import ConfigError, InvalidInput, MouthpieceError, RetryableError
+from pipeline.discord.routes import DiscordRoutes
+from pipeline.errors import ConfigError, InvalidInput, RetryableError
 from pipeline.events import parse_event
+from pipeline.httputil import bearer_ok, equal, error_response, read_body
 from pipeline.keys import event_subject
-from pipeline.logs import REDACTOR
-from pipeline.specfile import describe_validation_error
 from pipeline.storage.base import ObjectStore
-from pipeline.submit import Submission, Submitted, submit
 
 if TYPE_CHECKING:
     from pipeline.stack import Stack
@@ -83,44 +57,6 @@ SEEN_SECONDS = 15 * 60
 VOICE = frozenset({Kind.audio, Kind.video})
 FACE = frozenset({Kind.image, Kind.video})
 ANY_MEDIA = frozenset(Kind)
-
-
-# --- relay events --------------------------------------------------------------------------------------
-
-
-class _Event(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-
-
-class RelayAttachment(_Event):
-    url: str
-    filename: str = Field("file", max_length=200)
-
-
-class UploadEvent(_Event):
-    """A message with attachments in a watched channel; the video goes to that channel's webhook."""
-
-    type: Literal["upload"]
-    id: str | None = Field(None, max_length=40, description="the message id (makes retries idempotent)")
-    attachments: list[RelayAttachment] = Field(min_length=1, max_length=10)
-    webhook_url: SecretStr
-    guild: str | None = Field(None, max_length=100)
-    text: str | None = Field(None, max_length=2000, description="transcript (the message text)")
-
-
-class MemberJoinEvent(_Event):
-    """A member joined a server; a welcome video goes to the welcome webhook."""
-
-    type: Literal["member_join"]
-    id: str | None = Field(None, max_length=40, description="the member id (makes retries idempotent)")
-    guild: str = Field(max_length=100)
-    member: str = Field(max_length=100)
-    avatar_url: str | None = None
-    webhook_url: SecretStr | None = None
-
-
-class BotEvent(BaseModel):
-    event: Annotated[UploadEvent | MemberJoinEvent, Field(discriminator="type")]
 
 
 # --- the app -----------------------------------------------------------------------------------------------
@@ -143,287 +79,36 @@ class Ingress:
         self.settings = settings
         self.store = store
         self.bus = bus
-        self.api = api
-        self.fetcher = fetcher
-        self.cdn_base = cdn_base
-        self.clock = clock
-        self._seen: dict[str, float] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
+        self.discord = DiscordRoutes(settings, store, bus, api, fetcher, cdn_base=cdn_base, clock=clock)
 
     async def idle(self) -> None:
         """Wait until the background work of every interaction so far has finished."""
-        while self._tasks:
-            await asyncio.gather(*list(self._tasks), return_exceptions=True)
-
-    def _background(self, work: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.create_task(work)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    def first_delivery(self, interaction_id: str) -> bool:
-        """True the first time an interaction id is seen (within 15 minutes); remembers it."""
-        now = time.monotonic()
-        if len(self._seen) > 10_000:
-            self._seen = {k: t for k, t in self._seen.items() if t > now}
-        if self._seen.get(interaction_id, 0.0) > now:
-            return False
-        self._seen[interaction_id] = now + SEEN_SECONDS
-        return True
+        await self.discord.idle()
 
     # --- /discord/interactions ------------------------------------------------------------------------
-    async def interactions(self, request: Request) -> Response:
-        public_key = self.settings.discord_public_key
-        if not public_key:
-            return _error(503, "Discord is not configured (MOUTHPIECE_DISCORD_PUBLIC_KEY)")
-        body = await _body(request)
-        if body is None:
-            return _error(413, "request body too large")
-        try:
-            verify(
-                public_key,
-                request.headers.get("x-signature-ed25519"),
-                request.headers.get("x-signature-timestamp"),
-                body,
-                now=self.clock(),
-            )
-        except SignatureError as exc:
-            log.info("interaction_refused", why=str(exc))
-            return _error(401, "invalid request signature")
-        try:
-            interaction = parse_interaction(body)
-        except InvalidInput as exc:
-            return _error(400, exc.reason)
-        if interaction.type == PING:
-            return JSONResponse({"type": PONG})
-        if interaction.type != APPLICATION_COMMAND or interaction.data is None:
-            return _error(400, "unsupported interaction type")
-        REDACTOR.add(interaction.token)
-        return self._command(interaction)
-
-    def _command(self, it: Interaction) -> Response:
-        name = it.data.name if it.data else ""
-        flags = EPHEMERAL if name == "announce" else 0
-        if not self.first_delivery(it.id):
-            log.info("interaction_duplicate", interaction_id=it.id, command=name)
-            return _deferred(flags)
-        log.info("interaction_received", interaction_id=it.id, command=name, guild_id=it.guild_id)
-        if name == "avatar":
-            self._background(self._run(it, self._avatar_job))
-            return _deferred(flags)
-        if name == "announce":
-            refusal = self._announce_refusal(it)
-            if refusal:
-                return _message(refusal)
-            self._background(self._run(it, self._announce_job))
-            return _deferred(flags)
-        return _message(f"I do not know the command /{name}.")
-
-    def _announce_refusal(self, it: Interaction) -> str | None:
-        if not can_announce(it, self.settings.discord_announce_roles):
-            return "Only members with the Manage Server permission or an announcer role can use /announce."
-        if self.settings.discord_announce_webhook is None:
-            return "Announcements are not set up yet (the announcement channel's webhook is missing)."
-        return None
-
-    async def _run(self, it: Interaction, job: Callable[[Interaction, Path], Awaitable[Submitted]]) -> None:
-        """Run an interaction's background work; any failure edits the reply with the reason."""
-        try:
-            with tempfile.TemporaryDirectory(prefix="mp-discord-", dir=self._scratch()) as tmp:
-                submitted = await job(it, Path(tmp))
-            log.info("interaction_submitted", interaction_id=it.id, job_id=submitted.job_id)
-        except MouthpieceError as exc:
-            log.info("interaction_refused_input", interaction_id=it.id, reason=exc.reason)
-            await self._reply(it, _sentence(exc.reason))
-        except Exception:
-            log.exception("interaction_failed", interaction_id=it.id)
-            await self._reply(it, "Sorry, something went wrong on our side. Please try again later.")
-
-    async def _reply(self, it: Interaction, text: str) -> None:
-        try:
-            await asyncio.to_thread(self.api.edit_original, it.application_id, it.token, text)
-        except MouthpieceError as exc:
-            log.warning("interaction_reply_failed", interaction_id=it.id, reason=exc.reason)
-
-    def _scratch(self) -> Path:
-        path = self.settings.data_dir / "tmp"
-        path.mkdir(parents=True, exist_ok=True)
-        return path
-
-    async def _fetch(
-        self, url: str, folder: Path, what: str, accept: frozenset[Kind], name: str
-    ) -> Downloaded:
-        return await asyncio.to_thread(
-            self.fetcher.download, url, folder, what=what, accept=accept, name=name
-        )
-
-    def _destination(self, it: Interaction) -> DiscordInteractionDestination:
-        # created_at comes from the interaction id, so a redelivery writes a byte-identical spec (same job)
-        return DiscordInteractionDestination(
-            application_id=it.application_id,
-            token=SecretStr(it.token),
-            created_at=it.created_at,
-            attachment_size_limit=it.attachment_size_limit,
-            fallback_webhook=self.settings.discord_fallback_webhook,
-        )
-
-    async def _avatar_job(self, it: Interaction, folder: Path) -> Submitted:
-        audio_info = it.attachment("audio")
-        if audio_info is None:
-            raise InvalidInput(
-                "Attach a voice clip as the audio option: send .mp3, .wav, .ogg, .m4a or .flac"
-            )
-        audio = await self._fetch(audio_info.url, folder / "audio", "audio", VOICE, audio_info.filename)
-        face_info = it.attachment("avatar")
-        labels = {audio.path: audio_info.filename}
-        if face_info is not None:
-            face = await self._fetch(face_info.url, folder / "avatar", "avatar", FACE, face_info.filename)
-            labels[face.path] = face_info.filename
-        else:
-            url = avatar_url(it.caller).replace(CDN, self.cdn_base.rstrip("/"), 1)
-            face = await self._fetch(url, folder / "avatar", "profile picture", FACE, "profile")
-            labels[face.path] = "your profile picture"
-        options = _options(it.option("style"), it.option("text"))
-        await self._reply(it, "Got it: your video is queued…")
-        asked = Submission(
-            audio=audio.path, avatars=(face.path,), name=audio.path.stem, options=options,
-            destinations=(self._destination(it),), source=f"discord:{it.guild_id or 'dm'}",
-            nonce=f"discord-{it.id}", labels=labels,
-        )  # fmt: skip
-        return await asyncio.to_thread(submit, self.store, self.settings, asked)
-
-    async def _announce_job(self, it: Interaction, folder: Path) -> Submitted:
-        text = await asyncio.to_thread(self._named_mentions, it, _speech_text(it.option("text")))
-        options = _voice_options(it.option("voice"))
-        avatars: list[Path] = []
-        face_info = it.attachment("avatar")
-        if face_info is not None:
-            face = await self._fetch(face_info.url, folder / "avatar", "avatar", FACE, face_info.filename)
-            avatars.append(face.path)
-        assert self.settings.discord_announce_webhook is not None  # checked before deferring
-        destinations: list[Destination] = [
-            DiscordWebhookDestination(url=self.settings.discord_announce_webhook),
-            self._destination(it),
-        ]
-        await self._reply(it, "Got it: your announcement is queued…")
-        asked = Submission(
-            audio=None, avatars=tuple(avatars), name="announcement", speech=text, options=options,
-            destinations=tuple(destinations), source=f"discord:{it.guild_id or 'dm'}", nonce=f"discord-{it.id}",
-        )  # fmt: skip
-        return await asyncio.to_thread(submit, self.store, self.settings, asked)
-
-    def _named_mentions(self, it: Interaction, text: str) -> str:
-        """Mentions in an announcement as names (looked up with the bot token when one is set)."""
-        token = self.settings.discord_bot_token
-        caller = display_name({"nick": it.member.nick if it.member else None, "user": it.caller.model_dump()})
-        known = {it.caller.id: caller} if caller else {}
-        secret = token.get_secret_value() if token is not None else None
-        return named_mentions(text, self.api, secret, it.guild_id, known)
 
     # --- /hooks/bot -------------------------------------------------------------------------------------
-    async def hooks_bot(self, request: Request) -> Response:
-        token = self.settings.ingress_token
-        if token is None:
-            return _error(503, "the relay hook is not configured (MOUTHPIECE_INGRESS_TOKEN)")
-        if not _bearer_ok(request.headers.get("authorization"), token.get_secret_value()):
-            return _error(401, "missing or wrong bearer token")
-        body = await _body(request)
-        if body is None:
-            return _error(413, "request body too large")
-        try:
-            event = BotEvent.model_validate({"event": _json_object(body)}).event
-        except (ValidationError, ValueError) as exc:
-            return _error(400, f"not a relay event: {_first_error(exc)}")
-        try:
-            with tempfile.TemporaryDirectory(prefix="mp-relay-", dir=self._scratch()) as tmp:
-                if isinstance(event, UploadEvent):
-                    submitted = await self._upload_job(event, Path(tmp))
-                else:
-                    submitted = await self._welcome_job(event, Path(tmp))
-        except RetryableError as exc:
-            return _error(503, exc.reason)
-        except MouthpieceError as exc:
-            return _error(422, _sentence(exc.reason))
-        log.info("relay_submitted", kind=event.type, job_id=submitted.job_id)
-        return JSONResponse({"job_id": submitted.job_id}, status_code=202)
-
-    async def _upload_job(self, event: UploadEvent, folder: Path) -> Submitted:
-        webhook = self._webhook_url(event.webhook_url)
-        files = [
-            await self._fetch(a.url, folder / str(i), "attachment", ANY_MEDIA, a.filename)
-            for i, a in enumerate(event.attachments)
-        ]
-        labels = {f.path: a.filename for f, a in zip(files, event.attachments, strict=True)}
-        voice = next((f for f in files if f.kind == Kind.audio), None) or next(
-            (f for f in files if f.kind == Kind.video), None
-        )
-        if voice is None:
-            raise InvalidInput("That file is not audio: send .mp3, .wav, .ogg, .m4a or .flac")
-        faces = [f.path for f in files if f is not voice]
-        asked = Submission(
-            audio=voice.path, avatars=tuple(faces), name=voice.path.stem, options=_options(None, event.text),
-            destinations=(DiscordWebhookDestination(url=webhook),), source=f"discord:{event.guild or 'relay'}",
-            nonce=f"relay-{event.id or time.time()}", labels=labels,
-        )  # fmt: skip
-        return await asyncio.to_thread(submit, self.store, self.settings, asked)
-
-    async def _welcome_job(self, event: MemberJoinEvent, folder: Path) -> Submitted:
-        webhook = (
-            self._webhook_url(event.webhook_url)
-            if event.webhook_url
-            else self.settings.discord_welcome_webhook
-        )
-        if webhook is None:
-            raise ConfigError("no welcome webhook is configured (MOUTHPIECE_DISCORD_WELCOME_WEBHOOK)")
-        text = _welcome_text(self.settings.discord_welcome_text, event.guild, event.member)
-        avatars = [await self._welcome_face(event, folder)] if self._has_welcome_face(event) else []
-        asked = Submission(
-            audio=None, avatars=tuple(avatars), name="welcome", speech=text,
-            options=_voice_options(self.settings.discord_welcome_voice),
-            destinations=(DiscordWebhookDestination(url=webhook, content=text),),
-            source=f"discord:{event.guild}", nonce=f"join-{event.id or time.time()}",
-        )  # fmt: skip
-        return await asyncio.to_thread(submit, self.store, self.settings, asked)
-
-    def _has_welcome_face(self, event: MemberJoinEvent) -> bool:
-        return self.settings.discord_welcome_avatar is not None or bool(event.avatar_url)
-
-    async def _welcome_face(self, event: MemberJoinEvent, folder: Path) -> Path:
-        """The configured welcome avatar, else the member's own picture."""
-        configured = self.settings.discord_welcome_avatar
-        if configured is not None:
-            if not configured.is_file():
-                raise ConfigError(f"the welcome avatar {configured} does not exist")
-            return configured
-        assert event.avatar_url is not None
-        return (await self._fetch(event.avatar_url, folder, "profile picture", FACE, "member")).path
-
-    def _webhook_url(self, url: SecretStr) -> SecretStr:
-        """``url`` if this deployment may post to it (``pipeline.destinations.allowed_webhook``, the same
-        check validate applies to every job spec); else InvalidInput."""
-        REDACTOR.add(url.get_secret_value())
-        allowed_webhook(self.settings, url, "webhook_url")
-        return url
 
     # --- /hooks/minio -----------------------------------------------------------------------------------
     async def hooks_minio(self, request: Request) -> Response:
         token = self.settings.minio_webhook_token
         if token is None:
-            return _error(503, "the MinIO hook is not configured (MOUTHPIECE_MINIO_WEBHOOK_TOKEN)")
+            return error_response(503, "the MinIO hook is not configured (MOUTHPIECE_MINIO_WEBHOOK_TOKEN)")
         if request.method == "HEAD":
             return Response(status_code=200)
         auth = request.headers.get("authorization")
         secret = token.get_secret_value()
-        if not (_bearer_ok(auth, secret) or _equal(auth, secret)):
-            return _error(401, "missing or wrong token")
-        body = await _body(request)
+        if not (bearer_ok(auth, secret) or equal(auth, secret)):
+            return error_response(401, "missing or wrong token")
+        body = await read_body(request)
         if body is None:
-            return _error(413, "request body too large")
+            return error_response(413, "request body too large")
         try:
             published = await self._republish(body)
         except InvalidInput as exc:
-            return _error(400, exc.reason)
+            return error_response(400, exc.reason)
         except RetryableError as exc:
-            return _error(503, exc.reason)
+            return error_response(503, exc.reason)
         return JSONResponse({"published": published})
 
     async def _republish(self, body: bytes) -> int:
@@ -477,8 +162,8 @@ def build_app(
     )
     app = Starlette(
         routes=[
-            Route("/discord/interactions", ingress.interactions, methods=["POST"]),
-            Route("/hooks/bot", ingress.hooks_bot, methods=["POST"]),
+            Route("/discord/interactions", ingress.discord.interactions, methods=["POST"]),
+            Route("/hooks/bot", ingress.discord.relay.hooks_bot, methods=["POST"]),
             Route("/hooks/minio", ingress.hooks_minio, methods=["POST", "HEAD"]),
             Route("/healthz", ingress.healthz, methods=["GET"]),
             Route("/readyz", ingress.readyz, methods=["GET"]),
@@ -612,95 +297,6 @@ async def _store_ready(store: ObjectStore, settings: Settings, timeout: float = 
 
 
 # --- helpers ----------------------------------------------------------------------------------------------------
-
-
-async def _body(request: Request) -> bytes | None:
-    """The request body, or None when it is larger than ``MAX_BODY``."""
-    body = b""
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > MAX_BODY:
-            return None
-    return body
-
-
-def _json_object(body: bytes) -> Any:
-    return json.loads(body)
-
-
-def _first_error(exc: Exception) -> str:
-    if isinstance(exc, ValidationError):
-        text = describe_validation_error(exc)
-        for prefix in ("event.upload.", "event.member_join.", "event."):  # the wrapper and the union tags
-            text = text.replace(f"'{prefix}", "'")
-        return text
-    return "not JSON"
-
-
-def _bearer_ok(header: str | None, token: str) -> bool:
-    return header is not None and header.startswith("Bearer ") and _equal(header[7:], token)
-
-
-def _equal(given: str | None, expected: str) -> bool:
-    return given is not None and hmac.compare_digest(given.encode(), expected.encode())
-
-
-def _error(status: int, message: str) -> Response:
-    return JSONResponse({"error": message}, status_code=status)
-
-
-def _deferred(flags: int) -> Response:
-    data = {"flags": flags} if flags else None
-    return JSONResponse({"type": DEFERRED_CHANNEL_MESSAGE, **({"data": data} if data else {})})
-
-
-def _message(text: str) -> Response:
-    return JSONResponse({"type": CHANNEL_MESSAGE, "data": {"content": text, "flags": EPHEMERAL}})
-
-
-def _sentence(reason: str) -> str:
-    return reason[:1].upper() + reason[1:]
-
-
-TRANSCRIPT_LIMIT = 20_000
-
-
-def _options(style: Any, transcript: Any) -> JobOptions:
-    """Job options from a command's or a message's words; refusals are sentences for the member."""
-    text = str(transcript).strip() if transcript else ""
-    if len(text) > TRANSCRIPT_LIMIT:
-        raise InvalidInput(
-            f"The text is {len(text)} characters long; the limit is {TRANSCRIPT_LIMIT}: send a shorter one.",
-            code="transcript_too_long",
-        )
-    if style and str(style) not in {s.value for s in Style}:
-        raise InvalidInput("The style must be auto, photo or cartoon.", code="style_invalid")
-    return JobOptions(style=Style(style) if style else Style.auto, transcript=text or None)
-
-
-def _voice_options(voice: Any) -> JobOptions:
-    """Options of a speech job: the voice asked for (checked against the installed ones in validate)."""
-    try:
-        return JobOptions(voice=str(voice).strip() or None if voice else None)
-    except ValidationError:
-        raise InvalidInput("The voice name may use only letters, digits, '-', '_' and '.'.") from None
-
-
-def _speech_text(text: Any) -> str:
-    cleaned = " ".join(str(text or "").split())
-    if not cleaned:
-        raise InvalidInput("Give the text to read aloud.")
-    if len(cleaned) > 2000:
-        raise InvalidInput("The text is too long: at most 2000 characters.")
-    return cleaned
-
-
-def _welcome_text(template: str, guild: str, member: str) -> str:
-    clean = {"guild": " ".join(guild.split()), "name": " ".join(member.split())}
-    try:
-        return _speech_text(template.format_map(clean))
-    except (KeyError, ValueError, IndexError) as exc:
-        raise ConfigError(f"discord_welcome_text may use only {{guild}} and {{name}} ({exc})") from None
 
 
 def _single_record(body: bytes, index: int) -> bytes:

@@ -22,6 +22,7 @@ from pipeline.contracts import (
     MediaInfo,
 )
 from pipeline.discord.api import WebhookGone
+from pipeline.discord.publish import bitrate_plan, notify_discord_failure, publish_to_discord
 from pipeline.keys import spec_key
 from pipeline.media import ffmpeg_binary, probe
 from pipeline.messages import discord_text, users_fault
@@ -29,7 +30,6 @@ from pipeline.stage import StageContext
 from pipeline.status import read_spec
 from pipeline.testing import StageEnvironment
 from stages.publish import run as publish_run
-from stages.publish.discord import bitrate_plan, notify_discord_failure, publish_to_discord
 from tests.conftest import make_settings
 from tests.pipeline.discord.conftest import APP_ID, FakeDiscord, ThreadServer
 
