@@ -110,7 +110,9 @@ def _job_name(filename: str) -> str:
 # --- the voice --------------------------------------------------------------------------------------
 
 
-def _voice(ctx: StageContext, spec: JobSpec, upload: ObjectInfo) -> tuple[ArtifactRef, float, Synthesis | None]:
+def _voice(
+    ctx: StageContext, spec: JobSpec, upload: ObjectInfo
+) -> tuple[ArtifactRef, float, Synthesis | None]:
     if spec.speech is not None:
         return _synthesize(ctx, spec)
     assert spec.audio is not None

@@ -47,6 +47,7 @@ import cv2
 import numpy as np
 
 from pipeline.errors import ConfigError
+from pipeline.models import missing_neural, require_neural
 
 DetectorKind = Literal["auto", "face_alignment", "haar"]
 DetectorName = Literal["face_alignment", "haar", "cartoon_eyes"]
@@ -54,6 +55,8 @@ S3FD_FILE = "s3fd-619a316812.pth"
 FAN_FILE = "2DFAN4-11f355bf06.pth.tar"
 FACE_ALIGNMENT_FILES = (S3FD_FILE, FAN_FILE)
 WEIGHTS_BASE_URL = "https://www.adrianbulat.com/downloads/python-fan/"
+NEURAL_MODULES = ("torch", "face_alignment")
+"""What the face_alignment detector imports: the neural extra (not in the core install)."""
 HAAR_MAX_SIDE = 640
 CARTOON_MAX_SIDE = 512
 
@@ -399,7 +402,8 @@ def _load_face_alignment(model_dir: Path, device: str) -> Any:
 def resolve_kind(kind: DetectorKind, model_dir: Path) -> Literal["face_alignment", "haar"]:
     """The detector ``kind`` stands for: ``auto`` is face-alignment when its files are there, else Haar."""
     if kind == "auto":
-        return "face_alignment" if weights_present(model_dir) else "haar"
+        usable = weights_present(model_dir) and not missing_neural(NEURAL_MODULES)
+        return "face_alignment" if usable else "haar"
     return kind
 
 
@@ -419,5 +423,6 @@ def build_detector(
     resolved = resolve_kind(kind, model_dir)
     if resolved == "haar":
         return HaarDetector()
+    require_neural("the face_alignment detector", NEURAL_MODULES)
     ensure_weights(model_dir, urls)
     return FaceAlignmentDetector(model_dir, device)

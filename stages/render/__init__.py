@@ -17,7 +17,7 @@ from pipeline.config import Settings
 from pipeline.contracts import FaceFrame, FaceTrack, JobOptions, Manifest
 from pipeline.errors import ConfigError, InvalidInput
 from pipeline.media import FrameWriter, cycle_indices, decode_frames, frames_for, load_audio, prefetch
-from pipeline.models import model_path
+from pipeline.models import missing_neural, model_path, require_neural
 from pipeline.stage import ModelCache, Stage, StageContext
 from stages.render.base import Frames, Renderer, RenderRequest
 
@@ -56,7 +56,7 @@ def warm_up(settings: Settings, models: ModelCache) -> None:
     """Build the renderers this worker can build before the first job (the neural one only if its
     checkpoint is present), so the first job does not pay for loading."""
     get_renderer(settings, models, JobOptions(renderer="viseme"))
-    if _checkpoint_path(settings, None).is_file():
+    if _checkpoint_path(settings, None).is_file() and not missing_neural():
         get_renderer(settings, models, JobOptions(renderer="wav2lip"))
 
 
@@ -92,6 +92,7 @@ def get_renderer(settings: Settings, models: ModelCache, options: JobOptions) ->
 
 
 def _build_wav2lip(settings: Settings, checkpoint: Path) -> Renderer:
+    require_neural("the wav2lip renderer")  # torch is in the neural extra, not the core install
     from stages.render.neural import Wav2LipRenderer
 
     if not checkpoint.is_file():

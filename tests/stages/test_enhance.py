@@ -532,7 +532,13 @@ def test_one_task_with_subtitles_aligns_once(tmp_path: Path, monkeypatch: pytest
         workdir = tmp_path / stage
         workdir.mkdir()
         spec = read_spec(store, settings, job_id) if stage != "validate" else None
-        ctx = env.context(job_id=job_id, task="job" if stage == "validate" else "a0", stage=stage, spec=spec, workdir=workdir)
+        ctx = env.context(
+            job_id=job_id,
+            task="job" if stage == "validate" else "a0",
+            stage=stage,
+            spec=spec,
+            workdir=workdir,
+        )
         ctx.log = RecordingLog()
         return ctx
 
