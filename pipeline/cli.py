@@ -20,7 +20,14 @@ import structlog
 from pydantic import SecretStr, ValidationError
 
 from pipeline import ASSETS_DIR
-from pipeline.config import STAGES, Settings, data_dir_origin, load_settings, settings_markdown
+from pipeline.config import (
+    STAGES,
+    Settings,
+    data_dir_origin,
+    filesystem_problem,
+    load_settings,
+    settings_markdown,
+)
 from pipeline.contracts import JobOptions, JobStatus, Progress, State, Style, SubtitleMode
 from pipeline.errors import ConfigError, InvalidInput, MouthpieceError
 from pipeline.keys import pools_of, progress_subject
@@ -356,23 +363,6 @@ def _logging_settings(settings: Settings, command: str) -> Settings:
     if command in QUIET_COMMANDS and "log_level" not in settings.model_fields_set:
         return settings.model_copy(update={"log_level": "warning"})
     return settings
-
-
-def filesystem_problem(exc: OSError, settings: Settings) -> str:
-    """An ``OSError`` as one sentence: what could not be used, why, and (inside the data directory) how
-    the data directory was chosen and how to choose another."""
-    what = exc.strerror or str(exc) or type(exc).__name__
-    if not exc.filename:
-        return what
-    path = Path(os.fsdecode(exc.filename))
-    text = f"cannot use {path}: {what}"
-    data_dir = settings.data_dir
-    if path == data_dir or data_dir in path.parents or path in data_dir.parents:
-        text += (
-            f" (the data directory {data_dir} must be a folder mouthpiece can write; it is "
-            f"{data_dir_origin(settings)}; choose another with --data-dir)"
-        )
-    return text
 
 
 # --- commands ------------------------------------------------------------------------------------------

@@ -412,6 +412,23 @@ def data_dir_origin(settings: Settings) -> str:
     )
 
 
+def filesystem_problem(exc: OSError, settings: Settings) -> str:
+    """An ``OSError`` as one sentence: what could not be used, why, and (inside the data directory) how
+    the data directory was chosen and how to choose another."""
+    what = exc.strerror or str(exc) or type(exc).__name__
+    if not exc.filename:
+        return what
+    path = Path(os.fsdecode(exc.filename))
+    text = f"cannot use {path}: {what}"
+    data_dir = settings.data_dir
+    if path == data_dir or data_dir in path.parents or path in data_dir.parents:
+        text += (
+            f" (the data directory {data_dir} must be a folder mouthpiece can write; it is "
+            f"{data_dir_origin(settings)}; choose another with --data-dir)"
+        )
+    return text
+
+
 # --- settings errors in one sentence ----------------------------------------------------------------------
 
 

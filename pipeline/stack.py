@@ -26,7 +26,7 @@ from typing import Literal
 import structlog
 
 from pipeline.bus import NatsBus, threadsafe_publisher
-from pipeline.config import Settings
+from pipeline.config import Settings, filesystem_problem
 from pipeline.errors import ConfigError, MouthpieceError
 from pipeline.keys import pools_of
 from pipeline.natsserver import EmbeddedNats
@@ -114,10 +114,7 @@ class Stack:
             settings.data_dir.mkdir(parents=True, exist_ok=True)
             store_dir = settings.data_dir / "nats" if mode == "up" else _private_store(settings)
         except OSError as exc:  # said in one line by the entry point, not as a traceback
-            raise ConfigError(
-                f"cannot use the data directory {settings.data_dir}: {exc.strerror or exc} "
-                f"({os.fsdecode(exc.filename or settings.data_dir)}); choose another with --data-dir"
-            ) from None
+            raise ConfigError(filesystem_problem(exc, settings)) from None
         nats = EmbeddedNats(store_dir, settings.nats_port)
         await asyncio.to_thread(nats.start)
         log.info("nats_started", url=nats.url, store=str(nats.store_dir))
