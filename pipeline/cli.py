@@ -63,9 +63,10 @@ class _Paragraphs(argparse.HelpFormatter):
         )
 
 
-def _global_options(p: argparse.ArgumentParser, default: object) -> None:
+def _global_options(parser: argparse.ArgumentParser, default: object) -> None:
     """The options every command takes, before the command (``default`` None) or after it (``default``
     SUPPRESS, so that leaving them out after the command keeps what was given before it)."""
+    p = parser.add_argument_group("global options")
     p.add_argument("--config", type=Path, default=default, help="TOML settings file (also MOUTHPIECE_CONFIG)")
     p.add_argument("--data-dir", type=Path, default=default, metavar="DIR", help=DATA_DIR_HELP)
     p.add_argument(
@@ -270,8 +271,14 @@ def _job_options(p: argparse.ArgumentParser) -> None:
         "and a checkpoint), none (the avatar as it is)",
     )
     p.add_argument("--checkpoint", help="wav2lip checkpoint (file in the model dir, or a path)")
-    p.add_argument("--style", choices=[s.value for s in Style], help="avatar style: photo, cartoon, auto")
-    p.add_argument("--subtitles", choices=[s.value for s in SubtitleMode], help="none, soft or burn")
+    p.add_argument(
+        "--style", choices=[s.value for s in Style], help="avatar style (default auto: told from the picture)"
+    )
+    p.add_argument(
+        "--subtitles",
+        choices=[s.value for s in SubtitleMode],
+        help="none (default), soft (a subtitle track) or burn (drawn into the picture)",
+    )
     p.add_argument("--transcript", help="what the audio says (better timing and subtitles)")
     p.add_argument("--name", help="name of the output (default: the voice clip's name)")
 
@@ -485,6 +492,7 @@ def _banner(settings: Settings, watch: bool) -> None:
     if watch:
         lines.append(f"  Drop a voice clip (and a photo named like it) into {settings.inbox}")
         lines.append(f"  Videos appear in {settings.outbox}")
+        lines.append(f"  (data directory {settings.data_dir}; `mouthpiece config` says why this one)")
     lines.append("  Ctrl-C stops (work in flight is finished first).")
     print("\n".join(lines), file=sys.stderr, flush=True)
 
