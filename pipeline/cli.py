@@ -28,7 +28,16 @@ from pipeline.config import (
     load_settings,
     settings_markdown,
 )
-from pipeline.contracts import JobOptions, JobStatus, Progress, State, Style, SubtitleMode
+from pipeline.contracts import (
+    JobOptions,
+    JobStatus,
+    Motion,
+    Progress,
+    QualitySummary,
+    State,
+    Style,
+    SubtitleMode,
+)
 from pipeline.errors import ConfigError, InvalidInput, MouthpieceError
 from pipeline.keys import pools_of, progress_subject
 from pipeline.logs import configure_logging
@@ -237,8 +246,9 @@ def _operator_commands(commands: _Commands) -> None:
     models = commands.add(
         "models",
         "list model files: who needs each, whether it is here; --fetch NAME downloads one",
-        "The default job (viseme renderer, OpenCV face detection, pocketsphinx timing) needs none of "
-        "them. All live in the model directory (MOUTHPIECE_MODEL_DIR, default DATA_DIR/models).",
+        "The default job (viseme renderer, dlib and OpenCV face detection, pocketsphinx timing) needs "
+        "none of them: its models come inside the installed packages. All live in the model directory "
+        "(MOUTHPIECE_MODEL_DIR, default DATA_DIR/models).",
     )
     models.add_argument(
         "--fetch", metavar="NAME", action="append", default=[], help="download this file (repeatable)"
@@ -281,12 +291,17 @@ def _job_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--transcript", help="what the audio says (better timing and subtitles)")
     p.add_argument("--name", help="name of the output (default: the voice clip's name)")
+    p.add_argument(
+        "--motion", choices=[m.value for m in Motion], help="blinks and head motion (photos: subtle)"
+    )
+    p.add_argument("--min-quality", type=float, help="quality score (0..1) under which the video is flagged")
 
 
 def _options(args: argparse.Namespace) -> JobOptions:
     _check_lengths(args)
     fields = {
-        k: getattr(args, k, None) for k in ("renderer", "checkpoint", "style", "subtitles", "transcript")
+        k: getattr(args, k, None)
+        for k in ("renderer", "checkpoint", "style", "subtitles", "transcript", "motion", "min_quality")
     }
     try:
         return JobOptions(**{k: v for k, v in fields.items() if v is not None})
@@ -647,8 +662,8 @@ class _ProgressDisplay:
 def _download_outputs(
     stack: Stack, status: JobStatus, output: Path, inputs: Sequence[Path] = ()
 ) -> list[Path]:
-    """Copy the job's videos (and subtitles) from the outputs bucket to ``output``; a name that would land
-    on one of the ``inputs`` (``-o .`` beside ``voice.mp4``) gets the job id added instead."""
+    """Copy the job's videos (and subtitles, quality reports) from the outputs bucket to ``output``; a
+    name that would land on one of the ``inputs`` (``-o .`` beside ``voice.mp4``) gets the job id added."""
     bucket = stack.settings.bucket_outputs
     files = [i for i in stack.store.list(bucket, f"{status.job_id}/") if not i.key.endswith("status.json")]
     videos = [i for i in files if i.key.endswith(".mp4")]
@@ -660,8 +675,10 @@ def _download_outputs(
         name = info.key.rsplit("/", 1)[-1]
         if several:
             dest = output / name
-        else:
-            dest = output if name.endswith(".mp4") else output.with_suffix(Path(name).suffix)
+        else:  # beside the video, named after it: out.mp4 → out.srt, out.quality.json
+            stem = videos[0].key.rsplit("/", 1)[-1].removesuffix(".mp4")
+            suffix = name[len(stem) :] if name.startswith(f"{stem}.") else Path(name).suffix
+            dest = output if name.endswith(".mp4") else output.with_name(output.stem + suffix)
         if any(_same_file(dest, path) for path in inputs):
             dest = dest.with_name(f"{dest.stem}-{status.job_id[1:9]}{dest.suffix}")
         stack.store.download(bucket, info.key, dest)
@@ -727,7 +744,8 @@ def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
         print(json.dumps([s.model_dump(mode="json") for s in statuses], indent=2))
     else:
         for s in statuses[-20:]:
-            print(f"{s.job_id}  {s.state.value:8} {s.stage or '-':9} {s.name or ''}  {s.reason or ''}")
+            flag = " FLAGGED" if s.flagged else ""
+            print(f"{s.job_id}  {s.state.value:8} {s.stage or '-':9} {s.name or ''}{flag}  {s.reason or ''}")
     return 0
 
 
@@ -737,11 +755,25 @@ def _describe(status: JobStatus) -> str:
         lines.append(f"  reason: {status.reason}")
     for task, t in status.tasks.items():
         lines.append(f"  {task}: {t.state.value} at {t.stage or '-'}{' — ' + t.reason if t.reason else ''}")
+        if t.quality is not None:
+            lines.append(f"    quality: {_quality_line(t.quality)}")
     if status.timings:
         lines.append("  timings: " + ", ".join(f"{s} {v:.2f}s" for s, v in status.timings.items()))
     lines.extend(f"  output: {o}" for o in status.outputs)
     lines.extend(f"  note: {n}" for n in status.notes)
     return "\n".join(lines)
+
+
+def _quality_line(quality: QualitySummary) -> str:
+    """``0.93`` or ``0.41 FLAGGED (the voice comes 180 ms after the mouth moves)``, with the offset."""
+    text = f"{quality.score:.2f}"
+    if quality.offset_ms is not None:
+        text += f", audio offset {quality.offset_ms:+.0f} ms"
+    if quality.flagged:
+        text += " FLAGGED"
+    if quality.problems:
+        text += f" ({'; '.join(quality.problems)})"
+    return text
 
 
 def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
@@ -928,7 +960,7 @@ def cmd_models(settings: Settings, args: argparse.Namespace) -> int:
         path = models.fetch_model(settings, name, args.url)
         print(f"fetched {name} -> {path}")
     print(f"Model directory: {settings.models}")
-    print(f"None of these files is needed by {models.DEFAULT_JOB}.")
+    print(f"None of these files is needed by {models.DEFAULT_JOB}: {models.PACKAGED}.")
     missing = models.missing_neural(("torch", "face_alignment"))
     if missing:
         print(f"The neural extra is not installed ({models.NEURAL_EXTRA}): no {' or '.join(missing)}.")

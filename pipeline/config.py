@@ -200,12 +200,18 @@ class Settings(BaseSettings):
     device: Literal["auto", "cpu", "cuda"] = Field(
         "auto", description="where models run (auto: CUDA if present)"
     )
-    detector: Literal["auto", "face_alignment", "haar"] = Field(
-        "auto", description="auto: face-alignment when its weights are present, else Haar"
+    detector: Literal["auto", "face_alignment", "dlib", "haar"] = Field(
+        "auto",
+        description="auto: face-alignment when its weights are present, else dlib (68 landmarks, no "
+        "download; non-commercial model terms), else Haar (boxes only)",
     )
     face_pads: tuple[int, int, int, int] = Field((0, 10, 0, 0), description="top, bottom, left, right")
     smooth_window: int = Field(5, description="frames in the face box moving average")
     wav2lip_checkpoint: str = Field("wav2lip_gan.pth", description="file in model_dir, or a path")
+    # --- faces: tracking (issue 12) ---
+    detect_every: int = Field(
+        5, ge=1, description="while following a face, confirm it with the detector every this many frames"
+    )
     wav2lip_batch: int = Field(64, description="frames per network batch")
     model_urls: dict[str, str] = Field(
         default_factory=dict,

@@ -123,6 +123,14 @@ class FaceChoice(StrEnum):
     nearest_center = "center"
 
 
+class Motion(StrEnum):
+    """Life added to the avatar: blinks and head motion (photos), none (videos keep their own)."""
+
+    none = "none"
+    subtle = "subtle"
+    lively = "lively"
+
+
 class JobOptions(_Model):
     renderer: Literal["viseme", "wav2lip", "none"] = Field(
         "viseme", description="viseme: no weights; wav2lip: neural (needs a checkpoint); none: no lip-sync"
@@ -135,6 +143,15 @@ class JobOptions(_Model):
     )
     face: FaceChoice = FaceChoice.largest
     enhance: bool = True
+    # --- faces: motion and the quality report (issue 12) ---
+    motion: Motion | None = Field(
+        None,
+        description="blinks and head motion: none, subtle, lively; unset: subtle for photos, none for videos",
+    )
+    min_quality: float = Field(
+        0.5, ge=0.0, le=1.0, description="quality score (0..1) under which the video is flagged"
+    )
+    fail_on_low_quality: bool = Field(False, description="fail the job instead of flagging it")
     language: str | None = Field(
         None, pattern=r"^[a-z]{2,3}$", description="ISO 639-1 code of the spoken language; none: detected"
     )
@@ -303,6 +320,8 @@ class FaceFrame(_Model):
     landmarks: list[tuple[float, float]] | None = Field(None, description="68 points (iBUG order) or none")
     confidence: float = 1.0
     interpolated: bool = Field(False, description="filled from neighbouring frames (no detection here)")
+    absent: bool = Field(False, description="no face on this frame: renderers leave it untouched")
+    pose: tuple[float, float, float] | None = Field(None, description="yaw, pitch, roll in degrees")
 
 
 class FaceTrack(_Model):
@@ -365,6 +384,39 @@ class SpeechTiming(_Model):
     phones: list[TimedPhone] = Field(default_factory=list)
     visemes: list[TimedViseme] = Field(default_factory=list)
     speech: list[Span] = Field(default_factory=list, description="speech regions (voice activity)")
+
+
+# --------------------------------------------------------------------------------------------------
+# Quality report (artifact ``quality`` of the enhance stage, published as ``<name>.quality.json``)
+# --------------------------------------------------------------------------------------------------
+
+
+class QualitySummary(_Model):
+    """The part of a ``QualityReport`` that job status shows."""
+
+    score: float = Field(ge=0.0, le=1.0, description="1: nothing measured is wrong")
+    flagged: bool = Field(False, description="score under the job's min_quality")
+    offset_ms: float | None = Field(None, description="sound later than the mouth by this much (ms)")
+    problems: list[str] = Field(default_factory=list, description="what lowered the score, in words")
+
+
+class QualityReport(QualitySummary):
+    """How good one finished video is, measured on the video itself, without model weights.
+
+    Levels are in 0..255 units of 8-bit pixels. ``None`` where a measure could not be taken (no face on
+    any frame, no silence to look at, no speech to correlate).
+    """
+
+    version: int = SCHEMA_VERSION
+    threshold: float = Field(description="the job's min_quality")
+    offset_confidence: float = Field(0.0, description="peak correlation of mouth opening and loudness")
+    silence_motion: float | None = Field(None, description="mouth motion in pauses relative to speech")
+    outside_change: float | None = Field(None, description="mean change away from the face vs the avatar")
+    mouth_flicker: float | None = Field(None, description="frame-to-frame jitter around the mouth")
+    duration_drift_ms: float = Field(0.0, description="video length minus audio length (ms)")
+    frames: int = 0
+    face_frames: int = Field(0, description="frames on which a mouth was measured")
+    method: str = Field("", description="how the mouth was measured: landmarks or intensity")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -478,6 +530,7 @@ class TaskStatus(_Model):
     code: str | None = None
     attempts: int = 0
     outputs: list[str] = Field(default_factory=list)
+    quality: QualitySummary | None = None
 
 
 class JobStatus(_Model):
@@ -495,6 +548,7 @@ class JobStatus(_Model):
     notes: list[str] = Field(
         default_factory=list, description="what people should know: the voice used, scripts a font lacks"
     )
+    flagged: bool = Field(False, description="a task's video scored under the job's min_quality")
     updated_at: datetime = Field(default_factory=utcnow)
 
     @property

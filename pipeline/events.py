@@ -22,13 +22,10 @@ from pipeline.storage.base import ObjectInfo
 
 @dataclass(frozen=True)
 class ObjectEvent:
-    """One decoded record: what happened to which object."""
+    """One decoded record: what happened (``name``) to which object version (``object``)."""
 
     name: str
-    bucket: str
-    key: str
-    size: int
-    etag: str
+    object: ObjectInfo
 
     @property
     def created(self) -> bool:
@@ -37,7 +34,7 @@ class ObjectEvent:
     @property
     def message_id(self) -> str:
         """Deterministic ``Nats-Msg-Id``: the same object version is delivered once per dedup window."""
-        return message_id(self.bucket, self.key, self.etag)
+        return message_id(self.object.bucket, self.object.key, self.object.etag)
 
 
 def message_id(bucket: str, key: str, etag: str) -> str:
@@ -83,10 +80,13 @@ def parse_event(payload: bytes) -> list[ObjectEvent]:
         out.append(
             ObjectEvent(
                 name=record.eventName if record.eventName.startswith("s3:") else f"s3:{record.eventName}",
-                bucket=record.s3.bucket.name,
-                key=key,
-                size=record.s3.object.size,
-                etag=record.s3.object.eTag.strip('"'),
+                object=ObjectInfo(
+                    bucket=record.s3.bucket.name,
+                    key=key,
+                    size=record.s3.object.size,
+                    etag=record.s3.object.eTag.strip('"'),
+                    content_type=record.s3.object.contentType,
+                ),
             )
         )
     return out

@@ -53,6 +53,15 @@ _JOB_ID = re.compile(r"^j[0-9a-f]{19}$")
 _TASK = re.compile(r"^(job|a\d{1,3})$")
 
 
+def slug(text: str, limit: int = 40, *, keep: str = "", fallback: str = "job", letters: str = "ascii") -> str:
+    """A short name safe in keys and file names: letters and digits (ASCII, or any script with
+    ``letters="any"``), '-', '_' and the characters in ``keep``; runs of anything else become '-'."""
+    allowed = set("-_" + keep)
+    ok = (lambda c: c.isascii() and c.isalnum()) if letters == "ascii" else str.isalnum
+    cleaned = re.sub(r"-{2,}", "-", "".join(c if ok(c) or c in allowed else "-" for c in text))
+    return cleaned.strip("-" + keep)[:limit] or fallback
+
+
 def check_key(key: str) -> str:
     """Return ``key`` if it is a safe relative object key, else raise ``InvalidKey``."""
     if not key or len(key.encode()) > MAX_KEY_BYTES:

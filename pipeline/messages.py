@@ -74,7 +74,10 @@ CATALOGUE: dict[str, Entry] = {
     "output_is_input": Entry("The output would overwrite an input.", True),
     "transcript_too_long": Entry("The transcript is too long.", True),
     "style_invalid": Entry("The style must be auto, photo or cartoon.", True),
-    "quality_failed": Entry("The video did not meet the quality the job asked for.", True),
+    "low_quality": Entry("The video did not meet the quality the job asked for.", True),
+    "empty_text": Entry("There is no text to speak.", True),
+    "text_too_long": Entry("The text to speak is too long.", True),
+    "unknown_voice": Entry("That voice is not installed here.", True),
     # --- the people running it ------------------------------------------------------------------------
     "cancelled": Entry("The job was cancelled."),
     "config": Entry("This server is not set up to make that video (reference {reference}); tell its admins."),

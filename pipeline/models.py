@@ -37,17 +37,21 @@ from pipeline.config import Settings
 from pipeline.errors import ConfigError
 from pipeline.stage import sha256_file
 
-log = structlog.get_logger()
+log = structlog.get_logger("mouthpiece.models")
 
 FACE_ALIGNMENT_URL = "https://www.adrianbulat.com/downloads/python-fan/"
 FACE_RESTORATION_FILE = "face_restoration.pt"
 CHUNK = 1 << 20
 NEURAL_EXTRA = "pip install 'mouthpiece[neural]'"
-DEFAULT_JOB = "the default job (viseme renderer, OpenCV face detection, pocketsphinx timing)"
+DEFAULT_JOB = "the default job (viseme renderer, dlib and OpenCV face detection, pocketsphinx timing)"
+PACKAGED = (
+    "dlib's landmark model (face-recognition-models), OpenCV's Haar cascades and pocketsphinx's English "
+    "model come inside the installed packages"
+)
 WITHOUT_WAV2LIP = "jobs asking for the wav2lip renderer fail; the default viseme renderer needs no model file"
 WITHOUT_FAN = (
-    "detection uses OpenCV's Haar cascade (the default); with both face-alignment files and the "
-    "neural extra, detector auto uses face-alignment's 68 landmarks instead"
+    "detection uses dlib's packaged landmarks (the default), else OpenCV's Haar cascade; with both "
+    "face-alignment files and the neural extra, detector auto uses face-alignment instead"
 )
 USERS = {
     "render:wav2lip": "the wav2lip renderer (--renderer wav2lip; needs the neural extra)",

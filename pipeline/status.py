@@ -12,9 +12,27 @@ from datetime import UTC, datetime
 from pydantic import ValidationError
 
 from pipeline.config import Settings
-from pipeline.contracts import FINAL_STATES, JobRecord, JobSpec, JobStatus, StageRecord, State, TaskStatus
+from pipeline.contracts import (
+    FINAL_STATES,
+    JobRecord,
+    JobSpec,
+    JobStatus,
+    QualityReport,
+    QualitySummary,
+    StageRecord,
+    State,
+    TaskStatus,
+)
 from pipeline.errors import ObjectNotFound, PermanentError
-from pipeline.keys import cancel_key, job_prefix, job_record_key, output_key, record_key, spec_key
+from pipeline.keys import (
+    artifact_key,
+    cancel_key,
+    job_prefix,
+    job_record_key,
+    output_key,
+    record_key,
+    spec_key,
+)
 from pipeline.messages import for_people
 from pipeline.storage.base import ObjectStore
 
@@ -71,7 +89,7 @@ def job_status(store: ObjectStore, settings: Settings, job_id: str) -> JobStatus
     cancelled = is_cancelled(store, settings, job_id)
     if job is None and not records and not cancelled:
         return None
-    status = fold(job_id, job, records, job.chain if job else settings.chain)
+    status = with_quality(store, settings, fold(job_id, job, records, job.chain if job else settings.chain))
     if cancelled and status.state != State.done:
         status.state, status.code = State.cancelled, "cancelled"
         status.reason = for_people("cancelled", None, job_id)
@@ -209,3 +227,22 @@ def _timings(records: list[StageRecord], chain: list[str]) -> dict[str, float]:
         if r.seconds is not None:
             out[r.stage] = max(out.get(r.stage, 0.0), r.seconds)
     return {s: round(out[s], 3) for s in chain if s in out}
+
+
+# --- quality reports (faces, issue 12): each task's quality.json, summarised into its status ----------
+
+
+def with_quality(store: ObjectStore, settings: Settings, status: JobStatus) -> JobStatus:
+    """``status`` with each task's quality summary (from its ``quality.json``, once enhance wrote it)
+    and ``flagged`` when any task's video scored under the job's threshold."""
+    for task, task_status in status.tasks.items():
+        try:
+            data = store.get(settings.bucket_work, artifact_key(status.job_id, task, "quality.json"))
+            report = QualityReport.model_validate_json(data)
+        except (ObjectNotFound, ValidationError):
+            continue
+        task_status.quality = QualitySummary(
+            score=report.score, flagged=report.flagged, offset_ms=report.offset_ms, problems=report.problems
+        )
+    status.flagged = any(t.quality is not None and t.quality.flagged for t in status.tasks.values())
+    return status

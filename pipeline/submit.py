@@ -25,6 +25,7 @@ from pydantic import ValidationError
 from pipeline.config import Settings
 from pipeline.contracts import REVEAL, Destination, JobOptions, JobSpec, job_id_for
 from pipeline.errors import InvalidInput
+from pipeline.keys import slug
 from pipeline.storage.base import ObjectInfo, ObjectStore
 
 AUDIO_EXTS = {".wav", ".mp3", ".flac", ".ogg", ".oga", ".opus", ".m4a", ".aac", ".wma", ".aif", ".aiff"}
@@ -42,12 +43,6 @@ FILENAME_METADATA = "filename"
 class Submitted:
     job_id: str
     spec_key: str
-
-
-def slug(text: str, limit: int = 40) -> str:
-    """A key-safe short name: letters, digits, '-', '_'."""
-    cleaned = re.sub(r"[^A-Za-z0-9_-]+", "-", text).strip("-")
-    return cleaned[:limit] or "job"
 
 
 def _digest(paths: list[Path], extra: str, limit: int) -> str:

@@ -11,10 +11,11 @@ Given render's manifest (``artifacts["video"]``: the silent rendered H.264 clip 
    job's ``enhance`` or ``settings.denoise`` is off), burned-in subtitles, loudness, AAC 48 kHz, a
    mov_text track for soft subtitles, ``+faststart``, cut to the audio's length.
 
-Outputs: ``final`` (MP4), and ``srt`` and ``vtt`` when subtitles were made. Burning in needs a font
-libass can load that covers the subtitles' script: a known font (or any installed font covering the text)
-is copied into the scratch folder and handed over as ``fontsdir``, so it works without fontconfig; with no
-such font the subtitles become a soft track, and a note in the job's status names the scripts missing.
+Outputs: ``final`` (MP4), ``quality`` (``quality.json``: ``stages.quality``'s report on the final MP4), and
+``srt`` and ``vtt`` when subtitles were made. Burning in needs a font libass can load that covers the
+subtitles' script: a known font (or any installed font covering the text) is copied into the scratch
+folder and handed over as ``fontsdir``, so it works without fontconfig; with no such font the subtitles
+become a soft track, and a note in the job's status names the scripts missing.
 """
 
 from __future__ import annotations
@@ -30,16 +31,11 @@ import structlog
 
 from pipeline.config import Settings
 from pipeline.contracts import ArtifactRef, JobSpec, Manifest, SpeechTiming, SubtitleMode
-from pipeline.media import (
-    FFmpegError,
-    FinishJob,
-    Loudness,
-    SubtitleFont,
-    finish_video,
-    measure_loudness,
-)
+from pipeline.errors import FFmpegError
+from pipeline.media import FinishJob, Loudness, SubtitleFont, finish_video, measure_loudness
 from pipeline.stage import ModelCache, Stage, StageContext
 from stages.fonts import FontChoice, pick_font
+from stages.quality import assess as assess_quality
 from stages.speech import Word
 from stages.speech_timing import UNSPACED, read_timing
 from stages.subtitles import Cue, CueRules, cues_from_words, to_srt, to_vtt
@@ -86,6 +82,7 @@ def run(ctx: StageContext, manifest: Manifest) -> list[Manifest]:
     if mode is SubtitleMode.burn and job.burn_subtitles is None:
         mode = SubtitleMode.soft  # burning in failed; the encode carries them as a track instead
     final = ctx.save(job.dst, "final.mp4", "video/mp4")
+    quality = ctx.save_model(assess_quality(ctx, manifest, job.dst, spec), "quality.json")  # issue 12
     loudness = _reported_loudness(ctx, measured, output)
     ctx.log.info("enhanced", subtitles=mode.value, cues=len(cues), loudness=loudness)
     info: dict[str, object] = {"subtitles": mode.value, "cues": len(cues), "loudness": loudness}
@@ -93,7 +90,7 @@ def run(ctx: StageContext, manifest: Manifest) -> list[Manifest]:
         info.update(subtitle_source=timing.source, subtitle_language=timing.language)
     if note:
         info["notes"] = [*manifest.info.get("notes", []), note]
-    return [manifest.advance(NAME, info, final=final, **subtitles)]
+    return [manifest.advance(NAME, info, final=final, quality=quality, **subtitles)]
 
 
 # --- subtitles --------------------------------------------------------------------------------------
@@ -263,7 +260,7 @@ class Enhance(Stage):
 
     name = NAME
     requires = frozenset({"audio", "avatar", "speech"})
-    provides = frozenset({"final", "srt", "vtt"})
+    provides = frozenset({"final", "srt", "vtt", "quality"})
 
     def warm_up(self, settings: Settings, models: ModelCache) -> None:
         warm_up(settings, models)

@@ -31,9 +31,11 @@ from typing import Any, Literal
 import numpy as np
 import structlog
 
-log = structlog.get_logger()
+from pipeline.media import AUDIO_RATE
 
-SAMPLE_RATE = 16_000
+log = structlog.get_logger("mouthpiece.speech")
+
+SAMPLE_RATE = AUDIO_RATE  # the one rate of normalized voices: pipeline.media.AUDIO_RATE
 FRAME_RATE = 100
 """pocketsphinx frames per second (its default ``-frate``)."""
 

@@ -93,11 +93,11 @@ def clean_text(text: str) -> str:
     """``text`` with control characters and runs of whitespace collapsed; ``InvalidInput`` if empty."""
     cleaned = " ".join("".join(c if c.isprintable() else " " for c in text).split())
     if not cleaned:
-        raise InvalidInput("there is no text to speak")  # code: empty_text
+        raise InvalidInput("there is no text to speak", code="empty_text")
     if len(cleaned) > MAX_CHARS:
         raise InvalidInput(
-            f"the text to speak is {len(cleaned)} characters; the limit is {MAX_CHARS}"
-        )  # code: text_too_long
+            f"the text to speak is {len(cleaned)} characters; the limit is {MAX_CHARS}", code="text_too_long"
+        )
     return cleaned
 
 
@@ -140,7 +140,7 @@ def _named_voice(settings: Settings, name: str, *, asked: bool) -> Voice:
     known = ", ".join(voices) or "none installed"
     message = f"there is no voice called {name!r} (Piper voices: {known}; or an eSpeak NG language such as en-us, de, es)"
     if asked:
-        raise InvalidInput(message)  # code: unknown_voice
+        raise InvalidInput(message, code="unknown_voice")
     raise ConfigError(f"tts_voice: {message}")
 
 

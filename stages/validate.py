@@ -31,18 +31,16 @@ from pipeline.contracts import (
     MediaInfo,
 )
 from pipeline.destinations import check_destinations
-from pipeline.errors import ConfigError, InvalidInput, InvalidKey, RetryableError
-from pipeline.keys import JOB_SPEC_SUFFIXES, job_record_key, media_cache_key, resolve_relative, spec_key
-from pipeline.media import (
+from pipeline.errors import (
+    ConfigError,
     FFmpegError,
+    InvalidInput,
+    InvalidKey,
     PictureTooLarge,
-    Probe,
-    count_frames,
-    looks_like,
-    normalize_audio,
-    normalize_avatar,
-    probe,
+    RetryableError,
 )
+from pipeline.keys import JOB_SPEC_SUFFIXES, job_record_key, media_cache_key, resolve_relative, spec_key
+from pipeline.media import Probe, count_frames, looks_like, normalize_audio, normalize_avatar, probe
 from pipeline.specfile import MAX_SPEC_BYTES, parse_spec
 from pipeline.stage import ModelCache, Stage, StageContext
 from pipeline.storage.base import ObjectInfo, ObjectStore

@@ -211,9 +211,12 @@ def start_seaweedfs(dep: Deployment, compose: Compose, ports: dict[str, int]) ->
     return Proc("seaweedfs", args, env, dep.root / "seaweedfs.log")
 
 
-def mouthpiece(dep: Deployment, compose: Compose, name: str, index: int, ports: dict[str, int]) -> Proc:
+def mouthpiece(
+    dep: Deployment, compose: Compose, name: str, index: int, ports: dict[str, int], **extra: str
+) -> Proc:
     """A mouthpiece service process: compose's command and environment; the container's volumes
-    (data dir, models) become folders of this process."""
+    (data dir, models) become folders of this process. ``extra``: what the test adds (the fake
+    Discord's origin, allowed as a webhook host in place of discord.com)."""
     service = compose.service(name)
     env = {
         "PATH": os.environ["PATH"],
@@ -222,6 +225,7 @@ def mouthpiece(dep: Deployment, compose: Compose, name: str, index: int, ports: 
         **service.environment,
         "MOUTHPIECE_DATA_DIR": str(dep.root / f"{name}{index}"),
         "MOUTHPIECE_MODEL_DIR": str(dep.root / "models"),
+        **extra,
     }
     command = list(service.command)
     if name == "ingress":
@@ -251,7 +255,8 @@ def test_compose_deployment_survives_a_killed_render_worker_and_nats_node(
         wait_for(lambda: s3.bucket_exists("probe-bucket") is not None, 60, "SeaweedFS S3")
         init = mouthpiece(dep, compose, "init", 0, ports).start()
         assert init.popen is not None and init.popen.wait(120) == 0, init.tail(40)
-        workers = [dep.add(mouthpiece(dep, compose, n, i, ports)) for i, n in enumerate(WORKERS)]
+        allow = {"MOUTHPIECE_DISCORD_WEBHOOK_HOSTS": server.origin}
+        workers = [dep.add(mouthpiece(dep, compose, n, i, ports, **allow)) for i, n in enumerate(WORKERS)]
         renders = [w for w in workers if w.name.startswith("render")]
         stream = asyncio.run(_stream_info(compose))
 

@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 import pytest
 
-from pipeline.contracts import JobOptions, Manifest, State, SubtitleMode
+from pipeline.contracts import JobOptions, Manifest, Motion, State, SubtitleMode
 from pipeline.keys import manifest_key
 from pipeline.media import decode_frames, load_audio, normalize_audio
 from pipeline.stack import Stack
@@ -59,7 +59,8 @@ def talking(tmp_path_factory: pytest.TempPathFactory, assets: Path, nats_url: st
         settings,
         audio=assets / "jfk.flac",
         avatars=[assets / "astronaut.png"],
-        options=JobOptions(transcript=TRANSCRIPT, subtitles=SubtitleMode.soft),
+        # a still head: these tests isolate the mouth (blinks and head motion: tests/test_faces_pipeline.py)
+        options=JobOptions(transcript=TRANSCRIPT, subtitles=SubtitleMode.soft, motion=Motion.none),
     )
     assert status.state == State.done, status.reason
     from pipeline.storage import open_store

@@ -21,7 +21,7 @@ import structlog
 
 from pipeline.discord.api import quiet_http_logging
 from pipeline.errors import InvalidInput, RetryableError
-from pipeline.submit import slug
+from pipeline.keys import slug
 
 log = structlog.get_logger("mouthpiece.discord.fetch")
 

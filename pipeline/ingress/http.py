@@ -428,13 +428,14 @@ class Ingress:
         events = parse_event(body)
         count = 0
         for index, event in enumerate(events):
-            subject = event_subject(self.settings, event.bucket, event.key) if event.created else None
+            obj = event.object
+            subject = event_subject(self.settings, obj.bucket, obj.key) if event.created else None
             if subject is None:
                 continue
             payload = body if len(events) == 1 else _single_record(body, index)
             if await self.bus.publish(subject, payload, msg_id=event.message_id):
                 count += 1
-            log.info("minio_event", subject=subject, bucket=event.bucket, key=event.key)
+            log.info("minio_event", subject=subject, bucket=obj.bucket, key=obj.key)
         return count
 
     async def healthz(self, request: Request) -> Response:

@@ -98,9 +98,10 @@ class Handler:
         if not event.created:
             await delivery.ack()
             return "ignored"
-        rule = find_route(self.settings, event.bucket, event.key)
+        obj = event.object
+        rule = find_route(self.settings, obj.bucket, obj.key)
         if rule is None or rule.stage != self.stage:
-            log.warning("misrouted_event", stage=self.stage, bucket=event.bucket, key=event.key)
+            log.warning("misrouted_event", stage=self.stage, bucket=obj.bucket, key=obj.key)
             await delivery.ack()
             return "ignored"
         try:
@@ -353,16 +354,16 @@ async def tell(
 
 
 def decode(settings: Settings, store: ObjectStore, first: bool, event: ObjectEvent) -> Work:
-    trigger = ObjectInfo(event.bucket, event.key, event.size, event.etag)
+    trigger = event.object
     if first:
-        return Work(job_id_for(event.bucket, event.key, event.etag), JOB_TASK, trigger, trigger)
-    if parse_manifest_key(event.key) is None:
-        raise InvalidKey(f"{event.key} is not a manifest key", key=event.key)
-    data = store.get(event.bucket, event.key)
+        return Work(job_id_for(trigger.bucket, trigger.key, trigger.etag), JOB_TASK, trigger, trigger)
+    if parse_manifest_key(trigger.key) is None:
+        raise InvalidKey(f"{trigger.key} is not a manifest key", key=trigger.key)
+    data = store.get(trigger.bucket, trigger.key)
     try:
         manifest = Manifest.model_validate_json(data)
     except ValidationError as exc:
-        raise PermanentError(f"{event.key} is not a valid manifest: {exc}", key=event.key) from exc
+        raise PermanentError(f"{trigger.key} is not a valid manifest: {exc}", key=trigger.key) from exc
     return Work(manifest.job_id, manifest.task, manifest, trigger)
 
 

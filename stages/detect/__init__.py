@@ -7,24 +7,32 @@ the face, "faces_found": frames on which it found one (before gaps were filled)}
 
 Detectors, in tiers: each tier runs over the whole clip and the next runs only when it found no face on
 any frame. The first tier is ``settings.detector`` (``auto``: face-alignment when its weights are in
-``settings.models``, else Haar, logged once per worker as ``detector_fallback``); face-alignment is
-followed by Haar; jobs with style ``cartoon`` end with the cartoon-eyes detector (see ``detectors``).
-When every tier finds nothing the job fails with ``NoFaceFound("no face found in <avatar>...")``.
+``settings.models``, else dlib when installed — its weights come in a package — else Haar; the fallback
+is logged once per worker as ``detector_fallback``); face-alignment and dlib are followed by Haar; jobs
+with style ``cartoon`` end with the cartoon-eyes detector (see ``detectors``). When every tier finds
+nothing the job fails with ``NoFaceFound("no face found in <avatar>...")``.
+
+Landmark tiers (dlib, face-alignment) follow the face through the clip (``tracker``): landmarks on every
+frame from the previous frame's, the detector every ``settings.detect_every`` frames and after scene
+cuts, one person kept by identity. The track (``track``) is smoothed by a One Euro filter, carries a head
+pose per frame, and marks frames without a face ``absent`` (renderers leave them untouched). Box-only
+tiers (Haar, cartoon eyes) are run frame by frame (``_detect_clip``).
 
 Content address: SHA-256 over the avatar's SHA-256, the tiers up to the one that found the face, the
-job's ``face`` choice, ``settings.smooth_window`` and ``TRACK_VERSION``; the cached track of the earliest
-tier that has one is reused without decoding anything. Not in it: the renderer, ``face_pads`` (not baked
-into boxes) and the style (a cartoon-only tier runs, and is keyed, only where the shared tiers found
-nothing), so re-rendering with another renderer or style reuses the track.
+job's ``face`` choice, ``settings.smooth_window``, ``settings.detect_every`` and ``TRACK_VERSION``; the
+cached track of the earliest tier that has one is reused without decoding anything. Not in it: the
+renderer, ``face_pads`` (not baked into boxes) and the style (a cartoon-only tier runs, and is keyed,
+only where the shared tiers found nothing), so re-rendering with another renderer or style reuses the
+track.
 
 Detectors are built once per worker (``ctx.models``, names ``detector:<name>``) and shared by its
-concurrent jobs, one frame at a time (a lock per detector: OpenCV and torch models are not made for
-concurrent calls on one instance).
+concurrent jobs, one frame at a time (a lock per detector: OpenCV, dlib and torch models are not made
+for concurrent calls on one instance).
 
-Long clips: every frame is examined up to ``FULL_RATE_FRAMES`` frames (10 s at 25 fps); beyond that
-every k-th frame, k = ceil(frames / ``FULL_RATE_FRAMES``) capped at ``MAX_STRIDE`` (0.2 s at 25 fps,
-within the smoothing window's span), and always the last frame. Frames in between are interpolated like
-frames where the face was missed.
+Long clips (box-only tiers): every frame is examined up to ``FULL_RATE_FRAMES`` frames (10 s at 25 fps);
+beyond that every k-th frame, k = ceil(frames / ``FULL_RATE_FRAMES``) capped at ``MAX_STRIDE`` (0.2 s at
+25 fps, within the smoothing window's span), and always the last frame. Frames in between are
+interpolated like frames where the face was missed.
 """
 
 from __future__ import annotations
@@ -58,9 +66,11 @@ from stages.detect.detectors import (
     resolve_kind,
 )
 from stages.detect.track import build_track, frames_with_faces
+from stages.faces.landmarks import DlibDetector, FaceDescriber, dlib_available
+from stages.faces.tracker import track_faces
 
 NAME = "detect"
-TRACK_VERSION = 3  # bump when detection or tracking changes what a track holds
+TRACK_VERSION = 4  # bump when detection or tracking changes what a track holds
 ROI_MARGIN = 0.75  # a tracked face is looked for in its box grown by this share of its size per side
 ROI_FACE_SIDE = 56  # ... in a crop scaled so the face is about this wide (pixels)
 SEARCH_GAP_MAX = 50  # frames skipped at most between looks while no face has been found
@@ -83,9 +93,9 @@ def run(ctx: StageContext, inputs: Manifest) -> list[Manifest]:
     path = ctx.fetch(avatar, "avatar.mp4")
     for index, (tier, key) in enumerate(zip(tiers, keys, strict=True)):
         report = _reporter(ctx, tier, index, len(tiers))
-        found = _detect_clip(ctx, tier, path, inputs, report)
+        found, cuts = _find_faces(ctx, tier, path, inputs, options, report)
         if faces := frames_with_faces(found):
-            ref = _save_track(ctx, inputs, options, tier, found, key)
+            ref = _save_track(ctx, inputs, options, tier, found, key, cuts)
             ctx.log.info("faces_detected", detector=tier, frames=len(found), faces_found=faces, key=key)
             return [_advance(inputs, tier, faces, ref)]
         following = tiers[index + 1] if index + 1 < len(tiers) else None
@@ -124,17 +134,17 @@ def _avatar_ref(inputs: Manifest) -> ArtifactRef:
 def _tiers(settings: Settings, models: ModelCache, log: Any, style: Style) -> list[DetectorName]:
     """Detector names in the order they are tried (module docstring)."""
     primary = resolve_kind(settings.detector, settings.models)
-    if settings.detector == "auto" and primary == "haar":
-        models.get("detect:fallback-noted", lambda: _note_fallback(settings, log))
-    tiers: list[DetectorName] = [primary, "haar"] if primary == "face_alignment" else [primary]
+    if settings.detector == "auto" and primary != "face_alignment":
+        models.get("detect:fallback-noted", lambda: _note_fallback(settings, log, primary))
+    tiers: list[DetectorName] = [primary, "haar"] if primary != "haar" else [primary]
     return [*tiers, "cartoon_eyes"] if style == Style.cartoon else tiers
 
 
-def _note_fallback(settings: Settings, log: Any) -> bool:
+def _note_fallback(settings: Settings, log: Any, using: str) -> bool:
     log.info(
         "detector_fallback",
         wanted="face_alignment",
-        using="haar",
+        using=using,
         reason="face-alignment weights are not in the model directory",
         model_dir=str(settings.models),
         files=list(FACE_ALIGNMENT_FILES),
@@ -157,6 +167,42 @@ def _detector(settings: Settings, models: ModelCache, tier: DetectorName) -> Det
 def _reporter(ctx: StageContext, tier: DetectorName, index: int, tiers: int) -> Callable[[float], None]:
     """Progress of one tier as a share of the whole stage (later tiers run only after earlier ones)."""
     return lambda fraction: ctx.progress((index + fraction) / tiers, f"looking for faces ({tier})")
+
+
+def _find_faces(
+    ctx: StageContext,
+    tier: DetectorName,
+    path: Path,
+    inputs: Manifest,
+    options: JobOptions,
+    report: Callable[[float], None],
+) -> tuple[list[list[Detection] | None], list[int]]:
+    """Per-frame detections and scene cuts: landmark detectors follow the face frame by frame
+    (``tracker``), box-only ones (Haar, cartoon eyes) are run on the frames ``_detect_clip`` picks."""
+    detector = _detector(ctx.settings, ctx.models, tier)
+    if not isinstance(detector, DlibDetector | FaceAlignmentDetector):
+        return _detect_clip(ctx, tier, path, inputs, report), []
+    lock = ctx.models.get(f"detector-lock:{tier}", threading.Lock)  # jobs of one worker share it
+    describer = _describer(ctx.models)
+    with lock:
+        tracked = track_faces(
+            decode_lazily(path, grey=isinstance(detector, DlibDetector)),  # dlib looks at luma only
+            inputs.media.frames,
+            detector,
+            choice=options.face,
+            describer=describer,
+            detect_every=ctx.settings.detect_every,
+            report=report,
+        )
+    ctx.log.info("faces_tracked", detector=tier, cuts=len(tracked.cuts), detector_runs=tracked.detector_runs)
+    return tracked.found, tracked.cuts
+
+
+def _describer(models: ModelCache) -> FaceDescriber | None:
+    """The worker's dlib face descriptor (to tell people apart), None where dlib is not installed."""
+    if not dlib_available():
+        return None
+    return models.get("describer:dlib", FaceDescriber)
 
 
 def _detect_clip(
@@ -239,6 +285,7 @@ def _cache_key(settings: Settings, avatar: ArtifactRef, tiers: Sequence[str], op
         "detectors": list(tiers),
         "face": options.face.value,
         "smooth_window": settings.smooth_window,
+        "detect_every": settings.detect_every,
     }
     return faces_cache_key(hashlib.sha256(json.dumps(address, sort_keys=True).encode()).hexdigest())
 
@@ -276,6 +323,7 @@ def _save_track(
     tier: DetectorName,
     found: Sequence[Sequence[Detection] | None],
     key: str,
+    cuts: Sequence[int],
 ) -> ArtifactRef:
     media = inputs.media
     track = build_track(
@@ -286,6 +334,7 @@ def _save_track(
         detector=tier,
         choice=options.face,
         smooth_window=ctx.settings.smooth_window,
+        cuts=cuts,
     )
     ref = ctx.save_bytes(track.model_dump_json().encode(), "faces.json", "application/json", key=key)
     ctx.progress(1.0, "face track saved")

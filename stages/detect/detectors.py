@@ -15,6 +15,7 @@ there), downloadable from ``https://www.adrianbulat.com/downloads/python-fan/<na
 ``model_urls`` setting (file name → URL) overrides where they come from. Detector ``face_alignment``
 downloads missing files into the model directory and raises ``ConfigError`` (naming the files and the
 directory) when it cannot; ``auto`` never downloads: it uses face-alignment when both files are there,
+else dlib when it is installed (``landmarks.DlibDetector``: weights from PyPI packages),
 else Haar. Loading goes through a ``FaceAlignment`` subclass that reads FAN from the local file and
 hands S3FD its local path, so nothing touches the torch hub cache or the network.
 
@@ -46,11 +47,13 @@ from typing import Any, Literal, Protocol
 import cv2
 import numpy as np
 
+from pipeline.devices import resolve_device
 from pipeline.errors import ConfigError
 from pipeline.models import missing_neural, require_neural
+from stages.faces.detection import Detection
 
-DetectorKind = Literal["auto", "face_alignment", "haar"]
-DetectorName = Literal["face_alignment", "haar", "cartoon_eyes"]
+DetectorKind = Literal["auto", "face_alignment", "dlib", "haar"]
+DetectorName = Literal["face_alignment", "dlib", "haar", "cartoon_eyes"]
 S3FD_FILE = "s3fd-619a316812.pth"
 FAN_FILE = "2DFAN4-11f355bf06.pth.tar"
 FACE_ALIGNMENT_FILES = (S3FD_FILE, FAN_FILE)
@@ -59,51 +62,6 @@ NEURAL_MODULES = ("torch", "face_alignment")
 """What the face_alignment detector imports: the neural extra (not in the core install)."""
 HAAR_MAX_SIDE = 640
 CARTOON_MAX_SIDE = 512
-
-
-@dataclass(frozen=True, eq=False)
-class Detection:
-    """One face in one frame: box (x1, y1, x2, y2) in pixels, confidence 0..1, (68, 2) landmarks or None."""
-
-    box: tuple[float, float, float, float]
-    confidence: float
-    landmarks: np.ndarray | None = None
-
-    @property
-    def width(self) -> float:
-        return self.box[2] - self.box[0]
-
-    @property
-    def height(self) -> float:
-        return self.box[3] - self.box[1]
-
-    @property
-    def area(self) -> float:
-        return max(0.0, self.width) * max(0.0, self.height)
-
-    @property
-    def center(self) -> tuple[float, float]:
-        return (self.box[0] + self.box[2]) / 2, (self.box[1] + self.box[3]) / 2
-
-    def iou(self, other: Detection) -> float:
-        """Intersection over union of the two boxes (0 when they do not touch)."""
-        w = min(self.box[2], other.box[2]) - max(self.box[0], other.box[0])
-        h = min(self.box[3], other.box[3]) - max(self.box[1], other.box[1])
-        inter = max(0.0, w) * max(0.0, h)
-        union = self.area + other.area - inter
-        return inter / union if union > 0 else 0.0
-
-    def shifted(self, dx: float, dy: float) -> Detection:
-        """The same detection in a frame where this one's origin is at (dx, dy)."""
-        x1, y1, x2, y2 = self.box
-        marks = None if self.landmarks is None else self.landmarks + np.array([dx, dy])
-        return Detection((x1 + dx, y1 + dy, x2 + dx, y2 + dy), self.confidence, marks)
-
-    def scaled(self, factor: float) -> Detection:
-        """The same detection in a frame ``factor`` times as large."""
-        x1, y1, x2, y2 = (v * factor for v in self.box)
-        marks = None if self.landmarks is None else self.landmarks * factor
-        return Detection((x1, y1, x2, y2), self.confidence, marks)
 
 
 class Detector(Protocol):
@@ -322,18 +280,6 @@ def ensure_weights(model_dir: Path, urls: Mapping[str, str] | None = None) -> No
             ) from exc
 
 
-def resolve_device(device: str) -> str:
-    """``auto`` → ``cuda`` when torch sees a GPU, else ``cpu``; ``ConfigError`` for cuda without one."""
-    import torch
-
-    has_cuda = torch.cuda.is_available()
-    if device == "auto":
-        return "cuda" if has_cuda else "cpu"
-    if device == "cuda" and not has_cuda:
-        raise ConfigError("device is 'cuda' but torch sees no CUDA GPU (set device to auto or cpu)")
-    return device
-
-
 class FaceAlignmentDetector:
     """face-alignment's S3FD boxes with FAN landmarks (68 iBUG points) for the ``max_faces`` largest."""
 
@@ -350,6 +296,25 @@ class FaceAlignmentDetector:
         exact array layouts that path produces."""
         blank = np.zeros((64, 64, 3), np.uint8)
         self._fa.get_landmarks_from_image(blank, detected_faces=[np.array([8.0, 8.0, 56.0, 56.0, 1.0])])
+
+    def detect_near(self, frame_rgb: np.ndarray, box: tuple[float, float, float, float]) -> list[Detection]:
+        """Faces overlapping ``box``, looked for in a crop around it scaled so the face is ~128 px."""
+        x1, y1, x2, y2 = box
+        h, w = frame_rgb.shape[:2]
+        mx, my = 0.6 * (x2 - x1), 0.6 * (y2 - y1)
+        cx1, cy1 = max(0, int(x1 - mx)), max(0, int(y1 - my))
+        cx2, cy2 = min(w, int(x2 + mx)), min(h, int(y2 + my))
+        crop = frame_rgb[cy1:cy2, cx1:cx2]
+        scale = min(1.0, 128.0 / max(x2 - x1, 1.0))
+        if scale < 1.0:
+            crop = cv2.resize(crop, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+        found = [d.scaled(1.0 / scale).shifted(cx1, cy1) for d in self.detect(np.ascontiguousarray(crop))]
+        return [d for d in found if d.iou(Detection(box, 1.0)) > 0.0]
+
+    def landmarks(self, frame_rgb: np.ndarray, box: tuple[float, float, float, float]) -> np.ndarray:
+        """68 FAN points of the face in ``box`` (an S3FD-style box)."""
+        marks = self._fa.get_landmarks_from_image(frame_rgb, detected_faces=[np.array([*box, 1.0])])
+        return _points(marks[0])
 
     def detect(self, frame_rgb: np.ndarray) -> list[Detection]:
         boxes = self._fa.face_detector.detect_from_image(frame_rgb.copy())
@@ -399,11 +364,15 @@ def _load_face_alignment(model_dir: Path, device: str) -> Any:
 # --- choosing a detector ----------------------------------------------------------------------------
 
 
-def resolve_kind(kind: DetectorKind, model_dir: Path) -> Literal["face_alignment", "haar"]:
-    """The detector ``kind`` stands for: ``auto`` is face-alignment when its files are there, else Haar."""
+def resolve_kind(kind: DetectorKind, model_dir: Path) -> Literal["face_alignment", "dlib", "haar"]:
+    """The detector ``kind`` stands for: ``auto`` is face-alignment when its files are there, else dlib
+    when it is installed (with its packaged landmark model), else Haar."""
     if kind == "auto":
-        usable = weights_present(model_dir) and not missing_neural(NEURAL_MODULES)
-        return "face_alignment" if usable else "haar"
+        from stages.faces.landmarks import dlib_available
+
+        if weights_present(model_dir) and not missing_neural(NEURAL_MODULES):
+            return "face_alignment"
+        return "dlib" if dlib_available() else "haar"
     return kind
 
 
@@ -423,6 +392,10 @@ def build_detector(
     resolved = resolve_kind(kind, model_dir)
     if resolved == "haar":
         return HaarDetector()
+    if resolved == "dlib":
+        from stages.faces.landmarks import DlibDetector
+
+        return DlibDetector()
     require_neural("the face_alignment detector", NEURAL_MODULES)
     ensure_weights(model_dir, urls)
     return FaceAlignmentDetector(model_dir, device)

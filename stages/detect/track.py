@@ -1,17 +1,23 @@
 """From per-frame detections to one smoothed face track (pure numpy; no I/O).
 
 ``build_track`` takes one entry per frame of the avatar clip: ``None`` (frame not examined), ``[]``
-(examined, no face) or the frame's detections, and returns a ``FaceTrack`` with exactly one ``FaceFrame``
-per entry:
+(examined, no face) or the frame's detections, and the scene cuts, and returns a ``FaceTrack`` with
+exactly one ``FaceFrame`` per entry:
 
 * which face: on the first frame with faces, the largest (box area) or the one nearest the frame centre
   (``choice``); on later frames the detection overlapping the face chosen last (IoU ≥ ``MIN_IOU``), so a
-  video keeps following one person, and the rule again when none overlaps;
-* frames without a chosen face get box, landmarks and confidence interpolated linearly between the
-  nearest frames with one (copied before the first and after the last) and ``interpolated=True``;
-* boxes and landmarks are smoothed alike by a centred moving average over ``smooth_window`` frames
-  (Wav2Lip's ``get_smoothened_boxes`` averages the next 5 frames, which makes the box lead the face;
-  centred does not); confidences are not smoothed;
+  video keeps following one person, and the rule again when none overlaps (the landmark tracker hands
+  over one face per frame, already chosen by identity);
+* runs of frames without a face up to ``MAX_FILL_SECONDS`` inside one shot get box, landmarks and
+  confidence interpolated between the frames around them (copied at a shot's ends), marked
+  ``interpolated``; longer runs, and shots without any face, are marked ``absent`` (no landmarks, the
+  nearest box kept only so every frame has one) — renderers leave those frames untouched;
+* landmarks are smoothed by a One Euro filter (``filters``) per continuous run of frames with a face,
+  in face widths, and the box is derived from them (``landmarks.face_box``); box-only tracks are
+  smoothed by a centred moving average over ``smooth_window`` frames (Wav2Lip's
+  ``get_smoothened_boxes`` averages the next 5 frames, which makes the box lead the face; centred does
+  not); nothing is smoothed across a cut; confidences are not smoothed;
+* each frame with landmarks gets a head pose (yaw, pitch, roll; ``pose``);
 * landmarks are kept only when every chosen detection has 68 of them, so a track never mixes sources;
 * boxes are clipped to the frame and carry **no padding**: renderers add ``settings.face_pads`` (the
   chin margin) themselves, so a stored track does not depend on the pads. Coordinates are rounded to
@@ -20,14 +26,20 @@ per entry:
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 
 import numpy as np
 
 from pipeline.contracts import FaceChoice, FaceFrame, FaceTrack
-from stages.detect.detectors import Detection
+from stages.faces.detection import Detection
+from stages.faces.filters import one_euro
+from stages.faces.landmarks import face_box
+from stages.faces.pose import head_pose
 
 MIN_IOU = 0.3
+MAX_FILL_SECONDS = 0.2
+"""Runs without a face up to this long are filled from the frames around them; longer ones are absent."""
 CENTER = FaceChoice("center")  # by value: the member's name has changed (str.center shadowed it)
 LANDMARKS = 68
 Found = Sequence[Detection] | None
@@ -110,6 +122,76 @@ def _clip_boxes(boxes: np.ndarray, width: int, height: int) -> np.ndarray:
     return np.clip(boxes, 0.0, limits)
 
 
+def shots(n: int, cuts: Sequence[int]) -> list[tuple[int, int]]:
+    """Frame ranges [start, end) between scene cuts (a cut frame starts a shot)."""
+    edges = [0, *sorted(c for c in set(cuts) if 0 < c < n), n]
+    return [(a, b) for a, b in itertools.pairwise(edges) if b > a]
+
+
+def absent_frames(present: np.ndarray, cuts: Sequence[int], max_fill: int) -> np.ndarray:
+    """Frames to leave without a face: runs without one longer than ``max_fill`` frames, and whole shots
+    without one. Shorter runs inside a shot are filled from that shot's faces (never across a cut)."""
+    absent = np.zeros(len(present), bool)
+    for a, b in shots(len(present), cuts):
+        run_start = None
+        for i in range(a, b + 1):
+            missing = i < b and not present[i]
+            if missing and run_start is None:
+                run_start = i
+            elif not missing and run_start is not None:
+                whole_shot = run_start == a and i == b
+                if whole_shot or i - run_start > max_fill:
+                    absent[run_start:i] = True
+                run_start = None
+    return absent
+
+
+def _fill_per_shot(values: np.ndarray, usable: np.ndarray, cuts: Sequence[int]) -> np.ndarray:
+    """``fill_gaps`` within each shot over the rows marked ``usable`` (other rows: the nearest shot's)."""
+    out = values.copy()
+    out[~usable] = np.nan
+    for a, b in shots(len(values), cuts):
+        if not np.isnan(out[a:b]).all(axis=1).all():
+            out[a:b] = fill_gaps(out[a:b])
+    if np.isnan(out).any():  # shots without any face: keep a box there (they are marked absent)
+        out = fill_gaps(out)
+    return out
+
+
+def _runs(mask: np.ndarray, cuts: Sequence[int]) -> list[tuple[int, int]]:
+    """Maximal ranges of True in ``mask`` that do not cross a cut."""
+    runs = []
+    for a, b in shots(len(mask), cuts):
+        i = a
+        while i < b:
+            if not mask[i]:
+                i += 1
+                continue
+            j = i
+            while j < b and mask[j]:
+                j += 1
+            runs.append((i, j))
+            i = j
+    return runs
+
+
+def _smooth_landmarks(marks: np.ndarray, keep: np.ndarray, cuts: Sequence[int], fps: float) -> np.ndarray:
+    """One Euro filter over each continuous run of frames with a face, in face widths (scale-free)."""
+    out = marks.copy()
+    for a, b in _runs(keep, cuts):
+        points = marks[a:b].reshape(b - a, LANDMARKS, 2)
+        scale = float(np.median(points[:, :, 0].max(axis=1) - points[:, :, 0].min(axis=1))) or 1.0
+        out[a:b] = (one_euro(points / scale, fps) * scale).reshape(b - a, -1)
+    return out
+
+
+def _smooth_boxes(boxes: np.ndarray, keep: np.ndarray, cuts: Sequence[int], window: int) -> np.ndarray:
+    out = boxes.copy()
+    for a, b in _runs(keep, cuts):
+        out[a:b] = smooth(boxes[a:b], window)
+    return out
+
+
 def build_track(
     detections: Sequence[Found],
     *,
@@ -119,30 +201,57 @@ def build_track(
     detector: str,
     choice: FaceChoice | str = FaceChoice.largest,
     smooth_window: int = 5,
+    cuts: Sequence[int] = (),
+    max_fill: int | None = None,
 ) -> FaceTrack:
-    """One ``FaceFrame`` per entry of ``detections``; ``ValueError`` when no frame has a face."""
+    """One ``FaceFrame`` per entry of ``detections``; ``ValueError`` when no frame has a face.
+
+    ``cuts``: frames that start a new shot (no filling or smoothing across them). ``max_fill``: longest
+    run of frames without a face that is filled (default ``MAX_FILL_SECONDS`` of frames); longer runs,
+    and shots without a face, are marked ``absent``.
+    """
     chosen = choose_faces(detections, choice, width, height)
     if not any(d is not None for d in chosen):
         raise ValueError("no frame has a face")
+    limit = max_fill if max_fill is not None else max(1, round(MAX_FILL_SECONDS * fps))
     boxes, conf, marks = _series(chosen)
-    boxes = _clip_boxes(smooth(fill_gaps(boxes), smooth_window), width, height)
-    conf = fill_gaps(conf)
+    present = ~np.isnan(boxes).any(axis=1)
+    absent = absent_frames(present, cuts, limit)
+    keep = ~absent
+    conf = _fill_per_shot(conf, keep & present, cuts)
     if marks is not None:
-        marks = smooth(fill_gaps(marks), smooth_window)
-    frames = [_frame(i, boxes, conf, marks, chosen[i] is None) for i in range(len(chosen))]
+        marks = _smooth_landmarks(_fill_per_shot(marks, keep & present, cuts), keep, cuts, fps)
+        boxes = np.array([face_box(m.reshape(LANDMARKS, 2)) for m in marks])
+    else:
+        boxes = _smooth_boxes(_fill_per_shot(boxes, keep & present, cuts), keep, cuts, smooth_window)
+    boxes = _clip_boxes(boxes, width, height)
+    frames = [
+        _frame(i, boxes, conf, marks, not present[i], bool(absent[i]), (width, height))
+        for i in range(len(chosen))
+    ]
     return FaceTrack(detector=detector, width=width, height=height, fps=fps, frames=frames)
 
 
 def _frame(
-    i: int, boxes: np.ndarray, conf: np.ndarray, marks: np.ndarray | None, interpolated: bool
+    i: int,
+    boxes: np.ndarray,
+    conf: np.ndarray,
+    marks: np.ndarray | None,
+    interpolated: bool,
+    absent: bool,
+    size: tuple[int, int],
 ) -> FaceFrame:
     x1, y1, x2, y2 = (round(float(v), 2) for v in boxes[i])
-    points = None
-    if marks is not None:
-        points = [(round(float(x), 2), round(float(y), 2)) for x, y in marks[i].reshape(LANDMARKS, 2)]
+    points, pose = None, None
+    if marks is not None and not absent:
+        grid = marks[i].reshape(LANDMARKS, 2)
+        points = [(round(float(x), 2), round(float(y), 2)) for x, y in grid]
+        pose = head_pose(grid, *size)
     return FaceFrame(
         box=(x1, y1, x2, y2),
         landmarks=points,
         confidence=round(float(conf[i, 0]), 4),
         interpolated=interpolated,
+        absent=absent,
+        pose=pose,
     )

@@ -1,6 +1,7 @@
 """publish: the last stage. Puts the finished video where the job's people will find it.
 
-Always: the outputs bucket (``<job>/<name>.mp4``, subtitles beside it, ``<job>/status.json``). Then each
+Always: the outputs bucket (``<job>/<name>.mp4``, subtitles and the quality report
+``<name>.quality.json`` beside it, ``<job>/status.json``). Then each
 destination of the job spec: a folder (the embedded default's output folder), Discord (see
 ``stages.publish.discord``). Each destination gets an intent before anything is sent and a marker after
 (``published/<destination>.intent.json`` / ``.json``), so a redelivered message never publishes twice
@@ -23,7 +24,7 @@ from pipeline.contracts import ArtifactRef, Destination, FolderDestination, JobS
 from pipeline.destinations import check_destinations
 from pipeline.errors import ObjectNotFound, PermanentError
 from pipeline.faults import fault
-from pipeline.keys import job_record_key, output_key, published_key
+from pipeline.keys import job_record_key, output_key, published_key, slug
 from pipeline.media import mux
 from pipeline.messages import for_people
 from pipeline.stage import Stage, StageContext
@@ -62,8 +63,8 @@ def output_name(store: ObjectStore, settings: Settings, manifest: Manifest, spec
 
 
 def _safe(text: str) -> str:
-    cleaned = "".join(c if c.isalnum() or c in "-_." else "-" for c in text).strip("-.")
-    return cleaned[:80] or "video"
+    """An output file name: the user's words kept (any script), nothing a file system minds."""
+    return slug(text, 80, keep=".", fallback="video", letters="any")
 
 
 # --- the video --------------------------------------------------------------------------------------
@@ -89,10 +90,10 @@ def _to_outputs(ctx: StageContext, video: Path, filename: str, manifest: Manifes
     bucket = ctx.settings.bucket_outputs
     key = output_key(ctx.job_id, filename)
     ref = ctx.save(video, filename, "video/mp4", key=key, bucket=bucket)
-    for role in ("srt", "vtt"):
+    for role, suffix in (("srt", "srt"), ("vtt", "vtt"), ("quality", "quality.json")):
         if role in manifest.artifacts:
             _copy_artifact(
-                ctx, manifest.artifacts[role], output_key(ctx.job_id, f"{Path(filename).stem}.{role}")
+                ctx, manifest.artifacts[role], output_key(ctx.job_id, f"{Path(filename).stem}.{suffix}")
             )
     return f"{bucket}/{key}", ref
 

@@ -4,6 +4,12 @@ The renderer comes from the job's options (``viseme`` needs no weights; ``wav2li
 ``none`` passes the avatar through untouched) and is built once per worker process. Decoding, rendering
 and encoding overlap: frames are decoded lazily, the renderer may batch and prefetch, and the encoder
 runs in its own thread. The output is a silent video (``video``); enhance adds the sound.
+
+What a renderer is given besides frames (``RenderRequest``): the voice, the face track, the speech
+timing (the job's ``speech`` artifact when validate stored one, else made here from the audio:
+``stages.timing``), and the motion to add (``options.motion``; unset: ``subtle`` for a photo,
+``none`` for a video) with a seed from the job id and task, so a job always moves the same way. Motion
+is added to any renderer's frames by ``stages.render.motion.Animated``.
 """
 
 from __future__ import annotations
@@ -14,25 +20,35 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.config import Settings
-from pipeline.contracts import FaceFrame, FaceTrack, JobOptions, Manifest
+from pipeline.contracts import FaceFrame, FaceTrack, JobOptions, JobSpec, Manifest, Motion, SpeechTiming
 from pipeline.errors import ConfigError, InvalidInput
-from pipeline.media import FrameWriter, cycle_indices, decode_frames, frames_for, load_audio, prefetch
+from pipeline.media import (
+    FrameWriter,
+    cycle_indices,
+    decode_frames,
+    frames_for,
+    load_audio,
+    loops_forward,
+    prefetch,
+)
 from pipeline.models import missing_neural, model_path, require_neural
 from pipeline.stage import ModelCache, Stage, StageContext
 from stages.render.base import Frames, Renderer, RenderRequest
+from stages.render.motion import Animated, seed_of
+from stages.timing import timing_from_audio
 
 NAME = "render"
-PINGPONG_BUDGET = 1536 * 1024 * 1024
-"""Avatar clips up to this many bytes of decoded frames loop forward-and-back; longer ones loop forward."""
 
 
 def run(ctx: StageContext, manifest: Manifest) -> list[Manifest]:
     """Render one task's lip-synced (silent) video."""
-    options = ctx.job_spec.options
+    spec = ctx.job_spec
+    options = spec.options
     if options.renderer == "none":
         return [manifest.advance(NAME, {"renderer": "none"})]
     renderer = get_renderer(ctx.settings, ctx.models, options)
-    request = _request(ctx, manifest, options)
+    request = _request(ctx, manifest, spec)
+    animated = Animated(renderer)
     avatar = ctx.fetch(manifest.artifacts["avatar"], "avatar.mp4")
     out = ctx.workdir / "rendered.mp4"
     media = manifest.media
@@ -41,10 +57,12 @@ def run(ctx: StageContext, manifest: Manifest) -> list[Manifest]:
         renderer=renderer.name,
         frames=request.n_frames,
         size=f"{media.width}x{media.height}",
+        motion=request.motion.value,
+        timing=request.speech.source if request.speech else None,
     )
     with FrameWriter(ctx.settings, out, media.width, media.height, media.fps) as writer:
         frames = prefetch(_frames(avatar, request.track, request.n_frames), depth=24)
-        for frame in renderer.render(request, frames, ctx.progress):
+        for frame in animated.render(request, frames, ctx.progress):
             writer.write(frame)
     if writer.frames != request.n_frames:
         raise RuntimeError(f"renderer {renderer.name} produced {writer.frames} of {request.n_frames} frames")
@@ -60,7 +78,8 @@ def warm_up(settings: Settings, models: ModelCache) -> None:
         get_renderer(settings, models, JobOptions(renderer="wav2lip"))
 
 
-def _request(ctx: StageContext, manifest: Manifest, options: JobOptions) -> RenderRequest:
+def _request(ctx: StageContext, manifest: Manifest, spec: JobSpec) -> RenderRequest:
+    options = spec.options
     audio = load_audio(ctx.fetch(manifest.artifacts["audio"], "audio.wav"))
     track = ctx.load(manifest.artifacts["faces"], FaceTrack)
     if len(track.frames) != manifest.media.frames:
@@ -73,7 +92,27 @@ def _request(ctx: StageContext, manifest: Manifest, options: JobOptions) -> Rend
         track=track,
         options=options,
         style=options.style,
+        speech=speech_timing_of(ctx, manifest, spec, audio),
+        motion=motion_of(options, manifest.media.still),
+        seed=seed_of(ctx.job_id, ctx.task),
+        still=manifest.media.still,
     )
+
+
+def speech_timing_of(ctx: StageContext, manifest: Manifest, spec: JobSpec, audio: np.ndarray) -> SpeechTiming:
+    """The job's ``speech`` artifact, or (before validate stores one) a timing made from the audio:
+    with phones for the viseme renderer, speech regions only for the others."""
+    if "speech" in manifest.artifacts:
+        return ctx.load(manifest.artifacts["speech"], SpeechTiming)
+    transcript = spec.options.transcript or spec.speech  # a synthesized job says exactly its text
+    return timing_from_audio(audio, transcript, phones=spec.options.renderer == "viseme")
+
+
+def motion_of(options: JobOptions, still: bool) -> Motion:
+    """The job's motion option; unset: subtle for a photo, none for a video (it moves by itself)."""
+    if options.motion is not None:
+        return options.motion
+    return Motion.subtle if still else Motion.none
 
 
 # --- renderers ---------------------------------------------------------------------------------------
@@ -123,8 +162,7 @@ def _checkpoint_path(settings: Settings, requested: str | None) -> Path:
 
 def _frames(avatar: Path, track: FaceTrack, n_out: int) -> Frames:
     """Each output frame's avatar frame and face, cycling the clip to ``n_out`` frames."""
-    n_src = len(track.frames)
-    if n_src >= n_out or n_src * track.width * track.height * 3 > PINGPONG_BUDGET:
+    if loops_forward(n_out, len(track.frames), track.width, track.height):
         return _looping(avatar, track, n_out)
     return _pingpong(avatar, track, n_out)
 

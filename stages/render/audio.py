@@ -19,8 +19,9 @@ import numpy as np
 import scipy.signal
 
 from pipeline.errors import InvalidInput
+from pipeline.media import AUDIO_RATE
 
-SAMPLE_RATE = 16_000
+SAMPLE_RATE = AUDIO_RATE  # the one rate of normalized voices: pipeline.media.AUDIO_RATE
 N_FFT = 800
 HOP = 200
 WIN = 800

@@ -13,9 +13,10 @@ from typing import Protocol
 
 import numpy as np
 
-from pipeline.contracts import FaceFrame, FaceTrack, JobOptions, Style
+from pipeline.contracts import FaceFrame, FaceTrack, JobOptions, Motion, SpeechTiming, Style
+from pipeline.media import AUDIO_RATE
 
-SAMPLE_RATE = 16_000
+SAMPLE_RATE = AUDIO_RATE  # the one rate of normalized voices: pipeline.media.AUDIO_RATE
 
 
 @dataclass
@@ -26,6 +27,10 @@ class RenderRequest:
     fps: output frame rate. n_frames: frames to produce (``ceil(len(audio) / SAMPLE_RATE * fps)``).
     track: the face track of the avatar clip (one FaceFrame per *avatar* frame; the frames iterator
     already pairs each output frame with its FaceFrame).
+    speech: when what is said (visemes) and where the pauses are; None: the renderer times the audio
+    itself (``stages.timing``). motion: blinks and head motion to add (already resolved from the
+    job's option and the avatar kind). seed: makes that motion the same on every run of the job.
+    still: the avatar is one photo.
     """
 
     audio: np.ndarray
@@ -34,6 +39,10 @@ class RenderRequest:
     track: FaceTrack
     options: JobOptions = field(default_factory=JobOptions)
     style: Style = Style.auto
+    speech: SpeechTiming | None = None
+    motion: Motion = Motion.none
+    seed: int = 0
+    still: bool = False
 
     @property
     def transcript(self) -> str | None:

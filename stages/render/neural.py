@@ -14,6 +14,10 @@ with bf16 (else fp16) autocast and channels_last; the next batch is launched on 
 previous one is blended (by a small thread pool) and yielded, so blending and the caller's encoding
 overlap inference too.
 
+Rest on silence: in the pauses of the request's speech timing the original frame is shown instead of the
+network's mouth (no model is trained to keep still lips in silence), cross-faded over ``base.REST_FADE``
+seconds at each edge of a pause; frames whose face is ``absent`` pass through untouched.
+
 Face restoration (optional): ``restoration`` names a TorchScript file (``torch.jit.load``) mapping a
 (B, 3, 512, 512) float32 RGB tensor in [−1, 1] to the same — the convention of GFPGAN / CodeFormer
 exports. The generated face is upsampled to 512×512, restored (in fp32, in chunks of
@@ -45,13 +49,15 @@ import torch
 import torch.nn.functional as F
 
 from pipeline.contracts import FaceFrame
+from pipeline.devices import resolve_device as resolve
 from pipeline.errors import ConfigError, InvalidInput
 from stages.render.audio import MEL_STEP, N_MELS, mel_windows, melspectrogram
 from stages.render.base import Frames, RenderRequest
 from stages.render.blend import blend_into, feather_mask
 from stages.render.wav2lip import FACE_SIZE, load_checkpoint
+from stages.timing import speaking_weight
 
-log = structlog.get_logger()
+log = structlog.get_logger("mouthpiece.render.neural")
 
 Box = tuple[int, int, int, int]
 """x1, y1, x2, y2 in pixels, x2/y2 exclusive."""
@@ -65,12 +71,8 @@ T = TypeVar("T")
 
 
 def resolve_device(device: str) -> torch.device:
-    """``auto`` → CUDA when available, else CPU; asking for CUDA without a GPU is a ConfigError."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"device {device!r} is configured but no CUDA GPU is available")
-    return torch.device(device)
+    """The torch device for the ``device`` setting (``pipeline.devices.resolve_device``)."""
+    return torch.device(resolve(device))
 
 
 def crop_box(box: Sequence[float], height: int, width: int, pads: Sequence[int]) -> Box | None:
@@ -128,9 +130,10 @@ class _Batch:
 
     frames: list[np.ndarray]
     boxes: list[Box | None]
-    masks: list[np.ndarray | None]
-    crops: torch.Tensor  # (B, 96, 96, 3) uint8 BGR
-    mels: torch.Tensor  # (B, 1, 80, 16) float32
+    masks: list[np.ndarray | None]  # already scaled by the frame's speaking weight
+    crops: torch.Tensor  # (A, 96, 96, 3) uint8 BGR, for the A frames that change (``active``)
+    mels: torch.Tensor  # (A, 1, 80, 16) float32
+    active: list[int]  # indices into ``frames`` of the frames the network runs on (a face, not at rest)
 
 
 @dataclass
@@ -268,7 +271,7 @@ class Wav2LipRenderer:
         n = self.batch if self.cuda else 1
         crops = torch.zeros((n, FACE_SIZE, FACE_SIZE, 3), dtype=torch.uint8)
         mels = torch.zeros((n, 1, N_MELS, MEL_STEP))
-        self._launch(_Batch([], [], [], crops, mels), restore=self.restorer is not None)
+        self._launch(_Batch([], [], [], crops, mels, list(range(n))), restore=self.restorer is not None)
         if self.cuda:
             torch.cuda.synchronize(self.device)
 
@@ -286,12 +289,17 @@ class Wav2LipRenderer:
             progress(1.0)
             return
         mel = melspectrogram(request.audio)
+        speaking = (
+            speaking_weight(request.speech.speech, request.fps, n)
+            if request.speech is not None
+            else np.ones(n, np.float32)
+        )
         restore = self.restorer is not None and request.options.enhance
         done = 0
         pending: _Launched | None = None
         with (
             ThreadPoolExecutor(self.blend_workers, thread_name_prefix="wav2lip-blend") as pool,
-            _Prefetcher(self._batches(request, frames, mel), self.prefetch) as batches,
+            _Prefetcher(self._batches(request, frames, mel, speaking), self.prefetch) as batches,
         ):
             for batch in batches:
                 launched = self._launch(batch, restore)
@@ -304,7 +312,9 @@ class Wav2LipRenderer:
                 yield from self._finish(pending, pool)
         progress(1.0)
 
-    def _batches(self, request: RenderRequest, frames: Frames, mel: np.ndarray) -> Iterator[_Batch]:
+    def _batches(
+        self, request: RenderRequest, frames: Frames, mel: np.ndarray, speaking: np.ndarray
+    ) -> Iterator[_Batch]:
         """Cut ``frames`` into prepared batches (runs in the prefetch thread)."""
         source = iter(frames)
         for first in range(0, request.n_frames, self.batch):
@@ -314,22 +324,31 @@ class Wav2LipRenderer:
                 raise InvalidInput(
                     f"the avatar frames ended after {first + len(items)} of {request.n_frames} frames"
                 )
-            yield self._prepare(items, mel_windows(mel, count, request.fps, first))
+            weights = speaking[first : first + count]
+            yield self._prepare(items, mel_windows(mel, count, request.fps, first), weights)
 
-    def _prepare(self, items: list[tuple[int, np.ndarray, FaceFrame]], mels: np.ndarray) -> _Batch:
-        """Crop, resize and colour-convert each frame's face; the blend mask of each."""
+    def _prepare(
+        self, items: list[tuple[int, np.ndarray, FaceFrame]], mels: np.ndarray, weights: np.ndarray
+    ) -> _Batch:
+        """Crop, resize and colour-convert each frame's face; the blend mask of each, scaled by the
+        frame's speaking weight (no box, so no change, where the face is absent or at rest)."""
         frames, boxes, masks = [], [], []
         crops = np.zeros((len(items), FACE_SIZE, FACE_SIZE, 3), np.uint8)
         for k, (_, frame, face) in enumerate(items):
-            box = crop_box(face.box, frame.shape[0], frame.shape[1], self.pads)
+            box = None
+            if not face.absent and weights[k] > 0.0:
+                box = crop_box(face.box, frame.shape[0], frame.shape[1], self.pads)
             if box is not None:
                 x1, y1, x2, y2 = box
                 crop = cv2.resize(frame[y1:y2, x1:x2], (FACE_SIZE, FACE_SIZE))
                 crops[k] = crop[..., ::-1]  # RGB → BGR: the network was trained on OpenCV's order
             frames.append(frame)
             boxes.append(box)
-            masks.append(blend_mask(face, box, self.feather) if box is not None else None)
-        return _Batch(frames, boxes, masks, self._host(crops), self._host(mels[:, None]))
+            masks.append(
+                _weighted(blend_mask(face, box, self.feather), weights[k]) if box is not None else None
+            )
+        active = [k for k, box in enumerate(boxes) if box is not None]  # the rest need no network
+        return _Batch(frames, boxes, masks, self._host(crops[active]), self._host(mels[active, None]), active)
 
     def _host(self, array: np.ndarray) -> torch.Tensor:
         """A CPU tensor of ``array``, page-locked on CUDA so the copy to the GPU is asynchronous."""
@@ -338,6 +357,8 @@ class Wav2LipRenderer:
 
     def _launch(self, batch: _Batch, restore: bool) -> _Launched:
         """Start the network on ``batch``; on CUDA this returns before the GPU is done."""
+        if not batch.active:
+            return _Launched(batch, torch.zeros((0, 1, 1, 3), dtype=torch.uint8), None)
         with torch.inference_mode():
             crops = batch.crops.to(self.device, non_blocking=True)
             mels = batch.mels.to(self.device, non_blocking=True)
@@ -378,7 +399,10 @@ class Wav2LipRenderer:
         """Wait for ``launched``'s output; yield its frames, the new faces blended in by ``pool``, in order."""
         if launched.ready is not None:
             launched.ready.synchronize()
-        batch, patches = launched.batch, launched.patches.numpy()
+        batch, out = launched.batch, launched.patches.numpy()
+        patches: list[np.ndarray | None] = [None] * len(batch.frames)
+        for j, k in enumerate(batch.active):
+            patches[k] = out[j]
         # blending a large frame costs milliseconds of numpy, which releases the GIL: spread it over cores,
         # a few frames at a time so finished frames waiting for the caller stay few (memory)
         step = 2 * self.blend_workers
@@ -389,9 +413,16 @@ class Wav2LipRenderer:
             )
 
 
-def _compose(frame: np.ndarray, box: Box | None, mask: np.ndarray | None, patch: np.ndarray) -> np.ndarray:
+def _weighted(mask: np.ndarray, weight: float) -> np.ndarray:
+    """``mask`` scaled by ``weight`` (a new array; cached masks are read-only and shared)."""
+    return mask if weight >= 1.0 else mask * np.float32(weight)
+
+
+def _compose(
+    frame: np.ndarray, box: Box | None, mask: np.ndarray | None, patch: np.ndarray | None
+) -> np.ndarray:
     """``frame`` with ``patch`` resized to ``box`` and blended in by ``mask``; ``frame`` itself if no box."""
-    if box is None or mask is None:
+    if box is None or mask is None or patch is None:
         return frame  # no face in this frame: nothing to change
     x1, y1, x2, y2 = box
     return blend_into(frame, _resize(patch, x2 - x1, y2 - y1), box, mask)

@@ -58,10 +58,10 @@ MINIO_RECORD = {
 def test_parse_minio_record_decodes_escaped_key() -> None:
     """'%2F' and '+' in s3.object.key decode to '/' and ' '; '%2B' decodes to '+'."""
     [event] = parse_event(json.dumps(MINIO_RECORD).encode())
-    assert event.bucket == "inputs"
-    assert event.key == "audio/my voice+take 1.flac"
-    assert event.created and event.size == 1152693
-    assert event.etag == "0f343b0931126a20f133d67c2b018a3b"
+    assert event.object.bucket == "inputs"
+    assert event.object.key == "audio/my voice+take 1.flac"
+    assert event.created and event.object.size == 1152693
+    assert event.object.etag == "0f343b0931126a20f133d67c2b018a3b"
 
 
 def test_built_event_has_minio_shape_and_roundtrips() -> None:
@@ -74,7 +74,7 @@ def test_built_event_has_minio_shape_and_roundtrips() -> None:
     assert obj["key"] == "jobs%2Fj%2Fa0%2Fx+y%2Bz.manifest.json"
     assert set(MINIO_RECORD["Records"][0]) == set(payload["Records"][0])
     [event] = parse_event(build_event(info))
-    assert (event.bucket, event.key, event.etag) == ("work", info.key, "abc")
+    assert (event.object.bucket, event.object.key, event.object.etag) == ("work", info.key, "abc")
 
 
 def test_tagging_and_delete_events_are_not_creations() -> None:

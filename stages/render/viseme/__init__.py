@@ -1,12 +1,18 @@
-"""The default renderer, ``viseme``: mouth shapes from the audio, drawn by warping the avatar's mouth.
+"""The default renderer, ``viseme``: mouth shapes from the speech, drawn by warping the avatar's mouth.
 
-No weights. Phones come from pocketsphinx (forced alignment to the transcript when the job has one,
-phone-loop recognition otherwise, loudness alone when both fail); ``shapes`` turns them into per-frame
-open/wide/round values and ``warp`` draws them on the mouth located from the face track.
+No weights. The shapes come from the request's speech timing (visemes and pauses; without one it is made
+from the audio: pocketsphinx phones forced to the transcript, or recognized, loudness alone when both
+fail); ``timeline`` turns it into per-frame open/wide/round/tongue values, at rest in every pause.
 
-Style: ``photo`` is subtle (small opening, dark gradient interior with a hint of teeth); ``cartoon``
-opens wider with a flat interior, tongue and drawn outline; ``auto`` picks cartoon when the first
-frame's face is mostly flat colour (``warp.looks_like_cartoon``) and photo otherwise.
+Drawing: with 68 landmarks (dlib, face-alignment) ``lips.LipRig`` opens the lips from their real inner
+lines, in the mouth's own axes frame by frame (so the mouth follows head roll, size and position), with
+upper teeth (the avatar's own when it shows them at rest, else painted) and the tongue raised for l/th;
+with a box only, ``warp.MouthRig`` places the mouth by the box's proportions. Frames whose face is
+``absent`` are passed through untouched.
+
+Style: ``photo`` is subtle (small opening, dark gradient interior with teeth); ``cartoon`` opens wider
+with a flat interior, tongue and drawn outline; ``auto`` picks cartoon when the first frame's face is
+mostly flat colour (``warp.looks_like_cartoon``) and photo otherwise.
 """
 
 from __future__ import annotations
@@ -21,12 +27,13 @@ import structlog
 from pipeline.contracts import FaceFrame, Style
 from pipeline.errors import InvalidInput
 from stages.render.base import SAMPLE_RATE, Frames, RenderRequest
-from stages.render.viseme.shapes import MouthTrack, ShapeParams, plan_mouth
+from stages.render.viseme.lips import LipRig, teeth_showing
+from stages.render.viseme.shapes import MouthTrack, ShapeParams
+from stages.render.viseme.timeline import plan_from_timing
 from stages.render.viseme.warp import (
     CARTOON,
     PHOTO,
     BoxLayout,
-    MouthGeometry,
     MouthRig,
     WarpStyle,
     find_seam,
@@ -34,12 +41,14 @@ from stages.render.viseme.warp import (
     looks_like_cartoon,
     shows_teeth,
 )
-from stages.speech import speech_timing
+from stages.timing import timing_from_audio
 
 __all__ = ["CARTOON", "PHOTO", "BoxLayout", "ShapeParams", "VisemeRenderer", "WarpStyle"]
 
-log = structlog.get_logger()
+log = structlog.get_logger("mouthpiece.render.viseme")
 
+LIP_OPEN = 0.7
+"""Landmarks give the true mouth width (corner to corner, wider than a box's guess): open this much less."""
 MIN_FACE_PIXELS = 24
 """Faces narrower than this are left as they are: there is no mouth to speak of."""
 
@@ -87,17 +96,19 @@ class VisemeRenderer:
     # -- planning ------------------------------------------------------------------------------------
 
     def plan(self, request: RenderRequest, motion: ShapeParams | None = None) -> MouthTrack:
-        """The mouth track of ``request`` (alignment, loudness, smoothing); ``request.n_frames`` long."""
+        """The mouth track of ``request`` (visemes and pauses of its speech timing, loudness, smoothing);
+        ``request.n_frames`` long. Without a timing in the request one is made from the audio."""
         _check(request)
-        alignment = None
-        if self.use_alignment and request.audio.size:
-            alignment = speech_timing(request.audio, request.transcript, words=False)
-        phones = alignment.phones if alignment is not None else None
-        track = plan_mouth(
-            request.audio, SAMPLE_RATE, request.fps, request.n_frames, phones, motion or self.motion
+        timing = request.speech
+        if timing is None:
+            timing = timing_from_audio(request.audio, request.transcript, phones=self.use_alignment)
+        elif not self.use_alignment:
+            timing = timing.model_copy(update={"visemes": [], "phones": []})
+        track = plan_from_timing(
+            request.audio, SAMPLE_RATE, request.fps, request.n_frames, timing, motion or self.motion
         )
-        log.info("viseme.planned", method=alignment.method if alignment else "energy",
-                 phones=len(phones or ()), frames=request.n_frames)  # fmt: skip
+        log.info("viseme.planned", source=timing.source, visemes=len(timing.visemes),
+                 pauses=len(timing.speech), frames=request.n_frames)  # fmt: skip
         return track
 
     def _look(self, request: RenderRequest, frame: np.ndarray, face: FaceFrame) -> _Look:
@@ -141,7 +152,7 @@ class VisemeRenderer:
         for _, frame, face in _chain(first, frames):
             if done >= request.n_frames:
                 break
-            yield drawer.draw(frame, face, track.at(done))
+            yield drawer.draw(frame, face, track.at(done), track.tongue_at(done))
             done += 1
             if done % 25 == 0:
                 progress(0.1 + 0.9 * done / request.n_frames)
@@ -159,15 +170,22 @@ class _Drawer:
         self.layout, self.style, self.refine_seam = layout, style, refine_seam
         self.seam: float | None = None
         self.rig: MouthRig | None = None
-        self.key: tuple[MouthGeometry, tuple[int, int]] | None = None
+        self.key: tuple[object, ...] | None = None
         self.teeth: bool | None = None
 
-    def draw(self, frame: np.ndarray, face: FaceFrame, shape: tuple[float, float, float]) -> np.ndarray:
-        """``frame`` with the mouth in ``shape``; a copy of it when the face is too small or off-frame."""
+    def draw(
+        self, frame: np.ndarray, face: FaceFrame, shape: tuple[float, float, float], tongue: float = 0.0
+    ) -> np.ndarray:
+        """``frame`` with the mouth in ``shape`` (a new array), or ``frame`` itself where the mouth is at
+        rest, the face absent, too small or off-frame."""
+        if face.absent:
+            return frame
         box = _int_box(face, frame)
         if box[2] - box[0] < MIN_FACE_PIXELS or box[3] - box[1] < MIN_FACE_PIXELS:
-            return frame.copy()
-        if self.seam is None and self.refine_seam and face.landmarks is None:
+            return frame
+        if face.landmarks is not None and len(face.landmarks) == 68:
+            return self._draw_lips(frame, np.asarray(face.landmarks, np.float64), shape, tongue)
+        if self.seam is None and self.refine_seam:
             # the lip line's place in the box is a property of the face: find it once, then follow the box
             self.seam = find_seam(frame, face.box, self.layout)
         geometry = locate_mouth(face, self.layout, self.seam).rounded()
@@ -179,6 +197,22 @@ class _Drawer:
         if self.rig is None or key != self.key:
             self.rig, self.key = MouthRig(geometry, key[1], self.style), key
         return self.rig.apply(frame, shape)
+
+    def _draw_lips(
+        self, frame: np.ndarray, points: np.ndarray, shape: tuple[float, float, float], tongue: float
+    ) -> np.ndarray:
+        """The landmark-driven mouth (``lips.LipRig``); no painted teeth when the first frame shows the
+        avatar's own (they move with the lips)."""
+        if self.teeth is None:
+            self.teeth = teeth_showing(frame, points)
+            self.style = replace(self.style, max_open=LIP_OPEN * self.style.max_open)
+            if self.teeth:
+                self.style = replace(self.style, teeth=None)
+        key = (tuple(np.round(points * 2).astype(int).ravel()), frame.shape[0], frame.shape[1])
+        if not isinstance(self.rig, LipRig) or key != self.key:
+            self.rig, self.key = LipRig(points, (frame.shape[0], frame.shape[1]), self.style), key
+        assert isinstance(self.rig, LipRig)
+        return self.rig.apply(frame, shape, tongue)
 
 
 def _chain(

@@ -27,6 +27,7 @@ import numpy as np
 from stages.speech import CLOSED_PHONES as CLOSED
 from stages.speech import VISEME_OF_PHONE as VISEME_OF_PHONE
 from stages.speech import Phone, Viseme, viseme_of
+from stages.timing import normalised_loudness, rms_envelope
 
 SHAPES: dict[Viseme, tuple[float, float, float]] = {
     Viseme.A: (0.0, 0.0, 0.0),
@@ -62,11 +63,13 @@ class ShapeParams:
 
 @dataclass
 class MouthTrack:
-    """Per-frame mouth parameters, each a float32 array of n_frames values in 0..1."""
+    """Per-frame mouth parameters, each a float32 array of n_frames values in 0..1 (``tongue``: the tongue
+    shown for l/th, None when not planned)."""
 
     open: np.ndarray
     wide: np.ndarray
     round: np.ndarray
+    tongue: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.open)
@@ -75,39 +78,13 @@ class MouthTrack:
         """(open, wide, round) of frame ``i``."""
         return float(self.open[i]), float(self.wide[i]), float(self.round[i])
 
+    def tongue_at(self, i: int) -> float:
+        return 0.0 if self.tongue is None else float(self.tongue[i])
+
 
 # --------------------------------------------------------------------------------------------------
 # Loudness
 # --------------------------------------------------------------------------------------------------
-
-
-def frame_windows(n_samples: int, sample_rate: int, fps: float, n_frames: int) -> np.ndarray:
-    """Sample index bounds (n_frames × 2) of the audio under each video frame."""
-    edges = np.rint(np.arange(n_frames + 1) * sample_rate / fps).astype(np.int64)
-    edges = np.clip(edges, 0, n_samples)
-    return np.stack([edges[:-1], edges[1:]], axis=1)
-
-
-def rms_envelope(audio: np.ndarray, sample_rate: int, fps: float, n_frames: int) -> np.ndarray:
-    """Linear RMS of the audio under each video frame (0 past the end of the audio)."""
-    squared = np.concatenate([[0.0], np.cumsum(audio.astype(np.float64) ** 2)])
-    bounds = frame_windows(len(audio), sample_rate, fps, n_frames)
-    counts = np.maximum(bounds[:, 1] - bounds[:, 0], 1)
-    return np.sqrt((squared[bounds[:, 1]] - squared[bounds[:, 0]]) / counts).astype(np.float32)
-
-
-def normalised_loudness(rms: np.ndarray, floor_db: float = 32.0) -> np.ndarray:
-    """Loudness in 0..1: 1 at the clip's loud level (95th percentile), 0 ``floor_db`` below it.
-
-    Relative to the clip so quiet recordings still move the mouth; never above -20 dBFS for the floor
-    of the scale, so a near-silent clip stays closed.
-    """
-    db = 20.0 * np.log10(np.maximum(rms, 1e-6))
-    if db.size == 0:
-        return db.astype(np.float32)
-    loud = float(np.percentile(db, 95))
-    loud = max(loud, -40.0 + floor_db)  # a clip whose loudest part is under -40 dBFS is silence
-    return np.clip((db - (loud - floor_db)) / floor_db, 0.0, 1.0).astype(np.float32)
 
 
 def high_band_ratio(audio: np.ndarray, sample_rate: int, fps: float, n_frames: int) -> np.ndarray:

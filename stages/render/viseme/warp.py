@@ -331,10 +331,10 @@ class MouthRig:
     # -- per frame -----------------------------------------------------------------------------------
 
     def apply(self, frame: np.ndarray, shape: tuple[float, float, float]) -> np.ndarray:
-        """A new frame with the mouth in ``shape`` (open, wide, round in 0..1); ``frame`` is unchanged."""
+        """A new frame with the mouth in ``shape`` (open, wide, round in 0..1); ``frame`` itself at rest."""
         opening, wide, rnd = (float(np.clip(x, 0.0, 1.0)) for x in shape)
         if opening < 1e-3 and wide < 1e-3 and rnd < 1e-3:
-            return frame.copy()
+            return frame  # at rest: the frame as it is (never written into)
         x1, y1, x2, y2 = self.box
         gap = Gap.for_shape(self.geometry.half_width, self.style, self.max_gap, opening, wide, rnd)
         map_x, map_y = self._maps(gap, wide, rnd)
@@ -448,8 +448,13 @@ class Fields:
 # --------------------------------------------------------------------------------------------------
 
 
-def paint_interior(warped: np.ndarray, f: Fields, style: WarpStyle, half_width: float) -> np.ndarray:
-    """``warped`` with the lip gap filled by the style's interior (anti-aliased, with outline)."""
+def paint_interior(
+    warped: np.ndarray, f: Fields, style: WarpStyle, half_width: float, tongue: float | None = None
+) -> np.ndarray:
+    """``warped`` with the lip gap filled by the style's interior (anti-aliased, with outline).
+
+    ``tongue``: None draws the style's tongue (if any) resting at the bottom; a number 0..1 raises it
+    toward the upper teeth by that much (l, th)."""
     inside = np.minimum(f.v + f.upper, f.lower - f.v)  # >0 in the gap, pixels to the nearest lip
     height = f.upper + f.lower
     softness = max(style.softness, 0.025 * half_width)
@@ -457,7 +462,7 @@ def paint_interior(warped: np.ndarray, f: Fields, style: WarpStyle, half_width: 
     if not np.any(alpha > 0):
         return warped
     depth = np.clip((f.v + f.upper) / np.maximum(height, 1e-3), 0.0, 1.0)  # 0 top .. 1 bottom
-    colour = interior_colour(depth, f, style, half_width)
+    colour = interior_colour(depth, f, style, half_width, tongue)
     out = warped.astype(np.float32)
     out += alpha[..., None] * (colour - out)
     if style.outline is not None:
@@ -465,9 +470,11 @@ def paint_interior(warped: np.ndarray, f: Fields, style: WarpStyle, half_width: 
     return np.clip(out + 0.5, 0, 255).astype(np.uint8)
 
 
-def interior_colour(depth: np.ndarray, f: Fields, style: WarpStyle, half_width: float) -> np.ndarray:
+def interior_colour(
+    depth: np.ndarray, f: Fields, style: WarpStyle, half_width: float, tongue: float | None = None
+) -> np.ndarray:
     """RGB float per pixel of the mouth interior: a top-to-bottom gradient, darker toward the corners,
-    with an upper-teeth band (photo) or a tongue (cartoon)."""
+    with an upper-teeth band (photo) and a tongue (cartoon; raised by ``tongue`` for l and th)."""
     top, mid, bottom = (np.array(c, np.float32) for c in style.interior)
     d = depth[..., None]
     colour = np.where(d < 0.5, top + (mid - top) * (d / 0.5), mid + (bottom - mid) * ((d - 0.5) / 0.5))
@@ -476,8 +483,10 @@ def interior_colour(depth: np.ndarray, f: Fields, style: WarpStyle, half_width: 
     if style.teeth is not None:
         colour = _teeth(colour, f, style.teeth, half_width, across)
     if style.tongue is not None:
-        tongue = np.clip((depth - 0.62) / 0.15, 0.0, 1.0)[..., None] * (across < 0.6)
-        colour += tongue * (np.array(style.tongue, np.float32) - colour)
+        tip = 0.62 if tongue is None else 0.95 - 0.6 * tongue  # raised: its tip nears the upper teeth
+        width = 0.6 if tongue is None else 0.45
+        shown = np.clip((depth - tip) / 0.15, 0.0, 1.0)[..., None] * (across < width)
+        colour += shown * (np.array(style.tongue, np.float32) - colour)
     return colour
 
 

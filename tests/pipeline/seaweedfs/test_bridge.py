@@ -75,7 +75,7 @@ async def received(settings: Settings, count: int, timeout: float = 20.0) -> lis
         delivery = await consumer.next(timeout=1.0)
         if delivery is not None:
             event = parse_event(delivery.data)[0]
-            out.append((event.key, event.etag))
+            out.append((event.object.key, event.object.etag))
             await delivery.ack()
     await bus.close()
     return out

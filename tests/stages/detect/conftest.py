@@ -1,5 +1,5 @@
-"""Shared fixtures of the detect tests: real photos (with and without a face), a drawn cartoon face, an
-anime face drawn at run time, fake face-alignment weights, and a real stage context on a local store."""
+"""Fixtures of the detect tests: fake face-alignment weights and a real stage context on a local store
+(the pictures are in tests/stages/conftest.py)."""
 
 from __future__ import annotations
 
@@ -7,10 +7,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 import pytest
-import skimage.data
 
 from pipeline.config import Settings, load_settings
 from pipeline.contracts import REVEAL, JobOptions, JobSpec, Manifest, MediaInfo
@@ -20,71 +18,7 @@ from pipeline.stage import ModelCache, StageContext
 from pipeline.storage.local import LocalStore
 from pipeline.testing import StageEnvironment
 from stages.detect.detectors import FAN_FILE, S3FD_FILE
-
-ROOT = Path(__file__).resolve().parents[3]
-ASTRONAUT = ROOT / "pipeline" / "assets" / "astronaut.png"
-CARTOON = ROOT / "tests" / "data" / "cartoon_face.png"
-
-
-@pytest.fixture(scope="session")
-def face_region() -> tuple[float, float, float, float]:
-    """Where the astronaut's face is in the 512×512 photo (x1, y1, x2, y2), generously."""
-    return (170.0, 60.0, 300.0, 230.0)
-
-
-def read_rgb(path: Path) -> np.ndarray:
-    image = cv2.imread(str(path))
-    assert image is not None, f"cannot read {path}"
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
-
-
-def write_rgb(path: Path, image: np.ndarray) -> Path:
-    cv2.imwrite(str(path), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
-    return path
-
-
-@pytest.fixture(scope="session")
-def astronaut() -> np.ndarray:
-    """A real face photo, RGB 512×512."""
-    return read_rgb(ASTRONAUT)
-
-
-@pytest.fixture(scope="session")
-def cartoon() -> np.ndarray:
-    """tests/data/cartoon_face.png: a drawn face (ellipse head, hair, eyes, brows, nose, mouth), 256×256."""
-    return read_rgb(CARTOON)
-
-
-@pytest.fixture(scope="session")
-def coffee() -> np.ndarray:
-    """A real photo without a face (scikit-image's cup of coffee), 400×600."""
-    return skimage.data.coffee()
-
-
-def draw_anime_face(size: int = 256) -> np.ndarray:
-    """An anime-style face: big tall eyes, no nose, a tiny mouth, spiky fringe (Haar misses it)."""
-    img = np.full((size, size, 3), (235, 225, 245), np.uint8)
-    c, hair, skin = size // 2, (60, 60, 140), (255, 228, 210)
-    cv2.ellipse(img, (c, 120), (95, 105), 0, 0, 360, hair, -1, cv2.LINE_AA)
-    chin = np.array([[c - 70, 100], [c + 70, 100], [c + 62, 170], [c, 225], [c - 62, 170]], np.int32)
-    cv2.fillPoly(img, [chin], skin, cv2.LINE_AA)
-    cv2.ellipse(img, (c, 105), (70, 60), 0, 180, 360, skin, -1, cv2.LINE_AA)
-    for x0 in range(c - 80, c + 80, 32):
-        cv2.fillPoly(img, [np.array([[x0, 40], [x0 + 40, 40], [x0 + 22, 118]], np.int32)], hair, cv2.LINE_AA)
-    for x in (c - 34, c + 34):
-        cv2.ellipse(img, (x, 140), (16, 26), 0, 0, 360, (255, 255, 255), -1, cv2.LINE_AA)
-        cv2.ellipse(img, (x, 144), (12, 20), 0, 0, 360, (40, 90, 170), -1, cv2.LINE_AA)
-        cv2.circle(img, (x - 4, 132), 5, (255, 255, 255), -1, cv2.LINE_AA)
-        cv2.line(img, (x - 18, 114), (x + 18, 112), (30, 20, 40), 4, cv2.LINE_AA)
-    cv2.ellipse(img, (c, 196), (6, 3), 0, 0, 180, (160, 60, 70), -1, cv2.LINE_AA)
-    return img
-
-
-@pytest.fixture(scope="session")
-def anime() -> np.ndarray:
-    """``draw_anime_face()``: eyes centred at (94, 144) and (162, 144), mouth at (128, 196)."""
-    return draw_anime_face()
-
+from tests.stages.conftest import write_rgb
 
 # --- fake face-alignment weights ------------------------------------------------------------------
 

@@ -17,7 +17,8 @@ from pipeline.contracts import FaceTrack, JobOptions, Manifest
 from pipeline.errors import ConfigError, NoFaceFound
 from pipeline.media import FrameWriter
 from pipeline.stage import ModelCache
-from stages.detect.detectors import FACE_ALIGNMENT_FILES, Detection, FaceAlignmentDetector, HaarDetector
+from stages.detect.detectors import FACE_ALIGNMENT_FILES, FaceAlignmentDetector, HaarDetector
+from stages.faces.detection import Detection
 
 if TYPE_CHECKING:
     from conftest import StageEnv
@@ -96,12 +97,13 @@ def track_of(env: StageEnv, manifest: Manifest) -> FaceTrack:
 def test_astronaut_photo_gives_a_one_frame_track(
     env: StageEnv, astronaut: Image, face_region: Region
 ) -> None:
-    """A still photo: one FaceFrame whose box covers the astronaut's face; manifest and progress as promised."""
+    """A still photo: one FaceFrame whose box covers the astronaut's face, with 68 landmarks (dlib, the
+    offline tier) and a head pose; manifest and progress as promised."""
     ctx = env.context()
     manifest = env.manifest(ctx, env.normalized(astronaut, "astronaut.png"), "astronaut.png")
     (out,) = detect.run(ctx, manifest)
     assert out.stage == "detect" and out.artifacts["avatar"] == manifest.artifacts["avatar"]
-    assert out.info["detector"] == "haar" and out.info["faces_found"] == 1
+    assert out.info["detector"] == "dlib" and out.info["faces_found"] == 1
     assert out.artifacts["faces"].key.startswith("cache/faces/")
     track = track_of(env, out)
     assert len(track.frames) == manifest.media.frames == 1
@@ -109,6 +111,8 @@ def test_astronaut_photo_gives_a_one_frame_track(
     fx1, fy1, fx2, fy2 = face_region
     assert fx1 <= x1 < x2 <= fx2 and fy1 <= y1 < y2 <= fy2, track.frames[0].box
     assert x2 - x1 > 70 and not track.frames[0].interpolated
+    assert track.frames[0].landmarks is not None and len(track.frames[0].landmarks) == 68
+    assert track.frames[0].pose is not None and abs(track.frames[0].pose[2]) < 5  # roll: she is upright
     assert (track.width, track.height) == (512, 512)
     assert env.progress[-1] == 1.0 and env.progress == sorted(env.progress)
 
@@ -127,7 +131,7 @@ def test_second_run_reuses_the_track_without_detecting(env: StageEnv, astronaut:
     (second,) = detect.run(ctx, env.manifest(ctx, clip, "astronaut.png", other))
     assert not [name for name in models.asked if name.startswith("detector:")]
     assert second.artifacts["faces"] == first.artifacts["faces"]
-    assert second.info["faces_found"] == 1 and second.info["detector"] == "haar"
+    assert second.info["faces_found"] == 1 and second.info["detector"] == "dlib"
 
 
 def test_face_choice_is_part_of_the_address(env: StageEnv, astronaut: Image) -> None:
@@ -138,7 +142,7 @@ def test_face_choice_is_part_of_the_address(env: StageEnv, astronaut: Image) -> 
     models = RecordingModels()
     ctx = env.context(models=models)
     (central,) = detect.run(ctx, env.manifest(ctx, clip, "astronaut.png", JobOptions(face="center")))
-    assert "detector:haar" in models.asked
+    assert "detector:dlib" in models.asked
     assert central.artifacts["faces"].key != largest.artifacts["faces"].key
 
 
@@ -154,7 +158,8 @@ def test_photo_without_a_face_fails_naming_the_file(env: StageEnv, coffee: Image
 
 
 def test_anime_face_needs_style_cartoon(env: StageEnv, anime: Image) -> None:
-    """An anime face Haar misses fails with a hint by default and is found by cartoon eyes with style cartoon."""
+    """An anime face dlib and Haar miss fails with a hint by default and is found by cartoon eyes with
+    style cartoon, after the other tiers found nothing."""
     clip = env.normalized(anime, "anime.png")
     ctx = env.context()
     with pytest.raises(NoFaceFound, match="cartoon") as failed:
@@ -166,18 +171,23 @@ def test_anime_face_needs_style_cartoon(env: StageEnv, anime: Image) -> None:
     assert out.info["detector"] == "cartoon_eyes"
     x1, y1, x2, y2 = track_of(env, out).frames[0].box
     assert x1 < 94 and x2 > 162 and y1 < 144 and y2 > 196
-    assert log.named("no_face_with_detector")[0] == {"detector": "haar", "next": "cartoon_eyes"}
+    assert log.named("no_face_with_detector") == [
+        {"detector": "dlib", "next": "haar"},
+        {"detector": "haar", "next": "cartoon_eyes"},
+    ]
 
 
-def test_auto_fallback_to_haar_is_logged_once(env: StageEnv, astronaut: Image, cartoon: Image) -> None:
-    """With detector auto and no weights, the worker says once that it uses Haar, naming dir and files."""
+def test_auto_fallback_to_dlib_is_logged_once(env: StageEnv, astronaut: Image, cartoon: Image) -> None:
+    """With detector auto and no face-alignment weights, the worker says once that it uses dlib, naming
+    dir and files (the plain drawn face gets dlib landmarks too)."""
     log, models = RecordingLog(), ModelCache()
     for image, name in ((astronaut, "astronaut.png"), (cartoon, "cartoon.png")):
         ctx = env.context(models=models, log=log)
         (out,) = detect.run(ctx, env.manifest(ctx, env.normalized(image, name), name))
-        assert out.info["detector"] == "haar"
+        assert out.info["detector"] == "dlib"
     (notice,) = log.named("detector_fallback")
     assert notice["model_dir"] == str(env.settings.models) and notice["files"] == list(FACE_ALIGNMENT_FILES)
+    assert notice["using"] == "dlib"
 
 
 def test_face_alignment_without_weights_stops_the_worker(tmp_path: Path) -> None:
@@ -191,7 +201,8 @@ def test_face_alignment_without_weights_stops_the_worker(tmp_path: Path) -> None
 
 
 def test_pan_clip_track_follows_the_face(env: StageEnv, pan_clip: Path) -> None:
-    """A 2 s panning clip: one entry per frame, the box moving 1 px/frame left, grey frames filled in."""
+    """A 2 s panning clip: one entry per frame, the box moving 1 px/frame left; the grey frames are a
+    shot of their own without a face, marked absent (renderers leave them alone), not filled in."""
     ctx = env.context()
     manifest = env.manifest(ctx, pan_clip, "pan.mp4")
     assert manifest.media.frames == PAN_FRAMES
@@ -199,18 +210,24 @@ def test_pan_clip_track_follows_the_face(env: StageEnv, pan_clip: Path) -> None:
     track = track_of(env, out)
     assert len(track.frames) == PAN_FRAMES
     assert out.info["faces_found"] == PAN_FRAMES - len(BLANK)
-    assert [i for i, f in enumerate(track.frames) if f.interpolated] == list(BLANK)
+    assert [i for i, f in enumerate(track.frames) if f.absent] == list(BLANK)
+    assert all(f.landmarks is None for f in track.frames if f.absent)
+    assert all(f.landmarks is not None and f.pose is not None for f in track.frames if not f.absent)
+    track.frames = [f for i, f in enumerate(track.frames) if i not in BLANK]
+    kept = np.array([i for i in range(PAN_FRAMES) if i not in BLANK])
     centres = np.array([(f.box[0] + f.box[2]) / 2 for f in track.frames])
-    expected = (177 + 270) / 2 - PAN_X0 - np.arange(PAN_FRAMES)
+    expected = (177 + 270) / 2 - PAN_X0 - kept
     assert np.abs(centres - expected).max() < 4, np.round(centres - expected, 1)
-    slope = np.polyfit(np.arange(PAN_FRAMES), centres, 1)[0]
+    slope = np.polyfit(kept, centres, 1)[0]
     assert slope == pytest.approx(-1.0, abs=0.15)
 
 
 def test_long_clips_are_sampled_and_interpolated(
     env: StageEnv, pan_clip: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Beyond FULL_RATE_FRAMES, every k-th frame (and the last) is examined; the rest are interpolated."""
+    """Box-only detectors (Haar): beyond FULL_RATE_FRAMES, every k-th frame (and the last) is examined;
+    the rest are interpolated (runs without a face up to 0.2 s are filled)."""
+    env.settings = load_settings(None, data_dir=env.root / "haar-data", detector="haar")
     monkeypatch.setattr(detect, "FULL_RATE_FRAMES", 10)
     assert detect.detection_stride(PAN_FRAMES) == 5
     counting = CountingDetector()
@@ -271,6 +288,7 @@ def test_a_clip_without_faces_is_searched_sparsely(env: StageEnv, tmp_path: Path
     """A long clip with no face fails with NoFaceFound after looking at far fewer frames than it has
     (looks thin out after repeated misses), so a faceless video cannot tie a worker up for minutes."""
     settings = load_settings(None, data_dir=tmp_path)
+    env.settings = load_settings(None, data_dir=env.root / "haar-data", detector="haar")
     clip = tmp_path / "empty.mp4"
     rng = np.random.default_rng(0)
     with FrameWriter(settings, clip, 128, 128, settings.fps) as writer:

@@ -116,17 +116,23 @@ def test_detection_geometry() -> None:
 
 
 def test_auto_uses_face_alignment_only_when_both_files_exist(tmp_path: Path) -> None:
-    """auto means face_alignment when both weight files are in the model dir, else haar."""
-    assert resolve_kind("auto", tmp_path) == "haar"
+    """auto means face_alignment when both weight files are in the model dir, else dlib (installed here)."""
+    assert resolve_kind("auto", tmp_path) == "dlib"
     (tmp_path / S3FD_FILE).write_bytes(b"x")
-    assert resolve_kind("auto", tmp_path) == "haar"
+    assert resolve_kind("auto", tmp_path) == "dlib"
     (tmp_path / FAN_FILE).write_bytes(b"x")
     assert resolve_kind("auto", tmp_path) == "face_alignment"
     assert resolve_kind("haar", tmp_path) == "haar"
 
 
-def test_build_auto_without_weights_is_haar(tmp_path: Path) -> None:
-    """build_detector('auto') with an empty model dir gives the Haar detector and downloads nothing."""
+def test_build_auto_without_weights_is_dlib_else_haar(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """build_detector('auto') with an empty model dir gives dlib (its model ships in a package) and
+    downloads nothing; where dlib is not installed it gives Haar."""
+    detector = build_detector("auto", "cpu", tmp_path)
+    assert detector.name == "dlib" and list(tmp_path.iterdir()) == []
+    monkeypatch.setattr("stages.faces.landmarks.dlib_available", lambda: False)
     detector = build_detector("auto", "cpu", tmp_path)
     assert isinstance(detector, HaarDetector) and detector.name == "haar"
     assert list(tmp_path.iterdir()) == []

@@ -15,14 +15,7 @@ from pipeline.contracts import FaceFrame, FaceTrack, JobOptions, Style
 from pipeline.errors import InvalidInput
 from stages.render.base import SAMPLE_RATE, RenderRequest
 from stages.render.viseme import VisemeRenderer
-from stages.render.viseme.shapes import (
-    MouthTrack,
-    ShapeParams,
-    Viseme,
-    plan_mouth,
-    rms_envelope,
-    viseme_of,
-)
+from stages.render.viseme.shapes import MouthTrack, ShapeParams, Viseme, plan_mouth, viseme_of
 from stages.render.viseme.warp import (
     PHOTO,
     BoxLayout,
@@ -34,6 +27,7 @@ from stages.render.viseme.warp import (
     shows_teeth,
 )
 from stages.speech import Phone
+from stages.timing import rms_envelope
 
 ASSETS = Path(__file__).resolve().parents[3] / "pipeline" / "assets"
 TRANSCRIPT = "And so my fellow Americans, ask not what your country can do for you, ask what you can do for your country."

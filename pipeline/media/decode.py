@@ -1,0 +1,151 @@
+"""Decoding frames and audio in-process (PyAV), lazily, with a prefetching thread."""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from functools import partial
+from pathlib import Path
+from typing import Any, TypeVar
+
+import av
+import numpy as np
+
+from pipeline.errors import FFmpegError
+
+T = TypeVar("T")
+AUDIO_RATE = 16_000
+"""The one sample rate of normalized voices (mono, 16-bit WAV): every stage reads voices at it."""
+
+
+# --- decoding ---------------------------------------------------------------------------------------
+
+
+def decode_frames(path: Path) -> Iterator[np.ndarray]:
+    """RGB uint8 frames of the first video stream, in order."""
+    for pixels in decode_lazily(path):
+        yield pixels()
+
+
+def decode_lazily(
+    path: Path, size: tuple[int, int] | None = None, *, grey: bool = False
+) -> Iterator[Callable[[], np.ndarray]]:
+    """Per frame of the first video stream, a function giving its RGB pixels: frames nobody looks at
+    are decoded (the codec needs them) but never converted, which is most of the cost. ``size``
+    (width, height): pixels scaled to that size while converting (cheaper than converting, then scaling).
+    ``grey``: H×W luma instead of RGB (nearly free from YUV; what landmark models look at)."""
+    scaled: dict[str, Any] = {} if size is None else {"width": size[0], "height": size[1]}
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        for frame in container.decode(stream):
+            if grey:
+                yield partial(_luma, frame, size)
+            else:
+                yield partial(frame.to_ndarray, format="rgb24", **scaled)
+
+
+def _luma(frame: Any, size: tuple[int, int] | None) -> np.ndarray:
+    """A frame's luma: the Y plane itself for planar YUV (no conversion), else converted to grey."""
+    if frame.format.name.startswith(("yuv", "yuvj")) and frame.format.is_planar:
+        plane = frame.planes[0]
+        rows = np.frombuffer(plane, np.uint8).reshape(-1, plane.line_size)
+        luma = np.ascontiguousarray(rows[: frame.height, : frame.width])
+    else:
+        luma = frame.to_ndarray(format="gray")
+    if size is None or (luma.shape[1], luma.shape[0]) == size:
+        return luma
+    import cv2  # only here: most users of this module never scale
+
+    scaled: np.ndarray = cv2.resize(luma, size, interpolation=cv2.INTER_AREA)
+    return scaled
+
+
+def decode_audio(path: Path, rate: int = AUDIO_RATE) -> np.ndarray:
+    """The first audio stream of any media file as mono float32 samples at ``rate`` (empty: none).
+    Stream timestamps are honoured: audio that starts late (an offset in the container) is preceded
+    by silence, as a player would play it."""
+    with av.open(str(path)) as container:
+        if not container.streams.audio:
+            return np.zeros(0, np.float32)
+        stream = container.streams.audio[0]
+        resampler = av.AudioResampler(format="flt", layout="mono", rate=rate)
+        chunks: list[np.ndarray] = []
+        start: float | None = None
+        for frame in container.decode(stream):
+            if start is None and frame.pts is not None and frame.time_base is not None:
+                start = float(frame.pts * frame.time_base)
+            chunks.extend(r.to_ndarray().reshape(-1) for r in resampler.resample(frame))
+        chunks.extend(r.to_ndarray().reshape(-1) for r in resampler.resample(None))
+    samples = np.concatenate(chunks).astype(np.float32) if chunks else np.zeros(0, np.float32)
+    lead = max(0, round((start or 0.0) * rate))
+    return np.concatenate([np.zeros(lead, np.float32), samples])
+
+
+def stream_seconds(path: Path) -> tuple[float, float]:
+    """(video, audio) stream durations in seconds of a media file (0 for a missing stream), from the
+    streams' own durations (an MP4's edit lists included)."""
+    with av.open(str(path)) as container:
+        found = []
+        for streams in (container.streams.video, container.streams.audio):
+            stream = streams[0] if streams else None
+            if stream is None or stream.duration is None or stream.time_base is None:
+                found.append(0.0)
+                continue
+            begin = float((stream.start_time or 0) * stream.time_base)
+            found.append(begin + float(stream.duration * stream.time_base))
+    return found[0], found[1]
+
+
+def prefetch(items: Iterable[T], depth: int = 16) -> Iterator[T]:
+    """Iterate ``items`` in a background thread, up to ``depth`` ahead (decode while the caller works).
+
+    An exception in the producer is raised in the consumer; abandoning the iterator stops the producer.
+    """
+    buffer: queue.Queue[tuple[bool, Any]] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for item in items:
+                while not stop.is_set():
+                    try:
+                        buffer.put((True, item), timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            buffer.put((False, None))
+        except BaseException as exc:  # handed to the consumer
+            buffer.put((False, exc))
+
+    thread = threading.Thread(target=produce, name="prefetch", daemon=True)
+    thread.start()
+    try:
+        while True:
+            more, item = buffer.get()
+            if not more:
+                if item is not None:
+                    raise item
+                return
+            yield item
+    finally:
+        stop.set()
+
+
+def read_first_frame(path: Path) -> np.ndarray:
+    for frame in decode_frames(path):
+        return frame
+    raise FFmpegError(f"{path.name} has no video frames")
+
+
+def load_audio(path: Path) -> np.ndarray:
+    """Mono float32 samples in [-1, 1] of a 16 kHz WAV written by ``normalize_audio``."""
+    import soundfile
+
+    data, rate = soundfile.read(str(path), dtype="float32", always_2d=True)
+    if rate != AUDIO_RATE:
+        raise FFmpegError(f"{path.name} is {rate} Hz, expected {AUDIO_RATE} (not a normalized clip)")
+    return np.ascontiguousarray(data.mean(axis=1))

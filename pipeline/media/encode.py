@@ -1,0 +1,191 @@
+"""Encoding: frames to H.264 as they come, muxing with the voice, re-encoding to fit a size, looping clips."""
+
+from __future__ import annotations
+
+import math
+import queue
+import subprocess
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import ffmpeg
+import numpy as np
+
+from pipeline.config import Settings
+from pipeline.errors import FFmpegError
+from pipeline.media.normalize import _fps_arg, intermediate_crf
+from pipeline.media.run import _tail, ffmpeg_binary, run_ffmpeg
+
+# --- encoding ---------------------------------------------------------------------------------------
+
+
+class FrameWriter:
+    """Encode RGB frames to H.264 through an ffmpeg pipe; ``write`` returns at once (a thread feeds ffmpeg).
+
+    Use as a context manager; leaving it normally waits for the encoder, leaving by exception kills it.
+    """
+
+    def __init__(
+        self, settings: Settings, dst: Path, width: int, height: int, fps: float, *, intermediate: bool = True
+    ) -> None:
+        """``intermediate``: a file a later stage re-encodes anyway — encode fast, near-lossless."""
+        self.width, self.height = width, height
+        preset = settings.intermediate_preset if intermediate else settings.x264_preset
+        crf = intermediate_crf(settings) if intermediate else settings.crf
+        stream = ffmpeg.input(
+            "pipe:", format="rawvideo", pix_fmt="rgb24", s=f"{width}x{height}", framerate=_fps_arg(fps)
+        ).output(
+            str(dst),
+            vcodec="libx264",
+            pix_fmt="yuv420p",
+            preset=preset,
+            crf=crf,
+            r=_fps_arg(fps),
+        )
+        args = ffmpeg.compile(stream, cmd=ffmpeg_binary(settings), overwrite_output=True)
+        args[1:1] = ["-hide_banner", "-nostdin", "-loglevel", "error"]
+        self._proc = subprocess.Popen(args, stdin=subprocess.PIPE, stderr=subprocess.PIPE)
+        self._queue: queue.Queue[np.ndarray | None] = queue.Queue(maxsize=32)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._feed, name="frame-writer", daemon=True)
+        self._thread.start()
+        self.frames = 0
+
+    def _feed(self) -> None:
+        assert self._proc.stdin is not None
+        try:
+            while (frame := self._queue.get()) is not None:
+                self._proc.stdin.write(frame.data)
+        except BaseException as exc:  # broken pipe: ffmpeg died; reported on close
+            self._error = exc
+            while self._queue.get() is not None:  # keep draining so write() never blocks forever
+                pass
+        finally:
+            self._proc.stdin.close()
+
+    def write(self, frame: np.ndarray) -> None:
+        if frame.shape != (self.height, self.width, 3) or frame.dtype != np.uint8:
+            raise ValueError(f"frame {frame.shape} {frame.dtype} is not {self.height}x{self.width}x3 uint8")
+        # no copy: the caller hands the frame over and must not change it afterwards
+        self._queue.put(np.ascontiguousarray(frame))
+        self.frames += 1
+
+    def close(self) -> None:
+        self._queue.put(None)
+        self._thread.join()
+        assert self._proc.stderr is not None
+        stderr = self._proc.stderr.read()
+        if self._proc.wait() != 0 or self._error is not None:
+            raise FFmpegError(f"encoding video failed: {_tail(stderr) or self._error}", _tail(stderr))
+
+    def abort(self) -> None:
+        self._proc.kill()
+        self._queue.put(None)
+        self._thread.join()
+        self._proc.wait()
+
+    def __enter__(self) -> FrameWriter:
+        return self
+
+    def __exit__(self, exc_type: object, *rest: object) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+
+def mux(
+    settings: Settings,
+    video: Path,
+    audio: Path,
+    dst: Path,
+    duration: float,
+    *,
+    loop_video: bool = False,
+    reencode_video: bool = False,
+    subtitles: Path | None = None,
+) -> None:
+    """Video + audio → MP4 (H.264 + AAC, faststart) exactly ``duration`` seconds long.
+
+    ``loop_video`` repeats a short clip (a still avatar) to the audio's length, which needs a re-encode;
+    ``subtitles`` adds a soft (mov_text) subtitle track.
+    """
+    vin = ffmpeg.input(str(video), stream_loop=-1) if loop_video else ffmpeg.input(str(video))
+    streams = [vin.video, ffmpeg.input(str(audio)).audio]
+    kwargs: dict[str, Any] = {"acodec": "aac", "audio_bitrate": "128k", "ar": 48000, "movflags": "+faststart"}
+    if loop_video or reencode_video:
+        kwargs.update(vcodec="libx264", pix_fmt="yuv420p", preset=settings.x264_preset, crf=settings.crf)
+        kwargs["r"] = _fps_arg(settings.fps)
+    else:
+        kwargs["vcodec"] = "copy"
+    if subtitles is not None:
+        streams.append(ffmpeg.input(str(subtitles)))
+        kwargs.update(scodec="mov_text", **{"metadata:s:s:0": "language=eng"})
+    stream = ffmpeg.output(*streams, str(dst), t=f"{duration:.3f}", **kwargs)
+    run_ffmpeg(settings, stream, "muxing video and audio")
+
+
+def frames_for(duration: float, fps: float) -> int:
+    """Output frames for ``duration`` seconds of audio: enough to cover it."""
+    return max(1, math.ceil(duration * fps - 1e-6))
+
+
+def cycle_indices(n_out: int, n_src: int) -> Sequence[int]:
+    """Source frame for each output frame: forward then backward (ping-pong), as a natural loop."""
+    if n_src <= 1:
+        return [0] * n_out
+    period = 2 * n_src - 2
+    return [i % period if i % period < n_src else period - i % period for i in range(n_out)]
+
+
+def reencode_to_bitrate(
+    settings: Settings,
+    src: Path,
+    dst: Path,
+    video_kbps: int,
+    audio_kbps: int = 96,
+    max_side: int | None = None,
+) -> None:
+    """Re-encode an MP4 at a target bitrate (to fit an attachment limit), optionally scaling it down.
+
+    Two-pass is not worth it here: a capped one-pass x264 (maxrate/bufsize) lands within a few percent.
+    """
+    inp = ffmpeg.input(str(src))
+    video = inp.video
+    if max_side is not None:
+        video = video.filter(
+            "scale", f"if(gt(iw,ih),min(iw,{max_side}),-2)", f"if(gt(iw,ih),-2,min(ih,{max_side}))"
+        )
+    stream = ffmpeg.output(
+        video,
+        inp.audio,
+        str(dst),
+        vcodec="libx264",
+        pix_fmt="yuv420p",
+        preset=settings.x264_preset,
+        video_bitrate=f"{video_kbps}k",
+        maxrate=f"{video_kbps}k",
+        bufsize=f"{video_kbps * 2}k",
+        acodec="aac",
+        audio_bitrate=f"{audio_kbps}k",
+        movflags="+faststart",
+    )
+    run_ffmpeg(settings, stream, f"re-encoding {src.name} at {video_kbps} kb/s")
+
+
+PINGPONG_BUDGET = 1536 * 1024 * 1024
+"""Avatar clips up to this many bytes of decoded frames loop forward-and-back; longer ones loop forward."""
+
+
+def loops_forward(n_out: int, n_src: int, width: int, height: int) -> bool:
+    """Whether the clip loops forward (long enough, or too big to hold) rather than back and forth."""
+    return n_src >= n_out or n_src * width * height * 3 > PINGPONG_BUDGET
+
+
+def source_indices(n_out: int, n_src: int, width: int, height: int) -> Sequence[int]:
+    """Which avatar frame each of ``n_out`` output frames shows (as ``_frames`` plays the clip)."""
+    if loops_forward(n_out, n_src, width, height):
+        return [i % n_src for i in range(n_out)]
+    return cycle_indices(n_out, n_src)

@@ -1,0 +1,101 @@
+"""Normalizing uploads (the validate stage): voices to 16 kHz mono WAV, avatars to constant-fps H.264."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import ffmpeg
+
+from pipeline.config import Settings
+from pipeline.media.decode import AUDIO_RATE
+from pipeline.media.probe import Probe
+from pipeline.media.run import run_ffmpeg
+
+# --- normalization (validate stage) -----------------------------------------------------------------
+
+
+def normalize_audio(settings: Settings, src: Path, dst: Path) -> None:
+    """Any audio (or the audio of a video) → 16 kHz mono 16-bit WAV."""
+    # bit-exact: a plain 44-byte header, so the length follows from the size alone
+    stream = ffmpeg.input(str(src)).output(
+        str(dst),
+        vn=None,
+        ac=1,
+        ar=AUDIO_RATE,
+        acodec="pcm_s16le",
+        f="wav",
+        map_metadata=-1,
+        fflags="+bitexact",
+        flags="+bitexact",
+    )
+    run_ffmpeg(settings, stream, f"decoding the audio of {src.name}")
+
+
+def bounded_size(width: int, height: int, max_side: int) -> tuple[int, int]:
+    """(w, h) scaled so no side exceeds ``max_side``, keeping aspect, both even (x264 needs it)."""
+    scale = min(1.0, max_side / max(width, height))
+    w = max(2, round(width * scale / 2) * 2)
+    h = max(2, round(height * scale / 2) * 2)
+    return w, h
+
+
+def normalize_avatar(settings: Settings, src: Path, dst: Path, info: Probe) -> None:
+    """A photo or video → H.264 (yuv420p) at constant ``settings.fps``, bounded size, no audio.
+
+    A still photo becomes a one-frame clip; the renderer repeats it for the length of the audio. A video
+    that already is such a clip is copied, not re-encoded (the common case of screen and phone exports
+    is not, but pipeline-made clips are). Rotation (EXIF orientation, a phone video's display matrix) is
+    applied here, once, by ffmpeg's auto-rotation: the clip is upright with no rotation left in it, and
+    ``info`` (from ``probe``) gives the displayed size, so a portrait stays a portrait.
+    """
+    if already_normalized(settings, info):
+        stream = ffmpeg.input(str(src)).output(str(dst), an=None, vcodec="copy", movflags="+faststart")
+        run_ffmpeg(settings, stream, f"copying the video of {src.name}")
+        return
+    w, h = bounded_size(info.width, info.height, settings.max_side)
+    # a still is looped (and cut to one frame below) so that filters with a time base get a stream
+    source = ffmpeg.input(str(src), loop=1) if info.still else ffmpeg.input(str(src))
+    video = source.video.filter("scale", w, h, flags="lanczos")
+    if info.alpha:  # transparent avatars (cartoons, stickers): flatten onto white, not onto garbage
+        background = ffmpeg.input(f"color=c=white:s={w}x{h}:r={_fps_arg(settings.fps)}", f="lavfi")
+        video = ffmpeg.filter([background, video], "overlay", shortest=1, format="auto")
+    video = video.filter("fps", fps=_fps_arg(settings.fps)).filter("format", "yuv420p")
+    extra: dict[str, Any] = {"frames:v": 1} if info.still else {}
+    stream = ffmpeg.output(
+        video,
+        str(dst),
+        an=None,
+        vcodec="libx264",
+        preset=settings.intermediate_preset,
+        crf=intermediate_crf(settings),
+        r=_fps_arg(settings.fps),
+        movflags="+faststart",
+        **extra,
+    )
+    run_ffmpeg(settings, stream, f"converting {src.name} to video")
+
+
+def already_normalized(settings: Settings, info: Probe) -> bool:
+    """Whether a video is already constant-rate H.264 yuv420p at our fps and within our size bound, and
+    upright (a copy would keep a display rotation that frame decoding ignores)."""
+    return (
+        not info.still
+        and info.rotation == 0
+        and info.video_codec == "h264"
+        and info.pix_fmt == "yuv420p"
+        and abs(info.fps - settings.fps) < 1e-3
+        and bounded_size(info.width, info.height, settings.max_side) == (info.width, info.height)
+    )
+
+
+def intermediate_crf(settings: Settings) -> int:
+    """Quality of files a later stage re-encodes: well above the final's, so that re-encoding them adds
+    little noise (static backgrounds otherwise 'pulse' at keyframes)."""
+    return max(0, settings.crf - 6)
+
+
+def _fps_arg(fps: float) -> str:
+    frac = Fraction(fps).limit_denominator(1001)
+    return f"{frac.numerator}/{frac.denominator}"

@@ -1,0 +1,271 @@
+"""The quality report of a finished video: measured on the video file itself, without model weights.
+
+``measure(video, ...)`` decodes the video (scaled so no side exceeds ``ANALYSIS_SIDE``) and its audio
+track, follows the face with the offline landmark tier (``stages.faces.tracker``), and computes the
+measures of ``analysis``: the audio–video offset, mouth motion in the pauses (the job's ``SpeechTiming``
+when it has one stored, else found in the video's own audio by loudness, as ``stages.timing``
+does), flicker around the mouth, the change away from the face against the avatar the video was made
+from (``source``: its frames in output order; the face box grown by ``FACE_MARGIN`` of its width is
+left out; on the frames showing the avatar's first ``OUTSIDE_FRAMES``), and the difference between the
+video and audio stream lengths. Without dlib the mouth is measured by the darkness of the mouth region of the source's
+face box instead (``method`` says which).
+
+``assess(ctx, manifest, video, spec)`` is the enhance stage's one call: it gathers the avatar, its face
+track and the job's threshold, measures, logs, and when the job asked for it (``fail_on_low_quality``)
+fails the job for a score under ``min_quality``.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from pipeline.contracts import FaceFrame, FaceTrack, JobSpec, Manifest, QualityReport, Span, SpeechTiming
+from pipeline.errors import InvalidInput
+from pipeline.media import count_frames, decode_audio, decode_lazily, probe, stream_seconds
+from pipeline.stage import StageContext
+from stages.faces.landmarks import Landmarker, dlib_available, face_box
+from stages.faces.tracker import follow_faces
+from stages.quality.analysis import av_offset, flicker, mouth_opening, score, silence_motion
+from stages.timing import SAMPLE_RATE, normalised_loudness, rms_envelope, speaking_weight, speech_regions
+
+ANALYSIS_SIDE = 640
+OUTSIDE_SIDE = 192
+OUTSIDE_FRAMES = 100
+"""The change away from the face is measured on the output frames showing the avatar's first 100."""
+FACE_MARGIN = 0.5
+MOUTH_MARGIN = 0.3
+DETECT_EVERY = 10
+"""The face is confirmed less often than in detect: the video is the avatar's, the face is known."""
+
+Source = tuple[np.ndarray | None, FaceFrame | None]
+"""An avatar frame as ``measure`` compares it: grey at the small size (None: not compared), and its face
+(None: unknown)."""
+
+
+def measure(
+    video: Path,
+    *,
+    source: Iterator[Source] | None = None,
+    landmarker: Landmarker | None = None,
+    threshold: float = 0.5,
+    speech: Sequence[Span] | None = None,
+) -> QualityReport:
+    """The quality report of ``video`` (an MP4 with sound); see the module docstring. ``speech``: where
+    the voice is (the job's ``SpeechTiming``); None: found in the video's own audio by loudness."""
+    info = probe(video)
+    n, fps = count_frames(video), info.fps or 25.0
+    scale = min(1.0, ANALYSIS_SIDE / max(info.width, info.height, 1))
+    size = (max(2, round(info.width * scale / 2) * 2), max(2, round(info.height * scale / 2) * 2))
+    series = _Series(n, (size[0] / info.width, size[1] / info.height))
+    frames = decode_lazily(video, size, grey=True)
+    if landmarker is not None:
+        for i, step in enumerate(follow_faces(frames, n, landmarker, detect_every=DETECT_EVERY)):
+            series.add(i, step.frame, step.found[0].landmarks if step.found else None, _next(source))
+    else:
+        for i, pixels in enumerate(frames):
+            if i >= n:
+                break
+            series.add(i, pixels(), None, _next(source))
+    audio = decode_audio(video)
+    spans = list(speech) if speech is not None else speech_regions(audio)
+    return _report(series, audio, spans, fps, stream_seconds(video), threshold, landmarker is not None)
+
+
+def _next(source: Iterator[Source] | None) -> Source | None:
+    return next(source, None) if source is not None else None
+
+
+class _Series:
+    """Per-frame measures gathered while the video is decoded (3 frames kept for flicker)."""
+
+    def __init__(self, n: int, scale: tuple[float, float]) -> None:
+        self.mouth = np.full(n, np.nan)
+        self.scale = scale
+        self.outside: list[float] = []
+        self.flicker: list[float] = []
+        self.window: deque[tuple[np.ndarray, tuple[int, int, int, int] | None]] = deque(maxlen=3)
+
+    def add(self, i: int, grey: np.ndarray, points: np.ndarray | None, source: Source | None) -> None:
+        mouth_box = None
+        if points is not None:
+            self.mouth[i] = mouth_opening(points)
+            mouth_box = _grown(points[48:68], MOUTH_MARGIN, grey.shape)
+        elif source is not None and source[1] is not None and not source[1].absent:
+            mouth_box = self._mouth_of_box(source[1], grey.shape)
+            x1, y1, x2, y2 = mouth_box
+            self.mouth[i] = 255.0 - float(grey[y1:y2, x1:x2].mean())  # darker: more open
+        self.window.append((grey, mouth_box))
+        if len(self.window) == 3 and self.window[1][1] is not None:
+            x1, y1, x2, y2 = self.window[1][1]
+            crops = [g[y1:y2, x1:x2] for g, _ in self.window]
+            if crops[1].size:
+                self.flicker.append(flicker(*crops))
+        if source is not None and source[0] is not None:
+            self.outside.append(self._outside(grey, points, source[0], source[1]))
+
+    def _mouth_of_box(self, face: FaceFrame, shape: tuple[int, ...]) -> tuple[int, int, int, int]:
+        x1, y1, x2, y2 = face.box
+        sx, sy = self.scale
+        w, h = x2 - x1, y2 - y1
+        box = (sx * (x1 + 0.25 * w), sy * (y1 + 0.65 * h), sx * (x2 - 0.25 * w), sy * (y1 + 0.95 * h))
+        return _clipped(box, shape)
+
+    def _outside(
+        self, grey: np.ndarray, points: np.ndarray | None, avatar: np.ndarray, face: FaceFrame | None
+    ) -> float:
+        """Mean absolute grey difference from the avatar frame, away from the face (both its boxes)."""
+        small = cv2.resize(grey, avatar.shape[::-1], interpolation=cv2.INTER_AREA)
+        keep = np.ones(small.shape, bool)
+        k = (small.shape[1] / grey.shape[1], small.shape[0] / grey.shape[0])
+        boxes = []
+        if points is not None:
+            boxes.append(face_box(points))
+        if face is not None and not face.absent:
+            sx, sy = self.scale
+            b = face.box
+            boxes.append((b[0] * sx, b[1] * sy, b[2] * sx, b[3] * sy))
+        for x1, y1, x2, y2 in boxes:
+            m = FACE_MARGIN * (x2 - x1)
+            grown = (k[0] * (x1 - m), k[1] * (y1 - m), k[0] * (x2 + m), k[1] * (y2 + m))
+            gx1, gy1, gx2, gy2 = _clipped(grown, small.shape)
+            keep[gy1:gy2, gx1:gx2] = False
+        if not keep.any():
+            return 0.0
+        return float(np.abs(small.astype(np.float32) - avatar.astype(np.float32))[keep].mean())
+
+
+def _grown(points: np.ndarray, margin: float, shape: tuple[int, ...]) -> tuple[int, int, int, int]:
+    x1, y1 = points.min(axis=0)
+    x2, y2 = points.max(axis=0)
+    mx, my = margin * (x2 - x1), margin * (y2 - y1) + 0.2 * (x2 - x1)
+    return _clipped((x1 - mx, y1 - my, x2 + mx, y2 + my), shape)
+
+
+def _clipped(box: Sequence[float], shape: tuple[int, ...]) -> tuple[int, int, int, int]:
+    h, w = shape[:2]
+    x1, y1 = int(np.clip(box[0], 0, w)), int(np.clip(box[1], 0, h))
+    return x1, y1, int(np.clip(np.ceil(box[2]), x1, w)), int(np.clip(np.ceil(box[3]), y1, h))
+
+
+def _report(
+    series: _Series,
+    audio: np.ndarray,
+    spans: list[Span],
+    fps: float,
+    seconds: tuple[float, float],
+    threshold: float,
+    landmarks: bool,
+) -> QualityReport:
+    n = len(series.mouth)
+    loudness = normalised_loudness(rms_envelope(audio, SAMPLE_RATE, fps, n))
+    speaking = speaking_weight(spans, fps, n)
+    offset, confidence = av_offset(series.mouth, loudness * (speaking > 0), fps)
+    measures: dict[str, float | None] = {
+        "offset_ms": None if offset is None else round(offset * 1000.0, 1),
+        "silence_motion": _rounded(silence_motion(series.mouth, speaking), 3),
+        "outside_change": _rounded(float(np.mean(series.outside)) if series.outside else None, 2),
+        "mouth_flicker": _rounded(float(np.mean(series.flicker)) if series.flicker else None, 2),
+        "duration_drift_ms": round((seconds[0] - seconds[1]) * 1000.0, 1),
+    }
+    value, problems = score(measures)
+    return QualityReport(
+        score=round(value, 3),
+        flagged=value < threshold,
+        threshold=threshold,
+        offset_ms=measures["offset_ms"],
+        offset_confidence=round(confidence, 3),
+        silence_motion=measures["silence_motion"],
+        outside_change=measures["outside_change"],
+        mouth_flicker=measures["mouth_flicker"],
+        duration_drift_ms=measures["duration_drift_ms"] or 0.0,
+        frames=n,
+        face_frames=int(np.sum(~np.isnan(series.mouth))),
+        method="landmarks" if landmarks else "intensity",
+        problems=problems,
+    )
+
+
+def _rounded(value: float | None, digits: int) -> float | None:
+    return None if value is None else round(value, digits)
+
+
+# --- the enhance stage's call -------------------------------------------------------------------------
+
+
+def assess(ctx: StageContext, manifest: Manifest, video: Path, spec: JobSpec) -> QualityReport:
+    """The report of the finished ``video`` of ``manifest``'s task; ``InvalidInput`` when it scores under
+    the job's ``min_quality`` and the job asked to fail then."""
+    options = spec.options
+    source = _avatar_frames(ctx, manifest, video)
+    speech = (
+        ctx.load(manifest.artifacts["speech"], SpeechTiming).speech
+        if "speech" in manifest.artifacts
+        else None
+    )
+    landmarker, lock = _landmarker(ctx)
+    with lock:
+        report = measure(
+            video, source=source, landmarker=landmarker, threshold=options.min_quality, speech=speech
+        )
+    ctx.log.info(
+        "quality_measured",
+        score=report.score,
+        flagged=report.flagged,
+        offset_ms=report.offset_ms,
+        problems=report.problems,
+    )
+    if report.flagged and options.fail_on_low_quality:
+        raise InvalidInput(
+            f"the video made from {manifest.avatar_name} scored {report.score:.2f} for quality, under the "
+            f"job's min_quality {options.min_quality:.2f}: {'; '.join(report.problems)}",
+            code="low_quality",
+        )
+    return report
+
+
+def _landmarker(ctx: StageContext) -> tuple[Landmarker | None, threading.Lock]:
+    """The worker's dlib detector and its lock (shared with the detect stage in one process); None where
+    dlib is not installed or the deployment chose Haar (no non-commercial weights: runbooks/models.md)."""
+    if not dlib_available() or ctx.settings.detector == "haar":
+        return None, threading.Lock()
+    from stages.faces.landmarks import DlibDetector
+
+    detector = ctx.models.get("detector:dlib", DlibDetector)
+    return detector, ctx.models.get("detector-lock:dlib", threading.Lock)
+
+
+def _avatar_frames(ctx: StageContext, manifest: Manifest, video: Path) -> Iterator[Source] | None:
+    """The avatar frames in the order the video shows them, grey and small, with their faces; only the
+    first ``OUTSIDE_FRAMES`` avatar frames are decoded (a sample: decoding is most of the cost)."""
+    if "avatar" not in manifest.artifacts:
+        return None
+    from pipeline.media import source_indices
+
+    track = ctx.load(manifest.artifacts["faces"], FaceTrack) if "faces" in manifest.artifacts else None
+    avatar = ctx.fetch(manifest.artifacts["avatar"], "quality-avatar.mp4")
+    media = manifest.media
+    n_out = count_frames(video)
+    order = source_indices(n_out, media.frames, media.width, media.height)
+    scale = OUTSIDE_SIDE / max(media.width, media.height, 1)
+    size = (max(2, round(media.width * scale / 2) * 2), max(2, round(media.height * scale / 2) * 2))
+    return _in_order(avatar, order, size, track)
+
+
+def _in_order(
+    avatar: Path, order: Sequence[int], size: tuple[int, int], track: FaceTrack | None
+) -> Iterator[Source]:
+    """Per output frame, its avatar frame (None past the sample) and face."""
+    frames = []
+    for pixels in decode_lazily(avatar, size, grey=True):
+        frames.append(pixels())
+        if len(frames) >= OUTSIDE_FRAMES:
+            break
+    for index in order:
+        face = track.frames[min(index, len(track.frames) - 1)] if track is not None else None
+        yield (frames[index] if index < len(frames) else None), face

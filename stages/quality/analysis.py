@@ -1,0 +1,149 @@
+"""The quality measures of a finished video, on per-frame series (pure numpy; no I/O).
+
+* ``mouth_opening``: the inner lips' gap over the mouth's width, from 68 landmarks found on the video.
+* ``av_offset``: how much later the sound comes than the mouth: the lag (within ±``MAX_LAG`` s) that
+  best correlates mouth opening with the loudness envelope, refined between frames by a parabola
+  through the peak. Positive: the audio is late. Its confidence is the peak's correlation (under
+  ``MIN_CONFIDENCE`` the offset is not reported: nothing in the video follows the voice).
+* ``silence_motion``: the spread of the mouth opening inside pauses over its spread inside speech (0:
+  still in pauses; 1: moves as much as when talking).
+* ``flicker``: mean absolute second temporal difference of the mouth region (levels of 0..255): jitter
+  that alternates from frame to frame, which smooth motion does not produce.
+* ``score``: each measure mapped to 0..1 between a good and a bad level (``LIMITS``), the score is the
+  worst of them, and each measure under 0.8 adds a sentence to ``problems``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+MAX_LAG = 0.5
+MIN_CONFIDENCE = 0.15
+
+
+@dataclass(frozen=True)
+class Limit:
+    """A measure is fine up to ``good`` and worthless from ``bad`` (linear between)."""
+
+    good: float
+    bad: float
+
+
+LIMITS = {
+    "offset_ms": Limit(45.0, 200.0),
+    "silence_motion": Limit(0.25, 0.8),
+    "outside_change": Limit(4.0, 12.0),
+    "mouth_flicker": Limit(3.0, 9.0),
+    "duration_drift_ms": Limit(60.0, 300.0),
+}
+
+
+def mouth_opening(points: np.ndarray) -> float:
+    """Inner-lip gap (61–67, 62–66, 63–65) over the corner-to-corner width (48–54) of 68 landmarks."""
+    p = np.asarray(points, np.float64)
+    gap = np.mean([np.hypot(*(p[a] - p[b])) for a, b in ((61, 67), (62, 66), (63, 65))])
+    width = float(np.hypot(*(p[54] - p[48])))
+    return float(gap / width) if width > 0 else 0.0
+
+
+def _zscore(x: np.ndarray) -> np.ndarray:
+    std = float(np.std(x))
+    return (x - np.mean(x)) / std if std > 1e-9 else np.zeros_like(x)
+
+
+def av_offset(mouth: np.ndarray, loudness: np.ndarray, fps: float) -> tuple[float | None, float]:
+    """(seconds the audio is late, peak correlation) of per-frame mouth opening (NaN: no face) and
+    loudness; (None, correlation) when the correlation is too weak to mean anything."""
+    n = min(len(mouth), len(loudness))
+    m, e = np.asarray(mouth[:n], np.float64), np.asarray(loudness[:n], np.float64)
+    valid = ~np.isnan(m)
+    max_lag = round(MAX_LAG * fps)
+    if valid.sum() < 3 * max_lag or np.std(e[valid]) < 1e-9 or np.std(m[valid]) < 1e-9:
+        return None, 0.0
+    lags = np.arange(-max_lag, max_lag + 1)
+    corr = np.array([_corr_at(m, e, valid, int(lag)) for lag in lags])
+    k = int(np.nanargmax(corr))
+    peak = float(corr[k])
+    if peak < MIN_CONFIDENCE:
+        return None, max(peak, 0.0)
+    shift = 0.0
+    if 0 < k < len(lags) - 1:  # parabola through the peak and its neighbours
+        a, b, c = corr[k - 1], corr[k], corr[k + 1]
+        denominator = a - 2 * b + c
+        shift = 0.5 * (a - c) / denominator if denominator < 0 else 0.0
+    return float((lags[k] + shift) / fps), peak
+
+
+def _corr_at(m: np.ndarray, e: np.ndarray, valid: np.ndarray, lag: int) -> float:
+    """Pearson correlation of m[t] and e[t + lag] over the frames where both exist."""
+    n = len(m)
+    t = np.arange(max(0, -lag), min(n, n - lag))
+    keep = valid[t]
+    a, b = m[t][keep], e[t + lag][keep]
+    if len(a) < 3:
+        return float("nan")
+    return float(np.mean(_zscore(a) * _zscore(b)))
+
+
+def silence_motion(mouth: np.ndarray, speaking: np.ndarray, margin: int = 3) -> float | None:
+    """Mouth motion in pauses relative to speech (module docstring); None without both.
+
+    The spread (standard deviation) of the mouth opening, median-filtered over 3 frames so landmark
+    jitter does not count as motion, inside pauses over inside speech. ``speaking``: per frame 0..1;
+    frames within ``margin`` of a pause's edges are left out (the mouth closes there, which is right)."""
+    m = _median3(np.asarray(mouth, np.float64))
+    valid = ~np.isnan(m)
+    talking = speaking > 0.99
+    quiet = speaking < 0.01
+    for _ in range(margin):  # shrink the pauses by ``margin`` frames on each side
+        quiet = quiet & np.roll(quiet, 1) & np.roll(quiet, -1)
+    if (valid & talking).sum() < 5 or (valid & quiet).sum() < 5:
+        return None
+    during = float(np.std(m[valid & talking]))
+    if during < 1e-6:
+        return None
+    return float(np.std(m[valid & quiet]) / during)
+
+
+def _median3(x: np.ndarray) -> np.ndarray:
+    """Running median of 3 (NaN where any of the three is NaN; ends kept)."""
+    if len(x) < 3:
+        return x.copy()
+    out = x.copy()
+    out[1:-1] = np.median(np.stack([x[:-2], x[1:-1], x[2:]]), axis=0)
+    return out
+
+
+def flicker(before: np.ndarray, now: np.ndarray, after: np.ndarray) -> float:
+    """Mean |now − (before + after) / 2| of three equally shaped grey crops."""
+    b, n, a = (x.astype(np.float32) for x in (before, now, after))
+    return float(np.mean(np.abs(n - 0.5 * (b + a))))
+
+
+def score(measures: dict[str, float | None]) -> tuple[float, list[str]]:
+    """(the worst measure's 0..1 score, sentences for every measure scoring under 0.8)."""
+    scores, problems = [], []
+    for name, value in measures.items():
+        if value is None or name not in LIMITS:
+            continue
+        limit = LIMITS[name]
+        s = float(np.clip((limit.bad - abs(value)) / (limit.bad - limit.good), 0.0, 1.0))
+        scores.append(s)
+        if s < 0.8:
+            problems.append(_sentence(name, value))
+    return (min(scores) if scores else 1.0), problems
+
+
+def _sentence(name: str, value: float) -> str:
+    if name == "offset_ms":
+        when = "after" if value > 0 else "before"
+        return f"the voice comes {abs(value):.0f} ms {when} the mouth moves"
+    if name == "silence_motion":
+        return f"the mouth keeps moving in pauses ({value:.0%} of its motion while talking)"
+    if name == "outside_change":
+        return f"the picture away from the face changed by {value:.1f} levels on average"
+    if name == "mouth_flicker":
+        return f"the mouth flickers from frame to frame ({value:.1f} levels)"
+    return f"video and audio lengths differ by {abs(value):.0f} ms"

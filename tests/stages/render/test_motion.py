@@ -1,0 +1,159 @@
+"""Stills come alive: the astronaut photo speaking JFK blinks and moves her head a little, the background
+stays where it was, and a job always moves the same way (checked on the frames with dlib's landmarks)."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import numpy as np
+import pytest
+
+from pipeline.contracts import FaceFrame, FaceTrack, JobOptions, Motion
+from stages.faces.landmarks import DlibDetector, face_box
+from stages.render.base import SAMPLE_RATE, RenderRequest
+from stages.render.motion import Animated, plan_for, seed_of
+from stages.render.motion.plan import BLINK_SECONDS, LEVELS, plan_motion
+from stages.render.viseme import VisemeRenderer
+from stages.timing import timing_from_audio
+
+FPS = 25.0
+TRANSCRIPT = "And so my fellow Americans, ask not what your country can do for you, ask what you can do for your country."
+
+
+@pytest.fixture(scope="module")
+def detector() -> DlibDetector:
+    return DlibDetector()
+
+
+@pytest.fixture(scope="module")
+def face(detector: DlibDetector, astronaut: np.ndarray) -> FaceFrame:
+    """The astronaut's face as the detect stage stores it (dlib landmarks, landmark box)."""
+    (found,) = detector.detect(astronaut)
+    assert found.landmarks is not None
+    points = [(float(x), float(y)) for x, y in found.landmarks]
+    return FaceFrame(box=face_box(found.landmarks), landmarks=points)
+
+
+def request_for(
+    audio: np.ndarray, face: FaceFrame, motion: Motion, seed: int, phones: bool = True
+) -> RenderRequest:
+    n = math.ceil(len(audio) / SAMPLE_RATE * FPS)
+    track = FaceTrack(detector="dlib", width=512, height=512, fps=FPS, frames=[face])
+    timing = timing_from_audio(audio, TRANSCRIPT if phones else None, phones=phones)
+    options = JobOptions(transcript=TRANSCRIPT)
+    return RenderRequest(audio, FPS, n, track, options, speech=timing, motion=motion, seed=seed, still=True)
+
+
+@pytest.fixture(scope="module")
+def alive(jfk: np.ndarray, astronaut: np.ndarray, face: FaceFrame) -> list[np.ndarray]:
+    """The default for a photo: viseme renderer with subtle motion, seeded from a job id."""
+    request = request_for(jfk, face, Motion.subtle, seed_of("j0123456789abcdef012", "a0"))
+    frames = Animated(VisemeRenderer()).render(
+        request, ((i, astronaut, face) for i in range(request.n_frames)), lambda _: None
+    )
+    return list(frames)
+
+
+def eye_aspect(points: np.ndarray) -> float:
+    """Eye aspect ratio (lid gap over eye width, both eyes): falls when the eyes close."""
+
+    def one(eye: np.ndarray) -> float:
+        gap = np.linalg.norm(eye[1] - eye[5]) + np.linalg.norm(eye[2] - eye[4])
+        return float(gap / (2 * np.linalg.norm(eye[0] - eye[3])))
+
+    return (one(points[36:42]) + one(points[42:48])) / 2
+
+
+def landmarks_on(detector: DlibDetector, frame: np.ndarray, near: FaceFrame) -> np.ndarray:
+    found = detector.detect_near(frame, near.box)
+    assert found and found[0].landmarks is not None
+    return found[0].landmarks
+
+
+def roll_of(points: np.ndarray) -> float:
+    line = points[42:48].mean(axis=0) - points[36:42].mean(axis=0)
+    return math.degrees(math.atan2(line[1], line[0]))
+
+
+def test_photo_blinks_at_least_every_six_seconds(
+    alive: list[np.ndarray], face: FaceFrame, detector: DlibDetector
+) -> None:
+    """dlib sees the eyes close (eye aspect ratio under 70 % of its median) at least once in every 6 s of
+    output, and at those frames the eye region changes far more than the slow head motion changes it."""
+    ear = np.array([eye_aspect(landmarks_on(detector, f, face)) for f in alive])
+    closed = ear < 0.7 * np.median(ear)
+    starts = [i for i in range(len(closed)) if closed[i] and (i == 0 or not closed[i - 1])]
+    assert starts, "no blink seen"
+    moments = [0.0, *(i / FPS for i in starts), len(alive) / FPS]
+    assert max(b - a for a, b in itertools.pairwise(moments)) <= 6.0, moments
+    assert all(closed[i : i + round(0.3 * FPS)].sum() <= round(0.25 * FPS) for i in starts)  # ~150 ms each
+    eyes = np.asarray(face.landmarks)[36:48]
+    (x1, y1), (x2, y2) = eyes.min(axis=0).astype(int) - 4, eyes.max(axis=0).astype(int) + 4
+    eye = [f[y1:y2, x1:x2].astype(float) for f in alive]
+    change = np.array([np.abs(eye[i] - eye[max(0, i - 4)]).mean() for i in range(len(eye))])
+    assert change[closed].min() > 3 * np.median(change)
+
+
+def test_head_moves_a_little_and_the_background_not_at_all(
+    alive: list[np.ndarray], astronaut: np.ndarray, face: FaceFrame, detector: DlibDetector
+) -> None:
+    """Head motion is there but under 4° of roll and 3 % of the face width; pixels farther than half a
+    face width from the face box are unchanged (mean absolute difference under 2/255)."""
+    source = np.asarray(face.landmarks)
+    width = face.box[2] - face.box[0]
+    rolls, shifts = [], []
+    for frame in alive[::5]:
+        points = landmarks_on(detector, frame, face)
+        rolls.append(roll_of(points) - roll_of(source))
+        shifts.append(float(np.linalg.norm(points[27:36].mean(axis=0) - source[27:36].mean(axis=0))) / width)
+    assert 0.3 < max(np.abs(rolls)) < 4.0, rolls
+    assert 0.002 < max(shifts) < 0.03, shifts
+    x1, y1, x2, y2 = face.box
+    margin = 0.5 * width
+    far = np.ones(astronaut.shape[:2], bool)
+    far[max(0, int(y1 - margin)) : int(y2 + margin) + 1, max(0, int(x1 - margin)) : int(x2 + margin) + 1] = (
+        False
+    )
+    worst = max(float(np.abs(f.astype(float) - astronaut)[far].mean()) for f in alive)
+    assert worst < 2.0
+
+
+def test_same_job_moves_the_same_way(jfk: np.ndarray, face: FaceFrame) -> None:
+    """The plan is a function of the job: the same seed gives the same blinks and pose, another job
+    another; ``none`` is still; ``lively`` moves more, within its caps."""
+    audio = jfk[: 6 * SAMPLE_RATE]
+    seed = seed_of("j0123456789abcdef012", "a0")
+    first = plan_for(request_for(audio, face, Motion.subtle, seed, phones=False))
+    again = plan_for(request_for(audio, face, Motion.subtle, seed, phones=False))
+    other = plan_for(request_for(audio, face, Motion.subtle, seed_of("jffff", "a0"), phones=False))
+    assert np.array_equal(first.roll, again.roll) and np.array_equal(first.blink, again.blink)
+    assert not np.array_equal(first.roll, other.roll)
+    still = plan_for(request_for(audio, face, Motion.none, seed, phones=False))
+    assert not any(np.any(getattr(still, k)) for k in ("roll", "pitch", "shift_x", "shift_y", "blink"))
+    lively = plan_for(request_for(audio, face, Motion.lively, seed, phones=False))
+    assert np.abs(lively.roll).max() > np.abs(first.roll).max()
+    assert np.abs(lively.roll).max() <= LEVELS[Motion.lively].max_roll < 4.0
+
+
+def test_blinks_are_spaced_naturally() -> None:
+    """Over two minutes: blinks 1.8–5 s apart (first within 2.2 s), each fully shut on one frame and
+    lasting about 150 ms."""
+    plan = plan_motion(3000, FPS, Motion.subtle, seed=7)
+    shut = np.flatnonzero(plan.blink >= 0.999)
+    assert shut[0] / FPS <= 2.25
+    gaps = np.diff(shut) / FPS
+    assert gaps.min() >= 1.8 - 1e-6 and gaps.max() <= 5.0 + 1 / FPS
+    assert 22 <= len(shut) <= 50
+    around = plan.blink[shut[3] - 3 : shut[3] + 4]
+    assert (around > 0.05).sum() <= math.ceil(BLINK_SECONDS * FPS) + 1
+
+
+def test_nods_follow_stressed_syllables(jfk: np.ndarray, face: FaceFrame) -> None:
+    """Pitch dips come during speech and not in the pauses' middle (the idle sway is small)."""
+    request = request_for(jfk, face, Motion.subtle, seed=3, phones=False)
+    plan = plan_for(request)
+    assert request.speech is not None
+    t = np.arange(len(plan)) / FPS
+    pause = (t > 2.4) & (t < 3.0)  # JFK pauses after "fellow Americans"
+    assert plan.pitch.max() > 1.2 and np.abs(plan.pitch[pause]).max() < 0.8
