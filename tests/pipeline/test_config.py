@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+import structlog
 
 from pipeline.cli import main
 from pipeline.config import data_dir_origin, load_settings
@@ -21,6 +22,13 @@ def test_environment_beats_file_and_flags_beat_environment(
     settings = load_settings(toml, log_level="warning")
     assert settings.max_side == 720 and settings.crf == 19 and settings.log_level == "warning"
     assert settings.concurrency_of("render") == 2 and settings.concurrency_of("detect") == 1
+
+
+@pytest.fixture(autouse=True)
+def _restore_structlog() -> object:
+    """``main`` points logging at this test's captured stderr: later tests must not log into it."""
+    yield None
+    structlog.reset_defaults()
 
 
 @pytest.fixture

@@ -15,7 +15,8 @@ from pipeline.contracts import JobOptions
 from pipeline.errors import ConfigError
 from pipeline.messages import for_people
 from pipeline.stage import ModelCache
-from stages.detect.detectors import FACE_ALIGNMENT_FILES, HaarDetector, build_detector, resolve_kind
+from stages.detect.detectors import FACE_ALIGNMENT_FILES, build_detector, resolve_kind
+from stages.faces.landmarks import dlib_available
 from tests.conftest import make_settings
 
 
@@ -49,13 +50,14 @@ def test_a_worker_without_torch_still_starts_and_renders_visemes(tmp_path: Path,
     assert render.get_renderer(settings, models, JobOptions()).name == "viseme"
 
 
-def test_detection_falls_back_to_opencv_without_face_alignment(tmp_path: Path, no_neural: None) -> None:
-    """detector auto with face-alignment's weights present but the package absent is OpenCV's Haar
-    cascade; asking for face_alignment explicitly names the extra."""
+def test_detection_skips_face_alignment_without_the_extra(tmp_path: Path, no_neural: None) -> None:
+    """detector auto with face-alignment's weights present but the package absent is the next tier
+    (dlib, installed with the default install); asking for face_alignment explicitly names the extra."""
     for name in FACE_ALIGNMENT_FILES:
         (tmp_path / name).write_bytes(b"weights")
-    assert resolve_kind("auto", tmp_path) == "haar"
-    assert isinstance(build_detector("auto", "cpu", tmp_path), HaarDetector)
+    assert dlib_available()
+    assert resolve_kind("auto", tmp_path) == "dlib"
+    assert build_detector("auto", "cpu", tmp_path).name == "dlib"
     with pytest.raises(ConfigError, match=r"mouthpiece\[neural\]") as caught:
         build_detector("face_alignment", "cpu", tmp_path)
     assert caught.value.code == "neural_unavailable"
