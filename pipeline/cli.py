@@ -405,13 +405,9 @@ def cmd_config(settings: Settings, args: argparse.Namespace) -> int:
 def effective_settings(settings: Settings) -> dict[str, object]:
     """The settings as the commands use them: folders left unset shown where they really are, secrets
     masked (a secret that is a well-known default is not a secret: it is shown as it is)."""
-    from pipeline.models import model_cache
-
     shown = settings.masked()
     shown["inbox_dir"], shown["outbox_dir"] = str(settings.inbox), str(settings.outbox)
     shown["model_dir"] = str(settings.models)
-    if settings.model_cache_dir is None:
-        shown["model_cache_dir"] = str(model_cache(settings))
     for name in _well_known_secrets(settings):
         secret = getattr(settings, name)
         shown[name] = secret.get_secret_value()
@@ -419,18 +415,17 @@ def effective_settings(settings: Settings) -> dict[str, object]:
 
 
 WELL_KNOWN_SECRETS = {
-    "minio" + "admin": "MinIO's default",
-    "rustfs" + "admin": "RustFS's default",
-    "change" + "me": "a placeholder",
-    "change" + "-me": "a placeholder",
+    "minioadmin": "MinIO's default",
+    "rustfsadmin": "RustFS's default",
+    "changeme": "a placeholder",
+    "change-me": "a placeholder",
     "password": "a placeholder",
-    "password" + "123": "a placeholder",
+    "password123": "a placeholder",
     "secret": "a placeholder",
     "admin": "a placeholder",
     "token": "a placeholder",
 }
-"""Credentials anyone can guess (spelled in parts: tests/test_infra.py looks for them in the deployment
-files, where they must never appear)."""
+"""Credentials anyone can guess: ``config`` shows them as they are, with a warning."""
 
 
 def _well_known_secrets(settings: Settings) -> list[str]:
@@ -914,12 +909,17 @@ def cmd_dead_letters(settings: Settings, args: argparse.Namespace) -> int:
 
     store = _existing_store(settings)
     prefix = f"dead-letter/{args.stage}/" if args.stage else "dead-letter/"
-    found = store.list(settings.bucket_work, prefix) if store is not None else []
-    for info in found:
-        assert store is not None
-        letter = DeadLetter.model_validate_json(store.get(settings.bucket_work, info.key))
+    letters = (
+        []
+        if store is None
+        else [
+            DeadLetter.model_validate_json(store.get(settings.bucket_work, info.key))
+            for info in store.list(settings.bucket_work, prefix)
+        ]
+    )
+    for letter in letters:
         print(f"{letter.at:%Y-%m-%d %H:%M:%S}  {letter.stage:8} {letter.job_id or '-':21} {letter.reason}")
-    if not found:
+    if not letters:
         print(
             f"no dead letters{f' for {args.stage}' if args.stage else ''}: the runner has given up on nothing"
         )
