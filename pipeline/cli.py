@@ -19,10 +19,17 @@ from pathlib import Path
 from typing import Any
 
 import structlog
-from pydantic import ValidationError
+from pydantic import SecretStr, ValidationError
 
 from pipeline import ASSETS_DIR
-from pipeline.config import STAGES, Settings, load_settings, settings_markdown
+from pipeline.config import (
+    STAGES,
+    Settings,
+    data_dir_origin,
+    filesystem_problem,
+    load_settings,
+    settings_markdown,
+)
 from pipeline.console.auth import check_exposure
 from pipeline.contracts import (
     JobOptions,
@@ -43,7 +50,7 @@ from pipeline.registry import check_chain
 from pipeline.specfile import describe_validation_error
 from pipeline.stack import Stack, running_stack, stop_on_signals
 from pipeline.status import job_status, read_records
-from pipeline.storage import open_store
+from pipeline.storage import ObjectStore, open_store
 from pipeline.submit import MAX_AVATARS, NAME_LIMIT, Submission, check_local_file, submit
 
 log = structlog.get_logger("mouthpiece.cli")
@@ -53,50 +60,164 @@ DEMO_TRANSCRIPT = "And so my fellow Americans, ask not what your country can do 
 # --- argument parsing -----------------------------------------------------------------------------------
 
 
+GLOBAL_OPTIONS = "--config, --data-dir, --log-level and --log-format go before or after the command."
+DATA_DIR_HELP = (
+    "where state lives (buckets, NATS store, inbox, outbox); also MOUTHPIECE_DATA_DIR. Default: the "
+    "nearest .mouthpiece/ folder holding state, here or above, else ~/.local/share/mouthpiece"
+)
+
+
+class _Paragraphs(argparse.HelpFormatter):
+    """Wraps a description paragraph by paragraph, keeping the blank lines between them."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        return "\n\n".join(
+            super(_Paragraphs, self)._fill_text(part, width, indent) for part in text.split("\n\n")
+        )
+
+
+def _global_options(parser: argparse.ArgumentParser, default: object) -> None:
+    """The options every command takes, before the command (``default`` None) or after it (``default``
+    SUPPRESS, so that leaving them out after the command keeps what was given before it)."""
+    p = parser.add_argument_group("global options")
+    p.add_argument("--config", type=Path, default=default, help="TOML settings file (also MOUTHPIECE_CONFIG)")
+    p.add_argument("--data-dir", type=Path, default=default, metavar="DIR", help=DATA_DIR_HELP)
+    p.add_argument(
+        "--log-level", choices=["debug", "info", "warning", "error"], default=default, help="log detail"
+    )
+    p.add_argument(
+        "--log-format",
+        choices=["auto", "json", "console"],
+        default=default,
+        help="auto: JSON lines unless stderr is a terminal",
+    )
+
+
+class _Commands:
+    """Adds subcommands that all take the global options and have a description (the help line, unless
+    a longer one is given)."""
+
+    def __init__(self, sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+        self.sub = sub
+        self.common = argparse.ArgumentParser(add_help=False)
+        _global_options(self.common, argparse.SUPPRESS)
+
+    def add(self, name: str, help: str, description: str = "") -> argparse.ArgumentParser:
+        text = f"{help[:1].upper()}{help[1:]}." + (f"\n\n{description}" if description else "")
+        return self.sub.add_parser(
+            name,
+            help=help,
+            description=text,
+            epilog=GLOBAL_OPTIONS,
+            parents=[self.common],
+            formatter_class=_Paragraphs,
+        )
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="mouthpiece", description="Talking-avatar videos from a voice and a face."
+        prog="mouthpiece",
+        description="Talking-avatar videos from a voice clip and a photo or video.\n\n"
+        "Quick start: `mouthpiece demo` makes a video from the bundled sample; `mouthpiece render "
+        "voice.mp3 face.png -o out.mp4` makes one from yours; `mouthpiece up` runs everything and "
+        "watches a folder. `mouthpiece COMMAND --help` explains each command.",
+        epilog=GLOBAL_OPTIONS,
+        formatter_class=_Paragraphs,
     )
-    p.add_argument("--config", type=Path, help="TOML settings file (also MOUTHPIECE_CONFIG)")
-    p.add_argument(
-        "--data-dir", type=Path, help="state directory (default .mouthpiece/; MOUTHPIECE_DATA_DIR)"
-    )
-    p.add_argument("--log-level", help="debug, info, warning, error")
-    p.add_argument("--log-format", choices=["auto", "json", "console"])
+    _global_options(p, None)
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    commands = _Commands(sub)
+    _local_commands(commands)
+    _queue_commands(commands)
+    _operator_commands(commands)
+    return p
 
-    up = sub.add_parser("up", help="run everything on this machine: NATS, every stage, the watched folder")
+
+def _local_commands(commands: _Commands) -> None:
+    up = commands.add(
+        "up",
+        "run everything on this machine: NATS, every stage, the watched folder",
+        "Drop a voice clip (with a photo named like it) into DATA_DIR/inbox and the video appears in "
+        "DATA_DIR/outbox. While a drop is worked on, the inbox shows NAME.processing. Ctrl-C stops "
+        "(work in flight is finished first).",
+    )
     up.add_argument("--no-watch", action="store_true", help="do not watch the inbox folder")
     up.add_argument(
         "--no-ingress", action="store_true", help="do not start the HTTP service (console, Discord, hooks)"
     )
 
-    render = sub.add_parser("render", help="make one video now and write it to a file")
+    render = commands.add(
+        "render",
+        "make one video now and write it to a file",
+        "Runs the whole pipeline for one job in this process (or on a running `mouthpiece up`), prints "
+        "the files it wrote and exits 0, or prints why the job failed and exits 1.",
+    )
     render.add_argument("audio", type=Path, help="the voice clip (.mp3, .wav, .ogg, .m4a, .flac, ...)")
-    render.add_argument("avatars", type=Path, nargs="+", help="photo(s) or video(s) of the face")
+    render.add_argument(
+        "avatars", type=Path, nargs="+", help="photo(s) or video(s) of the face; one video each"
+    )
     render.add_argument(
         "-o", "--output", type=Path, required=True, help="output file (a folder for several avatars)"
     )
     _job_options(render)
 
-    demo = sub.add_parser("demo", help="render the bundled public-domain sample")
-    demo.add_argument("-o", "--output", type=Path, default=Path("mouthpiece-demo.mp4"))
+    demo = commands.add(
+        "demo",
+        "render the bundled public-domain sample",
+        "JFK's 'ask not' speech on NASA's astronaut portrait, with the default (viseme) renderer: "
+        "no model download, no GPU.",
+    )
+    demo.add_argument(
+        "-o",
+        "--output",
+        type=Path,
+        default=Path("mouthpiece-demo.mp4"),
+        help="where to write the video (default mouthpiece-demo.mp4)",
+    )
     _job_options(demo)
 
-    submit = sub.add_parser("submit", help="queue a job (runs when `mouthpiece up` runs)")
-    submit.add_argument("audio", type=Path)
-    submit.add_argument("avatars", type=Path, nargs="*")
+
+def _queue_commands(commands: _Commands) -> None:
+    submit = commands.add(
+        "submit",
+        "queue a job (runs when `mouthpiece up` runs)",
+        "Prints the job id. Without a running stack the job waits in the data directory until "
+        "`mouthpiece up` starts.",
+    )
+    submit.add_argument("audio", type=Path, help="the voice clip")
+    submit.add_argument(
+        "avatars", type=Path, nargs="*", help="photo(s) or video(s) of the face (none: the default avatar)"
+    )
     submit.add_argument("--wait", action="store_true", help="wait for the job and print its status")
     _job_options(submit)
 
-    status = sub.add_parser("status", help="show a job, or the recent jobs and failed drops")
-    status.add_argument("job", nargs="?")
+    status = commands.add("status", "show a job, or the recent jobs and failed drops")
+    status.add_argument("job", nargs="?", help="a job id (from submit or the list); none: the recent jobs")
     status.add_argument("--json", action="store_true", help="machine-readable output")
     status.add_argument("--follow", "-f", action="store_true", help="keep the table on screen, updated live")
     status.add_argument("--limit", type=int, default=20, help="how many recent jobs to show (default 20)")
 
-    worker = sub.add_parser("worker", help="run one stage's worker (distributed mode)")
-    worker.add_argument("stage", choices=list(STAGES))
+    cancel = commands.add("cancel", "cancel a job: its stages stop, nothing more is published")
+    cancel.add_argument("job", help="the job id")
+
+    retry = commands.add("retry", "run a failed job's failed stages again (after fixing the cause)")
+    retry.add_argument("job", help="the job id")
+
+    letters = commands.add(
+        "dead-letters",
+        "list messages the runner gave up on",
+        "A message is dead-lettered after MOUTHPIECE_MAX_DELIVER runs, or when it cannot be read.",
+    )
+    letters.add_argument("--stage", choices=list(STAGES), help="only this stage's")
+
+
+def _operator_commands(commands: _Commands) -> None:
+    worker = commands.add(
+        "worker",
+        "run one stage's worker (distributed mode)",
+        "Connects to MOUTHPIECE_NATS_URL (or a running `mouthpiece up`) and serves STAGE until stopped.",
+    )
+    worker.add_argument("stage", choices=list(STAGES), help="the stage to serve")
     worker.add_argument(
         "--pool",
         default="default",
@@ -105,47 +226,48 @@ def _parser() -> argparse.ArgumentParser:
     )
     worker.add_argument("--max-messages", type=int, help="exit after handling this many messages (KEDA jobs)")
     worker.add_argument("--idle-exit", type=float, help="exit after this many seconds without a message")
-    cancel = sub.add_parser("cancel", help="cancel a job: its stages stop, nothing more is published")
-    cancel.add_argument("job")
 
-    config = sub.add_parser("config", help="print the effective settings (secrets masked)")
-    config.add_argument("--markdown", action="store_true", help="print the table of all settings instead")
-    reconcile = sub.add_parser(
-        "reconcile", help="re-announce inputs without a job and jobs stuck mid-pipeline"
+    config = commands.add(
+        "config",
+        "print the effective settings",
+        "Every setting as this command line, the environment and the config file make it (what `up` "
+        "runs with), secrets masked; warnings (on stderr) for credentials left at a well-known default.",
     )
+    config.add_argument("--markdown", action="store_true", help="print the table of all settings instead")
+
+    reconcile = commands.add("reconcile", "re-announce inputs without a job and jobs stuck mid-pipeline")
     reconcile.add_argument(
         "--every", metavar="DURATION", help="keep running, one sweep per DURATION (60s, 5m)"
     )
-    retry = sub.add_parser("retry", help="run a failed job's failed stages again (after fixing the cause)")
-    retry.add_argument("job")
-    letters = sub.add_parser("dead-letters", help="list messages the runner gave up on")
-    letters.add_argument("--stage", choices=list(STAGES))
-    sub.add_parser("init", help="create buckets, the default avatar and (MinIO) bucket notifications")
+    commands.add("init", "create buckets, the default avatar and (MinIO) bucket notifications")
 
-    gc = sub.add_parser("gc", help="delete artifacts of finished jobs older than a duration (cron)")
+    gc = commands.add("gc", "delete artifacts of finished jobs older than a duration (cron)")
     gc.add_argument("--older-than", metavar="DURATION", type=_duration, required=True, help="e.g. 7d, 12h")
     gc.add_argument("--outputs", action="store_true", help="also delete their videos (status.json stays)")
     gc.add_argument("--inputs", action="store_true", help="also delete the uploads that started them")
     gc.add_argument("--cache", action="store_true", help="also delete old cache entries no running job uses")
     gc.add_argument("--dry-run", action="store_true", help="say what would be deleted, delete nothing")
-    sub.add_parser(
-        "bridge", help="forward SeaweedFS filer events to the bus (MOUTHPIECE_EVENT_SOURCE=seaweedfs)"
-    )
+    commands.add("bridge", "forward SeaweedFS filer events to the bus (MOUTHPIECE_EVENT_SOURCE=seaweedfs)")
 
-    models = sub.add_parser("models", help="list model files; --fetch NAME downloads one")
-    models.add_argument("--fetch", metavar="NAME", action="append", default=[])
+    models = commands.add(
+        "models",
+        "list model files: who needs each, whether it is here; --fetch NAME downloads one",
+        "The default job (viseme renderer, dlib and OpenCV face detection, pocketsphinx timing) needs "
+        "none of them: its models come inside the installed packages. All live in the model directory "
+        "(MOUTHPIECE_MODEL_DIR, default DATA_DIR/models).",
+    )
+    models.add_argument(
+        "--fetch", metavar="NAME", action="append", default=[], help="download this file (repeatable)"
+    )
     models.add_argument("--url", help="download from this URL instead of the configured one")
 
-    ingress = sub.add_parser(
-        "ingress", help="run the HTTP ingress (Discord interactions, relay and MinIO hooks)"
-    )
+    ingress = commands.add("ingress", "run the HTTP ingress (Discord interactions, relay and MinIO hooks)")
     ingress.add_argument("--host", help="address to listen on (default MOUTHPIECE_INGRESS_HOST)")
     ingress.add_argument("--port", type=int, help="port to listen on (default MOUTHPIECE_INGRESS_PORT)")
 
-    discord = sub.add_parser("discord", help="Discord set-up tasks")
-    discord_sub = discord.add_subparsers(dest="discord_command", required=True, metavar="TASK")
-    discord_sub.add_parser("register", help="put the slash commands (/avatar, /announce) to Discord")
-    return p
+    discord = commands.add("discord", "Discord set-up tasks")
+    tasks = discord.add_subparsers(dest="discord_command", required=True, metavar="TASK")
+    _Commands(tasks).add("register", "put the slash commands (/avatar, /announce) to Discord")
 
 
 def _duration(text: str) -> float:
@@ -159,13 +281,22 @@ def _duration(text: str) -> float:
 
 def _job_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
-        "--renderer", choices=["viseme", "wav2lip", "none"], help="lip-sync method (default viseme)"
+        "--renderer",
+        choices=["viseme", "wav2lip", "none"],
+        help="lip-sync method: viseme (default, no model), wav2lip (neural: needs the neural extra "
+        "and a checkpoint), none (the avatar as it is)",
     )
     p.add_argument("--checkpoint", help="wav2lip checkpoint (file in the model dir, or a path)")
-    p.add_argument("--style", choices=[s.value for s in Style], help="avatar style: photo, cartoon, auto")
-    p.add_argument("--subtitles", choices=[s.value for s in SubtitleMode], help="none, soft or burn")
+    p.add_argument(
+        "--style", choices=[s.value for s in Style], help="avatar style (default auto: told from the picture)"
+    )
+    p.add_argument(
+        "--subtitles",
+        choices=[s.value for s in SubtitleMode],
+        help="none (default), soft (a subtitle track) or burn (drawn into the picture)",
+    )
     p.add_argument("--transcript", help="what the audio says (better timing and subtitles)")
-    p.add_argument("--name", help="name of the output")
+    p.add_argument("--name", help="name of the output (default: the voice clip's name)")
     p.add_argument(
         "--motion", choices=[m.value for m in Motion], help="blinks and head motion (photos: subtle)"
     )
@@ -234,12 +365,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = load_settings(
             args.config, data_dir=args.data_dir, log_level=args.log_level, log_format=args.log_format
         )
-    except (FileNotFoundError, ValueError) as exc:
+    except (FileNotFoundError, ValueError, ConfigError) as exc:
         print(f"mouthpiece: bad settings: {exc}", file=sys.stderr)
         return 2
-    if args.command in QUIET_COMMANDS and args.log_level is None and "MOUTHPIECE_LOG_LEVEL" not in os.environ:
-        settings.log_level = "warning"  # these show their own progress; info lines would bury it
-    configure_logging(settings)
+    configure_logging(_logging_settings(settings, args.command))
     command: Callable[[Settings, argparse.Namespace], int] = COMMANDS[args.command]
     try:
         return command(settings, args)
@@ -248,6 +377,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     except MouthpieceError as exc:
         print(f"mouthpiece: {exc.reason}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `mouthpiece status | head`: the reader has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+    except OSError as exc:  # the file system said no: one line, not a traceback
+        print(f"mouthpiece: {filesystem_problem(exc, settings)}", file=sys.stderr)
+        return 2
+
+
+def _logging_settings(settings: Settings, command: str) -> Settings:
+    """The settings logging runs with: commands that show their own progress log warnings only, unless a
+    log level was set. A copy, so ``config`` still shows the level ``up`` runs at."""
+    if command in QUIET_COMMANDS and "log_level" not in settings.model_fields_set:
+        return settings.model_copy(update={"log_level": "warning"})
+    return settings
 
 
 # --- commands ------------------------------------------------------------------------------------------
@@ -257,8 +400,67 @@ def cmd_config(settings: Settings, args: argparse.Namespace) -> int:
     if args.markdown:
         print(settings_markdown(), end="")
         return 0
-    print(json.dumps(settings.masked(), indent=2, default=str))
+    shown = effective_settings(settings)
+    print(json.dumps(shown, indent=2, default=str))
+    print(f"mouthpiece: data directory {settings.data_dir}: {data_dir_origin(settings)}", file=sys.stderr)
+    for warning in credential_warnings(settings, shown):
+        print(f"mouthpiece: warning: {warning}", file=sys.stderr)
     return 0
+
+
+def effective_settings(settings: Settings) -> dict[str, object]:
+    """The settings as the commands use them: folders left unset shown where they really are, secrets
+    masked (a secret that is a well-known default is not a secret: it is shown as it is)."""
+    shown = settings.masked()
+    shown["inbox_dir"], shown["outbox_dir"] = str(settings.inbox), str(settings.outbox)
+    shown["model_dir"] = str(settings.models)
+    for name in _well_known_secrets(settings):
+        secret = getattr(settings, name)
+        shown[name] = secret.get_secret_value()
+    return shown
+
+
+WELL_KNOWN_SECRETS = {
+    "minioadmin": "MinIO's default",
+    "rustfsadmin": "RustFS's default",
+    "changeme": "a placeholder",
+    "change-me": "a placeholder",
+    "password": "a placeholder",
+    "password123": "a placeholder",
+    "secret": "a placeholder",
+    "admin": "a placeholder",
+    "token": "a placeholder",
+}
+"""Credentials anyone can guess: ``config`` shows them as they are, with a warning."""
+
+
+def _well_known_secrets(settings: Settings) -> list[str]:
+    """The secret settings whose value is a well-known default or a placeholder."""
+    names = []
+    for name in Settings.model_fields:
+        value = getattr(settings, name)
+        if isinstance(value, SecretStr) and value.get_secret_value().strip().lower() in WELL_KNOWN_SECRETS:
+            names.append(name)
+    return names
+
+
+def credential_warnings(settings: Settings, shown: dict[str, object]) -> list[str]:
+    """What an operator should know about the credentials: well-known values, and defaults that leave a
+    service without authentication."""
+    warnings = [
+        f"{name} is {shown[name]!r}, {WELL_KNOWN_SECRETS[str(shown[name]).strip().lower()]}: anyone can "
+        f"guess it; set your own (infra/gen-env.sh makes random ones)"
+        for name in _well_known_secrets(settings)
+    ]
+    if settings.store == "s3" and settings.s3_access_key is None:
+        warnings.append(
+            f"s3_access_key is not set (the default): requests to {settings.s3_endpoint} are anonymous"
+        )
+    if settings.nats_url and not settings.nats_auth():
+        warnings.append(
+            f"no NATS credentials are set (the default): {settings.nats_url} is used without authentication"
+        )
+    return warnings
 
 
 def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
@@ -317,6 +519,7 @@ def _banner(settings: Settings, watch: bool, ingress: bool = False) -> None:
     if watch:
         lines.append(f"  Drop a voice clip (and a photo named like it) into {settings.inbox}")
         lines.append(f"  Videos appear in {settings.outbox}")
+        lines.append(f"  (data directory {settings.data_dir}; `mouthpiece config` says why this one)")
     lines.append("  Ctrl-C stops (work in flight is finished first).")
     print("\n".join(lines), file=sys.stderr, flush=True)
 
@@ -522,8 +725,28 @@ async def _submit(settings: Settings, args: argparse.Namespace) -> int:
         await stack.close()
 
 
+def _existing_store(settings: Settings) -> ObjectStore | None:
+    """The store, for commands that only read; None, with a line saying where it looked, when the local
+    data directory holds no buckets (looking never creates an empty data directory)."""
+    if settings.store == "local" and not (settings.data_dir / "buckets").is_dir():
+        print(
+            f"mouthpiece: no mouthpiece data in {settings.data_dir} ({data_dir_origin(settings)})",
+            file=sys.stderr,
+        )
+        return None
+    return open_store(settings)
+
+
 def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
-    store = open_store(settings)
+    store = _existing_store(settings)
+    if store is None:  # nothing there yet (said on stderr): the same answer as for an empty store
+        if args.job:
+            return 1
+        if args.json:
+            print(json.dumps({"jobs": [], "total": 0, "failed_drops": []}, indent=2))
+        else:
+            print(_status_table(settings, _NoJobs(), args.limit))
+        return 0
     if args.job:
         status = job_status(store, settings, args.job)
         if status is None:
@@ -548,6 +771,19 @@ def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
         return 0
     print(_status_table(settings, index, args.limit))
     return 0
+
+
+class _NoJobs:
+    """The job index of a data directory that holds nothing yet."""
+
+    progress: dict[str, dict[str, float]] = {}
+    drops: list[Any] = []
+
+    def page(self, number: int, size: int) -> tuple[list[Any], int]:
+        return [], 0
+
+    def counts(self) -> dict[str, int]:
+        return {}
 
 
 def _status_table(settings: Settings, index: Any, limit: int, live: bool = False) -> str:
@@ -832,11 +1068,22 @@ async def _bridge(settings: Settings) -> int:
 def cmd_dead_letters(settings: Settings, args: argparse.Namespace) -> int:
     from pipeline.contracts import DeadLetter
 
-    store = open_store(settings)
+    store = _existing_store(settings)
     prefix = f"dead-letter/{args.stage}/" if args.stage else "dead-letter/"
-    for info in store.list(settings.bucket_work, prefix):
-        letter = DeadLetter.model_validate_json(store.get(settings.bucket_work, info.key))
+    letters = (
+        []
+        if store is None
+        else [
+            DeadLetter.model_validate_json(store.get(settings.bucket_work, info.key))
+            for info in store.list(settings.bucket_work, prefix)
+        ]
+    )
+    for letter in letters:
         print(f"{letter.at:%Y-%m-%d %H:%M:%S}  {letter.stage:8} {letter.job_id or '-':21} {letter.reason}")
+    if not letters:
+        print(
+            f"no dead letters{f' for {args.stage}' if args.stage else ''}: the runner has given up on nothing"
+        )
     return 0
 
 
@@ -873,10 +1120,21 @@ def cmd_models(settings: Settings, args: argparse.Namespace) -> int:
     for name in args.fetch:
         path = models.fetch_model(settings, name, args.url)
         print(f"fetched {name} -> {path}")
-    for row in models.model_status(settings):
-        model, path, present, digest = row
-        mark = "present" if present else "missing"
-        print(f"{model.name:28} {mark:8} {model.used_by:22} {digest or '-'}  {path}")
+    print(f"Model directory: {settings.models}")
+    print(f"None of these files is needed by {models.DEFAULT_JOB}: {models.PACKAGED}.")
+    missing = models.missing_neural(("torch", "face_alignment"))
+    if missing:
+        print(f"The neural extra is not installed ({models.NEURAL_EXTRA}): no {' or '.join(missing)}.")
+    for model, path, present, digest in models.model_status(settings):
+        state = "present" if present else ("missing (optional)" if model.optional else "missing")
+        print(f"\n{model.name}: {state}")
+        print(f"  what:       {model.description}")
+        print(f"  needed by:  {model.needed_by}")
+        if present:
+            print(f"  sha256:     {digest}")
+            print(f"  path:       {path}")
+        elif model.without:
+            print(f"  without it: {model.without}")
     return 0
 
 

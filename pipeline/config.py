@@ -3,17 +3,23 @@
 Sources, strongest first: explicit overrides (CLI flags), ``MOUTHPIECE_*`` environment variables, a TOML
 file (``--config FILE`` or ``MOUTHPIECE_CONFIG``), the defaults below. Nothing is read at import time.
 ``docs/settings.md`` lists every setting.
+
+The data directory, when none is set: the nearest ``.mouthpiece/`` folder holding something, in the working
+directory or one of its parents (where ``mouthpiece up`` keeps a project's state), else the per-user
+``$XDG_DATA_HOME/mouthpiece`` (``~/.local/share/mouthpiece``). So every command run anywhere in a project
+finds the same state, and a command run elsewhere finds the user's.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 from contextvars import ContextVar
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_origin
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, PrivateAttr, SecretStr, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -21,9 +27,44 @@ from pydantic_settings import (
     SettingsConfigDict,
     TomlConfigSettingsSource,
 )
+from pydantic_settings.exceptions import SettingsError
+
+from pipeline.errors import ConfigError
 
 STAGES = ("validate", "detect", "render", "enhance", "publish")
 _toml_file: ContextVar[Path | None] = ContextVar("mouthpiece_toml_file", default=None)
+DATA_DIR_NAME = ".mouthpiece"
+DATA_DIR_DEFAULT = "nearest .mouthpiece/ holding state, else ~/.local/share/mouthpiece"
+
+
+def user_data_dir() -> Path:
+    """The per-user data directory: ``$XDG_DATA_HOME/mouthpiece``, else ``~/.local/share/mouthpiece``."""
+    xdg = os.environ.get("XDG_DATA_HOME", "")
+    base = Path(xdg) if xdg and Path(xdg).is_absolute() else Path.home() / ".local" / "share"
+    return base / "mouthpiece"
+
+
+def project_data_dir(start: Path | None = None) -> Path | None:
+    """The nearest ``.mouthpiece/`` folder holding something (a stack, buckets, an inbox), in ``start``
+    (default: the working directory) or one of its parents; None when there is none. An empty one does
+    not count: it holds no state, and older versions left empty ones behind."""
+    try:
+        here = (start or Path.cwd()).resolve()
+    except OSError:  # the working directory was deleted
+        return None
+    for folder in (here, *here.parents):
+        candidate = folder / DATA_DIR_NAME
+        try:
+            if candidate.is_dir() and any(candidate.iterdir()):
+                return candidate
+        except OSError:
+            continue
+    return None
+
+
+def default_data_dir() -> Path:
+    """The data directory when none is set (see the module docstring)."""
+    return project_data_dir() or user_data_dir()
 
 
 class Settings(BaseSettings):
@@ -34,7 +75,12 @@ class Settings(BaseSettings):
     )
 
     # --- where state lives -------------------------------------------------------------------------
-    data_dir: Path = Field(Path(".mouthpiece"), description="local buckets, NATS store, inbox, outbox")
+    data_dir: Path = Field(
+        default_factory=default_data_dir,
+        description="local buckets, NATS store, inbox, outbox",
+        json_schema_extra={"shown_default": DATA_DIR_DEFAULT},
+    )
+    _data_dir_origin: str = PrivateAttr("set")
     store: Literal["local", "s3"] = Field("local", description="local: a directory per bucket; s3: MinIO/S3")
     s3_endpoint: str = Field("localhost:9000", description="host:port of the S3 API")
     s3_access_key: SecretStr | None = Field(None, description="S3 access key (none: anonymous requests)")
@@ -68,7 +114,11 @@ class Settings(BaseSettings):
     )
 
     # --- the runner ----------------------------------------------------------------------------------
-    chain: list[str] = Field(list(STAGES), description="stages in order; validate first, publish last")
+    chain: list[str] = Field(
+        list(STAGES),
+        description="stages in order; validate first, publish last",
+        examples=[["validate", "publish"]],
+    )
     ack_wait: float = Field(60.0, description="seconds before an unacknowledged message is redelivered")
     heartbeat_seconds: float = Field(
         2.0, description="how often a running task says it is alive; 4 missed beats and it is taken over"
@@ -76,7 +126,9 @@ class Settings(BaseSettings):
     max_deliver: int = Field(5, description="runs of a task in a stage before it is dead-lettered")
     backoff: list[float] = Field([2.0, 10.0, 30.0, 60.0], description="nak delays by delivery count")
     concurrency: dict[str, int] = Field(
-        default_factory=dict, description="parallel messages per stage worker, e.g. {render = 2}"
+        default_factory=dict,
+        description="parallel messages per stage worker, e.g. {render = 2}",
+        examples=[{"render": 2}],
     )
     drain_seconds: float = Field(120.0, description="on SIGTERM, wait this long for in-flight work")
     reconcile_interval: float = Field(60.0, description="seconds between reconciliation sweeps (0: off)")
@@ -84,6 +136,7 @@ class Settings(BaseSettings):
     faults: dict[str, int] = Field(
         default_factory=dict,
         description='test hook: kill the process at named points, e.g. {"render.start": 2} (pipeline/faults.py)',
+        examples=[{"render.start": 2}],
     )
 
     # --- cluster: bus auth, server-side events, reconcile, retention (docs/deploy.md) ----------------------
@@ -135,7 +188,9 @@ class Settings(BaseSettings):
     inbox_dir: Path | None = Field(None, description="watched folder; default DATA_DIR/inbox")
     outbox_dir: Path | None = Field(None, description="output folder; default DATA_DIR/outbox")
     output_dirs: list[Path] = Field(
-        default_factory=list, description="folders job specs may publish into, besides the output folder"
+        default_factory=list,
+        description="folders job specs may publish into, besides the output folder",
+        examples=[["/srv/videos"]],
     )
     watch_polling: bool = Field(False, description="poll sizes instead of inotify (network mounts)")
     settle_seconds: float = Field(2.0, description="quiet time before a dropped file or folder is taken")
@@ -158,7 +213,11 @@ class Settings(BaseSettings):
         5, ge=1, description="while following a face, confirm it with the detector every this many frames"
     )
     wav2lip_batch: int = Field(64, description="frames per network batch")
-    model_urls: dict[str, str] = Field(default_factory=dict, description="file name -> download URL")
+    model_urls: dict[str, str] = Field(
+        default_factory=dict,
+        description="file name -> download URL",
+        examples=[{"wav2lip_gan.pth": "https://models.example/wav2lip_gan.pth"}],
+    )
 
     # --- speech: recognition, timing, synthesis (issue 13: stages.whisper, speech_timing, tts) -------
     asr: Literal["auto", "whisper", "pocketsphinx"] = Field(
@@ -212,7 +271,9 @@ class Settings(BaseSettings):
         None, description="channel webhook for /avatar results that finish after the 15-minute reply window"
     )
     discord_announce_roles: Annotated[list[str], NoDecode] = Field(
-        default_factory=list, description="role ids allowed to /announce (besides Manage Server)"
+        default_factory=list,
+        description="role ids allowed to /announce (besides Manage Server)",
+        examples=[["123456789012345678"]],
     )
     discord_welcome_avatar: Path | None = Field(None, description="avatar image for welcome videos")
     discord_welcome_text: str = Field("Welcome to {guild}, {name}!", description="what welcome videos say")
@@ -278,7 +339,12 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             text = value.strip()
             if text.startswith("["):
-                return json.loads(text)
+                try:
+                    return json.loads(text)
+                except json.JSONDecodeError:
+                    raise ValueError(
+                        'must be a JSON list (["a","b"]) or comma-separated words (a,b)'
+                    ) from None
             return [part.strip() for part in text.split(",") if part.strip()]
         return value
 
@@ -336,24 +402,114 @@ class Settings(BaseSettings):
 
 
 def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
-    """Build the settings once, at an entry point. Relative paths resolve against the working dir."""
+    """Build the settings once, at an entry point. Relative paths resolve against the working dir.
+
+    ``FileNotFoundError`` for a config file that does not exist; ``ConfigError`` with one sentence naming
+    the setting and the expected format for a value that cannot be used.
+    """
     path = config_file or (Path(p) if (p := os.environ.get("MOUTHPIECE_CONFIG")) else None)
     if path is not None and not path.is_file():
         raise FileNotFoundError(f"config file {path} does not exist")
     token = _toml_file.set(path)
     try:
         settings = Settings(**{k: v for k, v in overrides.items() if v is not None})
+    except SettingsError as exc:
+        raise ConfigError(describe_settings_error(exc)) from None
+    except ValidationError as exc:
+        raise ConfigError(describe_validation_error(exc)) from None
     finally:
         _toml_file.reset(token)
+    explicit = "data_dir" in settings.model_fields_set
     settings.data_dir = settings.data_dir.expanduser().resolve()
+    found = settings.data_dir.name == DATA_DIR_NAME
+    settings._data_dir_origin = "set" if explicit else ("found" if found else "user")
     return settings
+
+
+def data_dir_origin(settings: Settings) -> str:
+    """Why the data directory is the one it is, in words (for `config` and `status`)."""
+    if settings._data_dir_origin == "set":
+        return "set by --data-dir, MOUTHPIECE_DATA_DIR or the config file"
+    if settings._data_dir_origin == "found":
+        return "the nearest .mouthpiece/ folder holding state, in the working directory or above"
+    return (
+        "the per-user default: no .mouthpiece/ folder holding state in the working directory or above; "
+        "use --data-dir or MOUTHPIECE_DATA_DIR for another"
+    )
+
+
+def filesystem_problem(exc: OSError, settings: Settings) -> str:
+    """An ``OSError`` as one sentence: what could not be used, why, and (inside the data directory) how
+    the data directory was chosen and how to choose another."""
+    what = exc.strerror or str(exc) or type(exc).__name__
+    if not exc.filename:
+        return what
+    path = Path(os.fsdecode(exc.filename))
+    text = f"cannot use {path}: {what}"
+    data_dir = settings.data_dir
+    if path == data_dir or data_dir in path.parents or path in data_dir.parents:
+        text += (
+            f" (the data directory {data_dir} must be a folder mouthpiece can write; it is "
+            f"{data_dir_origin(settings)}; choose another with --data-dir)"
+        )
+    return text
+
+
+# --- settings errors in one sentence ----------------------------------------------------------------------
+
+
+def expected_format(name: str) -> str | None:
+    """What a list or table setting's value looks like in the environment, with an example."""
+    field = Settings.model_fields.get(name)
+    if field is None:
+        return None
+    shape = get_origin(field.annotation)
+    if shape not in (list, tuple, dict):
+        return None
+    kind = "a JSON object" if shape is dict else "a JSON list"
+    default = field.get_default(call_default_factory=True)
+    example = field.examples[0] if field.examples else default
+    shown = json.dumps(example, separators=(",", ":"), default=str)
+    return f"{kind}, e.g. {shown}"
+
+
+def describe_settings_error(exc: SettingsError) -> str:
+    """``error parsing value for field "chain" from source "EnvSettingsSource"`` → what was expected."""
+    match = re.search(r'field "(\w+)" from source "(\w+)"', str(exc))
+    if match is None:
+        return str(exc)
+    name, source = match.groups()
+    where = f"MOUTHPIECE_{name.upper()}" if source.startswith("Env") else f"setting {name}"
+    shape = expected_format(name)
+    return f"{where} must be {shape}" if shape else f"{where} cannot be read"
+
+
+def describe_validation_error(exc: ValidationError) -> str:
+    """Each bad setting: its environment name, what pydantic expected, and (secrets aside) what it got."""
+    problems = []
+    for error in exc.errors():
+        name = str(error["loc"][0]) if error["loc"] else "?"
+        message = str(error["msg"]).removeprefix("Value error, ")
+        field = Settings.model_fields.get(name)
+        secret = field is not None and "SecretStr" in str(field.annotation)
+        got = "" if secret or "input" not in error else f"; got {_shown(error['input'])}"
+        shape = expected_format(name)
+        hint = f" ({shape})" if shape and error["type"] != "value_error" else ""
+        problems.append(f"MOUTHPIECE_{name.upper()} ({name}): {message[:1].lower()}{message[1:]}{hint}{got}")
+    return "; ".join(dict.fromkeys(problems))
+
+
+def _shown(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def settings_markdown() -> str:
     """A Markdown table of every setting (``docs/settings.md`` is this output)."""
     rows = ["| environment variable | default | meaning |", "| --- | --- | --- |"]
     for name, field in Settings.model_fields.items():
-        default = field.get_default(call_default_factory=True)
+        extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
+        default = extra.get("shown_default") or field.get_default(call_default_factory=True)
         shown = "(secret)" if isinstance(default, SecretStr) else json.dumps(default, default=str)
         text = (field.description or "").replace("|", "\\|")
         rows.append(f"| `MOUTHPIECE_{name.upper()}` | `{shown}` | {text} |")

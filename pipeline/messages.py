@@ -87,6 +87,10 @@ CATALOGUE: dict[str, Entry] = {
     "model_missing": Entry(
         "This server is missing a model file for that (reference {reference}); tell its admins."
     ),
+    "neural_unavailable": Entry(
+        "This server cannot run the neural lip-sync renderer (reference {reference}); ask for the default "
+        "renderer, or tell its admins."
+    ),
     "tts_unavailable": Entry(
         "This server cannot speak text (reference {reference}); send a voice clip instead."
     ),

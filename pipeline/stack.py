@@ -26,7 +26,7 @@ from typing import Literal
 import structlog
 
 from pipeline.bus import NatsBus, threadsafe_publisher
-from pipeline.config import Settings
+from pipeline.config import Settings, filesystem_problem
 from pipeline.errors import ConfigError, MouthpieceError
 from pipeline.keys import pools_of
 from pipeline.metrics import Metrics, observed
@@ -113,8 +113,11 @@ class Stack:
             raise ConfigError(
                 f"mouthpiece is not running on {settings.data_dir}: start `mouthpiece up` first"
             )
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
-        store_dir = settings.data_dir / "nats" if mode == "up" else _private_store(settings)
+        try:
+            settings.data_dir.mkdir(parents=True, exist_ok=True)
+            store_dir = settings.data_dir / "nats" if mode == "up" else _private_store(settings)
+        except OSError as exc:  # said in one line by the entry point, not as a traceback
+            raise ConfigError(filesystem_problem(exc, settings)) from None
         nats = EmbeddedNats(store_dir, settings.nats_port)
         await asyncio.to_thread(nats.start)
         log.info("nats_started", url=nats.url, store=str(nats.store_dir))
@@ -159,6 +162,8 @@ class Stack:
             return
         error = task.exception()
         reason = error.reason if isinstance(error, MouthpieceError) else repr(error)
+        if isinstance(error, OSError) and error.filename:  # a folder it cannot write: say which, in words
+            reason = f"cannot use {os.fsdecode(error.filename)}: {error.strerror or error}"
         self.failures.append(f"{task.get_name()}: {reason}")
         log.error("worker_failed", worker=task.get_name(), reason=reason)
         stop.set()

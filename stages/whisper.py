@@ -83,7 +83,11 @@ def whisper_model(settings: Settings, models: ModelCache | None = None) -> Loade
         except ConfigError as exc:
             if settings.asr == "whisper":
                 raise
-            log.warning("whisper_unavailable", fallback="pocketsphinx", reason=exc.reason)
+            # without the asr extra (the default install) pocketsphinx is how it is meant to run: no warning
+            missing_extra = importlib.util.find_spec("faster_whisper") is None
+            (log.info if missing_extra else log.warning)(
+                "whisper_unavailable", fallback="pocketsphinx", reason=exc.reason
+            )
             return None
 
     if models is None:

@@ -58,6 +58,7 @@ class Up:
             "MOUTHPIECE_SETTLE_SECONDS": "0.3",
             "MOUTHPIECE_HEARTBEAT_SECONDS": str(HEARTBEAT),
             "MOUTHPIECE_RECONCILE_INTERVAL": "0",
+            "MOUTHPIECE_DATA_DIR": str(self.data),
             **env,
         }
         self.proc: subprocess.Popen[bytes] | None = None

@@ -26,7 +26,9 @@ MOUTHPIECE = [sys.executable, "-m", "pipeline.cli"]
 
 
 def run_cli(args: list[str], cwd: Path, timeout: float = 300, **env: str) -> subprocess.CompletedProcess[str]:
-    environ = {**os.environ, "MOUTHPIECE_LOG_FORMAT": "json", **env}
+    """The CLI as a user runs it, with no data directory set: its per-user one is under ``cwd``."""
+    environ = {**os.environ, "MOUTHPIECE_LOG_FORMAT": "json", "XDG_DATA_HOME": str(cwd / "xdg"), **env}
+    environ.pop("MOUTHPIECE_DATA_DIR", None)
     return subprocess.run(
         [*MOUTHPIECE, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, env=environ
     )
@@ -42,7 +44,7 @@ def test_render_writes_playable_mp4_of_audio_length(tmp_path: Path, assets: Path
     info = probe(out)
     assert info.video_codec == "h264" and info.audio_codec == "aac"
     assert abs(info.duration - probe(assets / "jfk.flac").duration) <= 0.1
-    assert (tmp_path / ".mouthpiece").is_dir()  # state stays in the working directory
+    assert (tmp_path / "xdg" / "mouthpiece").is_dir()  # no project here: the per-user data directory
 
 
 def test_render_of_text_renamed_png_fails_naming_the_file(tmp_path: Path, assets: Path) -> None:
@@ -64,7 +66,12 @@ def test_up_turns_a_folder_drop_into_a_video(tmp_path: Path, assets: Path) -> No
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        env={**os.environ, "MOUTHPIECE_LOG_FORMAT": "json", "MOUTHPIECE_SETTLE_SECONDS": "0.5"},
+        env={
+            **os.environ,
+            "MOUTHPIECE_LOG_FORMAT": "json",
+            "MOUTHPIECE_SETTLE_SECONDS": "0.5",
+            "MOUTHPIECE_DATA_DIR": ".mouthpiece",  # a project's own state, beside it
+        },
     )
     inbox, outbox = tmp_path / ".mouthpiece" / "inbox", tmp_path / ".mouthpiece" / "outbox"
     try:

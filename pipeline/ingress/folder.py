@@ -10,8 +10,10 @@ What a drop can be (entries directly inside the folder):
 An entry is taken only when it is completely written: no file in it is open for writing (inotify
 close-write, or a rename into the folder), it has been quiet for ``settle_seconds``, and its sizes did
 not change between two looks (the only signal on network mounts, where ``watch_polling`` is used).
-Taken entries move to ``.done/``; entries that cannot become a job move to ``.failed/`` with a note
-saying why, and the same note goes to the output folder.
+Taken entries move to ``.done/`` and ``<name>.processing`` appears in their place until the job is over
+(``pipeline.ingress.markers``; a job that made no video then moves its drop on to ``.failed/``); entries
+that cannot become a job move to ``.failed/`` with a note saying why (``WHY.txt``), and the same note goes
+to the output folder as ``<name>.failed.txt``.
 
 The folder is a trust boundary (anyone who can write into it can start jobs), so it takes regular files
 only: a link (to ``/etc/passwd``, ``/dev/zero``, a voice outside the folder, another folder), a named
@@ -49,6 +51,7 @@ from pipeline.contracts import FailedDrop, FolderDestination, JobOptions, JobSpe
 from pipeline.destinations import check_destinations
 from pipeline.drops import record_failed_drop
 from pipeline.errors import DropRefused, MouthpieceError, RetryableError
+from pipeline.ingress.markers import MARKER_SUFFIX, Markers
 from pipeline.specfile import MAX_SPEC_BYTES, load_spec_data, parse_spec
 from pipeline.storage.base import ObjectStore
 from pipeline.submit import (
@@ -112,6 +115,7 @@ class FolderIngress:
         self._stop = threading.Event()
         self._observer: BaseObserver | None = None
         self._thread: threading.Thread | None = None
+        self.markers = Markers(settings, store)
 
     # --- lifecycle ------------------------------------------------------------------------------------
     def start(self) -> FolderIngress:
@@ -140,6 +144,7 @@ class FolderIngress:
         while not self._stop.wait(0.25):
             try:
                 self.tick()
+                self.markers.sweep()
             except Exception:  # the watcher must survive anything one drop does
                 log.exception("folder_tick_failed")
 
@@ -150,6 +155,8 @@ class FolderIngress:
         except ValueError:
             return None
         if not rel.parts or rel.parts[0].startswith(".") or path.name.endswith(TEMP_SUFFIXES):
+            return None
+        if rel.parts[0].endswith(MARKER_SUFFIX):  # our own sign that a drop is being worked on
             return None
         return rel.parts[0]
 
@@ -385,6 +392,11 @@ class FolderIngress:
 
     def _archive(self, drop: Drop, submitted: Submitted) -> None:
         target = _unique(self.inbox / ".done" / f"{timestamp()}-{_short(drop.name)}-{submitted.job_id}")
+        try:  # the marker first, so the inbox never looks as if the drop had vanished
+            files = [self._shown(m) for m in drop.members]
+            self.markers.place(_short(drop.name), submitted.job_id, files, target)
+        except OSError:  # only a sign for people: the job runs without it
+            log.exception("drop_marker_failed", entry=drop.name, job_id=submitted.job_id)
         self._move_all(drop.members, target)
 
     def _set_aside(self, name: str, members: list[Path], reason: str, code: str | None = None) -> None:

@@ -49,6 +49,7 @@ import numpy as np
 
 from pipeline.devices import resolve_device
 from pipeline.errors import ConfigError
+from pipeline.models import missing_neural, require_neural
 from stages.faces.detection import Detection
 
 DetectorKind = Literal["auto", "face_alignment", "dlib", "haar"]
@@ -57,6 +58,8 @@ S3FD_FILE = "s3fd-619a316812.pth"
 FAN_FILE = "2DFAN4-11f355bf06.pth.tar"
 FACE_ALIGNMENT_FILES = (S3FD_FILE, FAN_FILE)
 WEIGHTS_BASE_URL = "https://www.adrianbulat.com/downloads/python-fan/"
+NEURAL_MODULES = ("torch", "face_alignment")
+"""What the face_alignment detector imports: the neural extra (not in the core install)."""
 HAAR_MAX_SIDE = 640
 CARTOON_MAX_SIDE = 512
 
@@ -367,7 +370,7 @@ def resolve_kind(kind: DetectorKind, model_dir: Path) -> Literal["face_alignment
     if kind == "auto":
         from stages.faces.landmarks import dlib_available
 
-        if weights_present(model_dir):
+        if weights_present(model_dir) and not missing_neural(NEURAL_MODULES):
             return "face_alignment"
         return "dlib" if dlib_available() else "haar"
     return kind
@@ -393,5 +396,6 @@ def build_detector(
         from stages.faces.landmarks import DlibDetector
 
         return DlibDetector()
+    require_neural("the face_alignment detector", NEURAL_MODULES)
     ensure_weights(model_dir, urls)
     return FaceAlignmentDetector(model_dir, device)

@@ -31,7 +31,7 @@ from pipeline.media import (
     loops_forward,
     prefetch,
 )
-from pipeline.models import model_path
+from pipeline.models import missing_neural, model_path, require_neural
 from pipeline.stage import ModelCache, Stage, StageContext
 from stages.render.base import Frames, Renderer, RenderRequest
 from stages.render.motion import Animated, seed_of
@@ -74,7 +74,7 @@ def warm_up(settings: Settings, models: ModelCache) -> None:
     """Build the renderers this worker can build before the first job (the neural one only if its
     checkpoint is present), so the first job does not pay for loading."""
     get_renderer(settings, models, JobOptions(renderer="viseme"))
-    if _checkpoint_path(settings, None).is_file():
+    if _checkpoint_path(settings, None).is_file() and not missing_neural():
         get_renderer(settings, models, JobOptions(renderer="wav2lip"))
 
 
@@ -131,6 +131,7 @@ def get_renderer(settings: Settings, models: ModelCache, options: JobOptions) ->
 
 
 def _build_wav2lip(settings: Settings, checkpoint: Path) -> Renderer:
+    require_neural("the wav2lip renderer")  # torch is in the neural extra, not the core install
     from stages.render.neural import Wav2LipRenderer
 
     if not checkpoint.is_file():

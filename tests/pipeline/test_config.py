@@ -6,9 +6,10 @@ import json
 from pathlib import Path
 
 import pytest
+import structlog
 
 from pipeline.cli import main
-from pipeline.config import load_settings
+from pipeline.config import data_dir_origin, load_settings
 
 
 def test_environment_beats_file_and_flags_beat_environment(
@@ -23,11 +24,93 @@ def test_environment_beats_file_and_flags_beat_environment(
     assert settings.concurrency_of("render") == 2 and settings.concurrency_of("detect") == 1
 
 
-def test_data_dir_defaults_to_the_working_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Two runs in two directories never share state: the data dir is .mouthpiece/ under the cwd."""
-    monkeypatch.chdir(tmp_path)
+@pytest.fixture(autouse=True)
+def _restore_structlog() -> object:
+    """``main`` points logging at this test's captured stderr: later tests must not log into it."""
+    yield None
+    structlog.reset_defaults()
+
+
+@pytest.fixture
+def nowhere(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """No data directory set, a per-user data directory under ``tmp_path``; returns a project folder."""
     monkeypatch.delenv("MOUTHPIECE_DATA_DIR", raising=False)
-    assert load_settings().data_dir == tmp_path / ".mouthpiece"
+    monkeypatch.delenv("MOUTHPIECE_CONFIG", raising=False)
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+    project = tmp_path / "project"
+    (project / "videos" / "drafts").mkdir(parents=True)
+    return project
+
+
+def test_data_dir_is_the_nearest_mouthpiece_folder_holding_state(
+    nowhere: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """From a project's subfolder every command finds the project's .mouthpiece/ (where `up` keeps its
+    state), and says so."""
+    (nowhere / ".mouthpiece" / "inbox").mkdir(parents=True)
+    monkeypatch.chdir(nowhere / "videos" / "drafts")
+    settings = load_settings()
+    assert settings.data_dir == nowhere / ".mouthpiece"
+    assert "nearest .mouthpiece/" in data_dir_origin(settings)
+
+
+def test_data_dir_elsewhere_is_the_per_user_one(nowhere: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With no .mouthpiece/ holding state here or above (an empty one does not count), the data
+    directory is $XDG_DATA_HOME/mouthpiece, and nothing is created by looking."""
+    (nowhere / ".mouthpiece").mkdir()
+    monkeypatch.chdir(nowhere / "videos")
+    settings = load_settings()
+    assert settings.data_dir == nowhere.parent / "xdg" / "mouthpiece"
+    assert "per-user default" in data_dir_origin(settings)
+    assert not settings.data_dir.exists()
+
+
+def test_a_data_dir_setting_wins(nowhere: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """MOUTHPIECE_DATA_DIR (relative to the working directory) beats a project's .mouthpiece/."""
+    (nowhere / ".mouthpiece" / "inbox").mkdir(parents=True)
+    monkeypatch.chdir(nowhere)
+    monkeypatch.setenv("MOUTHPIECE_DATA_DIR", "state")
+    settings = load_settings()
+    assert settings.data_dir == nowhere / "state" and "set by" in data_dir_origin(settings)
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "sentence"),
+    [
+        (
+            "MOUTHPIECE_CHAIN",
+            "validate,publish",
+            'MOUTHPIECE_CHAIN must be a JSON list, e.g. ["validate","publish"]',
+        ),
+        (
+            "MOUTHPIECE_CONCURRENCY",
+            "render=2",
+            'MOUTHPIECE_CONCURRENCY must be a JSON object, e.g. {"render":2}',
+        ),
+        (
+            "MOUTHPIECE_CRF",
+            "high",
+            "MOUTHPIECE_CRF (crf): input should be a valid integer, unable to parse string as an integer; got 'high'",
+        ),
+        (
+            "MOUTHPIECE_CHAIN",
+            '["validate","paint","publish"]',
+            "MOUTHPIECE_CHAIN (chain): unknown stages ['paint']; known: validate, detect, render, enhance, "
+            "publish; got ['validate', 'paint', 'publish']",
+        ),
+    ],
+)
+def test_a_bad_setting_says_what_is_expected(
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    variable: str,
+    value: str,
+    sentence: str,
+) -> None:
+    """A malformed variable: exit 2 and one line naming the variable and the expected format."""
+    monkeypatch.setenv(variable, value)
+    assert main(["config"]) == 2
+    assert capsys.readouterr().err.splitlines() == [f"mouthpiece: bad settings: {sentence}"]
 
 
 def test_missing_config_file_is_an_error(tmp_path: Path) -> None:
@@ -47,3 +130,37 @@ def test_config_command_masks_secrets(
     assert "very-secret-key-123" not in out and "relay-token-456" not in out
     shown = json.loads(out)
     assert shown["s3_secret_key"] == "**********" and shown["ingress_token"] == "**********"
+
+
+def test_config_shows_the_log_level_up_runs_at(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`config` logs quietly itself, yet shows the level `up` runs at (info by default), and the
+    folders that are left unset where they really are."""
+    monkeypatch.delenv("MOUTHPIECE_LOG_LEVEL", raising=False)
+    monkeypatch.setenv("MOUTHPIECE_DATA_DIR", "/srv/mouthpiece")
+    assert main(["config"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["log_level"] == "info"
+    assert shown["inbox_dir"] == "/srv/mouthpiece/inbox" and shown["model_dir"] == "/srv/mouthpiece/models"
+
+
+def test_config_warns_about_default_credentials(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A credential left at a well-known default is shown as it is (it hides nothing) with a warning;
+    S3 and NATS left without credentials (the defaults) are said to be unauthenticated."""
+    monkeypatch.setenv("MOUTHPIECE_STORE", "s3")
+    monkeypatch.setenv("MOUTHPIECE_S3_SECRET_KEY", "minioadmin")
+    monkeypatch.setenv("MOUTHPIECE_NATS_URL", "nats://nats:4222")
+    monkeypatch.setenv("MOUTHPIECE_INGRESS_TOKEN", "a-real-random-token-789")
+    assert main(["config"]) == 0
+    captured = capsys.readouterr()
+    shown = json.loads(captured.out)
+    assert shown["s3_secret_key"] == "minioadmin" and shown["ingress_token"] == "**********"
+    warnings = [line for line in captured.err.splitlines() if line.startswith("mouthpiece: warning: ")]
+    assert len(warnings) == 3, captured.err
+    assert "s3_secret_key is 'minioadmin', MinIO's default" in warnings[0]
+    assert "s3_access_key is not set (the default)" in warnings[1]
+    assert "nats://nats:4222 is used without authentication" in warnings[2]
+    assert "a-real-random-token-789" not in captured.out + captured.err

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from pipeline.config import load_settings
-from pipeline.errors import InvalidKey
+from pipeline.errors import ConfigError, InvalidKey
 from pipeline.keys import (
     check_key,
     manifest_key,
@@ -78,5 +78,5 @@ def test_routing_rules_do_not_overlap() -> None:
 def test_chain_must_start_with_validate_and_end_with_publish() -> None:
     """A chain that skips validate or publish, or repeats a stage, is a settings error."""
     for chain in (["detect", "publish"], ["validate", "render"], ["validate", "render", "render", "publish"]):
-        with pytest.raises(ValueError):
+        with pytest.raises(ConfigError, match="MOUTHPIECE_CHAIN"):
             load_settings(chain=chain)
