@@ -32,7 +32,7 @@ from nats.js.errors import (
 )
 from nats.js.kv import KeyValue
 
-from pipeline.config import Settings
+from pipeline.config import BusSettings
 from pipeline.errors import BusError, ConfigError
 
 log = structlog.get_logger("mouthpiece.bus")
@@ -169,14 +169,16 @@ class NatsBus:
     """``Bus`` on NATS JetStream, with its claims in a JetStream key-value bucket. Create with
     ``await NatsBus.connect(url, settings)``."""
 
-    def __init__(self, nc: NatsClient, js: JetStreamContext, settings: Settings, claims: ClaimStore) -> None:
+    def __init__(
+        self, nc: NatsClient, js: JetStreamContext, settings: BusSettings, claims: ClaimStore
+    ) -> None:
         self.nc = nc
         self.js = js
         self.settings = settings
         self.claims = claims
 
     @classmethod
-    async def connect(cls, url: str, settings: Settings) -> NatsBus:
+    async def connect(cls, url: str, settings: BusSettings) -> NatsBus:
         try:
             nc = await nats.connect(
                 url,
@@ -249,7 +251,7 @@ class NatsBus:
             await self.nc.close()
 
 
-async def ensure_stream(js: JetStreamContext, s: Settings) -> None:
+async def ensure_stream(js: JetStreamContext, s: BusSettings) -> None:
     """Create the stream of stage subjects if it is missing. An existing stream keeps the replicas,
     limits and storage an operator gave it (``nats stream edit``): only missing subjects are added."""
     subjects = [f"{s.subject_prefix}.stage.>"]
@@ -292,7 +294,7 @@ class NatsClaims:
         self.kv = kv
 
     @classmethod
-    async def open(cls, js: JetStreamContext, settings: Settings) -> NatsClaims:
+    async def open(cls, js: JetStreamContext, settings: BusSettings) -> NatsClaims:
         name = f"{settings.stream}_claims"
         try:
             kv = await js.key_value(name)

@@ -525,17 +525,18 @@ def _banner(settings: Settings, watch: bool, ingress: bool = False) -> None:
 
 
 def cmd_render(settings: Settings, args: argparse.Namespace) -> int:
-    options = _local_checkpoint(settings, _options(args))
+    settings, options = _local_checkpoint(settings, _options(args))
     _check_inputs(settings, args.audio, list(args.avatars), args.output)
     return asyncio.run(_render(settings, args.audio, list(args.avatars), args.output, options, args.name))
 
 
-def _local_checkpoint(settings: Settings, options: JobOptions) -> JobOptions:
+def _local_checkpoint(settings: Settings, options: JobOptions) -> tuple[Settings, JobOptions]:
     """``--checkpoint PATH`` names a file on this machine: the workers this command starts load it (a job
-    option may only name a file in the model directory, since it travels to workers elsewhere)."""
+    option may only name a file in the model directory, since it travels to workers elsewhere). The
+    settings and options the command then runs with."""
     given = options.checkpoint
     if given is None or ("/" not in given and not Path(given).is_file()):
-        return options
+        return settings, options
     path = Path(given).expanduser().resolve()
     if not path.is_file():
         raise ConfigError(f"checkpoint {given} does not exist")
@@ -543,8 +544,8 @@ def _local_checkpoint(settings: Settings, options: JobOptions) -> JobOptions:
         raise ConfigError(
             f"workers elsewhere cannot read {path}: copy it into {settings.models} and pass its file name"
         )
-    settings.wav2lip_checkpoint = str(path)
-    return options.model_copy(update={"checkpoint": None, "renderer": "wav2lip"})
+    local = settings.model_copy(update={"wav2lip_checkpoint": str(path)})
+    return local, options.model_copy(update={"checkpoint": None, "renderer": "wav2lip"})
 
 
 def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
@@ -739,6 +740,10 @@ def _existing_store(settings: Settings) -> ObjectStore | None:
 
 def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
     store = _existing_store(settings)
+    if store is None and args.follow and not args.job:
+        store = _await_store(settings, args.limit)
+        if store is None:
+            return 0  # interrupted before anything arrived
     if store is None:  # nothing there yet (said on stderr): the same answer as for an empty store
         if args.job:
             return 1
@@ -773,11 +778,24 @@ def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _await_store(settings: Settings, limit: int) -> ObjectStore | None:
+    """``status --follow`` before the data directory exists: the empty table, then the store once a
+    stack creates it; None when interrupted first."""
+    print(_status_table(settings, _NoJobs(), limit, live=True) + "\n", flush=True)
+    try:
+        while not (settings.data_dir / "buckets").is_dir():
+            time.sleep(1.0)
+    except KeyboardInterrupt:
+        return None
+    return open_store(settings)
+
+
 class _NoJobs:
     """The job index of a data directory that holds nothing yet."""
 
-    progress: dict[str, dict[str, float]] = {}
-    drops: list[Any] = []
+    def __init__(self) -> None:
+        self.progress: dict[str, dict[str, float]] = {}
+        self.drops: list[Any] = []
 
     def page(self, number: int, size: int) -> tuple[list[Any], int]:
         return [], 0
@@ -1155,10 +1173,8 @@ QUIET_COMMANDS = {
 
 
 def cmd_ingress(settings: Settings, args: argparse.Namespace) -> int:
-    if args.host:
-        settings.ingress_host = args.host
-    if args.port is not None:
-        settings.ingress_port = args.port
+    where = {"ingress_host": args.host or None, "ingress_port": args.port}
+    settings = settings.model_copy(update={k: v for k, v in where.items() if v is not None})
     check_exposure(settings)  # before anything starts: one readable line
     return asyncio.run(_ingress(settings))
 

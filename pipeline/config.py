@@ -19,7 +19,7 @@ from contextvars import ContextVar
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_origin
 
-from pydantic import Field, PrivateAttr, SecretStr, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -67,20 +67,26 @@ def default_data_dir() -> Path:
     return project_data_dir() or user_data_dir()
 
 
-class Settings(BaseSettings):
-    """Every knob of mouthpiece. Environment: ``MOUTHPIECE_<FIELD>`` (upper case)."""
+class _Part(BaseModel):
+    """A part of the settings: frozen, and only its own fields (see ``Settings``)."""
 
-    model_config = SettingsConfigDict(
-        env_prefix="MOUTHPIECE_", extra="ignore", validate_default=True, case_sensitive=False
-    )
+    model_config = ConfigDict(frozen=True, extra="ignore", validate_default=True)
 
-    # --- where state lives -------------------------------------------------------------------------
+
+class StorageSettings(_Part):
+    """Where state lives: the object store and its buckets, and the data directory."""
+
+    @field_validator("data_dir", mode="after")
+    @classmethod
+    def _absolute(cls, path: Path) -> Path:
+        """Relative paths resolve against the working directory, once, when the settings are loaded."""
+        return path.expanduser().resolve()
+
     data_dir: Path = Field(
         default_factory=default_data_dir,
         description="local buckets, NATS store, inbox, outbox",
         json_schema_extra={"shown_default": DATA_DIR_DEFAULT},
     )
-    _data_dir_origin: str = PrivateAttr("set")
     store: Literal["local", "s3"] = Field("local", description="local: a directory per bucket; s3: MinIO/S3")
     s3_endpoint: str = Field("localhost:9000", description="host:port of the S3 API")
     s3_access_key: SecretStr | None = Field(None, description="S3 access key (none: anonymous requests)")
@@ -91,9 +97,17 @@ class Settings(BaseSettings):
     bucket_work: str = Field("work", description="bucket of stage artifacts, manifests and records")
     bucket_outputs: str = Field("outputs", description="bucket of finished videos, subtitles and status")
 
-    # --- the bus -------------------------------------------------------------------------------------
+
+class BusSettings(_Part):
+    """The bus: NATS and its JetStream stream, consumers and claim store."""
+
     nats_url: str | None = Field(None, description="connect here; unset starts an embedded nats-server")
     nats_port: int = Field(0, description="port of the embedded nats-server (0: any free port)")
+    nats_user: str | None = Field(None, description="NATS user name (with nats_password)")
+    nats_password: SecretStr | None = Field(None, description="NATS password")
+    nats_token: SecretStr | None = Field(
+        None, description="NATS authentication token (instead of user/password)"
+    )
     event_source: Literal["client", "minio", "seaweedfs"] = Field(
         "client",
         description="client: our store publishes bucket events; minio: the server does (MinIO, RustFS); "
@@ -112,14 +126,25 @@ class Settings(BaseSettings):
     claim_ttl: float = Field(
         7 * 24 * 3600.0, description="seconds an untouched claim is kept (running claims are touched)"
     )
+    ack_wait: float = Field(60.0, description="seconds before an unacknowledged message is redelivered")
 
-    # --- the runner ----------------------------------------------------------------------------------
+    def nats_auth(self) -> dict[str, str]:
+        """Credentials for ``nats.connect``: user and password, or a token, or nothing."""
+        if self.nats_token is not None:
+            return {"token": self.nats_token.get_secret_value()}
+        if self.nats_user and self.nats_password is not None:
+            return {"user": self.nats_user, "password": self.nats_password.get_secret_value()}
+        return {}
+
+
+class RunnerSettings(_Part):
+    """The runner: the chain, heartbeats, runs, backoff, slots, drain, recovery sweeps, test faults."""
+
     chain: list[str] = Field(
         list(STAGES),
         description="stages in order; validate first, publish last",
         examples=[["validate", "publish"]],
     )
-    ack_wait: float = Field(60.0, description="seconds before an unacknowledged message is redelivered")
     heartbeat_seconds: float = Field(
         2.0, description="how often a running task says it is alive; 4 missed beats and it is taken over"
     )
@@ -133,18 +158,35 @@ class Settings(BaseSettings):
     drain_seconds: float = Field(120.0, description="on SIGTERM, wait this long for in-flight work")
     reconcile_interval: float = Field(60.0, description="seconds between reconciliation sweeps (0: off)")
     reconcile_grace: float = Field(30.0, description="an input younger than this is not yet orphaned")
+    reconcile_stuck_after: float = Field(
+        300.0,
+        description="a manifest whose next stage has no record after this many seconds is announced again",
+    )
     faults: dict[str, int] = Field(
         default_factory=dict,
         description='test hook: kill the process at named points, e.g. {"render.start": 2} (pipeline/faults.py)',
         examples=[{"render.start": 2}],
     )
 
-    # --- cluster: bus auth, server-side events, reconcile, retention (docs/deploy.md) ----------------------
-    nats_user: str | None = Field(None, description="NATS user name (with nats_password)")
-    nats_password: SecretStr | None = Field(None, description="NATS password")
-    nats_token: SecretStr | None = Field(
-        None, description="NATS authentication token (instead of user/password)"
-    )
+    @field_validator("chain")
+    @classmethod
+    def _chain_shape(cls, chain: list[str]) -> list[str]:
+        unknown = [s for s in chain if s not in STAGES]
+        if unknown:
+            raise ValueError(f"unknown stages {unknown}; known: {', '.join(STAGES)}")
+        if len(chain) < 2 or chain[0] != "validate" or chain[-1] != "publish":
+            raise ValueError("the chain starts with validate and ends with publish")
+        if len(set(chain)) != len(chain):
+            raise ValueError("a stage appears twice in the chain")
+        return chain
+
+    def concurrency_of(self, stage: str) -> int:
+        return max(1, self.concurrency.get(stage, 1))
+
+
+class EventSettings(_Part):
+    """Server-side storage events: the SeaweedFS filer the bridge follows."""
+
     seaweedfs_filer: str = Field(
         "localhost:18888", description="host:port of the SeaweedFS filer's gRPC API (the bridge subscribes)"
     )
@@ -155,18 +197,20 @@ class Settings(BaseSettings):
     bridge_offsets_bucket: str = Field(
         "mouthpiece-offsets", description="NATS key-value bucket where the bridge stores how far it has read"
     )
-    reconcile_stuck_after: float = Field(
-        300.0,
-        description="a manifest whose next stage has no record after this many seconds is announced again",
-    )
 
-    # --- input limits --------------------------------------------------------------------------------
+
+class LimitSettings(_Part):
+    """What an upload may be."""
+
     max_input_bytes: int = Field(200 * 1024 * 1024, description="largest accepted upload")
     max_audio_seconds: float = Field(600.0, description="longest accepted voice clip")
     max_video_seconds: float = Field(600.0, description="longest accepted avatar video")
     max_input_side: int = Field(4096, description="largest accepted width or height of an avatar")
 
-    # --- output --------------------------------------------------------------------------------------
+
+class MediaSettings(_Part):
+    """Media: frame rate, sizes, encoders, loudness (what ``pipeline.media`` needs)."""
+
     fps: float = Field(25.0, description="frame rate of normalized avatars and of the output")
     max_side: int = Field(1280, description="normalized avatars are scaled so no side exceeds this")
     crf: int = Field(18, description="x264 quality of the output video (lower is better)")
@@ -176,15 +220,13 @@ class Settings(BaseSettings):
     )
     ffmpeg_path: str | None = Field(None, description="ffmpeg binary; default: PATH, else imageio-ffmpeg's")
     default_avatar: Path | None = Field(None, description="image used when a job names no avatar")
-
     loudness_lufs: float = Field(-16.0, description="integrated loudness of the output audio (EBU R128)")
     denoise: bool = Field(True, description="light video denoise and sharpen in the enhance stage")
-    face_restore_model: str | None = Field(
-        None,
-        description="TorchScript face-restoration model for the wav2lip renderer: a file in model_dir, or a path",
-    )
 
-    # --- folders (embedded default) ------------------------------------------------------------------
+
+class FolderSettings(_Part):
+    """The watched folder and the output folders."""
+
     inbox_dir: Path | None = Field(None, description="watched folder; default DATA_DIR/inbox")
     outbox_dir: Path | None = Field(None, description="output folder; default DATA_DIR/outbox")
     output_dirs: list[Path] = Field(
@@ -194,8 +236,15 @@ class Settings(BaseSettings):
     )
     watch_polling: bool = Field(False, description="poll sizes instead of inotify (network mounts)")
     settle_seconds: float = Field(2.0, description="quiet time before a dropped file or folder is taken")
+    avatar_wait_seconds: float = Field(
+        900.0,
+        description="an image or video in the inbox waits this long for its voice clip, then gets a note",
+    )
 
-    # --- models --------------------------------------------------------------------------------------
+
+class ModelSettings(_Part):
+    """Models: where their files are, where they run, face detection and the neural renderer."""
+
     model_dir: Path | None = Field(None, description="model files; default DATA_DIR/models")
     device: Literal["auto", "cpu", "cuda"] = Field(
         "auto", description="where models run (auto: CUDA if present)"
@@ -207,19 +256,25 @@ class Settings(BaseSettings):
     )
     face_pads: tuple[int, int, int, int] = Field((0, 10, 0, 0), description="top, bottom, left, right")
     smooth_window: int = Field(5, description="frames in the face box moving average")
-    wav2lip_checkpoint: str = Field("wav2lip_gan.pth", description="file in model_dir, or a path")
-    # --- faces: tracking (issue 12) ---
     detect_every: int = Field(
         5, ge=1, description="while following a face, confirm it with the detector every this many frames"
     )
+    wav2lip_checkpoint: str = Field("wav2lip_gan.pth", description="file in model_dir, or a path")
     wav2lip_batch: int = Field(64, description="frames per network batch")
     model_urls: dict[str, str] = Field(
         default_factory=dict,
         description="file name -> download URL",
         examples=[{"wav2lip_gan.pth": "https://models.example/wav2lip_gan.pth"}],
     )
+    face_restore_model: str | None = Field(
+        None,
+        description="TorchScript face-restoration model for the wav2lip renderer: a file in model_dir, or a path",
+    )
 
-    # --- speech: recognition, timing, synthesis (issue 13: stages.whisper, speech_timing, tts) -------
+
+class SpeechSettings(_Part):
+    """Speech: the recognizer, the timing, the voices."""
+
     asr: Literal["auto", "whisper", "pocketsphinx"] = Field(
         "auto",
         description="recognizer for clips without a transcript: auto (Whisper when a model is found, "
@@ -247,11 +302,10 @@ class Settings(BaseSettings):
         None, description="an extra Piper .onnx voice (with its .onnx.json); the default voice when set"
     )
 
-    # --- HTTP ingress and Discord ------------------------------------------------------------------
-    ingress_host: str = Field("127.0.0.1", description="address the HTTP ingress listens on")
-    ingress_port: int = Field(8080, description="port of the HTTP ingress")
-    ingress_token: SecretStr | None = Field(None, description="bearer token for POST /hooks/bot")
-    minio_webhook_token: SecretStr | None = Field(None, description="auth token MinIO sends to /hooks/minio")
+
+class DiscordSettings(_Part):
+    """Discord: the application, allowed hosts, webhooks, what announcements and welcomes say."""
+
     discord_public_key: str | None = Field(None, description="the application's Ed25519 public key (hex)")
     discord_application_id: str | None = Field(None, description="the Discord application (client) id")
     discord_bot_token: SecretStr | None = Field(None, description="only for `mouthpiece discord register`")
@@ -280,8 +334,6 @@ class Settings(BaseSettings):
     discord_welcome_voice: str | None = Field(
         None, description="voice of welcome videos (default: tts_voice)"
     )
-
-    # --- untrusted inputs: where a job spec may send things, what the inbox waits for ----------------
     discord_webhook_hosts: Annotated[list[str], NoDecode] = Field(
         [
             "discord.com",
@@ -295,10 +347,22 @@ class Settings(BaseSettings):
         "origin such as http://127.0.0.1:9000 allows exactly that origin); discord_api_base's origin is "
         "always allowed",
     )
-    avatar_wait_seconds: float = Field(
-        900.0,
-        description="an image or video in the inbox waits this long for its voice clip, then gets a note",
-    )
+
+    @field_validator("discord_cdn_hosts", "discord_announce_roles", mode="before")
+    @classmethod
+    def _comma_list(cls, value: object) -> object:
+        """Lists from the environment: a JSON array or comma-separated words."""
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                try:
+                    return json.loads(text)
+                except json.JSONDecodeError:
+                    raise ValueError(
+                        'must be a JSON list (["a","b"]) or comma-separated words (a,b)'
+                    ) from None
+            return [part.strip() for part in text.split(",") if part.strip()]
+        return value
 
     @field_validator("discord_webhook_hosts", mode="before")
     @classmethod
@@ -306,7 +370,14 @@ class Settings(BaseSettings):
         """A JSON array or comma-separated words, like ``discord_cdn_hosts``."""
         return cls._comma_list(value)
 
-    # --- the web console and metrics (docs/console.md, docs/metrics.md) -----------------------------
+
+class ServiceSettings(_Part):
+    """The HTTP service: where it listens, its tokens, the web console and metrics."""
+
+    ingress_host: str = Field("127.0.0.1", description="address the HTTP ingress listens on")
+    ingress_port: int = Field(8080, description="port of the HTTP ingress")
+    ingress_token: SecretStr | None = Field(None, description="bearer token for POST /hooks/bot")
+    minio_webhook_token: SecretStr | None = Field(None, description="auth token MinIO sends to /hooks/minio")
     console: bool = Field(True, description="serve the web console at / of the HTTP service")
     console_password: SecretStr | None = Field(
         None,
@@ -326,39 +397,60 @@ class Settings(BaseSettings):
         "0.0.0.0", description="address a worker's /metrics listener binds (with metrics_port)"
     )
 
-    # --- logs ----------------------------------------------------------------------------------------
+
+class LogSettings(_Part):
+    """Logs."""
+
     log_format: Literal["auto", "json", "console"] = Field(
         "auto", description="auto: JSON lines unless stderr is a terminal"
     )
     log_level: str = Field("info", description="debug, info, warning or error")
 
-    @field_validator("discord_cdn_hosts", "discord_announce_roles", mode="before")
-    @classmethod
-    def _comma_list(cls, value: object) -> object:
-        """Lists from the environment: a JSON array or comma-separated words."""
-        if isinstance(value, str):
-            text = value.strip()
-            if text.startswith("["):
-                try:
-                    return json.loads(text)
-                except json.JSONDecodeError:
-                    raise ValueError(
-                        'must be a JSON list (["a","b"]) or comma-separated words (a,b)'
-                    ) from None
-            return [part.strip() for part in text.split(",") if part.strip()]
-        return value
 
-    @field_validator("chain")
-    @classmethod
-    def _chain_shape(cls, chain: list[str]) -> list[str]:
-        unknown = [s for s in chain if s not in STAGES]
-        if unknown:
-            raise ValueError(f"unknown stages {unknown}; known: {', '.join(STAGES)}")
-        if len(chain) < 2 or chain[0] != "validate" or chain[-1] != "publish":
-            raise ValueError("the chain starts with validate and ends with publish")
-        if len(set(chain)) != len(chain):
-            raise ValueError("a stage appears twice in the chain")
-        return chain
+PARTS: tuple[type[_Part], ...] = (
+    StorageSettings,
+    BusSettings,
+    RunnerSettings,
+    EventSettings,
+    LimitSettings,
+    MediaSettings,
+    FolderSettings,
+    ModelSettings,
+    SpeechSettings,
+    DiscordSettings,
+    ServiceSettings,
+    LogSettings,
+)
+
+
+class Settings(
+    BaseSettings,
+    StorageSettings,
+    BusSettings,
+    RunnerSettings,
+    EventSettings,
+    LimitSettings,
+    MediaSettings,
+    FolderSettings,
+    ModelSettings,
+    SpeechSettings,
+    DiscordSettings,
+    ServiceSettings,
+    LogSettings,
+):
+    """Every knob of mouthpiece: the parts above, loaded together. Environment: ``MOUTHPIECE_<FIELD>``
+    (upper case; the names are flat, whatever part a field belongs to). Frozen once loaded.
+
+    Functions take the part they need (``open_store(settings: StorageSettings)``,
+    ``run_ffmpeg(settings: MediaSettings, ...)``); a ``Settings`` is every part at once, so the whole may
+    be passed where a part is asked for, and mypy keeps a function to the fields of its part.
+    """
+
+    model_config = SettingsConfigDict(
+        env_prefix="MOUTHPIECE_", extra="ignore", validate_default=True, case_sensitive=False, frozen=True
+    )
+
+    _data_dir_origin: str = PrivateAttr("set")
 
     @classmethod
     def settings_customise_sources(
@@ -372,7 +464,6 @@ class Settings(BaseSettings):
         toml = TomlConfigSettingsSource(settings_cls, toml_file=_toml_file.get())
         return init_settings, env_settings, toml
 
-    # --- derived paths -------------------------------------------------------------------------------
     @property
     def inbox(self) -> Path:
         return self.inbox_dir or self.data_dir / "inbox"
@@ -385,20 +476,14 @@ class Settings(BaseSettings):
     def models(self) -> Path:
         return self.model_dir or self.data_dir / "models"
 
-    def nats_auth(self) -> dict[str, str]:
-        """Credentials for ``nats.connect``: user and password, or a token, or nothing."""
-        if self.nats_token is not None:
-            return {"token": self.nats_token.get_secret_value()}
-        if self.nats_user and self.nats_password is not None:
-            return {"user": self.nats_user, "password": self.nats_password.get_secret_value()}
-        return {}
-
-    def concurrency_of(self, stage: str) -> int:
-        return max(1, self.concurrency.get(stage, 1))
-
     def masked(self) -> dict[str, Any]:
         """The effective settings as JSON-able data, secrets masked."""
         return self.model_dump(mode="json")
+
+    @classmethod
+    def parts(cls) -> tuple[type[_Part], ...]:
+        """The parts, in the order docs/settings.md lists them."""
+        return PARTS
 
 
 def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
@@ -420,7 +505,6 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
     finally:
         _toml_file.reset(token)
     explicit = "data_dir" in settings.model_fields_set
-    settings.data_dir = settings.data_dir.expanduser().resolve()
     found = settings.data_dir.name == DATA_DIR_NAME
     settings._data_dir_origin = "set" if explicit else ("found" if found else "user")
     return settings
@@ -505,12 +589,17 @@ def _shown(value: object) -> str:
 
 
 def settings_markdown() -> str:
-    """A Markdown table of every setting (``docs/settings.md`` is this output)."""
-    rows = ["| environment variable | default | meaning |", "| --- | --- | --- |"]
-    for name, field in Settings.model_fields.items():
-        extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
-        default = extra.get("shown_default") or field.get_default(call_default_factory=True)
-        shown = "(secret)" if isinstance(default, SecretStr) else json.dumps(default, default=str)
-        text = (field.description or "").replace("|", "\\|")
-        rows.append(f"| `MOUTHPIECE_{name.upper()}` | `{shown}` | {text} |")
-    return "\n".join(rows) + "\n"
+    """Every setting, a table per part of ``Settings`` (``docs/settings.md`` ends with this output)."""
+    sections = []
+    for part in PARTS:
+        doc = (part.__doc__ or part.__name__).strip()
+        rows = [f"### {doc}", "", f"`{part.__name__}`", "", "| environment variable | default | meaning |"]
+        rows.append("| --- | --- | --- |")
+        for name, field in part.model_fields.items():
+            extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
+            default = extra.get("shown_default") or field.get_default(call_default_factory=True)
+            shown = "(secret)" if isinstance(default, SecretStr) else json.dumps(default, default=str)
+            text = (field.description or "").replace("|", "\\|")
+            rows.append(f"| `MOUTHPIECE_{name.upper()}` | `{shown}` | {text} |")
+        sections.append("\n".join(rows))
+    return "\n\n".join(sections) + "\n"

@@ -19,12 +19,12 @@ from typing import Any, TextIO
 import structlog
 from pydantic import SecretStr
 
-from pipeline.config import Settings
+from pipeline.config import LogSettings
 
 _LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40, "critical": 50}
 
 
-def _secret_values(settings: Settings) -> list[str]:
+def _secret_values(settings: LogSettings) -> list[str]:
     values = []
     for name in type(settings).model_fields:
         value = getattr(settings, name)
@@ -58,7 +58,7 @@ REDACTOR = Redactor()
 """The process-wide redactor; code that learns a secret at run time (a Discord token) adds it here."""
 
 
-def configure_logging(settings: Settings, stream: TextIO | None = None) -> None:
+def configure_logging(settings: LogSettings, stream: TextIO | None = None) -> None:
     """Configure structlog for this process (call once, at the entry point)."""
     out = stream or sys.stderr
     as_json = settings.log_format == "json" or (settings.log_format == "auto" and not out.isatty())

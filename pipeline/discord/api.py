@@ -30,7 +30,7 @@ import httpx
 import requests
 import structlog
 
-from pipeline.config import Settings
+from pipeline.config import DiscordSettings
 from pipeline.discord.urls import SNOWFLAKE, WebhookUrl, interaction_path
 from pipeline.errors import ConfigError, DiscordError, RetryableError, TooLarge, WebhookGone
 
@@ -213,7 +213,7 @@ class DiscordApi:
         )
 
     @classmethod
-    def from_settings(cls, settings: Settings, **kwargs: Any) -> DiscordApi:
+    def from_settings(cls, settings: DiscordSettings, **kwargs: Any) -> DiscordApi:
         return cls(settings.discord_api_base, **kwargs)
 
     def close(self) -> None:

@@ -13,7 +13,7 @@ from typing import Any
 import ffmpeg
 import numpy as np
 
-from pipeline.config import Settings
+from pipeline.config import MediaSettings
 from pipeline.errors import FFmpegError
 from pipeline.media.normalize import _fps_arg, intermediate_crf
 from pipeline.media.run import _tail, ffmpeg_binary, run_ffmpeg
@@ -28,7 +28,14 @@ class FrameWriter:
     """
 
     def __init__(
-        self, settings: Settings, dst: Path, width: int, height: int, fps: float, *, intermediate: bool = True
+        self,
+        settings: MediaSettings,
+        dst: Path,
+        width: int,
+        height: int,
+        fps: float,
+        *,
+        intermediate: bool = True,
     ) -> None:
         """``intermediate``: a file a later stage re-encodes anyway — encode fast, near-lossless."""
         self.width, self.height = width, height
@@ -97,7 +104,7 @@ class FrameWriter:
 
 
 def mux(
-    settings: Settings,
+    settings: MediaSettings,
     video: Path,
     audio: Path,
     dst: Path,
@@ -141,7 +148,7 @@ def cycle_indices(n_out: int, n_src: int) -> Sequence[int]:
 
 
 def reencode_to_bitrate(
-    settings: Settings,
+    settings: MediaSettings,
     src: Path,
     dst: Path,
     video_kbps: int,

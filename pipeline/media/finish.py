@@ -14,7 +14,7 @@ from typing import Any
 
 import ffmpeg
 
-from pipeline.config import Settings
+from pipeline.config import MediaSettings
 from pipeline.errors import FFmpegError
 from pipeline.media.normalize import _fps_arg
 from pipeline.media.run import _tail, ffmpeg_binary, run_ffmpeg
@@ -86,7 +86,7 @@ class FinishJob:
     font: SubtitleFont | None = None
 
 
-def measure_loudness(settings: Settings, media: Path) -> Loudness | None:
+def measure_loudness(settings: MediaSettings, media: Path) -> Loudness | None:
     """EBU R128 loudness of the first audio stream of ``media`` (ffmpeg's ``ebur128``, true peak on);
     None when it is silence (at or under the -70 LUFS gate)."""
     graph = ffmpeg.input(str(media)).audio.filter("ebur128", peak="true", framelog="quiet")
@@ -192,7 +192,7 @@ def _finish_picture(job: FinishJob) -> Any:
     return video.filter("format", "yuv420p")
 
 
-def finish_args(settings: Settings, job: FinishJob) -> list[str]:
+def finish_args(settings: MediaSettings, job: FinishJob) -> list[str]:
     """The single ffmpeg command of the enhance stage: filters, subtitles, loudness, mux and faststart.
 
     It reports progress on stdout (``-progress pipe:1``) and logs at info level, where loudnorm prints
@@ -222,7 +222,7 @@ def finish_args(settings: Settings, job: FinishJob) -> list[str]:
 
 
 def finish_video(
-    settings: Settings, job: FinishJob, progress: Callable[[float], None] | None = None
+    settings: MediaSettings, job: FinishJob, progress: Callable[[float], None] | None = None
 ) -> Loudness | None:
     """Run ``finish_args``; ``progress(fraction)`` as ffmpeg reports it. Returns loudnorm's measurement
     of the output audio (None when the level was left alone). ``FFmpegError`` when ffmpeg fails."""

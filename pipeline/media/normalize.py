@@ -8,7 +8,7 @@ from typing import Any
 
 import ffmpeg
 
-from pipeline.config import Settings
+from pipeline.config import MediaSettings
 from pipeline.media.decode import AUDIO_RATE
 from pipeline.media.probe import Probe
 from pipeline.media.run import run_ffmpeg
@@ -16,7 +16,7 @@ from pipeline.media.run import run_ffmpeg
 # --- normalization (validate stage) -----------------------------------------------------------------
 
 
-def normalize_audio(settings: Settings, src: Path, dst: Path) -> None:
+def normalize_audio(settings: MediaSettings, src: Path, dst: Path) -> None:
     """Any audio (or the audio of a video) → 16 kHz mono 16-bit WAV."""
     # bit-exact: a plain 44-byte header, so the length follows from the size alone
     stream = ffmpeg.input(str(src)).output(
@@ -41,7 +41,7 @@ def bounded_size(width: int, height: int, max_side: int) -> tuple[int, int]:
     return w, h
 
 
-def normalize_avatar(settings: Settings, src: Path, dst: Path, info: Probe) -> None:
+def normalize_avatar(settings: MediaSettings, src: Path, dst: Path, info: Probe) -> None:
     """A photo or video → H.264 (yuv420p) at constant ``settings.fps``, bounded size, no audio.
 
     A still photo becomes a one-frame clip; the renderer repeats it for the length of the audio. A video
@@ -77,7 +77,7 @@ def normalize_avatar(settings: Settings, src: Path, dst: Path, info: Probe) -> N
     run_ffmpeg(settings, stream, f"converting {src.name} to video")
 
 
-def already_normalized(settings: Settings, info: Probe) -> bool:
+def already_normalized(settings: MediaSettings, info: Probe) -> bool:
     """Whether a video is already constant-rate H.264 yuv420p at our fps and within our size bound, and
     upright (a copy would keep a display rotation that frame decoding ignores)."""
     return (
@@ -90,7 +90,7 @@ def already_normalized(settings: Settings, info: Probe) -> bool:
     )
 
 
-def intermediate_crf(settings: Settings) -> int:
+def intermediate_crf(settings: MediaSettings) -> int:
     """Quality of files a later stage re-encodes: well above the final's, so that re-encoding them adds
     little noise (static backgrounds otherwise 'pulse' at keyframes)."""
     return max(0, settings.crf - 6)

@@ -11,7 +11,7 @@ from typing import Any
 
 import ffmpeg
 
-from pipeline.config import Settings
+from pipeline.config import MediaSettings
 from pipeline.errors import ConfigError, FFmpegError, RetryableError
 
 
@@ -31,7 +31,7 @@ def _find_ffmpeg(configured: str | None) -> str:
         raise ConfigError("no ffmpeg: install imageio-ffmpeg or set MOUTHPIECE_FFMPEG_PATH") from exc
 
 
-def ffmpeg_binary(settings: Settings) -> str:
+def ffmpeg_binary(settings: MediaSettings) -> str:
     return _find_ffmpeg(settings.ffmpeg_path)
 
 
@@ -41,7 +41,7 @@ def _tail(stderr: bytes, lines: int = 4) -> str:
 
 
 def run_ffmpeg(
-    settings: Settings, stream: Any, what: str, *, flags: Sequence[str] = ("-loglevel", "error")
+    settings: MediaSettings, stream: Any, what: str, *, flags: Sequence[str] = ("-loglevel", "error")
 ) -> subprocess.CompletedProcess[bytes]:
     """Run an ffmpeg-python graph (overwriting outputs); raise ``FFmpegError`` saying ``what`` failed,
     or ``RetryableError`` when ffmpeg was killed (out of memory, a stopping node: not the file's fault)."""

@@ -7,12 +7,12 @@ from typing import TYPE_CHECKING
 from pipeline.storage.base import ObjectInfo, ObjectStore, Presigner
 
 if TYPE_CHECKING:
-    from pipeline.config import Settings
+    from pipeline.config import StorageSettings
 
 __all__ = ["ObjectInfo", "ObjectStore", "Presigner", "open_store"]
 
 
-def open_store(settings: Settings) -> ObjectStore:
+def open_store(settings: StorageSettings) -> ObjectStore:
     """The configured backend with the three buckets created (no event publishing: see ``emitting``)."""
     buckets = (settings.bucket_inputs, settings.bucket_work, settings.bucket_outputs)
     if settings.store == "s3":

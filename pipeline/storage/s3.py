@@ -18,7 +18,7 @@ from minio import Minio
 from minio.error import InvalidResponseError, S3Error, ServerError
 from pydantic import SecretStr
 
-from pipeline.config import Settings
+from pipeline.config import StorageSettings
 from pipeline.errors import ObjectNotFound, StorageError
 from pipeline.keys import check_key
 from pipeline.storage.base import ObjectInfo
@@ -44,7 +44,7 @@ class S3Store:
         self.client = client
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> S3Store:
+    def from_settings(cls, settings: StorageSettings) -> S3Store:
         http = urllib3.PoolManager(
             timeout=urllib3.Timeout(connect=5.0, read=60.0),
             retries=urllib3.Retry(total=3, backoff_factor=0.3, status_forcelist=[500, 502, 503, 504]),

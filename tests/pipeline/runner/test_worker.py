@@ -62,7 +62,7 @@ def test_a_second_message_for_a_running_task_is_never_run(harness: Harness) -> N
     """A duplicate manifest event arriving while a worker with two slots runs the task is acked, not
     run (the claim is atomic)."""
     deliver = Deliver(slow(0.5))
-    harness.settings.concurrency = {"publish": 2}
+    harness.settings = harness.settings.model_copy(update={"concurrency": {"publish": 2}})
 
     async def body(h: Harness) -> None:
         async with h.serving(h.worker(Ingest()), h.worker(deliver)):
@@ -301,7 +301,7 @@ def test_stopping_finishes_the_run_in_flight(harness: Harness) -> None:
 def test_past_the_drain_time_the_run_is_handed_back_and_writes_nothing(harness: Harness) -> None:
     """When drain time runs out the stage stops at its next progress report, writes nothing, and the
     task goes back to the queue; the handed-back run does not use up the budget."""
-    harness.settings.drain_seconds = 0.3
+    harness.settings = harness.settings.model_copy(update={"drain_seconds": 0.3})
     ingest = Ingest(slow(1.5))
 
     async def body(h: Harness) -> None:
@@ -369,7 +369,7 @@ def test_max_messages_and_idle_exit_end_a_worker(harness: Harness) -> None:
 def test_neural_jobs_go_to_the_neural_pool(harness: Harness) -> None:
     """A job with a neural renderer is routed to render's neural pool: a default-pool worker never
     sees it, a neural worker runs it."""
-    harness.settings.chain = ["validate", "render", "publish"]
+    harness.settings = harness.settings.model_copy(update={"chain": ["validate", "render", "publish"]})
     ingest = Ingest(spec=JobSpec(audio="a.flac", options={"renderer": "wav2lip"}))  # type: ignore[arg-type]
     cpu, gpu = Deliver(name="render"), Deliver(name="render")
 

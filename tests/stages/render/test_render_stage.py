@@ -55,7 +55,7 @@ def test_job_may_only_name_a_checkpoint_file_in_the_model_dir(tmp_path: Path) ->
     for bad in ("../secret.pth", "/etc/passwd", ".hidden"):
         with pytest.raises(InvalidInput):
             render._checkpoint_path(settings, bad)
-    settings.wav2lip_checkpoint = str(tmp_path / "abs.pth")
+    settings = settings.model_copy(update={"wav2lip_checkpoint": str(tmp_path / "abs.pth")})
     assert render._checkpoint_path(settings, None) == tmp_path / "abs.pth"
 
 
