@@ -40,11 +40,11 @@ def spec_of(ingress: FolderIngress, key: str) -> JobSpec:
 def test_audio_with_named_photo_becomes_one_job(ingress: FolderIngress, assets: Path) -> None:
     """hello.flac + hello.png → one job with that avatar, output to the output folder; files archived."""
     for name in ("jfk.flac", "astronaut.png"):
-        ingress._touch(ingress.inbox / name)
+        ingress.touch(ingress.inbox / name)
     shutil.copy(assets / "jfk.flac", ingress.inbox / "hello.flac")
     shutil.copy(assets / "astronaut.png", ingress.inbox / "hello.png")
-    ingress._touch(ingress.inbox / "hello.flac")
-    ingress._touch(ingress.inbox / "hello.png")
+    ingress.touch(ingress.inbox / "hello.flac")
+    ingress.touch(ingress.inbox / "hello.png")
     [submitted] = settle(ingress)
     spec = spec_of(ingress, submitted.spec_key)
     assert spec.audio == "hello.flac" and spec.avatars == ["hello.png"]
@@ -57,7 +57,7 @@ def test_audio_with_named_photo_becomes_one_job(ingress: FolderIngress, assets: 
 def test_lone_audio_uses_default_avatar(ingress: FolderIngress, assets: Path) -> None:
     """An audio file alone → a job with no avatars (the default avatar is used downstream)."""
     shutil.copy(assets / "jfk.flac", ingress.inbox / "solo.flac")
-    ingress._touch(ingress.inbox / "solo.flac")
+    ingress.touch(ingress.inbox / "solo.flac")
     [submitted] = settle(ingress)
     assert spec_of(ingress, submitted.spec_key).avatars == []
 
@@ -66,9 +66,9 @@ def test_file_still_being_written_is_not_taken(ingress: FolderIngress, assets: P
     """A file open for writing (no close-write yet) is left alone until it is closed."""
     target = ingress.inbox / "slow.flac"
     target.write_bytes((assets / "jfk.flac").read_bytes()[:1000])
-    ingress._touch(target, writing=True)
+    ingress.touch(target, writing=True)
     assert settle(ingress) == []
-    ingress._touch(target, writing=False)
+    ingress.touch(target, writing=False)
     assert len(settle(ingress)) == 1
 
 
@@ -80,7 +80,7 @@ def test_growing_file_waits_for_stable_size(tmp_path: Path, assets: Path) -> Non
     target = settings.inbox / "grow.flac"
     data = (assets / "jfk.flac").read_bytes()
     target.write_bytes(data[:10_000])
-    ingress._touch(target)
+    ingress.touch(target)
     assert ingress.tick() == []  # first look: no size history yet
     with target.open("ab") as f:
         f.write(data[10_000:20_000])
@@ -98,7 +98,7 @@ def test_job_spec_drop_names_its_media(ingress: FolderIngress, assets: Path) -> 
         "name: greeting\naudio: voice.flac\navatars: [face.png]\noptions:\n  style: photo\n  subtitles: soft\n"
     )
     for name in ("voice.flac", "face.png", "job.yaml"):
-        ingress._touch(ingress.inbox / name)
+        ingress.touch(ingress.inbox / name)
     submitted = settle(ingress)
     assert len(submitted) == 1
     spec = spec_of(ingress, submitted[0].spec_key)
@@ -113,7 +113,7 @@ def test_folder_drop(ingress: FolderIngress, assets: Path) -> None:
     shutil.copy(assets / "jfk.flac", drop / "speech.flac")
     shutil.copy(assets / "astronaut.png", drop / "one.png")
     shutil.copy(assets / "astronaut.png", drop / "two.png")
-    ingress._touch(drop / "speech.flac")
+    ingress.touch(drop / "speech.flac")
     [submitted] = settle(ingress)
     assert sorted(spec_of(ingress, submitted.spec_key).avatars) == ["one.png", "two.png"]
 
@@ -123,7 +123,7 @@ def test_bad_drops_are_moved_aside_with_a_reason(ingress: FolderIngress) -> None
     (ingress.inbox / "notes.docx").write_bytes(b"PK\x03\x04")
     (ingress.inbox / "broken.json").write_text(json.dumps({"avatars": ["x.png"]}))
     for name in ("notes.docx", "broken.json"):
-        ingress._touch(ingress.inbox / name)
+        ingress.touch(ingress.inbox / name)
     assert settle(ingress) == []
     failed = sorted((ingress.inbox / ".failed").iterdir())
     assert len(failed) == 2
@@ -136,11 +136,11 @@ def test_bad_drops_are_moved_aside_with_a_reason(ingress: FolderIngress) -> None
 def test_avatar_alone_waits_for_its_audio(ingress: FolderIngress, assets: Path) -> None:
     """A photo dropped before its audio is kept; when the audio arrives both make one job."""
     shutil.copy(assets / "astronaut.png", ingress.inbox / "later.png")
-    ingress._touch(ingress.inbox / "later.png")
+    ingress.touch(ingress.inbox / "later.png")
     assert settle(ingress) == []
     assert (ingress.inbox / "later.png").exists()
     shutil.copy(assets / "jfk.flac", ingress.inbox / "later.flac")
-    ingress._touch(ingress.inbox / "later.flac")
+    ingress.touch(ingress.inbox / "later.flac")
     [submitted] = settle(ingress)
     assert spec_of(ingress, submitted.spec_key).avatars == ["later.png"]
 
@@ -177,7 +177,7 @@ def test_spec_takes_the_files_it_names_even_when_they_sort_first(
     shutil.copy(assets / "astronaut.png", ingress.inbox / "face.png")
     (ingress.inbox / "talk.yaml").write_text("audio: a.flac\navatars: [face.png]\n")
     for name in ("a.flac", "face.png", "talk.yaml"):
-        ingress._touch(ingress.inbox / name)
+        ingress.touch(ingress.inbox / name)
     submitted = settle(ingress)
     assert len(submitted) == 1
     assert spec_of(ingress, submitted[0].spec_key).avatars == ["face.png"]
@@ -199,9 +199,9 @@ def test_the_same_drop_retried_is_the_same_job(ingress: FolderIngress, assets: P
     """The drop's identity (names, sizes, times) names its job: submitting it again after a crash
     between submitting and archiving does not make a second job."""
     shutil.copy(assets / "jfk.flac", ingress.inbox / "once.flac")
-    drop = ingress._drop_for("once.flac", ingress.inbox / "once.flac")
+    drop = ingress.reader.drop_for("once.flac", ingress.inbox / "once.flac")
     assert drop is not None
-    assert ingress._submit(drop).job_id == ingress._submit(drop).job_id
+    assert ingress.submit(drop).job_id == ingress.submit(drop).job_id
 
 
 # --- hostile and careless drops (issue 9): regular files only, nothing blocks, nothing wedges ---------
@@ -243,7 +243,7 @@ def test_links_are_refused_and_never_followed(ingress: FolderIngress, assets: Pa
     (ingress.inbox / "elsewhere").symlink_to(outside, target_is_directory=True)
     shutil.copy(assets / "jfk.flac", ingress.inbox / "zz-good.flac")
     for name in [*links, "elsewhere", "zz-good.flac"]:
-        ingress._touch(ingress.inbox / name)
+        ingress.touch(ingress.inbox / name)
     [submitted] = tick_within(ingress)
     assert spec_of(ingress, submitted.spec_key).audio == "zz-good.flac"
     notes = failed_notes(ingress)
@@ -269,7 +269,7 @@ def test_a_named_pipe_does_not_block_the_watcher(ingress: FolderIngress, assets:
     shutil.copy(assets / "jfk.flac", ingress.inbox / "y.flac")
     shutil.copy(assets / "jfk.flac", ingress.inbox / "z.flac")
     for name in ("x.flac", "batch", "t-piped.png", "spec.yaml", "y.flac", "z.flac"):
-        ingress._touch(ingress.inbox / name)
+        ingress.touch(ingress.inbox / name)
     [submitted] = tick_within(ingress)
     assert spec_of(ingress, submitted.spec_key).audio == "z.flac"
     notes = failed_notes(ingress)
@@ -287,7 +287,7 @@ def test_long_names_neither_crash_nor_wedge(ingress: FolderIngress, assets: Path
     (ingress.inbox / long_junk).write_bytes(b"PK\x03\x04 not a voice")
     shutil.copy(assets / "jfk.flac", ingress.inbox / "zz.flac")
     for name in (long_voice, long_junk, "zz.flac"):
-        ingress._touch(ingress.inbox / name)
+        ingress.touch(ingress.inbox / name)
     submitted = tick_within(ingress)
     specs = sorted((spec_of(ingress, s.spec_key) for s in submitted), key=lambda s: len(s.name or ""))
     assert [s.name for s in specs] == ["zz", "v" * 120]
@@ -303,7 +303,7 @@ def test_a_lone_avatar_gets_a_note_after_the_grace_period(tmp_path: Path, assets
     settings.inbox.mkdir(parents=True)
     ingress = FolderIngress(settings, open_store(settings))
     shutil.copy(assets / "astronaut.png", settings.inbox / "face.png")
-    ingress._touch(settings.inbox / "face.png")
+    ingress.touch(settings.inbox / "face.png")
     assert settle(ingress) == [] and (settings.inbox / "face.png").exists()
     time.sleep(0.6)
     assert settle(ingress) == []
@@ -324,7 +324,7 @@ def test_oversize_files_and_refused_specs_say_why(tmp_path: Path, assets: Path) 
         "audio: small.png\ndestinations: [{kind: discord_webhook, url: 'http://127.0.0.1:9/api/webhooks/1/x'}]\n"
     )
     for name in ("big.flac", "hook.yaml", "small.png"):
-        ingress._touch(settings.inbox / name)
+        ingress.touch(settings.inbox / name)
     assert settle(ingress) == []
     notes = failed_notes(ingress)
     assert notes["big.flac"].startswith("big.flac is 1.1 MB; the limit is 0.2 MB")
@@ -356,7 +356,7 @@ def test_a_refused_drop_leaves_a_record_people_can_list(ingress: FolderIngress) 
     from pipeline.drops import list_failed_drops
 
     (ingress.inbox / "notes.docx").write_bytes(b"PK\x03\x04")
-    ingress._touch(ingress.inbox / "notes.docx")
+    ingress.touch(ingress.inbox / "notes.docx")
     assert settle(ingress) == []
     [drop] = list_failed_drops(ingress.store, ingress.settings)
     assert drop.name == "notes.docx" and drop.code == "inbox_unsupported"
