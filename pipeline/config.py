@@ -407,22 +407,6 @@ class LogSettings(_Part):
     log_level: str = Field("info", description="debug, info, warning or error")
 
 
-PARTS: tuple[type[_Part], ...] = (
-    StorageSettings,
-    BusSettings,
-    RunnerSettings,
-    EventSettings,
-    LimitSettings,
-    MediaSettings,
-    FolderSettings,
-    ModelSettings,
-    SpeechSettings,
-    DiscordSettings,
-    ServiceSettings,
-    LogSettings,
-)
-
-
 class Settings(
     BaseSettings,
     StorageSettings,
@@ -477,13 +461,13 @@ class Settings(
         return self.model_dir or self.data_dir / "models"
 
     def masked(self) -> dict[str, Any]:
-        """The effective settings as JSON-able data, secrets masked."""
-        return self.model_dump(mode="json")
+        """The effective settings as JSON-able data, secrets masked, part by part (storage first)."""
+        data = self.model_dump(mode="json")
+        return {name: data[name] for part in PARTS for name in part.model_fields}
 
-    @classmethod
-    def parts(cls) -> tuple[type[_Part], ...]:
-        """The parts, in the order docs/settings.md lists them."""
-        return PARTS
+
+PARTS: tuple[type[_Part], ...] = tuple(b for b in Settings.__bases__ if issubclass(b, _Part))
+"""The parts of ``Settings``, in the order the docs list them."""
 
 
 def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:

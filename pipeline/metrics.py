@@ -18,7 +18,7 @@ import json
 import re
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,7 +33,7 @@ from pipeline.contracts import Manifest, StageRecord, State
 from pipeline.errors import MouthpieceError
 from pipeline.keys import manifest_key, pools_of, subject_for
 from pipeline.memory import MemoryBus, subject_matches
-from pipeline.storage.base import ObjectInfo, ObjectStore
+from pipeline.storage.base import ObjectInfo, ObjectStore, WrappedStore
 
 log = structlog.get_logger("mouthpiece.metrics")
 CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4
@@ -282,37 +282,15 @@ async def _claim_state(claims: Any, key: str) -> str | None:
 # --- the store wrapper -------------------------------------------------------------------------------------
 
 
-class ObservedStore:
+class ObservedStore(WrappedStore):
     """An ``ObjectStore`` that hands every write to ``Metrics.observe_put`` after it succeeded."""
 
     def __init__(self, inner: ObjectStore, metrics: Metrics) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.metrics = metrics
 
-    def put(
-        self,
-        bucket: str,
-        key: str,
-        data: bytes | Path,
-        *,
-        content_type: str = "application/octet-stream",
-        metadata: Mapping[str, str] | None = None,
-    ) -> ObjectInfo:
-        info = self.inner.put(bucket, key, data, content_type=content_type, metadata=metadata)
-        self.metrics.observe_put(bucket, key, data, self.inner)
-        return info
-
-    def get(self, bucket: str, key: str) -> bytes:
-        return self.inner.get(bucket, key)
-
-    def download(self, bucket: str, key: str, dest: Path) -> ObjectInfo:
-        return self.inner.download(bucket, key, dest)
-
-    def stat(self, bucket: str, key: str) -> ObjectInfo | None:
-        return self.inner.stat(bucket, key)
-
-    def list(self, bucket: str, prefix: str = "") -> Iterator[ObjectInfo]:
-        return self.inner.list(bucket, prefix)
+    def after_put(self, info: ObjectInfo, data: bytes | Path) -> None:
+        self.metrics.observe_put(info.bucket, info.key, data, self.inner)
 
     def __getattr__(self, name: str) -> Any:
         # presigned_url, path_of, delete, announce...: whatever the wrapped store offers

@@ -214,7 +214,7 @@ class DiscordRoutes:
     async def _run(self, it: Interaction, job: Callable[[Interaction, Path], Awaitable[Submitted]]) -> None:
         """Run an interaction's background work; any failure edits the reply with the reason."""
         try:
-            with tempfile.TemporaryDirectory(prefix="mp-discord-", dir=self._scratch()) as tmp:
+            with tempfile.TemporaryDirectory(prefix="mp-discord-", dir=scratch(self.settings)) as tmp:
                 submitted = await job(it, Path(tmp))
             log.info("interaction_submitted", interaction_id=it.id, job_id=submitted.job_id)
         except MouthpieceError as exc:
@@ -229,14 +229,6 @@ class DiscordRoutes:
             await asyncio.to_thread(self.api.edit_original, it.application_id, it.token, text)
         except MouthpieceError as exc:
             log.warning("interaction_reply_failed", interaction_id=it.id, reason=exc.reason)
-
-    def _scratch(self) -> Path:
-        return scratch(self.settings)
-
-    async def _fetch(
-        self, url: str, folder: Path, what: str, accept: frozenset[Kind], name: str
-    ) -> Downloaded:
-        return await fetch(self.fetcher, url, folder, what, accept, name)
 
     def _destination(self, it: Interaction) -> DiscordInteractionDestination:
         # created_at comes from the interaction id, so a redelivery writes a byte-identical spec (same job)
@@ -254,15 +246,19 @@ class DiscordRoutes:
             raise InvalidInput(
                 "Attach a voice clip as the audio option: send .mp3, .wav, .ogg, .m4a or .flac"
             )
-        audio = await self._fetch(audio_info.url, folder / "audio", "audio", VOICE, audio_info.filename)
+        audio = await fetch(
+            self.fetcher, audio_info.url, folder / "audio", "audio", VOICE, audio_info.filename
+        )
         face_info = it.attachment("avatar")
         labels = {audio.path: audio_info.filename}
         if face_info is not None:
-            face = await self._fetch(face_info.url, folder / "avatar", "avatar", FACE, face_info.filename)
+            face = await fetch(
+                self.fetcher, face_info.url, folder / "avatar", "avatar", FACE, face_info.filename
+            )
             labels[face.path] = face_info.filename
         else:
             url = avatar_url(it.caller).replace(CDN, self.cdn_base.rstrip("/"), 1)
-            face = await self._fetch(url, folder / "avatar", "profile picture", FACE, "profile")
+            face = await fetch(self.fetcher, url, folder / "avatar", "profile picture", FACE, "profile")
             labels[face.path] = "your profile picture"
         options = _options(it.option("style"), it.option("text"))
         await self._reply(it, "Got it: your video is queued…")
@@ -279,7 +275,9 @@ class DiscordRoutes:
         avatars: list[Path] = []
         face_info = it.attachment("avatar")
         if face_info is not None:
-            face = await self._fetch(face_info.url, folder / "avatar", "avatar", FACE, face_info.filename)
+            face = await fetch(
+                self.fetcher, face_info.url, folder / "avatar", "avatar", FACE, face_info.filename
+            )
             avatars.append(face.path)
         assert self.settings.discord_announce_webhook is not None  # checked before deferring
         destinations: list[Destination] = [
@@ -310,14 +308,6 @@ class RelayRoutes:
         self.store = store
         self.fetcher = fetcher
 
-    def _scratch(self) -> Path:
-        return scratch(self.settings)
-
-    async def _fetch(
-        self, url: str, folder: Path, what: str, accept: frozenset[Kind], name: str
-    ) -> Downloaded:
-        return await fetch(self.fetcher, url, folder, what, accept, name)
-
     async def hooks_bot(self, request: Request) -> Response:
         token = self.settings.ingress_token
         if token is None:
@@ -332,7 +322,7 @@ class RelayRoutes:
         except (ValidationError, ValueError) as exc:
             return error_response(400, f"not a relay event: {first_error(exc)}")
         try:
-            with tempfile.TemporaryDirectory(prefix="mp-relay-", dir=self._scratch()) as tmp:
+            with tempfile.TemporaryDirectory(prefix="mp-relay-", dir=scratch(self.settings)) as tmp:
                 if isinstance(event, UploadEvent):
                     submitted = await self._upload_job(event, Path(tmp))
                 else:
@@ -347,7 +337,7 @@ class RelayRoutes:
     async def _upload_job(self, event: UploadEvent, folder: Path) -> Submitted:
         webhook = self._webhook_url(event.webhook_url)
         files = [
-            await self._fetch(a.url, folder / str(i), "attachment", ANY_MEDIA, a.filename)
+            await fetch(self.fetcher, a.url, folder / str(i), "attachment", ANY_MEDIA, a.filename)
             for i, a in enumerate(event.attachments)
         ]
         labels = {f.path: a.filename for f, a in zip(files, event.attachments, strict=True)}
@@ -393,7 +383,7 @@ class RelayRoutes:
                 raise ConfigError(f"the welcome avatar {configured} does not exist")
             return configured
         assert event.avatar_url is not None
-        return (await self._fetch(event.avatar_url, folder, "profile picture", FACE, "member")).path
+        return (await fetch(self.fetcher, event.avatar_url, folder, "profile picture", FACE, "member")).path
 
     def _webhook_url(self, url: SecretStr) -> SecretStr:
         """``url`` if this deployment may post to it (``pipeline.destinations.allowed_webhook``, the same

@@ -72,3 +72,40 @@ class Presigner(Protocol):
     """Stores that can hand out a time-limited download link (S3); the local store cannot."""
 
     def presigned_url(self, bucket: str, key: str, expires_seconds: int) -> str: ...
+
+
+class WrappedStore:
+    """An ``ObjectStore`` around another: reads pass straight through, and every successful ``put`` is
+    followed by ``after_put`` (announcing it, counting it); subclasses override only that."""
+
+    def __init__(self, inner: ObjectStore) -> None:
+        self.inner = inner
+
+    def put(
+        self,
+        bucket: str,
+        key: str,
+        data: bytes | Path,
+        *,
+        content_type: str = "application/octet-stream",
+        metadata: Mapping[str, str] | None = None,
+    ) -> ObjectInfo:
+        info = self.inner.put(bucket, key, data, content_type=content_type, metadata=metadata)
+        self.after_put(info, data)
+        return info
+
+    def after_put(self, info: ObjectInfo, data: bytes | Path) -> None:
+        """Called after ``put`` stored ``data``; an exception here makes the ``put`` raise (so the caller
+        retries the write)."""
+
+    def get(self, bucket: str, key: str) -> bytes:
+        return self.inner.get(bucket, key)
+
+    def download(self, bucket: str, key: str, dest: Path) -> ObjectInfo:
+        return self.inner.download(bucket, key, dest)
+
+    def stat(self, bucket: str, key: str) -> ObjectInfo | None:
+        return self.inner.stat(bucket, key)
+
+    def list(self, bucket: str, prefix: str = "") -> Iterator[ObjectInfo]:
+        return self.inner.list(bucket, prefix)

@@ -8,39 +8,29 @@ raises, so the caller retries the write (or the reconciliation sweep re-emits an
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable
 from pathlib import Path
 
 from pipeline.config import Settings
 from pipeline.errors import StorageError
 from pipeline.events import build_event, message_id
 from pipeline.keys import event_subject
-from pipeline.storage.base import LocalFiles, ObjectInfo, ObjectStore, Presigner
+from pipeline.storage.base import LocalFiles, ObjectInfo, ObjectStore, Presigner, WrappedStore
 
 Publish = Callable[[str, bytes, str], None]
 """publish(subject, payload, msg_id); blocks until the bus has stored the message."""
 
 
-class EmittingStore:
+class EmittingStore(WrappedStore):
     """``ObjectStore`` that announces routed writes on the bus, as MinIO would."""
 
     def __init__(self, inner: ObjectStore, settings: Settings, publish: Publish) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.settings = settings
         self.publish = publish
 
-    def put(
-        self,
-        bucket: str,
-        key: str,
-        data: bytes | Path,
-        *,
-        content_type: str = "application/octet-stream",
-        metadata: Mapping[str, str] | None = None,
-    ) -> ObjectInfo:
-        info = self.inner.put(bucket, key, data, content_type=content_type, metadata=metadata)
+    def after_put(self, info: ObjectInfo, data: bytes | Path) -> None:
         self.announce(info)
-        return info
 
     def announce(self, info: ObjectInfo) -> bool:
         """Publish the notification for an existing object if a route matches; True if published."""
@@ -49,18 +39,6 @@ class EmittingStore:
             return False
         self.publish(subject, build_event(info), message_id(info.bucket, info.key, info.etag))
         return True
-
-    def get(self, bucket: str, key: str) -> bytes:
-        return self.inner.get(bucket, key)
-
-    def download(self, bucket: str, key: str, dest: Path) -> ObjectInfo:
-        return self.inner.download(bucket, key, dest)
-
-    def stat(self, bucket: str, key: str) -> ObjectInfo | None:
-        return self.inner.stat(bucket, key)
-
-    def list(self, bucket: str, prefix: str = "") -> Iterator[ObjectInfo]:
-        return self.inner.list(bucket, prefix)
 
     def local_path(self, bucket: str, key: str) -> Path | None:
         return self.inner.local_path(bucket, key) if isinstance(self.inner, LocalFiles) else None

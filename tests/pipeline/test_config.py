@@ -9,7 +9,7 @@ import pytest
 import structlog
 
 from pipeline.cli import main
-from pipeline.config import data_dir_origin, load_settings
+from pipeline.config import Settings, data_dir_origin, load_settings
 
 
 def test_environment_beats_file_and_flags_beat_environment(
@@ -164,3 +164,19 @@ def test_config_warns_about_default_credentials(
     assert "s3_access_key is not set (the default)" in warnings[1]
     assert "nats://nats:4222 is used without authentication" in warnings[2]
     assert "a-real-random-token-789" not in captured.out + captured.err
+
+
+def test_settings_is_its_parts_and_is_frozen() -> None:
+    """Every setting belongs to exactly one part (what functions take), a Settings is every part, and
+    a loaded Settings cannot be changed (a changed copy is made with model_copy)."""
+    from pydantic import ValidationError
+
+    from pipeline.config import PARTS, MediaSettings
+
+    names = [name for part in PARTS for name in part.model_fields]
+    assert sorted(names) == sorted(Settings.model_fields) and len(names) == len(set(names))
+    settings = Settings()
+    assert all(isinstance(settings, part) for part in PARTS)
+    with pytest.raises(ValidationError):
+        settings.fps = 30.0
+    assert settings.model_copy(update={"fps": 30.0}).fps == 30.0 and isinstance(settings, MediaSettings)
