@@ -63,31 +63,18 @@ ANY_MEDIA = frozenset(Kind)
 
 
 class Ingress:
-    """The endpoints' shared state: dependencies, interactions seen, background work in flight."""
+    """The endpoints' shared state: the store and bus, and the Discord routes (with their background
+    work in flight)."""
 
-    def __init__(
-        self,
-        settings: Settings,
-        store: ObjectStore,
-        bus: Bus,
-        api: DiscordApi,
-        fetcher: Fetcher,
-        *,
-        cdn_base: str = CDN,
-        clock: Callable[[], float] = time.time,
-    ) -> None:
+    def __init__(self, settings: Settings, store: ObjectStore, bus: Bus, discord: DiscordRoutes) -> None:
         self.settings = settings
         self.store = store
         self.bus = bus
-        self.discord = DiscordRoutes(settings, store, bus, api, fetcher, cdn_base=cdn_base, clock=clock)
+        self.discord = discord
 
     async def idle(self) -> None:
         """Wait until the background work of every interaction so far has finished."""
         await self.discord.idle()
-
-    # --- /discord/interactions ------------------------------------------------------------------------
-
-    # --- /hooks/bot -------------------------------------------------------------------------------------
 
     # --- /hooks/minio -----------------------------------------------------------------------------------
     async def hooks_minio(self, request: Request) -> Response:
@@ -151,15 +138,10 @@ def build_app(
 ) -> Starlette:
     """The ingress ASGI app. ``app.state.ingress`` is the ``Ingress`` (``await ...idle()`` in tests);
     ``app.state.console`` the web console (when ``settings.console``), mounted at ``/``."""
-    ingress = Ingress(
-        settings,
-        store,
-        bus,
-        api or DiscordApi.from_settings(settings),
-        fetcher or default_fetcher(settings),
-        cdn_base=cdn_base,
-        clock=clock,
-    )
+    api = api or DiscordApi.from_settings(settings)
+    fetcher = fetcher or default_fetcher(settings)
+    discord = DiscordRoutes(settings, store, bus, api, fetcher, cdn_base=cdn_base, clock=clock)
+    ingress = Ingress(settings, store, bus, discord)
     app = Starlette(
         routes=[
             Route("/discord/interactions", ingress.discord.interactions, methods=["POST"]),

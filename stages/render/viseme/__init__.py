@@ -211,7 +211,6 @@ class _Drawer:
         key = (tuple(np.round(points * 2).astype(int).ravel()), frame.shape[0], frame.shape[1])
         if not isinstance(self.rig, LipRig) or key != self.key:
             self.rig, self.key = LipRig(points, (frame.shape[0], frame.shape[1]), self.style), key
-        assert isinstance(self.rig, LipRig)
         return self.rig.apply(frame, shape, tongue)
 
 

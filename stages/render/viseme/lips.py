@@ -26,7 +26,6 @@ from dataclasses import replace
 import cv2
 import numpy as np
 
-from stages.render.blend import blend_into
 from stages.render.viseme.warp import (
     Gap,
     MouthRig,
@@ -61,20 +60,6 @@ class LipRig(MouthRig):
     def _edge(profile: tuple[np.ndarray, np.ndarray], u: np.ndarray) -> np.ndarray:
         return np.interp(u, profile[0], profile[1]).astype(np.float32)
 
-    def apply(self, frame: np.ndarray, shape: tuple[float, float, float], tongue: float = 0.0) -> np.ndarray:
-        """A new frame with the lips in ``shape`` (open, wide, round in 0..1) and the tongue raised by
-        ``tongue`` (``frame`` itself at rest; never written into)."""
-        opening, wide, rnd = (float(np.clip(x, 0.0, 1.0)) for x in shape)
-        if opening < 1e-3 and wide < 1e-3 and rnd < 1e-3:
-            return frame  # at rest: the frame as it is (never written into)
-        x1, y1, x2, y2 = self.box
-        gap = Gap.for_shape(self.geometry.half_width, self.style, self.max_gap, opening, wide, rnd)
-        map_x, map_y = self._maps(gap, wide, rnd)
-        warped = cv2.remap(frame[y1:y2, x1:x2], map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
-        scale = self.style.wide_gain * wide - self.style.round_gain * rnd
-        self._paint_lips(warped, gap, scale, 1.0, tongue)
-        return blend_into(frame, warped, self.box, self.mask)
-
     def _source_v(self, lens: np.ndarray, gap: float, lift: float) -> np.ndarray:
         """Where each output row comes from: below the seam line the lower lip (and, by ``jaw_share``,
         the chin) pushed down by the gap's profile, above it the upper lip lifted; the seam is the middle
@@ -92,8 +77,9 @@ class LipRig(MouthRig):
             hi = v + rise * ramp(-hi, 0.25 * self.geometry.up + self.half_rest, self.up_reach)
         return (self.seam + np.where(below, lo, np.where(above, hi, 0.0))).astype(np.float32)
 
-    def _paint_lips(self, warped: np.ndarray, gap: Gap, scale: float, strength: float, tongue: float) -> None:
-        """Paint the interior in the gap opened at the seam line, on the rectangle around it only."""
+    def _paint_mouth(self, warped: np.ndarray, gap: Gap, scale: float, tongue: float) -> None:
+        """Paint the interior (teeth, tongue raised by ``tongue``) in the gap opened at the seam line, on
+        the rectangle around it only."""
         a = self.geometry.half_width
         reach = gap.half_open + 0.1 * a + 3
         top = float(np.max(-self.seam)) + gap.lift + 3
@@ -116,9 +102,6 @@ class LipRig(MouthRig):
         painted = paint_interior(
             region, fields, style, a, tongue=tongue if self.style.tongue is None else None
         )
-        if strength < 1.0:
-            mixed = region + strength * (painted.astype(np.float32) - region)
-            painted = np.clip(mixed + 0.5, 0, 255).astype(np.uint8)
         warped[y1:y2, x1:x2] = painted
 
     def _seam_at(self, u: np.ndarray) -> np.ndarray:

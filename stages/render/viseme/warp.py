@@ -330,8 +330,9 @@ class MouthRig:
 
     # -- per frame -----------------------------------------------------------------------------------
 
-    def apply(self, frame: np.ndarray, shape: tuple[float, float, float]) -> np.ndarray:
-        """A new frame with the mouth in ``shape`` (open, wide, round in 0..1); ``frame`` itself at rest."""
+    def apply(self, frame: np.ndarray, shape: tuple[float, float, float], tongue: float = 0.0) -> np.ndarray:
+        """A new frame with the mouth in ``shape`` (open, wide, round in 0..1) and, where the rig draws
+        one, the tongue raised by ``tongue``; ``frame`` itself at rest (never written into)."""
         opening, wide, rnd = (float(np.clip(x, 0.0, 1.0)) for x in shape)
         if opening < 1e-3 and wide < 1e-3 and rnd < 1e-3:
             return frame  # at rest: the frame as it is (never written into)
@@ -339,8 +340,14 @@ class MouthRig:
         gap = Gap.for_shape(self.geometry.half_width, self.style, self.max_gap, opening, wide, rnd)
         map_x, map_y = self._maps(gap, wide, rnd)
         warped = cv2.remap(frame[y1:y2, x1:x2], map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
-        self._paint(warped, gap)
+        self._paint_mouth(warped, gap, self.style.wide_gain * wide - self.style.round_gain * rnd, tongue)
         return blend_into(frame, warped, self.box, self.mask)
+
+    def _paint_mouth(self, warped: np.ndarray, gap: Gap, scale: float, tongue: float) -> None:
+        """Draw the opened mouth into the warped crop, ``scale`` being how much wider (or, negative,
+        rounder) the mouth is drawn: here the interior of a box-placed mouth; the landmark rig paints
+        its own."""
+        self._paint(warped, gap)
 
     def _maps(self, gap: Gap, wide: float, rnd: float) -> tuple[np.ndarray, np.ndarray]:
         """Full-resolution backward maps (crop pixels) from the coarse displacement."""
