@@ -166,7 +166,7 @@ class Harness:
         worker = Worker(
             self.settings, self.store, self.bus, self.claims, stage.name, implementation=stage, **kw
         )
-        worker.pull_seconds = 0.2  # quick to stop between tests
+        worker.pull_seconds = 0.05 if self.kind == "memory" else 0.2  # quick to stop between tests
         return worker
 
     @contextlib.asynccontextmanager
