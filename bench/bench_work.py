@@ -5,6 +5,7 @@ store's writes and reads and on every SHA-256 / MD5 object, then prints the figu
 checkout to compare versions:
 
     python bench/bench_work.py            # this checkout
+    python bench/bench_work.py --list     # and every object written, in order
     (cd /tmp/old-checkout && PYTHONPATH=. python /path/to/bench/bench_work.py)
 
 A "hash pass" is one hash object that consumed at least 64 KiB (media and artifacts, not key names).
@@ -23,6 +24,7 @@ from typing import Any
 BIG = 64 * 1024
 _lock = threading.Lock()
 counts: Counter[str] = Counter()
+written: list[str] = []
 
 
 class _Counting:
@@ -69,6 +71,7 @@ def _count_store() -> None:
             counts["object writes"] += 1
             counts[f"writes to {bucket}"] += 1
             counts["bytes written"] += info.size
+            written.append(f"{bucket}/{key}")
         return info
 
     def counted_download(self: Any, bucket: str, key: str, dest: Path) -> Any:
@@ -93,16 +96,21 @@ def main() -> int:
     _count_store()
     from pipeline.cli import main as cli
 
+    listing = "--list" in sys.argv
+    extra = [a for a in sys.argv[1:] if a != "--list"]
+
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "demo.mp4"
         args = ["--data-dir", str(Path(tmp) / "data"), "--log-level", "error", "demo", "-o", str(out)]
-        code = cli(args + sys.argv[1:])
+        code = cli(args + extra)
         size = out.stat().st_size if out.exists() else 0
-    print(f"demo job {' '.join(sys.argv[1:])}: exit {code}, video {size / 1e6:.2f} MB")
+    print(f"demo job {' '.join(extra)}: exit {code}, video {size / 1e6:.2f} MB")
     for name in sorted(counts):
         value = counts[name]
         shown = f"{value / 1e6:.1f} MB" if "bytes" in name else str(value)
         print(f"  {name:38} {shown}")
+    if listing:
+        print("objects written:", *written, sep="\n  ")
     return code
 
 
