@@ -27,6 +27,20 @@ from pipeline.natsserver import EmbeddedNats, free_port
 DATA = Path(__file__).parent / "data"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _private_user_data(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """No test touches the real per-user data directory (``~/.local/share/mouthpiece``): a command
+    started without a data directory (and with no ``.mouthpiece/`` above it) uses a private one, so one
+    run's jobs never show up in the next run's pages."""
+    before = os.environ.get("XDG_DATA_HOME")
+    os.environ["XDG_DATA_HOME"] = str(tmp_path_factory.mktemp("xdg-data"))
+    yield
+    if before is None:
+        os.environ.pop("XDG_DATA_HOME", None)
+    else:
+        os.environ["XDG_DATA_HOME"] = before
+
+
 @pytest.fixture(scope="session")
 def assets() -> Path:
     """The bundled public-domain media: jfk.flac (11 s speech) and astronaut.png (a face)."""

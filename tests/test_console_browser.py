@@ -80,6 +80,7 @@ def console_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         "MOUTHPIECE_LOG_FORMAT": "json",
         "MOUTHPIECE_INGRESS_PORT": str(port),
         "MOUTHPIECE_RECONCILE_INTERVAL": "0",
+        "MOUTHPIECE_DATA_DIR": str(home / "data"),
     }
     log = (home / "up.log").open("w")
     proc = subprocess.Popen(
