@@ -35,6 +35,9 @@ S3_ACCESS_KEY=mp$(secret 9)
 S3_SECRET_KEY=$(secret 24)
 # NATS: every client authenticates as this user
 NATS_PASSWORD=$(secret 24)
+# sign-in password of the web console (http://127.0.0.1:8080/; the ingress listens beyond loopback
+# inside its container, so it refuses to start without one)
+MOUTHPIECE_CONSOLE_PASSWORD=$(secret 12)
 # bearer token of the relay hook POST /hooks/bot (infra/discord-relay)
 MOUTHPIECE_INGRESS_TOKEN=$(secret 24)
 # published ports listen on this address only; 0.0.0.0 opens them to the network

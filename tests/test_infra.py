@@ -84,6 +84,24 @@ def test_compose_refuses_to_start_without_generated_secrets(tmp_path: Path) -> N
             assert interpolate(port, a).startswith("127.0.0.1:"), name
 
 
+def test_the_compose_ingress_starts_with_its_console_password(tmp_path: Path) -> None:
+    """The ingress listens on 0.0.0.0 inside its container, where a console without a password is
+    refused: with the generated .env, the environment compose gives it passes that rule."""
+    from pipeline.config import Settings
+    from pipeline.console.auth import check_exposure
+
+    env_file = tmp_path / ".env"
+    subprocess.run(
+        ["sh", str(ROOT / "infra/gen-env.sh"), "--out", str(env_file)], check=True, capture_output=True
+    )
+    service = Compose(ROOT / "docker-compose.yml", read_dotenv(env_file)).service("ingress")
+    host = service.command[service.command.index("--host") + 1]
+    fields = {k.removeprefix("MOUTHPIECE_").lower(): v for k, v in service.environment.items() if v}
+    settings = Settings.model_validate({**fields, "ingress_host": host, "data_dir": tmp_path})
+    assert host == "0.0.0.0" and settings.console_password is not None
+    check_exposure(settings)  # raises ConfigError if the console would be open
+
+
 def test_no_default_credentials_in_the_repository() -> None:
     """No known default or placeholder credential appears in the deployment files or settings."""
     texts = [
