@@ -237,7 +237,7 @@ def _operator_commands(commands: _Commands) -> None:
 
     reconcile = commands.add("reconcile", "re-announce inputs without a job and jobs stuck mid-pipeline")
     reconcile.add_argument(
-        "--every", metavar="DURATION", help="keep running, one sweep per DURATION (60s, 5m)"
+        "--every", metavar="DURATION", type=_duration, help="keep running, one sweep per DURATION (60s, 5m)"
     )
     commands.add("init", "create buckets, the default avatar and (MinIO) bucket notifications")
 

@@ -243,7 +243,7 @@ def test_compose_deployment_survives_a_killed_render_worker_and_nats_node(
     deployment: tuple[Deployment, Compose, dict[str, int]],
 ) -> None:
     """6 uploads → 6 videos, each posted once, no dead letter, although a render worker and the NATS
-    stream leader are SIGKILLed while the batch runs."""
+    stream leader are SIGKILLed while the batch runs; no other service ever exits."""
     dep, compose, ports = deployment
     discord = FakeDiscord()
     server = ThreadServer(discord.app()).start()
@@ -282,6 +282,11 @@ def test_compose_deployment_survives_a_killed_render_worker_and_nats_node(
         letters = list(s3.list_objects("work", prefix="dead-letter/", recursive=True))
         assert not letters, [str(o.object_name) for o in letters]
         assert stream["replicas"] == 3, f"the stream has {stream['replicas']} replica(s), not 3"
+        # compose restarts a crashed service quietly; here only the two processes killed may have restarted
+        restarted = sorted(p.name for p in dep.procs if p.restarts)
+        assert len(restarted) == 2 and node.restarts == 1, (
+            f"services that crashed: {restarted}\n{dep.tails()}"
+        )
     except BaseException:
         print(dep.tails())
         raise
