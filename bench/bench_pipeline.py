@@ -30,6 +30,7 @@ from pipeline.config import Settings, load_settings
 from pipeline.contracts import JobOptions, JobStatus
 from pipeline.logs import configure_logging
 from pipeline.media import FrameWriter, ffmpeg_binary, load_audio, mux, normalize_audio, read_first_frame
+from pipeline.registry import get_stage
 from pipeline.stack import Stack
 from pipeline.status import job_status
 from pipeline.submit import Submission, submit
@@ -104,13 +105,16 @@ def bare_reencode(settings: Settings, clip: Path, work: Path, *, ours: bool) -> 
 
 async def run_pipeline(
     settings: Settings, clip: Path, renderer: str, motion: str
-) -> tuple[JobStatus, float, float]:
-    """(final status, wall seconds, CPU seconds) of one job through the whole pipeline."""
+) -> tuple[JobStatus, float, float, dict[str, float]]:
+    """(final status, wall seconds, CPU seconds, CPU seconds by stage) of one job through the whole
+    pipeline. A stage's CPU seconds are those spent while the job's status named it (sampled every 0.1 s)."""
     stack = await Stack.open(settings)
+    for name in settings.chain:  # models load before the clock starts, as on a worker that is up
+        await asyncio.to_thread(get_stage(name).warm_up, settings, stack.models)
     stop = asyncio.Event()
     tasks = await stack.run_workers(list(settings.chain), stop)
     try:
-        await asyncio.sleep(1.0)  # workers warm up (models load) before the clock starts
+        await asyncio.sleep(1.0)  # the workers subscribe
         start, cpu = time.perf_counter(), cpu_seconds()
         submitted = await asyncio.to_thread(
             submit,
@@ -118,10 +122,16 @@ async def run_pipeline(
             settings,
             Submission(audio=clip, avatars=(clip,), options=JobOptions(renderer=renderer, motion=motion)),
         )
+        by_stage: dict[str, float] = {}
+        stage, mark = "validate", cpu
         while True:
             status = await asyncio.to_thread(job_status, stack.store, settings, submitted.job_id)
+            now = cpu_seconds()
+            if status is not None and (status.finished or (status.stage and status.stage != stage)):
+                by_stage[stage] = by_stage.get(stage, 0.0) + now - mark
+                stage, mark = status.stage or stage, now
             if status is not None and status.finished:
-                return status, time.perf_counter() - start, cpu_seconds() - cpu
+                return status, time.perf_counter() - start, now - cpu, by_stage
             await asyncio.sleep(0.1)
     finally:
         stop.set()
@@ -145,7 +155,7 @@ def main() -> int:
         clip = make_clip(settings, work, args.seconds, args.height)
         before = bare_reencode(settings, clip, work, ours=False)
         same, _ = bare_reencode(settings, clip, work, ours=True)
-        status, wall, cpu = asyncio.run(run_pipeline(settings, clip, args.renderer, args.motion))
+        status, wall, cpu, stage_cpu = asyncio.run(run_pipeline(settings, clip, args.renderer, args.motion))
         after = bare_reencode(settings, clip, work, ours=False)  # again: the machine may be shared
     plain, plain_cpu = (before[0] + after[0]) / 2, (before[1] + after[1]) / 2
     if status.state.value != "done":
@@ -155,9 +165,10 @@ def main() -> int:
         f"clip: {args.seconds:.0f} s, {args.height}p, {settings.fps:g} fps, renderer {args.renderer}, "
         f"motion {args.motion}, detector {settings.detector}"
     )
-    print(f"{'stage':10} {'seconds':>8} {'x real time':>12}")
+    print(f"{'stage':10} {'seconds':>8} {'x real time':>12} {'CPU s':>7} {'cores busy':>11}")
     for stage, seconds in status.timings.items():
-        print(f"{stage:10} {seconds:8.2f} {args.seconds / seconds:12.2f}")
+        used = stage_cpu.get(stage, 0.0)
+        print(f"{stage:10} {seconds:8.2f} {args.seconds / seconds:12.2f} {used:7.2f} {used / seconds:11.2f}")
     print(f"{'pipeline':10} {wall:8.2f} {args.seconds / wall:12.2f}   (submit to done, wall clock)")
     print(
         f"{'ffmpeg':10} {plain:8.2f} {args.seconds / plain:12.2f}   (bare re-encode: libx264 + aac, defaults;"

@@ -36,6 +36,7 @@ from pipeline.media import FinishJob, Loudness, SubtitleFont, finish_video, meas
 from pipeline.stage import ModelCache, Stage, StageContext
 from stages.fonts import FontChoice, pick_font
 from stages.quality import assess as assess_quality
+from stages.quality import warm_up as warm_quality
 from stages.speech import Word
 from stages.speech_timing import UNSPACED, read_timing
 from stages.subtitles import Cue, CueRules, cues_from_words, to_srt, to_vtt
@@ -61,7 +62,8 @@ FONT_FILES = (
 
 
 def warm_up(settings: Settings, models: ModelCache) -> None:
-    """At worker start: look for the burn-in font once."""
+    """At worker start: load the quality report's landmark model, look for the burn-in font once."""
+    warm_quality(settings, models)
     if subtitle_font() is None:
         log.warning("burn_in_without_font", fallback="soft", looked_for=[f for f, _ in FONT_FILES])
 

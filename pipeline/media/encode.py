@@ -24,6 +24,11 @@ from pipeline.media.run import _tail, ffmpeg_binary, run_ffmpeg
 class FrameWriter:
     """Encode RGB frames to H.264 through an ffmpeg pipe; ``write`` returns at once (a thread feeds ffmpeg).
 
+    Frames go down the pipe as YUV 4:2:0, converted by OpenCV in the feeding thread (BT.601 limited
+    range, what ffmpeg's own conversion gives): about 0.4 ms a 720p frame against 3.4 ms for ffmpeg's
+    single-threaded converter, and half the bytes through the pipe. Width and height must be even (4:2:0
+    H.264 has no odd sizes; normalized avatars never have them): ``ValueError`` otherwise.
+
     Use as a context manager; leaving it normally waits for the encoder, leaving by exception kills it.
     """
 
@@ -38,11 +43,19 @@ class FrameWriter:
         intermediate: bool = True,
     ) -> None:
         """``intermediate``: a file a later stage re-encodes anyway — encode fast, near-lossless."""
+        if width % 2 or height % 2:
+            raise ValueError(
+                f"frames of {width}x{height} cannot be encoded as 4:2:0 H.264: sizes must be even"
+            )
         self.width, self.height = width, height
         preset = settings.intermediate_preset if intermediate else settings.x264_preset
         crf = intermediate_crf(settings) if intermediate else settings.crf
         stream = ffmpeg.input(
-            "pipe:", format="rawvideo", pix_fmt="rgb24", s=f"{width}x{height}", framerate=_fps_arg(fps)
+            "pipe:",
+            format="rawvideo",
+            pix_fmt="yuv420p",
+            s=f"{width}x{height}",
+            framerate=_fps_arg(fps),
         ).output(
             str(dst),
             vcodec="libx264",
@@ -64,7 +77,7 @@ class FrameWriter:
         assert self._proc.stdin is not None
         try:
             while (frame := self._queue.get()) is not None:
-                self._proc.stdin.write(frame.data)
+                self._proc.stdin.write(rgb_to_i420(frame).data)
         except BaseException as exc:  # broken pipe: ffmpeg died; reported on close
             self._error = exc
             while self._queue.get() is not None:  # keep draining so write() never blocks forever
@@ -101,6 +114,14 @@ class FrameWriter:
             self.close()
         else:
             self.abort()
+
+
+def rgb_to_i420(frame: np.ndarray) -> np.ndarray:
+    """An even-sized RGB frame as planar YUV 4:2:0 bytes (Y, then U, then V), ffmpeg's ``yuv420p``."""
+    import cv2  # here, not at import: most users of this module never encode frames
+
+    i420: np.ndarray = cv2.cvtColor(frame, cv2.COLOR_RGB2YUV_I420)
+    return i420
 
 
 def mux(

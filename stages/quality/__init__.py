@@ -25,10 +25,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from pipeline.config import Settings
 from pipeline.contracts import FaceFrame, FaceTrack, JobSpec, Manifest, QualityReport, Span, SpeechTiming
 from pipeline.errors import InvalidInput
 from pipeline.media import count_frames, decode_audio, decode_lazily, probe, stream_seconds
-from pipeline.stage import StageContext
+from pipeline.stage import ModelCache, StageContext
 from stages.faces.landmarks import Landmarker, dlib_available, face_box
 from stages.faces.tracker import follow_faces
 from stages.quality.analysis import av_offset, flicker, mouth_opening, score, silence_motion
@@ -40,8 +41,9 @@ OUTSIDE_FRAMES = 100
 """The change away from the face is measured on the output frames showing the avatar's first 100."""
 FACE_MARGIN = 0.5
 MOUTH_MARGIN = 0.3
-DETECT_EVERY = 10
-"""The face is confirmed less often than in detect: the video is the avatar's, the face is known."""
+DETECT_EVERY = 25
+"""The face is confirmed once a second, less often than in detect: the video is the avatar's, the face is
+known, and a jump of the landmarks asks for a confirmation at once (``stages.faces.tracker``)."""
 
 Source = tuple[np.ndarray | None, FaceFrame | None]
 """An avatar frame as ``measure`` compares it: grey at the small size (None: not compared), and its face
@@ -208,7 +210,7 @@ def assess(ctx: StageContext, manifest: Manifest, video: Path, spec: JobSpec) ->
         if "speech" in manifest.artifacts
         else None
     )
-    landmarker, lock = _landmarker(ctx)
+    landmarker, lock = _landmarker(ctx.settings, ctx.models)
     with lock:
         report = measure(
             video, source=source, landmarker=landmarker, threshold=options.min_quality, speech=speech
@@ -229,15 +231,20 @@ def assess(ctx: StageContext, manifest: Manifest, video: Path, spec: JobSpec) ->
     return report
 
 
-def _landmarker(ctx: StageContext) -> tuple[Landmarker | None, threading.Lock]:
+def warm_up(settings: Settings, models: ModelCache) -> None:
+    """Load the worker's landmark model now (about 1.5 s), not during its first job's enhance stage."""
+    _landmarker(settings, models)
+
+
+def _landmarker(settings: Settings, models: ModelCache) -> tuple[Landmarker | None, threading.Lock]:
     """The worker's dlib detector and its lock (shared with the detect stage in one process); None where
     dlib is not installed or the deployment chose Haar (no non-commercial weights: runbooks/models.md)."""
-    if not dlib_available() or ctx.settings.detector == "haar":
+    if not dlib_available() or settings.detector == "haar":
         return None, threading.Lock()
     from stages.faces.landmarks import DlibDetector
 
-    detector = ctx.models.get("detector:dlib", DlibDetector)
-    return detector, ctx.models.get("detector-lock:dlib", threading.Lock)
+    detector = models.get("detector:dlib", DlibDetector)
+    return detector, models.get("detector-lock:dlib", threading.Lock)
 
 
 def _avatar_frames(ctx: StageContext, manifest: Manifest, video: Path) -> Iterator[Source] | None:

@@ -36,7 +36,6 @@ import warnings
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from functools import lru_cache
 from itertools import islice
 from pathlib import Path
 from types import TracebackType
@@ -85,18 +84,10 @@ def crop_box(box: Sequence[float], height: int, width: int, pads: Sequence[int])
     return (x1, y1, x2, y2) if x2 > x1 and y2 > y1 else None
 
 
-@lru_cache(maxsize=256)
-def _box_mask(height: int, width: int, feather: float) -> np.ndarray:
-    """``feather_mask``, cached: smoothed tracks repeat the same box sizes (never written to)."""
-    mask = feather_mask(height, width, feather)
-    mask.setflags(write=False)
-    return mask
-
-
 def blend_mask(face: FaceFrame, box: Box, feather: float) -> np.ndarray:
     """The H×W blend mask of ``box``: 0 at its edges; shaped to the lower face when landmarks exist."""
     x1, y1, x2, y2 = box
-    mask = _box_mask(y2 - y1, x2 - x1, feather)
+    mask = feather_mask(y2 - y1, x2 - x1, feather)
     if face.landmarks is None or len(face.landmarks) != 68:
         return mask
     points = np.asarray(face.landmarks, np.float32)[LOWER_FACE] - np.array([x1, y1], np.float32)
