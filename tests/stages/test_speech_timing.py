@@ -265,20 +265,20 @@ def test_the_same_clip_is_timed_once(
     assert other.key != first.key and calls.count("build") == 2
 
 
-# --- without the asr extra ------------------------------------------------------------------------
+# --- without faster-whisper ---------------------------------------------------------------------------
 
 
 @pytest.mark.slow
 def test_without_faster_whisper_pocketsphinx_times_the_clip(
     jfk: np.ndarray, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The core install (no faster-whisper): ``auto`` falls back to pocketsphinx recognition and loudness
-    regions; ``asr = "whisper"`` is a ConfigError naming the extra to install."""
+    """An install without faster-whisper (removed, or blocked): ``auto`` falls back to pocketsphinx
+    recognition and loudness regions; ``asr = "whisper"`` is a ConfigError naming the package."""
     monkeypatch.setitem(sys.modules, "faster_whisper", None)
     monkeypatch.setitem(sys.modules, "faster_whisper.vad", None)
     assert whisper_model(make_settings(tmp_path)) is None
     assert recognizer_name(make_settings(tmp_path)) == "pocketsphinx"
-    with pytest.raises(ConfigError, match=r"mouthpiece\[asr\]"):
+    with pytest.raises(ConfigError, match=r"pip install faster-whisper"):
         whisper_model(make_settings(tmp_path, asr="whisper"))
     timed = build_timing(jfk)
     assert timed.source == "pocketsphinx" and timed.language == "en"
