@@ -205,26 +205,30 @@ def find_model(settings: Settings, model: ModelFile) -> tuple[str, Path | None, 
     if not model.directory:
         path = model_path(settings, model.name)
         return ("present", path, path.stat().st_size) if path.is_file() else ("missing", None, None)
-    folder = whisper_model_path(settings)
-    parts = packaged_whisper(model.name.removeprefix(WHISPER_PREFIX))
-    candidates = [folder]
-    if parts is not None:
-        candidates.append(model_cache(settings) / f"{folder.name}-{parts.version}")
-    for candidate in candidates:
-        if (candidate / "model.bin").is_file():
-            return "present", candidate, (candidate / "model.bin").stat().st_size
+    folder, parts = _whisper_copies(settings, model)
+    if folder is not None:
+        return "present", folder, (folder / "model.bin").stat().st_size
     if parts is None:
         return "missing", None, None
     return "packaged", None, sum(part.stat().st_size for part in parts.model_parts)
 
 
+def _whisper_copies(settings: Settings, model: ModelFile) -> tuple[Path | None, PackagedWhisper | None]:
+    """The Whisper folder holding a ``model.bin`` (the model directory's, else the joined packaged copy),
+    and the installed packaged pieces (None: not installed)."""
+    parts = packaged_whisper(model.name.removeprefix(WHISPER_PREFIX))
+    candidates = [whisper_model_path(settings)]
+    if parts is not None:
+        candidates.append(joined_whisper_path(settings, parts))
+    return next((c for c in candidates if (c / "model.bin").is_file()), None), parts
+
+
 def _folder_status(settings: Settings, model: ModelFile) -> ModelStatus:
     """A Whisper folder: in the model directory or the model cache, else the packaged parts (hashed as if
     joined)."""
-    state, folder, _ = find_model(settings, model)
-    if state == "present" and folder is not None:
+    folder, parts = _whisper_copies(settings, model)
+    if folder is not None:
         return ModelStatus(model, folder, True, sha256_file(folder / "model.bin"))
-    parts = packaged_whisper(model.name.removeprefix(WHISPER_PREFIX))
     if parts is None:
         return ModelStatus(model, whisper_model_path(settings), False, None)
     digest = hashlib.sha256()
@@ -384,7 +388,12 @@ def whisper_model_dir(settings: Settings) -> Path | None:
     packaged = packaged_whisper(settings.asr_model)
     if packaged is None:
         return None
-    return join_whisper(packaged, model_cache(settings) / f"{folder.name}-{packaged.version}")
+    return join_whisper(packaged, joined_whisper_path(settings, packaged))
+
+
+def joined_whisper_path(settings: Settings, packaged: PackagedWhisper) -> Path:
+    """Where the packaged pieces are joined into one folder: the model cache, named by folder and version."""
+    return model_cache(settings) / f"{whisper_model_path(settings).name}-{packaged.version}"
 
 
 def model_cache(settings: Settings) -> Path:
