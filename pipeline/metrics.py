@@ -292,10 +292,6 @@ class ObservedStore(WrappedStore):
     def after_put(self, info: ObjectInfo, data: bytes | Path) -> None:
         self.metrics.observe_put(info.bucket, info.key, data, self.inner)
 
-    def __getattr__(self, name: str) -> Any:
-        # presigned_url, path_of, delete, announce...: whatever the wrapped store offers
-        return getattr(self.inner, name)
-
 
 def observed(store: ObjectStore, metrics: Metrics | None) -> ObjectStore:
     return store if metrics is None else ObservedStore(store, metrics)

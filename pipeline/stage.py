@@ -201,9 +201,7 @@ class StageContext:
         bucket = bucket or self.settings.bucket_work
         metadata = {"sha256": digest} if digest else None
         info = self.store.put(bucket, key, data, content_type=content_type, metadata=metadata)
-        recorded = digest or info.metadata.get("sha256")
-        if not recorded:  # a store that said it hashes, but did not
-            recorded = sha256_file(data) if isinstance(data, Path) else hashlib.sha256(data).hexdigest()
+        recorded = digest or info.metadata["sha256"]  # a LocalFiles store records it as it writes
         return ArtifactRef(bucket=bucket, key=key, sha256=recorded, size=info.size, content_type=content_type)
 
     def key(self, name: str) -> str:

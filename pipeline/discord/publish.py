@@ -189,7 +189,7 @@ def link_text(ctx: StageContext, filename: str) -> str:
             url = ctx.store.presigned_url(bucket, key, LINK_SECONDS)
             return f"The video is too large to attach here. Download it (link valid for 7 days): {url}"
         except StorageError:
-            pass  # a store that cannot sign links (local): say where the file is
+            pass  # signing failed (the S3 server is unreachable): say where the file is
     return f"The video is too large to attach here; it is saved as {bucket}/{key}."
 
 

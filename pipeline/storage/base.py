@@ -6,7 +6,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 
 @dataclass(frozen=True)
@@ -76,7 +76,11 @@ class Presigner(Protocol):
 
 class WrappedStore:
     """An ``ObjectStore`` around another: reads pass straight through, and every successful ``put`` is
-    followed by ``after_put`` (announcing it, counting it); subclasses override only that."""
+    followed by ``after_put`` (announcing it, counting it); subclasses override only that.
+
+    Whatever else the wrapped store offers (``local_path``, ``presigned_url``, ``delete``...) is reached
+    through ``__getattr__``, so a wrapper has exactly its store's capabilities: ``isinstance(w,
+    LocalFiles)`` holds only around a local store, ``Presigner`` only around S3."""
 
     def __init__(self, inner: ObjectStore) -> None:
         self.inner = inner
@@ -109,3 +113,6 @@ class WrappedStore:
 
     def list(self, bucket: str, prefix: str = "") -> Iterator[ObjectInfo]:
         return self.inner.list(bucket, prefix)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)

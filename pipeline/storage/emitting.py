@@ -12,10 +12,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from pipeline.config import Settings
-from pipeline.errors import StorageError
 from pipeline.events import build_event, message_id
 from pipeline.keys import event_subject
-from pipeline.storage.base import LocalFiles, ObjectInfo, ObjectStore, Presigner, WrappedStore
+from pipeline.storage.base import ObjectInfo, ObjectStore, WrappedStore
 
 Publish = Callable[[str, bytes, str], None]
 """publish(subject, payload, msg_id); blocks until the bus has stored the message."""
@@ -39,11 +38,3 @@ class EmittingStore(WrappedStore):
             return False
         self.publish(subject, build_event(info), message_id(info.bucket, info.key, info.etag))
         return True
-
-    def local_path(self, bucket: str, key: str) -> Path | None:
-        return self.inner.local_path(bucket, key) if isinstance(self.inner, LocalFiles) else None
-
-    def presigned_url(self, bucket: str, key: str, expires_seconds: int) -> str:
-        if not isinstance(self.inner, Presigner):
-            raise StorageError("this store cannot make download links")
-        return self.inner.presigned_url(bucket, key, expires_seconds)

@@ -9,8 +9,12 @@ from pathlib import Path
 import pytest
 
 from pipeline.errors import InvalidKey, ObjectNotFound
+from pipeline.metrics import Metrics, observed
 from pipeline.storage import ObjectStore, open_store
+from pipeline.storage.base import LocalFiles, Presigner
+from pipeline.storage.emitting import EmittingStore
 from pipeline.storage.local import LocalStore
+from pipeline.testing import StageEnvironment
 from tests.conftest import make_settings, s3_settings
 
 BUCKETS = ("inputs", "work", "outputs")
@@ -148,3 +152,24 @@ def test_local_concurrent_writers_of_one_key_leave_a_consistent_object(tmp_path:
         assert not errors
         assert info is not None
         assert info.metadata.get("sha256") == hashlib.sha256(store.get("work", "k.json")).hexdigest()
+
+
+def test_wrappers_have_exactly_their_stores_capabilities(
+    store_and_bucket: tuple[ObjectStore, str], tmp_path: Path
+) -> None:
+    """The announcing and counting wrappers offer what the store under them offers, no more: in place
+    reads only around the local store, download links only around S3. So an artifact saved through them
+    on S3 carries its SHA-256 and a later job finds it in the cache (it did not, when every announcing
+    store claimed to be local)."""
+    store, bucket = store_and_bucket
+    sent: list[str] = []
+    settings = make_settings(tmp_path / "settings", bucket_work=bucket)
+    wrapped = observed(EmittingStore(store, settings, lambda s, p, m: sent.append(s)), Metrics(settings))
+    assert isinstance(wrapped, LocalFiles) == isinstance(store, LocalFiles)
+    assert isinstance(wrapped, Presigner) == isinstance(store, Presigner)
+    assert isinstance(store, LocalFiles) != isinstance(store, Presigner)
+    env = StageEnvironment(settings, store=wrapped)
+    ctx = env.context(workdir=tmp_path / "scratch")
+    saved = ctx.save_bytes(b"speech timing", "x.json", "application/json", key="cache/speech/abc.json")
+    assert saved.sha256 == hashlib.sha256(b"speech timing").hexdigest()
+    assert ctx.cached("cache/speech/abc.json") == saved
