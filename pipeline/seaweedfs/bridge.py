@@ -137,20 +137,27 @@ class Bridge:
             await self._save()
 
     async def _handle(self, event: Any) -> None:
-        found = created_object(event, self.settings.seaweedfs_buckets_dir)
-        if found is not None:
-            name, info = found
-            subject = event_subject(self.settings, info.bucket, info.key)
-            if subject is not None:
-                fresh = await self.bus.publish(
-                    subject, build_event(info, name), msg_id=message_id(info.bucket, info.key, info.etag)
-                )
-                self.published += 1
-                log.info(
-                    "bridge_event", subject=subject, bucket=info.bucket, key=info.key, duplicate=not fresh
-                )
-                await self._save(force=True)
+        """Publish the event when it creates a routed object; then its time is the position, stored at
+        once after a publish (so a restart resumes after it, not before)."""
+        published = await self._publish(event)
         self.position = max(self.position, int(event.ts_ns))
+        if published:
+            await self._save(force=True)
+
+    async def _publish(self, event: Any) -> bool:
+        found = created_object(event, self.settings.seaweedfs_buckets_dir)
+        if found is None:
+            return False
+        name, info = found
+        subject = event_subject(self.settings, info.bucket, info.key)
+        if subject is None:
+            return False
+        fresh = await self.bus.publish(
+            subject, build_event(info, name), msg_id=message_id(info.bucket, info.key, info.etag)
+        )
+        self.published += 1
+        log.info("bridge_event", subject=subject, bucket=info.bucket, key=info.key, duplicate=not fresh)
+        return True
 
     async def _save(self, *, force: bool = False) -> None:
         """Store the position: after each published event, else at most every ``SAVE_EVERY`` s."""

@@ -6,8 +6,9 @@ from __future__ import annotations
 import asyncio
 import io
 import os
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from minio import Minio
@@ -18,10 +19,12 @@ from pipeline.config import Settings
 from pipeline.contracts import job_id_for
 from pipeline.events import parse_event
 from pipeline.keys import subject_for
+from pipeline.seaweedfs import filer_pb
 from pipeline.seaweedfs.bridge import Bridge, OffsetStore
 from pipeline.storage import open_store
 from pipeline.storage.s3 import S3Store
-from tests.conftest import SeaweedS3, s3_settings
+from tests.conftest import SeaweedS3, make_settings, s3_settings
+from tests.pipeline.seaweedfs.test_records import entry, event
 
 pytestmark = pytest.mark.integration
 
@@ -157,3 +160,33 @@ def test_nothing_is_lost_while_the_bridge_or_the_filer_is_down(
 
     keys = [k for k, _ in asyncio.run(main())]
     assert keys == ["audio/1.flac", "audio/2.flac", "audio/3.flac", "audio/4.flac"]
+
+
+def test_the_stored_position_is_the_published_events_own(tmp_path: Path, nats_url: str) -> None:
+    """After an upload's event is on the bus, the stored position is that event's time — not the one
+    before it — so a restart resumes after it; events that publish nothing move the position but are
+    stored on the bridge's slower clock."""
+    offsets_bucket = f"off-{tmp_path.name[-8:].replace('_', '-')}"
+    settings = make_settings(
+        tmp_path, nats_url=nats_url, event_source="seaweedfs", bridge_offsets_bucket=offsets_bucket
+    )
+    responses = [
+        event("/buckets/inputs", new=entry("audio", directory=True), ts=100),
+        event("/buckets/inputs/audio", new=entry("hello.flac", etag="398533d4"), ts=200),
+        filer_pb.messages()["SubscribeMetadataResponse"](ts_ns=300),  # an idle heartbeat
+    ]
+
+    async def stream() -> AsyncIterator[Any]:
+        for response in responses:
+            yield response
+
+    async def main() -> tuple[int, int, int | None]:
+        bus = await NatsBus.connect(nats_url, settings)
+        offsets = await OffsetStore.open(bus, settings, "filer")
+        bridge = Bridge(settings, bus, offsets)
+        await bridge._consume(stream())
+        stored = await offsets.load()
+        await bus.close()
+        return bridge.position, bridge.saved, stored
+
+    assert asyncio.run(main()) == (300, 200, 200)
