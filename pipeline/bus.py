@@ -204,9 +204,6 @@ class NatsBus:
             raise
         return cls(nc, js, settings, claims)
 
-    async def ensure_stream(self) -> None:
-        await ensure_stream(self.js, self.settings)
-
     async def publish(self, subject: str, payload: bytes, *, msg_id: str | None = None) -> bool:
         headers = {"Nats-Msg-Id": msg_id} if msg_id else None
         try:

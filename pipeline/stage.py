@@ -117,10 +117,6 @@ class StageContext:
         if not self._stop:
             self._stop.append(error)
 
-    @property
-    def stopping(self) -> MouthpieceError | None:
-        return self._stop[0] if self._stop else None
-
     def check(self) -> None:
         """Raise the stop error if the stage has been asked to stop."""
         if self._stop:

@@ -82,7 +82,7 @@ class JobSummary:
         return data
 
 
-def source_label(source: str | None, source_key: str | None) -> str:
+def source_label(source: str | None) -> str:
     """Where a job came from, in one word: folder, console, CLI, Discord, bucket."""
     text = (source or "").lower()
     if text.startswith("discord"):
@@ -124,7 +124,7 @@ def summarize(store: ObjectStore, settings: Settings, job_id: str) -> JobSummary
     return JobSummary(
         job_id=job_id,
         name=status.name or (job.name if job else job_id),
-        source=source_label(_spec_source(store, settings, job_id), job.source_key if job else None),
+        source=source_label(_spec_source(store, settings, job_id)),
         state=status.state.value,
         stage=status.stage,
         reason=status.reason,

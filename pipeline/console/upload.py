@@ -13,7 +13,6 @@ from __future__ import annotations
 import shutil
 import tempfile
 import uuid
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -195,6 +194,3 @@ def submit_new_job(store: ObjectStore, settings: Settings, job: NewJob) -> Submi
         labels=job.labels,
     )
     return submit(store, settings, submission)
-
-
-Handler = Callable[[Request], Awaitable[Any]]

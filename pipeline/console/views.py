@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import PurePosixPath
 from typing import Any
 
@@ -101,7 +101,7 @@ def job_view(
         destinations=[_destination(d) for d in spec.destinations] if spec else [],
         source=spec.source if spec else None,
         outputs=outputs,
-        quality=_quality(store, settings, job_id, outputs, status),
+        quality=_quality(store, settings, job_id, outputs),
     )
 
 
@@ -211,12 +211,9 @@ def output_names(store: ObjectStore, settings: Settings, job_id: str) -> set[str
 
 
 def _quality(
-    store: ObjectStore, settings: Settings, job_id: str, outputs: list[OutputFile], status: JobStatus
+    store: ObjectStore, settings: Settings, job_id: str, outputs: list[OutputFile]
 ) -> dict[str, Any] | None:
-    """The quality report: a ``*quality*.json`` beside the video, or a ``quality`` field of the status."""
-    found = getattr(status, "quality", None)
-    if isinstance(found, dict) and found:
-        return found
+    """The quality report: a ``*quality*.json`` beside the video."""
     for output in outputs:
         if output.kind == "report":
             try:
@@ -301,7 +298,3 @@ def model_rows(settings: Settings) -> list[ModelRow]:
         state, _, size = find_model(settings, model)
         rows.append(ModelRow(model.name, model.used_by, state, size, model.optional, model.without))
     return rows
-
-
-def now() -> datetime:
-    return datetime.now(UTC)

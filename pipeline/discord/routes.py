@@ -17,7 +17,7 @@ import tempfile
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import Annotated, Any, Literal
 
 import structlog
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
@@ -52,14 +52,10 @@ from pipeline.discord.interactions import (
 from pipeline.discord.mentions import display_name, named_mentions
 from pipeline.discord.signature import SignatureError, verify
 from pipeline.errors import ConfigError, InvalidInput, MouthpieceError, RetryableError
+from pipeline.httputil import bearer_ok, error_response, first_error, json_object, read_body
 from pipeline.logs import REDACTOR
 from pipeline.storage.base import ObjectStore
 from pipeline.submit import Submission, Submitted, submit
-
-if TYPE_CHECKING:
-    pass
-
-from pipeline.httputil import bearer_ok, error_response, first_error, json_object, read_body
 
 log = structlog.get_logger("mouthpiece.discord.routes")
 

@@ -35,7 +35,7 @@ from pipeline.contracts import (
     BucketEvent,
 )
 from pipeline.discord.api import DiscordApi
-from pipeline.discord.fetch import AllowList, Fetcher, Kind
+from pipeline.discord.fetch import AllowList, Fetcher
 from pipeline.discord.interactions import (
     CDN,
 )
@@ -53,10 +53,6 @@ if TYPE_CHECKING:
 log = structlog.get_logger("mouthpiece.ingress")
 
 MAX_BODY = 1024 * 1024
-SEEN_SECONDS = 15 * 60
-VOICE = frozenset({Kind.audio, Kind.video})
-FACE = frozenset({Kind.image, Kind.video})
-ANY_MEDIA = frozenset(Kind)
 
 
 # --- the app -----------------------------------------------------------------------------------------------

@@ -70,19 +70,15 @@ class Worker:
         self.bus = bus
         self.stage = stage
         self.pools = pools
-        self.impl = implementation or get_stage(stage)
         self.models = models or ModelCache()
         self.owner = current_owner()
         self.keeper = RecordKeeper(settings, store, claims, stage, self.owner)
-        self.handler = Handler(settings, store, bus, stage, self.impl, self.models, self.keeper)
+        impl = implementation or get_stage(stage)
+        self.handler = Handler(settings, store, bus, stage, impl, self.models, self.keeper)
         self.handled = 0
         self.pull_seconds = 1.0
         """How long one fetch waits for a message (also the longest a stop waits for an idle slot)."""
         self._last_message = time.monotonic()
-
-    @property
-    def first(self) -> bool:
-        return self.stage == self.settings.chain[0]
 
     async def serve(
         self, stop: asyncio.Event, *, max_messages: int | None = None, idle_exit: float | None = None
@@ -201,14 +197,12 @@ class Worker:
 
     @property
     def impl(self) -> Stage:
-        """The stage this worker runs (tests may swap it before serving)."""
-        return self.handler.impl if hasattr(self, "handler") else self._impl
+        """The stage this worker runs (tests may swap it before serving): the handler's."""
+        return self.handler.impl
 
     @impl.setter
     def impl(self, stage: Stage) -> None:
-        self._impl = stage
-        if hasattr(self, "handler"):
-            self.handler.impl = stage
+        self.handler.impl = stage
 
     async def handle(self, delivery: Delivery) -> str:
         """Process one message end to end (see ``Handler.handle``)."""

@@ -34,7 +34,7 @@ def test_summaries_and_the_fast_scan_agree_with_the_store(tmp_path: Path, assets
 
 def test_source_labels() -> None:
     """Where a job came from, in one word."""
-    assert [source_label(s, None) for s in ("folder", "console", "cli", "discord:123", None)] == [
+    assert [source_label(s) for s in ("folder", "console", "cli", "discord:123", None)] == [
         "folder", "console", "CLI", "Discord", "bucket",
     ]  # fmt: skip
 
