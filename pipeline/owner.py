@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import socket
+import tempfile
 import uuid
 from functools import cache
 from pathlib import Path
@@ -77,6 +78,19 @@ def scratch_name(prefix: str) -> str:
     """A folder-name prefix that identifies this process (see ``dead_scratch``)."""
     me = current_owner()
     return f"{prefix}-{me.pid}-{me.started}-"
+
+
+def scratch_root(data_dir: Path) -> Path:
+    """The data directory's scratch folder (``tmp/``), created: every process's temporary folders go in it."""
+    root = data_dir / "tmp"
+    root.mkdir(parents=True, exist_ok=True)
+    return root
+
+
+def scratch_folder(data_dir: Path, prefix: str) -> Path:
+    """A new folder of this process in the scratch folder, named by ``scratch_name`` so that a later
+    start removes it if this process dies before it does."""
+    return Path(tempfile.mkdtemp(prefix=scratch_name(prefix), dir=scratch_root(data_dir)))
 
 
 def dead_scratch(name: str) -> bool:

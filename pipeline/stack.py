@@ -16,7 +16,6 @@ import os
 import shutil
 import signal
 import socket
-import tempfile
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -31,7 +30,7 @@ from pipeline.errors import ConfigError, MouthpieceError
 from pipeline.keys import pools_of
 from pipeline.metrics import Metrics, observed
 from pipeline.natsserver import EmbeddedNats
-from pipeline.owner import scratch_name
+from pipeline.owner import scratch_folder
 from pipeline.reconcile import sweep
 from pipeline.registry import check_chain
 from pipeline.runner import Worker
@@ -182,9 +181,7 @@ class Stack:
 
 def _private_store(settings: Settings) -> Path:
     """The store of a private nats-server, named so a later start removes it if this process dies."""
-    scratch = settings.data_dir / "tmp"
-    scratch.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix=scratch_name("nats"), dir=scratch))
+    return scratch_folder(settings.data_dir, "nats")
 
 
 def stop_on_signals(stop: asyncio.Event, force: Callable[[], None] | None = None) -> None:

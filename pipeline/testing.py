@@ -9,7 +9,6 @@ registered stage on it and removes the scratch folder afterwards.
 from __future__ import annotations
 
 import shutil
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -19,6 +18,7 @@ import structlog
 
 from pipeline.config import Settings
 from pipeline.contracts import JobSpec, Manifest
+from pipeline.owner import scratch_folder
 from pipeline.registry import get_stage
 from pipeline.stage import ModelCache, Stage, StageContext
 from pipeline.storage import ObjectStore, open_store
@@ -49,8 +49,6 @@ class StageEnvironment:
     ) -> StageContext:
         """The context a worker would give ``stage`` for ``job_id``/``task`` (its own scratch folder
         under the data dir unless ``workdir`` is given)."""
-        scratch = self.settings.data_dir / "tmp"
-        scratch.mkdir(parents=True, exist_ok=True)
         return StageContext(
             settings=self.settings,
             store=self.store,
@@ -58,7 +56,7 @@ class StageEnvironment:
             task=task,
             stage=stage,
             log=structlog.get_logger(f"mouthpiece.{stage}").bind(job_id=job_id, task=task, stage=stage),
-            workdir=workdir or Path(tempfile.mkdtemp(prefix=f"mp-{stage}-", dir=scratch)),
+            workdir=workdir or scratch_folder(self.settings.data_dir, f"mp-{stage}"),
             spec=spec,
             models=self.models,
             on_progress=lambda fraction, note: self.progress.append((fraction, note)),

@@ -11,7 +11,6 @@ gave it.
 from __future__ import annotations
 
 import shutil
-import tempfile
 import uuid
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -26,6 +25,7 @@ from pipeline.contracts import JobOptions
 from pipeline.discord.fetch import AUDIO_HINT, IMAGE_HINT, Kind, sniff
 from pipeline.errors import InvalidInput
 from pipeline.media import looks_like
+from pipeline.owner import scratch_folder
 from pipeline.specfile import describe_validation_error
 from pipeline.storage.base import ObjectStore
 from pipeline.submit import MAX_AVATARS, Submission, Submitted, job_name, slug, submit, too_large
@@ -126,9 +126,7 @@ async def read_new_job(form: FormData, settings: Settings) -> NewJob:
             f"{len(faces)} photos were given; a job takes at most {MAX_AVATARS}", code="too_many_avatars"
         )
     options = read_options(form)
-    scratch = settings.data_dir / "tmp"
-    scratch.mkdir(parents=True, exist_ok=True)
-    folder = Path(tempfile.mkdtemp(prefix="mp-console-", dir=scratch))
+    folder = scratch_folder(settings.data_dir, "mp-console")
     job = NewJob(folder, None, [], speech, options, "", {})
     try:
         if voices:

@@ -54,6 +54,7 @@ from pipeline.discord.signature import SignatureError, verify
 from pipeline.errors import ConfigError, InvalidInput, MouthpieceError, RetryableError
 from pipeline.httputil import bearer_ok, error_response, first_error, json_object, read_body
 from pipeline.logs import REDACTOR
+from pipeline.owner import scratch_name, scratch_root
 from pipeline.storage.base import ObjectStore
 from pipeline.submit import Submission, Submitted, submit
 
@@ -210,7 +211,9 @@ class DiscordRoutes:
     async def _run(self, it: Interaction, job: Callable[[Interaction, Path], Awaitable[Submitted]]) -> None:
         """Run an interaction's background work; any failure edits the reply with the reason."""
         try:
-            with tempfile.TemporaryDirectory(prefix="mp-discord-", dir=scratch(self.settings)) as tmp:
+            with tempfile.TemporaryDirectory(
+                prefix=scratch_name("mp-discord"), dir=scratch_root(self.settings.data_dir)
+            ) as tmp:
                 submitted = await job(it, Path(tmp))
             log.info("interaction_submitted", interaction_id=it.id, job_id=submitted.job_id)
         except MouthpieceError as exc:
@@ -318,7 +321,9 @@ class RelayRoutes:
         except (ValidationError, ValueError) as exc:
             return error_response(400, f"not a relay event: {first_error(exc)}")
         try:
-            with tempfile.TemporaryDirectory(prefix="mp-relay-", dir=scratch(self.settings)) as tmp:
+            with tempfile.TemporaryDirectory(
+                prefix=scratch_name("mp-relay"), dir=scratch_root(self.settings.data_dir)
+            ) as tmp:
                 if isinstance(event, UploadEvent):
                     submitted = await self._upload_job(event, Path(tmp))
                 else:
@@ -387,13 +392,6 @@ class RelayRoutes:
         REDACTOR.add(url.get_secret_value())
         allowed_webhook(self.settings, url, "webhook_url")
         return url
-
-
-def scratch(settings: Settings) -> Path:
-    """Where downloads wait to be submitted (the data directory's scratch folder)."""
-    path = settings.data_dir / "tmp"
-    path.mkdir(parents=True, exist_ok=True)
-    return path
 
 
 async def fetch(

@@ -48,6 +48,7 @@ from pipeline.ingress.drop import Drop, DropReader, identity
 from pipeline.ingress.safe import copy_regular, sizes
 from pipeline.ingress.settle import Settling
 from pipeline.ingress.shelves import Shelves
+from pipeline.owner import scratch_name, scratch_root
 from pipeline.storage.base import ObjectStore
 from pipeline.submit import Submission, Submitted, submit
 
@@ -164,9 +165,8 @@ class FolderIngress:
         destinations = list(spec.destinations) if spec else []
         if not any(isinstance(d, FolderDestination) for d in destinations):
             destinations.append(FolderDestination())
-        scratch = self.settings.data_dir / "tmp"
-        scratch.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(prefix="mp-inbox-", dir=scratch) as tmp:
+        root = scratch_root(self.settings.data_dir)
+        with tempfile.TemporaryDirectory(prefix=scratch_name("mp-inbox"), dir=root) as tmp:
             staged = self._stage(drop, Path(tmp))
             asked = Submission(
                 audio=staged.get(drop.audio) if drop.audio else None,

@@ -11,12 +11,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import shutil
-import tempfile
 import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import structlog
 from pydantic import ValidationError
@@ -36,7 +34,7 @@ from pipeline.keys import (
     pool_for,
     progress_subject,
 )
-from pipeline.owner import scratch_name
+from pipeline.owner import scratch_folder
 from pipeline.registry import get_stage
 from pipeline.runner.decide import Decision, conclude, gave_up_reason, outcome_of
 from pipeline.runner.records import RecordKeeper, Ticket
@@ -177,9 +175,7 @@ class Handler:
 
     async def _context(self, work: Work, ticket: Ticket) -> StageContext:
         bound = log.bind(job_id=work.job_id, task=work.task, stage=self.stage)
-        scratch = self.settings.data_dir / "tmp"
-        scratch.mkdir(parents=True, exist_ok=True)
-        workdir = Path(tempfile.mkdtemp(prefix=scratch_name(f"mp-{self.stage}"), dir=scratch))
+        workdir = scratch_folder(self.settings.data_dir, f"mp-{self.stage}")
         return StageContext(
             settings=self.settings,
             store=self.store,

@@ -39,7 +39,7 @@ from pipeline.keys import (
     event_subject,
     subject_for,
 )
-from pipeline.owner import current_owner, dead_scratch
+from pipeline.owner import current_owner, dead_scratch, scratch_root
 from pipeline.registry import get_stage
 from pipeline.runner.handler import Handler
 from pipeline.runner.records import RecordKeeper
@@ -173,10 +173,7 @@ class Worker:
 
     def _remove_dead_scratch(self) -> None:
         """Scratch folders left by processes that died (SIGKILL leaves them) are removed at start."""
-        scratch = self.settings.data_dir / "tmp"
-        if not scratch.is_dir():
-            return
-        for path in scratch.iterdir():
+        for path in scratch_root(self.settings.data_dir).iterdir():
             if path.is_dir() and path.name.startswith(("mp-", "nats-")) and dead_scratch(path.name):
                 shutil.rmtree(path, ignore_errors=True)
                 log.info("scratch_removed", path=path.name)
