@@ -84,7 +84,7 @@ def run(ctx: StageContext, manifest: Manifest) -> list[Manifest]:
     if mode is SubtitleMode.burn and job.burn_subtitles is None:
         mode = SubtitleMode.soft  # burning in failed; the encode carries them as a track instead
     final = ctx.save(job.dst, "final.mp4", "video/mp4")
-    quality = ctx.save_model(assess_quality(ctx, manifest, job.dst, spec), "quality.json")  # issue 12
+    quality = ctx.save_model(assess_quality(ctx, manifest, job.dst, spec, timing), "quality.json")
     loudness = _reported_loudness(ctx, measured, output)
     ctx.log.info("enhanced", subtitles=mode.value, cues=len(cues), loudness=loudness)
     info: dict[str, object] = {"subtitles": mode.value, "cues": len(cues), "loudness": loudness}

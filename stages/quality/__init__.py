@@ -10,7 +10,7 @@ left out; on the frames showing the avatar's first ``OUTSIDE_FRAMES``), and the 
 video and audio stream lengths. Without dlib the mouth is measured by the darkness of the mouth region of the source's
 face box instead (``method`` says which).
 
-``assess(ctx, manifest, video, spec)`` is the enhance stage's one call: it gathers the avatar, its face
+``assess(ctx, manifest, video, spec, timing)`` is the enhance stage's one call: it gathers the avatar, its face
 track and the job's threshold, measures, logs, and when the job asked for it (``fail_on_low_quality``)
 fails the job for a score under ``min_quality``.
 """
@@ -57,11 +57,13 @@ def measure(
     landmarker: Landmarker | None = None,
     threshold: float = 0.5,
     speech: Sequence[Span] | None = None,
+    n_frames: int | None = None,
 ) -> QualityReport:
     """The quality report of ``video`` (an MP4 with sound); see the module docstring. ``speech``: where
-    the voice is (the job's ``SpeechTiming``); None: found in the video's own audio by loudness."""
+    the voice is (the job's ``SpeechTiming``); None: found in the video's own audio by loudness.
+    ``n_frames``: the video's frame count when the caller has counted them already."""
     info = probe(video)
-    n, fps = count_frames(video), info.fps or 25.0
+    n, fps = (count_frames(video) if n_frames is None else n_frames), info.fps or 25.0
     scale = min(1.0, ANALYSIS_SIDE / max(info.width, info.height, 1))
     size = (max(2, round(info.width * scale / 2) * 2), max(2, round(info.height * scale / 2) * 2))
     series = _Series(n, (size[0] / info.width, size[1] / info.height))
@@ -200,20 +202,25 @@ def _rounded(value: float | None, digits: int) -> float | None:
 # --- the enhance stage's call -------------------------------------------------------------------------
 
 
-def assess(ctx: StageContext, manifest: Manifest, video: Path, spec: JobSpec) -> QualityReport:
+def assess(
+    ctx: StageContext, manifest: Manifest, video: Path, spec: JobSpec, timing: SpeechTiming | None = None
+) -> QualityReport:
     """The report of the finished ``video`` of ``manifest``'s task; ``InvalidInput`` when it scores under
-    the job's ``min_quality`` and the job asked to fail then."""
+    the job's ``min_quality`` and the job asked to fail then. ``timing``: the task's ``speech`` artifact
+    when the caller has read it already (else it is read here)."""
     options = spec.options
-    source = _avatar_frames(ctx, manifest, video)
-    speech = (
-        ctx.load(manifest.artifacts["speech"], SpeechTiming).speech
-        if "speech" in manifest.artifacts
-        else None
-    )
+    n = count_frames(video)
+    source = _avatar_frames(ctx, manifest, n)
+    speech = _speech_spans(ctx, manifest, timing)
     landmarker, lock = _landmarker(ctx.settings, ctx.models)
     with lock:
         report = measure(
-            video, source=source, landmarker=landmarker, threshold=options.min_quality, speech=speech
+            video,
+            source=source,
+            landmarker=landmarker,
+            threshold=options.min_quality,
+            speech=speech,
+            n_frames=n,
         )
     ctx.log.info(
         "quality_measured",
@@ -247,7 +254,15 @@ def _landmarker(settings: Settings, models: ModelCache) -> tuple[Landmarker | No
     return detector, models.get("detector-lock:dlib", threading.Lock)
 
 
-def _avatar_frames(ctx: StageContext, manifest: Manifest, video: Path) -> Iterator[Source] | None:
+def _speech_spans(ctx: StageContext, manifest: Manifest, timing: SpeechTiming | None) -> list[Span] | None:
+    """Where the voice is, from the task's ``speech`` artifact; None for a manifest without one (the
+    report then finds the voice by loudness)."""
+    if "speech" not in manifest.artifacts:
+        return None
+    return (timing or ctx.load(manifest.artifacts["speech"], SpeechTiming)).speech
+
+
+def _avatar_frames(ctx: StageContext, manifest: Manifest, n_out: int) -> Iterator[Source] | None:
     """The avatar frames in the order the video shows them, grey and small, with their faces; only the
     first ``OUTSIDE_FRAMES`` avatar frames are decoded (a sample: decoding is most of the cost)."""
     if "avatar" not in manifest.artifacts:
@@ -257,7 +272,6 @@ def _avatar_frames(ctx: StageContext, manifest: Manifest, video: Path) -> Iterat
     track = ctx.load(manifest.artifacts["faces"], FaceTrack) if "faces" in manifest.artifacts else None
     avatar = ctx.fetch(manifest.artifacts["avatar"], "quality-avatar.mp4")
     media = manifest.media
-    n_out = count_frames(video)
     order = source_indices(n_out, media.frames, media.width, media.height)
     scale = OUTSIDE_SIDE / max(media.width, media.height, 1)
     size = (max(2, round(media.width * scale / 2) * 2), max(2, round(media.height * scale / 2) * 2))
