@@ -52,12 +52,12 @@ def probe(path: Path) -> Probe:
     try:
         with av.open(str(path)) as container:
             info = _probe_container(container)
+            if info.has_video and 0 < info.width * info.height <= ROTATION_PROBE_PIXELS:
+                info = _with_rotation(container, info)  # in the same opening: one read of the header
     except (av.FFmpegError, UnicodeDecodeError, ValueError, IndexError, AttributeError, TypeError) as exc:
         raise FFmpegError(f"cannot read {path.name}: {exc}", str(exc)) from exc
     if info.still:
         info = _with_image_header(path, info)
-    if info.has_video and 0 < info.width * info.height <= ROTATION_PROBE_PIXELS:
-        info = _with_rotation(path, info)
     return info
 
 
@@ -112,14 +112,13 @@ def _with_image_header(path: Path, info: Probe) -> Probe:
     return replace(info, width=width, height=height)
 
 
-def _with_rotation(path: Path, info: Probe) -> Probe:
-    """``info`` with the rotation of its first frame (FFmpeg exports EXIF orientation and a video's
-    display matrix as the frame's display matrix) and the displayed size."""
+def _with_rotation(container: Any, info: Probe) -> Probe:
+    """``info`` with the rotation of the open ``container``'s first frame (FFmpeg exports EXIF
+    orientation and a video's display matrix as the frame's display matrix) and the displayed size."""
     try:
-        with av.open(str(path)) as container:
-            stream = next(s for s in container.streams.video if s.codec_context is not None)
-            frame = next(container.decode(stream), None)
-            rotation = round(frame.rotation) % 360 if frame is not None else 0
+        stream = next(s for s in container.streams.video if s.codec_context is not None)
+        frame = next(container.decode(stream), None)
+        rotation = round(frame.rotation) % 360 if frame is not None else 0
     except (av.FFmpegError, StopIteration, ValueError, AttributeError, TypeError):
         return info  # undecodable: the conversion reports it
     if rotation not in (90, 180, 270):
