@@ -223,12 +223,7 @@ def _avatar(ctx: StageContext, key: str, audio_seconds: float) -> tuple[Artifact
 
 
 def _check_avatar(settings: Settings, info: Probe, name: str) -> None:
-    if not info.has_video:
-        raise InvalidInput(f"{name} is not an image or a video: {AVATAR_HINT}", code="avatar_not_visual")
-    if info.width <= 0 or info.height <= 0:
-        raise InvalidInput(
-            f"{name} could not be decoded as an image or video: {AVATAR_HINT}", code="avatar_unreadable"
-        )
+    """The limits of a picture that has a size (``_avatar`` refused the others): side and length."""
     if max(info.width, info.height) > settings.max_input_side:
         raise InvalidInput(
             f"{name} is {info.width}×{info.height} pixels; the limit is {settings.max_input_side} pixels a "
