@@ -28,9 +28,9 @@ from pydantic import ValidationError
 from pipeline.config import Settings
 from pipeline.contracts import JobStatus, Manifest
 from pipeline.errors import ConfigError, ObjectNotFound
-from pipeline.keys import output_key, parse_manifest_key
-from pipeline.reconcile import durable_status, group_jobs
-from pipeline.status import job_status, read_job, write_status
+from pipeline.keys import parse_manifest_key, status_key
+from pipeline.reconcile import group_jobs
+from pipeline.status import job_status, read_job, store_status, stored_status
 from pipeline.storage.base import ObjectInfo, ObjectStore
 
 log = structlog.get_logger("mouthpiece.gc")
@@ -78,7 +78,7 @@ class Collector:
         work = list(self.store.list(self.settings.bucket_work, "jobs/"))
         referenced: set[str] = set()
         for job_id, job in group_jobs(work).items():
-            status = durable_status(self.store, self.settings, job_id) or self._record_status(job_id)
+            status = stored_status(self.store, self.settings, job_id) or self._record_status(job_id)
             if status is None or not status.finished:
                 self.report.kept_unfinished += 1
                 referenced |= self._references(job.manifests.values())
@@ -95,7 +95,7 @@ class Collector:
         """Fold the records, and write the durable record before anything of the job is deleted."""
         status = job_status(self.store, self.settings, job_id)
         if status is not None and status.finished and not self.dry_run:
-            write_status(self.store, self.settings, job_id)
+            store_status(self.store, self.settings, status)
         return status
 
     def _collect(self, job_id: str, objects: list[ObjectInfo], outputs: bool, inputs: bool) -> None:
@@ -106,7 +106,7 @@ class Collector:
             self._delete(info.bucket, info.key)
         if outputs:
             for info in self.store.list(self.settings.bucket_outputs, f"{job_id}/"):
-                if info.key != output_key(job_id, "status.json"):
+                if info.key != status_key(job_id):
                     self._delete(info.bucket, info.key)
 
     def _cache(self, older_than: float, now: datetime, referenced: set[str]) -> None:

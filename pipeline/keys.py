@@ -144,6 +144,11 @@ def output_key(job_id: str, filename: str) -> str:
     return f"{check_job_id(job_id)}/{filename}"
 
 
+def status_key(job_id: str) -> str:
+    """The job's durable record in the outputs bucket (outlives ``work/``)."""
+    return output_key(job_id, "status.json")
+
+
 def parse_manifest_key(key: str) -> tuple[str, str, str] | None:
     """(job_id, task, stage) of a manifest key, or None if ``key`` is not one."""
     m = re.match(r"^jobs/(j[0-9a-f]{19})/([a-z0-9]+)/([a-z]+)(?:\.[a-z]+)?\.manifest\.json$", key)

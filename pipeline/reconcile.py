@@ -31,10 +31,11 @@ import structlog
 from pydantic import ValidationError
 
 from pipeline.config import Settings
-from pipeline.contracts import JobStatus, StageRecord, State, job_id_for
+from pipeline.contracts import StageRecord, State, job_id_for
 from pipeline.errors import MouthpieceError, ObjectNotFound
 from pipeline.events import build_event
-from pipeline.keys import event_subject, job_prefix, output_key, parse_manifest_key, route
+from pipeline.keys import event_subject, job_prefix, parse_manifest_key, route, status_key
+from pipeline.status import finished_before, read_records, write_record, write_status
 from pipeline.storage.base import ObjectInfo, ObjectStore
 from pipeline.storage.emitting import EmittingStore
 
@@ -65,17 +66,7 @@ def _has_job(store: ObjectStore, settings: Settings, info: ObjectInfo) -> bool:
     job_id = job_id_for(info.bucket, info.key, info.etag)
     if next(iter(store.list(settings.bucket_work, job_prefix(job_id))), None) is not None:
         return True
-    return store.stat(settings.bucket_outputs, output_key(job_id, "status.json")) is not None
-
-
-def durable_status(store: ObjectStore, settings: Settings, job_id: str) -> JobStatus | None:
-    """The job's record in the outputs bucket (written when it finished), or None."""
-    try:
-        return JobStatus.model_validate_json(
-            store.get(settings.bucket_outputs, output_key(job_id, "status.json"))
-        )
-    except (ObjectNotFound, ValidationError):
-        return None
+    return store.stat(settings.bucket_outputs, status_key(job_id)) is not None
 
 
 # --- jobs stuck mid-pipeline -------------------------------------------------------------------------------
@@ -137,8 +128,7 @@ class Reconciler:
         )
         if job.job_id in self.finished or not quiet:
             return []
-        status = durable_status(self.store.inner, self.settings, job.job_id)
-        if status is not None and status.finished:
+        if finished_before(self.store.inner, self.settings, job.job_id) is not None:
             self.finished.add(job.job_id)
             return []
         return self._stuck_manifests(job, now) + self._stalled_records(job, now)
@@ -203,9 +193,7 @@ def retry_job(store: EmittingStore, settings: Settings, job_id: str) -> list[str
     For an operator who fixed the cause (uploaded the missing file, installed the model). Returns the
     triggers re-announced.
     """
-    from pipeline.status import read_records, write_record, write_status
-
-    announced = []
+    again: list[tuple[str, ObjectInfo, str]] = []  # (subject, trigger's object, trigger)
     for record in read_records(store.inner, settings, job_id):
         if record.state != State.failed or not record.trigger:
             continue
@@ -220,8 +208,9 @@ def retry_job(store: EmittingStore, settings: Settings, job_id: str) -> list[str
         record.state, record.reason, record.error, record.code = State.queued, "retry requested", None, None
         record.runs = []  # a fresh budget of runs: the operator fixed the cause
         write_record(store.inner, settings, record)
-        announced.append(record.trigger)
-        # the finished-job check reads outputs/<job>/status.json: say the job runs again before it does
+        again.append((subject, info, record.trigger))
+    if again:  # the finished-job check reads outputs/<job>/status.json: say the job runs again first
         write_status(store.inner, settings, job_id)
+    for subject, info, _ in again:
         store.publish(subject, build_event(info), f"retry-{uuid.uuid4().hex}")
-    return announced
+    return [trigger for _, _, trigger in again]

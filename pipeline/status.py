@@ -29,9 +29,9 @@ from pipeline.keys import (
     cancel_key,
     job_prefix,
     job_record_key,
-    output_key,
     record_key,
     spec_key,
+    status_key,
 )
 from pipeline.messages import for_people
 from pipeline.storage.base import ObjectStore
@@ -106,11 +106,22 @@ def write_status(store: ObjectStore, settings: Settings, job_id: str) -> JobStat
     finished-job check read)."""
     status = job_status(store, settings, job_id)
     if status is not None:
-        data = status.model_dump_json(indent=1).encode()
-        store.put(
-            settings.bucket_outputs, output_key(job_id, "status.json"), data, content_type="application/json"
-        )
+        store_status(store, settings, status)
     return status
+
+
+def store_status(store: ObjectStore, settings: Settings, status: JobStatus) -> None:
+    """Store a folded status as the job's durable record (``keys.status_key``)."""
+    data = status.model_dump_json(indent=1).encode()
+    store.put(settings.bucket_outputs, status_key(status.job_id), data, content_type="application/json")
+
+
+def stored_status(store: ObjectStore, settings: Settings, job_id: str) -> JobStatus | None:
+    """The job's durable record in the outputs bucket (written as it changes), or None."""
+    try:
+        return JobStatus.model_validate_json(store.get(settings.bucket_outputs, status_key(job_id)))
+    except (ObjectNotFound, ValidationError):
+        return None
 
 
 def finished_before(store: ObjectStore, settings: Settings, job_id: str) -> JobStatus | None:
@@ -118,13 +129,8 @@ def finished_before(store: ObjectStore, settings: Settings, job_id: str) -> JobS
 
     ``outputs/<job>/status.json`` outlives ``work/`` (whose records a retention policy may delete): the
     first stage consults it so an old upload announced again never re-renders or re-posts."""
-    try:
-        status = JobStatus.model_validate_json(
-            store.get(settings.bucket_outputs, output_key(job_id, "status.json"))
-        )
-    except (ObjectNotFound, ValidationError):
-        return None
-    return status if status.state in FINAL_STATES else None
+    status = stored_status(store, settings, job_id)
+    return status if status is not None and status.finished else None
 
 
 def list_jobs(store: ObjectStore, settings: Settings) -> list[str]:
