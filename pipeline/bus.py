@@ -283,6 +283,16 @@ def _without_password(url: str) -> str:
     return f"{scheme}://***@{rest.rsplit('@', 1)[1]}" if "@" in rest else url
 
 
+async def key_value(js: JetStreamContext, name: str, replicas: int, *, ttl: float | None = None) -> KeyValue:
+    """The key-value bucket ``name``, created on first use (one revision kept, on disk, ``replicas``
+    copies: as replicated as the stream it serves; an existing bucket's settings are left as they are)."""
+    try:
+        return await js.key_value(name)
+    except BucketNotFoundError:
+        config = KeyValueConfig(bucket=name, history=1, replicas=replicas, storage=StorageType.FILE, ttl=ttl)
+        return await js.create_key_value(config=config)
+
+
 class NatsClaims:
     """``ClaimStore`` on a JetStream key-value bucket (``<stream>_claims``, one revision kept, the
     stream's replicas). Compare-and-set is the server's: ``create`` and ``update`` with a last revision."""
@@ -293,19 +303,7 @@ class NatsClaims:
     @classmethod
     async def open(cls, js: JetStreamContext, settings: BusSettings) -> NatsClaims:
         name = f"{settings.stream}_claims"
-        try:
-            kv = await js.key_value(name)
-        except BucketNotFoundError:
-            kv = await js.create_key_value(
-                KeyValueConfig(
-                    bucket=name,
-                    history=1,
-                    replicas=settings.stream_replicas,
-                    storage=StorageType.FILE,
-                    ttl=settings.claim_ttl or None,
-                )
-            )
-        return cls(kv)
+        return cls(await key_value(js, name, settings.stream_replicas, ttl=settings.claim_ttl or None))
 
     async def get(self, key: str) -> tuple[bytes, int] | None:
         try:

@@ -74,14 +74,17 @@ def admit(
     return Admission("run", runs)
 
 
-def close_abandoned(runs: Sequence[Run], claim: Claim | None, now: datetime) -> list[Run]:
-    """The runs, with a run still marked running closed as ``crashed``: its worker is gone."""
+def close_abandoned(
+    runs: Sequence[Run], claim: Claim | None, now: datetime, why: str = "stopped answering"
+) -> list[Run]:
+    """The runs, with a run still marked running closed as ``crashed``: its worker is gone (``why``:
+    it went silent, or it is known to have died)."""
     closed = []
     for run in runs:
         if run.outcome == "running":
             who = claim.owner.worker if claim and claim.owner else run.worker
             run = run.model_copy(
-                update={"outcome": "crashed", "ended_at": now, "reason": f"worker {who} stopped answering"}
+                update={"outcome": "crashed", "ended_at": now, "reason": f"worker {who} {why}"}
             )
         closed.append(run)
     return closed

@@ -22,7 +22,7 @@ from pipeline.bus import ClaimStore
 from pipeline.config import Settings
 from pipeline.contracts import Claim, Owner, Run, StageRecord, State
 from pipeline.owner import known_dead
-from pipeline.runner.decide import Admission, Decision, admit
+from pipeline.runner.decide import Admission, Decision, admit, close_abandoned
 from pipeline.status import read_record, write_record
 from pipeline.storage.base import ObjectStore
 
@@ -235,14 +235,7 @@ class RecordKeeper:
             claim = Claim.model_validate_json(found[0])
             if claim.state != "running" or claim.owner is None or not known_dead(claim.owner):
                 continue
-            now = datetime.now(UTC)
-            dead = claim.owner.worker
-            claim.runs = [
-                r.model_copy(update={"outcome": "crashed", "ended_at": now, "reason": f"worker {dead} died"})
-                if r.outcome == "running"
-                else r
-                for r in claim.runs
-            ]
+            claim.runs = close_abandoned(claim.runs, claim, datetime.now(UTC), why="died")
             claim.state, claim.owner, claim.message = "released", None, None
             if await self.claims.update(key, claim.model_dump_json().encode(), found[1]) is not None:
                 released.append(claim)

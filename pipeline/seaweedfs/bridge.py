@@ -25,10 +25,9 @@ from typing import Any
 
 import grpc
 import structlog
-from nats.js.api import KeyValueConfig, StorageType
-from nats.js.errors import BucketNotFoundError, KeyNotFoundError
+from nats.js.errors import KeyNotFoundError
 
-from pipeline.bus import NatsBus
+from pipeline.bus import NatsBus, key_value
 from pipeline.config import Settings
 from pipeline.errors import RetryableError
 from pipeline.events import build_event, message_id
@@ -56,13 +55,7 @@ class OffsetStore:
 
     @classmethod
     async def open(cls, bus: NatsBus, settings: Settings, source: str) -> OffsetStore:
-        bucket = settings.bridge_offsets_bucket
-        try:
-            kv = await bus.js.key_value(bucket)
-        except BucketNotFoundError:
-            replicas = settings.stream_replicas  # as replicated as the stream it feeds
-            config = KeyValueConfig(bucket=bucket, history=1, storage=StorageType.FILE, replicas=replicas)
-            kv = await bus.js.create_key_value(config=config)
+        kv = await key_value(bus.js, settings.bridge_offsets_bucket, settings.stream_replicas)
         return cls(kv, offset_key(source))
 
     async def load(self) -> int | None:
