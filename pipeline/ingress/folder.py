@@ -53,6 +53,11 @@ from pipeline.storage.base import ObjectStore
 from pipeline.submit import Submission, Submitted, submit
 
 log = structlog.get_logger("mouthpiece.folder")
+TICK_SECONDS = 0.25
+"""How often the inbox is looked at for entries that are complete."""
+SWEEP_SECONDS = 1.0
+"""How often the markers of drops in flight are checked: each check folds its job's status (a read of
+the job and its records, many requests on S3), so not on every tick."""
 OUR_SIDE = "because of a problem on our side: drop it again later, or ask the operator (the log says why)"
 
 
@@ -103,10 +108,13 @@ class FolderIngress:
             self._thread.join(5)
 
     def _loop(self) -> None:
-        while not self._stop.wait(0.25):
+        swept = 0.0
+        while not self._stop.wait(TICK_SECONDS):
             try:
                 self.tick()
-                self.markers.sweep()
+                if time.monotonic() - swept >= SWEEP_SECONDS:
+                    swept = time.monotonic()
+                    self.markers.sweep()
             except Exception:  # the watcher must survive anything one drop does
                 log.exception("folder_tick_failed")
 
