@@ -85,8 +85,13 @@ def resolve_relative(base_key: str, ref: str) -> str:
     return check_key(normpath(f"{folder}/{ref}") if folder else ref)
 
 
+def is_job_id(text: str) -> bool:
+    """Whether ``text`` is a job id (j + 19 hex digits), as folder and key names carry it."""
+    return _JOB_ID.match(text) is not None
+
+
 def check_job_id(job_id: str) -> str:
-    if not _JOB_ID.match(job_id):
+    if not is_job_id(job_id):
         raise InvalidKey(f"{job_id!r} is not a job id (j + 19 hex digits)", key=job_id)
     return job_id
 

@@ -17,7 +17,6 @@ import asyncio
 import contextlib
 import json
 import os
-import re
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
@@ -33,12 +32,18 @@ from pipeline.contracts import FINAL_STATES, FailedDrop, JobStatus, Progress, St
 from pipeline.drops import list_failed_drops
 from pipeline.errors import MouthpieceError, ObjectNotFound
 from pipeline.events import parse_event
-from pipeline.keys import cancel_subject, job_record_key, parse_manifest_key, progress_subject, spec_key
+from pipeline.keys import (
+    cancel_subject,
+    is_job_id,
+    job_record_key,
+    parse_manifest_key,
+    progress_subject,
+    spec_key,
+)
 from pipeline.status import finished_before, job_status, list_jobs, read_job, read_records
 from pipeline.storage.base import ObjectStore
 
 log = structlog.get_logger("mouthpiece.console")
-_JOB_ID = re.compile(r"^j[0-9a-f]{19}$")
 ACTIVE_EVERY = 2.0
 """Seconds between re-folds of the jobs still running (their last stage's end sends no event)."""
 DROPS_EVERY = 10.0
@@ -147,7 +152,7 @@ def job_ids(store: ObjectStore, settings: Settings) -> list[str]:
     folder = root / settings.bucket_work / "jobs"
     try:
         with os.scandir(folder) as entries:
-            names = [e.name for e in entries if _JOB_ID.match(e.name)]
+            names = [e.name for e in entries if is_job_id(e.name)]
     except FileNotFoundError:
         return []
     record = job_record_key(names[0]).rsplit("/", 1)[1] if names else ""
@@ -228,7 +233,7 @@ class JobIndex:
 
     def touch(self, job_id: str) -> None:
         """Fold ``job_id`` again soon (a message said something happened to it)."""
-        if _JOB_ID.match(job_id):
+        if is_job_id(job_id):
             self._dirty.add(job_id)
             self._wake.set()
 
