@@ -348,7 +348,7 @@ class DiscordSettings(_Part):
         "always allowed",
     )
 
-    @field_validator("discord_cdn_hosts", "discord_announce_roles", mode="before")
+    @field_validator("discord_cdn_hosts", "discord_announce_roles", "discord_webhook_hosts", mode="before")
     @classmethod
     def _comma_list(cls, value: object) -> object:
         """Lists from the environment: a JSON array or comma-separated words."""
@@ -363,12 +363,6 @@ class DiscordSettings(_Part):
                     ) from None
             return [part.strip() for part in text.split(",") if part.strip()]
         return value
-
-    @field_validator("discord_webhook_hosts", mode="before")
-    @classmethod
-    def _webhook_hosts_list(cls, value: object) -> object:
-        """A JSON array or comma-separated words, like ``discord_cdn_hosts``."""
-        return cls._comma_list(value)
 
 
 class ServiceSettings(_Part):
