@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import structlog
-from pydantic import SecretStr, ValidationError
+from pydantic import SecretStr
 
 from pipeline import ASSETS_DIR
 from pipeline.config import (
@@ -47,11 +47,11 @@ from pipeline.logs import configure_logging
 from pipeline.messages import users_fault
 from pipeline.metrics import Metrics
 from pipeline.registry import check_chain
-from pipeline.specfile import describe_validation_error
+from pipeline.specfile import job_options
 from pipeline.stack import Stack, running_stack, stop_on_signals
 from pipeline.status import job_status, read_records
 from pipeline.storage import ObjectStore, open_store
-from pipeline.submit import MAX_AVATARS, NAME_LIMIT, Submission, check_local_file, submit
+from pipeline.submit import NAME_LIMIT, Submission, check_inputs, submit
 
 log = structlog.get_logger("mouthpiece.cli")
 DEMO_TRANSCRIPT = "And so my fellow Americans, ask not what your country can do for you, ask what you can do for your country."
@@ -309,12 +309,7 @@ def _options(args: argparse.Namespace) -> JobOptions:
         k: getattr(args, k, None)
         for k in ("renderer", "checkpoint", "style", "subtitles", "transcript", "motion", "min_quality")
     }
-    try:
-        return JobOptions(**{k: v for k, v in fields.items() if v is not None})
-    except ValidationError as exc:
-        raise InvalidInput(
-            f"the options cannot be used: {describe_validation_error(exc)}", code="options_invalid"
-        ) from None
+    return job_options({k: v for k, v in fields.items() if v is not None})
 
 
 # --- checking what was typed (before anything starts) -----------------------------------------------
@@ -334,14 +329,9 @@ def _check_lengths(args: argparse.Namespace) -> None:
 
 
 def _check_inputs(settings: Settings, audio: Path, avatars: list[Path], output: Path | None = None) -> None:
-    """Every input is a readable regular file within the size limit, and ``output`` is none of them."""
-    if len(avatars) > MAX_AVATARS:
-        raise InvalidInput(
-            f"{len(avatars)} avatars were given; a job takes at most {MAX_AVATARS}: split them into several jobs",
-            code="too_many_avatars",
-        )
-    for path in [audio, *avatars]:
-        check_local_file(path, settings)
+    """Every input is a readable regular file within the size limit (``submit.check_inputs``: refused
+    before anything starts), and ``output`` is none of them."""
+    check_inputs(settings, audio, avatars)
     if output is not None and any(_same_file(output, path) for path in [audio, *avatars]):
         raise InvalidInput(
             f"-o {output} is one of the input files; it would be overwritten: give another output name",

@@ -479,7 +479,7 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
     except SettingsError as exc:
         raise ConfigError(describe_settings_error(exc)) from None
     except ValidationError as exc:
-        raise ConfigError(describe_validation_error(exc)) from None
+        raise ConfigError(describe_invalid_settings(exc)) from None
     finally:
         _toml_file.reset(token)
     explicit = "data_dir" in settings.model_fields_set
@@ -546,7 +546,7 @@ def describe_settings_error(exc: SettingsError) -> str:
     return f"{where} must be {shape}" if shape else f"{where} cannot be read"
 
 
-def describe_validation_error(exc: ValidationError) -> str:
+def describe_invalid_settings(exc: ValidationError) -> str:
     """Each bad setting: its environment name, what pydantic expected, and (secrets aside) what it got."""
     problems = []
     for error in exc.errors():

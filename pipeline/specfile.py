@@ -14,7 +14,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from pipeline.contracts import JobSpec
+from pipeline.contracts import JobOptions, JobSpec
 from pipeline.errors import InvalidInput
 
 MAX_SPEC_BYTES = 1024 * 1024
@@ -78,6 +78,16 @@ def load_spec_data(raw: bytes, name: str) -> Any:
 def _yaml_where(exc: yaml.MarkedYAMLError) -> str:
     mark = exc.problem_mark or exc.context_mark
     return f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+
+
+def job_options(fields: dict[str, Any]) -> JobOptions:
+    """Job options typed in a form or on the command line; ``InvalidInput`` in plain words otherwise."""
+    try:
+        return JobOptions(**fields)
+    except ValidationError as exc:
+        raise InvalidInput(
+            f"the options cannot be used: {describe_validation_error(exc)}", code="options_invalid"
+        ) from None
 
 
 # --- validation errors in plain words ------------------------------------------------------------------

@@ -14,7 +14,7 @@ import hashlib
 import os
 import re
 import stat
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
@@ -79,6 +79,20 @@ def what_it_is(mode: int) -> str | None:
     if stat.S_ISREG(mode):
         return None
     return next((kind for test, kind in _KINDS if test(mode)), "not a regular file")
+
+
+def check_inputs(
+    settings: Settings, audio: Path | None, avatars: Sequence[Path], shown: Mapping[Path, str] | None = None
+) -> None:
+    """At most ``MAX_AVATARS`` avatars, and every file a readable regular file within the size limit
+    (``check_local_file``; a refusal names the file as ``shown`` gives it, else as given)."""
+    if len(avatars) > MAX_AVATARS:
+        raise InvalidInput(
+            f"{len(avatars)} avatars were given; a job takes at most {MAX_AVATARS}: split them into several jobs",
+            code="too_many_avatars",
+        )
+    for path in [p for p in [audio, *avatars] if p is not None]:
+        check_local_file(path, settings, (shown or {}).get(path))
 
 
 def check_local_file(path: Path, settings: Settings, shown: str | None = None) -> os.stat_result:
@@ -179,14 +193,7 @@ def submit(store: ObjectStore, settings: Settings, submission: Submission) -> Su
     destinations, source = list(submission.destinations), submission.source
     media = [p for p in [audio, *avatars] if p is not None]
     shown = {p: labels.get(p) or p.name for p in media}
-    if len(media) - (1 if audio else 0) > MAX_AVATARS:
-        raise InvalidInput(
-            f"{len(media) - (1 if audio else 0)} avatars were given; a job takes at most {MAX_AVATARS}: "
-            "split them into several jobs",
-            code="too_many_avatars",
-        )
-    for path in media:
-        check_local_file(path, settings, shown[path])
+    check_inputs(settings, audio, avatars, shown)
     title = job_name(name or (audio.stem if audio else "speech"))
     extra = "|".join([options.model_dump_json(), speech or "", nonce])
     folder = f"jobs/{slug(title)}-{_digest(media, extra, settings.max_input_bytes)}"

@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from pydantic import ValidationError
 from starlette.datastructures import FormData, UploadFile
 from starlette.requests import Request
 
@@ -26,7 +25,7 @@ from pipeline.discord.fetch import AUDIO_HINT, IMAGE_HINT, Kind, sniff
 from pipeline.errors import InvalidInput
 from pipeline.media import looks_like
 from pipeline.owner import scratch_folder
-from pipeline.specfile import describe_validation_error
+from pipeline.specfile import job_options
 from pipeline.storage.base import ObjectStore
 from pipeline.submit import MAX_AVATARS, Submission, Submitted, job_name, slug, submit, too_large
 
@@ -101,13 +100,9 @@ def _files(form: FormData, name: str) -> list[UploadFile]:
 
 def read_options(form: FormData) -> JobOptions:
     """Job options from the form's fields; a refusal names what is wrong."""
-    fields = {k: v for k in OPTION_FIELDS if k in JobOptions.model_fields and (v := _text(form, k))}
-    try:
-        return JobOptions(**fields)
-    except ValidationError as exc:
-        raise InvalidInput(
-            f"the options cannot be used: {describe_validation_error(exc)}", code="options_invalid"
-        ) from None
+    return job_options(
+        {k: v for k in OPTION_FIELDS if k in JobOptions.model_fields and (v := _text(form, k))}
+    )
 
 
 async def read_new_job(form: FormData, settings: Settings) -> NewJob:
