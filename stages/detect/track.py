@@ -132,17 +132,11 @@ def absent_frames(present: np.ndarray, cuts: Sequence[int], max_fill: int) -> np
     """Frames to leave without a face: runs without one longer than ``max_fill`` frames, and whole shots
     without one. Shorter runs inside a shot are filled from that shot's faces (never across a cut)."""
     absent = np.zeros(len(present), bool)
-    for a, b in shots(len(present), cuts):
-        run_start = None
-        for i in range(a, b + 1):
-            missing = i < b and not present[i]
-            if missing and run_start is None:
-                run_start = i
-            elif not missing and run_start is not None:
-                whole_shot = run_start == a and i == b
-                if whole_shot or i - run_start > max_fill:
-                    absent[run_start:i] = True
-                run_start = None
+    spans = shots(len(present), cuts)
+    starts, ends = {a for a, _ in spans}, {b for _, b in spans}
+    for s, e in _runs(~np.asarray(present, bool), cuts):  # runs never cross a cut: whole shot = both edges
+        if e - s > max_fill or (s in starts and e in ends):
+            absent[s:e] = True
     return absent
 
 

@@ -28,7 +28,7 @@ import numpy as np
 from pipeline.config import Settings
 from pipeline.contracts import FaceFrame, FaceTrack, JobSpec, Manifest, QualityReport, Span, SpeechTiming
 from pipeline.errors import InvalidInput
-from pipeline.media import count_frames, decode_audio, decode_lazily, probe, stream_seconds
+from pipeline.media import bounded_size, count_frames, decode_audio, decode_lazily, probe, stream_seconds
 from pipeline.stage import ModelCache, StageContext
 from stages.faces.landmarks import Landmarker, dlib_available, face_box
 from stages.faces.tracker import follow_faces
@@ -64,8 +64,7 @@ def measure(
     ``n_frames``: the video's frame count when the caller has counted them already."""
     info = probe(video)
     n, fps = (count_frames(video) if n_frames is None else n_frames), info.fps or 25.0
-    scale = min(1.0, ANALYSIS_SIDE / max(info.width, info.height, 1))
-    size = (max(2, round(info.width * scale / 2) * 2), max(2, round(info.height * scale / 2) * 2))
+    size = bounded_size(info.width, info.height, ANALYSIS_SIDE)
     series = _Series(n, (size[0] / info.width, size[1] / info.height))
     frames = decode_lazily(video, size, grey=True)
     if landmarker is not None:
