@@ -84,8 +84,15 @@ def read_records(store: ObjectStore, settings: Settings, job_id: str) -> list[St
 
 def job_status(store: ObjectStore, settings: Settings, job_id: str) -> JobStatus | None:
     """The job's current status, or None if nothing is known about it yet."""
-    job = read_job(store, settings, job_id)
-    records = read_records(store, settings, job_id)
+    return status_from(
+        store, settings, job_id, read_job(store, settings, job_id), read_records(store, settings, job_id)
+    )
+
+
+def status_from(
+    store: ObjectStore, settings: Settings, job_id: str, job: JobRecord | None, records: list[StageRecord]
+) -> JobStatus | None:
+    """``job_status`` from the job record and stage records the caller has read already."""
     cancelled = is_cancelled(store, settings, job_id)
     if job is None and not records and not cancelled:
         return None

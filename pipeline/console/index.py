@@ -28,7 +28,7 @@ import structlog
 
 from pipeline.bus import Bus
 from pipeline.config import Settings
-from pipeline.contracts import FINAL_STATES, FailedDrop, JobStatus, Progress, State, job_id_for
+from pipeline.contracts import FINAL_STATES, FailedDrop, Progress, StageRecord, State, job_id_for
 from pipeline.drops import list_failed_drops
 from pipeline.errors import MouthpieceError, ObjectNotFound
 from pipeline.events import parse_event
@@ -40,7 +40,7 @@ from pipeline.keys import (
     progress_subject,
     spec_key,
 )
-from pipeline.status import finished_before, job_status, list_jobs, read_job, read_records
+from pipeline.status import finished_before, list_jobs, read_job, read_records, status_from
 from pipeline.storage.base import ObjectStore
 
 log = structlog.get_logger("mouthpiece.console")
@@ -116,11 +116,16 @@ def summarize(store: ObjectStore, settings: Settings, job_id: str) -> JobSummary
     """The job's summary, or None when nothing is known of it yet. A finished job costs three small
     reads (its stored status, job record and spec source); a running one a fold of its records."""
     job = read_job(store, settings, job_id)
-    status: JobStatus | None = finished_before(store, settings, job_id) or job_status(store, settings, job_id)
+    records: list[StageRecord] | None = None
+    status = finished_before(store, settings, job_id)
+    if status is None:
+        records = read_records(store, settings, job_id)
+        status = status_from(store, settings, job_id, job, records)
     if status is None:
         return None
     stopping = status.state == State.cancelled and any(
-        r.state == State.running for r in read_records(store, settings, job_id)
+        r.state == State.running
+        for r in (records if records is not None else read_records(store, settings, job_id))
     )
     created = job.created_at if job else status.updated_at
     running = [

@@ -18,7 +18,7 @@ from pipeline.errors import MouthpieceError, ObjectNotFound
 from pipeline.keys import resolve_relative
 from pipeline.messages import for_people
 from pipeline.models import find_model, known_models
-from pipeline.status import JOB_TASK, job_status, read_job, read_records, read_spec
+from pipeline.status import JOB_TASK, read_job, read_records, read_spec, status_from
 from pipeline.storage.base import ObjectStore
 
 DEFAULT_AVATAR_KEY = "defaults/avatar.png"
@@ -77,11 +77,11 @@ def job_view(
     store: ObjectStore, settings: Settings, job_id: str, progress: dict[str, float] | None = None
 ) -> JobView | None:
     """Everything the job page shows (one fold of its records), or None for an unknown job."""
-    status = job_status(store, settings, job_id)
-    if status is None:
-        return None
     job = read_job(store, settings, job_id)
     records = read_records(store, settings, job_id)
+    status = status_from(store, settings, job_id, job, records)
+    if status is None:
+        return None
     chain = job.chain if job else list(settings.chain)
     spec = _spec(store, settings, job_id)
     tasks = list(job.tasks) if job else sorted({r.task for r in records if r.task != JOB_TASK})
