@@ -388,7 +388,9 @@ class ServiceSettings(_Part):
         0, description="`mouthpiece worker` serves its own /metrics on this port (0: no listener)"
     )
     metrics_host: str = Field(
-        "0.0.0.0", description="address a worker's /metrics listener binds (with metrics_port)"
+        "127.0.0.1",
+        description="address a worker's /metrics listener binds (with metrics_port); it has no login, so "
+        "loopback unless set (0.0.0.0 or a pod address for a cluster's scraper)",
     )
 
 

@@ -49,8 +49,11 @@ STAGE_POOLS: dict[str, tuple[str, ...]] = {"render": ("neural",)}
 """Stages whose work goes to separate worker pools besides the default one."""
 NEURAL_RENDERERS = frozenset({"wav2lip"})
 """Renderers that need a GPU: their jobs go to render's ``neural`` pool."""
-_JOB_ID = re.compile(r"^j[0-9a-f]{19}$")
-_TASK = re.compile(r"^(job|a\d{1,3})$")
+_JOB_ID = re.compile(r"j[0-9a-f]{19}")
+_TASK = re.compile(r"job|a\d{1,3}")
+_MANIFEST = re.compile(r"jobs/(j[0-9a-f]{19})/([a-z0-9]+)/([a-z]+)(?:\.[a-z]+)?\.manifest\.json")
+# Every id pattern is matched with ``fullmatch``: ``$`` also matches before a trailing newline, so
+# ``re.match(r"^j...$", "j...\n")`` accepts an id that is not one (and a key with a newline in it).
 
 
 def slug(text: str, limit: int = 40, *, keep: str = "", fallback: str = "job", letters: str = "ascii") -> str:
@@ -86,8 +89,14 @@ def resolve_relative(base_key: str, ref: str) -> str:
 
 
 def is_job_id(text: str) -> bool:
-    """Whether ``text`` is a job id (j + 19 hex digits), as folder and key names carry it."""
-    return _JOB_ID.match(text) is not None
+    """Whether ``text`` is a job id (j + 19 hex digits, the whole of it), as folder and key names carry
+    it. The one check of a job id: every caller (keys, console, CLI, index) goes through it."""
+    return isinstance(text, str) and _JOB_ID.fullmatch(text) is not None
+
+
+def is_task(text: str) -> bool:
+    """Whether ``text`` is a task name (``job``, ``a0``...``a999``), the whole of it."""
+    return _TASK.fullmatch(text) is not None
 
 
 def check_job_id(job_id: str) -> str:
@@ -156,8 +165,8 @@ def status_key(job_id: str) -> str:
 
 def parse_manifest_key(key: str) -> tuple[str, str, str] | None:
     """(job_id, task, stage) of a manifest key, or None if ``key`` is not one."""
-    m = re.match(r"^jobs/(j[0-9a-f]{19})/([a-z0-9]+)/([a-z]+)(?:\.[a-z]+)?\.manifest\.json$", key)
-    if not m or not _TASK.match(m.group(2)):
+    m = _MANIFEST.fullmatch(key)
+    if not m or not is_task(m.group(2)):
         return None
     return m.group(1), m.group(2), m.group(3)
 

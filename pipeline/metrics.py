@@ -41,9 +41,9 @@ CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4
 
 DURATION_BUCKETS = (0.25, 0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, 600, 1800, 3600)
 FPS_BUCKETS = (1, 2, 5, 10, 15, 25, 50, 100, 200, 500, 1000)
-_RECORD = re.compile(r"^jobs/(j[0-9a-f]{19})/records/([a-z0-9]+)\.([a-z]+)\.json$")
-_PUBLISHED = re.compile(r"^jobs/(j[0-9a-f]{19})/([a-z0-9]+)/published/([a-z_]+)-[0-9a-f]+\.json$")
-_VIDEO_OUT = re.compile(r"^j[0-9a-f]{19}/[^/]+\.mp4$")
+_RECORD = re.compile(r"jobs/(j[0-9a-f]{19})/records/([a-z0-9]+)\.([a-z]+)\.json")  # fullmatch (keys.py)
+_PUBLISHED = re.compile(r"jobs/(j[0-9a-f]{19})/([a-z0-9]+)/published/([a-z_]+)-[0-9a-f]+\.json")
+_VIDEO_OUT = re.compile(r"j[0-9a-f]{19}/[^/]+\.mp4")
 
 
 class Metrics:
@@ -121,18 +121,18 @@ class Metrics:
 
     def _observe(self, bucket: str, key: str, data: bytes | Path, store: ObjectStore) -> None:
         s = self.settings
-        if bucket == s.bucket_outputs and _VIDEO_OUT.match(key) and self._first(("out", key)):
+        if bucket == s.bucket_outputs and _VIDEO_OUT.fullmatch(key) and self._first(("out", key)):
             self.publish.labels("bucket", "published").inc()
             return
         if bucket != s.bucket_work or not isinstance(data, bytes):
             return
-        if _RECORD.match(key):
+        if _RECORD.fullmatch(key):
             self._record(StageRecord.model_validate_json(data), store)
         elif (parsed := parse_manifest_key(key)) is not None and parsed[2] == "render":
             manifest = Manifest.model_validate_json(data)
             with self._lock:
                 self._frames[(manifest.job_id, manifest.task)] = _frames_of(manifest)
-        elif (m := _PUBLISHED.match(key)) and not key.endswith(".intent.json") and self._first(("pub", key)):
+        elif (m := _PUBLISHED.fullmatch(key)) and not key.endswith(".intent.json") and self._first(("pub", key)):
             self.publish.labels(m.group(3), "published").inc()
 
     def _record(self, record: StageRecord, store: ObjectStore) -> None:

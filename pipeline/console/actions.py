@@ -13,7 +13,7 @@ from starlette.responses import (
 )
 
 from pipeline.console.auth import CSRF_FIELD
-from pipeline.console.base import ConsoleBase, _error, _sentence, _valid_id, log
+from pipeline.console.base import ConsoleBase, _error, _sentence, log
 from pipeline.console.upload import read_new_job, submit_new_job
 from pipeline.contracts import State
 from pipeline.control import cancel_job
@@ -50,7 +50,7 @@ class Actions(ConsoleBase):
 
     async def cancel(self, request: Request) -> Response:
         job_id = request.path_params["job_id"]
-        if not _valid_id(job_id):
+        if not await self._known(job_id):
             return self._not_found(request, job_id)
         if self.bus is None:
             return _error(503, "the console is not connected to the bus")
@@ -66,7 +66,7 @@ class Actions(ConsoleBase):
 
     async def retry(self, request: Request) -> Response:
         job_id = request.path_params["job_id"]
-        if not _valid_id(job_id):
+        if not await self._known(job_id):
             return self._not_found(request, job_id)
         if self.announcer is None:
             return _error(

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 from collections.abc import AsyncIterator
+from pathlib import PurePath
 
 from starlette.requests import Request
 from starlette.responses import (
@@ -16,6 +17,7 @@ from starlette.responses import (
 
 from pipeline.console.auth import Session
 from pipeline.console.base import ConsoleBase, _int
+from pipeline.contracts import FailedDrop
 from pipeline.drops import list_failed_drops
 from pipeline.metrics import CONTENT_TYPE
 
@@ -103,7 +105,19 @@ class Api(ConsoleBase):
 
     async def api_drops(self, request: Request) -> Response:
         drops = await asyncio.to_thread(list_failed_drops, self.store, self.settings)
-        return JSONResponse({"drops": [d.model_dump(mode="json") for d in drops]})
+        return JSONResponse({"drops": [self._drop_json(d) for d in drops]})
+
+    def _drop_json(self, drop: FailedDrop) -> dict[str, object]:
+        """A failed drop without this server's paths: ``moved_to`` relative to the watched folder
+        (``.failed/<stamp>-<name>``), or only the folder's name when it is elsewhere."""
+        data = drop.model_dump(mode="json")
+        if drop.moved_to:
+            moved = PurePath(drop.moved_to)
+            try:
+                data["moved_to"] = moved.relative_to(self.settings.inbox).as_posix()
+            except ValueError:
+                data["moved_to"] = moved.name
+        return data
 
     async def metrics_endpoint(self, request: Request) -> Response:
         self.metrics.set_jobs(self.index.counts())

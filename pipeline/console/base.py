@@ -32,6 +32,7 @@ from pipeline.contracts import JobOptions
 from pipeline.errors import InvalidKey
 from pipeline.keys import check_job_id
 from pipeline.metrics import Metrics, queue_stats
+from pipeline.status import read_job, read_records
 from pipeline.storage.base import ObjectStore
 from pipeline.storage.emitting import EmittingStore
 
@@ -180,6 +181,16 @@ class ConsoleBase:
         progress = self.index.progress.get(job_id, {})
         return await asyncio.to_thread(job_view, self.store, self.settings, job_id, progress)
 
+    async def _known(self, job_id: str) -> bool:
+        """Whether ``job_id`` is a job: a full id with a job record or a stage record in the store, or
+        one this console just submitted (listed as queued until its first record). Cancel and retry
+        answer 404 otherwise: nothing is written for an id that names no job."""
+        if not _valid_id(job_id):
+            return False
+        if self.index.get(job_id) is not None:
+            return True
+        return await asyncio.to_thread(job_exists, self.store, self.settings, job_id)
+
     async def _ops(self) -> dict[str, Any]:
         queues = await queue_stats(self.bus, self.settings) if self.bus is not None else []
         letters = await asyncio.to_thread(dead_letters, self.store, self.settings)
@@ -204,6 +215,11 @@ def _valid_id(job_id: str) -> bool:
     except InvalidKey:
         return False
     return True
+
+
+def job_exists(store: ObjectStore, settings: Settings, job_id: str) -> bool:
+    """A job record or a stage record (validate writes one even when it refuses the upload)."""
+    return read_job(store, settings, job_id) is not None or bool(read_records(store, settings, job_id))
 
 
 def _field(form: FormData, name: str) -> str | None:

@@ -16,8 +16,8 @@ from starlette.responses import (
 
 from pipeline.console.base import ConsoleBase, _valid_id
 from pipeline.console.views import input_key, output_names
-from pipeline.discord.fetch import sniff
 from pipeline.errors import InvalidKey, MouthpieceError
+from pipeline.media.sniff import HEAD_BYTES, sniff
 
 
 class Files(ConsoleBase):
@@ -56,7 +56,7 @@ class Files(ConsoleBase):
         except MouthpieceError:
             return PlainTextResponse("no such file", 404)
         with path.open("rb") as f:
-            sniffed = sniff(f.read(64))
+            sniffed = sniff(f.read(HEAD_BYTES))
         if sniffed is None:
             return PlainTextResponse("not media", 404)
         media_type = mimetypes.guess_type(f"x{sniffed.ext}")[0] or "application/octet-stream"

@@ -123,6 +123,8 @@ def summarize(store: ObjectStore, settings: Settings, job_id: str) -> JobSummary
         status = status_from(store, settings, job_id, job, records)
     if status is None:
         return None
+    if job is None and not (records if records is not None else read_records(store, settings, job_id)):
+        return None  # only a cancel marker (a job not seen yet, or no job at all): not a job to list
     stopping = status.state == State.cancelled and any(
         r.state == State.running
         for r in (records if records is not None else read_records(store, settings, job_id))

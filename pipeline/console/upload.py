@@ -21,9 +21,10 @@ from starlette.requests import Request
 
 from pipeline.config import Settings
 from pipeline.contracts import JobOptions
-from pipeline.discord.fetch import AUDIO_HINT, IMAGE_HINT, Kind, sniff
+from pipeline.discord.fetch import AUDIO_HINT, IMAGE_HINT
 from pipeline.errors import InvalidInput
 from pipeline.media import looks_like
+from pipeline.media.sniff import HEAD_BYTES, Kind, sniff
 from pipeline.owner import scratch_folder
 from pipeline.specfile import job_options
 from pipeline.storage.base import ObjectStore
@@ -153,7 +154,7 @@ async def _save(
         raise InvalidInput(too_large(name, size, settings.max_input_bytes), code="file_too_large")
     if size == 0:
         raise InvalidInput(f"{name} is empty: choose the file again", code="file_empty")
-    head = await upload.read(4096)
+    head = await upload.read(HEAD_BYTES)
     sniffed = sniff(head)
     if sniffed is None or sniffed.kind not in accept:
         raise InvalidInput(_refusal(name, what, accept, head), code="not_media")

@@ -4,7 +4,8 @@ A URL is fetched only if it is https on an allow-listed host (``discord_cdn_host
 exactly matches an allow-listed origin (an entry such as ``http://127.0.0.1:9000``, for local testing).
 Redirects are followed by hand, at most ``MAX_REDIRECTS``, each hop checked again. The body is streamed
 with a byte cap and an overall deadline, and its first bytes are sniffed: the file must really be audio,
-an image or a video (by its magic number, whatever its name or Content-Type says). Every refusal raises
+an image or a video (``pipeline.media.sniff``: its real header checked in full, whatever its name or
+Content-Type says). Every refusal raises
 ``InvalidInput`` (or ``RetryableError`` for network trouble) with a sentence meant for the Discord user.
 URLs are never logged: attachment links carry signed query strings.
 """
@@ -13,7 +14,6 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from enum import StrEnum
 from pathlib import Path, PurePosixPath
 
 import httpx
@@ -22,6 +22,7 @@ import structlog
 from pipeline.discord.api import quiet_http_logging
 from pipeline.errors import InvalidInput, RetryableError
 from pipeline.keys import slug
+from pipeline.media.sniff import HEAD_BYTES, Kind, sniff, text_encoding
 
 log = structlog.get_logger("mouthpiece.discord.fetch")
 
@@ -29,12 +30,6 @@ MAX_REDIRECTS = 3
 AUDIO_HINT = "send .mp3, .wav, .ogg, .m4a or .flac"
 IMAGE_HINT = "send a .png, .jpg or .webp photo, or an .mp4, .mov or .webm video"
 _DEFAULT_PORTS = {"http": 80, "https": 443}
-
-
-class Kind(StrEnum):
-    audio = "audio"
-    image = "image"
-    video = "video"
 
 
 @dataclass(frozen=True)
@@ -70,12 +65,6 @@ class AllowList:
 
 
 @dataclass(frozen=True)
-class Sniffed:
-    kind: Kind
-    ext: str
-
-
-@dataclass(frozen=True)
 class Downloaded:
     """A file on disk whose content was checked; ``path`` ends with the extension of its real format."""
 
@@ -85,55 +74,6 @@ class Downloaded:
 
 
 # --- sniffing ------------------------------------------------------------------------------------------
-
-
-def sniff(head: bytes) -> Sniffed | None:
-    """The media format of a file from its first bytes (at least 16), or None if it is not one we take."""
-    return _sniff_image(head) or _sniff_container(head) or _sniff_audio(head)
-
-
-def _sniff_image(head: bytes) -> Sniffed | None:
-    if head.startswith(b"\x89PNG\r\n\x1a\n"):
-        return Sniffed(Kind.image, ".png")
-    if head.startswith(b"\xff\xd8\xff"):
-        return Sniffed(Kind.image, ".jpg")
-    if head.startswith((b"GIF87a", b"GIF89a")):
-        return Sniffed(Kind.image, ".gif")
-    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
-        return Sniffed(Kind.image, ".webp")
-    if head.startswith(b"BM") and len(head) >= 26 and head[6:10] == b"\0\0\0\0":
-        return Sniffed(Kind.image, ".bmp")
-    return None
-
-
-def _sniff_container(head: bytes) -> Sniffed | None:
-    if head[4:8] == b"ftyp":
-        brand = head[8:12]
-        if brand in (b"M4A ", b"M4B "):
-            return Sniffed(Kind.audio, ".m4a")
-        return Sniffed(Kind.video, ".mov" if brand == b"qt  " else ".mp4")
-    if head.startswith(b"\x1a\x45\xdf\xa3"):
-        return Sniffed(Kind.video, ".webm")
-    if head[:4] == b"RIFF" and head[8:12] == b"AVI ":
-        return Sniffed(Kind.video, ".avi")
-    return None
-
-
-def _sniff_audio(head: bytes) -> Sniffed | None:
-    if head[:4] == b"RIFF" and head[8:12] == b"WAVE":
-        return Sniffed(Kind.audio, ".wav")
-    if head.startswith(b"fLaC"):
-        return Sniffed(Kind.audio, ".flac")
-    if head.startswith(b"OggS"):
-        return Sniffed(Kind.audio, ".ogg")
-    if head.startswith(b"ID3"):
-        return Sniffed(Kind.audio, ".mp3")
-    if head[:4] == b"FORM" and head[8:12] in (b"AIFF", b"AIFC"):
-        return Sniffed(Kind.audio, ".aiff")
-    if len(head) >= 2 and head[0] == 0xFF and head[1] & 0xE0 == 0xE0:
-        # MPEG audio frame sync; ADTS (AAC) has layer bits 00
-        return Sniffed(Kind.audio, ".aac" if head[1] & 0x06 == 0 else ".mp3")
-    return None
 
 
 def refusal_for(what: str, accept: frozenset[Kind], head: bytes) -> str:
@@ -148,11 +88,9 @@ def _looks_like_text(head: bytes) -> str:
     start = head.lstrip()[:15].lower()
     if start.startswith((b"<!doctype html", b"<html", b"<?xml", b"<svg")):
         return " (it is a web page or markup)"
-    try:
-        head.decode("utf-8")
-    except UnicodeDecodeError:
-        return ""
-    return " (it is text)" if head else " (it is empty)"
+    if not head:
+        return " (it is empty)"
+    return " (it is text)" if text_encoding(head) else ""
 
 
 # --- downloading ------------------------------------------------------------------------------------------
@@ -253,7 +191,7 @@ class Fetcher:
         return Downloaded(target, sniffed.kind, size)
 
     def _stream(self, response: httpx.Response, part: Path, what: str, ends: float) -> tuple[int, bytes]:
-        """Write the body to ``part`` under the byte cap and deadline; (size, first 64 bytes)."""
+        """Write the body to ``part`` under the byte cap and deadline; (size, first ``HEAD_BYTES``)."""
         size, head = 0, b""
         with part.open("wb") as out:
             for chunk in response.iter_bytes():
@@ -262,8 +200,8 @@ class Fetcher:
                     raise InvalidInput(f"the {what} is over the {_mb(self.max_bytes)} MB limit")
                 if time.monotonic() > ends:
                     raise RetryableError(f"downloading the {what} took too long")
-                if len(head) < 64:
-                    head += chunk[: 64 - len(head)]
+                if len(head) < HEAD_BYTES:
+                    head += chunk[: HEAD_BYTES - len(head)]
                 out.write(chunk)
         return size, head
 

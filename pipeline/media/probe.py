@@ -10,6 +10,7 @@ from typing import Any
 import av
 
 from pipeline.errors import FFmpegError, PictureTooLarge
+from pipeline.media.sniff import text_encoding
 
 IMAGE_FORMATS = {"image2", "png_pipe", "jpeg_pipe", "webp_pipe", "bmp_pipe", "tiff_pipe", "gif_pipe"}
 
@@ -145,6 +146,8 @@ def looks_like(head: bytes) -> str | None:
     if head.startswith(b"PK\x03\x04"):
         return "a ZIP archive or office document"
     if head and all(32 <= b < 127 or b in (9, 10, 13) for b in head[:512]):
+        return "a text file"
+    if head and text_encoding(head) is not None:  # UTF-8 beyond ASCII, UTF-16, UTF-32
         return "a text file"
     return None
 

@@ -10,6 +10,7 @@ import pytest
 from pipeline.discord.fetch import AllowList, Fetcher, Kind, sniff
 from pipeline.errors import InvalidInput
 from tests.pipeline.discord.conftest import FakeCdn
+from tests.pipeline.test_media_sniff import ENCODINGS
 
 VOICE = frozenset({Kind.audio, Kind.video})
 FACE = frozenset({Kind.image, Kind.video})
@@ -57,10 +58,11 @@ def test_allow_list_takes_https_hosts_and_exact_origins() -> None:
         (b"\x1a\x45\xdf\xa3\x9f\x42\x86\x81", Kind.video, ".webm"),
     ],
 )
-def test_sniff_recognizes_media_by_magic_number(head: bytes, kind: Kind, ext: str) -> None:
-    """Formats are told by their first bytes, not by names or Content-Type."""
-    found = sniff(head)
-    assert found is not None and (found.kind, found.ext) == (kind, ext)
+def test_a_magic_number_alone_is_not_media(head: bytes, kind: Kind, ext: str) -> None:
+    """A format's first bytes followed by nothing that format has (no chunk, no second frame, no box)
+    are not taken: the sniffer checks real headers (``tests/pipeline/test_media_sniff.py`` has real
+    files of each format)."""
+    assert sniff(head) is None, (kind, ext)
 
 
 @pytest.mark.parametrize(
@@ -147,6 +149,25 @@ def test_html_or_text_pretending_to_be_media_is_refused(
         fetcher.download(f"{cdn_origin}/page.mp3", tmp_path, what="audio", accept=VOICE, name="page.mp3")
     with pytest.raises(InvalidInput, match=r"avatar is not an image or a video \(it is text\)"):
         fetcher.download(f"{cdn_origin}/note.png", tmp_path, what="avatar", accept=FACE, name="note.png")
+
+
+@pytest.mark.parametrize("encoding", list(ENCODINGS))
+def test_text_in_every_unicode_encoding_named_as_media_is_refused(
+    cdn: FakeCdn, cdn_origin: str, tmp_path: Path, encoding: str
+) -> None:
+    """Text in UTF-8 (with and without a BOM), UTF-16 and UTF-32 (LE and BE, with a BOM), served as
+    audio/mpeg named .mp3 and as image/png named .png, is refused at download (a UTF-16 LE BOM looks
+    like an MPEG frame sync), saying it is text; nothing is left on disk."""
+    body = ENCODINGS[encoding]
+    cdn.files["/note.mp3"] = (body, "audio/mpeg")
+    cdn.files["/note.png"] = (body, "image/png")
+    fetcher = _fetcher(cdn_origin)
+    said = r" \(it is text\)" if "without" not in encoding else ""
+    with pytest.raises(InvalidInput, match=rf"^That file is not audio{said}: send \.mp3"):
+        fetcher.download(f"{cdn_origin}/note.mp3", tmp_path, what="audio", accept=VOICE, name="note.mp3")
+    with pytest.raises(InvalidInput, match=rf"avatar is not an image or a video{said}"):
+        fetcher.download(f"{cdn_origin}/note.png", tmp_path, what="avatar", accept=FACE, name="note.png")
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_audio_where_a_face_is_expected_is_refused(
