@@ -384,6 +384,24 @@ class ServiceSettings(_Part):
     )
     console_session_hours: float = Field(12.0, description="how long a console sign-in lasts")
     console_page_size: int = Field(50, ge=5, le=500, description="jobs per page of the console's job list")
+    console_secret: SecretStr | None = Field(
+        None,
+        min_length=32,
+        description="the console's cookie-signing secret (32+ characters); unset: a random one made once "
+        "and kept in the work bucket (console/secret.json), shared by replicas, new with "
+        "`mouthpiece console-rotate`",
+    )
+    console_login_attempts: int = Field(
+        5, ge=1, le=1000, description="wrong sign-ins one client (address, or browser that signed in before) "
+        "may make in 15 minutes before it is answered 429",
+    )
+    console_login_global: int = Field(
+        30, ge=1, le=100000, description="wrong sign-ins a minute from all new clients together before they "
+        "are answered 429 (browsers that signed in before are not held back)",
+    )
+    console_uploads: int = Field(
+        4, ge=1, le=256, description="new-job uploads the console takes at once; more are answered 503"
+    )
     metrics_port: int = Field(
         0, description="`mouthpiece worker` serves its own /metrics on this port (0: no listener)"
     )

@@ -20,6 +20,8 @@ Work bucket (artifacts; written by stages):
     cache/media/<sha256>/<file>                      content-addressed normalized media
     cache/faces/<sha256>.json                        content-addressed face tracks
     dead-letter/<stage>/<message id>.json            DeadLetter records
+    console/secret.json                              the console's signing secret (generated once)
+    console/sessions/<sha256 of session id>.json     a console sign-in (deleted or revoked at sign-out)
 
 Outputs bucket (what people get):
 
@@ -152,6 +154,21 @@ def faces_cache_key(digest: str) -> str:
 
 def dead_letter_key(stage: str, message_id: str) -> str:
     return f"dead-letter/{stage}/{message_id}.json"
+
+
+def console_secret_key() -> str:
+    """The console's signing secret (work bucket): every replica sharing the store signs with it."""
+    return "console/secret.json"
+
+
+CONSOLE_SESSIONS = "console/sessions/"
+
+
+def console_session_key(digest: str) -> str:
+    """A console sign-in, named by the SHA-256 (hex) of its session id, never by the id itself."""
+    if not re.fullmatch(r"[0-9a-f]{64}", digest):
+        raise InvalidKey("a console session key is a SHA-256 hex digest", key=digest[:80])
+    return f"{CONSOLE_SESSIONS}{digest}.json"
 
 
 def output_key(job_id: str, filename: str) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,8 @@ from pipeline.bus import Bus
 from pipeline.config import Settings
 from pipeline.console.auth import CSRF_FIELD, CSRF_HEADER, Access, Session
 from pipeline.console.index import JobIndex
-from pipeline.console.upload import TooLarge, body_limit, capped_form
+from pipeline.console.throttle import client_key
+from pipeline.console.upload import TooLarge, body_limit, capped_form, declared_length, first_field
 from pipeline.console.views import dead_letters, job_view, model_rows
 from pipeline.contracts import JobOptions
 from pipeline.errors import InvalidKey
@@ -54,6 +56,16 @@ SECURITY_HEADERS = {
 Handler = Callable[[Request], Awaitable[Response]]
 
 
+@dataclass(frozen=True)
+class _Rule:
+    """What a route allows: ``public`` (no sign-in: /login, /logout), ``sign_in`` (the throttled
+    sign-in form), ``upload`` (multipart files: the new-job POST)."""
+
+    public: bool
+    sign_in: bool = False
+    upload: bool = False
+
+
 class ConsoleBase:
     """The console of one process: its dependencies, job index, access rules and templates."""
 
@@ -72,7 +84,8 @@ class ConsoleBase:
         self.announcer = announcer
         self.metrics = metrics or Metrics(settings)
         self.index = JobIndex(settings, store)
-        self.access = Access(settings)
+        self.access = Access(settings, store)
+        self.uploads = asyncio.Semaphore(settings.console_uploads)
         self.closing = asyncio.Event()
         self.env = Environment(
             loader=FileSystemLoader(HERE / "templates"),
@@ -100,59 +113,143 @@ class ConsoleBase:
     def _public(self, handler: Handler) -> Handler:
         return self._guard(handler, api=False, public=True)
 
-    def _guard(self, handler: Handler, *, api: bool, public: bool) -> Handler:
+    def _sign_in(self, handler: Handler) -> Handler:
+        """The sign-in form's POST: public, throttled (``pipeline.console.throttle``)."""
+        return self._guard(handler, api=False, public=True, sign_in=True)
+
+    def _upload(self, handler: Handler, *, api: bool) -> Handler:
+        """The new-job POST: the only route that takes a multipart body (files), one of
+        ``console_uploads`` at a time."""
+        return self._guard(handler, api=api, public=False, upload=True)
+
+    def _guard(
+        self, handler: Handler, *, api: bool, public: bool, sign_in: bool = False, upload: bool = False
+    ) -> Handler:
         async def guarded(request: Request) -> Response:
             await self.start()
+            await self.access.refresh()
             request.state.api = api or request.url.path.startswith("/api/")
             if not self.access.host_ok(request):
-                return PlainTextResponse("This console answers only on its loopback address.", 421)
-            session, fresh = self.access.session_of(request), None
-            if session is None:
-                session, fresh = self.access.new_session(signed_in=self.access.open)
-            request.state.session = session
-            bearer = self.access.bearer_ok(request)
-            if not (public or bearer or self.access.signed_in(session)):
-                response = self._unauthorized(request)
+                response: Response = _unread(
+                    request, PlainTextResponse("This console answers only on its loopback address.", 421)
+                )
             else:
-                response = await self._checked_post(request, handler, session, bearer)
-            if fresh is not None:
-                self.access.set_cookie(response, fresh, request)
+                session, fresh = await self.access.session_of(request), None
+                if session is None:
+                    session, fresh = self.access.visitor()
+                request.state.session = session
+                rule = _Rule(public=public, sign_in=sign_in, upload=upload)
+                response = await self._decide(request, handler, session, rule)
+                if fresh is not None:
+                    self.access.set_cookie(response, fresh, request)
             for name, value in SECURITY_HEADERS.items():
                 response.headers.setdefault(name, value)
             return response
 
         return guarded
 
+    async def _decide(self, request: Request, handler: Handler, session: Session, rule: _Rule) -> Response:
+        """Who is asking, from where, and whether they may: all decided from the headers, before a byte
+        of the body is read. A refusal of a request with a body closes the connection (the server
+        does not read the rest to keep it open)."""
+        given = self.access.bearer_given(request)
+        bearer = False
+        if given is not None:
+            client = client_key(request.client.host if request.client else None)
+            wait = self.access.throttle.retry_after(client, known_device=True)  # this client's count only
+            if wait is not None:
+                return _unread(request, self._too_many(request, wait))
+            bearer = self.access.bearer_ok(given)
+            if not bearer:
+                self.access.throttle.failed(client, known_device=True, counts_globally=False)
+        if not (rule.public or bearer or self.access.signed_in(session)):
+            return _unread(request, self._unauthorized(request))
+        if request.method != "POST":
+            return await handler(request)
+        if not bearer and not self.access.origin_ok(request):
+            return _unread(request, self._forbidden(request))
+        return await self._checked_post(request, handler, session, bearer, rule)
+
     def _unauthorized(self, request: Request) -> Response:
         if request.state.api:
             return _error(401, "sign in first, or send the console token as a bearer token")
         return RedirectResponse(f"/login?next={quote(request.url.path)}", status_code=303)
 
+    def _forbidden(self, request: Request) -> Response:
+        message = "the form is out of date or came from another site: reload the page and try again"
+        return _error(403, message) if request.state.api else self._refused(request, 403, message)
+
+    def _too_many(self, request: Request, wait: int) -> Response:
+        message = f"too many wrong passwords or tokens: try again in {_duration(wait)}"
+        if request.state.api:
+            response = _error(429, message)
+        else:
+            context = {"next": "/", "error": message[:1].upper() + message[1:] + "."}
+            response = self._render(request, "login.html", context, status=429)
+        response.headers["Retry-After"] = str(wait)
+        return response
+
     async def _checked_post(
-        self, request: Request, handler: Handler, session: Session, bearer: bool
+        self, request: Request, handler: Handler, session: Session, bearer: bool, rule: _Rule
     ) -> Response:
-        if request.method != "POST":
-            return await handler(request)
+        """A POST already allowed by its headers: its size and kind checked from the headers, the
+        sign-in throttle, the CSRF token (the header, else the form's first field for an upload, else
+        the small form's field), an upload slot; only then is the body parsed (files spooled to
+        disk)."""
+        kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        multipart = kind == "multipart/form-data"
+        if multipart and not rule.upload:
+            return _unread(request, self._status(request, 415, "this form takes no files"))
+        limit = body_limit(self.settings, multipart, public=rule.public)
+        if declared_length(request) > limit:
+            return _unread(request, self._status(request, 413, f"{TooLarge(limit)}: send smaller files"))
+        if rule.sign_in:
+            client, known = self.access.throttle_key(request)
+            wait = self.access.throttle.begin(client, known_device=known)
+            if wait is not None:
+                return _unread(request, self._too_many(request, wait))
+            request.state.throttle_key = client
+        token = None if bearer else request.headers.get(CSRF_HEADER)
+        receive = request.receive
+        if not bearer and token is None and multipart:
+            token, receive = await first_field(request, CSRF_FIELD)
+            if token is None:
+                return _unread(request, self._forbidden(request))
+        if token is not None and not self.access.csrf_ok(session, token):
+            return _unread(request, self._forbidden(request))
+        if rule.upload:
+            if self.uploads.locked():
+                response = self._status(
+                    request, 503, "the console is taking other uploads: try again shortly"
+                )
+                response.headers["Retry-After"] = "10"
+                return _unread(request, response)
+            await self.uploads.acquire()
         try:
-            form = await capped_form(request, body_limit(self.settings, request))
-        except TooLarge as exc:
-            return (
-                _error(413, f"{exc}: send smaller files")
-                if request.state.api
-                else self._refused(request, 413, f"{exc}: send smaller files")
+            return await self._with_form(
+                request, handler, session, receive, limit, bearer or token is not None
             )
+        finally:
+            if rule.upload:
+                self.uploads.release()
+
+    async def _with_form(
+        self, request: Request, handler: Handler, session: Session, receive: Any, limit: int, checked: bool
+    ) -> Response:
+        try:
+            form = await capped_form(request, limit, receive)
+        except TooLarge as exc:
+            return _unread(request, self._status(request, 413, f"{exc}: send smaller files"))
         request.state.form = form
         try:
-            if not bearer:
-                given = request.headers.get(CSRF_HEADER) or _field(form, CSRF_FIELD)
-                if not self.access.origin_ok(request) or not self.access.csrf_ok(session, given):
-                    message = (
-                        "the form is out of date or came from another site: reload the page and try again"
-                    )
-                    return _error(403, message) if request.state.api else self._refused(request, 403, message)
+            if not checked and not self.access.csrf_ok(session, _field(form, CSRF_FIELD)):
+                return self._forbidden(request)
             return await handler(request)
         finally:
             await form.close()
+
+    def _status(self, request: Request, status: int, message: str) -> Response:
+        return _error(status, message) if request.state.api else self._refused(request, status, message)
 
     def _refused(self, request: Request, status: int, message: str) -> Response:
         return self._render(request, "error.html", {"message": message}, status=status)
@@ -238,6 +335,14 @@ def _next(target: str | None) -> str:
 
 def _error(status: int, message: str) -> Response:
     return JSONResponse({"error": message}, status_code=status)
+
+
+def _unread(request: Request, response: Response) -> Response:
+    """A refusal sent before the request's body was read: the connection is closed after it, so the
+    server never reads (or discards) the rest of a body it did not want."""
+    if declared_length(request) > 0 or "chunked" in request.headers.get("transfer-encoding", "").lower():
+        response.headers["Connection"] = "close"
+    return response
 
 
 def _sentence(text: str) -> str:

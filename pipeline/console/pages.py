@@ -79,6 +79,9 @@ class Pages(ConsoleBase):
         )
 
     async def login(self, request: Request) -> Response:
+        """The sign-in form (throttled before its body is read: ``_sign_in``). A right password makes a
+        new server-side session (a new id: no session fixation) and marks this browser as one that
+        signed in here (the throttle's exemption for the owner)."""
         form: FormData = request.state.form
         target = _next(_field(form, "next"))
         if not self.access.password_ok(_field(form, "password") or ""):
@@ -86,13 +89,16 @@ class Pages(ConsoleBase):
             return self._render(
                 request, "login.html", {"next": target, "error": "That password is not right."}, 401
             )
-        _, cookie = self.access.new_session(signed_in=True)  # a new nonce: no session fixation
+        self.access.throttle.succeeded(request.state.throttle_key)
         response = RedirectResponse(target, status_code=303)
-        self.access.set_cookie(response, cookie, request)
+        self.access.set_cookie(response, await self.access.sign_in(), request)
+        self.access.set_device_cookie(response, request, self.access.device_of(request))
         return response
 
     async def logout(self, request: Request) -> Response:
-        _, cookie = self.access.new_session(signed_in=False)
+        """Sign out: the session's record is revoked (a copy of the cookie stops working everywhere)."""
+        await self.access.sign_out(request.state.session)
+        _, cookie = self.access.visitor()
         response = RedirectResponse("/login", status_code=303)
         self.access.set_cookie(response, cookie, request)
         return response

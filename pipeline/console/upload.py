@@ -1,6 +1,7 @@
 """The new-job form: a capped request body, files sniffed as Discord attachments are, and a submission
 through ``pipeline.submit.submit`` (the folder drop's path).
 
+Nothing here runs before the request is allowed (``ConsoleBase._guard``: sign-in, Host, Origin, CSRF).
 The whole body is capped at twice ``max_input_bytes`` (plus 1 MiB for the fields) while it streams in,
 and refused at once when its declared length is larger; each file is capped at ``max_input_bytes``.
 Each file's first bytes must be audio or video (the voice) or an image or video (the faces), whatever
@@ -14,10 +15,10 @@ import shutil
 import uuid
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any
 
 from starlette.datastructures import FormData, UploadFile
 from starlette.requests import Request
+from starlette.types import Message, Receive
 
 from pipeline.config import Settings
 from pipeline.contracts import JobOptions
@@ -32,6 +33,10 @@ from pipeline.submit import MAX_AVATARS, Submission, Submitted, job_name, slug, 
 
 FIELDS_BYTES = 1024 * 1024
 SMALL_FORM_BYTES = 64 * 1024
+PUBLIC_FORM_BYTES = 4 * 1024
+"""The most a sign-in or sign-out form (public routes) may carry."""
+FIRST_FIELD_BYTES = 4 * 1024
+"""The most of an upload read to find its CSRF token (its first field) before the token is checked."""
 VOICE = frozenset({Kind.audio, Kind.video})
 FACE = frozenset({Kind.image, Kind.video})
 OPTION_FIELDS = ("renderer", "style", "motion", "subtitles", "transcript")
@@ -45,25 +50,34 @@ class TooLarge(Exception):
         self.limit = limit
 
 
-def body_limit(settings: Settings, request: Request) -> int:
-    """How many bytes a POST may carry: a multipart upload two files' worth, any other form 64 KiB."""
-    if request.headers.get("content-type", "").startswith("multipart/form-data"):
+def body_limit(settings: Settings, multipart: bool, *, public: bool = False) -> int:
+    """How many bytes a POST may carry: a public form (sign-in, sign-out) 4 KiB, a multipart upload two
+    files' worth, any other form 64 KiB."""
+    if public:
+        return PUBLIC_FORM_BYTES
+    if multipart:
         return 2 * settings.max_input_bytes + FIELDS_BYTES
     return SMALL_FORM_BYTES
 
 
-async def capped_form(request: Request, limit: int) -> FormData:
-    """The request's form, read with at most ``limit`` bytes of body (``TooLarge`` past it). Files are
-    spooled to disk by the parser, not held in memory."""
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
+def declared_length(request: Request) -> int:
+    """The body's declared length (0 when none is declared; a chunked body is capped as it streams)."""
+    declared = request.headers.get("content-length", "").strip()
+    return int(declared) if declared.isdigit() and len(declared) < 19 else 0
+
+
+async def capped_form(request: Request, limit: int, receive: Receive | None = None) -> FormData:
+    """The request's form, read through ``receive`` (the request's own by default) with at most
+    ``limit`` bytes of body (``TooLarge`` past it). Files are spooled to disk by the parser, not held
+    in memory."""
+    if declared_length(request) > limit:
         raise TooLarge(limit)
     received = 0
-    receive = request.receive
+    source = receive or request.receive
 
-    async def counting() -> Any:
+    async def counting() -> Message:
         nonlocal received
-        message = await receive()
+        message = await source()
         if message.get("type") == "http.request":
             received += len(message.get("body", b""))
             if received > limit:
@@ -72,6 +86,63 @@ async def capped_form(request: Request, limit: int) -> FormData:
 
     capped = Request(request.scope, counting)
     return await capped.form(max_files=MAX_AVATARS + 2, max_fields=40)
+
+
+async def first_field(request: Request, name: str) -> tuple[str | None, Receive]:
+    """The value of a multipart body's first part when that part is the plain field ``name`` (the
+    console's form puts its CSRF token first), read with at most ``FIRST_FIELD_BYTES`` of the body; and
+    a ``receive`` that gives the body again from its start (to parse the form once the token is
+    checked). None when the first part is anything else, or is not complete within the limit."""
+    boundary = _boundary(request.headers.get("content-type", ""))
+    seen: list[Message] = []
+    data, more, value = b"", True, None
+    while boundary and more and len(data) <= FIRST_FIELD_BYTES:
+        message = await request.receive()
+        seen.append(message)
+        if message.get("type") != "http.request":
+            break
+        data += message.get("body", b"")
+        more = bool(message.get("more_body", False))
+        value, done = _first_part(data, boundary, name)
+        if done:
+            break
+
+    async def replay() -> Message:
+        return seen.pop(0) if seen else await request.receive()
+
+    return value, replay
+
+
+def _boundary(content_type: str) -> bytes | None:
+    for param in content_type.split(";")[1:]:
+        key, _, value = param.strip().partition("=")
+        if key.strip().lower() == "boundary":
+            value = value.strip().strip('"')
+            return value.encode("latin-1") if 0 < len(value) <= 70 else None
+    return None
+
+
+def _first_part(data: bytes, boundary: bytes, name: str) -> tuple[str | None, bool]:
+    """(value, done): the first part's value if it is the plain field ``name``; done once that is
+    known either way (the part is complete, or is something else)."""
+    opening = b"--" + boundary + b"\r\n"
+    if len(data) < len(opening):
+        return None, False
+    if not data.startswith(opening):
+        return None, True
+    headers_end = data.find(b"\r\n\r\n", len(opening))
+    if headers_end < 0:
+        return None, False
+    headers = data[len(opening) : headers_end].decode("latin-1").lower()
+    disposition = next((h for h in headers.split("\r\n") if h.startswith("content-disposition:")), "")
+    params = [p.strip() for p in disposition.split(";")]
+    if "filename" in disposition or f'name="{name}"' not in params:
+        return None, True
+    end = data.find(b"\r\n--" + boundary, headers_end + 4)
+    if end < 0:
+        return None, False
+    raw = data[headers_end + 4 : end]
+    return (raw.decode("ascii") if len(raw) <= 200 and raw.isascii() else None), True
 
 
 @dataclass
