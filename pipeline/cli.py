@@ -265,6 +265,14 @@ def _operator_commands(commands: _Commands) -> None:
     ingress.add_argument("--host", help="address to listen on (default MOUTHPIECE_INGRESS_HOST)")
     ingress.add_argument("--port", type=int, help="port to listen on (default MOUTHPIECE_INGRESS_PORT)")
 
+    commands.add(
+        "console-rotate",
+        "give the web console a new signing secret: every sign-in ends, on every replica",
+        "The secret is kept in the work bucket (console/secret.json) and read again by running consoles "
+        "within seconds; a copied or stolen cookie stops working. Not for MOUTHPIECE_CONSOLE_SECRET "
+        "(change that setting instead).",
+    )
+
     discord = commands.add("discord", "Discord set-up tasks")
     tasks = discord.add_subparsers(dest="discord_command", required=True, metavar="TASK")
     _Commands(tasks).add("register", "put the slash commands (/avatar, /announce) to Discord")
@@ -1159,6 +1167,7 @@ QUIET_COMMANDS = {
     "dead-letters",
     "gc",
     "cancel",
+    "console-rotate",
 }
 
 
@@ -1191,6 +1200,14 @@ def cmd_discord(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_console_rotate(settings: Settings, args: argparse.Namespace) -> int:
+    from pipeline.console.auth import rotate_secret
+
+    rotate_secret(open_store(settings), settings)
+    print("The console has a new signing secret: every sign-in has ended (sign in again).")
+    return 0
+
+
 COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], int]] = {
     "up": cmd_up,
     "render": cmd_render,
@@ -1209,6 +1226,7 @@ COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], int]] = {
     "models": cmd_models,
     "ingress": cmd_ingress,
     "discord": cmd_discord,
+    "console-rotate": cmd_console_rotate,
 }
 
 

@@ -208,7 +208,7 @@ class ConsoleBase:
             wait = self.access.throttle.begin(client, known_device=known)
             if wait is not None:
                 return _unread(request, self._too_many(request, wait))
-            request.state.throttle_key = client
+            request.state.throttle_key = (client, known)
         token = None if bearer else request.headers.get(CSRF_HEADER)
         receive = request.receive
         if not bearer and token is None and multipart:

@@ -89,7 +89,8 @@ class Pages(ConsoleBase):
             return self._render(
                 request, "login.html", {"next": target, "error": "That password is not right."}, 401
             )
-        self.access.throttle.succeeded(request.state.throttle_key)
+        client, known = request.state.throttle_key
+        self.access.throttle.succeeded(client, known_device=known)
         response = RedirectResponse(target, status_code=303)
         self.access.set_cookie(response, await self.access.sign_in(), request)
         self.access.set_device_cookie(response, request, self.access.device_of(request))

@@ -87,9 +87,11 @@ class Throttle:
             self._trim(self._global, now, GLOBAL_WINDOW)
             self._global.append(now)
 
-    def succeeded(self, client: str) -> None:
-        """A right password: the client's count starts again."""
+    def succeeded(self, client: str, *, known_device: bool) -> None:
+        """A right password: the client's count starts again, and its try leaves the global count."""
         self._clients.pop(client, None)
+        if not known_device and self._global:
+            self._global.pop()
 
     @staticmethod
     def _trim(failures: deque[float] | None, now: float, window: float) -> deque[float] | None:
