@@ -392,11 +392,17 @@ class ServiceSettings(_Part):
         "`mouthpiece console-rotate`",
     )
     console_login_attempts: int = Field(
-        5, ge=1, le=1000, description="wrong sign-ins one client (address, or browser that signed in before) "
+        5,
+        ge=1,
+        le=1000,
+        description="wrong sign-ins one client (address, or browser that signed in before) "
         "may make in 15 minutes before it is answered 429",
     )
     console_login_global: int = Field(
-        30, ge=1, le=100000, description="wrong sign-ins a minute from all new clients together before they "
+        30,
+        ge=1,
+        le=100000,
+        description="wrong sign-ins a minute from all new clients together before they "
         "are answered 429 (browsers that signed in before are not held back)",
     )
     console_uploads: int = Field(

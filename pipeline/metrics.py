@@ -132,7 +132,11 @@ class Metrics:
             manifest = Manifest.model_validate_json(data)
             with self._lock:
                 self._frames[(manifest.job_id, manifest.task)] = _frames_of(manifest)
-        elif (m := _PUBLISHED.fullmatch(key)) and not key.endswith(".intent.json") and self._first(("pub", key)):
+        elif (
+            (m := _PUBLISHED.fullmatch(key))
+            and not key.endswith(".intent.json")
+            and self._first(("pub", key))
+        ):
             self.publish.labels(m.group(3), "published").inc()
 
     def _record(self, record: StageRecord, store: ObjectStore) -> None:

@@ -80,3 +80,30 @@ def test_chain_must_start_with_validate_and_end_with_publish() -> None:
     for chain in (["detect", "publish"], ["validate", "render"], ["validate", "render", "render", "publish"]):
         with pytest.raises(ConfigError, match="MOUTHPIECE_CHAIN"):
             load_settings(chain=chain)
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["j" + "0" * 19 + "\n", "j" + "0" * 19 + "\r", " j" + "0" * 19, "j" + "0" * 20, "J" + "0" * 19, ""],
+)
+def test_job_ids_are_matched_in_full(text: str) -> None:
+    """A trailing newline (which ``$`` lets through), a leading space or one digit more is not an id;
+    keys are never made from such a text."""
+    from pipeline.keys import cancel_key, is_job_id
+
+    assert not is_job_id(text)
+    with pytest.raises(InvalidKey):
+        cancel_key(text)
+
+
+def test_manifest_and_session_keys_are_matched_in_full() -> None:
+    from pipeline.keys import console_session_key, is_task, parse_manifest_key
+
+    job = "j" + "a" * 19
+    assert parse_manifest_key(f"jobs/{job}/a0/detect.manifest.json") == (job, "a0", "detect")
+    assert parse_manifest_key(f"jobs/{job}/a0/detect.manifest.json\n") is None
+    assert parse_manifest_key(f"jobs/{job}/a0\n/detect.manifest.json") is None
+    assert is_task("a12") and not is_task("a12\n") and not is_task("job\n")
+    assert console_session_key("f" * 64) == "console/sessions/" + "f" * 64 + ".json"
+    with pytest.raises(InvalidKey):
+        console_session_key("f" * 64 + "\n")

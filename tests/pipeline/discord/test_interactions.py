@@ -7,6 +7,7 @@ and its CDN are the loopback fakes.
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import time
 from collections.abc import Awaitable, Callable
@@ -16,6 +17,7 @@ from typing import Any
 import httpx
 import pytest
 from nacl.signing import SigningKey
+from PIL import Image
 
 from pipeline.bus import NatsBus
 from pipeline.config import Settings
@@ -385,7 +387,11 @@ def test_avatar_text_over_the_limit_is_refused_in_a_sentence(
 ) -> None:
     """/avatar with a 20001-character text edits the reply with the limit, in words; no job is made."""
     cdn.files["/att/v.flac"] = (short_voice.read_bytes(), "audio/flac")
-    cdn.files["/avatars/80351110224678912/abc123hash.png"] = (b"\x89PNG\r\n\x1a\n" + b"\0" * 64, "image/png")
+    picture = io.BytesIO()
+    Image.new("RGB", (32, 32), (90, 60, 40)).save(
+        picture, format="PNG"
+    )  # a real PNG: the sniffer checks IHDR
+    cdn.files["/avatars/80351110224678912/abc123hash.png"] = (picture.getvalue(), "image/png")
     payload = command_payload(
         "avatar", [{"name": "audio", "type": 11, "value": "1"}, {"name": "text", "type": 3, "value": "w" * 20_001}],
         {"1": attachment("1", f"{cdn_origin}/att/v.flac", "v.flac")},
