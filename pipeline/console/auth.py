@@ -43,7 +43,7 @@ from starlette.responses import Response
 
 from pipeline.config import Settings
 from pipeline.console.throttle import Throttle, client_key
-from pipeline.errors import ConfigError, ObjectNotFound
+from pipeline.errors import ConfigError, ObjectNotFound, StorageError
 from pipeline.keys import CONSOLE_SESSIONS, console_secret_key, console_session_key
 from pipeline.storage.base import ObjectStore
 
@@ -181,7 +181,14 @@ class Access:
             return
         async with self._lock:
             if self._key is None or time.monotonic() - self._key_read >= SECRET_REFRESH:
-                key = await asyncio.to_thread(load_secret, self.store, self.settings)
+                try:
+                    key = await asyncio.to_thread(load_secret, self.store, self.settings)
+                except StorageError as exc:
+                    if self._key is None:
+                        raise
+                    log.warning("console_secret_unreadable", reason=exc.reason)  # keep the one we have
+                    self._key_read = time.monotonic()
+                    return
                 if key != self._key:
                     self._checked.clear()
                 self._key, self._key_read = key, time.monotonic()

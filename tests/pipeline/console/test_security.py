@@ -227,6 +227,31 @@ def test_rotating_the_secret_or_changing_the_password_ends_every_session(
         rotate_secret(Harness(fixed).store, fixed)
 
 
+def test_a_store_outage_keeps_the_secret_already_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When the store cannot be read, a console keeps signing with the secret it has (sessions go on);
+    one that never read it refuses to guess one (the error propagates)."""
+    from pipeline.errors import StorageError
+
+    monkeypatch.setattr(auth_module, "SECRET_REFRESH", 0.0)
+    access = Harness(guarded(tmp_path)).console.access
+    run(access.refresh())
+    session = access.visitor()[0]
+    token = access.csrf_token(session)
+
+    def down(*_: object) -> bytes:
+        raise StorageError("the store is away")
+
+    monkeypatch.setattr(access.store, "get", down)
+    run(access.refresh())
+    assert access.csrf_ok(session, token)  # still signed with the secret read before the outage
+    fresh = Harness(guarded(tmp_path / "other")).console.access
+    monkeypatch.setattr(fresh.store, "get", down)
+    with pytest.raises(StorageError):
+        run(fresh.refresh())
+
+
 def test_passwords_and_tokens_compare_in_constant_time_whatever_their_length(tmp_path: Path) -> None:
     """Digests of equal length are compared, and both candidates always: a wrong password of any
     length, a prefix of the right one, or the right one plus a byte are all wrong."""
