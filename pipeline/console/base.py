@@ -329,8 +329,11 @@ def _int(text: str | None, default: int) -> int:
 
 
 def _next(target: str | None) -> str:
-    """Only a path on this site (never ``//elsewhere``)."""
-    return target if target and target.startswith("/") and not target.startswith("//") else "/"
+    """Only a path on this site (never ``//elsewhere``, nor ``/\\elsewhere``, which browsers read as
+    ``//``, nor a path with control characters)."""
+    if not target or not target.startswith("/") or target[1:2] in ("/", "\\"):
+        return "/"
+    return target if target.isprintable() and "\\" not in target and len(target) <= 500 else "/"
 
 
 def _error(status: int, message: str) -> Response:

@@ -698,3 +698,29 @@ def test_text_in_every_unicode_encoding_is_refused_as_voice_and_as_photo(
 def test_worker_metrics_listen_on_loopback_unless_configured(tmp_path: Path) -> None:
     assert make_settings(tmp_path).metrics_host == "127.0.0.1"
     assert make_settings(tmp_path, metrics_host="0.0.0.0").metrics_host == "0.0.0.0"
+
+
+@pytest.mark.parametrize(
+    ("given", "goes_to"),
+    [
+        ("/ops", "/ops"),
+        ("//evil.example", "/"),
+        ("/\\evil.example", "/"),
+        ("/\\/evil.example", "/"),
+        ("https://evil.example", "/"),
+        ("/ops\r\nSet-Cookie: x=1", "/"),
+        ("/jobs/j0123456789abcdef012?note=x", "/jobs/j0123456789abcdef012?note=x"),
+    ],
+)
+def test_sign_in_goes_only_to_a_path_of_this_site(tmp_path: Path, given: str, goes_to: str) -> None:
+    """The sign-in form's ``next`` is followed only when it is a plain path here: ``/\\host`` (which
+    browsers read as ``//host``), ``//host``, a URL or a path with control characters go home."""
+    settings = guarded(tmp_path)
+
+    async def go() -> httpx.Response:
+        async with running(settings) as h, client_of(h.app) as client:
+            token = await login_token(client)
+            return await client.post("/login", data={"csrf": token, "password": PASSWORD, "next": given})
+
+    answer = run(go())
+    assert answer.status_code == 303 and answer.headers["location"] == goes_to
