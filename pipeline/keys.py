@@ -51,9 +51,11 @@ STAGE_POOLS: dict[str, tuple[str, ...]] = {"render": ("neural",)}
 """Stages whose work goes to separate worker pools besides the default one."""
 NEURAL_RENDERERS = frozenset({"wav2lip"})
 """Renderers that need a GPU: their jobs go to render's ``neural`` pool."""
-_JOB_ID = re.compile(r"j[0-9a-f]{19}")
+JOB_ID_PATTERN = r"j[0-9a-f]{19}"
+"""A job id inside larger key patterns (always matched with ``fullmatch``); alone, use ``is_job_id``."""
+_JOB_ID = re.compile(JOB_ID_PATTERN)
 _TASK = re.compile(r"job|a\d{1,3}")
-_MANIFEST = re.compile(r"jobs/(j[0-9a-f]{19})/([a-z0-9]+)/([a-z]+)(?:\.[a-z]+)?\.manifest\.json")
+_MANIFEST = re.compile(rf"jobs/({JOB_ID_PATTERN})/([a-z0-9]+)/([a-z]+)(?:\.[a-z]+)?\.manifest\.json")
 # Every id pattern is matched with ``fullmatch``: ``$`` also matches before a trailing newline, so
 # ``re.match(r"^j...$", "j...\n")`` accepts an id that is not one (and a key with a newline in it).
 

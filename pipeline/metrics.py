@@ -31,7 +31,7 @@ from pipeline.bus import Bus, durable_name
 from pipeline.config import Settings
 from pipeline.contracts import Manifest, StageRecord, State
 from pipeline.errors import MouthpieceError
-from pipeline.keys import manifest_key, parse_manifest_key, pools_of, subject_for
+from pipeline.keys import JOB_ID_PATTERN, manifest_key, parse_manifest_key, pools_of, subject_for
 from pipeline.memory import MemoryBus, subject_matches
 from pipeline.storage.base import ObjectInfo, ObjectStore, WrappedStore
 
@@ -41,9 +41,9 @@ CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4
 
 DURATION_BUCKETS = (0.25, 0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, 600, 1800, 3600)
 FPS_BUCKETS = (1, 2, 5, 10, 15, 25, 50, 100, 200, 500, 1000)
-_RECORD = re.compile(r"jobs/(j[0-9a-f]{19})/records/([a-z0-9]+)\.([a-z]+)\.json")  # fullmatch (keys.py)
-_PUBLISHED = re.compile(r"jobs/(j[0-9a-f]{19})/([a-z0-9]+)/published/([a-z_]+)-[0-9a-f]+\.json")
-_VIDEO_OUT = re.compile(r"j[0-9a-f]{19}/[^/]+\.mp4")
+_RECORD = re.compile(rf"jobs/({JOB_ID_PATTERN})/records/([a-z0-9]+)\.([a-z]+)\.json")  # fullmatch
+_PUBLISHED = re.compile(rf"jobs/({JOB_ID_PATTERN})/([a-z0-9]+)/published/([a-z_]+)-[0-9a-f]+\.json")
+_VIDEO_OUT = re.compile(rf"{JOB_ID_PATTERN}/[^/]+\.mp4")
 
 
 class Metrics:
