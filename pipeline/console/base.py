@@ -202,7 +202,7 @@ class ConsoleBase:
             return _unread(request, self._status(request, 415, "this form takes no files"))
         limit = body_limit(self.settings, multipart, public=rule.public)
         if declared_length(request) > limit:
-            return _unread(request, self._status(request, 413, f"{TooLarge(limit)}: send smaller files"))
+            return _unread(request, self._status(request, 413, str(TooLarge(limit))))
         if rule.sign_in:
             client, known = self.access.throttle_key(request)
             wait = self.access.throttle.begin(client, known_device=known)
@@ -239,7 +239,7 @@ class ConsoleBase:
         try:
             form = await capped_form(request, limit, receive)
         except TooLarge as exc:
-            return _unread(request, self._status(request, 413, f"{exc}: send smaller files"))
+            return _unread(request, self._status(request, 413, str(exc)))
         request.state.form = form
         try:
             if not checked and not self.access.csrf_ok(session, _field(form, CSRF_FIELD)):

@@ -46,7 +46,12 @@ class TooLarge(Exception):
     """The request body is over its cap."""
 
     def __init__(self, limit: int) -> None:
-        super().__init__(f"the upload is larger than {limit // (1024 * 1024)} MB in all")
+        if limit >= 1024 * 1024:
+            super().__init__(
+                f"the upload is larger than {limit // (1024 * 1024)} MB in all: send smaller files"
+            )
+        else:
+            super().__init__(f"the form is larger than {limit // 1024} KB")
         self.limit = limit
 
 
