@@ -273,7 +273,7 @@ class ConsoleBase:
         return self._refused(request, 404, f"There is no job {job_id[:40]}.")
 
     async def _view(self, job_id: str) -> Any:
-        if not _valid_id(job_id):
+        if not await self._known(job_id):  # a cancel marker alone is not a job to show
             return None
         progress = self.index.progress.get(job_id, {})
         return await asyncio.to_thread(job_view, self.store, self.settings, job_id, progress)

@@ -608,7 +608,8 @@ def test_ids_are_matched_in_full_and_unknown_jobs_are_404_and_never_listed(
     tmp_path: Path, assets: Path
 ) -> None:
     """A job id with a trailing newline (%0A) is not an id: cancel answers 404 and writes nothing; a
-    well-formed id that names no job answers 404 to cancel and retry and never appears in the list; a
+    well-formed id that names no job answers 404 to cancel and retry, never appears in the list, and has
+    no page (404) even when a cancel marker exists for it; a
     real job still cancels."""
     settings = make_settings(tmp_path)
     newline = "j" + "0" * 19 + "\n"
@@ -636,6 +637,8 @@ def test_ids_are_matched_in_full_and_unknown_jobs_are_404_and_never_listed(
             await asyncio.sleep(1.0)
             listed = [j["job_id"] for j in (await client.get("/api/jobs")).json()["jobs"]]
             assert listed == [job]
+            assert (await client.get(f"/api/jobs/{ghost}")).status_code == 404
+            assert (await client.get(f"/jobs/{ghost}")).status_code == 404
 
     run(go())
 
