@@ -1097,7 +1097,7 @@ def cmd_dead_letters(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_init(settings: Settings, args: argparse.Namespace) -> int:
     from pipeline.notifications import configure_bucket_notifications
-    from pipeline.registry import get_stage
+    from pipeline.stage import get_stage
 
     store = open_store(settings)
     for stage in settings.chain:  # seed what the stages rely on (validate: the default avatar)

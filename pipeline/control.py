@@ -17,7 +17,7 @@ from pipeline.bus import Bus
 from pipeline.config import Settings
 from pipeline.contracts import JobStatus, State
 from pipeline.keys import cancel_key, cancel_subject, check_job_id
-from pipeline.registry import get_stage
+from pipeline.stage import get_stage
 from pipeline.status import is_cancelled, job_status, write_status
 from pipeline.storage.base import ObjectStore
 

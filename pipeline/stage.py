@@ -23,8 +23,9 @@ from pydantic import BaseModel, ValidationError
 
 from pipeline.config import Settings
 from pipeline.contracts import ArtifactRef, JobSpec, Manifest
-from pipeline.errors import MouthpieceError, PermanentError, RetryableError, StageStopped
+from pipeline.errors import ConfigError, MouthpieceError, PermanentError, RetryableError, StageStopped
 from pipeline.keys import artifact_key
+from pipeline.registry import load_stage
 from pipeline.storage.base import LocalFiles, ObjectInfo, ObjectStore
 
 T = TypeVar("T")
@@ -57,6 +58,17 @@ class Stage:
     ) -> None:
         """The last stage of a chain tells a failed job's destinations why (``code`` and the full
         ``reason``; each destination takes its words from ``pipeline.messages``). Best effort."""
+
+
+def get_stage(name: str) -> Stage:
+    """The stage registered as ``name`` (``pipeline.registry``; its module imported on first use),
+    checked to be a ``Stage`` called ``name``; ``ConfigError`` otherwise."""
+    stage = load_stage(name)
+    if not isinstance(stage, Stage) or stage.name != name:
+        raise ConfigError(
+            f"the object registered as stage {name!r} is not a pipeline.stage.Stage named {name!r}"
+        )
+    return stage
 
 
 class ModelCache:
@@ -218,4 +230,4 @@ class StageContext:
         )
 
 
-__all__ = ["ModelCache", "Stage", "StageContext", "StageStopped", "sha256_file"]
+__all__ = ["ModelCache", "Stage", "StageContext", "StageStopped", "get_stage", "sha256_file"]

@@ -19,8 +19,7 @@ import structlog
 from pipeline.config import Settings
 from pipeline.contracts import JobSpec, Manifest
 from pipeline.owner import scratch_folder
-from pipeline.registry import get_stage
-from pipeline.stage import ModelCache, Stage, StageContext
+from pipeline.stage import ModelCache, Stage, StageContext, get_stage
 from pipeline.storage import ObjectStore, open_store
 
 DEFAULT_JOB = "j0000000000000000000"

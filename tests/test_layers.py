@@ -6,12 +6,14 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+from pipeline.registry import HOUSE_STAGES
+
 ROOT = Path(__file__).resolve().parents[1]
 
 LAYERS: dict[str, int] = {
     # 0: no project imports
     "errors": 0, "config": 0, "messages": 0, "discord.urls": 0, "storage.base": 0, "__init__": 0,
-    "discord.__init__": 0, "ingress.__init__": 0,
+    "discord.__init__": 0, "ingress.__init__": 0, "registry": 0,
     # 1: contracts
     "contracts": 1,
     # 2: pure helpers on contracts
@@ -25,7 +27,7 @@ LAYERS: dict[str, int] = {
     "stage": 4, "status": 4, "submit": 4, "models": 4, "notifications": 4, "drops": 4,
     "discord.api": 4, "discord.signature": 4, "discord.interactions": 4, "ingress.safe": 4,
     # 5: the registry and services built on the above
-    "registry": 5, "reconcile": 5, "seaweedfs.bridge": 5, "discord.mentions": 5, "discord.commands": 5, "discord.fetch": 5, "discord.progress": 5,
+    "reconcile": 5, "seaweedfs.bridge": 5, "discord.mentions": 5, "discord.commands": 5, "discord.fetch": 5, "discord.progress": 5,
     "runner.decide": 5, "metrics": 5, "ingress.markers": 5, "ingress.settle": 5, "ingress.drop": 5,
     # 6: the runner, controls, the test environment
     "gc": 6, "discord.routes": 6, "discord.publish": 6, "runner.records": 6, "runner.handler": 6, "runner.worker": 6, "runner.__init__": 6, "runner": 6, "control": 6, "testing": 6, "ingress.shelves": 6,
@@ -36,7 +38,7 @@ LAYERS: dict[str, int] = {
     "console.upload": 8, "console.base": 8, "console.pages": 8, "console.files": 8,
     "console.actions": 8, "console.api": 8,
 }  # fmt: skip
-STAGE_PACKAGES = {"validate", "detect", "render", "enhance", "publish"}
+STAGE_PACKAGES = set(HOUSE_STAGES)
 
 
 def imports(path: Path) -> set[str]:

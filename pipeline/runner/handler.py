@@ -35,10 +35,9 @@ from pipeline.keys import (
     progress_subject,
 )
 from pipeline.owner import scratch_folder
-from pipeline.registry import get_stage
 from pipeline.runner.decide import Decision, conclude, gave_up_reason, outcome_of
 from pipeline.runner.records import RecordKeeper, Ticket
-from pipeline.stage import ModelCache, Stage, StageContext
+from pipeline.stage import ModelCache, Stage, StageContext, get_stage
 from pipeline.status import JOB_TASK, finished_before, is_cancelled, read_spec, write_status
 from pipeline.storage.base import ObjectInfo, ObjectStore
 

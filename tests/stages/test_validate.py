@@ -432,7 +432,7 @@ def test_spec_naming_a_place_it_may_not_publish_to_fails_before_any_work(
 ) -> None:
     """A spec whose folder destination is not allowed fails in validate: no media converted, nothing in
     outputs/<job>/; its failure note goes to the output folder, not to the folder it named."""
-    from pipeline.registry import get_stage
+    from pipeline.stage import get_stage
 
     settings = make_settings(tmp_path)
     store = open_store(settings)
