@@ -267,6 +267,22 @@ class ArtifactRef(_Model):
     content_type: str = "application/octet-stream"
 
 
+class Role(StrEnum):
+    """The house's artifact roles: the keys of ``Manifest.artifacts`` that stages require and provide.
+    A ``str``: ``artifacts["audio"]`` and ``artifacts[Role.audio]`` are the same entry, and a plugin
+    stage may name a role of its own with a plain string."""
+
+    audio = "audio"  # the voice, 16 kHz mono WAV (validate)
+    avatar = "avatar"  # the picture, constant-fps H.264 (validate)
+    speech = "speech"  # the speech timing, SpeechTiming JSON (validate)
+    faces = "faces"  # the face track, FaceTrack JSON (detect)
+    video = "video"  # the silent lip-synced clip (render)
+    final = "final"  # the finished MP4 (enhance)
+    srt = "srt"  # subtitles (enhance, when the job asks for them)
+    vtt = "vtt"
+    quality = "quality"  # the quality report, quality.json (enhance)
+
+
 class MediaInfo(_Model):
     """Facts about a task's normalized media that every later stage needs."""
 

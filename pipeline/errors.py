@@ -17,6 +17,8 @@
     │   │   └── DropRefused         a drop in the watched folder that cannot become a job
     │   ├── ConfigError             the deployment is misconfigured (missing model, bad setting)
     │   │   └── EspeakMissing       no eSpeak NG library (the ``voice`` extra)
+    │   ├── StageContractBroken     a stage was given, or handed on, a manifest without a role its
+    │   │                           contract names (``requires`` / ``provides``): a bug or a bad chain
     │   ├── JobCancelled            someone cancelled the job
     │   └── DiscordError            Discord refused a request
     │       ├── WebhookGone         the webhook or interaction token no longer exists
@@ -145,6 +147,13 @@ class EspeakMissing(ConfigError):
     """The eSpeak NG library is not installed (the ``voice`` extra): text cannot be spoken here."""
 
     code = "tts_unavailable"
+
+
+class StageContractBroken(PermanentError):
+    """A stage's input lacks a role it ``requires``, or its output one it ``provides`` (the runner
+    checks both); ``stage`` and ``params["role"]`` name them."""
+
+    code = "stage_contract"
 
 
 class JobCancelled(PermanentError):

@@ -161,7 +161,7 @@ def check_chain(chain: list[str] | tuple[str, ...]) -> None:
         stage = load_stage(name)
         missing = sorted(set(stage.requires) - available)
         if missing:
-            makers = [n for n in REGISTRY if set(missing) & set(load_stage(n).provides)]
+            makers = [n for n in REGISTRY if n != name and set(missing) & set(load_stage(n).provides)]
             hint = f"; put {' and '.join(makers)} before it" if makers else ""
             raise ConfigError(f"{name} needs {', '.join(missing)}, which no stage before it makes{hint}")
         available |= set(stage.provides)

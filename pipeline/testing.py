@@ -56,7 +56,7 @@ class StageEnvironment:
             stage=stage,
             log=structlog.get_logger(f"mouthpiece.{stage}").bind(job_id=job_id, task=task, stage=stage),
             workdir=workdir or scratch_folder(self.settings.data_dir, f"mp-{stage}"),
-            spec=spec,
+            _spec=spec,
             models=self.models,
             on_progress=lambda fraction, note: self.progress.append((fraction, note)),
             **extra,

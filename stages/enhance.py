@@ -30,10 +30,10 @@ from pathlib import Path
 import structlog
 
 from pipeline.config import Settings
-from pipeline.contracts import ArtifactRef, JobSpec, Manifest, SpeechTiming, SubtitleMode
+from pipeline.contracts import ArtifactRef, JobSpec, Manifest, Role, SpeechTiming, SubtitleMode
 from pipeline.errors import FFmpegError
 from pipeline.media import FinishJob, Loudness, SubtitleFont, finish_video, measure_loudness
-from pipeline.stage import ModelCache, Stage, StageContext
+from pipeline.stage import ManifestStage, ModelCache, StageContext
 from stages.fonts import FontChoice, pick_font
 from stages.quality import assess as assess_quality
 from stages.quality import warm_up as warm_quality
@@ -71,7 +71,7 @@ def warm_up(settings: Settings, models: ModelCache) -> None:
 def run(ctx: StageContext, manifest: Manifest) -> list[Manifest]:
     """The finished video (``final``) and, when the job asks for subtitles, ``srt`` and ``vtt``."""
     ctx.progress(0.0, "preparing")
-    spec = ctx.job_spec
+    spec = ctx.spec
     audio = ctx.fetch(manifest.artifacts["audio"], "audio.wav")
     seconds = manifest.media.audio_seconds
     cues, timing = _cues(ctx, manifest, spec, seconds)
@@ -257,12 +257,13 @@ def _reported_loudness(ctx: StageContext, measured: Loudness | None, output: Lou
     return round(output.integrated, 2) if output is not None else ctx.settings.loudness_lufs
 
 
-class Enhance(Stage):
+class Enhance(ManifestStage):
     """Enhance+subtitle: the finished MP4 (filters, loudness) and its subtitles."""
 
     name = NAME
-    requires = frozenset({"audio", "avatar", "speech"})
-    provides = frozenset({"final", "srt", "vtt", "quality"})
+    requires = frozenset({Role.audio, Role.avatar, Role.speech})
+    provides = frozenset({Role.final, Role.quality})
+    may_provide = frozenset({Role.srt, Role.vtt})  # when the job asks for subtitles
 
     def warm_up(self, settings: Settings, models: ModelCache) -> None:
         warm_up(settings, models)

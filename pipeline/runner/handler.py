@@ -37,7 +37,7 @@ from pipeline.keys import (
 from pipeline.owner import scratch_folder
 from pipeline.runner.decide import Decision, conclude, gave_up_reason, outcome_of
 from pipeline.runner.records import RecordKeeper, Ticket
-from pipeline.stage import ModelCache, Stage, StageContext, get_stage
+from pipeline.stage import ModelCache, Stage, StageContext, get_stage, run_stage
 from pipeline.status import JOB_TASK, finished_before, is_cancelled, read_spec, write_status
 from pipeline.storage.base import ObjectInfo, ObjectStore
 
@@ -154,7 +154,7 @@ class Handler:
         outputs: list[Manifest] = []
         try:
             fault(self.settings, f"{self.stage}.start")
-            if ctx.spec is None and not self.first:
+            if not self.first and not ctx.has_spec:
                 ctx.spec = await asyncio.to_thread(read_spec, self.store, self.settings, work.job_id)
             outputs = await asyncio.to_thread(self._call_stage, ctx, work)
         except asyncio.CancelledError:
@@ -193,7 +193,7 @@ class Handler:
         """Run the stage (in a thread). The scratch folder is removed here, by the thread that used it,
         however the stage ends."""
         try:
-            result = self.impl.run(ctx, work.inputs)
+            result = run_stage(self.impl, ctx, work.inputs)
         finally:
             shutil.rmtree(ctx.workdir, ignore_errors=True)
         ctx.check()  # asked to stop while finishing: hand nothing on
@@ -306,7 +306,7 @@ def write_manifests(
     under the key that routes it to the pool of the next stage the job needs."""
     chain = settings.chain
     following = chain[chain.index(stage) + 1] if stage != chain[-1] else None
-    spec = ctx.spec
+    spec = ctx.spec if ctx.has_spec else None
     if following in STAGE_POOLS and spec is None:
         spec = read_spec(store, settings, ctx.job_id)  # the first stage just wrote it
     if following is None:

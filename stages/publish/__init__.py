@@ -20,14 +20,14 @@ from typing import Any
 import structlog
 
 from pipeline.config import Settings
-from pipeline.contracts import ArtifactRef, Destination, FolderDestination, JobSpec, Manifest
+from pipeline.contracts import ArtifactRef, Destination, FolderDestination, JobSpec, Manifest, Role
 from pipeline.destinations import check_destinations
 from pipeline.errors import ObjectNotFound, PermanentError
 from pipeline.faults import fault
 from pipeline.keys import job_record_key, output_key, published_key, slug
 from pipeline.media import mux
 from pipeline.messages import for_people
-from pipeline.stage import Stage, StageContext
+from pipeline.stage import ManifestStage, StageContext
 from pipeline.status import read_job, read_spec
 from pipeline.storage.base import ObjectStore
 from stages.publish.folder import publish_to_folder, write_failure_note
@@ -38,7 +38,7 @@ log = structlog.get_logger("mouthpiece.publish")
 
 def run(ctx: StageContext, manifest: Manifest) -> list[Manifest]:
     """Publish one task's video to the outputs bucket and the job's destinations."""
-    spec = ctx.job_spec
+    spec = ctx.spec
     check_destinations(ctx.settings, spec.destinations)  # validate did; a refusal here publishes nothing
     filename = output_name(ctx.store, ctx.settings, manifest, spec)
     video = _final_video(ctx, manifest)
@@ -177,11 +177,11 @@ def tell_failure(
     log.info("failure_notified", job_id=job_id, record=job_record_key(job_id))
 
 
-class Publish(Stage):
+class Publish(ManifestStage):
     """Publish: the outputs bucket, the output folder, Discord — each exactly once."""
 
     name = NAME
-    requires = frozenset({"audio", "avatar"})
+    requires = frozenset({Role.audio, Role.avatar})
 
     def run(self, ctx: StageContext, inputs: Manifest) -> list[Manifest]:
         return run(ctx, inputs)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -74,13 +75,13 @@ def test_a_name_is_registered_once() -> None:
 
 
 PLUGIN_STAGE = """
-from pipeline.stage import Stage
+from pipeline.stage import ManifestStage
 
 
-class Background(Stage):
+class Background(ManifestStage):
     name = "background"
-    requires = frozenset({"video"})
-    provides = frozenset({"video"})
+    requires = frozenset({"avatar"})
+    may_provide = frozenset({"video"})
 
     def run(self, ctx, manifest):
         return [manifest.advance(self.name)]
@@ -123,3 +124,34 @@ def test_a_plugin_outside_stages_registers_a_stage_through_its_entry_point(tmp_p
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["background", "Replacing", "the", "background", "True", "False", "True"]
+
+
+def _roles(cell: str) -> set[str]:
+    """The roles a table cell names: back-quoted words outside parentheses."""
+    while (shorter := re.sub(r"\([^()]*\)", "", cell)) != cell:
+        cell = shorter
+    return set(re.findall(r"`([a-z_]+)`", cell))
+
+
+def test_the_architecture_documents_stage_table_is_the_registry() -> None:
+    """docs/architecture.md's "Stages" table lists the registry's stages in order, each with its module
+    and exactly the roles its object requires, provides and may provide."""
+    from pipeline.registry import REGISTRY
+
+    root = Path(__file__).resolve().parents[2]
+    text = (root / "docs" / "architecture.md").read_text()
+    section = text.split("\n## Stages\n", 1)[1].split("\n## ", 1)[0]
+    rows = [
+        [c.strip() for c in line.strip("|").split("|")]
+        for line in section.splitlines()
+        if line.startswith("| ") and not line.startswith(("| stage ", "| ---"))
+    ]
+    assert [row[0] for row in rows] == list(REGISTRY)
+    for name, module, requires, provides in rows:
+        stage = get_stage(name)
+        path = REGISTRY[name].target.split(":")[0].replace(".", "/")
+        assert module == (f"`{path}.py`" if (root / f"{path}.py").exists() else f"`{path}/`"), name
+        assert _roles(requires) == set(stage.requires), name
+        always, _, sometimes = provides.partition("may provide")
+        assert _roles(always) == set(stage.provides), name
+        assert _roles(sometimes) == set(stage.may_provide), name

@@ -42,7 +42,6 @@ class Ingest(Stage):
 
     name = "validate"
     takes_upload = True
-    provides = frozenset({"audio", "avatar"})
 
     def __init__(self, behaviour: Behaviour | None = None, spec: JobSpec | None = None) -> None:
         self.behaviour = behaviour
@@ -63,7 +62,6 @@ class Deliver(Stage):
     """A later stage for runner tests: hands the manifest on after ``behaviour``."""
 
     name = "publish"
-    requires = frozenset({"audio"})
 
     def __init__(self, behaviour: Behaviour | None = None, name: str = "publish") -> None:
         self.behaviour = behaviour
