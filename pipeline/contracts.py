@@ -23,7 +23,7 @@ from pydantic import (
     model_validator,
 )
 
-from pipeline.discord.urls import check_application_id, check_interaction_token, parse_webhook_url
+from pipeline.webhooks import check_application_id, check_interaction_token, parse_webhook_url
 
 SCHEMA_VERSION = 1
 REVEAL = {"reveal_secrets": True}

@@ -10,7 +10,7 @@ message later instead of holding a worker. 5xx and network failures are retried 
 that answers 404 (deleted) or 401 (token invalid or expired) raises ``WebhookGone`` and is remembered:
 later calls to it fail at once, without a request. 413 raises ``TooLarge``. Every request has a timeout.
 No URL (they carry tokens) is ever logged or put into an error message. Every request URL is built from
-checked parts (``pipeline.discord.urls``): ids are digits, tokens URL-safe, each segment percent-encoded,
+checked parts (``pipeline.webhooks``): ids are digits, tokens URL-safe, each segment percent-encoded,
 so nothing a job spec says can make a request leave ``/webhooks/`` or go to another host.
 """
 
@@ -31,8 +31,8 @@ import requests
 import structlog
 
 from pipeline.config import DiscordSettings
-from pipeline.discord.urls import SNOWFLAKE, WebhookUrl, interaction_path
 from pipeline.errors import ConfigError, DiscordError, RetryableError, TooLarge, WebhookGone
+from pipeline.webhooks import SNOWFLAKE, WebhookUrl, interaction_path
 
 log = structlog.get_logger("mouthpiece.discord")
 

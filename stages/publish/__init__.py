@@ -3,7 +3,7 @@
 Always: the outputs bucket (``<job>/<name>.mp4``, subtitles and the quality report
 ``<name>.quality.json`` beside it, ``<job>/status.json``). Then each
 destination of the job spec: a folder (the embedded default's output folder), Discord (see
-``pipeline.discord.publish``). Each destination gets an intent before anything is sent and a marker after
+``pipeline.destinations.discord``). Each destination gets an intent before anything is sent and a marker after
 (``published/<destination>.intent.json`` / ``.json``), so a redelivered message never publishes twice
 and a run after a crash knows what may have been sent (docs/architecture.md: exactly once for folders
 and interaction replies, at least once for channel webhooks). ``tell_failure`` tells the same
@@ -22,6 +22,7 @@ import structlog
 from pipeline.config import Settings
 from pipeline.contracts import ArtifactRef, Destination, FolderDestination, JobSpec, Manifest, Role
 from pipeline.destinations import check_destinations
+from pipeline.destinations.folder import publish_to_folder, write_failure_note
 from pipeline.errors import ObjectNotFound, PermanentError
 from pipeline.faults import fault
 from pipeline.keys import job_record_key, output_key, published_key, slug
@@ -30,7 +31,6 @@ from pipeline.messages import for_people
 from pipeline.stage import ManifestStage, StageContext
 from pipeline.status import read_job, read_spec
 from pipeline.storage.base import ObjectStore
-from stages.publish.folder import publish_to_folder, write_failure_note
 
 NAME = "publish"
 log = structlog.get_logger("mouthpiece.publish")
@@ -128,7 +128,7 @@ def _to_destination(
         where = publish_to_folder(ctx.settings, destination, video, digest, filename, ctx.job_id, intent)
         fault(ctx.settings, "publish.after_copy")
     else:
-        from pipeline.discord.publish import publish_to_discord
+        from pipeline.destinations.discord import publish_to_discord
 
         intent.write({"started": True})
         where = publish_to_discord(ctx, destination, video, filename, manifest)
@@ -171,7 +171,7 @@ def tell_failure(
         if isinstance(destination, FolderDestination):
             write_failure_note(settings, destination, name, job_id, for_people(code, reason, job_id))
         else:
-            from pipeline.discord.publish import notify_discord_failure
+            from pipeline.destinations.discord import notify_discord_failure
 
             notify_discord_failure(settings, destination, job_id, code, reason)
     log.info("failure_notified", job_id=job_id, record=job_record_key(job_id))

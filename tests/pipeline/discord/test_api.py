@@ -18,8 +18,8 @@ from pipeline.discord.api import (
     execute_webhook,
 )
 from pipeline.discord.commands import ANNOUNCE_COMMAND, AVATAR_COMMAND, register
-from pipeline.discord.urls import parse_webhook_url
 from pipeline.errors import ConfigError, RetryableError
+from pipeline.webhooks import parse_webhook_url
 from tests.conftest import make_settings
 from tests.pipeline.discord.conftest import APP_ID, FakeDiscord
 

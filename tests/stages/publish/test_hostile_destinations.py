@@ -20,8 +20,8 @@ from pipeline.contracts import (
     MediaInfo,
     job_id_for,
 )
+from pipeline.destinations.discord import notify_discord_failure, publish_to_discord
 from pipeline.discord.api import DiscordError
-from pipeline.discord.publish import notify_discord_failure, publish_to_discord
 from pipeline.errors import InvalidInput
 from pipeline.keys import spec_key
 from pipeline.media import ffmpeg_binary

@@ -6,7 +6,7 @@ are checked here against the operator's settings, not trusted:
 
 - a Discord webhook must be https on one of ``discord_webhook_hosts`` (port 443), or on an origin listed
   there (``http://127.0.0.1:9000``: tests, a relay), or on ``discord_api_base``'s origin (where interaction
-  replies go anyway), with Discord's path shape (``pipeline.discord.urls``);
+  replies go anyway), with Discord's path shape (``pipeline.webhooks``);
 - an interaction reply goes to ``discord_api_base`` only; its id and token are checked for shape by the
   contract, and its fallback webhook like any webhook;
 - a folder must be the output folder or inside it or inside one of ``output_dirs`` (after resolving
@@ -31,8 +31,8 @@ from pipeline.contracts import (
     DiscordWebhookDestination,
     FolderDestination,
 )
-from pipeline.discord.urls import WebhookUrl, parse_webhook_url
 from pipeline.errors import InvalidInput
+from pipeline.webhooks import WebhookUrl, parse_webhook_url
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 WEBHOOK_HINT = (

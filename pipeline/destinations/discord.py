@@ -22,7 +22,6 @@ from pipeline.contracts import DiscordInteractionDestination, DiscordWebhookDest
 from pipeline.destinations import allowed_webhook
 from pipeline.discord.api import Attachment, DiscordApi, TooLarge, WebhookGone, execute_webhook
 from pipeline.discord.progress import token_alive
-from pipeline.discord.urls import WebhookUrl
 from pipeline.errors import ConfigError, MouthpieceError, StorageError
 from pipeline.keys import output_key
 from pipeline.logs import REDACTOR
@@ -30,6 +29,7 @@ from pipeline.media import probe, reencode_to_bitrate
 from pipeline.messages import discord_text
 from pipeline.stage import StageContext
 from pipeline.storage.base import Presigner
+from pipeline.webhooks import WebhookUrl
 
 log = structlog.get_logger("mouthpiece.publish.discord")
 
