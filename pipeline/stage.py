@@ -295,4 +295,14 @@ class StageContext:
         )
 
 
-__all__ = ["ModelCache", "Stage", "StageContext", "StageStopped", "get_stage", "sha256_file"]
+__all__ = [
+    "FirstStage",
+    "ManifestStage",
+    "ModelCache",
+    "Stage",
+    "StageContext",
+    "StageStopped",
+    "get_stage",
+    "run_stage",
+    "sha256_file",
+]

@@ -21,7 +21,7 @@ LAYERS: dict[str, int] = {
     "media.encode": 2, "media.finish": 2, "natsserver": 2,
     # 3: the bus, the stores, events
     "bus": 3, "memory": 3, "events": 3, "storage.local": 3, "storage.s3": 3, "storage.emitting": 3,
-    "storage.__init__": 3, "destinations.__init__": 3, "destinations.policy": 3, "httputil": 3, "seaweedfs.__init__": 3, "seaweedfs.filer_pb": 3,
+    "storage.__init__": 3, "destinations.__init__": 3, "destinations.policy": 3, "destinations.base": 3, "httputil": 3, "seaweedfs.__init__": 3, "seaweedfs.filer_pb": 3,
     "seaweedfs.records": 3,
     # 4: what stages are given, status, submitting, Discord's API
     "stage": 4, "status": 4, "submit": 4, "models": 4, "notifications": 4, "drops": 4,
@@ -30,7 +30,7 @@ LAYERS: dict[str, int] = {
     "reconcile": 5, "seaweedfs.bridge": 5, "discord.mentions": 5, "discord.commands": 5, "discord.fetch": 5, "discord.progress": 5,
     "runner.decide": 5, "metrics": 5, "ingress.markers": 5, "ingress.settle": 5, "ingress.drop": 5,
     # 6: the runner, controls, the test environment
-    "gc": 6, "discord.routes": 6, "destinations.discord": 6, "destinations.folder": 6, "runner.records": 6, "runner.handler": 6, "runner.worker": 6, "runner.__init__": 6, "runner": 6, "control": 6, "testing": 6, "ingress.shelves": 6,
+    "gc": 6, "discord.routes": 6, "destinations.discord": 6, "destinations.folder": 6, "destinations.targets": 6, "runner.records": 6, "runner.handler": 6, "runner.worker": 6, "runner.__init__": 6, "runner": 6, "control": 6, "testing": 6, "ingress.shelves": 6,
     # 7-8: processes and entry points
     "stack": 7, "ingress.folder": 7, "ingress.http": 8, "cli": 9,
     # the web console: served by the HTTP ingress

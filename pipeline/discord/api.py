@@ -336,7 +336,7 @@ def execute_webhook(
 
     discord-webhook's own 429 handling sleeps without bound and it sets no timeout by default; we turn
     its retry off, set the timeout, and apply ``send_with_retries`` to its raw request. ``hook`` is a
-    parsed, allowed webhook (``pipeline.destinations.allowed_webhook``): the URL is rebuilt from its parts.
+    parsed, allowed webhook (``pipeline.webhooks.allowed_webhook``): the URL is rebuilt from its parts.
     """
     from discord_webhook import DiscordWebhook
 

@@ -22,6 +22,7 @@ from pydantic import ValidationError
 from pipeline.bus import Bus, Delivery
 from pipeline.config import Settings
 from pipeline.contracts import DeadLetter, Manifest, Progress, State, job_id_for
+from pipeline.destinations.targets import tell_failure
 from pipeline.errors import InvalidKey, MouthpieceError, PermanentError, RetryableError, StageStopped
 from pipeline.events import ObjectEvent, parse_event
 from pipeline.faults import fault
@@ -37,7 +38,7 @@ from pipeline.keys import (
 from pipeline.owner import scratch_folder
 from pipeline.runner.decide import Decision, conclude, gave_up_reason, outcome_of
 from pipeline.runner.records import RecordKeeper, Ticket
-from pipeline.stage import ModelCache, Stage, StageContext, get_stage, run_stage
+from pipeline.stage import ModelCache, Stage, StageContext, run_stage
 from pipeline.status import JOB_TASK, finished_before, is_cancelled, read_spec, write_status
 from pipeline.storage.base import ObjectInfo, ObjectStore
 
@@ -342,8 +343,7 @@ async def tell(
     """Tell a failed job's destinations, in the catalogue's words, and store its status."""
     try:
         await asyncio.to_thread(write_status, store, settings, job_id)
-        last = get_stage(settings.chain[-1])
-        await asyncio.to_thread(last.tell_failure, settings, store, job_id, code, reason)
+        await asyncio.to_thread(tell_failure, settings, store, job_id, code, reason)
     except Exception:  # telling is best effort; the failure record is written already
         log.exception("failure_notice_failed")
 
