@@ -34,12 +34,11 @@ from pipeline.console.auth import check_exposure
 from pipeline.contracts import (
     JobOptions,
     JobStatus,
-    Motion,
     Progress,
     QualitySummary,
     State,
-    Style,
-    SubtitleMode,
+    offered,
+    option_values,
 )
 from pipeline.errors import ConfigError, InvalidInput, MouthpieceError
 from pipeline.keys import pools_of, progress_subject
@@ -280,35 +279,19 @@ def _duration(text: str) -> float:
 
 
 def _job_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--renderer",
-        choices=["viseme", "wav2lip", "none"],
-        help="lip-sync method: viseme (default, no model), wav2lip (neural: needs the neural extra "
-        "and a checkpoint), none (the avatar as it is)",
-    )
-    p.add_argument("--checkpoint", help="wav2lip checkpoint (file in the model dir, or a path)")
-    p.add_argument(
-        "--style", choices=[s.value for s in Style], help="avatar style (default auto: told from the picture)"
-    )
-    p.add_argument(
-        "--subtitles",
-        choices=[s.value for s in SubtitleMode],
-        help="none (default), soft (a subtitle track) or burn (drawn into the picture)",
-    )
-    p.add_argument("--transcript", help="what the audio says (better timing and subtitles)")
+    """A ``--flag`` for each job option ``JobOptions`` offers on the command line (its help and
+    choices come from there), and ``--name``."""
+    for name, use in offered("cli").items():
+        flag = "--" + name.replace("_", "-")
+        field = JobOptions.model_fields[name]
+        kind = float if field.annotation in (float, float | None) else None
+        p.add_argument(flag, dest=name, choices=option_values(name), type=kind, help=use.cli)
     p.add_argument("--name", help="name of the output (default: the voice clip's name)")
-    p.add_argument(
-        "--motion", choices=[m.value for m in Motion], help="blinks and head motion (photos: subtle)"
-    )
-    p.add_argument("--min-quality", type=float, help="quality score (0..1) under which the video is flagged")
 
 
 def _options(args: argparse.Namespace) -> JobOptions:
     _check_lengths(args)
-    fields = {
-        k: getattr(args, k, None)
-        for k in ("renderer", "checkpoint", "style", "subtitles", "transcript", "motion", "min_quality")
-    }
+    fields = {k: getattr(args, k, None) for k in offered("cli")}
     return job_options({k: v for k, v in fields.items() if v is not None})
 
 

@@ -28,7 +28,7 @@ from pipeline.console.auth import CSRF_FIELD, CSRF_HEADER, Access, Session
 from pipeline.console.index import JobIndex
 from pipeline.console.upload import TooLarge, body_limit, capped_form
 from pipeline.console.views import dead_letters, job_view, model_rows
-from pipeline.contracts import JobOptions
+from pipeline.contracts import JobOptions, offered
 from pipeline.errors import InvalidKey
 from pipeline.keys import check_job_id
 from pipeline.metrics import Metrics, queue_stats
@@ -235,7 +235,7 @@ def _choices() -> dict[str, list[str]]:
     the first is the default, ``""`` where the default is to leave it unset."""
     schema = JobOptions.model_json_schema()
     out: dict[str, list[str]] = {}
-    for name in ("renderer", "style", "motion", "subtitles"):
+    for name in offered("form"):
         field = JobOptions.model_fields.get(name)
         values = _enum(schema, schema["properties"].get(name, {}))
         if field is None or not values:

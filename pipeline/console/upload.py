@@ -20,7 +20,7 @@ from starlette.datastructures import FormData, UploadFile
 from starlette.requests import Request
 
 from pipeline.config import Settings
-from pipeline.contracts import JobOptions
+from pipeline.contracts import JobOptions, offered
 from pipeline.discord.fetch import AUDIO_HINT, IMAGE_HINT, Kind, sniff
 from pipeline.errors import InvalidInput
 from pipeline.media import looks_like
@@ -33,7 +33,7 @@ FIELDS_BYTES = 1024 * 1024
 SMALL_FORM_BYTES = 64 * 1024
 VOICE = frozenset({Kind.audio, Kind.video})
 FACE = frozenset({Kind.image, Kind.video})
-OPTION_FIELDS = ("renderer", "style", "motion", "subtitles", "transcript")
+OPTION_FIELDS = tuple(offered("form"))  # the new-job form's options, declared on JobOptions
 
 
 class TooLarge(Exception):
