@@ -284,8 +284,8 @@ def _job_options(p: argparse.ArgumentParser) -> None:
     for name, use in offered("cli").items():
         flag = "--" + name.replace("_", "-")
         field = JobOptions.model_fields[name]
-        kind = float if field.annotation in (float, float | None) else None
-        p.add_argument(flag, dest=name, choices=option_values(name), type=kind, help=use.cli)
+        typed: dict[str, Any] = {"type": float} if field.annotation in (float, float | None) else {}
+        p.add_argument(flag, dest=name, choices=option_values(name), help=use.cli, **typed)
     p.add_argument("--name", help="name of the output (default: the voice clip's name)")
 
 

@@ -48,8 +48,8 @@ def test_a_typed_flag_becomes_the_job_option() -> None:
 def test_the_console_form_and_the_job_page_follow_the_declarations() -> None:
     """The new-job form takes the ``form`` options (a choice list for each with values, default
     first), and a job page lists the ``page`` options."""
-    assert OPTION_FIELDS == tuple(offered("form"))
-    assert SHOWN_OPTIONS == tuple(offered("page"))
+    assert tuple(offered("form")) == OPTION_FIELDS
+    assert tuple(offered("page")) == SHOWN_OPTIONS
     choices = _choices()
     assert set(choices) == {n for n in offered("form") if option_values(n)}
     assert choices["renderer"][0] == "viseme" and choices["motion"][0] == ""
