@@ -32,7 +32,7 @@ from minio import Minio
 from PIL import Image
 
 from pipeline import ASSETS_DIR
-from pipeline.natsserver import free_port, nats_server_binary
+from pipeline.bus.natsserver import free_port, nats_server_binary
 from pipeline.registry import DEFAULT_CHAIN
 from tests.compose_env import Compose, read_dotenv
 from tests.pipeline.discord.conftest import FakeDiscord, ThreadServer

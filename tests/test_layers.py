@@ -18,9 +18,9 @@ LAYERS: dict[str, int] = {
     "contracts": 1,
     # 2: pure helpers on contracts
     "owner": 2, "devices": 2, "keys": 2, "specfile": 2, "faults": 2, "logs": 2, "media.__init__": 2, "media.run": 2, "media.probe": 2, "media.decode": 2, "media.normalize": 2,
-    "media.encode": 2, "media.finish": 2, "natsserver": 2,
+    "media.encode": 2, "media.finish": 2, "bus.natsserver": 2,
     # 3: the bus, the stores, events
-    "bus": 3, "memory": 3, "events": 3, "storage.local": 3, "storage.s3": 3, "storage.emitting": 3,
+    "bus.__init__": 3, "bus.memory": 3, "events": 3, "storage.local": 3, "storage.s3": 3, "storage.emitting": 3,
     "storage.__init__": 3, "destinations.__init__": 3, "destinations.policy": 3, "destinations.base": 3, "httputil": 3, "seaweedfs.__init__": 3, "seaweedfs.filer_pb": 3,
     "seaweedfs.records": 3,
     # 4: what stages are given, status, submitting, Discord's API
