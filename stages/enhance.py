@@ -4,7 +4,7 @@ Given render's manifest (``artifacts["video"]``: the silent rendered H.264 clip 
 ``artifacts["audio"]``: the 16 kHz mono voice), or validate's/detect's when the chain has no render
 (then ``artifacts["avatar"]`` is looped), it:
 
-1. builds subtitle cues when the job asks for subtitles (``stages.subtitles``) from the words of the
+1. builds subtitle cues when the job asks for subtitles (``stages.lib.subtitles``) from the words of the
    task's speech timing (the ``speech`` artifact validate made: nothing is aligned or recognized here);
 2. measures the voice's loudness (EBU R128) for a linear normalization to ``settings.loudness_lufs``;
 3. runs ONE ffmpeg encode (``pipeline.media.finish_video``): light denoise and mild sharpen (unless the
@@ -34,12 +34,12 @@ from pipeline.contracts import ArtifactRef, JobSpec, Manifest, Role, SpeechTimin
 from pipeline.errors import FFmpegError
 from pipeline.media import FinishJob, Loudness, SubtitleFont, finish_video, measure_loudness
 from pipeline.stage import ManifestStage, ModelCache, StageContext
-from stages.fonts import FontChoice, pick_font
+from stages.lib.fonts import FontChoice, pick_font
+from stages.lib.subtitles import Cue, CueRules, cues_from_words, to_srt, to_vtt
 from stages.quality import assess as assess_quality
 from stages.quality import warm_up as warm_quality
 from stages.speech import Word
 from stages.speech_timing import UNSPACED, read_timing
-from stages.subtitles import Cue, CueRules, cues_from_words, to_srt, to_vtt
 
 NAME = "enhance"
 log = structlog.get_logger("mouthpiece.enhance")

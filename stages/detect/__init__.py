@@ -66,8 +66,8 @@ from stages.detect.detectors import (
     resolve_kind,
 )
 from stages.detect.track import build_track, frames_with_faces
-from stages.faces.landmarks import DlibDetector, FaceDescriber, dlib_available
-from stages.faces.tracker import track_faces
+from stages.lib.faces.landmarks import DlibDetector, FaceDescriber, dlib_available
+from stages.lib.faces.tracker import track_faces
 
 NAME = "detect"
 TRACK_VERSION = 4  # bump when detection or tracking changes what a track holds
