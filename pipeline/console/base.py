@@ -26,10 +26,10 @@ from pipeline.bus import Bus
 from pipeline.config import Settings
 from pipeline.console.auth import CSRF_FIELD, CSRF_HEADER, Access, Session
 from pipeline.console.index import JobIndex
-from pipeline.console.upload import TooLarge, body_limit, capped_form
+from pipeline.console.upload import body_limit, capped_form
 from pipeline.console.views import dead_letters, job_view, model_rows
 from pipeline.contracts import JobOptions, offered
-from pipeline.errors import InvalidKey
+from pipeline.errors import InvalidKey, UploadTooLarge
 from pipeline.keys import check_job_id
 from pipeline.metrics import Metrics, queue_stats
 from pipeline.storage.base import ObjectStore
@@ -134,7 +134,7 @@ class ConsoleBase:
             return await handler(request)
         try:
             form = await capped_form(request, body_limit(self.settings, request))
-        except TooLarge as exc:
+        except UploadTooLarge as exc:
             return (
                 _error(413, f"{exc}: send smaller files")
                 if request.state.api

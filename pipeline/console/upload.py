@@ -22,7 +22,7 @@ from starlette.requests import Request
 from pipeline.config import Settings
 from pipeline.contracts import JobOptions, offered
 from pipeline.discord.fetch import AUDIO_HINT, IMAGE_HINT, Kind, sniff
-from pipeline.errors import InvalidInput
+from pipeline.errors import InvalidInput, UploadTooLarge
 from pipeline.media import looks_like
 from pipeline.owner import scratch_folder
 from pipeline.specfile import job_options
@@ -36,14 +36,6 @@ FACE = frozenset({Kind.image, Kind.video})
 OPTION_FIELDS = tuple(offered("form"))  # the new-job form's options, declared on JobOptions
 
 
-class TooLarge(Exception):
-    """The request body is over its cap."""
-
-    def __init__(self, limit: int) -> None:
-        super().__init__(f"the upload is larger than {limit // (1024 * 1024)} MB in all")
-        self.limit = limit
-
-
 def body_limit(settings: Settings, request: Request) -> int:
     """How many bytes a POST may carry: a multipart upload two files' worth, any other form 64 KiB."""
     if request.headers.get("content-type", "").startswith("multipart/form-data"):
@@ -52,11 +44,11 @@ def body_limit(settings: Settings, request: Request) -> int:
 
 
 async def capped_form(request: Request, limit: int) -> FormData:
-    """The request's form, read with at most ``limit`` bytes of body (``TooLarge`` past it). Files are
+    """The request's form, read with at most ``limit`` bytes of body (``UploadTooLarge`` past it). Files are
     spooled to disk by the parser, not held in memory."""
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
-        raise TooLarge(limit)
+        raise UploadTooLarge(limit)
     received = 0
     receive = request.receive
 
@@ -66,7 +58,7 @@ async def capped_form(request: Request, limit: int) -> FormData:
         if message.get("type") == "http.request":
             received += len(message.get("body", b""))
             if received > limit:
-                raise TooLarge(limit)
+                raise UploadTooLarge(limit)
         return message
 
     capped = Request(request.scope, counting)

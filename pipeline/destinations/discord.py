@@ -21,7 +21,7 @@ from pipeline.config import Settings
 from pipeline.contracts import Destination, DiscordInteractionDestination, DiscordWebhookDestination, Manifest
 from pipeline.destinations import allowed_webhook
 from pipeline.destinations.base import Delivery, Intent, Publication
-from pipeline.discord.api import Attachment, DiscordApi, TooLarge, WebhookGone, execute_webhook
+from pipeline.discord.api import Attachment, AttachmentTooLarge, DiscordApi, WebhookGone, execute_webhook
 from pipeline.discord.progress import token_alive
 from pipeline.errors import ConfigError, MouthpieceError, StorageError
 from pipeline.keys import output_key
@@ -127,7 +127,7 @@ def _edit_with_file(
 ) -> None:
     try:
         api.edit_original(app, token, message.content, message.file, clear_attachments=True)
-    except TooLarge:  # Discord's limit was lower than we were told: link instead
+    except AttachmentTooLarge:  # Discord's limit was lower than we were told: link instead
         api.edit_original(app, token, link_text(ctx, filename), clear_attachments=True)
 
 
@@ -161,7 +161,7 @@ def _post_webhook(ctx: Publication, hook: WebhookUrl, message: Message) -> str |
     """Post ``message``; the id of the Discord message made (recorded in the publication marker)."""
     try:
         return execute_webhook(hook, message.content, message.file)
-    except TooLarge:
+    except AttachmentTooLarge:
         filename = message.file.filename if message.file else "video.mp4"
         return execute_webhook(hook, link_text(ctx, filename))
 
