@@ -1106,17 +1106,17 @@ async def _ensure_stream(settings: Settings) -> None:
 
 
 def cmd_models(settings: Settings, args: argparse.Namespace) -> int:
-    from pipeline import models
+    from pipeline import modelfiles
 
     for name in args.fetch:
-        path = models.fetch_model(settings, name, args.url)
+        path = modelfiles.fetch_model(settings, name, args.url)
         print(f"fetched {name} -> {path}")
     print(f"Model directory: {settings.models}")
-    print(f"None of these files is needed by {models.DEFAULT_JOB}: {models.PACKAGED}.")
-    missing = models.missing_neural(("torch", "face_alignment"))
+    print(f"None of these files is needed by {modelfiles.DEFAULT_JOB}: {modelfiles.PACKAGED}.")
+    missing = modelfiles.missing_neural(("torch", "face_alignment"))
     if missing:
-        print(f"The neural extra is not installed ({models.NEURAL_EXTRA}): no {' or '.join(missing)}.")
-    for model, path, present, digest in models.model_status(settings):
+        print(f"The neural extra is not installed ({modelfiles.NEURAL_EXTRA}): no {' or '.join(missing)}.")
+    for model, path, present, digest in modelfiles.model_status(settings):
         state = "present" if present else ("missing (optional)" if model.optional else "missing")
         print(f"\n{model.name}: {state}")
         print(f"  what:       {model.description}")

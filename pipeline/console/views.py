@@ -17,7 +17,7 @@ from pipeline.contracts import DeadLetter, JobRecord, JobSpec, JobStatus, Run, S
 from pipeline.errors import MouthpieceError, ObjectNotFound
 from pipeline.keys import resolve_relative
 from pipeline.messages import for_people
-from pipeline.models import find_model, known_models
+from pipeline.modelfiles import find_model, known_models
 from pipeline.status import JOB_TASK, read_job, read_records, read_spec, status_from
 from pipeline.storage.base import ObjectStore
 

@@ -49,7 +49,7 @@ import numpy as np
 
 from pipeline.devices import resolve_device
 from pipeline.errors import ConfigError
-from pipeline.models import missing_neural, require_neural
+from pipeline.modelfiles import missing_neural, require_neural
 from stages.lib.faces.detection import Detection
 
 DetectorKind = Literal["auto", "face_alignment", "dlib", "haar"]

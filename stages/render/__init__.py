@@ -40,7 +40,7 @@ from pipeline.media import (
     loops_forward,
     prefetch,
 )
-from pipeline.models import missing_neural, model_path, require_neural
+from pipeline.modelfiles import missing_neural, model_path, require_neural
 from pipeline.stage import ManifestStage, ModelCache, StageContext
 from stages.render.base import Frames, Renderer, RenderRequest
 from stages.render.motion import Animated, seed_of
