@@ -9,8 +9,9 @@ Figures (each computed the same way on any checkout, so before and after compare
 - **files to touch for a new stage with an option**: the files that enumerate the stages (a Python
   literal naming four or more of them, a YAML or Markdown file that lists every one of them as a worker
   or a table row), the files that enumerate job options (a Python literal naming three or more of
-  ``JobOptions``' fields, or three ``add_argument("--<option>")`` calls, or a template naming three),
-  the module declaring ``JobOptions``, and the new stage's own package;
+  ``JobOptions``' fields, or, outside tests, three ``"--<option>"`` flags, or a template naming three;
+  in tests only module constants count), the module declaring ``JobOptions``, and the new stage's own
+  package (bench/ is not counted);
 - **largest module** (lines) under pipeline/ and stages/;
 - **upward imports**: a module importing one of a package whose highest layer is above its own (a
   package is as high as its highest module: importing any part of it couples you to all of it), and
@@ -38,6 +39,10 @@ STAGES = ("validate", "detect", "render", "enhance", "publish")
 
 
 def tracked(root: Path) -> list[Path]:
+    """The checkout's files (``git ls-files``; every file but caches where it is not a git checkout,
+    e.g. ``git archive 2deea71 | tar -x -C DIR``)."""
+    if not (root / ".git").exists():
+        return [p for p in root.rglob("*") if p.is_file() and "__pycache__" not in p.parts]
     out = subprocess.run(["git", "ls-files"], cwd=root, capture_output=True, text=True, check=True).stdout
     return [root / line for line in out.splitlines() if (root / line).is_file()]
 
@@ -96,7 +101,7 @@ def enumerates(path: Path, names: set[str], at_least: int) -> bool:
         for node in nodes:
             if len(literal_strings(node) & names) >= at_least:
                 return True
-        flags = {n for n in names if f'"--{n.replace("_", "-")}"' in text}
+        flags = {n for n in names if f'"--{n.replace("_", "-")}"' in text and not is_test(path)}
         return len(flags) >= at_least
     if path.suffix == ".html":
         return len({n for n in names if re.search(rf'name="{n}"', text)}) >= at_least
@@ -119,7 +124,7 @@ def files_to_touch(root: Path) -> tuple[list[str], list[str]]:
     stage_sites, option_sites = [], []
     for path in tracked(root):
         rel = str(path.relative_to(root))
-        if path.suffix not in (".py", ".yml", ".yaml", ".md", ".html"):
+        if path.suffix not in (".py", ".yml", ".yaml", ".md", ".html") or rel.startswith("bench/"):
             continue
         if lists_every_stage(path) or (path.suffix == ".py" and enumerates(path, set(STAGES), 4)):
             stage_sites.append(rel)
@@ -225,7 +230,8 @@ if __name__ == "__main__":
     here = Path(args[0]).resolve() if args else Path(__file__).resolve().parents[1]
     report(here)
     if "--apply" in sys.argv:
-        from bench.layout_apply import apply_example_stage
+        sys.path.insert(0, str(Path(__file__).parent))
+        from layout_apply import apply_example_stage
 
         with tempfile.TemporaryDirectory() as tmp:
             apply_example_stage(here, Path(tmp))
