@@ -46,10 +46,10 @@ class Backdrop(ManifestStage):
 STAGE = Backdrop()
 '''
 
-OPTION = '''    backdrop: Annotated[
+OPTION = """    backdrop: Annotated[
         str | None, Offered(cli="replace the backdrop with this colour", form=True, page=True)
     ] = Field(None, max_length=40, description="a colour name for the backdrop; none: keep it")
-'''
+"""
 
 CHECKS = [
     "tests/pipeline/test_registry.py",
@@ -112,7 +112,11 @@ def apply_example_stage(root: Path, tmp: Path) -> None:
         'register_stage("backdrop", "stages.backdrop:STAGE", "Replacing the backdrop")\n',
     )
     edit(registry, '"render", "enhance", "publish")', '"render", "backdrop", "enhance", "publish")')
-    edit(copy / "pipeline" / "contracts.py", "    face: Annotated[FaceChoice", OPTION + "    face: Annotated[FaceChoice")
+    edit(
+        copy / "pipeline" / "contracts.py",
+        "    face: Annotated[FaceChoice",
+        OPTION + "    face: Annotated[FaceChoice",
+    )
     clone_compose(copy / "docker-compose.yml")
     clone_k8s(copy / "infra" / "k8s" / "mouthpiece.yaml")
     edit(
@@ -135,9 +139,15 @@ def apply_example_stage(root: Path, tmp: Path) -> None:
         capture_output=True,
         text=True,
     )
-    print(f"--apply: the checks in the copy: {done.stdout.strip().splitlines()[-1] if done.stdout else done.stderr}")
+    print(
+        f"--apply: the checks in the copy: {done.stdout.strip().splitlines()[-1] if done.stdout else done.stderr}"
+    )
     flags = subprocess.run(
-        [sys.executable, "-m", "pipeline.cli", "submit", "--help"], cwd=copy, env=env, capture_output=True, text=True
+        [sys.executable, "-m", "pipeline.cli", "submit", "--help"],
+        cwd=copy,
+        env=env,
+        capture_output=True,
+        text=True,
     )
     print(f"--apply: `mouthpiece submit --help` offers --backdrop: {'--backdrop' in flags.stdout}")
     if done.returncode != 0:
