@@ -31,6 +31,8 @@ from starlette.applications import Starlette
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from pipeline.bus.memory import MemoryBus
+from pipeline.bus.natsserver import free_port
 from pipeline.config import Settings, load_settings
 from pipeline.console import Console
 from pipeline.console.index import JobIndex
@@ -38,8 +40,6 @@ from pipeline.contracts import REVEAL, JobRecord, JobSpec, Run, StageRecord, Sta
 from pipeline.ingress.http import serve_app
 from pipeline.keys import job_record_key, output_key, spec_key
 from pipeline.logs import configure_logging
-from pipeline.memory import MemoryBus
-from pipeline.natsserver import free_port
 from pipeline.status import job_status, list_jobs, write_record, write_status
 from pipeline.storage import open_store
 from pipeline.storage.base import ObjectStore

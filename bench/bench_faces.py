@@ -33,8 +33,8 @@ from pipeline.config import Settings, load_settings
 from pipeline.contracts import FaceTrack, JobOptions, Motion
 from pipeline.media import FrameWriter, decode_frames, decode_lazily, mux
 from stages.detect.track import build_track
-from stages.faces.landmarks import DlibDetector, FaceDescriber
-from stages.faces.tracker import track_faces
+from stages.lib.faces.landmarks import DlibDetector, FaceDescriber
+from stages.lib.faces.tracker import track_faces
 from stages.quality import measure
 from stages.render.base import SAMPLE_RATE, RenderRequest
 from stages.render.motion import Animated

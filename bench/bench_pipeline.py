@@ -30,8 +30,8 @@ from pipeline.config import Settings, load_settings
 from pipeline.contracts import JobOptions, JobStatus
 from pipeline.logs import configure_logging
 from pipeline.media import FrameWriter, ffmpeg_binary, load_audio, mux, normalize_audio, read_first_frame
-from pipeline.registry import get_stage
 from pipeline.stack import Stack
+from pipeline.stage import get_stage
 from pipeline.status import job_status
 from pipeline.submit import Submission, submit
 

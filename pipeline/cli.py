@@ -34,12 +34,11 @@ from pipeline.console.auth import check_exposure
 from pipeline.contracts import (
     JobOptions,
     JobStatus,
-    Motion,
     Progress,
     QualitySummary,
     State,
-    Style,
-    SubtitleMode,
+    offered,
+    option_values,
 )
 from pipeline.errors import ConfigError, InvalidInput, MouthpieceError
 from pipeline.keys import pools_of, progress_subject
@@ -288,35 +287,19 @@ def _duration(text: str) -> float:
 
 
 def _job_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--renderer",
-        choices=["viseme", "wav2lip", "none"],
-        help="lip-sync method: viseme (default, no model), wav2lip (neural: needs the neural extra "
-        "and a checkpoint), none (the avatar as it is)",
-    )
-    p.add_argument("--checkpoint", help="wav2lip checkpoint (file in the model dir, or a path)")
-    p.add_argument(
-        "--style", choices=[s.value for s in Style], help="avatar style (default auto: told from the picture)"
-    )
-    p.add_argument(
-        "--subtitles",
-        choices=[s.value for s in SubtitleMode],
-        help="none (default), soft (a subtitle track) or burn (drawn into the picture)",
-    )
-    p.add_argument("--transcript", help="what the audio says (better timing and subtitles)")
+    """A ``--flag`` for each job option ``JobOptions`` offers on the command line (its help and
+    choices come from there), and ``--name``."""
+    for name, use in offered("cli").items():
+        flag = "--" + name.replace("_", "-")
+        field = JobOptions.model_fields[name]
+        typed: dict[str, Any] = {"type": float} if field.annotation in (float, float | None) else {}
+        p.add_argument(flag, dest=name, choices=option_values(name), help=use.cli, **typed)
     p.add_argument("--name", help="name of the output (default: the voice clip's name)")
-    p.add_argument(
-        "--motion", choices=[m.value for m in Motion], help="blinks and head motion (photos: subtle)"
-    )
-    p.add_argument("--min-quality", type=float, help="quality score (0..1) under which the video is flagged")
 
 
 def _options(args: argparse.Namespace) -> JobOptions:
     _check_lengths(args)
-    fields = {
-        k: getattr(args, k, None)
-        for k in ("renderer", "checkpoint", "style", "subtitles", "transcript", "motion", "min_quality")
-    }
+    fields = {k: getattr(args, k, None) for k in offered("cli")}
     return job_options({k: v for k, v in fields.items() if v is not None})
 
 
@@ -1105,7 +1088,7 @@ def cmd_dead_letters(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_init(settings: Settings, args: argparse.Namespace) -> int:
     from pipeline.notifications import configure_bucket_notifications
-    from pipeline.registry import get_stage
+    from pipeline.stage import get_stage
 
     store = open_store(settings)
     for stage in settings.chain:  # seed what the stages rely on (validate: the default avatar)
@@ -1131,17 +1114,17 @@ async def _ensure_stream(settings: Settings) -> None:
 
 
 def cmd_models(settings: Settings, args: argparse.Namespace) -> int:
-    from pipeline import models
+    from pipeline import modelfiles
 
     for name in args.fetch:
-        path = models.fetch_model(settings, name, args.url)
+        path = modelfiles.fetch_model(settings, name, args.url)
         print(f"fetched {name} -> {path}")
     print(f"Model directory: {settings.models}")
-    print(f"None of these files is needed by {models.DEFAULT_JOB}: {models.PACKAGED}.")
-    missing = models.missing_neural(("torch", "face_alignment"))
+    print(f"None of these files is needed by {modelfiles.DEFAULT_JOB}: {modelfiles.PACKAGED}.")
+    missing = modelfiles.missing_neural(("torch", "face_alignment"))
     if missing:
-        print(f"The neural extra is not installed ({models.NEURAL_EXTRA}): no {' or '.join(missing)}.")
-    for model, path, present, digest in models.model_status(settings):
+        print(f"The neural extra is not installed ({modelfiles.NEURAL_EXTRA}): no {' or '.join(missing)}.")
+    for model, path, present, digest in modelfiles.model_status(settings):
         state = "present" if present else ("missing (optional)" if model.optional else "missing")
         print(f"\n{model.name}: {state}")
         print(f"  what:       {model.description}")

@@ -30,8 +30,10 @@ from pydantic_settings import (
 from pydantic_settings.exceptions import SettingsError
 
 from pipeline.errors import ConfigError
+from pipeline.registry import DEFAULT_CHAIN, chain_problem, stage_names
 
-STAGES = ("validate", "detect", "render", "enhance", "publish")
+STAGES = stage_names()
+"""Every registered stage (``pipeline.registry``), for choices and checks."""
 _toml_file: ContextVar[Path | None] = ContextVar("mouthpiece_toml_file", default=None)
 DATA_DIR_NAME = ".mouthpiece"
 DATA_DIR_DEFAULT = "nearest .mouthpiece/ holding state, else ~/.local/share/mouthpiece"
@@ -141,7 +143,7 @@ class RunnerSettings(_Part):
     """The runner: the chain, heartbeats, runs, backoff, slots, drain, recovery sweeps, test faults."""
 
     chain: list[str] = Field(
-        list(STAGES),
+        list(DEFAULT_CHAIN),
         description="stages in order; validate first, publish last",
         examples=[["validate", "publish"]],
     )
@@ -171,13 +173,9 @@ class RunnerSettings(_Part):
     @field_validator("chain")
     @classmethod
     def _chain_shape(cls, chain: list[str]) -> list[str]:
-        unknown = [s for s in chain if s not in STAGES]
-        if unknown:
-            raise ValueError(f"unknown stages {unknown}; known: {', '.join(STAGES)}")
-        if len(chain) < 2 or chain[0] != "validate" or chain[-1] != "publish":
-            raise ValueError("the chain starts with validate and ends with publish")
-        if len(set(chain)) != len(chain):
-            raise ValueError("a stage appears twice in the chain")
+        problem = chain_problem(chain)  # the registry's rules and sentences
+        if problem:
+            raise ValueError(problem)
         return chain
 
     def concurrency_of(self, stage: str) -> int:

@@ -8,9 +8,10 @@ derived views, so any worker, CLI or service can read them.
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args, get_origin
 
 from pydantic import (
     BaseModel,
@@ -23,7 +24,7 @@ from pydantic import (
     model_validator,
 )
 
-from pipeline.discord.urls import check_application_id, check_interaction_token, parse_webhook_url
+from pipeline.webhooks import check_application_id, check_interaction_token, parse_webhook_url
 
 SCHEMA_VERSION = 1
 REVEAL = {"reveal_secrets": True}
@@ -131,25 +132,57 @@ class Motion(StrEnum):
     lively = "lively"
 
 
+@dataclass(frozen=True)
+class Offered:
+    """Where a job option is offered, declared on its ``JobOptions`` field (``Annotated[type, Offered(...)]``)
+    so the CLI, the console's form and the job page follow it: ``cli`` is the help of its ``--flag``
+    (None: no flag), ``form`` puts it on the console's new-job form, ``page`` shows it on a job's page."""
+
+    cli: str | None = None
+    form: bool = False
+    page: bool = False
+
+
 class JobOptions(_Model):
-    renderer: Literal["viseme", "wav2lip", "none"] = Field(
+    renderer: Annotated[
+        Literal["viseme", "wav2lip", "none"],
+        Offered(
+            cli="lip-sync method: viseme (default, no model), wav2lip (neural: needs the neural extra "
+            "and a checkpoint), none (the avatar as it is)",
+            form=True,
+            page=True,
+        ),
+    ] = Field(
         "viseme", description="viseme: no weights; wav2lip: neural (needs a checkpoint); none: no lip-sync"
     )
-    style: Style = Style.auto
-    subtitles: SubtitleMode = SubtitleMode.none
-    transcript: str | None = Field(None, max_length=20_000, description="what the audio says, if known")
-    checkpoint: str | None = Field(
-        None, max_length=255, description="wav2lip checkpoint file name or path on the workers"
-    )
-    face: FaceChoice = FaceChoice.largest
-    enhance: bool = True
+    style: Annotated[
+        Style, Offered(cli="avatar style (default auto: told from the picture)", form=True, page=True)
+    ] = Style.auto
+    subtitles: Annotated[
+        SubtitleMode,
+        Offered(
+            cli="none (default), soft (a subtitle track) or burn (drawn into the picture)",
+            form=True,
+            page=True,
+        ),
+    ] = SubtitleMode.none
+    transcript: Annotated[
+        str | None, Offered(cli="what the audio says (better timing and subtitles)", form=True)
+    ] = Field(None, max_length=20_000, description="what the audio says, if known")
+    checkpoint: Annotated[
+        str | None, Offered(cli="wav2lip checkpoint (file in the model dir, or a path)")
+    ] = Field(None, max_length=255, description="wav2lip checkpoint file name or path on the workers")
+    face: Annotated[FaceChoice, Offered(page=True)] = FaceChoice.largest
+    enhance: Annotated[bool, Offered(page=True)] = True
     # --- faces: motion and the quality report (issue 12) ---
-    motion: Motion | None = Field(
+    motion: Annotated[
+        Motion | None, Offered(cli="blinks and head motion (photos: subtle)", form=True, page=True)
+    ] = Field(
         None,
         description="blinks and head motion: none, subtle, lively; unset: subtle for photos, none for videos",
     )
-    min_quality: float = Field(
-        0.5, ge=0.0, le=1.0, description="quality score (0..1) under which the video is flagged"
+    min_quality: Annotated[float, Offered(cli="quality score (0..1) under which the video is flagged")] = (
+        Field(0.5, ge=0.0, le=1.0, description="quality score (0..1) under which the video is flagged")
     )
     fail_on_low_quality: bool = Field(False, description="fail the job instead of flagging it")
     language: str | None = Field(
@@ -161,6 +194,29 @@ class JobOptions(_Model):
         pattern=r"^[A-Za-z0-9_.+-]+$",
         description="voice for 'speech' text: a Piper voice name or an eSpeak NG voice; none: the default",
     )
+
+
+def offered(where: Literal["cli", "form", "page"]) -> dict[str, Offered]:
+    """The job options offered in ``where`` (the CLI's flags, the console's form, a job's page), in
+    ``JobOptions``' order, each with its declaration."""
+    out = {}
+    for name, info in JobOptions.model_fields.items():
+        found = next((m for m in info.metadata if isinstance(m, Offered)), None)
+        if found is not None and (found.cli if where == "cli" else getattr(found, where)):
+            out[name] = found
+    return out
+
+
+def option_values(name: str) -> list[str] | None:
+    """The values option ``name`` may take (a ``Literal``'s or an enum's, an optional one's without
+    None), or None for a free value."""
+    annotation = JobOptions.model_fields[name].annotation
+    for kind in (annotation, *get_args(annotation)):
+        if get_origin(kind) is Literal:
+            return [str(v) for v in get_args(kind)]
+        if isinstance(kind, type) and issubclass(kind, StrEnum):
+            return [m.value for m in kind]
+    return None
 
 
 # --- destinations: a spec may come from anyone who can upload, so each is checked for shape here and
@@ -265,6 +321,22 @@ class ArtifactRef(_Model):
     sha256: str
     size: int
     content_type: str = "application/octet-stream"
+
+
+class Role(StrEnum):
+    """The house's artifact roles: the keys of ``Manifest.artifacts`` that stages require and provide.
+    A ``str``: ``artifacts["audio"]`` and ``artifacts[Role.audio]`` are the same entry, and a plugin
+    stage may name a role of its own with a plain string."""
+
+    audio = "audio"  # the voice, 16 kHz mono WAV (validate)
+    avatar = "avatar"  # the picture, constant-fps H.264 (validate)
+    speech = "speech"  # the speech timing, SpeechTiming JSON (validate)
+    faces = "faces"  # the face track, FaceTrack JSON (detect)
+    video = "video"  # the silent lip-synced clip (render)
+    final = "final"  # the finished MP4 (enhance)
+    srt = "srt"  # subtitles (enhance, when the job asks for them)
+    vtt = "vtt"
+    quality = "quality"  # the quality report, quality.json (enhance)
 
 
 class MediaInfo(_Model):

@@ -16,8 +16,8 @@ import structlog
 from pipeline.bus import Bus
 from pipeline.config import Settings
 from pipeline.contracts import JobStatus, State
+from pipeline.destinations.targets import tell_failure
 from pipeline.keys import cancel_key, cancel_subject, check_job_id
-from pipeline.registry import get_stage
 from pipeline.status import is_cancelled, job_status, write_status
 from pipeline.storage.base import ObjectStore
 
@@ -45,8 +45,6 @@ async def cancel_job(store: ObjectStore, settings: Settings, bus: Bus, job_id: s
 
 def _tell(store: ObjectStore, settings: Settings, job_id: str) -> None:
     try:
-        get_stage(settings.chain[-1]).tell_failure(
-            settings, store, job_id, "cancelled", "the job was cancelled"
-        )
+        tell_failure(settings, store, job_id, "cancelled", "the job was cancelled")
     except Exception:  # telling is best effort; the job is cancelled either way
         log.exception("cancel_notice_failed", job_id=job_id)

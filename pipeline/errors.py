@@ -14,13 +14,16 @@
     │   │   ├── NoFaceFound         an avatar with no face on any frame
     │   │   ├── InvalidKey          an unsafe or malformed object key
     │   │   ├── PictureTooLarge     an image declaring more pixels than any limit (never decoded)
+    │   │   ├── UploadTooLarge      a request to the console carrying more bytes than it may
     │   │   └── DropRefused         a drop in the watched folder that cannot become a job
     │   ├── ConfigError             the deployment is misconfigured (missing model, bad setting)
     │   │   └── EspeakMissing       no eSpeak NG library (the ``voice`` extra)
+    │   ├── StageContractBroken     a stage was given, or handed on, a manifest without a role its
+    │   │                           contract names (``requires`` / ``provides``): a bug or a bad chain
     │   ├── JobCancelled            someone cancelled the job
     │   └── DiscordError            Discord refused a request
     │       ├── WebhookGone         the webhook or interaction token no longer exists
-    │       └── TooLarge            the file is over the channel's upload limit
+    │       └── AttachmentTooLarge  the file is over the channel's upload limit
     └── SignatureError              a request to the ingress is not signed by Discord
 
 Failures of the environment are retryable, failures of the input are not. The runner is the only place
@@ -135,6 +138,21 @@ class PictureTooLarge(InvalidInput):
         self.pixels = pixels
 
 
+class UploadTooLarge(InvalidInput):
+    """A request body over its cap (the console's uploads): refused before it is read."""
+
+    code = "file_too_large"
+
+    def __init__(self, limit: int) -> None:
+        if limit >= 1024 * 1024:
+            super().__init__(
+                f"the upload is larger than {limit // (1024 * 1024)} MB in all: send smaller files"
+            )
+        else:
+            super().__init__(f"the form is larger than {limit // 1024} KB")
+        self.limit = limit
+
+
 class ConfigError(PermanentError):
     """The deployment is misconfigured: a missing model file, an unusable setting."""
 
@@ -145,6 +163,13 @@ class EspeakMissing(ConfigError):
     """The eSpeak NG library is not installed (the ``voice`` extra): text cannot be spoken here."""
 
     code = "tts_unavailable"
+
+
+class StageContractBroken(PermanentError):
+    """A stage's input lacks a role it ``requires``, or its output one it ``provides`` (the runner
+    checks both); ``stage`` and ``params["role"]`` name them."""
+
+    code = "stage_contract"
 
 
 class JobCancelled(PermanentError):
@@ -165,7 +190,7 @@ class WebhookGone(DiscordError):
     code = "discord_gone"
 
 
-class TooLarge(DiscordError):
+class AttachmentTooLarge(DiscordError):
     """The attachment is over the channel's upload limit."""
 
     code = "discord_too_large"

@@ -95,6 +95,7 @@ CATALOGUE: dict[str, Entry] = {
         "This server cannot speak text (reference {reference}); send a voice clip instead."
     ),
     "discord_target_malformed": Entry(OUR_SIDE),
+    "stage_contract": Entry(OUR_SIDE),
     # --- our environment, and bugs: retried, then this --------------------------------------------------
     "internal": Entry(OUR_SIDE),
     "gave_up": Entry(OUR_SIDE),

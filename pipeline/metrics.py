@@ -28,11 +28,11 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
 
 from pipeline.bus import Bus, durable_name
+from pipeline.bus.memory import MemoryBus, subject_matches
 from pipeline.config import Settings
 from pipeline.contracts import Manifest, StageRecord, State
 from pipeline.errors import MouthpieceError
 from pipeline.keys import JOB_ID_PATTERN, manifest_key, parse_manifest_key, pools_of, subject_for
-from pipeline.memory import MemoryBus, subject_matches
 from pipeline.storage.base import ObjectInfo, ObjectStore, WrappedStore
 
 log = structlog.get_logger("mouthpiece.metrics")

@@ -25,11 +25,11 @@ from typing import Literal
 import structlog
 
 from pipeline.bus import NatsBus, threadsafe_publisher
+from pipeline.bus.natsserver import EmbeddedNats
 from pipeline.config import Settings, filesystem_problem
 from pipeline.errors import ConfigError, MouthpieceError
 from pipeline.keys import pools_of
 from pipeline.metrics import Metrics, observed
-from pipeline.natsserver import EmbeddedNats
 from pipeline.owner import scratch_folder
 from pipeline.reconcile import sweep
 from pipeline.registry import check_chain

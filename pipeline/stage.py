@@ -1,13 +1,17 @@
-"""The stage contract: what a stage is (``Stage``) and what it is given (``StageContext``).
+"""The stage contract: what a stage is (``FirstStage``, ``ManifestStage``), what it is given
+(``StageContext``), and the runner's check that it kept its word (``run_stage``).
 
-A stage is one registered object (``pipeline.registry``) with a name, the artifact roles it requires
-from earlier stages and those it provides, optional ``warm_up`` (load models once per worker, before the
-first message) and ``prepare_store`` (seed objects it relies on), and ``run(ctx, inputs)``. ``inputs``
-is the previous stage's ``Manifest``; the first stage of the chain (``takes_upload``) gets the uploaded
-object instead (an ``ObjectInfo``). ``run`` returns the manifests to hand on (one per task); the
-runner writes them, last, and acknowledges the message. A stage never touches the bus; it raises errors
-from ``pipeline.errors`` and the runner decides what happens. The runner reads the job spec once and
-hands it in ``ctx.spec``.
+A stage is one registered object (``pipeline.registry``) with a name, the artifact roles
+(``pipeline.contracts.Role``) it requires from earlier stages, those it provides (every manifest it hands
+on has them) and those it may provide (some jobs only), optional ``warm_up`` (load models once per
+worker, before the first message) and ``prepare_store`` (seed objects it relies on), and ``run``. The
+first stage of a chain is a ``FirstStage``: ``run(ctx, upload: ObjectInfo)`` gets the uploaded object;
+every other stage is a ``ManifestStage``: ``run(ctx, manifest: Manifest)`` gets the previous stage's
+manifest. ``run`` returns the manifests to hand on (one per task); the runner (``run_stage``) checks
+``requires`` before and ``provides`` after (``StageContractBroken``, naming the stage and the role),
+writes them, last, and acknowledges the message. A stage never touches the bus; it raises errors from
+``pipeline.errors`` and the runner decides what happens. The runner reads the job spec once and hands it
+in ``ctx.spec`` (a stage after the first may count on it).
 """
 
 from __future__ import annotations
@@ -23,8 +27,16 @@ from pydantic import BaseModel, ValidationError
 
 from pipeline.config import Settings
 from pipeline.contracts import ArtifactRef, JobSpec, Manifest
-from pipeline.errors import MouthpieceError, PermanentError, RetryableError, StageStopped
+from pipeline.errors import (
+    ConfigError,
+    MouthpieceError,
+    PermanentError,
+    RetryableError,
+    StageContractBroken,
+    StageStopped,
+)
 from pipeline.keys import artifact_key
+from pipeline.registry import load_stage
 from pipeline.storage.base import LocalFiles, ObjectInfo, ObjectStore
 
 T = TypeVar("T")
@@ -32,15 +44,18 @@ M = TypeVar("M", bound=BaseModel)
 
 
 class Stage:
-    """Base class of the pipeline's stages. Subclasses set the class attributes and implement ``run``."""
+    """What every stage declares. Subclass ``FirstStage`` or ``ManifestStage``, set the class attributes
+    and implement ``run``."""
 
     name: ClassVar[str]
     requires: ClassVar[frozenset[str]] = frozenset()
-    """Artifact roles the stage reads from the manifest it is given."""
+    """Artifact roles the stage reads from the manifest it is given (checked before a run)."""
     provides: ClassVar[frozenset[str]] = frozenset()
-    """Artifact roles the stage adds to the manifests it hands on."""
+    """Artifact roles every manifest it hands on has (checked after a run)."""
+    may_provide: ClassVar[frozenset[str]] = frozenset()
+    """Artifact roles it adds for some jobs only (render's ``video`` unless the renderer is none)."""
     takes_upload: ClassVar[bool] = False
-    """True for the stage that starts a job from an uploaded object (it gets no manifest)."""
+    """True for the stage that starts a job from an uploaded object (``FirstStage``)."""
 
     def warm_up(self, settings: Settings, models: ModelCache) -> None:
         """Load what every message needs (models) once, when a worker starts."""
@@ -49,14 +64,67 @@ class Stage:
         """Seed objects the stage relies on (once, when a worker starts)."""
 
     def run(self, ctx: StageContext, inputs: Any) -> list[Manifest]:
-        """Do the stage's work for one task; the manifests to hand on."""
+        """Do the stage's work for one task; the manifests to hand on (``FirstStage`` and
+        ``ManifestStage`` say what ``inputs`` is)."""
         raise NotImplementedError
 
-    def tell_failure(
-        self, settings: Settings, store: ObjectStore, job_id: str, code: str | None, reason: str | None
-    ) -> None:
-        """The last stage of a chain tells a failed job's destinations why (``code`` and the full
-        ``reason``; each destination takes its words from ``pipeline.messages``). Best effort."""
+
+class FirstStage(Stage):
+    """The stage that starts a job: it is given the uploaded object (a job spec or a voice clip)."""
+
+    takes_upload: ClassVar[bool] = True
+
+    def run(self, ctx: StageContext, inputs: ObjectInfo) -> list[Manifest]:
+        raise NotImplementedError
+
+
+class ManifestStage(Stage):
+    """A stage after the first: it is given the previous stage's manifest for one task."""
+
+    def run(self, ctx: StageContext, inputs: Manifest) -> list[Manifest]:
+        raise NotImplementedError
+
+
+def run_stage(stage: Stage, ctx: StageContext, inputs: ObjectInfo | Manifest) -> list[Manifest]:
+    """Run ``stage`` on ``inputs`` holding it to its contract: the right kind of input, every role it
+    ``requires`` there before, every role it ``provides`` in each manifest it hands on after."""
+    if stage.takes_upload != isinstance(inputs, ObjectInfo):
+        wanted = "an uploaded object" if stage.takes_upload else "a manifest"
+        given = type(inputs).__name__
+        raise StageContractBroken(
+            f"{stage.name} takes {wanted}, not {'an' if given[0] in 'AEIOU' else 'a'} {given}",
+            stage=stage.name,
+            params={"role": "input"},
+        )
+    if isinstance(inputs, Manifest):
+        _check_roles(stage, "was given", inputs, stage.requires)
+    outputs = stage.run(ctx, inputs)
+    for manifest in outputs:
+        _check_roles(stage, "handed on", manifest, stage.provides)
+    return outputs
+
+
+def _check_roles(stage: Stage, what: str, manifest: Manifest, roles: frozenset[str]) -> None:
+    missing = sorted(role for role in roles if role not in manifest.artifacts)
+    if missing:
+        raise StageContractBroken(
+            f"{stage.name} {what} a manifest without {', '.join(missing)} (task {manifest.task}, "
+            f"which has {', '.join(sorted(manifest.artifacts)) or 'no artifacts'})",
+            stage=stage.name,
+            job_id=manifest.job_id,
+            params={"role": missing[0]},
+        )
+
+
+def get_stage(name: str) -> Stage:
+    """The stage registered as ``name`` (``pipeline.registry``; its module imported on first use),
+    checked to be a ``Stage`` called ``name``; ``ConfigError`` otherwise."""
+    stage = load_stage(name)
+    if not isinstance(stage, Stage) or stage.name != name:
+        raise ConfigError(
+            f"the object registered as stage {name!r} is not a pipeline.stage.Stage named {name!r}"
+        )
+    return stage
 
 
 class ModelCache:
@@ -94,21 +162,30 @@ class StageContext:
     stage: str
     log: Any
     workdir: Path
-    spec: JobSpec | None = None
-    """The job's spec, read once by the runner (None for the first stage, which makes it)."""
     trigger: ObjectInfo | None = None
     """The object whose event started this run."""
     attempt: int = 1
     models: ModelCache = field(default_factory=ModelCache)
     on_progress: Callable[[float, str], None] = lambda fraction, note: None
     _stop: list[MouthpieceError] = field(default_factory=list)
+    _spec: JobSpec | None = field(default=None, repr=False)
 
     @property
-    def job_spec(self) -> JobSpec:
-        """The spec, for stages after the first (a ``PermanentError`` if the runner had none)."""
-        if self.spec is None:
+    def spec(self) -> JobSpec:
+        """The job's spec, read once by the runner before a stage after the first runs (the first
+        stage makes it); a ``PermanentError`` if there is none."""
+        if self._spec is None:
             raise PermanentError(f"job {self.job_id} has no spec (was it validated?)")
-        return self.spec
+        return self._spec
+
+    @spec.setter
+    def spec(self, spec: JobSpec) -> None:
+        self._spec = spec
+
+    @property
+    def has_spec(self) -> bool:
+        """Whether the spec has been read (the runner reads it once, before a later stage runs)."""
+        return self._spec is not None
 
     # --- stopping and progress -----------------------------------------------------------------------
     def stop(self, error: MouthpieceError) -> None:
@@ -218,4 +295,14 @@ class StageContext:
         )
 
 
-__all__ = ["ModelCache", "Stage", "StageContext", "StageStopped", "sha256_file"]
+__all__ = [
+    "FirstStage",
+    "ManifestStage",
+    "ModelCache",
+    "Stage",
+    "StageContext",
+    "StageStopped",
+    "get_stage",
+    "run_stage",
+    "sha256_file",
+]

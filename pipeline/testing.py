@@ -19,8 +19,7 @@ import structlog
 from pipeline.config import Settings
 from pipeline.contracts import JobSpec, Manifest
 from pipeline.owner import scratch_folder
-from pipeline.registry import get_stage
-from pipeline.stage import ModelCache, Stage, StageContext
+from pipeline.stage import ModelCache, Stage, StageContext, get_stage
 from pipeline.storage import ObjectStore, open_store
 
 DEFAULT_JOB = "j0000000000000000000"
@@ -57,7 +56,7 @@ class StageEnvironment:
             stage=stage,
             log=structlog.get_logger(f"mouthpiece.{stage}").bind(job_id=job_id, task=task, stage=stage),
             workdir=workdir or scratch_folder(self.settings.data_dir, f"mp-{stage}"),
-            spec=spec,
+            _spec=spec,
             models=self.models,
             on_progress=lambda fraction, note: self.progress.append((fraction, note)),
             **extra,

@@ -4,7 +4,7 @@ Given render's manifest (``artifacts["video"]``: the silent rendered H.264 clip 
 ``artifacts["audio"]``: the 16 kHz mono voice), or validate's/detect's when the chain has no render
 (then ``artifacts["avatar"]`` is looped), it:
 
-1. builds subtitle cues when the job asks for subtitles (``stages.subtitles``) from the words of the
+1. builds subtitle cues when the job asks for subtitles (``stages.lib.subtitles``) from the words of the
    task's speech timing (the ``speech`` artifact validate made: nothing is aligned or recognized here);
 2. measures the voice's loudness (EBU R128) for a linear normalization to ``settings.loudness_lufs``;
 3. runs ONE ffmpeg encode (``pipeline.media.finish_video``): light denoise and mild sharpen (unless the
@@ -30,16 +30,16 @@ from pathlib import Path
 import structlog
 
 from pipeline.config import Settings
-from pipeline.contracts import ArtifactRef, JobSpec, Manifest, SpeechTiming, SubtitleMode
+from pipeline.contracts import ArtifactRef, JobSpec, Manifest, Role, SpeechTiming, SubtitleMode
 from pipeline.errors import FFmpegError
 from pipeline.media import FinishJob, Loudness, SubtitleFont, finish_video, measure_loudness
-from pipeline.stage import ModelCache, Stage, StageContext
-from stages.fonts import FontChoice, pick_font
+from pipeline.stage import ManifestStage, ModelCache, StageContext
+from stages.lib.fonts import FontChoice, pick_font
+from stages.lib.subtitles import Cue, CueRules, cues_from_words, to_srt, to_vtt
 from stages.quality import assess as assess_quality
 from stages.quality import warm_up as warm_quality
 from stages.speech import Word
 from stages.speech_timing import UNSPACED, read_timing
-from stages.subtitles import Cue, CueRules, cues_from_words, to_srt, to_vtt
 
 NAME = "enhance"
 log = structlog.get_logger("mouthpiece.enhance")
@@ -71,7 +71,7 @@ def warm_up(settings: Settings, models: ModelCache) -> None:
 def run(ctx: StageContext, manifest: Manifest) -> list[Manifest]:
     """The finished video (``final``) and, when the job asks for subtitles, ``srt`` and ``vtt``."""
     ctx.progress(0.0, "preparing")
-    spec = ctx.job_spec
+    spec = ctx.spec
     audio = ctx.fetch(manifest.artifacts["audio"], "audio.wav")
     seconds = manifest.media.audio_seconds
     cues, timing = _cues(ctx, manifest, spec, seconds)
@@ -257,12 +257,13 @@ def _reported_loudness(ctx: StageContext, measured: Loudness | None, output: Lou
     return round(output.integrated, 2) if output is not None else ctx.settings.loudness_lufs
 
 
-class Enhance(Stage):
+class Enhance(ManifestStage):
     """Enhance+subtitle: the finished MP4 (filters, loudness) and its subtitles."""
 
     name = NAME
-    requires = frozenset({"audio", "avatar", "speech"})
-    provides = frozenset({"final", "srt", "vtt", "quality"})
+    requires = frozenset({Role.audio, Role.avatar, Role.speech})
+    provides = frozenset({Role.final, Role.quality})
+    may_provide = frozenset({Role.srt, Role.vtt})  # when the job asks for subtitles
 
     def warm_up(self, settings: Settings, models: ModelCache) -> None:
         warm_up(settings, models)

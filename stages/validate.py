@@ -29,6 +29,7 @@ from pipeline.contracts import (
     JobSpec,
     Manifest,
     MediaInfo,
+    Role,
 )
 from pipeline.destinations import check_destinations
 from pipeline.errors import (
@@ -42,7 +43,7 @@ from pipeline.errors import (
 from pipeline.keys import JOB_SPEC_SUFFIXES, job_record_key, media_cache_key, resolve_relative, spec_key
 from pipeline.media import Probe, count_frames, looks_like, normalize_audio, normalize_avatar, probe
 from pipeline.specfile import MAX_SPEC_BYTES, parse_spec
-from pipeline.stage import ModelCache, Stage, StageContext
+from pipeline.stage import FirstStage, ModelCache, StageContext
 from pipeline.storage.base import ObjectInfo, ObjectStore
 from pipeline.submit import job_name, original_name, too_large
 from stages.speech_timing import job_speech_timing
@@ -383,12 +384,11 @@ def prepare_store(store: ObjectStore, settings: Settings) -> None:
         store.put(settings.bucket_inputs, DEFAULT_AVATAR_KEY, source, content_type="image/png")
 
 
-class Validate(Stage):
+class Validate(FirstStage):
     """Validate+transcode: the first stage; makes a job (one task per avatar) from an upload."""
 
     name = NAME
-    takes_upload = True
-    provides = frozenset({"audio", "avatar", "speech"})
+    provides = frozenset({Role.audio, Role.avatar, Role.speech})
 
     def warm_up(self, settings: Settings, models: ModelCache) -> None:
         warm_up(settings, models)

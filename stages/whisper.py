@@ -21,7 +21,7 @@ import structlog
 
 from pipeline.errors import ConfigError
 from pipeline.media import AUDIO_RATE
-from pipeline.models import whisper_model_dir
+from pipeline.modelfiles import whisper_model_dir
 from stages.speech import SAMPLE_RATE, Word
 
 if TYPE_CHECKING:

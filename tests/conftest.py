@@ -21,8 +21,8 @@ import pytest
 import soundfile
 
 from pipeline import ASSETS_DIR
+from pipeline.bus.natsserver import EmbeddedNats, free_port
 from pipeline.config import Settings, load_settings
-from pipeline.natsserver import EmbeddedNats, free_port
 
 DATA = Path(__file__).parent / "data"
 

@@ -25,7 +25,7 @@ import numpy as np
 import pytest
 import soundfile
 
-from pipeline.natsserver import free_port
+from pipeline.bus.natsserver import free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 CHROMIUM = ("/usr/bin/chromium", "chromium", "chromium-browser")

@@ -32,7 +32,8 @@ from minio import Minio
 from PIL import Image
 
 from pipeline import ASSETS_DIR
-from pipeline.natsserver import free_port, nats_server_binary
+from pipeline.bus.natsserver import free_port, nats_server_binary
+from pipeline.registry import DEFAULT_CHAIN
 from tests.compose_env import Compose, read_dotenv
 from tests.pipeline.discord.conftest import FakeDiscord, ThreadServer
 
@@ -47,7 +48,8 @@ EXTRA_ENV = {
     "MOUTHPIECE_DRAIN_SECONDS": "20",
     "MOUTHPIECE_RENDER_DRAIN_SECONDS": "20",
 }
-WORKERS = ["bridge", "reconcile", "ingress", "validate", "detect", "render", "render", "enhance", "publish"]
+SCALE = {"render": 2}  # workers per stage where one is not enough
+WORKERS = ["bridge", "reconcile", "ingress", *(s for s in DEFAULT_CHAIN for _ in range(SCALE.get(s, 1)))]
 
 
 @dataclass

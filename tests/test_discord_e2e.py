@@ -17,11 +17,11 @@ from nacl.signing import SigningKey
 from structlog.contextvars import merge_contextvars
 from structlog.testing import capture_logs
 
+from pipeline.bus.natsserver import free_port
 from pipeline.config import Settings
 from pipeline.contracts import State
 from pipeline.ingress.http import serve_ingress
 from pipeline.media import probe
-from pipeline.natsserver import free_port
 from pipeline.stack import Stack
 from pipeline.status import job_status, list_jobs
 from tests.conftest import make_settings

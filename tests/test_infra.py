@@ -18,6 +18,7 @@ import yaml
 
 from pipeline.config import STAGES, load_settings, settings_markdown
 from pipeline.notifications import minio_target_env, notification_configs, target_arn
+from pipeline.registry import DEFAULT_CHAIN, REGISTRY
 from tests.compose_env import Compose, MissingVariable, interpolate, read_dotenv
 
 ROOT = Path(__file__).parent.parent
@@ -58,6 +59,31 @@ def test_compose_has_a_worker_per_stage_and_the_cluster_services() -> None:
         assert ("worker", stage) in commands
     assert ("bridge",) in commands and ("reconcile", "--every", "60s") in commands
     assert ("worker", "render", "--pool", "neural") in commands
+
+
+def containers(node: Any) -> list[dict[str, Any]]:
+    """Every container of a Kubernetes object (Deployments, Jobs, KEDA's ScaledJobs), wherever it sits."""
+    if isinstance(node, dict):
+        found = [c for c in node.get("containers", []) if isinstance(c, dict)]
+        return found + [c for k, v in node.items() if k != "containers" for c in containers(v)]
+    if isinstance(node, list):
+        return [c for item in node for c in containers(item)]
+    return []
+
+
+def test_deployment_files_run_the_registered_default_chain_and_nothing_else() -> None:
+    """docker-compose.yml and infra/k8s each run a worker for every stage of the registry's default
+    chain, and none for a stage the registry does not know (a stage added or renamed in
+    ``pipeline.registry`` fails here until the deployments follow)."""
+    compose_stages = {
+        c[1] for s in compose()["services"].values() if (c := s.get("command", [])) and c[0] == "worker"
+    }
+    k8s_stages = {
+        c["args"][1] for d in k8s_docs() for c in containers(d) if c.get("args", [None])[0] == "worker"
+    }
+    assert compose_stages == set(DEFAULT_CHAIN)
+    assert k8s_stages == set(DEFAULT_CHAIN)
+    assert set(DEFAULT_CHAIN) <= set(REGISTRY)
 
 
 def test_compose_refuses_to_start_without_generated_secrets(tmp_path: Path) -> None:

@@ -6,37 +6,39 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+from pipeline.registry import HOUSE_STAGES
+
 ROOT = Path(__file__).resolve().parents[1]
 
 LAYERS: dict[str, int] = {
     # 0: no project imports
-    "errors": 0, "config": 0, "messages": 0, "discord.urls": 0, "storage.base": 0, "__init__": 0,
-    "discord.__init__": 0, "ingress.__init__": 0,
+    "errors": 0, "config": 0, "messages": 0, "webhooks": 0, "storage.base": 0, "__init__": 0,
+    "discord.__init__": 0, "ingress.__init__": 0, "registry": 0,
     # 1: contracts
     "contracts": 1,
     # 2: pure helpers on contracts
     "owner": 2, "devices": 2, "keys": 2, "specfile": 2, "faults": 2, "logs": 2, "media.__init__": 2, "media.run": 2, "media.probe": 2, "media.decode": 2, "media.normalize": 2,
-    "media.encode": 2, "media.finish": 2, "natsserver": 2,
+    "media.encode": 2, "media.finish": 2, "media.sniff": 2, "bus.natsserver": 2,
     # 3: the bus, the stores, events
-    "bus": 3, "memory": 3, "events": 3, "storage.local": 3, "storage.s3": 3, "storage.emitting": 3,
-    "storage.__init__": 3, "destinations": 3, "httputil": 3, "seaweedfs.__init__": 3, "seaweedfs.filer_pb": 3,
+    "bus.__init__": 3, "bus.memory": 3, "events": 3, "storage.local": 3, "storage.s3": 3, "storage.emitting": 3,
+    "storage.__init__": 3, "destinations.__init__": 3, "destinations.policy": 3, "destinations.base": 3, "httputil": 3, "seaweedfs.__init__": 3, "seaweedfs.filer_pb": 3,
     "seaweedfs.records": 3,
     # 4: what stages are given, status, submitting, Discord's API
-    "stage": 4, "status": 4, "submit": 4, "models": 4, "notifications": 4, "drops": 4,
+    "stage": 4, "status": 4, "submit": 4, "modelfiles": 4, "notifications": 4, "drops": 4,
     "discord.api": 4, "discord.signature": 4, "discord.interactions": 4, "ingress.safe": 4,
     # 5: the registry and services built on the above
-    "registry": 5, "reconcile": 5, "seaweedfs.bridge": 5, "discord.mentions": 5, "discord.commands": 5, "discord.fetch": 5, "discord.progress": 5,
+    "reconcile": 5, "seaweedfs.bridge": 5, "discord.mentions": 5, "discord.commands": 5, "discord.fetch": 5, "discord.progress": 5,
     "runner.decide": 5, "metrics": 5, "ingress.markers": 5, "ingress.settle": 5, "ingress.drop": 5,
     # 6: the runner, controls, the test environment
-    "gc": 6, "discord.routes": 6, "discord.publish": 6, "runner.records": 6, "runner.handler": 6, "runner.worker": 6, "runner.__init__": 6, "runner": 6, "control": 6, "testing": 6, "ingress.shelves": 6,
+    "gc": 6, "discord.routes": 6, "destinations.discord": 6, "destinations.folder": 6, "destinations.targets": 6, "runner.records": 6, "runner.handler": 6, "runner.worker": 6, "runner.__init__": 6, "runner": 6, "control": 6, "testing": 6, "ingress.shelves": 6,
     # 7-8: processes and entry points
     "stack": 7, "ingress.folder": 7, "ingress.http": 8, "cli": 9,
     # the web console: served by the HTTP ingress
     "console.__init__": 8, "console.app": 8, "console.auth": 8, "console.index": 8, "console.views": 8,
     "console.upload": 8, "console.base": 8, "console.pages": 8, "console.files": 8,
-    "console.actions": 8, "console.api": 8,
+    "console.actions": 8, "console.api": 8, "console.throttle": 8,
 }  # fmt: skip
-STAGE_PACKAGES = {"validate", "detect", "render", "enhance", "publish"}
+STAGE_PACKAGES = set(HOUSE_STAGES)
 
 
 def imports(path: Path) -> set[str]:

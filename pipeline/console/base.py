@@ -28,10 +28,10 @@ from pipeline.config import Settings
 from pipeline.console.auth import CSRF_FIELD, CSRF_HEADER, Access, Session
 from pipeline.console.index import JobIndex
 from pipeline.console.throttle import client_key
-from pipeline.console.upload import TooLarge, body_limit, capped_form, declared_length, first_field
+from pipeline.console.upload import body_limit, capped_form, declared_length, first_field
 from pipeline.console.views import dead_letters, job_view, model_rows
-from pipeline.contracts import JobOptions
-from pipeline.errors import InvalidKey
+from pipeline.contracts import JobOptions, offered
+from pipeline.errors import InvalidKey, UploadTooLarge
 from pipeline.keys import check_job_id
 from pipeline.metrics import Metrics, queue_stats
 from pipeline.status import read_job, read_records
@@ -202,7 +202,7 @@ class ConsoleBase:
             return _unread(request, self._status(request, 415, "this form takes no files"))
         limit = body_limit(self.settings, multipart, public=rule.public)
         if declared_length(request) > limit:
-            return _unread(request, self._status(request, 413, str(TooLarge(limit))))
+            return _unread(request, self._status(request, 413, str(UploadTooLarge(limit))))
         if rule.sign_in:
             client, known = self.access.throttle_key(request)
             wait = self.access.throttle.begin(client, known_device=known)
@@ -238,7 +238,7 @@ class ConsoleBase:
     ) -> Response:
         try:
             form = await capped_form(request, limit, receive)
-        except TooLarge as exc:
+        except UploadTooLarge as exc:
             return _unread(request, self._status(request, 413, str(exc)))
         request.state.form = form
         try:
@@ -359,7 +359,7 @@ def _choices() -> dict[str, list[str]]:
     the first is the default, ``""`` where the default is to leave it unset."""
     schema = JobOptions.model_json_schema()
     out: dict[str, list[str]] = {}
-    for name in ("renderer", "style", "motion", "subtitles"):
+    for name in offered("form"):
         field = JobOptions.model_fields.get(name)
         values = _enum(schema, schema["properties"].get(name, {}))
         if field is None or not values:

@@ -21,9 +21,9 @@ from starlette.requests import Request
 from starlette.types import Message, Receive
 
 from pipeline.config import Settings
-from pipeline.contracts import JobOptions
+from pipeline.contracts import JobOptions, offered
 from pipeline.discord.fetch import AUDIO_HINT, IMAGE_HINT
-from pipeline.errors import InvalidInput
+from pipeline.errors import InvalidInput, UploadTooLarge
 from pipeline.media import looks_like
 from pipeline.media.sniff import HEAD_BYTES, Kind, sniff
 from pipeline.owner import scratch_folder
@@ -39,20 +39,7 @@ FIRST_FIELD_BYTES = 4 * 1024
 """The most of an upload read to find its CSRF token (its first field) before the token is checked."""
 VOICE = frozenset({Kind.audio, Kind.video})
 FACE = frozenset({Kind.image, Kind.video})
-OPTION_FIELDS = ("renderer", "style", "motion", "subtitles", "transcript")
-
-
-class TooLarge(Exception):
-    """The request body is over its cap."""
-
-    def __init__(self, limit: int) -> None:
-        if limit >= 1024 * 1024:
-            super().__init__(
-                f"the upload is larger than {limit // (1024 * 1024)} MB in all: send smaller files"
-            )
-        else:
-            super().__init__(f"the form is larger than {limit // 1024} KB")
-        self.limit = limit
+OPTION_FIELDS = tuple(offered("form"))  # the new-job form's options, declared on JobOptions
 
 
 def body_limit(settings: Settings, multipart: bool, *, public: bool = False) -> int:
@@ -73,10 +60,10 @@ def declared_length(request: Request) -> int:
 
 async def capped_form(request: Request, limit: int, receive: Receive | None = None) -> FormData:
     """The request's form, read through ``receive`` (the request's own by default) with at most
-    ``limit`` bytes of body (``TooLarge`` past it). Files are spooled to disk by the parser, not held
+    ``limit`` bytes of body (``UploadTooLarge`` past it). Files are spooled to disk by the parser, not held
     in memory."""
     if declared_length(request) > limit:
-        raise TooLarge(limit)
+        raise UploadTooLarge(limit)
     received = 0
     source = receive or request.receive
 
@@ -86,7 +73,7 @@ async def capped_form(request: Request, limit: int, receive: Receive | None = No
         if message.get("type") == "http.request":
             received += len(message.get("body", b""))
             if received > limit:
-                raise TooLarge(limit)
+                raise UploadTooLarge(limit)
         return message
 
     capped = Request(request.scope, counting)

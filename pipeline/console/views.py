@@ -13,16 +13,16 @@ from typing import Any
 from pydantic import ValidationError
 
 from pipeline.config import Settings
-from pipeline.contracts import DeadLetter, JobRecord, JobSpec, JobStatus, Run, StageRecord, State
+from pipeline.contracts import DeadLetter, JobRecord, JobSpec, JobStatus, Run, StageRecord, State, offered
 from pipeline.errors import MouthpieceError, ObjectNotFound
 from pipeline.keys import resolve_relative
 from pipeline.messages import for_people
-from pipeline.models import find_model, known_models
+from pipeline.modelfiles import find_model, known_models
 from pipeline.status import JOB_TASK, read_job, read_records, read_spec, status_from
 from pipeline.storage.base import ObjectStore
 
 DEFAULT_AVATAR_KEY = "defaults/avatar.png"
-SHOWN_OPTIONS = ("renderer", "style", "motion", "subtitles", "face", "enhance")
+SHOWN_OPTIONS = tuple(offered("page"))  # the options a job page lists, declared on JobOptions
 
 
 @dataclass

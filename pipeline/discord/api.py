@@ -8,9 +8,9 @@ Both answer a 429 by waiting ``retry_after`` (body) or ``Retry-After`` (header) 
 number of times; a wait longer than ``max_wait`` becomes a ``RetryableError`` so the runner retries the
 message later instead of holding a worker. 5xx and network failures are retried the same way. A webhook
 that answers 404 (deleted) or 401 (token invalid or expired) raises ``WebhookGone`` and is remembered:
-later calls to it fail at once, without a request. 413 raises ``TooLarge``. Every request has a timeout.
+later calls to it fail at once, without a request. 413 raises ``AttachmentTooLarge``. Every request has a timeout.
 No URL (they carry tokens) is ever logged or put into an error message. Every request URL is built from
-checked parts (``pipeline.discord.urls``): ids are digits, tokens URL-safe, each segment percent-encoded,
+checked parts (``pipeline.webhooks``): ids are digits, tokens URL-safe, each segment percent-encoded,
 so nothing a job spec says can make a request leave ``/webhooks/`` or go to another host.
 """
 
@@ -31,8 +31,8 @@ import requests
 import structlog
 
 from pipeline.config import DiscordSettings
-from pipeline.discord.urls import SNOWFLAKE, WebhookUrl, interaction_path
-from pipeline.errors import ConfigError, DiscordError, RetryableError, TooLarge, WebhookGone
+from pipeline.errors import AttachmentTooLarge, ConfigError, DiscordError, RetryableError, WebhookGone
+from pipeline.webhooks import SNOWFLAKE, WebhookUrl, interaction_path
 
 log = structlog.get_logger("mouthpiece.discord")
 
@@ -171,7 +171,7 @@ def _raise_for(response: _Response, what: str, webhook: str | None) -> None:
         mark_gone(webhook)
         raise WebhookGone(f"the Discord webhook for {what} no longer works ({status}: {message or 'gone'})")
     if status == 413 or code == 40005:
-        raise TooLarge(f"Discord refused the file for {what} as too large")
+        raise AttachmentTooLarge(f"Discord refused the file for {what} as too large")
     if status in (401, 403):
         raise ConfigError(f"Discord refused {what} ({status}: {message or 'not allowed'})")
     raise DiscordError(f"Discord rejected {what} ({status}: {message or 'no reason given'})")
@@ -336,7 +336,7 @@ def execute_webhook(
 
     discord-webhook's own 429 handling sleeps without bound and it sets no timeout by default; we turn
     its retry off, set the timeout, and apply ``send_with_retries`` to its raw request. ``hook`` is a
-    parsed, allowed webhook (``pipeline.destinations.allowed_webhook``): the URL is rebuilt from its parts.
+    parsed, allowed webhook (``pipeline.webhooks.allowed_webhook``): the URL is rebuilt from its parts.
     """
     from discord_webhook import DiscordWebhook
 

@@ -22,24 +22,18 @@ from pipeline.contracts import DiscordInteractionDestination, Progress
 from pipeline.discord.api import DiscordApi
 from pipeline.errors import MouthpieceError
 from pipeline.keys import progress_subject
+from pipeline.registry import label
 from pipeline.status import read_records, read_spec
 from pipeline.storage.base import ObjectStore
 
 log = structlog.get_logger("mouthpiece.discord.progress")
 
 TOKEN_LIFETIME = timedelta(minutes=15)
-STAGE_LABELS = {
-    "validate": "Preparing",
-    "detect": "Finding the face",
-    "render": "Rendering",
-    "enhance": "Polishing",
-    "publish": "Uploading",
-}
 
 
 def progress_text(stage: str, fraction: float) -> str:
-    """What the reply says while a stage works, e.g. ``Rendering… 40%``."""
-    return f"{STAGE_LABELS.get(stage, stage.capitalize())}… {round(fraction * 100):d}%"
+    """What the reply says while a stage works, e.g. ``Rendering… 40%`` (the registry's label)."""
+    return f"{label(stage)}… {round(fraction * 100):d}%"
 
 
 def token_alive(destination: DiscordInteractionDestination, now: datetime | None = None) -> bool:

@@ -33,7 +33,6 @@ from pipeline.contracts import (
     JobOptions,
     Style,
 )
-from pipeline.destinations import allowed_webhook
 from pipeline.discord.api import DiscordApi
 from pipeline.discord.fetch import Downloaded, Fetcher, Kind
 from pipeline.discord.interactions import (
@@ -57,6 +56,7 @@ from pipeline.logs import REDACTOR
 from pipeline.owner import scratch_name, scratch_root
 from pipeline.storage.base import ObjectStore
 from pipeline.submit import Submission, Submitted, submit
+from pipeline.webhooks import allowed_webhook
 
 log = structlog.get_logger("mouthpiece.discord.routes")
 
@@ -387,7 +387,7 @@ class RelayRoutes:
         return (await fetch(self.fetcher, event.avatar_url, folder, "profile picture", FACE, "member")).path
 
     def _webhook_url(self, url: SecretStr) -> SecretStr:
-        """``url`` if this deployment may post to it (``pipeline.destinations.allowed_webhook``, the same
+        """``url`` if this deployment may post to it (``pipeline.webhooks.allowed_webhook``, the same
         check validate applies to every job spec); else InvalidInput."""
         REDACTOR.add(url.get_secret_value())
         allowed_webhook(self.settings, url, "webhook_url")

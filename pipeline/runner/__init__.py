@@ -9,7 +9,7 @@
 - ``worker``: the pull loop (slots, drain, idle exit) and what a worker does at start-up (reclaiming a
   dead predecessor's tasks, removing its scratch folders).
 
-Its contract tests (``tests/pipeline/runner``) run on the in-memory bus (``pipeline.memory``) and on a
+Its contract tests (``tests/pipeline/runner``) run on the in-memory bus (``pipeline.bus.memory``) and on a
 real nats-server.
 """
 

@@ -22,6 +22,7 @@ from pydantic import ValidationError
 from pipeline.bus import Bus, Delivery
 from pipeline.config import Settings
 from pipeline.contracts import DeadLetter, Manifest, Progress, State, job_id_for
+from pipeline.destinations.targets import tell_failure
 from pipeline.errors import InvalidKey, MouthpieceError, PermanentError, RetryableError, StageStopped
 from pipeline.events import ObjectEvent, parse_event
 from pipeline.faults import fault
@@ -35,10 +36,9 @@ from pipeline.keys import (
     progress_subject,
 )
 from pipeline.owner import scratch_folder
-from pipeline.registry import get_stage
 from pipeline.runner.decide import Decision, conclude, gave_up_reason, outcome_of
 from pipeline.runner.records import RecordKeeper, Ticket
-from pipeline.stage import ModelCache, Stage, StageContext
+from pipeline.stage import ModelCache, Stage, StageContext, run_stage
 from pipeline.status import JOB_TASK, finished_before, is_cancelled, read_spec, write_status
 from pipeline.storage.base import ObjectInfo, ObjectStore
 
@@ -155,7 +155,7 @@ class Handler:
         outputs: list[Manifest] = []
         try:
             fault(self.settings, f"{self.stage}.start")
-            if ctx.spec is None and not self.first:
+            if not self.first and not ctx.has_spec:
                 ctx.spec = await asyncio.to_thread(read_spec, self.store, self.settings, work.job_id)
             outputs = await asyncio.to_thread(self._call_stage, ctx, work)
         except asyncio.CancelledError:
@@ -194,7 +194,7 @@ class Handler:
         """Run the stage (in a thread). The scratch folder is removed here, by the thread that used it,
         however the stage ends."""
         try:
-            result = self.impl.run(ctx, work.inputs)
+            result = run_stage(self.impl, ctx, work.inputs)
         finally:
             shutil.rmtree(ctx.workdir, ignore_errors=True)
         ctx.check()  # asked to stop while finishing: hand nothing on
@@ -307,7 +307,7 @@ def write_manifests(
     under the key that routes it to the pool of the next stage the job needs."""
     chain = settings.chain
     following = chain[chain.index(stage) + 1] if stage != chain[-1] else None
-    spec = ctx.spec
+    spec = ctx.spec if ctx.has_spec else None
     if following in STAGE_POOLS and spec is None:
         spec = read_spec(store, settings, ctx.job_id)  # the first stage just wrote it
     if following is None:
@@ -343,8 +343,7 @@ async def tell(
     """Tell a failed job's destinations, in the catalogue's words, and store its status."""
     try:
         await asyncio.to_thread(write_status, store, settings, job_id)
-        last = get_stage(settings.chain[-1])
-        await asyncio.to_thread(last.tell_failure, settings, store, job_id, code, reason)
+        await asyncio.to_thread(tell_failure, settings, store, job_id, code, reason)
     except Exception:  # telling is best effort; the failure record is written already
         log.exception("failure_notice_failed")
 

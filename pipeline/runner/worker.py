@@ -40,10 +40,9 @@ from pipeline.keys import (
     subject_for,
 )
 from pipeline.owner import current_owner, dead_scratch, scratch_root
-from pipeline.registry import get_stage
 from pipeline.runner.handler import Handler
 from pipeline.runner.records import RecordKeeper
-from pipeline.stage import ModelCache, Stage
+from pipeline.stage import ModelCache, Stage, get_stage
 from pipeline.storage.base import ObjectStore
 
 log = structlog.get_logger("mouthpiece.runner")

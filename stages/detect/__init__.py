@@ -51,11 +51,11 @@ import numpy as np
 import structlog
 
 from pipeline.config import Settings
-from pipeline.contracts import ArtifactRef, FaceTrack, JobOptions, Manifest, Style
+from pipeline.contracts import ArtifactRef, FaceTrack, JobOptions, Manifest, Role, Style
 from pipeline.errors import InvalidInput, NoFaceFound, PermanentError
 from pipeline.keys import faces_cache_key
 from pipeline.media import decode_lazily
-from pipeline.stage import ModelCache, Stage, StageContext
+from pipeline.stage import ManifestStage, ModelCache, StageContext
 from stages.detect.detectors import (
     FACE_ALIGNMENT_FILES,
     Detection,
@@ -66,8 +66,8 @@ from stages.detect.detectors import (
     resolve_kind,
 )
 from stages.detect.track import build_track, frames_with_faces
-from stages.faces.landmarks import DlibDetector, FaceDescriber, dlib_available
-from stages.faces.tracker import track_faces
+from stages.lib.faces.landmarks import DlibDetector, FaceDescriber, dlib_available
+from stages.lib.faces.tracker import track_faces
 
 NAME = "detect"
 TRACK_VERSION = 4  # bump when detection or tracking changes what a track holds
@@ -85,7 +85,7 @@ __all__ = ["FULL_RATE_FRAMES", "MAX_STRIDE", "TRACK_VERSION", "detection_stride"
 def run(ctx: StageContext, inputs: Manifest) -> list[Manifest]:
     """The avatar's face track, from the cache or detected now; ``NoFaceFound`` when it has no face."""
     avatar = _avatar_ref(inputs)
-    options = ctx.job_spec.options
+    options = ctx.spec.options
     tiers = _tiers(ctx.settings, ctx.models, ctx.log, options.style)
     keys = [_cache_key(ctx.settings, avatar, tiers[: i + 1], options) for i in range(len(tiers))]
     if (cached := _from_cache(ctx, inputs, keys)) is not None:
@@ -352,12 +352,12 @@ def _no_face_reason(avatar_name: str, style: Style) -> str:
     return f"{reason} (for a drawn face, make the eyes and mouth clearly visible on a plain face)"
 
 
-class Detect(Stage):
+class Detect(ManifestStage):
     """Face detect: the avatar's face track (boxes, landmarks), content-addressed."""
 
     name = NAME
-    requires = frozenset({"avatar"})
-    provides = frozenset({"faces"})
+    requires = frozenset({Role.avatar})
+    provides = frozenset({Role.faces})
 
     def warm_up(self, settings: Settings, models: ModelCache) -> None:
         warm_up(settings, models)

@@ -49,8 +49,8 @@ import numpy as np
 
 from pipeline.devices import resolve_device
 from pipeline.errors import ConfigError
-from pipeline.models import missing_neural, require_neural
-from stages.faces.detection import Detection
+from pipeline.modelfiles import missing_neural, require_neural
+from stages.lib.faces.detection import Detection
 
 DetectorKind = Literal["auto", "face_alignment", "dlib", "haar"]
 DetectorName = Literal["face_alignment", "dlib", "haar", "cartoon_eyes"]
@@ -368,7 +368,7 @@ def resolve_kind(kind: DetectorKind, model_dir: Path) -> Literal["face_alignment
     """The detector ``kind`` stands for: ``auto`` is face-alignment when its files are there, else dlib
     when it is installed (with its packaged landmark model), else Haar."""
     if kind == "auto":
-        from stages.faces.landmarks import dlib_available
+        from stages.lib.faces.landmarks import dlib_available
 
         if weights_present(model_dir) and not missing_neural(NEURAL_MODULES):
             return "face_alignment"
@@ -393,7 +393,7 @@ def build_detector(
     if resolved == "haar":
         return HaarDetector()
     if resolved == "dlib":
-        from stages.faces.landmarks import DlibDetector
+        from stages.lib.faces.landmarks import DlibDetector
 
         return DlibDetector()
     require_neural("the face_alignment detector", NEURAL_MODULES)

@@ -32,10 +32,10 @@ from collections.abc import Sequence
 import numpy as np
 
 from pipeline.contracts import FaceChoice, FaceFrame, FaceTrack
-from stages.faces.detection import Detection
-from stages.faces.filters import one_euro
-from stages.faces.landmarks import face_box
-from stages.faces.pose import head_pose
+from stages.lib.faces.detection import Detection
+from stages.lib.faces.filters import one_euro
+from stages.lib.faces.landmarks import face_box
+from stages.lib.faces.pose import head_pose
 
 MIN_IOU = 0.3
 MAX_FILL_SECONDS = 0.2

@@ -2,35 +2,27 @@
 
 Always: the outputs bucket (``<job>/<name>.mp4``, subtitles and the quality report
 ``<name>.quality.json`` beside it, ``<job>/status.json``). Then each
-destination of the job spec: a folder (the embedded default's output folder), Discord (see
-``pipeline.discord.publish``). Each destination gets an intent before anything is sent and a marker after
-(``published/<destination>.intent.json`` / ``.json``), so a redelivered message never publishes twice
-and a run after a crash knows what may have been sent (docs/architecture.md: exactly once for folders
-and interaction replies, at least once for channel webhooks). ``tell_failure`` tells the same
-destinations when a job fails, in the catalogue's words.
+destination of the job spec through its target (``pipeline.destinations.targets``: a folder, Discord),
+each exactly once (an intent before anything is sent, a marker after). When a job fails the runner tells
+the same destinations (``pipeline.destinations.targets.tell_failure``); the stage has no part in that.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 from pathlib import Path, PurePosixPath
-from typing import Any
 
 import structlog
 
 from pipeline.config import Settings
-from pipeline.contracts import ArtifactRef, Destination, FolderDestination, JobSpec, Manifest
+from pipeline.contracts import ArtifactRef, JobSpec, Manifest, Role
 from pipeline.destinations import check_destinations
-from pipeline.errors import ObjectNotFound, PermanentError
-from pipeline.faults import fault
-from pipeline.keys import job_record_key, output_key, published_key, slug
+from pipeline.destinations.base import Delivery
+from pipeline.destinations.targets import publish_to, safe_name
+from pipeline.keys import output_key
 from pipeline.media import mux
-from pipeline.messages import for_people
-from pipeline.stage import Stage, StageContext
-from pipeline.status import read_job, read_spec
+from pipeline.stage import ManifestStage, StageContext
+from pipeline.status import read_job
 from pipeline.storage.base import ObjectStore
-from stages.publish.folder import publish_to_folder, write_failure_note
 
 NAME = "publish"
 log = structlog.get_logger("mouthpiece.publish")
@@ -38,14 +30,15 @@ log = structlog.get_logger("mouthpiece.publish")
 
 def run(ctx: StageContext, manifest: Manifest) -> list[Manifest]:
     """Publish one task's video to the outputs bucket and the job's destinations."""
-    spec = ctx.job_spec
+    spec = ctx.spec
     check_destinations(ctx.settings, spec.destinations)  # validate did; a refusal here publishes nothing
     filename = output_name(ctx.store, ctx.settings, manifest, spec)
     video = _final_video(ctx, manifest)
     where, ref = _to_outputs(ctx, video, filename, manifest)
     published = [where]
+    delivery = Delivery(video, filename, ref.sha256, manifest.media.audio_seconds)
     for destination in spec.destinations:
-        published.extend(_to_destination(ctx, destination, video, ref.sha256, filename, manifest))
+        published.extend(publish_to(ctx, destination, delivery))
     # outputs/<job>/status.json is written by the runner once this task's done record is
     return [manifest.advance(NAME, {"published": published})]
 
@@ -53,18 +46,17 @@ def run(ctx: StageContext, manifest: Manifest) -> list[Manifest]:
 def output_name(store: ObjectStore, settings: Settings, manifest: Manifest, spec: JobSpec) -> str:
     """``<name>.mp4``; with several avatars ``<name>-<avatar>.mp4``. Only safe characters."""
     job = read_job(store, settings, manifest.job_id)
-    base = _safe(job.name if job else (spec.name or manifest.job_id))
+    base = safe_name(job.name if job else (spec.name or manifest.job_id))
     if job is not None and len(job.tasks) > 1:
         stems = [PurePosixPath(avatar).stem for avatar in job.tasks.values()]
         stem = PurePosixPath(manifest.avatar_name).stem
         # face.png and face.jpg must not publish over each other
-        base = f"{base}-{_safe(stem)}" if stems.count(stem) == 1 else f"{base}-{_safe(stem)}-{manifest.task}"
+        base = (
+            f"{base}-{safe_name(stem)}"
+            if stems.count(stem) == 1
+            else f"{base}-{safe_name(stem)}-{manifest.task}"
+        )
     return f"{base}.mp4"
-
-
-def _safe(text: str) -> str:
-    """An output file name: the user's words kept (any script), nothing a file system minds."""
-    return slug(text, 80, keep=".", fallback="video", letters="any")
 
 
 # --- the video --------------------------------------------------------------------------------------
@@ -103,93 +95,14 @@ def _copy_artifact(ctx: StageContext, ref: ArtifactRef, key: str) -> None:
     ctx.save(path, path.name, ref.content_type, key=key, bucket=ctx.settings.bucket_outputs)
 
 
-# --- destinations -----------------------------------------------------------------------------------
-
-
-def destination_id(destination: Destination) -> str:
-    """A stable id for the idempotence marker (no secrets in it: a hash of the whole destination)."""
-    digest = hashlib.sha256(destination.model_dump_json(context={"reveal_secrets": True}).encode())
-    return f"{destination.kind}-{digest.hexdigest()[:16]}"
-
-
-def _to_destination(
-    ctx: StageContext, destination: Destination, video: Path, digest: str, filename: str, manifest: Manifest
-) -> list[str]:
-    """Publish to one destination exactly once: an intent is written before anything leaves, the
-    marker after; a retry finds the marker (done), or the intent (the earlier run may have published:
-    the destination decides from what it can check)."""
-    dest_id = destination_id(destination)
-    marker = published_key(ctx.job_id, ctx.task, dest_id)
-    if ctx.store.stat(ctx.settings.bucket_work, marker) is not None:
-        ctx.log.info("already_published", destination=destination.kind)
-        return []
-    intent = Intent(ctx, dest_id)
-    if isinstance(destination, FolderDestination):
-        where = publish_to_folder(ctx.settings, destination, video, digest, filename, ctx.job_id, intent)
-        fault(ctx.settings, "publish.after_copy")
-    else:
-        from pipeline.discord.publish import publish_to_discord
-
-        intent.write({"started": True})
-        where = publish_to_discord(ctx, destination, video, filename, manifest)
-        fault(ctx.settings, "publish.after_post")
-    ctx.save_bytes(json.dumps({"location": where}).encode(), "marker", "application/json", key=marker)
-    ctx.log.info("published", destination=destination.kind, location=where)
-    return [where]
-
-
-class Intent:
-    """``published/<destination>.intent.json``: what a run is about to publish, written before it
-    does, so a run after a crash knows what the crashed one may have done."""
-
-    def __init__(self, ctx: StageContext, destination_id: str) -> None:
-        self.ctx = ctx
-        self.key = published_key(ctx.job_id, ctx.task, destination_id).removesuffix(".json") + ".intent.json"
-
-    def read(self) -> dict[str, Any] | None:
-        try:
-            found: dict[str, Any] = json.loads(self.ctx.store.get(self.ctx.settings.bucket_work, self.key))
-        except ObjectNotFound:
-            return None
-        return found
-
-    def write(self, data: dict[str, Any]) -> None:
-        self.ctx.store.put(self.ctx.settings.bucket_work, self.key, json.dumps(data).encode())
-
-
-def tell_failure(
-    settings: Settings, store: ObjectStore, job_id: str, code: str | None, reason: str | None
-) -> None:
-    """Tell the job's destinations that it failed (or was cancelled), in the catalogue's words."""
-    try:
-        spec = read_spec(store, settings, job_id)
-    except PermanentError:
-        return  # failed before its spec was stored: the status record is all there is
-    job = read_job(store, settings, job_id)
-    name = _safe(job.name if job else (spec.name or job_id))
-    for destination in spec.destinations:
-        if isinstance(destination, FolderDestination):
-            write_failure_note(settings, destination, name, job_id, for_people(code, reason, job_id))
-        else:
-            from pipeline.discord.publish import notify_discord_failure
-
-            notify_discord_failure(settings, destination, job_id, code, reason)
-    log.info("failure_notified", job_id=job_id, record=job_record_key(job_id))
-
-
-class Publish(Stage):
+class Publish(ManifestStage):
     """Publish: the outputs bucket, the output folder, Discord — each exactly once."""
 
     name = NAME
-    requires = frozenset({"audio", "avatar"})
+    requires = frozenset({Role.audio, Role.avatar})
 
     def run(self, ctx: StageContext, inputs: Manifest) -> list[Manifest]:
         return run(ctx, inputs)
-
-    def tell_failure(
-        self, settings: Settings, store: ObjectStore, job_id: str, code: str | None, reason: str | None
-    ) -> None:
-        tell_failure(settings, store, job_id, code, reason)
 
 
 STAGE = Publish()

@@ -1,7 +1,7 @@
 """The quality report of a finished video: measured on the video file itself, without model weights.
 
 ``measure(video, ...)`` decodes the video (scaled so no side exceeds ``ANALYSIS_SIDE``) and its audio
-track, follows the face with the offline landmark tier (``stages.faces.tracker``), and computes the
+track, follows the face with the offline landmark tier (``stages.lib.faces.tracker``), and computes the
 measures of ``analysis``: the audio–video offset, mouth motion in the pauses (the job's ``SpeechTiming``
 when it has one stored, else found in the video's own audio by loudness, as ``stages.timing``
 does), flicker around the mouth, the change away from the face against the avatar the video was made
@@ -30,8 +30,8 @@ from pipeline.contracts import FaceFrame, FaceTrack, JobSpec, Manifest, QualityR
 from pipeline.errors import InvalidInput
 from pipeline.media import bounded_size, count_frames, decode_audio, decode_lazily, probe, stream_seconds
 from pipeline.stage import ModelCache, StageContext
-from stages.faces.landmarks import Landmarker, dlib_available, face_box
-from stages.faces.tracker import follow_faces
+from stages.lib.faces.landmarks import Landmarker, dlib_available, face_box
+from stages.lib.faces.tracker import follow_faces
 from stages.quality.analysis import av_offset, flicker, mouth_opening, score, silence_motion
 from stages.timing import SAMPLE_RATE, normalised_loudness, rms_envelope, speaking_weight, speech_regions
 
@@ -43,7 +43,7 @@ FACE_MARGIN = 0.5
 MOUTH_MARGIN = 0.3
 DETECT_EVERY = 25
 """The face is confirmed once a second, less often than in detect: the video is the avatar's, the face is
-known, and a jump of the landmarks asks for a confirmation at once (``stages.faces.tracker``)."""
+known, and a jump of the landmarks asks for a confirmation at once (``stages.lib.faces.tracker``)."""
 
 Source = tuple[np.ndarray | None, FaceFrame | None]
 """An avatar frame as ``measure`` compares it: grey at the small size (None: not compared), and its face
@@ -247,7 +247,7 @@ def _landmarker(settings: Settings, models: ModelCache) -> tuple[Landmarker | No
     dlib is not installed or the deployment chose Haar (no non-commercial weights: runbooks/models.md)."""
     if not dlib_available() or settings.detector == "haar":
         return None, threading.Lock()
-    from stages.faces.landmarks import DlibDetector
+    from stages.lib.faces.landmarks import DlibDetector
 
     detector = models.get("detector:dlib", DlibDetector)
     return detector, models.get("detector-lock:dlib", threading.Lock)

@@ -20,7 +20,16 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.config import Settings
-from pipeline.contracts import FaceFrame, FaceTrack, JobOptions, JobSpec, Manifest, Motion, SpeechTiming
+from pipeline.contracts import (
+    FaceFrame,
+    FaceTrack,
+    JobOptions,
+    JobSpec,
+    Manifest,
+    Motion,
+    Role,
+    SpeechTiming,
+)
 from pipeline.errors import ConfigError, InvalidInput
 from pipeline.media import (
     FrameWriter,
@@ -31,8 +40,8 @@ from pipeline.media import (
     loops_forward,
     prefetch,
 )
-from pipeline.models import missing_neural, model_path, require_neural
-from pipeline.stage import ModelCache, Stage, StageContext
+from pipeline.modelfiles import missing_neural, model_path, require_neural
+from pipeline.stage import ManifestStage, ModelCache, StageContext
 from stages.render.base import Frames, Renderer, RenderRequest
 from stages.render.motion import Animated, seed_of
 from stages.timing import timing_from_audio
@@ -42,7 +51,7 @@ NAME = "render"
 
 def run(ctx: StageContext, manifest: Manifest) -> list[Manifest]:
     """Render one task's lip-synced (silent) video."""
-    spec = ctx.job_spec
+    spec = ctx.spec
     options = spec.options
     if options.renderer == "none":
         return [manifest.advance(NAME, {"renderer": "none"})]
@@ -185,12 +194,12 @@ def _looping(avatar: Path, track: FaceTrack, n_out: int) -> Iterator[tuple[int, 
             i += 1
 
 
-class Render(Stage):
+class Render(ManifestStage):
     """Lip-sync render: the silent video of the face speaking (viseme, neural or none)."""
 
     name = NAME
-    requires = frozenset({"audio", "avatar", "faces"})
-    provides = frozenset({"video"})
+    requires = frozenset({Role.audio, Role.avatar, Role.faces})  # and speech, when there
+    may_provide = frozenset({Role.video})  # not with the renderer none
 
     def warm_up(self, settings: Settings, models: ModelCache) -> None:
         warm_up(settings, models)

@@ -95,8 +95,8 @@ def test_a_data_dir_setting_wins(nowhere: Path, monkeypatch: pytest.MonkeyPatch)
         (
             "MOUTHPIECE_CHAIN",
             '["validate","paint","publish"]',
-            "MOUTHPIECE_CHAIN (chain): unknown stages ['paint']; known: validate, detect, render, enhance, "
-            "publish; got ['validate', 'paint', 'publish']",
+            "MOUTHPIECE_CHAIN (chain): unknown stage(s) paint in the chain; the stages are validate, detect, "
+            "render, enhance, publish; got ['validate', 'paint', 'publish']",
         ),
     ],
 )

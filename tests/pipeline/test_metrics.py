@@ -12,11 +12,11 @@ import pytest
 import soundfile
 from prometheus_client.parser import text_string_to_metric_families
 
+from pipeline.bus.memory import MemoryBus
 from pipeline.console import Console
 from pipeline.contracts import ArtifactRef, Manifest, MediaInfo, Run, StageRecord, State
 from pipeline.ingress.http import build_app
 from pipeline.keys import manifest_key, published_key, record_key
-from pipeline.memory import MemoryBus
 from pipeline.metrics import Metrics, ObservedStore, metrics_app, queue_stats
 from pipeline.stack import Stack
 from pipeline.storage import open_store

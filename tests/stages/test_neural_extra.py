@@ -16,7 +16,7 @@ from pipeline.errors import ConfigError
 from pipeline.messages import for_people
 from pipeline.stage import ModelCache
 from stages.detect.detectors import FACE_ALIGNMENT_FILES, build_detector, resolve_kind
-from stages.faces.landmarks import dlib_available
+from stages.lib.faces.landmarks import dlib_available
 from tests.conftest import make_settings
 
 

@@ -18,6 +18,7 @@ from pipeline.errors import ConfigError
 from pipeline.stage import StageContext
 from pipeline.storage.local import LocalStore
 from pipeline.testing import StageEnvironment
+from stages.lib.subtitles import LINGER, MAX_CPS, Cue, cues_from_words
 from stages.speech import Phone, Viseme, Word
 from stages.speech_timing import (
     build_timing,
@@ -28,7 +29,6 @@ from stages.speech_timing import (
     visemes,
     word_chunks,
 )
-from stages.subtitles import LINGER, MAX_CPS, Cue, cues_from_words
 from stages.whisper import LoadedWhisper, recognizer_name, whisper_model
 from tests.conftest import make_settings
 from tests.stages.conftest import JFK_TEXT, espeak_16k, models_with, word_error_rate, words_of

@@ -432,7 +432,7 @@ def test_spec_naming_a_place_it_may_not_publish_to_fails_before_any_work(
 ) -> None:
     """A spec whose folder destination is not allowed fails in validate: no media converted, nothing in
     outputs/<job>/; its failure note goes to the output folder, not to the folder it named."""
-    from pipeline.registry import get_stage
+    from pipeline.destinations.targets import tell_failure
 
     settings = make_settings(tmp_path)
     store = open_store(settings)
@@ -447,7 +447,7 @@ def test_spec_naming_a_place_it_may_not_publish_to_fails_before_any_work(
         validate(settings, store, up)
     assert not list(store.list(settings.bucket_work, "cache/"))
     assert not list(store.list(settings.bucket_outputs, f"{job_id}/"))
-    get_stage("publish").tell_failure(settings, store, job_id, caught.value.code, caught.value.reason)
+    tell_failure(settings, store, job_id, caught.value.code, caught.value.reason)
     assert not elsewhere.exists()
     note = (settings.outbox / "away.failed.txt").read_text()
     assert "not an allowed output folder" in note

@@ -14,11 +14,11 @@ import imageio_ffmpeg
 import pytest
 from starlette.applications import Starlette
 
+from pipeline.bus.memory import MemoryBus
 from pipeline.config import Settings
 from pipeline.console import Console
 from pipeline.contracts import REVEAL, Destination, JobOptions, JobRecord, JobSpec, Run, StageRecord, State
 from pipeline.keys import job_record_key, output_key, spec_key
-from pipeline.memory import MemoryBus
 from pipeline.status import write_record, write_status
 from pipeline.storage import open_store
 from pipeline.storage.base import ObjectStore

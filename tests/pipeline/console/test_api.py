@@ -482,8 +482,8 @@ def test_events_stream_job_changes_and_progress(tmp_path: Path, assets: Path) ->
     settings = make_settings(tmp_path)
 
     async def go() -> list[tuple[str, dict]]:
+        from pipeline.bus.natsserver import free_port
         from pipeline.ingress.http import serve_app
-        from pipeline.natsserver import free_port
 
         async with running(settings) as h:
             job = make_job(h, assets, State.running, failed_stage="render")

@@ -29,8 +29,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from pipeline.bus.natsserver import free_port
 from pipeline.discord.interactions import DISCORD_EPOCH_MS
-from pipeline.natsserver import free_port
 
 APP_ID = "223344556677889900"
 TEN_MIB = 10 * 1024 * 1024

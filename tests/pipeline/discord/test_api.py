@@ -11,15 +11,15 @@ from structlog.testing import capture_logs
 
 from pipeline.discord.api import (
     Attachment,
+    AttachmentTooLarge,
     DiscordApi,
     RetryPolicy,
-    TooLarge,
     WebhookGone,
     execute_webhook,
 )
 from pipeline.discord.commands import ANNOUNCE_COMMAND, AVATAR_COMMAND, register
-from pipeline.discord.urls import parse_webhook_url
 from pipeline.errors import ConfigError, RetryableError
+from pipeline.webhooks import parse_webhook_url
 from tests.conftest import make_settings
 from tests.pipeline.discord.conftest import APP_ID, FakeDiscord
 
@@ -113,9 +113,9 @@ def test_gone_webhook_raises_and_is_not_called_again(discord: FakeDiscord, disco
 def test_file_over_ten_mib_is_refused_as_too_large(
     discord: FakeDiscord, discord_origin: str, tmp_path: Path
 ) -> None:
-    """Discord's 413 for an oversized attachment raises TooLarge (the caller then links instead)."""
+    """Discord's 413 for an oversized attachment raises AttachmentTooLarge (the caller then links instead)."""
     video = _video(tmp_path, 10 * 1024 * 1024 + 1)
-    with _api(discord_origin) as api, pytest.raises(TooLarge):
+    with _api(discord_origin) as api, pytest.raises(AttachmentTooLarge):
         api.edit_original(APP_ID, TOKEN, "x", Attachment(video, "big.mp4"))
 
 

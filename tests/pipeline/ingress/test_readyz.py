@@ -9,8 +9,8 @@ import httpx
 import pytest
 
 from pipeline.bus import NatsBus
+from pipeline.bus.natsserver import EmbeddedNats, free_port
 from pipeline.ingress.http import build_app
-from pipeline.natsserver import EmbeddedNats, free_port
 from pipeline.storage import open_store
 from pipeline.storage.s3 import S3Store
 from tests.conftest import make_settings

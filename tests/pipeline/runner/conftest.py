@@ -1,6 +1,6 @@
 """The runner's contract-test harness: the same tests on the in-memory bus and on a real nats-server.
 
-``harness`` is parametrized: ``memory`` (``pipeline.memory``; milliseconds, no server) by default and
+``harness`` is parametrized: ``memory`` (``pipeline.bus.memory``; milliseconds, no server) by default and
 ``nats`` (a real JetStream server, marked ``integration``). Stages in these tests are small test stages
 (``Ingest``, ``Deliver``) whose behaviour each test sets: the runner is what is under test.
 """
@@ -19,11 +19,11 @@ from typing import Any
 import pytest
 
 from pipeline.bus import Bus, ClaimStore, threadsafe_publisher
+from pipeline.bus.memory import MemoryBus
 from pipeline.config import Settings
 from pipeline.contracts import Claim, JobSpec, Manifest, MediaInfo, Owner, StageRecord, job_id_for
 from pipeline.events import build_event, message_id
 from pipeline.keys import event_subject, spec_key
-from pipeline.memory import MemoryBus
 from pipeline.owner import boot_id, process_start
 from pipeline.runner import Worker
 from pipeline.runner.records import claim_key
@@ -42,7 +42,6 @@ class Ingest(Stage):
 
     name = "validate"
     takes_upload = True
-    provides = frozenset({"audio", "avatar"})
 
     def __init__(self, behaviour: Behaviour | None = None, spec: JobSpec | None = None) -> None:
         self.behaviour = behaviour
@@ -63,7 +62,6 @@ class Deliver(Stage):
     """A later stage for runner tests: hands the manifest on after ``behaviour``."""
 
     name = "publish"
-    requires = frozenset({"audio"})
 
     def __init__(self, behaviour: Behaviour | None = None, name: str = "publish") -> None:
         self.behaviour = behaviour

@@ -18,7 +18,7 @@ from pipeline.errors import ConfigError, NoFaceFound
 from pipeline.media import FrameWriter
 from pipeline.stage import ModelCache
 from stages.detect.detectors import FACE_ALIGNMENT_FILES, FaceAlignmentDetector, HaarDetector
-from stages.faces.detection import Detection
+from stages.lib.faces.detection import Detection
 
 if TYPE_CHECKING:
     from conftest import StageEnv

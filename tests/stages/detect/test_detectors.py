@@ -132,7 +132,7 @@ def test_build_auto_without_weights_is_dlib_else_haar(
     downloads nothing; where dlib is not installed it gives Haar."""
     detector = build_detector("auto", "cpu", tmp_path)
     assert detector.name == "dlib" and list(tmp_path.iterdir()) == []
-    monkeypatch.setattr("stages.faces.landmarks.dlib_available", lambda: False)
+    monkeypatch.setattr("stages.lib.faces.landmarks.dlib_available", lambda: False)
     detector = build_detector("auto", "cpu", tmp_path)
     assert isinstance(detector, HaarDetector) and detector.name == "haar"
     assert list(tmp_path.iterdir()) == []

@@ -7,7 +7,7 @@ import pytest
 
 from pipeline.contracts import FaceChoice
 from stages.detect.track import build_track, choose_faces, fill_gaps, frames_with_faces, smooth
-from stages.faces.detection import Detection
+from stages.lib.faces.detection import Detection
 
 
 def box(x: float, y: float, size: float, confidence: float = 0.9, marks: bool = False) -> Detection:

@@ -20,8 +20,9 @@ from pipeline.contracts import (
     MediaInfo,
     job_id_for,
 )
+from pipeline.destinations.discord import notify_discord_failure, publish_to_discord
+from pipeline.destinations.targets import tell_failure
 from pipeline.discord.api import DiscordError
-from pipeline.discord.publish import notify_discord_failure, publish_to_discord
 from pipeline.errors import InvalidInput
 from pipeline.keys import spec_key
 from pipeline.media import ffmpeg_binary
@@ -31,7 +32,6 @@ from pipeline.storage import open_store
 from pipeline.storage.base import ObjectInfo, ObjectStore
 from pipeline.testing import StageEnvironment
 from stages.publish import run as publish_run
-from stages.publish import tell_failure
 from stages.validate import prepare_store
 from tests.conftest import make_settings
 from tests.pipeline.discord.conftest import FakeDiscord, ThreadServer

@@ -7,11 +7,11 @@ from pathlib import Path
 import pytest
 
 from pipeline.contracts import FolderDestination, JobRecord, JobSpec, Manifest, MediaInfo
+from pipeline.destinations.folder import folder_of
 from pipeline.errors import PermanentError
 from pipeline.keys import job_record_key
 from pipeline.storage import open_store
 from stages.publish import output_name
-from stages.publish.folder import folder_of
 from tests.conftest import make_settings
 
 JOB = "j0123456789abcdef012"

@@ -34,7 +34,7 @@ from pipeline.stage import StageContext
 from pipeline.status import fold, with_quality
 from pipeline.storage.local import LocalStore
 from pipeline.testing import StageEnvironment
-from stages.faces.landmarks import DlibDetector, face_box
+from stages.lib.faces.landmarks import DlibDetector, face_box
 from stages.quality import assess, measure
 from stages.render.base import SAMPLE_RATE, RenderRequest
 from stages.render.motion import Animated

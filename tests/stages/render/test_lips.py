@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from stages.faces.landmarks import DlibDetector
+from stages.lib.faces.landmarks import DlibDetector
 from stages.render.viseme.lips import LipRig, teeth_showing
 from stages.render.viseme.warp import PHOTO
 from stages.speech import Phone

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from pipeline.contracts import FaceFrame, FaceTrack, JobOptions, Motion
-from stages.faces.landmarks import DlibDetector, face_box
+from stages.lib.faces.landmarks import DlibDetector, face_box
 from stages.render.base import SAMPLE_RATE, RenderRequest
 from stages.render.motion import Animated, plan_for, seed_of
 from stages.render.motion.plan import BLINK_SECONDS, LEVELS, plan_motion

@@ -13,8 +13,8 @@ from pipeline.config import load_settings
 from pipeline.contracts import FaceTrack, JobOptions
 from pipeline.media import FrameWriter, decode_frames, decode_lazily
 from stages.detect.track import build_track
-from stages.faces.landmarks import DlibDetector
-from stages.faces.tracker import track_faces
+from stages.lib.faces.landmarks import DlibDetector
+from stages.lib.faces.tracker import track_faces
 from stages.render.base import SAMPLE_RATE, RenderRequest
 from stages.render.viseme import VisemeRenderer
 from stages.render.viseme.timeline import plan_from_timing

@@ -5,7 +5,7 @@ One stream (``settings.stream``, work-queue retention, file storage) holds the s
 workers) has one durable pull consumer, shared by all its workers, so it scales by starting more
 workers. Progress notes travel on plain NATS subjects ``<prefix>.progress.<job>`` and are not stored.
 Claims (which worker runs which task now) live in the key-value bucket ``<stream>_claims``.
-``pipeline.memory`` implements both protocols in memory, for the runner's contract tests.
+``pipeline.bus.memory`` implements both protocols in memory, for the runner's contract tests.
 """
 
 from __future__ import annotations

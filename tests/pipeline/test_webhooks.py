@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.discord.urls import interaction_path, parse_webhook_url
+from pipeline.webhooks import interaction_path, parse_webhook_url
 
 
 @pytest.mark.parametrize(

@@ -21,8 +21,8 @@ from pipeline.contracts import (
     Manifest,
     MediaInfo,
 )
+from pipeline.destinations.discord import bitrate_plan, notify_discord_failure, publish_to_discord
 from pipeline.discord.api import WebhookGone
-from pipeline.discord.publish import bitrate_plan, notify_discord_failure, publish_to_discord
 from pipeline.keys import spec_key
 from pipeline.media import ffmpeg_binary, probe
 from pipeline.messages import discord_text, users_fault

@@ -12,10 +12,37 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from pipeline.config import Settings
-from pipeline.contracts import FolderDestination
+from pipeline.contracts import Destination, FolderDestination
 from pipeline.destinations import output_folder
-from pipeline.errors import InvalidInput
+from pipeline.destinations.base import Delivery, Intent, Publication
+from pipeline.errors import ConfigError, InvalidInput
+from pipeline.messages import for_people
 from pipeline.stage import sha256_file
+
+
+class FolderTarget:
+    """Folder destinations as a ``Target``: the video copied in exactly once; a note when a job fails."""
+
+    fault_point = "publish.after_copy"
+
+    def publish(self, ctx: Publication, destination: Destination, delivery: Delivery, intent: Intent) -> str:
+        if not isinstance(destination, FolderDestination):
+            raise ConfigError(f"not a folder destination: {destination.kind}")
+        return publish_to_folder(
+            ctx.settings, destination, delivery.video, delivery.sha256, delivery.filename, ctx.job_id, intent
+        )
+
+    def tell_failure(
+        self,
+        settings: Settings,
+        destination: Destination,
+        name: str,
+        job_id: str,
+        code: str | None,
+        reason: str | None,
+    ) -> None:
+        if isinstance(destination, FolderDestination):
+            write_failure_note(settings, destination, name, job_id, for_people(code, reason, job_id))
 
 
 def folder_of(settings: Settings, destination: FolderDestination) -> Path:
@@ -24,7 +51,7 @@ def folder_of(settings: Settings, destination: FolderDestination) -> Path:
 
 
 class IntentStore(Protocol):
-    """Where a publication's intent is kept (``stages.publish.Intent``)."""
+    """Where a publication's intent is kept (``pipeline.destinations.base.Intent``)."""
 
     def read(self) -> dict[str, Any] | None: ...
     def write(self, data: dict[str, Any]) -> None: ...

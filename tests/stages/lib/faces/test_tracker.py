@@ -11,9 +11,9 @@ import pytest
 
 from pipeline.contracts import FaceChoice
 from stages.detect.track import absent_frames, build_track
-from stages.faces.detection import Detection
-from stages.faces.landmarks import DlibDetector
-from stages.faces.tracker import is_cut, thumbnail, track_faces
+from stages.lib.faces.detection import Detection
+from stages.lib.faces.landmarks import DlibDetector
+from stages.lib.faces.tracker import is_cut, thumbnail, track_faces
 
 W, H = 480, 360
 

@@ -6,7 +6,7 @@ are checked here against the operator's settings, not trusted:
 
 - a Discord webhook must be https on one of ``discord_webhook_hosts`` (port 443), or on an origin listed
   there (``http://127.0.0.1:9000``: tests, a relay), or on ``discord_api_base``'s origin (where interaction
-  replies go anyway), with Discord's path shape (``pipeline.discord.urls``);
+  replies go anyway), with Discord's path shape (both in ``pipeline.webhooks``);
 - an interaction reply goes to ``discord_api_base`` only; its id and token are checked for shape by the
   contract, and its fallback webhook like any webhook;
 - a folder must be the output folder or inside it or inside one of ``output_dirs`` (after resolving
@@ -20,9 +20,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from pathlib import Path
-from urllib.parse import urlsplit
-
-from pydantic import SecretStr
 
 from pipeline.config import Settings
 from pipeline.contracts import (
@@ -31,52 +28,18 @@ from pipeline.contracts import (
     DiscordWebhookDestination,
     FolderDestination,
 )
-from pipeline.discord.urls import WebhookUrl, parse_webhook_url
 from pipeline.errors import InvalidInput
 
-_DEFAULT_PORTS = {"http": 80, "https": 443}
-WEBHOOK_HINT = (
-    "use a webhook URL copied from a Discord channel's settings (https://discord.com/api/webhooks/...)"
-)
-
-
-def _origin(text: str) -> tuple[str, str, int] | None:
-    try:
-        parts = urlsplit(text.strip())
-        port = parts.port or _DEFAULT_PORTS.get(parts.scheme, 0)
-    except ValueError:
-        return None
-    host = (parts.hostname or "").lower().rstrip(".")
-    return (parts.scheme, host, port) if parts.scheme in _DEFAULT_PORTS and host else None
-
-
-def webhook_allowed(settings: Settings, hook: WebhookUrl) -> bool:
-    """Whether this deployment may send requests to ``hook`` (see the module docstring)."""
-    if hook.origin == _origin(settings.discord_api_base):
-        return True
-    for entry in settings.discord_webhook_hosts:
-        if "://" in entry:
-            if hook.origin == _origin(entry):
-                return True
-        elif hook.scheme == "https" and hook.port == 443 and hook.host == entry.strip().lower().rstrip("."):
-            return True
-    return False
-
-
-def allowed_webhook(settings: Settings, url: SecretStr | str, what: str = "the webhook") -> WebhookUrl:
-    """The checked parts of a webhook URL this deployment may post to; ``InvalidInput`` otherwise."""
-    text = url.get_secret_value() if isinstance(url, SecretStr) else url
-    try:
-        hook = parse_webhook_url(text)
-    except ValueError:
-        raise InvalidInput(
-            f"{what} is not a Discord webhook URL: {WEBHOOK_HINT}", code="webhook_invalid"
-        ) from None
-    if not webhook_allowed(settings, hook):
-        raise InvalidInput(
-            f"{what} points at {hook.host}, which is not Discord: {WEBHOOK_HINT}", code="webhook_not_allowed"
-        )
-    return hook
+__all__ = [
+    "WEBHOOK_HINT",
+    "allowed_webhook",
+    "check_destination",
+    "check_destinations",
+    "is_allowed",
+    "output_folder",
+    "webhook_allowed",
+]
+from pipeline.webhooks import WEBHOOK_HINT, allowed_webhook, webhook_allowed
 
 
 def output_folder(settings: Settings, destination: FolderDestination, where: str = "the job") -> Path:

@@ -36,8 +36,8 @@ import cv2
 import numpy as np
 
 from pipeline.contracts import FaceChoice
-from stages.faces.detection import Detection
-from stages.faces.landmarks import BoxRelation, Landmarker, face_box
+from stages.lib.faces.detection import Detection
+from stages.lib.faces.landmarks import BoxRelation, Landmarker, face_box
 
 DETECT_EVERY = 5
 CUT_LEVEL = 28.0

@@ -5,7 +5,7 @@ interaction's own ``attachment_size_limit``); otherwise it is re-encoded at a bi
 limit and its length (scaled down for long clips); if it still cannot fit, the message carries a link to
 the object (a presigned URL on S3) instead. An interaction token lives 15 minutes: after that the job's
 ``fallback_webhook`` is used, if it has one. Idempotence per job and destination is the caller's marker
-(``stages.publish``); failures of the job are told with ``notify_discord_failure`` in one short sentence.
+(``pipeline.destinations.targets``); failures of the job are told with ``notify_discord_failure`` in one short sentence.
 Every webhook is checked against the deployment's allow-list (``pipeline.destinations``) right before it
 is used, and posted to by its checked parts only.
 """
@@ -18,18 +18,18 @@ from pathlib import Path
 import structlog
 
 from pipeline.config import Settings
-from pipeline.contracts import DiscordInteractionDestination, DiscordWebhookDestination, Manifest
+from pipeline.contracts import Destination, DiscordInteractionDestination, DiscordWebhookDestination, Manifest
 from pipeline.destinations import allowed_webhook
-from pipeline.discord.api import Attachment, DiscordApi, TooLarge, WebhookGone, execute_webhook
+from pipeline.destinations.base import Delivery, Intent, Publication
+from pipeline.discord.api import Attachment, AttachmentTooLarge, DiscordApi, WebhookGone, execute_webhook
 from pipeline.discord.progress import token_alive
-from pipeline.discord.urls import WebhookUrl
 from pipeline.errors import ConfigError, MouthpieceError, StorageError
 from pipeline.keys import output_key
 from pipeline.logs import REDACTOR
 from pipeline.media import probe, reencode_to_bitrate
 from pipeline.messages import discord_text
-from pipeline.stage import StageContext
 from pipeline.storage.base import Presigner
+from pipeline.webhooks import WebhookUrl
 
 log = structlog.get_logger("mouthpiece.publish.discord")
 
@@ -46,21 +46,56 @@ class Message:
     file: Attachment | None
 
 
+class DiscordTarget:
+    """Discord destinations (interaction replies, channel webhooks) as a ``Target``."""
+
+    fault_point = "publish.after_post"
+
+    def publish(self, ctx: Publication, destination: Destination, delivery: Delivery, intent: Intent) -> str:
+        if not isinstance(destination, DiscordInteractionDestination | DiscordWebhookDestination):
+            raise ConfigError(f"not a Discord destination: {destination.kind}")
+        intent.write({"started": True})
+        return post_video(ctx, destination, delivery.video, delivery.filename, delivery.seconds)
+
+    def tell_failure(
+        self,
+        settings: Settings,
+        destination: Destination,
+        name: str,
+        job_id: str,
+        code: str | None,
+        reason: str | None,
+    ) -> None:
+        if isinstance(destination, DiscordInteractionDestination | DiscordWebhookDestination):
+            notify_discord_failure(settings, destination, job_id, code, reason)
+
+
 def publish_to_discord(
-    ctx: StageContext,
+    ctx: Publication,
     destination: DiscordInteractionDestination | DiscordWebhookDestination,
     video: Path,
     filename: str,
     manifest: Manifest,
 ) -> str:
-    """Post the video to ``destination``; returns where it went, without secrets."""
+    """Post one task's video to ``destination``; returns where it went, without secrets."""
+    return post_video(ctx, destination, video, filename, manifest.media.audio_seconds)
+
+
+def post_video(
+    ctx: Publication,
+    destination: DiscordInteractionDestination | DiscordWebhookDestination,
+    video: Path,
+    filename: str,
+    seconds: float,
+) -> str:
+    """Post ``seconds`` of ``video`` to ``destination``; returns where it went, without secrets."""
     if isinstance(destination, DiscordInteractionDestination):
-        return _to_interaction(ctx, destination, video, filename, manifest)
+        return _to_interaction(ctx, destination, video, filename, seconds)
     if isinstance(destination, DiscordWebhookDestination):
         REDACTOR.add(destination.url.get_secret_value())
         hook = allowed_webhook(ctx.settings, destination.url, "the job's Discord webhook")
         limit = ctx.settings.discord_attachment_limit
-        message = prepare(ctx, video, filename, limit, manifest.media.audio_seconds, destination.content)
+        message = prepare(ctx, video, filename, limit, seconds, destination.content)
         posted = _post_webhook(ctx, hook, message)
         return f"discord:webhook:message:{posted}" if posted else "discord:webhook"
     raise ConfigError(f"not a Discord destination: {destination.kind}")
@@ -70,38 +105,38 @@ def publish_to_discord(
 
 
 def _to_interaction(
-    ctx: StageContext, dest: DiscordInteractionDestination, video: Path, filename: str, manifest: Manifest
+    ctx: Publication, dest: DiscordInteractionDestination, video: Path, filename: str, seconds: float
 ) -> str:
     token = dest.token.get_secret_value()
     REDACTOR.add(token)
     where = f"discord:interaction:{dest.application_id}"
     if not token_alive(dest):
-        return _fallback(ctx, dest, video, filename, manifest, where, "expired")
+        return _fallback(ctx, dest, video, filename, seconds, where, "expired")
     limit = dest.attachment_size_limit or ctx.settings.discord_attachment_limit
-    message = prepare(ctx, video, filename, limit, manifest.media.audio_seconds)
+    message = prepare(ctx, video, filename, limit, seconds)
     try:
         with DiscordApi.from_settings(ctx.settings) as api:
             _edit_with_file(ctx, api, dest.application_id, token, message, filename)
     except WebhookGone:
-        return _fallback(ctx, dest, video, filename, manifest, where, "gone")
+        return _fallback(ctx, dest, video, filename, seconds, where, "gone")
     return where
 
 
 def _edit_with_file(
-    ctx: StageContext, api: DiscordApi, app: str, token: str, message: Message, filename: str
+    ctx: Publication, api: DiscordApi, app: str, token: str, message: Message, filename: str
 ) -> None:
     try:
         api.edit_original(app, token, message.content, message.file, clear_attachments=True)
-    except TooLarge:  # Discord's limit was lower than we were told: link instead
+    except AttachmentTooLarge:  # Discord's limit was lower than we were told: link instead
         api.edit_original(app, token, link_text(ctx, filename), clear_attachments=True)
 
 
 def _fallback(
-    ctx: StageContext,
+    ctx: Publication,
     dest: DiscordInteractionDestination,
     video: Path,
     filename: str,
-    manifest: Manifest,
+    seconds: float,
     where: str,
     why: str,
 ) -> str:
@@ -114,7 +149,7 @@ def _fallback(
     REDACTOR.add(dest.fallback_webhook.get_secret_value())
     hook = allowed_webhook(ctx.settings, dest.fallback_webhook, "the job's fallback webhook")
     limit = ctx.settings.discord_attachment_limit
-    _post_webhook(ctx, hook, prepare(ctx, video, filename, limit, manifest.media.audio_seconds))
+    _post_webhook(ctx, hook, prepare(ctx, video, filename, limit, seconds))
     ctx.log.info("discord_fallback_used", why=why)
     return "discord:webhook (fallback)"
 
@@ -122,11 +157,11 @@ def _fallback(
 # --- channel webhooks -----------------------------------------------------------------------------------
 
 
-def _post_webhook(ctx: StageContext, hook: WebhookUrl, message: Message) -> str | None:
+def _post_webhook(ctx: Publication, hook: WebhookUrl, message: Message) -> str | None:
     """Post ``message``; the id of the Discord message made (recorded in the publication marker)."""
     try:
         return execute_webhook(hook, message.content, message.file)
-    except TooLarge:
+    except AttachmentTooLarge:
         filename = message.file.filename if message.file else "video.mp4"
         return execute_webhook(hook, link_text(ctx, filename))
 
@@ -153,7 +188,7 @@ def bitrate_plan(limit_bytes: float, seconds: float, margin: float = SAFETY_MARG
     return BitratePlan(video, audio, max_side)
 
 
-def fit_video(ctx: StageContext, video: Path, limit: int, seconds: float) -> Path | None:
+def fit_video(ctx: Publication, video: Path, limit: int, seconds: float) -> Path | None:
     """``video`` if it fits ``limit`` bytes, else a re-encoded copy that does, else None."""
     if video.stat().st_size <= limit:
         return video
@@ -171,7 +206,7 @@ def fit_video(ctx: StageContext, video: Path, limit: int, seconds: float) -> Pat
 
 
 def prepare(
-    ctx: StageContext, video: Path, filename: str, limit: int, seconds: float, intro: str | None = None
+    ctx: Publication, video: Path, filename: str, limit: int, seconds: float, intro: str | None = None
 ) -> Message:
     """The message for ``video``: attached when it can be made to fit, otherwise linked."""
     fitted = fit_video(ctx, video, limit, seconds)
@@ -181,7 +216,7 @@ def prepare(
     return Message(intro or READY_TEXT, Attachment(fitted, filename))
 
 
-def link_text(ctx: StageContext, filename: str) -> str:
+def link_text(ctx: Publication, filename: str) -> str:
     """A message pointing at the video in the outputs bucket (a presigned link when the store can)."""
     bucket, key = ctx.settings.bucket_outputs, output_key(ctx.job_id, filename)
     if isinstance(ctx.store, Presigner):

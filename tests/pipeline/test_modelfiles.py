@@ -15,7 +15,7 @@ from face_alignment.detection.sfd.sfd_detector import models_urls as sfd_urls
 
 from pipeline.config import Settings
 from pipeline.errors import ConfigError
-from pipeline.models import ModelFile, fetch_model, known_models, model_path, model_status
+from pipeline.modelfiles import ModelFile, fetch_model, known_models, model_path, model_status
 
 PAYLOAD = bytes(range(256)) * 5000  # 1.28 MB: several streamed chunks
 

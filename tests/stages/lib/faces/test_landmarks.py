@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 from pipeline.errors import ConfigError
-from stages.faces import landmarks as lm
-from stages.faces.filters import one_euro
-from stages.faces.landmarks import (
+from stages.lib.faces import landmarks as lm
+from stages.lib.faces.filters import one_euro
+from stages.lib.faces.landmarks import (
     PREDICTOR_FILE,
     BoxRelation,
     DlibDetector,
@@ -21,7 +21,7 @@ from stages.faces.landmarks import (
     dlib_model,
     face_box,
 )
-from stages.faces.pose import head_pose
+from stages.lib.faces.pose import head_pose
 
 
 @pytest.fixture(scope="module")
@@ -94,7 +94,7 @@ def test_descriptor_tells_the_same_person(dlib_detector: DlibDetector, astronaut
 
 
 def lm_cartoon() -> Path:
-    return Path(__file__).resolve().parents[2] / "data" / "cartoon_face.png"
+    return Path(__file__).resolve().parents[3] / "data" / "cartoon_face.png"
 
 
 def test_missing_package_is_a_config_error(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -163,7 +163,7 @@ def test_head_roll_follows_the_picture(dlib_detector: DlibDetector, astronaut: n
 
 def test_head_pose_of_a_frontal_model_is_zero() -> None:
     """Landmarks made by projecting the 3-D model straight on give zero angles; a 20° turn gives yaw 20."""
-    from stages.faces.pose import MODEL_POINTS
+    from stages.lib.faces.pose import MODEL_POINTS
 
     def project(yaw: float) -> np.ndarray:
         points = np.zeros((68, 2))

@@ -7,8 +7,9 @@ query parameters or a fragment; an interaction's ``application_id`` is digits on
 from a URL-safe alphabet with a length bound. Requests are then built from those parts again, each
 segment percent-encoded, so even a part that slipped through could not leave ``/webhooks/``.
 
-Which hosts a webhook may point at is a deployment decision (``pipeline.destinations``); this module is
-pure shape, with no settings and no I/O.
+Which hosts a webhook may point at is the deployment's decision (``discord_webhook_hosts``,
+``discord_api_base``): ``allowed_webhook`` checks both, shape and host, with no I/O. Discord's routes and
+the destinations' policy (``pipeline.destinations.policy``) both ask it.
 """
 
 from __future__ import annotations
@@ -16,6 +17,11 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from urllib.parse import parse_qsl, quote, urlsplit
+
+from pydantic import SecretStr
+
+from pipeline.config import DiscordSettings
+from pipeline.errors import InvalidInput
 
 SNOWFLAKE = re.compile(r"[0-9]{1,25}")
 """A Discord id: a decimal number (snowflakes are 64-bit: at most 20 digits; a little slack)."""
@@ -109,3 +115,49 @@ def interaction_path(application_id: str, token: str, *tail: str) -> str:
     """``/webhooks/<app>/<token>[/tail...]`` from checked parts, each segment percent-encoded."""
     segments = [check_application_id(application_id), check_interaction_token(token), *tail]
     return "/webhooks/" + "/".join(quote(s, safe="@") for s in segments)
+
+
+# --- which webhooks this deployment may post to ---------------------------------------------------
+
+WEBHOOK_HINT = (
+    "use a webhook URL copied from a Discord channel's settings (https://discord.com/api/webhooks/...)"
+)
+
+
+def _origin(text: str) -> tuple[str, str, int] | None:
+    try:
+        parts = urlsplit(text.strip())
+        port = parts.port or _DEFAULT_PORTS.get(parts.scheme, 0)
+    except ValueError:
+        return None
+    host = (parts.hostname or "").lower().rstrip(".")
+    return (parts.scheme, host, port) if parts.scheme in _DEFAULT_PORTS and host else None
+
+
+def webhook_allowed(settings: DiscordSettings, hook: WebhookUrl) -> bool:
+    """Whether this deployment may send requests to ``hook`` (see the module docstring)."""
+    if hook.origin == _origin(settings.discord_api_base):
+        return True
+    for entry in settings.discord_webhook_hosts:
+        if "://" in entry:
+            if hook.origin == _origin(entry):
+                return True
+        elif hook.scheme == "https" and hook.port == 443 and hook.host == entry.strip().lower().rstrip("."):
+            return True
+    return False
+
+
+def allowed_webhook(settings: DiscordSettings, url: SecretStr | str, what: str = "the webhook") -> WebhookUrl:
+    """The checked parts of a webhook URL this deployment may post to; ``InvalidInput`` otherwise."""
+    text = url.get_secret_value() if isinstance(url, SecretStr) else url
+    try:
+        hook = parse_webhook_url(text)
+    except ValueError:
+        raise InvalidInput(
+            f"{what} is not a Discord webhook URL: {WEBHOOK_HINT}", code="webhook_invalid"
+        ) from None
+    if not webhook_allowed(settings, hook):
+        raise InvalidInput(
+            f"{what} points at {hook.host}, which is not Discord: {WEBHOOK_HINT}", code="webhook_not_allowed"
+        )
+    return hook

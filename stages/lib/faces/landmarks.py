@@ -30,7 +30,7 @@ import cv2
 import numpy as np
 
 from pipeline.errors import ConfigError
-from stages.faces.detection import Detection
+from stages.lib.faces.detection import Detection
 
 PREDICTOR_FILE = "shape_predictor_68_face_landmarks.dat"
 DESCRIBER_FILE = "dlib_face_recognition_resnet_model_v1.dat"

@@ -9,7 +9,7 @@ import pytest
 
 from pipeline.config import Settings
 from pipeline.errors import ConfigError
-from pipeline.models import fetch_model, model_status, packaged_whisper, whisper_model_dir
+from pipeline.modelfiles import fetch_model, model_status, packaged_whisper, whisper_model_dir
 
 
 def _settings(tmp_path: Path, **values: object) -> Settings:
