@@ -239,7 +239,10 @@ def _operator_commands(commands: _Commands) -> None:
     reconcile.add_argument(
         "--every", metavar="DURATION", type=_duration, help="keep running, one sweep per DURATION (60s, 5m)"
     )
-    commands.add("init", "create buckets, the default avatar and (MinIO) bucket notifications")
+    commands.add(
+        "init",
+        "create buckets, the default avatar, the stream, every stage's consumer and (MinIO) notifications",
+    )
 
     gc = commands.add("gc", "delete artifacts of finished jobs older than a duration (cron)")
     gc.add_argument("--older-than", metavar="DURATION", type=_duration, required=True, help="e.g. 7d, 12h")
@@ -1103,9 +1106,10 @@ def cmd_init(settings: Settings, args: argparse.Namespace) -> int:
     for stage in settings.chain:  # seed what the stages rely on (validate: the default avatar)
         get_stage(stage).prepare_store(store, settings)
     print(f"buckets ready: {settings.bucket_inputs}, {settings.bucket_work}, {settings.bucket_outputs}")
-    if settings.nats_url:  # the stream must exist before MinIO publishes into it
-        asyncio.run(_ensure_stream(settings))
+    if settings.nats_url:  # the stream must exist before MinIO publishes into it, the consumers before
+        consumers = asyncio.run(_ensure_stream(settings))  # KEDA or a worker reads them
         print(f"stream ready: {settings.stream} ({settings.subject_prefix}.stage.>)")
+        print(f"consumers ready: {', '.join(consumers)}")
     if settings.store == "s3" and settings.event_source == "minio":
         for line in configure_bucket_notifications(settings):
             print(line)
@@ -1114,12 +1118,16 @@ def cmd_init(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-async def _ensure_stream(settings: Settings) -> None:
-    from pipeline.bus import NatsBus
+async def _ensure_stream(settings: Settings) -> list[str]:
+    """The stream, then every stage pool's durable consumer (``bus.ensure_consumers``); their names."""
+    from pipeline.bus import NatsBus, ensure_consumers
 
     assert settings.nats_url is not None
     bus = await NatsBus.connect(settings.nats_url, settings)
-    await bus.close()
+    try:
+        return [str(info.name) for info in await ensure_consumers(bus.js, settings)]
+    finally:
+        await bus.close()
 
 
 def cmd_models(settings: Settings, args: argparse.Namespace) -> int:
