@@ -251,6 +251,19 @@ def _operator_commands(commands: _Commands) -> None:
     gc.add_argument("--cache", action="store_true", help="also delete old cache entries no running job uses")
     gc.add_argument("--dry-run", action="store_true", help="say what would be deleted, delete nothing")
     commands.add("bridge", "forward SeaweedFS filer events to the bus (MOUTHPIECE_EVENT_SOURCE=seaweedfs)")
+    backlog = commands.add(
+        "backlog",
+        "print each stage pool's backlog (waiting + in flight); --serve: the endpoint KEDA scales on",
+        "Reads JetStream's consumer info (MOUTHPIECE_NATS_URL). With --serve it first makes every stage "
+        "consumer (as `mouthpiece init` does), then answers GET /backlog (JSON), /metrics and /healthz.",
+    )
+    backlog.add_argument("--serve", action="store_true", help="keep serving the backlog over HTTP")
+    backlog.add_argument(
+        "--host", default="0.0.0.0", help="address to listen on with --serve (default 0.0.0.0)"
+    )
+    backlog.add_argument(
+        "--port", type=int, default=9180, help="port to listen on with --serve (default 9180)"
+    )
 
     models = commands.add(
         "models",
@@ -361,7 +374,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (FileNotFoundError, ValueError, ConfigError) as exc:
         print(f"mouthpiece: bad settings: {exc}", file=sys.stderr)
         return 2
-    configure_logging(_logging_settings(settings, args.command))
+    configure_logging(
+        _logging_settings(settings, args.command, service=getattr(args, "every", None) is not None)
+    )
     command: Callable[[Settings, argparse.Namespace], int] = COMMANDS[args.command]
     try:
         return command(settings, args)
@@ -378,10 +393,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
 
 
-def _logging_settings(settings: Settings, command: str) -> Settings:
+def _logging_settings(settings: Settings, command: str, *, service: bool = False) -> Settings:
     """The settings logging runs with: commands that show their own progress log warnings only, unless a
-    log level was set. A copy, so ``config`` still shows the level ``up`` runs at."""
-    if command in QUIET_COMMANDS and "log_level" not in settings.model_fields_set:
+    log level was set; a service (``reconcile --every``) logs at the configured level. A copy, so
+    ``config`` still shows the level ``up`` runs at."""
+    if command in QUIET_COMMANDS and not service and "log_level" not in settings.model_fields_set:
         return settings.model_copy(update={"log_level": "warning"})
     return settings
 
@@ -1076,6 +1092,46 @@ async def _bridge(settings: Settings) -> int:
     return 0
 
 
+def cmd_backlog(settings: Settings, args: argparse.Namespace) -> int:
+    if not settings.nats_url:
+        print("mouthpiece: the backlog is read from NATS: set MOUTHPIECE_NATS_URL", file=sys.stderr)
+        return 2
+    if args.serve:
+        return asyncio.run(_serve_backlog(settings, args.host, args.port))
+    print(json.dumps(asyncio.run(_read_backlog(settings)), indent=2))
+    return 0
+
+
+async def _read_backlog(settings: Settings) -> dict[str, object]:
+    from pipeline.backlog import backlog_document, read_backlog
+    from pipeline.bus import NatsBus
+
+    assert settings.nats_url is not None
+    bus = await NatsBus.connect(settings.nats_url, settings)
+    try:
+        return backlog_document(await read_backlog(bus, settings), settings)
+    finally:
+        await bus.close()
+
+
+async def _serve_backlog(settings: Settings, host: str, port: int) -> int:
+    """Make every consumer (the numbers exist before any worker), then serve ``backlog_app``."""
+    from pipeline.backlog import backlog_app
+    from pipeline.bus import NatsBus, ensure_consumers
+    from pipeline.ingress.http import serve_app
+
+    assert settings.nats_url is not None
+    bus = await NatsBus.connect(settings.nats_url, settings)
+    stop = asyncio.Event()
+    stop_on_signals(stop)
+    try:
+        await ensure_consumers(bus.js, settings)
+        await serve_app(backlog_app(bus, settings), host, port, stop, "backlog")
+    finally:
+        await bus.close()
+    return 0
+
+
 def cmd_dead_letters(settings: Settings, args: argparse.Namespace) -> int:
     from pipeline.contracts import DeadLetter
 
@@ -1212,6 +1268,7 @@ COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], int]] = {
     "retry": cmd_retry,
     "gc": cmd_gc,
     "bridge": cmd_bridge,
+    "backlog": cmd_backlog,
     "dead-letters": cmd_dead_letters,
     "init": cmd_init,
     "models": cmd_models,
