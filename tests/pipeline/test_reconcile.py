@@ -125,16 +125,27 @@ def test_the_reconcile_service_logs_every_sweep_at_the_default_level(tmp_path: P
         "MOUTHPIECE_LOG_FORMAT": "json",
     }
     env.pop("MOUTHPIECE_LOG_LEVEL", None)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "pipeline.cli", "reconcile", "--every", "1s"],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-    time.sleep(6)
-    proc.send_signal(signal.SIGTERM)
-    out, _ = proc.communicate(timeout=30)
-    events = [json.loads(line) for line in out.decode().splitlines() if line.startswith("{")]
-    sweeps = [e for e in events if e.get("event") == "reconcile_sweep"]
-    assert proc.returncode == 0, out.decode()[-2000:]
-    assert len(sweeps) >= 2 and sweeps[0]["announced"] == 0 and sweeps[0]["level"] == "info", out.decode()
+    log = tmp_path / "reconcile.log"
+
+    def sweeps() -> list[dict[str, object]]:
+        lines = log.read_text().splitlines() if log.exists() else []
+        events = [json.loads(line) for line in lines if line.startswith("{")]
+        return [e for e in events if e.get("event") == "reconcile_sweep"]
+
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "pipeline.cli", "reconcile", "--every", "1s"],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        deadline = time.monotonic() + 60
+        while len(sweeps()) < 2 and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.2)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(30)
+    found = sweeps()
+    assert proc.returncode == 0, log.read_text()[-2000:]
+    assert len(found) >= 2 and found[0]["announced"] == 0 and found[0]["level"] == "info", log.read_text()
