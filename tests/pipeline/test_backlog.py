@@ -1,6 +1,7 @@
 """The backlog KEDA scales on, read from a real 3-node NATS cluster (stream and consumers replicated 3
 times) through `mouthpiece backlog --serve`: it rises with uploads, counts messages in flight, falls to
-zero when the batch is done, and answers 503 (never a zero) when NATS cannot be read."""
+zero when the batch is done, and answers 503 (never a zero) when NATS cannot be read; `mouthpiece
+backlog` prints the same document once."""
 
 from __future__ import annotations
 
@@ -166,6 +167,15 @@ def test_the_backlog_rises_with_uploads_counts_in_flight_work_and_falls_to_zero(
         wait_until(lambda: get(f"{base}/healthz")[0] == 200, 60, "the backlog service answering")
         assert render_row(base) == {"pending": 0, "in_flight": 0, "backlog": 0}
         asyncio.run(_batch(settings, base))
+        once = subprocess.run(  # what an operator runs by hand prints the same document
+            [sys.executable, "-m", "pipeline.cli", "backlog"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert once.returncode == 0, once.stderr
+        assert json.loads(once.stdout) == get(f"{base}/backlog")[1]
         cluster.stop()
         _, doc = wait_until(
             lambda: (lambda r: r if r[0] == 503 else None)(get(f"{base}/backlog")), 60, "a 503 without NATS"
