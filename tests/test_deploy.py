@@ -14,22 +14,28 @@ compose's restart policy does). What a SeaweedFS SIGKILL loses: not the objects 
 S3 answers) but the filer's metadata-log events not yet flushed (it flushes about once a minute), so
 the last spec's event never reaches the bridge; the reconcile service finds the input without a job and
 starts it. Expected: six videos, each a real one (video and audio streams, as long as its voice, every
-frame decodes), each posted once, no dead letter, and the last job started by reconcile.
+frame decodes), each posted once, no dead letter, and the last job started by reconcile. The backlog
+service (`mouthpiece backlog --serve`, what the Kubernetes ScaledJobs scale on) is read throughout: it
+rises with the uploads, counts renders in flight, and is zero at the end.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import json
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -163,6 +169,7 @@ def deployment(tmp_path: Path) -> Iterator[tuple[Deployment, Compose, dict[str, 
     ports = {f"nats{i}": free_port() for i in range(3)} | {f"route{i}": free_port() for i in range(3)}
     ports |= {f"mon{i}": free_port() for i in range(3)} | {f"weed{i}": free_port() for i in range(10)}
     ports["ingress"] = free_port()
+    ports["backlog"] = free_port()
     hosts = {
         "nats:4222": f"127.0.0.1:{ports['nats0']}",
         "seaweedfs:8333": f"127.0.0.1:{ports['weed6']}",
@@ -249,6 +256,47 @@ def mouthpiece(
     )
 
 
+def backlog_service(dep: Deployment, compose: Compose, ports: dict[str, int]) -> Proc:
+    """`mouthpiece backlog --serve`, what the Kubernetes ScaledJobs scale on, with the workers' settings."""
+    env = {
+        "PATH": os.environ["PATH"],
+        "HOME": str(dep.root),
+        "PYTHONPATH": str(ROOT),
+        **compose.service("validate").environment,
+        "MOUTHPIECE_DATA_DIR": str(dep.root / "backlog"),
+    }
+    args = [sys.executable, "-m", "pipeline.cli", "backlog", "--serve", "--host", "127.0.0.1"]
+    args += ["--port", str(ports["backlog"])]
+    return Proc("backlog", args, env, dep.root / "backlog.log")
+
+
+class BacklogSampler:
+    """Reads /backlog twice a second in a thread, keeping every answer (what KEDA would have seen)."""
+
+    def __init__(self, port: int) -> None:
+        self.url = f"http://127.0.0.1:{port}/backlog"
+        self.samples: list[dict[str, Any]] = []
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self.stopped.wait(0.5):
+            with contextlib.suppress(Exception):
+                self.samples.append(self.read())
+
+    def read(self) -> dict[str, Any]:
+        with urllib.request.urlopen(self.url, timeout=5) as r:
+            return dict(json.loads(r.read()))
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.stopped.set()
+        if self.thread.is_alive():
+            self.thread.join(10)
+
+
 def test_compose_deployment_survives_killed_render_nats_bridge_and_seaweedfs(
     deployment: tuple[Deployment, Compose, dict[str, int]],
 ) -> None:
@@ -259,6 +307,7 @@ def test_compose_deployment_survives_killed_render_nats_bridge_and_seaweedfs(
     dep, compose, ports = deployment
     discord = FakeDiscord()
     server = ThreadServer(discord.app()).start()
+    sampler = BacklogSampler(ports["backlog"])
     try:
         nats_nodes = [dep.add(start_nats(dep, compose, ports, i)) for i in range(3)]
         wait_for(lambda: all(_healthy(ports[f"mon{i}"]) for i in range(3)), 60, "NATS cluster with JetStream")
@@ -272,7 +321,10 @@ def test_compose_deployment_survives_killed_render_nats_bridge_and_seaweedfs(
         bridge = next(w for w in workers if w.name.startswith("bridge"))
         reconcile = next(w for w in workers if w.name.startswith("reconcile"))
         renders = [w for w in workers if w.name.startswith("render")]
+        dep.add(backlog_service(dep, compose, ports))
+        wait_for(lambda: sampler.read()["total"] == 0, 60, "the backlog service")
         stream = asyncio.run(_stream_info(compose))
+        sampler.start()
 
         _submit(s3, compose, server.origin, range(3))
         killed_render = _kill_a_render_mid_render(dep, s3, compose, renders)
@@ -302,10 +354,16 @@ def test_compose_deployment_survives_killed_render_nats_bridge_and_seaweedfs(
         time.sleep(2)
         dep.restart_exited()  # SeaweedFS and the bridge come back
         finished = _wait_finished(dep, s3, compose, timeout=480)
+        wait_for(lambda: sampler.read()["total"] == 0, 60, "the backlog falling to zero")
+        sampler.stop()
         assert killed_render, "no render was caught mid-render"
         assert len(finished) == JOBS, f"{len(finished)} of {JOBS} jobs finished\n{dep.tails()}"
         assert "jobs/deploy-5.json" not in _bridged(bridge, 0), "the filer kept the event: see the docstring"
         assert "jobs/deploy-5.json" in _reconciled(reconcile), reconcile.tail(40)
+        # the number KEDA scales on rose with the uploads, counted renders in flight, and is zero now
+        assert max(doc["total"] for doc in sampler.samples) >= 2
+        assert any(doc["stages"]["render"]["default"]["in_flight"] >= 1 for doc in sampler.samples)
+        assert sampler.read()["total"] == 0
 
         bucket_out = compose.env.get("MOUTHPIECE_BUCKET_OUTPUTS", "outputs")
         videos = [
@@ -331,6 +389,7 @@ def test_compose_deployment_survives_killed_render_nats_bridge_and_seaweedfs(
         print(dep.tails())
         raise
     finally:
+        sampler.stop()
         server.stop()
 
 
