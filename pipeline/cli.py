@@ -238,7 +238,10 @@ def _operator_commands(commands: _Commands) -> None:
     reconcile.add_argument(
         "--every", metavar="DURATION", type=_duration, help="keep running, one sweep per DURATION (60s, 5m)"
     )
-    commands.add("init", "create buckets, the default avatar and (MinIO) bucket notifications")
+    commands.add(
+        "init",
+        "create buckets, the default avatar, the stream, every stage's consumer and (MinIO) notifications",
+    )
 
     gc = commands.add("gc", "delete artifacts of finished jobs older than a duration (cron)")
     gc.add_argument("--older-than", metavar="DURATION", type=_duration, required=True, help="e.g. 7d, 12h")
@@ -247,6 +250,19 @@ def _operator_commands(commands: _Commands) -> None:
     gc.add_argument("--cache", action="store_true", help="also delete old cache entries no running job uses")
     gc.add_argument("--dry-run", action="store_true", help="say what would be deleted, delete nothing")
     commands.add("bridge", "forward SeaweedFS filer events to the bus (MOUTHPIECE_EVENT_SOURCE=seaweedfs)")
+    backlog = commands.add(
+        "backlog",
+        "print each stage pool's backlog (waiting + in flight); --serve: the endpoint KEDA scales on",
+        "Reads JetStream's consumer info (MOUTHPIECE_NATS_URL). With --serve it first makes every stage "
+        "consumer (as `mouthpiece init` does), then answers GET /backlog (JSON), /metrics and /healthz.",
+    )
+    backlog.add_argument("--serve", action="store_true", help="keep serving the backlog over HTTP")
+    backlog.add_argument(
+        "--host", default="0.0.0.0", help="address to listen on with --serve (default 0.0.0.0)"
+    )
+    backlog.add_argument(
+        "--port", type=int, default=9180, help="port to listen on with --serve (default 9180)"
+    )
 
     models = commands.add(
         "models",
@@ -349,7 +365,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (FileNotFoundError, ValueError, ConfigError) as exc:
         print(f"mouthpiece: bad settings: {exc}", file=sys.stderr)
         return 2
-    configure_logging(_logging_settings(settings, args.command))
+    configure_logging(
+        _logging_settings(settings, args.command, service=getattr(args, "every", None) is not None)
+    )
     command: Callable[[Settings, argparse.Namespace], int] = COMMANDS[args.command]
     try:
         return command(settings, args)
@@ -366,10 +384,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
 
 
-def _logging_settings(settings: Settings, command: str) -> Settings:
+def _logging_settings(settings: Settings, command: str, *, service: bool = False) -> Settings:
     """The settings logging runs with: commands that show their own progress log warnings only, unless a
-    log level was set. A copy, so ``config`` still shows the level ``up`` runs at."""
-    if command in QUIET_COMMANDS and "log_level" not in settings.model_fields_set:
+    log level was set; a service (``reconcile --every``) logs at the configured level. A copy, so
+    ``config`` still shows the level ``up`` runs at."""
+    if command in QUIET_COMMANDS and not service and "log_level" not in settings.model_fields_set:
         return settings.model_copy(update={"log_level": "warning"})
     return settings
 
@@ -1064,6 +1083,46 @@ async def _bridge(settings: Settings) -> int:
     return 0
 
 
+def cmd_backlog(settings: Settings, args: argparse.Namespace) -> int:
+    if not settings.nats_url:
+        print("mouthpiece: the backlog is read from NATS: set MOUTHPIECE_NATS_URL", file=sys.stderr)
+        return 2
+    if args.serve:
+        return asyncio.run(_serve_backlog(settings, args.host, args.port))
+    print(json.dumps(asyncio.run(_read_backlog(settings)), indent=2))
+    return 0
+
+
+async def _read_backlog(settings: Settings) -> dict[str, object]:
+    from pipeline.backlog import backlog_document, read_backlog
+    from pipeline.bus import NatsBus
+
+    assert settings.nats_url is not None
+    bus = await NatsBus.connect(settings.nats_url, settings)
+    try:
+        return backlog_document(await read_backlog(bus, settings), settings)
+    finally:
+        await bus.close()
+
+
+async def _serve_backlog(settings: Settings, host: str, port: int) -> int:
+    """Make every consumer (the numbers exist before any worker), then serve ``backlog_app``."""
+    from pipeline.backlog import backlog_app
+    from pipeline.bus import NatsBus, ensure_consumers
+    from pipeline.ingress.http import serve_app
+
+    assert settings.nats_url is not None
+    bus = await NatsBus.connect(settings.nats_url, settings)
+    stop = asyncio.Event()
+    stop_on_signals(stop)
+    try:
+        await ensure_consumers(bus.js, settings)
+        await serve_app(backlog_app(bus, settings), host, port, stop, "backlog")
+    finally:
+        await bus.close()
+    return 0
+
+
 def cmd_dead_letters(settings: Settings, args: argparse.Namespace) -> int:
     from pipeline.contracts import DeadLetter
 
@@ -1094,9 +1153,10 @@ def cmd_init(settings: Settings, args: argparse.Namespace) -> int:
     for stage in settings.chain:  # seed what the stages rely on (validate: the default avatar)
         get_stage(stage).prepare_store(store, settings)
     print(f"buckets ready: {settings.bucket_inputs}, {settings.bucket_work}, {settings.bucket_outputs}")
-    if settings.nats_url:  # the stream must exist before MinIO publishes into it
-        asyncio.run(_ensure_stream(settings))
+    if settings.nats_url:  # the stream must exist before MinIO publishes into it, the consumers before
+        consumers = asyncio.run(_ensure_stream(settings))  # KEDA or a worker reads them
         print(f"stream ready: {settings.stream} ({settings.subject_prefix}.stage.>)")
+        print(f"consumers ready: {', '.join(consumers)}")
     if settings.store == "s3" and settings.event_source == "minio":
         for line in configure_bucket_notifications(settings):
             print(line)
@@ -1105,12 +1165,16 @@ def cmd_init(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-async def _ensure_stream(settings: Settings) -> None:
-    from pipeline.bus import NatsBus
+async def _ensure_stream(settings: Settings) -> list[str]:
+    """The stream, then every stage pool's durable consumer (``bus.ensure_consumers``); their names."""
+    from pipeline.bus import NatsBus, ensure_consumers
 
     assert settings.nats_url is not None
     bus = await NatsBus.connect(settings.nats_url, settings)
-    await bus.close()
+    try:
+        return [str(info.name) for info in await ensure_consumers(bus.js, settings)]
+    finally:
+        await bus.close()
 
 
 def cmd_models(settings: Settings, args: argparse.Namespace) -> int:
@@ -1204,6 +1268,7 @@ COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], int]] = {
     "retry": cmd_retry,
     "gc": cmd_gc,
     "bridge": cmd_bridge,
+    "backlog": cmd_backlog,
     "dead-letters": cmd_dead_letters,
     "init": cmd_init,
     "models": cmd_models,

@@ -18,7 +18,7 @@ import json
 import re
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -93,6 +93,12 @@ class Metrics:
         self.waiting_pulls = Gauge(
             "mouthpiece_queue_waiting_pulls",
             "Pull requests waiting on a stage's pool (idle worker slots)",
+            ["stage", "pool"],
+            registry=r,
+        )
+        self.backlog = Gauge(
+            "mouthpiece_backlog",
+            "Messages waiting or in flight for a stage's pool (what the deployment scales on)",
             ["stage", "pool"],
             registry=r,
         )
@@ -199,6 +205,13 @@ class Metrics:
             self.ack_pending.labels(row.stage, row.pool).set(row.ack_pending)
             self.waiting_pulls.labels(row.stage, row.pool).set(row.waiting)
         return rows
+
+    def set_backlog(self, rows: Iterable[Any]) -> None:
+        """Set ``mouthpiece_backlog`` (and the queue gauges) from ``backlog.PoolBacklog`` rows."""
+        for row in rows:
+            self.backlog.labels(row.stage, row.pool).set(row.backlog)
+            self.queue_depth.labels(row.stage, row.pool).set(row.pending)
+            self.ack_pending.labels(row.stage, row.pool).set(row.in_flight)
 
     def set_jobs(self, counts: Mapping[str, int]) -> None:
         for state in State:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -179,10 +180,15 @@ async def reconcile_forever(reconciler: Reconciler, every: float, stop: asyncio.
     """Sweep every ``every`` seconds until ``stop`` (``mouthpiece reconcile --every``). A failed sweep
     (the store or the bus is down) is logged and tried again at the next tick."""
     while not stop.is_set():
+        started = time.monotonic()
         try:
-            await asyncio.to_thread(reconciler.sweep)
+            announced = await asyncio.to_thread(reconciler.sweep)
         except (MouthpieceError, OSError) as exc:
             log.warning("reconcile_failed", error=getattr(exc, "reason", repr(exc)))
+        else:  # every sweep, at info: an operator sees the service working, not only when it acts
+            log.info(
+                "reconcile_sweep", announced=len(announced), seconds=round(time.monotonic() - started, 3)
+            )
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), timeout=every)
 

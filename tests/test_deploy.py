@@ -1,29 +1,41 @@
 """The cluster path, for real, on loopback: every service of docker-compose.yml as its own process.
 
 A 3-node NATS cluster with JetStream (stream replicas 3, auth as compose configures it), SeaweedFS with
-its server-side events followed by the bridge, the ingress, the reconcile service, and one ``mouthpiece``
+its server-side events followed by the bridge, the ingress, the reconcile service, and one ``mouthpiece
 process per stage with two render workers — each started with the command and environment that
 docker-compose.yml gives that service (read from the file, secrets from a .env made by
 infra/gen-env.sh, service host names mapped to loopback ports), so the compose wiring is under test.
 
-Six jobs are submitted by uploading to the bucket with a plain S3 client. A render worker is SIGKILLed
-mid-render and the NATS node leading the stream is SIGKILLed mid-batch (both restarted, as compose's
-restart policy does). Expected: six videos, each posted once, no dead letter.
+Six jobs are submitted by uploading to the bucket with a plain S3 client, while the batch is hit by:
+a render worker SIGKILLed mid-render, the NATS node leading the stream SIGKILLed, the bridge SIGKILLed
+with two job specs uploaded while it is down (it must replay them from its stored position), and the
+bridge down again while SeaweedFS is SIGKILLed a moment after the last spec's upload (all restarted, as
+compose's restart policy does). What a SeaweedFS SIGKILL loses: not the objects (they are on disk when
+S3 answers) but the filer's metadata-log events not yet flushed (it flushes about once a minute), so
+the last spec's event never reaches the bridge; the reconcile service finds the input without a job and
+starts it. Expected: six videos, each a real one (video and audio streams, as long as its voice, every
+frame decodes), each posted once, no dead letter, and the last job started by reconcile. The backlog
+service (`mouthpiece backlog --serve`, what the Kubernetes ScaledJobs scale on) is read throughout: it
+rises with the uploads, counts renders in flight, and is zero at the end.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import json
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -50,6 +62,10 @@ EXTRA_ENV = {
 }
 SCALE = {"render": 2}  # workers per stage where one is not enough
 WORKERS = ["bridge", "reconcile", "ingress", *(s for s in DEFAULT_CHAIN for _ in range(SCALE.get(s, 1)))]
+# what the test adds to every service (not in compose): reconcile looks at stuck manifests after 30 s
+# (SeaweedFS's kill can lose a manifest's event too), not 300 s
+SERVICE_ENV = {"MOUTHPIECE_RECONCILE_STUCK_AFTER": "30"}
+CLIP_SECONDS = [2.4 + 0.1 * i for i in range(JOBS)]
 
 
 @dataclass
@@ -138,7 +154,7 @@ def make_media(folder: Path) -> tuple[bytes, list[bytes]]:
     mono = audio.mean(axis=1) if audio.ndim == 2 else audio
     clips = []
     for i in range(JOBS):
-        clip = mono[: int(rate * (2.4 + 0.1 * i))] * np.float32(0.9 + 0.01 * i)
+        clip = mono[: int(rate * CLIP_SECONDS[i])] * np.float32(0.9 + 0.01 * i)
         out = io.BytesIO()
         soundfile.write(out, clip, rate, format="WAV")
         clips.append(out.getvalue())
@@ -155,6 +171,7 @@ def deployment(tmp_path: Path) -> Iterator[tuple[Deployment, Compose, dict[str, 
     ports = {f"nats{i}": free_port() for i in range(3)} | {f"route{i}": free_port() for i in range(3)}
     ports |= {f"mon{i}": free_port() for i in range(3)} | {f"weed{i}": free_port() for i in range(10)}
     ports["ingress"] = free_port()
+    ports["backlog"] = free_port()
     hosts = {
         "nats:4222": f"127.0.0.1:{ports['nats0']}",
         "seaweedfs:8333": f"127.0.0.1:{ports['weed6']}",
@@ -241,37 +258,115 @@ def mouthpiece(
     )
 
 
-def test_compose_deployment_survives_a_killed_render_worker_and_nats_node(
+def backlog_service(dep: Deployment, compose: Compose, ports: dict[str, int]) -> Proc:
+    """`mouthpiece backlog --serve`, what the Kubernetes ScaledJobs scale on, with the workers' settings."""
+    env = {
+        "PATH": os.environ["PATH"],
+        "HOME": str(dep.root),
+        "PYTHONPATH": str(ROOT),
+        **compose.service("validate").environment,
+        "MOUTHPIECE_DATA_DIR": str(dep.root / "backlog"),
+    }
+    args = [sys.executable, "-m", "pipeline.cli", "backlog", "--serve", "--host", "127.0.0.1"]
+    args += ["--port", str(ports["backlog"])]
+    return Proc("backlog", args, env, dep.root / "backlog.log")
+
+
+class BacklogSampler:
+    """Reads /backlog twice a second in a thread, keeping every answer (what KEDA would have seen)."""
+
+    def __init__(self, port: int) -> None:
+        self.url = f"http://127.0.0.1:{port}/backlog"
+        self.samples: list[dict[str, Any]] = []
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self.stopped.wait(0.5):
+            with contextlib.suppress(Exception):
+                self.samples.append(self.read())
+
+    def read(self) -> dict[str, Any]:
+        with urllib.request.urlopen(self.url, timeout=5) as r:
+            return dict(json.loads(r.read()))
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.stopped.set()
+        if self.thread.is_alive():
+            self.thread.join(10)
+
+
+def test_compose_deployment_survives_killed_render_nats_bridge_and_seaweedfs(
     deployment: tuple[Deployment, Compose, dict[str, int]],
 ) -> None:
-    """6 uploads → 6 videos, each posted once, no dead letter, although a render worker and the NATS
-    stream leader are SIGKILLed while the batch runs; no other service ever exits."""
+    """6 uploads → 6 real videos, each posted once, no dead letter, although a render worker, the NATS
+    stream leader, the bridge (twice) and SeaweedFS are SIGKILLed while the batch runs; the bridge replays
+    what was uploaded while it was down, reconcile starts the job whose event SeaweedFS lost, and no
+    service other than those killed ever exits."""
     dep, compose, ports = deployment
     discord = FakeDiscord()
     server = ThreadServer(discord.app()).start()
+    sampler = BacklogSampler(ports["backlog"])
     try:
         nats_nodes = [dep.add(start_nats(dep, compose, ports, i)) for i in range(3)]
         wait_for(lambda: all(_healthy(ports[f"mon{i}"]) for i in range(3)), 60, "NATS cluster with JetStream")
-        dep.add(start_seaweedfs(dep, compose, ports))
+        weed = dep.add(start_seaweedfs(dep, compose, ports))
         s3 = _client(compose)
         wait_for(lambda: s3.bucket_exists("probe-bucket") is not None, 60, "SeaweedFS S3")
         init = mouthpiece(dep, compose, "init", 0, ports).start()
         assert init.popen is not None and init.popen.wait(120) == 0, init.tail(40)
-        allow = {"MOUTHPIECE_DISCORD_WEBHOOK_HOSTS": server.origin}
-        workers = [dep.add(mouthpiece(dep, compose, n, i, ports, **allow)) for i, n in enumerate(WORKERS)]
+        extra = {"MOUTHPIECE_DISCORD_WEBHOOK_HOSTS": server.origin, **SERVICE_ENV}
+        workers = [dep.add(mouthpiece(dep, compose, n, i, ports, **extra)) for i, n in enumerate(WORKERS)]
+        bridge = next(w for w in workers if w.name.startswith("bridge"))
+        reconcile = next(w for w in workers if w.name.startswith("reconcile"))
         renders = [w for w in workers if w.name.startswith("render")]
+        dep.add(backlog_service(dep, compose, ports))
+        wait_for(lambda: sampler.read()["total"] == 0, 60, "the backlog service")
         stream = asyncio.run(_stream_info(compose))
+        sampler.start()
 
-        _submit(s3, compose, server.origin)
+        _submit(s3, compose, server.origin, range(3))
         killed_render = _kill_a_render_mid_render(dep, s3, compose, renders)
         leader = asyncio.run(_stream_info(compose))["leader"]
-        node = nats_nodes[int(leader.removeprefix("n"))]
+        node = nats_nodes[int(str(leader).removeprefix("n"))]
         node.kill()
         time.sleep(5)
         dep.restart_exited()  # the NATS node and the render worker come back
-        finished = _wait_finished(dep, s3, compose, timeout=420)
+
+        # the bridge dies; two specs arrive while it is down; restarted, it replays them from its offset
+        bridge.kill()
+        replay_from = bridge.log.stat().st_size
+        _submit(s3, compose, server.origin, range(3, 5))
+        time.sleep(2)
+        dep.restart_exited()
+        wait_for(
+            lambda: _bridged(bridge, replay_from) >= {"jobs/deploy-3.json", "jobs/deploy-4.json"},
+            90,
+            "the restarted bridge replaying the specs uploaded while it was down",
+        )
+
+        # the bridge down again, the last spec uploaded, SeaweedFS SIGKILLed before its filer flushes
+        bridge.kill()
+        _submit(s3, compose, server.origin, range(5, 6))
+        time.sleep(0.5)
+        weed.kill()
+        time.sleep(2)
+        dep.restart_exited()  # SeaweedFS and the bridge come back
+        finished = _wait_finished(dep, s3, compose, timeout=480)
+        wait_for(lambda: sampler.read()["total"] == 0, 60, "the backlog falling to zero")
+        sampler.stop()
         assert killed_render, "no render was caught mid-render"
         assert len(finished) == JOBS, f"{len(finished)} of {JOBS} jobs finished\n{dep.tails()}"
+        assert "jobs/deploy-5.json" not in _bridged(bridge, 0), "the filer kept the event: see the docstring"
+        assert "jobs/deploy-5.json" in _reconciled(reconcile), reconcile.tail(40)
+        # the number KEDA scales on rose with the uploads, counted renders in flight, and is zero now
+        assert max(doc["total"] for doc in sampler.samples) >= 2
+        assert any(doc["stages"]["render"]["default"]["in_flight"] >= 1 for doc in sampler.samples)
+        assert sampler.read()["total"] == 0
+
         bucket_out = compose.env.get("MOUTHPIECE_BUCKET_OUTPUTS", "outputs")
         videos = [
             o.object_name
@@ -279,21 +374,84 @@ def test_compose_deployment_survives_a_killed_render_worker_and_nats_node(
             if str(o.object_name).endswith(".mp4")
         ]
         assert len(videos) == JOBS, videos
+        _probe_outputs(s3, bucket_out, dep.root / "probe")
         posts = [r.path for r in discord.with_files()]
         assert sorted(posts) == sorted(f"/api/webhooks/9/tok-{i}" for i in range(JOBS)), posts  # each once
         letters = list(s3.list_objects("work", prefix="dead-letter/", recursive=True))
         assert not letters, [str(o.object_name) for o in letters]
         assert stream["replicas"] == 3, f"the stream has {stream['replicas']} replica(s), not 3"
-        # compose restarts a crashed service quietly; here only the two processes killed may have restarted
-        restarted = sorted(p.name for p in dep.procs if p.restarts)
-        assert len(restarted) == 2 and node.restarts == 1, (
-            f"services that crashed: {restarted}\n{dep.tails()}"
+        # compose restarts a crashed service quietly; here only the processes killed may have restarted
+        restarts = {p.name: p.restarts for p in dep.procs if p.restarts}
+        expected = {node.name: 1, bridge.name: 2, weed.name: 1}
+        assert {k: v for k, v in restarts.items() if not k.startswith("render")} == expected, (
+            f"services that crashed: {restarts}\n{dep.tails()}"
         )
+        assert sum(v for k, v in restarts.items() if k.startswith("render")) == 1, restarts
     except BaseException:
         print(dep.tails())
         raise
     finally:
+        sampler.stop()
         server.stop()
+
+
+def _log_events(proc: Proc, start: int = 0) -> list[dict[str, object]]:
+    """The JSON log lines a service wrote (from byte ``start`` of its log)."""
+    with proc.log.open("rb") as f:
+        f.seek(start)
+        lines = f.read().decode(errors="replace").splitlines()
+    events = []
+    for line in lines:
+        try:
+            event = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(event, dict):
+            events.append(event)
+    return events
+
+
+def _bridged(bridge: Proc, start: int) -> set[str]:
+    """Keys the bridge published (``bridge_event``) in its log from byte ``start``."""
+    return {str(e.get("key")) for e in _log_events(bridge, start) if e.get("event") == "bridge_event"}
+
+
+def _reconciled(reconcile: Proc) -> set[str]:
+    """Keys the reconcile service announced."""
+    found: set[str] = set()
+    for event in _log_events(reconcile):
+        if event.get("event") == "reconciled":
+            found |= {str(k) for k in event.get("keys", [])}  # type: ignore[attr-defined]
+    return found
+
+
+def _probe_outputs(s3: Minio, bucket: str, folder: Path) -> None:
+    """Every finished job's video is a real one: an H.264 video stream and an audio stream, as long as
+    its voice clip (±0.15 s), and every video and audio frame decodes."""
+    import av
+
+    folder.mkdir(exist_ok=True)
+    for obj in s3.list_objects(bucket, recursive=True):
+        if not str(obj.object_name).endswith("/status.json"):
+            continue
+        status = json.loads(s3.get_object(bucket, str(obj.object_name)).read())
+        index = int(str(status["name"]).removeprefix("deploy-"))
+        (video,) = [k for k in status["outputs"] if k.endswith(".mp4")]
+        video_key = str(video).removeprefix(f"{bucket}/")  # status names outputs as bucket/key
+        path = folder / f"{index}.mp4"
+        s3.fget_object(bucket, video_key, str(path))
+        with av.open(str(path)) as container:
+            assert container.streams.video and container.streams.audio, video_key
+            assert container.duration is not None
+            seconds = container.duration / av.time_base
+            assert abs(seconds - CLIP_SECONDS[index]) <= 0.15, (video_key, seconds, CLIP_SECONDS[index])
+            frames = sum(1 for _ in container.decode(video=0))
+        with av.open(str(path)) as container:
+            samples = sum(f.samples for f in container.decode(audio=0))
+            rate = container.streams.audio[0].rate
+        fps = 25.0
+        assert frames >= int(CLIP_SECONDS[index] * fps * 0.9), (video_key, frames)
+        assert abs(samples / rate - CLIP_SECONDS[index]) <= 0.15, (video_key, samples / rate)
 
 
 def _healthy(port: int) -> bool:
@@ -328,17 +486,19 @@ async def _stream_info(compose: Compose) -> dict[str, object]:
         await nc.close()
 
 
-def _submit(s3: Minio, compose: Compose, discord_origin: str) -> None:
-    """Upload the media, then one job spec per job (the spec's event starts the job)."""
+def _submit(s3: Minio, compose: Compose, discord_origin: str, jobs: range) -> None:
+    """Upload the media of ``jobs`` (the face with the first), then one job spec per job (the spec's
+    event starts the job)."""
     face, clips = make_media(Path())
 
     def put(key: str, data: bytes) -> None:
         s3.put_object("inputs", key, io.BytesIO(data), len(data))
 
-    put("jobs/media/face.png", face)
-    for i, clip in enumerate(clips):
-        put(f"jobs/media/voice-{i}.wav", clip)
-    for i in range(JOBS):
+    if jobs.start == 0:
+        put("jobs/media/face.png", face)
+    for i in jobs:
+        put(f"jobs/media/voice-{i}.wav", clips[i])
+    for i in jobs:
         spec = {
             "name": f"deploy-{i}",
             "audio": f"media/voice-{i}.wav",

@@ -1,6 +1,6 @@
 """The deployment files stay true to the code and valid against their schemas, offline: compose targets
 match the routing table, every stage has a worker, secrets are never defaults, the compose file passes
-the compose-spec schema, the Kubernetes objects pass Kubernetes' schemas and KEDA's CRD shape."""
+the compose-spec schema, the Kubernetes objects pass Kubernetes' schemas and KEDA's own CRD schemas."""
 
 from __future__ import annotations
 
@@ -159,19 +159,90 @@ def test_kubernetes_objects_pass_the_kubernetes_schemas() -> None:
         kubernetes_validate.validate(doc, "1.30", strict=True)
 
 
-def test_keda_objects_pass_the_crd_schema_and_render_never_scales_down_busy_pods() -> None:
-    """ScaledObjects/ScaledJobs validate against tests/data/keda-v1alpha1.schema.json (written from
-    KEDA's CRDs); render runs as ScaledJobs (one Job per message, gradual rollout), one per pool, each
-    pool on its own consumer; the job templates validate as Kubernetes PodSpecs with grace > drain."""
-    schema = json.loads((ROOT / "tests/data/keda-v1alpha1.schema.json").read_text())
-    keda = [d for d in k8s_docs() if d["apiVersion"].startswith("keda.sh/")]
-    for doc in keda:
-        jsonschema.Draft202012Validator(schema).validate(doc)
-    jobs = {d["metadata"]["name"]: d for d in keda if d["kind"] == "ScaledJob"}
-    assert set(jobs) == {"mouthpiece-render", "mouthpiece-render-neural"}
-    consumers = {j["spec"]["triggers"][0]["metadata"]["consumer"] for j in jobs.values()}
-    assert consumers == {"mouthpiece-render", "mouthpiece-render-neural"}
-    for job in jobs.values():
+KEDA_VERSION = "v2.20.2"
+
+
+def keda_crd_schema(kind: str) -> dict[str, Any]:
+    """The openAPIV3Schema of KEDA's own CRD for ``kind`` (pinned copy of config/crd/bases at
+    KEDA_VERSION), made strict the way ``kubectl apply`` (field validation Strict) is: an object schema
+    that lists its properties rejects any other field."""
+    plural = {"ScaledJob": "scaledjobs", "ScaledObject": "scaledobjects"}[kind]
+    crd = yaml.safe_load((ROOT / f"tests/data/keda-{KEDA_VERSION}-{plural}.yaml").read_text())
+    (version,) = [v for v in crd["spec"]["versions"] if v["name"] == "v1alpha1"]
+    return _strict(version["schema"]["openAPIV3Schema"])
+
+
+def _strict(schema: Any) -> Any:
+    if isinstance(schema, list):
+        return [_strict(s) for s in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out = {k: _strict(v) for k, v in schema.items()}
+    if (
+        "properties" in out
+        and "additionalProperties" not in out
+        and not out.get("x-kubernetes-preserve-unknown-fields")
+    ):
+        out["additionalProperties"] = False
+    return out
+
+
+def keda_objects(kind: str) -> dict[str, dict[str, Any]]:
+    return {d["metadata"]["name"]: d for d in k8s_docs() if d["kind"] == kind}
+
+
+def test_keda_objects_pass_kedas_own_crd_schemas() -> None:
+    """Every ScaledJob and ScaledObject validates against KEDA v2.20.2's CRD schema (tests/data, pinned
+    from kedacore/keda config/crd/bases), strictly: a misspelt field is refused, as the API server would."""
+    checked = 0
+    for doc in k8s_docs():
+        if doc["apiVersion"].startswith("keda.sh/"):
+            assert doc["apiVersion"] == "keda.sh/v1alpha1"
+            jsonschema.Draft4Validator(keda_crd_schema(doc["kind"])).validate(doc)
+            checked += 1
+    assert checked >= 6
+    typo = json.loads(json.dumps(keda_objects("ScaledJob")["mouthpiece-render"]))
+    typo["spec"]["pollingIntervall"] = 10
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.Draft4Validator(keda_crd_schema("ScaledJob")).validate(typo)
+
+
+def test_every_stage_pool_is_a_scaled_job_on_our_backlog_and_never_cut_by_scale_down() -> None:
+    """Each stage pool runs as a ScaledJob (one Job per message: KEDA never SIGTERMs a running Job),
+    no worker runs in a Deployment, each Job's grace exceeds its drain; each scales with KEDA's
+    metrics-api scaler on its pool's backlog at the mouthpiece-backlog Service, whose valueLocation is
+    found in the document the backlog service really serves."""
+    from pipeline.backlog import PoolBacklog, backlog_document
+    from pipeline.bus import durable_name
+    from pipeline.keys import pools_of
+
+    settings = load_settings()
+    jobs = keda_objects("ScaledJob")
+    wanted = {durable_name(stage, pool): (stage, pool) for stage in STAGES for pool in pools_of(stage)}
+    assert set(jobs) == set(wanted)
+    assert not keda_objects("ScaledObject")
+    for doc in k8s_docs():
+        if doc["kind"] == "Deployment":
+            assert doc["spec"]["template"]["spec"]["containers"][0]["args"][0] != "worker", doc["metadata"]
+    rows = [PoolBacklog(stage, pool, 2, 1) for stage, pool in wanted.values()]
+    served = backlog_document(rows, settings)
+    service = {d["metadata"]["name"]: d for d in k8s_docs() if d["kind"] == "Service"}["mouthpiece-backlog"]
+    port = service["spec"]["ports"][0]["port"]
+    backlog = {d["metadata"]["name"]: d for d in k8s_docs() if d["kind"] == "Deployment"}[
+        "mouthpiece-backlog"
+    ]
+    args = backlog["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args[:2] == ["backlog", "--serve"] and args[args.index("--port") + 1] == str(port)
+    for name, job in jobs.items():
+        stage, pool = wanted[name]
+        (trigger,) = job["spec"]["triggers"]
+        meta = trigger["metadata"]
+        assert trigger["type"] == "metrics-api"
+        assert meta["url"] == f"http://mouthpiece-backlog.mouthpiece.svc.cluster.local:{port}/backlog"
+        found: Any = served
+        for part in meta["valueLocation"].split("."):
+            found = found[part]
+        assert found == 3 and meta["valueLocation"] == f"stages.{stage}.{pool}.backlog"
         assert job["spec"]["rollout"]["strategy"] == "gradual"
         template = job["spec"]["jobTargetRef"]["template"]
         kubernetes_validate.validate(
@@ -179,18 +250,43 @@ def test_keda_objects_pass_the_crd_schema_and_render_never_scales_down_busy_pods
             "1.30",
             strict=True,
         )
-        args = template["spec"]["containers"][0]["args"]
-        drain = float(
-            next(
-                e["value"]
-                for e in template["spec"]["containers"][0]["env"]
-                if e["name"] == "MOUTHPIECE_DRAIN_SECONDS"
-            )
-        )
-        assert "--max-messages" in args and template["spec"]["terminationGracePeriodSeconds"] > drain
-    assert not any(
-        d["kind"] == "PersistentVolumeClaim" for d in k8s_docs()
-    )  # models: emptyDir + init container
+        container = template["spec"]["containers"][0]
+        assert container["args"][:2] == ["worker", stage]
+        assert container["args"][container["args"].index("--max-messages") + 1] == "1"
+        env = {e["name"]: e.get("value") for e in container.get("env", [])}
+        drain = float(env["MOUTHPIECE_DRAIN_SECONDS"])
+        assert template["spec"]["terminationGracePeriodSeconds"] > drain >= 3600
+
+
+def test_the_gpu_pool_needs_only_the_device_plugin_and_loads_its_model_from_the_image() -> None:
+    """The neural Jobs request nvidia.com/gpu (what NVIDIA's device plugin advertises) and select no
+    node label (GPU Feature Discovery's nvidia.com/gpu.present is off in the device plugin's chart);
+    no init container downloads a model: MOUTHPIECE_MODEL_DIR points into the image, where
+    infra/Dockerfile.gpu fetched the Wav2Lip checkpoint at build, refusing to build without its URL."""
+    neural = keda_objects("ScaledJob")["mouthpiece-render-neural"]["spec"]["jobTargetRef"]["template"]["spec"]
+    (container,) = neural["containers"]
+    resources = container["resources"]
+    assert resources["limits"]["nvidia.com/gpu"] == 1 and resources["requests"]["nvidia.com/gpu"] == 1
+    assert "nodeSelector" not in neural and "affinity" not in neural and "initContainers" not in neural
+    assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in neural["tolerations"]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    dockerfile = (ROOT / "infra/Dockerfile.gpu").read_text()
+    model_dir = env["MOUTHPIECE_MODEL_DIR"]
+    assert f"MOUTHPIECE_MODEL_DIR={model_dir} mouthpiece models --fetch" in dockerfile
+    assert 'test -n "${WAV2LIP_URL}"' in dockerfile
+    assert not any(m["mountPath"] == model_dir for m in container.get("volumeMounts", []))
+    assert "WAV2LIP_URL" in (ROOT / "infra/k8s/mouthpiece.yaml").read_text().split("apiVersion")[0]
+    assert not any(d["kind"] == "PersistentVolumeClaim" for d in k8s_docs())
+
+
+def test_init_runs_before_workers_and_makes_the_consumers() -> None:
+    """The init Job runs `mouthpiece init` (stream and every consumer: tests/pipeline/test_bus.py) with
+    the workers' ConfigMap and Secret, so the consumers get the workers' settings."""
+    init = {d["metadata"]["name"]: d for d in k8s_docs() if d["kind"] == "Job"}["mouthpiece-init"]
+    container = init["spec"]["template"]["spec"]["containers"][0]
+    assert container["args"] == ["init"]
+    render = keda_objects("ScaledJob")["mouthpiece-render"]["spec"]["jobTargetRef"]["template"]["spec"]
+    assert container["envFrom"] == render["containers"][0]["envFrom"]
 
 
 def test_settings_doc_is_current() -> None:

@@ -31,6 +31,7 @@ LAYERS: dict[str, int] = {
     "runner.decide": 5, "metrics": 5, "ingress.markers": 5, "ingress.settle": 5, "ingress.drop": 5,
     # 6: the runner, controls, the test environment
     "gc": 6, "discord.routes": 6, "destinations.discord": 6, "destinations.folder": 6, "destinations.targets": 6, "runner.records": 6, "runner.handler": 6, "runner.worker": 6, "runner.__init__": 6, "runner": 6, "control": 6, "testing": 6, "ingress.shelves": 6,
+    "backlog": 6,
     # 7-8: processes and entry points
     "stack": 7, "ingress.folder": 7, "ingress.http": 8, "cli": 9,
     # the web console: served by the HTTP ingress

@@ -21,7 +21,15 @@ import structlog
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
-from nats.js.api import AckPolicy, ConsumerConfig, KeyValueConfig, RetentionPolicy, StorageType, StreamConfig
+from nats.js.api import (
+    AckPolicy,
+    ConsumerConfig,
+    ConsumerInfo,
+    KeyValueConfig,
+    RetentionPolicy,
+    StorageType,
+    StreamConfig,
+)
 from nats.js.errors import (
     BucketNotFoundError,
     KeyDeletedError,
@@ -32,7 +40,7 @@ from nats.js.errors import (
 )
 from nats.js.kv import KeyValue
 
-from pipeline.config import BusSettings
+from pipeline.config import BusSettings, Settings
 from pipeline.errors import BusError, ConfigError
 
 log = structlog.get_logger("mouthpiece.bus")
@@ -213,18 +221,20 @@ class NatsBus:
         return not ack.duplicate
 
     async def consume(self, durable: str, subject: str) -> Consumer:
-        config = ConsumerConfig(
-            durable_name=durable,
-            ack_policy=AckPolicy.EXPLICIT,
-            ack_wait=self.settings.ack_wait,
-            # the runner counts runs itself and dead-letters; the server never gives up silently
-            max_deliver=-1,
-            filter_subject=subject,
-            max_ack_pending=1000,
-        )
-        sub = await self.js.pull_subscribe(
-            subject, durable=durable, stream=self.settings.stream, config=config
-        )
+        """The shared durable consumer, bound as ``mouthpiece init`` made it. A worker creates a missing
+        one with the same ``consumer_config`` init uses, and never changes an existing one (a differing
+        one is reported: ``mouthpiece init`` applies the settings)."""
+        try:
+            info = await self.js.consumer_info(self.settings.stream, durable)
+        except NotFoundError:
+            info = await ensure_consumer(self.js, self.settings, durable, subject)
+        else:
+            differs = consumer_differences(info.config, consumer_config(self.settings, durable, subject))
+            if differs:
+                log.warning(
+                    "consumer_config_differs", consumer=durable, fields=differs, fix="mouthpiece init"
+                )
+        sub = await self.js.pull_subscribe_bind(durable=durable, stream=self.settings.stream)
         return _NatsConsumer(sub)
 
     async def notify(self, subject: str, payload: bytes) -> None:
@@ -275,6 +285,69 @@ async def ensure_stream(js: JetStreamContext, s: BusSettings) -> None:
         await js.update_stream(config)
     if (config.num_replicas or 1) != s.stream_replicas:
         log.info("stream_kept", stream=s.stream, replicas=config.num_replicas, setting=s.stream_replicas)
+
+
+def consumer_config(s: BusSettings, durable: str, subject: str) -> ConsumerConfig:
+    """The configuration of a stage pool's durable consumer: the one ``mouthpiece init`` creates and
+    the one a worker would create. Nothing else builds a consumer configuration."""
+    return ConsumerConfig(
+        name=durable,
+        durable_name=durable,
+        ack_policy=AckPolicy.EXPLICIT,
+        ack_wait=s.ack_wait,
+        # the runner counts runs itself and dead-letters; the server never gives up silently
+        max_deliver=-1,
+        filter_subject=subject,
+        max_ack_pending=1000,
+    )
+
+
+_COMPARED = ("ack_policy", "ack_wait", "max_deliver", "filter_subject", "max_ack_pending")
+
+
+def consumer_differences(have: ConsumerConfig, want: ConsumerConfig) -> list[str]:
+    """The fields ``consumer_config`` sets on which an existing consumer's configuration differs."""
+    differs = []
+    for name in _COMPARED:
+        a, b = getattr(have, name), getattr(want, name)
+        if isinstance(a, float) or isinstance(b, float):
+            if abs(float(a or 0) - float(b or 0)) > 1e-3:
+                differs.append(name)
+        elif a != b:
+            differs.append(name)
+    return differs
+
+
+async def ensure_consumer(js: JetStreamContext, s: BusSettings, durable: str, subject: str) -> ConsumerInfo:
+    """Create the durable consumer ``durable`` of ``subject`` with ``consumer_config``, or bring an
+    existing one to that configuration (JetStream updates the editable fields in place, keeping its
+    messages and their delivery state)."""
+    try:
+        return await js.add_consumer(s.stream, config=consumer_config(s, durable, subject))
+    except (nats.errors.Error, TimeoutError) as exc:
+        raise BusError(f"cannot create consumer {durable} on stream {s.stream}: {exc!r}") from exc
+
+
+def stage_consumers(settings: Settings) -> list[tuple[str, str, str, str]]:
+    """(stage, pool, durable name, subject) of every stage pool of the chain."""
+    from pipeline.keys import pools_of, subject_for
+
+    return [
+        (stage, pool, durable_name(stage, pool), subject_for(settings, stage, pool))
+        for stage in settings.chain
+        for pool in pools_of(stage)
+    ]
+
+
+async def ensure_consumers(js: JetStreamContext, settings: Settings) -> list[ConsumerInfo]:
+    """Create (or bring to ``consumer_config``) every stage pool's durable consumer, so that they exist
+    before any worker starts: KEDA and the backlog read them, and a message published before the first
+    worker is counted. ``mouthpiece init`` and ``mouthpiece backlog`` call this."""
+    await ensure_stream(js, settings)
+    made = []
+    for _, _, durable, subject in stage_consumers(settings):
+        made.append(await ensure_consumer(js, settings, durable, subject))
+    return made
 
 
 def _without_password(url: str) -> str:

@@ -7,7 +7,9 @@ Delivery is at least once, and nothing is lost across restarts of either side:
   the duplicate window is dropped by the server), and only then stores the event's timestamp as its
   offset in a replicated NATS key-value bucket;
 - after any restart it subscribes again from the stored offset, so it replays at most the events after
-  the last stored one; beyond the duplicate window the runner skips work already done.
+  the last stored one; beyond the duplicate window the runner skips work already done;
+- only events move the offset: the filer's idle heartbeats carry the current time and no event, and an
+  event stamped before a heartbeat can arrive after it.
 
 On its very first start (no offset stored) it reads back ``FIRST_START_LOOKBACK`` seconds, which covers
 uploads made while the deployment was coming up; older inputs without a job are the reconcile sweep's.
@@ -131,7 +133,12 @@ class Bridge:
 
     async def _handle(self, event: Any) -> None:
         """Publish the event when it creates a routed object; then its time is the position, stored at
-        once after a publish (so a restart resumes after it, not before)."""
+        once after a publish (so a restart resumes after it, not before). An idle heartbeat (a response
+        with a time and no event) moves nothing: an event stamped before it may still be on its way, and
+        a bridge restarted from the heartbeat's time would never see that event (SeaweedFS: heartbeats
+        must not move a subscriber's resume point)."""
+        if not is_event(event):
+            return
         published = await self._publish(event)
         self.position = max(self.position, int(event.ts_ns))
         if published:
@@ -187,6 +194,11 @@ class Bridge:
             yield channel
         finally:
             await channel.close()
+
+
+def is_event(response: Any) -> bool:
+    """True for a metadata event; False for an idle heartbeat or a batch's empty envelope."""
+    return bool(response.HasField("event_notification"))
 
 
 def _open_channel(settings: Settings) -> grpc.aio.Channel:

@@ -101,3 +101,51 @@ def test_finished_jobs_are_never_announced_even_with_their_work_deleted(world) -
         json.loads(store.inner.get(settings.bucket_outputs, output_key(job, "status.json")))["state"]
         == "done"
     )
+
+
+@pytest.mark.integration
+def test_the_reconcile_service_logs_every_sweep_at_the_default_level(tmp_path: Path, nats_url: str) -> None:
+    """`mouthpiece reconcile --every 1s` with no log level set writes a `reconcile_sweep` line per sweep
+    (how many inputs it announced, how long it took): an operator sees it working, not only when it acts."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    settings = make_settings(tmp_path)
+    open_store(settings)
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(Path(__file__).resolve().parents[2]),
+        "MOUTHPIECE_NATS_URL": nats_url,
+        "MOUTHPIECE_DATA_DIR": str(settings.data_dir),
+        "MOUTHPIECE_STREAM": settings.stream,
+        "MOUTHPIECE_SUBJECT_PREFIX": settings.subject_prefix,
+        "MOUTHPIECE_LOG_FORMAT": "json",
+    }
+    env.pop("MOUTHPIECE_LOG_LEVEL", None)
+    log = tmp_path / "reconcile.log"
+
+    def sweeps() -> list[dict[str, object]]:
+        lines = log.read_text().splitlines() if log.exists() else []
+        events = [json.loads(line) for line in lines if line.startswith("{")]
+        return [e for e in events if e.get("event") == "reconcile_sweep"]
+
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "pipeline.cli", "reconcile", "--every", "1s"],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        deadline = time.monotonic() + 60
+        while len(sweeps()) < 2 and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.2)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(30)
+    found = sweeps()
+    assert proc.returncode == 0, log.read_text()[-2000:]
+    assert len(found) >= 2 and found[0]["announced"] == 0 and found[0]["level"] == "info", log.read_text()

@@ -164,8 +164,7 @@ def test_nothing_is_lost_while_the_bridge_or_the_filer_is_down(
 
 def test_the_stored_position_is_the_published_events_own(tmp_path: Path, nats_url: str) -> None:
     """After an upload's event is on the bus, the stored position is that event's time — not the one
-    before it — so a restart resumes after it; events that publish nothing move the position but are
-    stored on the bridge's slower clock."""
+    before it — so a restart resumes after it; an idle heartbeat after it moves nothing."""
     offsets_bucket = f"off-{tmp_path.name[-8:].replace('_', '-')}"
     settings = make_settings(
         tmp_path, nats_url=nats_url, event_source="seaweedfs", bridge_offsets_bucket=offsets_bucket
@@ -189,4 +188,101 @@ def test_the_stored_position_is_the_published_events_own(tmp_path: Path, nats_ur
         await bus.close()
         return bridge.position, bridge.saved, stored
 
-    assert asyncio.run(main()) == (300, 200, 200)
+    assert asyncio.run(main()) == (200, 200, 200)
+
+
+class FakeFiler:
+    """A stand-in for the SeaweedFS filer's ``SubscribeMetadata`` (an external service): it serves its
+    metadata log from ``since_ns`` and, while idle, heartbeats stamped with the time of the newest
+    event it knows of. ``late`` events are in the log with an older stamp but reach a subscriber only
+    after a heartbeat stamped later than them (a slow filer write): the moment the issue is about."""
+
+    def __init__(self) -> None:
+        self.log: list[Any] = []
+        self.late: list[Any] = []
+        self.subscriptions: list[int] = []
+        self.heartbeat_sent = asyncio.Event()
+        self.port = 0
+
+    async def start(self) -> FakeFiler:
+        import grpc
+
+        messages = filer_pb.messages()
+        handler = grpc.unary_stream_rpc_method_handler(
+            self._subscribe,
+            request_deserializer=messages["SubscribeMetadataRequest"].FromString,
+            response_serializer=lambda m: m.SerializeToString(),
+        )
+        self.server = grpc.aio.server()
+        self.server.add_generic_rpc_handlers(
+            (grpc.method_handlers_generic_handler("filer_pb.SeaweedFiler", {"SubscribeMetadata": handler}),)
+        )
+        self.port = self.server.add_insecure_port("127.0.0.1:0")
+        await self.server.start()
+        return self
+
+    async def _subscribe(self, request: Any, context: Any) -> AsyncIterator[Any]:
+        self.subscriptions.append(int(request.since_ns))
+        for response in sorted(self.log, key=lambda r: r.ts_ns):
+            if response.ts_ns > request.since_ns:
+                yield response
+        newest = max([r.ts_ns for r in self.log + self.late] + [request.since_ns])
+        yield filer_pb.messages()["SubscribeMetadataResponse"](ts_ns=newest + 1000)  # idle heartbeat
+        self.heartbeat_sent.set()
+        for response in self.late:  # delivered after the heartbeat, stamped before it
+            await asyncio.sleep(3600)  # never, in this subscription: the bridge restarts first
+            yield response
+        await asyncio.sleep(3600)
+
+    async def stop(self) -> None:
+        await self.server.stop(None)
+
+
+def test_a_restart_between_a_heartbeat_and_an_earlier_stamped_event_skips_nothing(
+    tmp_path: Path, nats_url: str
+) -> None:
+    """The filer sends upload a (t=100), then an idle heartbeat (t=301 000) while upload b (t=200) is
+    still on its way; the bridge is stopped right after the heartbeat and started again. The stored
+    position is a's, so the new subscription starts before b: both uploads reach the bus, each once,
+    with no reconcile sweep involved."""
+    offsets_bucket = f"off-{tmp_path.name[-8:].replace('_', '-')}"
+    a = event("/buckets/inputs/audio", new=entry("a.flac", etag="aa11"), ts=100)
+    b = event("/buckets/inputs/audio", new=entry("b.flac", etag="bb22"), ts=200)
+
+    async def main() -> tuple[list[tuple[str, str]], list[int], int | None]:
+        filer = await FakeFiler().start()
+        filer.log, filer.late = [a], [b]
+        settings = make_settings(
+            tmp_path,
+            nats_url=nats_url,
+            event_source="seaweedfs",
+            bridge_offsets_bucket=offsets_bucket,
+            seaweedfs_filer=f"127.0.0.1:{filer.port}",
+        )
+        try:
+            bus = await NatsBus.connect(nats_url, settings)
+            offsets = await OffsetStore.open(bus, settings, "filer")
+            await offsets.save(50)  # the bridge has read up to t=50 before
+            first = Bridge(settings, bus, offsets)
+            stop = asyncio.Event()
+            running = asyncio.create_task(first.run(stop))
+            await asyncio.wait_for(filer.heartbeat_sent.wait(), 20)
+            await asyncio.sleep(0.5)  # the heartbeat is handled; b has not arrived
+            stop.set()  # the worst moment: SIGTERM, the position is stored on the way out
+            await running
+            stored = await offsets.load()
+            filer.log, filer.late = [a, b], []  # b reached the filer's log meanwhile
+            stop = asyncio.Event()
+            second = asyncio.create_task(Bridge(settings, bus, offsets).run(stop))
+            got = await received(settings, 2)
+            got += await received(settings, 1, timeout=2.0)  # nothing more
+            stop.set()
+            await second
+            await bus.close()
+            return got, filer.subscriptions, stored
+        finally:
+            await filer.stop()
+
+    got, subscriptions, stored = asyncio.run(main())
+    assert [key for key, _ in got] == ["audio/a.flac", "audio/b.flac"]
+    assert stored == 100 and subscriptions == [50, 100]
