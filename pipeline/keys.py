@@ -5,6 +5,8 @@ Inputs bucket (what people and ingresses upload):
     jobs/<path>.json|.yaml|.yml        a job spec: triggers validate
     audio/<path>                       a voice clip alone: triggers validate (default avatar)
     defaults/avatar.png                the default avatar
+    characters/<library>/<name>.json   a character of a library (pipeline.characters): record
+    characters/<library>/<name>/<file> its picture or clip
     <anything else>                    media named by job specs (relative to the spec's folder)
 
 Work bucket (artifacts; written by stages):
@@ -83,6 +85,32 @@ def resolve_relative(base_key: str, ref: str) -> str:
     check_key(ref)
     folder = base_key.rsplit("/", 1)[0] if "/" in base_key else ""
     return check_key(normpath(f"{folder}/{ref}") if folder else ref)
+
+
+# --- inputs bucket: the character libraries (pipeline.characters) ----------------------------------
+
+DEFAULT_LIBRARY = "default"
+_LIBRARY = re.compile(r"^[a-z0-9-]{1,40}$")
+
+
+def check_library(library: str) -> str:
+    """``library`` if it is a library id (``default``, ``guild-<id>``), else ``InvalidKey``."""
+    if not _LIBRARY.match(library):
+        raise InvalidKey(f"{library!r} is not a character library id", key=library[:80])
+    return library
+
+
+def characters_prefix(library: str) -> str:
+    return f"characters/{check_library(library)}/"
+
+
+def character_key(library: str, handle: str) -> str:
+    """The record of character ``handle`` (its name folded by ``pipeline.characters.handle``)."""
+    return check_key(characters_prefix(library) + f"{handle}.json")
+
+
+def character_media_key(library: str, handle: str, filename: str) -> str:
+    return check_key(characters_prefix(library) + f"{handle}/{filename}")
 
 
 def is_job_id(text: str) -> bool:
