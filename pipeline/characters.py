@@ -15,7 +15,7 @@ every upload is: a regular file within ``max_input_bytes``, its first bytes an i
 Job specs name characters as ``character:<name>`` among their ``avatars`` (``character:all`` for the
 whole library, capped at ``character_batch_limit``); validate resolves them in the spec's ``library``
 (``resolve``). A character's defaults (voice, renderer, style, motion) apply when it is the job's only
-avatar and the job did not set that option (``apply_defaults``).
+avatar, to the options the job left at their default value (``apply_defaults``).
 """
 
 from __future__ import annotations
@@ -328,15 +328,11 @@ def resolve(
 
 
 def apply_defaults(options: JobOptions, character: Character) -> JobOptions:
-    """``options`` with the character's defaults for the fields the job did not set."""
-    given = options.model_fields_set
+    """``options`` with the character's defaults for the options the job left at their default value
+    (every ingress writes all options into the spec, so "left at the default" is what unset means)."""
     chosen = {
         k: v
         for k, v in character.defaults.model_dump(exclude_none=True).items()
-        if k not in given and k in JobOptions.model_fields
+        if k in JobOptions.model_fields and getattr(options, k) == JobOptions.model_fields[k].default
     }
-    if not chosen:
-        return options
-    merged = options.model_copy(update=chosen)
-    merged.__pydantic_fields_set__ = set(given) | set(chosen)
-    return merged
+    return options.model_copy(update=chosen) if chosen else options

@@ -22,6 +22,8 @@ import structlog
 from pydantic import SecretStr
 
 from pipeline import ASSETS_DIR
+from pipeline.characters_cli import add_parsers as add_character_parsers
+from pipeline.characters_cli import cmd_characters
 from pipeline.config import (
     STAGES,
     Settings,
@@ -154,8 +156,9 @@ def _local_commands(commands: _Commands) -> None:
     )
     render.add_argument("audio", type=Path, help="the voice clip (.mp3, .wav, .ogg, .m4a, .flac, ...)")
     render.add_argument(
-        "avatars", type=Path, nargs="+", help="photo(s) or video(s) of the face; one video each"
+        "avatars", type=Path, nargs="*", help="photo(s) or video(s) of the face; one video each"
     )
+    _character_option(render)
     render.add_argument(
         "-o", "--output", type=Path, required=True, help="output file (a folder for several avatars)"
     )
@@ -189,6 +192,7 @@ def _queue_commands(commands: _Commands) -> None:
         "avatars", type=Path, nargs="*", help="photo(s) or video(s) of the face (none: the default avatar)"
     )
     submit.add_argument("--wait", action="store_true", help="wait for the job and print its status")
+    _character_option(submit)
     _job_options(submit)
 
     status = commands.add("status", "show a job, or the recent jobs and failed drops")
@@ -268,6 +272,17 @@ def _operator_commands(commands: _Commands) -> None:
     discord = commands.add("discord", "Discord set-up tasks")
     tasks = discord.add_subparsers(dest="discord_command", required=True, metavar="TASK")
     _Commands(tasks).add("register", "put the slash commands (/avatar, /announce) to Discord")
+    add_character_parsers(commands.add)
+
+
+def _character_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--character",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="a character of the library (`mouthpiece characters list`); repeatable; 'all': every one",
+    )
 
 
 def _duration(text: str) -> float:
@@ -516,8 +531,12 @@ def _banner(settings: Settings, watch: bool, ingress: bool = False) -> None:
 
 def cmd_render(settings: Settings, args: argparse.Namespace) -> int:
     settings, options = _local_checkpoint(settings, _options(args))
+    if not args.avatars and not args.character:
+        raise InvalidInput("give a photo or video of the face, or --character NAME", code="invalid_input")
     _check_inputs(settings, args.audio, list(args.avatars), args.output)
-    return asyncio.run(_render(settings, args.audio, list(args.avatars), args.output, options, args.name))
+    return asyncio.run(
+        _render(settings, args.audio, list(args.avatars), args.output, options, args.name, args.character)
+    )
 
 
 def _local_checkpoint(settings: Settings, options: JobOptions) -> tuple[Settings, JobOptions]:
@@ -553,7 +572,13 @@ def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def _render(
-    settings: Settings, audio: Path, avatars: list[Path], output: Path, options: JobOptions, name: str | None
+    settings: Settings,
+    audio: Path,
+    avatars: list[Path],
+    output: Path,
+    options: JobOptions,
+    name: str | None,
+    characters: Sequence[str] = (),
 ) -> int:
     stack = await Stack.open(settings)
     stop = asyncio.Event()
@@ -561,7 +586,7 @@ async def _render(
     try:
         if stack.owner:
             tasks = await stack.run_workers(list(settings.chain), stop)
-        status = await _submit_and_wait(stack, audio, avatars, options, name)
+        status = await _submit_and_wait(stack, audio, avatars, options, name, characters)
         # a batch where some avatars failed still hands over the videos that were made
         inputs = [audio, *avatars]
         written = (
@@ -594,10 +619,17 @@ def _details(stack: Stack, status: JobStatus) -> list[str]:
 
 
 async def _submit_and_wait(
-    stack: Stack, audio: Path, avatars: list[Path], options: JobOptions, name: str | None
+    stack: Stack,
+    audio: Path,
+    avatars: list[Path],
+    options: JobOptions,
+    name: str | None,
+    characters: Sequence[str] = (),
 ) -> JobStatus:
     settings = stack.settings
-    asked = Submission(audio=audio, avatars=tuple(avatars), options=options, name=name)
+    asked = Submission(
+        audio=audio, avatars=tuple(avatars), options=options, name=name, characters=tuple(characters)
+    )
     submitted = await asyncio.to_thread(submit, stack.store, settings, asked)
     previous = await asyncio.to_thread(job_status, stack.store, settings, submitted.job_id)
     if previous is not None and previous.state == State.failed:  # same input failed before: try afresh
@@ -696,7 +728,13 @@ def cmd_submit(settings: Settings, args: argparse.Namespace) -> int:
 async def _submit(settings: Settings, args: argparse.Namespace) -> int:
     options = _options(args)
     _check_inputs(settings, args.audio, list(args.avatars))
-    asked = Submission(audio=args.audio, avatars=tuple(args.avatars), options=options, name=args.name)
+    asked = Submission(
+        audio=args.audio,
+        avatars=tuple(args.avatars),
+        options=options,
+        name=args.name,
+        characters=tuple(args.character),
+    )
     url = settings.nats_url or running_stack(settings)
     if url is None:  # nothing running: write straight into the bucket; `up` picks it up (reconcile)
         store = await asyncio.to_thread(open_store, settings)
@@ -1209,6 +1247,7 @@ COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], int]] = {
     "models": cmd_models,
     "ingress": cmd_ingress,
     "discord": cmd_discord,
+    "characters": cmd_characters,
 }
 
 
