@@ -860,6 +860,8 @@ def _status_table(settings: Settings, index: Any, limit: int, live: bool = False
                 f"{j.job_id:21} {j.state:9} {stage:14} {j.source[:8]:8} {started:19} {_seconds(j.elapsed()):>8}  {j.name}"
                 + (" FLAGGED" if j.flagged else "")
             )
+            if not j.finished and getattr(j, "eta", None):
+                lines.append(f"{'':21} ~ {j.eta}")
             lines.extend(f"{'':21} -> {o}" for o in j.outputs)
             if j.reason and j.state in ("failed", "cancelled"):
                 lines.append(f"{'':21} {j.reason}")
@@ -924,8 +926,13 @@ def _follow(settings: Settings, store: Any, limit: int) -> int:
 
 
 def _without_elapsed(text: str) -> str:
-    """The table less its ticking columns (a log gets a new table only when something happened)."""
-    return "\n".join(line[:76] + line[84:] if line.startswith("j") else line for line in text.splitlines())
+    """The table less its ticking columns and time estimates (a log gets a new table only when something
+    happened)."""
+    return "\n".join(
+        line[:76] + line[84:] if line.startswith("j") else line
+        for line in text.splitlines()
+        if not line.startswith(f"{'':21} ~ ")
+    )
 
 
 def _describe(status: JobStatus) -> str:

@@ -624,6 +624,26 @@ class Character(_Model):
     added_at: datetime = Field(default_factory=utcnow)
 
 
+# --------------------------------------------------------------------------------------------------
+# Stage timings measured by this installation (``stats/timings.json`` in the work bucket; pipeline.eta)
+# --------------------------------------------------------------------------------------------------
+
+
+class StageRate(_Model):
+    """How long a stage takes here, per second of voice (a moving average of the runs measured)."""
+
+    seconds_per_audio_second: float = Field(ge=0.0)
+    samples: int = Field(1, ge=1)
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
+class Timings(_Model):
+    """Measured rates by ``<stage>`` (render: ``render/<renderer>``)."""
+
+    version: int = SCHEMA_VERSION
+    rates: dict[str, StageRate] = Field(default_factory=dict)
+
+
 def job_id_for(bucket: str, key: str, etag: str) -> str:
     """The job id of an input object: the same object version always gives the same job."""
     digest = hashlib.sha256(f"{bucket}\n{key}\n{etag.strip(chr(34))}".encode()).hexdigest()

@@ -21,6 +21,8 @@ Work bucket (artifacts; written by stages):
     jobs/<job>/<task>/published/<destination>.json   idempotence marker of one publication
     cache/media/<sha256>/<file>                      content-addressed normalized media
     cache/faces/<sha256>.json                        content-addressed face tracks
+    stats/timings.json                               stage timings measured here (pipeline.eta)
+    discord/members/<guild>/<user>.json              a member's recent jobs (the in-flight limit)
     dead-letter/<stage>/<message id>.json            DeadLetter records
 
 Outputs bucket (what people get):
@@ -159,6 +161,16 @@ def cancel_key(job_id: str) -> str:
 
 def published_key(job_id: str, task: str, destination_id: str) -> str:
     return artifact_key(job_id, task, f"published/{destination_id}.json")
+
+
+def timings_key() -> str:
+    """The stage timings this installation measured (``pipeline.eta``)."""
+    return "stats/timings.json"
+
+
+def member_jobs_key(guild: str, user: str) -> str:
+    """The jobs a Discord member started lately (``pipeline.discord.fairness``)."""
+    return check_key(f"discord/members/{slug(guild, 30)}/{slug(user, 30)}.json")
 
 
 def media_cache_key(digest: str, name: str) -> str:

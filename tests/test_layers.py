@@ -22,7 +22,7 @@ LAYERS: dict[str, int] = {
     "storage.__init__": 3, "destinations": 3, "httputil": 3, "seaweedfs.__init__": 3, "seaweedfs.filer_pb": 3,
     "seaweedfs.records": 3,
     # 4: what stages are given, status, submitting, Discord's API
-    "stage": 4, "status": 4, "submit": 4, "models": 4, "notifications": 4, "drops": 4,
+    "stage": 4, "status": 4, "submit": 4, "models": 4, "notifications": 4, "drops": 4, "eta": 4,
     "discord.api": 4, "discord.signature": 4, "discord.interactions": 4, "ingress.safe": 4,
     # 5: the registry and services built on the above
     "registry": 5, "reconcile": 5, "seaweedfs.bridge": 5, "discord.mentions": 5, "discord.commands": 5, "discord.fetch": 5, "discord.progress": 5,
