@@ -624,6 +624,13 @@ class Character(_Model):
     added_at: datetime = Field(default_factory=utcnow)
 
 
+class MemberJobs(_Model):
+    """The jobs a Discord member started lately (``discord/members/<guild>/<user>.json`` in the work
+    bucket): how ``pipeline.discord.fairness`` counts their jobs in flight."""
+
+    jobs: dict[str, datetime] = Field(default_factory=dict, description="job id -> when it was asked for")
+
+
 # --------------------------------------------------------------------------------------------------
 # Stage timings measured by this installation (``stats/timings.json`` in the work bucket; pipeline.eta)
 # --------------------------------------------------------------------------------------------------

@@ -230,8 +230,9 @@ def test_avatar_gets_deferred_reply_progress_and_one_video(
     accepted = [r for r in edits if r.status == 200]
     assert [bool(r.files) for r in accepted] == [False] * (len(accepted) - 1) + [True]
     progress = [r.content for r in accepted[:-1]]
-    assert progress[0] == "Got it: your video is queued…" and all(c and "…" in c for c in progress)
-    assert "Preparing… 50%" in progress  # forwarded from validate's progress note on the bus
+    assert progress[0] == "Got it: your video is queued…" and all(c and " % · " in c for c in progress[1:])
+    # forwarded from validate's progress note on the bus, with the time left (none measured yet here)
+    assert "Validate 50 % · no time estimate yet (nothing measured here so far)" in progress
     name, data = accepted[-1].files["files[0]"]
     assert name == "voice.mp4" and 0 < len(data) <= TEN_MIB
     (settings.data_dir / "got.mp4").write_bytes(data)

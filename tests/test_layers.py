@@ -25,11 +25,11 @@ LAYERS: dict[str, int] = {
     "stage": 4, "status": 4, "submit": 4, "models": 4, "notifications": 4, "drops": 4, "eta": 4,
     "discord.api": 4, "discord.signature": 4, "discord.interactions": 4, "ingress.safe": 4,
     # 5: the registry and services built on the above
-    "registry": 5, "reconcile": 5, "seaweedfs.bridge": 5, "discord.mentions": 5, "discord.commands": 5, "discord.fetch": 5, "discord.progress": 5,
+    "registry": 5, "reconcile": 5, "seaweedfs.bridge": 5, "discord.mentions": 5, "discord.commands": 5, "discord.fetch": 5, "discord.progress": 5, "discord.fairness": 5,
     "runner.decide": 5, "metrics": 5, "ingress.markers": 5, "ingress.settle": 5, "ingress.drop": 5,
     "characters": 5,
     # 6: the runner, controls, the test environment
-    "gc": 6, "discord.routes": 6, "discord.publish": 6, "runner.records": 6, "runner.handler": 6, "runner.worker": 6, "runner.__init__": 6, "runner": 6, "control": 6, "testing": 6, "ingress.shelves": 6,
+    "gc": 6, "discord.routes": 6, "discord.library": 6, "discord.publish": 6, "runner.records": 6, "runner.handler": 6, "runner.worker": 6, "runner.__init__": 6, "runner": 6, "control": 6, "testing": 6, "ingress.shelves": 6,
     # 7-8: processes and entry points
     "stack": 7, "ingress.folder": 7, "ingress.http": 8, "cli": 9, "characters_cli": 9,
     # the web console: served by the HTTP ingress

@@ -24,11 +24,12 @@ from pipeline.discord.api import Attachment, DiscordApi, TooLarge, WebhookGone, 
 from pipeline.discord.progress import token_alive
 from pipeline.discord.urls import WebhookUrl
 from pipeline.errors import ConfigError, MouthpieceError, StorageError
-from pipeline.keys import output_key
+from pipeline.keys import artifact_key, output_key
 from pipeline.logs import REDACTOR
 from pipeline.media import probe, reencode_to_bitrate
 from pipeline.messages import discord_text
 from pipeline.stage import StageContext
+from pipeline.status import read_job
 from pipeline.storage.base import Presigner
 
 log = structlog.get_logger("mouthpiece.publish.discord")
@@ -78,13 +79,49 @@ def _to_interaction(
     if not token_alive(dest):
         return _fallback(ctx, dest, video, filename, manifest, where, "expired")
     limit = dest.attachment_size_limit or ctx.settings.discord_attachment_limit
-    message = prepare(ctx, video, filename, limit, manifest.media.audio_seconds)
+    job = read_job(ctx.store, ctx.settings, ctx.job_id)
+    batch = list(job.tasks) if job is not None and len(job.tasks) > 1 else []
+    caption = (
+        f"**{manifest.avatar_name}** · video {batch.index(manifest.task) + 1} of {len(batch)}"
+        if batch
+        else None
+    )
+    message = prepare(ctx, video, filename, limit, manifest.media.audio_seconds, caption)
     try:
         with DiscordApi.from_settings(ctx.settings) as api:
-            _edit_with_file(ctx, api, dest.application_id, token, message, filename)
+            if batch:
+                _post_followup(ctx, api, dest.application_id, token, message, filename, caption or "")
+                api.edit_original(
+                    dest.application_id, token, _batch_summary(ctx, batch), clear_attachments=True
+                )
+            else:
+                _edit_with_file(ctx, api, dest.application_id, token, message, filename)
     except WebhookGone:
         return _fallback(ctx, dest, video, filename, manifest, where, "gone")
-    return where
+    return f"{where} (follow-up)" if batch else where
+
+
+def _post_followup(
+    ctx: StageContext, api: DiscordApi, app: str, token: str, message: Message, filename: str, caption: str
+) -> None:
+    """One video of a batch as its own follow-up message under the reply (one attachment each: every
+    message stays within Discord's size limit); a follow-up is posted at least once, like a webhook."""
+    try:
+        api.followup(app, token, message.content, message.file)
+    except TooLarge:
+        api.followup(app, token, f"{caption}\n{link_text(ctx, filename)}")
+
+
+def _batch_summary(ctx: StageContext, tasks: list[str]) -> str:
+    """The reply above a batch's follow-ups: how many of its videos are posted (this one included)."""
+    posted = {ctx.task}
+    for task in tasks:
+        prefix = artifact_key(ctx.job_id, task, "published/discord_interaction-")
+        if any(not i.key.endswith(".intent.json") for i in ctx.store.list(ctx.settings.bucket_work, prefix)):
+            posted.add(task)
+    if len(posted) >= len(tasks):
+        return f"All {len(tasks)} videos are ready: one per character, below."
+    return f"{len(posted)} of {len(tasks)} videos are ready (below); the others are on their way…"
 
 
 def _edit_with_file(
