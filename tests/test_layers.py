@@ -35,7 +35,7 @@ LAYERS: dict[str, int] = {
     # the web console: served by the HTTP ingress
     "console.__init__": 8, "console.app": 8, "console.auth": 8, "console.index": 8, "console.views": 8,
     "console.upload": 8, "console.base": 8, "console.pages": 8, "console.files": 8,
-    "console.actions": 8, "console.api": 8,
+    "console.actions": 8, "console.api": 8, "console.characters": 8,
 }  # fmt: skip
 STAGE_PACKAGES = {"validate", "detect", "render", "enhance", "publish"}
 
