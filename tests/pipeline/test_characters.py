@@ -197,3 +197,34 @@ def test_a_lone_character_brings_its_defaults_into_the_stored_spec(
         settings, store, "audio: v.flac\navatars: ['character:toon']\n", {"v.flac": assets / "jfk.flac"}
     )
     assert read_spec(store, settings, m.job_id).options.style == "cartoon"
+
+
+def test_an_inbox_spec_naming_characters_becomes_a_job(
+    tmp_path: Path, assets: Path, photos: dict[str, Path]
+) -> None:
+    """A job.yaml in the inbox naming ``character:pirate`` beside a file: the file is taken with it, the
+    character is not looked for in the folder, and the submitted spec names both."""
+    import shutil
+    import time
+
+    from pipeline.contracts import JobSpec
+    from pipeline.ingress.folder import FolderIngress
+
+    settings = make_settings(tmp_path, settle_seconds=0.2)
+    settings.inbox.mkdir(parents=True)
+    store = open_store(settings)
+    characters.add_character(store, settings, "default", "Pirate", photos["png"])
+    ingress = FolderIngress(settings, store)
+    shutil.copy(assets / "jfk.flac", ingress.inbox / "voice.flac")
+    shutil.copy(photos["jpg"], ingress.inbox / "me.jpg")
+    (ingress.inbox / "job.yaml").write_text("audio: voice.flac\navatars: [me.jpg, 'character:pirate']\n")
+    for name in ("voice.flac", "me.jpg", "job.yaml"):
+        ingress.touch(ingress.inbox / name)
+    submitted = []
+    for _ in range(3):
+        time.sleep(0.25)
+        submitted.extend(ingress.tick())
+    [job] = submitted
+    spec = JobSpec.model_validate_json(store.get(settings.bucket_inputs, job.spec_key))
+    assert spec.avatars == ["me.jpg", "character:pirate"] and spec.library is None
+    assert not list((ingress.inbox / ".failed").glob("*")) if (ingress.inbox / ".failed").exists() else True
