@@ -21,10 +21,12 @@ from pipeline.keys import DEFAULT_LIBRARY
 from pipeline.storage import ObjectStore, open_store
 
 Add = Callable[[str, str, str], argparse.ArgumentParser]
+Tasks = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], Add]
 
 
-def add_parsers(add: Add) -> None:
-    """The ``characters`` command and its tasks (``add`` is the CLI's subcommand maker)."""
+def add_parsers(add: Add, tasks_of: Tasks) -> None:
+    """The ``characters`` command and its tasks (``add`` and ``tasks_of`` are the CLI's subcommand
+    makers: every command gets the global options and a description)."""
     p = add(
         "characters",
         "manage the library of named characters (avatars jobs pick by name)",
@@ -34,8 +36,13 @@ def add_parsers(add: Add) -> None:
         "MOUTHPIECE_CHARACTER_BATCH_LIMIT).",
     )
     p.add_argument("--library", default=DEFAULT_LIBRARY, help="library id (default: default)")
-    tasks = p.add_subparsers(dest="characters_command", required=True, metavar="TASK")
-    adding = tasks.add_parser("add", help="add a character: a name and a photo or video of its face")
+    task = tasks_of(p.add_subparsers(dest="characters_command", required=True, metavar="TASK"))
+    adding = task(
+        "add",
+        "add a character: a name and a photo or video of its face",
+        "The picture is checked as every upload is (size, content, decodable, at most "
+        "MOUTHPIECE_MAX_INPUT_SIDE pixels a side); the defaults apply to jobs whose only avatar it is.",
+    )
     adding.add_argument("name", help="1-32 letters, digits, spaces, '-', '_' (not 'all')")
     adding.add_argument("media", type=Path, help="the character's photo or video")
     adding.add_argument("--voice", help="voice for text jobs (a Piper voice or an eSpeak NG voice)")
@@ -43,9 +50,9 @@ def add_parsers(add: Add) -> None:
     adding.add_argument("--renderer", choices=["viseme", "wav2lip", "none"], help="default renderer")
     adding.add_argument("--motion", choices=[m.value for m in Motion], help="default motion")
     adding.add_argument("--by", help="who adds it (default: your user name)")
-    listing = tasks.add_parser("list", help="list the characters")
+    listing = task("list", "list the characters: name, kind, when and by whom added, defaults", "")
     listing.add_argument("--json", action="store_true", help="machine-readable output")
-    removing = tasks.add_parser("remove", help="remove a character (its videos stay)")
+    removing = task("remove", "remove a character (videos made with it stay)", "")
     removing.add_argument("name", help="the character's name (case does not matter)")
 
 

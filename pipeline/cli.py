@@ -44,6 +44,7 @@ from pipeline.contracts import (
     SubtitleMode,
 )
 from pipeline.errors import ConfigError, InvalidInput, MouthpieceError
+from pipeline.eta import job_line, renderer_of
 from pipeline.keys import pools_of, progress_subject
 from pipeline.logs import configure_logging
 from pipeline.messages import users_fault
@@ -51,7 +52,7 @@ from pipeline.metrics import Metrics
 from pipeline.registry import check_chain
 from pipeline.specfile import job_options
 from pipeline.stack import Stack, running_stack, stop_on_signals
-from pipeline.status import job_status, read_records
+from pipeline.status import job_status, read_job, read_records
 from pipeline.storage import ObjectStore, open_store
 from pipeline.submit import NAME_LIMIT, Submission, check_inputs, submit
 
@@ -272,7 +273,7 @@ def _operator_commands(commands: _Commands) -> None:
     discord = commands.add("discord", "Discord set-up tasks")
     tasks = discord.add_subparsers(dest="discord_command", required=True, metavar="TASK")
     _Commands(tasks).add("register", "put the slash commands (/avatar, /announce) to Discord")
-    add_character_parsers(commands.add)
+    add_character_parsers(commands.add, lambda tasks: _Commands(tasks).add)
 
 
 def _character_option(p: argparse.ArgumentParser) -> None:
@@ -655,6 +656,8 @@ async def _wait(stack: Stack, job_id: str) -> JobStatus:
             raise ConfigError("; ".join(stack.failures))
         status = await asyncio.to_thread(job_status, stack.store, stack.settings, job_id)
         if status is not None:
+            if not status.finished and display.eta_due():
+                display.eta = await asyncio.to_thread(_eta_line, stack, job_id)
             display.show(status)
             if status.finished:
                 display.end()
@@ -670,6 +673,14 @@ class _ProgressDisplay:
         self.tty = sys.stderr.isatty()
         self.fraction: dict[str, float] = {}
         self.last = ""
+        self.eta = ""
+        self._eta_at = 0.0
+
+    def eta_due(self) -> bool:
+        """Whether to work the time left out again (once a second: it reads the job's records)."""
+        due = time.monotonic() - self._eta_at >= 1.0
+        self._eta_at = time.monotonic() if due else self._eta_at
+        return due
 
     def note(self, progress: Progress) -> None:
         self.fraction[progress.stage] = progress.fraction
@@ -680,6 +691,7 @@ class _ProgressDisplay:
         done = " ".join(f"{s} {t:.1f}s" for s, t in status.timings.items())
         line = (
             f"[{self.job_id}] {status.state.value}: {stage}{f' {pct:.0%}' if pct is not None else ''}  {done}"
+            + (f"  ({self.eta})" if self.eta and not status.finished else "")
         )
         if line == self.last:
             return
@@ -692,6 +704,13 @@ class _ProgressDisplay:
     def end(self) -> None:
         if self.tty:
             print(file=sys.stderr)
+
+
+def _eta_line(stack: Stack, job_id: str) -> str:
+    """The job's "video 2 of 5 · render 40 % · about 1 min left" line (``pipeline.eta``)."""
+    store, settings = stack.store, stack.settings
+    job, records = read_job(store, settings, job_id), read_records(store, settings, job_id)
+    return job_line(store, settings, job_id, job, records, renderer_of(store, settings, job_id))
 
 
 def _download_outputs(
