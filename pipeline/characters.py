@@ -316,15 +316,24 @@ def resolve(
 ) -> list[Character | str]:
     """A spec's avatars with ``character:<name>`` entries replaced by their characters (``character:all``
     by the capped library); other entries kept as they are."""
+    return resolve_noted(store, settings, library, avatars)[0]
+
+
+def resolve_noted(
+    store: ObjectStore, settings: Settings, library: str | None, avatars: list[str]
+) -> tuple[list[Character | str], list[str]]:
+    """``resolve``, and the sentences people should read about it (a capped ``character:all``)."""
     out: list[Character | str] = []
+    notes: list[str] = []
     for avatar in avatars:
         if is_reference(avatar):
-            out.extend(
-                pick(store, settings, library or DEFAULT_LIBRARY, avatar.removeprefix(PREFIX)).characters
-            )
+            picked = pick(store, settings, library or DEFAULT_LIBRARY, avatar.removeprefix(PREFIX))
+            out.extend(picked.characters)
+            if (note := picked.cap_note(settings.character_batch_limit)) is not None:
+                notes.append(note)
         else:
             out.append(avatar)
-    return out
+    return out, notes
 
 
 def apply_defaults(options: JobOptions, character: Character) -> JobOptions:

@@ -59,7 +59,7 @@ AVATAR_HINT = "send a .png, .jpg or .webp photo, or an .mp4, .mov or .webm video
 def run(ctx: StageContext, upload: ObjectInfo) -> list[Manifest]:
     """Validate and normalize the job's media; one manifest per avatar."""
     spec = load_spec(ctx, upload)
-    avatars = _avatars(ctx, upload, spec)  # before the spec is stored: a character's defaults go in it
+    avatars, notes = _avatars(ctx, upload, spec)  # before the spec is stored: a character's defaults go in it
     spec = _with_character_defaults(spec, avatars)
     ctx.save_bytes(
         spec.model_dump_json(indent=1, context=REVEAL).encode(),
@@ -78,8 +78,8 @@ def run(ctx: StageContext, upload: ObjectInfo) -> list[Manifest]:
     speech_ref = job_speech_timing(ctx, spec, audio_ref, synthesis)  # once, when the inputs are good
     for manifest in manifests:
         manifest.artifacts["speech"] = speech_ref
-        if synthesis is not None:
-            manifest.info["notes"] = [synthesis.note]
+        if synthesis is not None or notes:
+            manifest.info["notes"] = [*([synthesis.note] if synthesis is not None else []), *notes]
     _write_job(ctx, upload, spec, manifests)
     return manifests
 
@@ -103,10 +103,13 @@ def load_spec(ctx: StageContext, upload: ObjectInfo) -> JobSpec:
     return parse_spec(ctx.store.get(upload.bucket, upload.key), name)
 
 
-def _avatars(ctx: StageContext, upload: ObjectInfo, spec: JobSpec) -> list[tuple[str, str, Character | None]]:
+def _avatars(
+    ctx: StageContext, upload: ObjectInfo, spec: JobSpec
+) -> tuple[list[tuple[str, str, Character | None]], list[str]]:
     """(key, name shown, character) of each avatar: files beside the spec, library characters
-    (``character:<name>``, ``character:all``: ``pipeline.characters``), else the default avatar."""
-    resolved = characters.resolve(ctx.store, ctx.settings, spec.library, spec.avatars)
+    (``character:<name>``, ``character:all``: ``pipeline.characters``), else the default avatar; and the
+    notes for people (a capped ``character:all`` says so)."""
+    resolved, notes = characters.resolve_noted(ctx.store, ctx.settings, spec.library, spec.avatars)
     if len(resolved) > MAX_AVATARS:
         raise InvalidInput(
             f"the job names {len(resolved)} avatars; a job takes at most {MAX_AVATARS}: split it",
@@ -119,7 +122,7 @@ def _avatars(ctx: StageContext, upload: ObjectInfo, spec: JobSpec) -> list[tuple
         else:
             key = _media_key(upload, avatar)
             out.append((key, _display_name(key), None))
-    return out or [(DEFAULT_AVATAR_KEY, _display_name(DEFAULT_AVATAR_KEY), None)]
+    return out or [(DEFAULT_AVATAR_KEY, _display_name(DEFAULT_AVATAR_KEY), None)], notes
 
 
 def _with_character_defaults(spec: JobSpec, avatars: list[tuple[str, str, Character | None]]) -> JobSpec:

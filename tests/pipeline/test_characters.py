@@ -165,6 +165,8 @@ def test_a_spec_naming_characters_gets_one_task_each(
         settings, store, "audio: v.flac\navatars: ['character:all']\n", {"v.flac": assets / "jfk.flac"}
     )
     assert [m.avatar_name for m in manifests] == ["Ninja", "Pirate"]  # the cap is 2, by name
+    [note] = manifests[0].info["notes"]  # shown in the job's status: the batch was capped
+    assert note.startswith("The library has 3 characters; one batch makes at most 2 videos")
 
 
 def test_a_spec_naming_an_unknown_character_is_refused(
