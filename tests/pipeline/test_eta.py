@@ -182,3 +182,36 @@ def test_a_batch_shows_video_k_of_n_and_an_estimate_that_does_not_jump_back(
     assert len(shown) >= 2
     for before, after in itertools.pairwise(shown):
         assert after <= before * 1.25 + 2.0, (before, after)  # never jumps back up wildly
+
+
+def test_status_follow_shows_the_time_left_under_a_running_job(tmp_path: Path) -> None:
+    """The live table has a '~' line with the time left under each running job; a log (no terminal) gets
+    a new table only when something other than the ticking columns and that line changed."""
+    from datetime import UTC, datetime
+
+    from pipeline.cli import _status_table, _without_elapsed
+    from pipeline.console.index import JobSummary
+
+    now = datetime.now(UTC)
+    running = JobSummary(
+        job_id="j" + "1" * 19, name="contest", source="CLI", state="running", stage="render", reason=None,
+        created_at=now, updated_at=now, tasks=3, eta="video 2 of 3 · render 40 % · about 1 min 30 s left",
+    )  # fmt: skip
+
+    class Index:
+        def __init__(self) -> None:
+            self.progress: dict[str, dict[str, float]] = {}
+            self.drops: list[object] = []
+
+        def page(self, number: int, size: int) -> tuple[list[JobSummary], int]:
+            return [running], 1
+
+        def counts(self) -> dict[str, int]:
+            return {"running": 1}
+
+    table = _status_table(make_settings(tmp_path), Index(), 20, live=True)
+    assert f"{'':21} ~ video 2 of 3 · render 40 % · about 1 min 30 s left" in table.splitlines()
+    running.eta = "video 2 of 3 · render 60 % · about 1 min left"
+    assert _without_elapsed(
+        _status_table(make_settings(tmp_path), Index(), 20, live=True)
+    ) == _without_elapsed(table)
