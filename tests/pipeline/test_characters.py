@@ -230,3 +230,27 @@ def test_an_inbox_spec_naming_characters_becomes_a_job(
     spec = JobSpec.model_validate_json(store.get(settings.bucket_inputs, job.spec_key))
     assert spec.avatars == ["me.jpg", "character:pirate"] and spec.library is None
     assert not list((ingress.inbox / ".failed").glob("*")) if (ingress.inbox / ".failed").exists() else True
+
+
+def test_a_moving_clip_can_be_a_character_within_the_length_limit(
+    env: tuple[Settings, ObjectStore], photos: dict[str, Path], tmp_path: Path
+) -> None:
+    """A 2-second clip made with ffmpeg (the photo panning) is a video character; over max_video_seconds
+    it is refused, saying the limit."""
+    import subprocess
+
+    from pipeline.media import ffmpeg_binary
+
+    settings, store = env
+    clip = tmp_path / "wave.mp4"
+    subprocess.run(
+        [ffmpeg_binary(settings), "-v", "error", "-loop", "1", "-i", str(photos["png"]), "-t", "2",
+         "-vf", "crop=400:400:x='50+20*sin(t*3)':y=50,format=yuv420p", "-r", "25", str(clip)],
+        check=True,
+    )  # fmt: skip
+    wave = characters.add_character(store, settings, "default", "Waver", clip)
+    assert wave.kind == "video" and wave.media.endswith(".mp4")
+    short = settings.model_copy(update={"max_video_seconds": 1.0})
+    with pytest.raises(InvalidInput, match="is a 2 s video; the limit is 1 s") as err:
+        characters.add_character(store, short, "default", "Longer", clip)
+    assert err.value.code == "video_too_long"
