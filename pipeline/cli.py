@@ -656,7 +656,7 @@ async def _wait(stack: Stack, job_id: str) -> JobStatus:
             raise ConfigError("; ".join(stack.failures))
         status = await asyncio.to_thread(job_status, stack.store, stack.settings, job_id)
         if status is not None:
-            if not status.finished and display.eta_due():
+            if not status.finished and display.eta_due(status.stage):
                 display.eta = await asyncio.to_thread(_eta_line, stack, job_id)
             display.show(status)
             if status.finished:
@@ -674,12 +674,14 @@ class _ProgressDisplay:
         self.fraction: dict[str, float] = {}
         self.last = ""
         self.eta = ""
-        self._eta_at = 0.0
+        self._eta_at = (0.0, "")
 
-    def eta_due(self) -> bool:
-        """Whether to work the time left out again (once a second: it reads the job's records)."""
-        due = time.monotonic() - self._eta_at >= 1.0
-        self._eta_at = time.monotonic() if due else self._eta_at
+    def eta_due(self, stage: str | None) -> bool:
+        """Whether to work the time left out again: once a second (it reads the job's records), and
+        whenever the stage changes."""
+        due = time.monotonic() - self._eta_at[0] >= 1.0 or (stage or "") != self._eta_at[1]
+        if due:
+            self._eta_at = (time.monotonic(), stage or "")
         return due
 
     def note(self, progress: Progress) -> None:
@@ -1211,6 +1213,7 @@ def cmd_models(settings: Settings, args: argparse.Namespace) -> int:
 
 
 QUIET_COMMANDS = {
+    "characters",
     "render",
     "demo",
     "submit",

@@ -28,6 +28,7 @@ def test_add_list_remove_and_refusals(tmp_path: Path) -> None:
     )
     assert added.returncode == 0, added.stderr
     assert "added Captain Hook (image, from astro.jpg) to the default library" in added.stdout
+    assert added.stderr == ""  # no log lines: the command says what it did
     refused(
         cli(tmp_path, "characters", "add", "captain-hook", "mirror.png"),
         "a character named 'Captain Hook' is already in the library (names are compared without case, "
