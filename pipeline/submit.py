@@ -198,7 +198,8 @@ def submit(store: ObjectStore, settings: Settings, submission: Submission) -> Su
     shown = {p: labels.get(p) or p.name for p in media}
     check_inputs(settings, audio, avatars, shown)
     title = job_name(name or (audio.stem if audio else "speech"))
-    extra = "|".join([options.model_dump_json(), speech or "", nonce, *submission.characters])
+    chosen = [*([submission.library] if submission.library else []), *submission.characters]
+    extra = "|".join([options.model_dump_json(), speech or "", nonce, *chosen])
     folder = f"jobs/{slug(title)}-{_digest(media, extra, settings.max_input_bytes)}"
     names = _unique_names(media)
     for path, obj_name in zip(media, names, strict=True):
