@@ -3,8 +3,8 @@
 **Learning.** Each time a stage finishes a task, the runner calls ``learn``: the stage's seconds per second
 of voice (``seconds / max(audio, MIN_AUDIO)``) goes into a moving average kept in the work bucket
 (``stats/timings.json``, ``pipeline.contracts.Timings``), by stage and, for render, by renderer
-(``render/viseme``, ``render/wav2lip``): what this machine did, not a guess. Writes are read-modify-write
-without a lock; two workers finishing at once may lose one sample, never the file.
+(``render/viseme``, ``render/wav2lip``): what this machine did, not a guess. Writes are read-modify-write,
+serialized within a process; two processes finishing at once may lose one sample, never the file.
 
 **Estimating.** ``estimate`` folds a job's stage records: for every video (task) the stages it has left,
 the one it is in counted by its progress, each at the measured rate times the voice's length. Stages run
@@ -77,6 +77,16 @@ def learn(
     store: ObjectStore, settings: Settings, stage: str, renderer: str | None, audio: float, seconds: float
 ) -> StageRate:
     """Add one measured run (``seconds`` for ``audio`` seconds of voice) and store the timings."""
+    with _LEARNING:  # workers of one process never lose each other's samples
+        return _learn(store, settings, stage, renderer, audio, seconds)
+
+
+_LEARNING = threading.Lock()
+
+
+def _learn(
+    store: ObjectStore, settings: Settings, stage: str, renderer: str | None, audio: float, seconds: float
+) -> StageRate:
     timings = read_timings(store, settings)
     key = rate_key(stage, renderer)
     sample = seconds / max(audio, MIN_AUDIO)
