@@ -215,3 +215,50 @@ def test_status_follow_shows_the_time_left_under_a_running_job(tmp_path: Path) -
     assert _without_elapsed(
         _status_table(make_settings(tmp_path), Index(), 20, live=True)
     ) == _without_elapsed(table)
+
+
+def test_discord_edits_say_which_video_and_stop_once_every_video_is_publishing(tmp_path: Path) -> None:
+    """The forwarder's line for a batch names the video and the time left; while some videos still render
+    it goes on (one video being published does not stop it); once every video reached publish it is None
+    (publish's own edits must stay last)."""
+    from pipeline.contracts import Manifest, MediaInfo, Progress
+    from pipeline.discord.progress import ProgressForwarder
+    from pipeline.keys import job_record_key, manifest_key
+    from pipeline.status import write_record
+
+    settings = make_settings(tmp_path)
+    store = open_store(settings)
+    job = _job(3)
+    store.put(settings.bucket_work, job_record_key(job.job_id), job.model_dump_json().encode())
+    for key, rate in {
+        "validate": 0.1,
+        "detect": 0.2,
+        "render/viseme": 1.0,
+        "enhance": 0.5,
+        "publish": 0.1,
+    }.items():
+        stage, _, renderer = key.partition("/")
+        eta.learn(store, settings, stage, renderer or None, audio=10.0, seconds=rate * 10.0)
+    write_record(store, settings, _record("job", "validate", State.done))
+    for stage in CHAIN[1:4]:
+        write_record(store, settings, _record("a0", stage, State.done))
+    write_record(store, settings, _record("a0", "publish", State.running, 0.1))
+    write_record(store, settings, _record("a1", "detect", State.done))
+    write_record(store, settings, _record("a1", "render", State.running, 0.4))
+    forwarder = ProgressForwarder(settings, store, api=None)  # type: ignore[arg-type]
+    note = Progress(job_id=job.job_id, task="a1", stage="render", fraction=0.5)
+    line = forwarder._line(note)  # a0 is the first video not finished
+    assert line == "Video 1 of 3 · publish 10 % · time left known once the voice clip is read"
+    media = MediaInfo(audio_seconds=10.0, fps=25.0, width=512, height=512, frames=1, still=True)
+    manifest = Manifest(
+        job_id=job.job_id, task="a0", stage="validate", spec_key="x", avatar_name="c0", media=media
+    )
+    store.put(
+        settings.bucket_work, manifest_key(job.job_id, "a0", "validate"), manifest.model_dump_json().encode()
+    )
+    eta.SMOOTHER.forget(job.job_id)
+    # a0: 0.9 of publish (1 s); a1: half its render (5) + enhance 5 + publish 1; a2: 2 + 10 + 5 + 1
+    assert forwarder._line(note) == "Video 1 of 3 · publish 10 % · about 30 s left"
+    for task in ("a1", "a2"):
+        write_record(store, settings, _record(task, "publish", State.running, 0.0))
+    assert forwarder._line(note) is None
