@@ -22,6 +22,8 @@ import structlog
 from pydantic import SecretStr
 
 from pipeline import ASSETS_DIR
+from pipeline.characters_cli import add_parsers as add_character_parsers
+from pipeline.characters_cli import cmd_characters
 from pipeline.config import (
     STAGES,
     Settings,
@@ -41,6 +43,7 @@ from pipeline.contracts import (
     option_values,
 )
 from pipeline.errors import ConfigError, InvalidInput, MouthpieceError
+from pipeline.eta import job_line, renderer_of
 from pipeline.keys import pools_of, progress_subject
 from pipeline.logs import configure_logging
 from pipeline.messages import users_fault
@@ -48,7 +51,7 @@ from pipeline.metrics import Metrics
 from pipeline.registry import check_chain
 from pipeline.specfile import job_options
 from pipeline.stack import Stack, running_stack, stop_on_signals
-from pipeline.status import job_status, read_records
+from pipeline.status import job_status, read_job, read_records
 from pipeline.storage import ObjectStore, open_store
 from pipeline.submit import NAME_LIMIT, Submission, check_inputs, submit
 
@@ -153,8 +156,9 @@ def _local_commands(commands: _Commands) -> None:
     )
     render.add_argument("audio", type=Path, help="the voice clip (.mp3, .wav, .ogg, .m4a, .flac, ...)")
     render.add_argument(
-        "avatars", type=Path, nargs="+", help="photo(s) or video(s) of the face; one video each"
+        "avatars", type=Path, nargs="*", help="photo(s) or video(s) of the face; one video each"
     )
+    _character_option(render)
     render.add_argument(
         "-o", "--output", type=Path, required=True, help="output file (a folder for several avatars)"
     )
@@ -188,6 +192,7 @@ def _queue_commands(commands: _Commands) -> None:
         "avatars", type=Path, nargs="*", help="photo(s) or video(s) of the face (none: the default avatar)"
     )
     submit.add_argument("--wait", action="store_true", help="wait for the job and print its status")
+    _character_option(submit)
     _job_options(submit)
 
     status = commands.add("status", "show a job, or the recent jobs and failed drops")
@@ -291,6 +296,17 @@ def _operator_commands(commands: _Commands) -> None:
     discord = commands.add("discord", "Discord set-up tasks")
     tasks = discord.add_subparsers(dest="discord_command", required=True, metavar="TASK")
     _Commands(tasks).add("register", "put the slash commands (/avatar, /announce) to Discord")
+    add_character_parsers(commands.add, lambda tasks: _Commands(tasks).add)
+
+
+def _character_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--character",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="a character of the library (`mouthpiece characters list`); repeatable; 'all': every one",
+    )
 
 
 def _duration(text: str) -> float:
@@ -526,8 +542,12 @@ def _banner(settings: Settings, watch: bool, ingress: bool = False) -> None:
 
 def cmd_render(settings: Settings, args: argparse.Namespace) -> int:
     settings, options = _local_checkpoint(settings, _options(args))
+    if not args.avatars and not args.character:
+        raise InvalidInput("give a photo or video of the face, or --character NAME", code="invalid_input")
     _check_inputs(settings, args.audio, list(args.avatars), args.output)
-    return asyncio.run(_render(settings, args.audio, list(args.avatars), args.output, options, args.name))
+    return asyncio.run(
+        _render(settings, args.audio, list(args.avatars), args.output, options, args.name, args.character)
+    )
 
 
 def _local_checkpoint(settings: Settings, options: JobOptions) -> tuple[Settings, JobOptions]:
@@ -563,7 +583,13 @@ def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def _render(
-    settings: Settings, audio: Path, avatars: list[Path], output: Path, options: JobOptions, name: str | None
+    settings: Settings,
+    audio: Path,
+    avatars: list[Path],
+    output: Path,
+    options: JobOptions,
+    name: str | None,
+    characters: Sequence[str] = (),
 ) -> int:
     stack = await Stack.open(settings)
     stop = asyncio.Event()
@@ -571,7 +597,7 @@ async def _render(
     try:
         if stack.owner:
             tasks = await stack.run_workers(list(settings.chain), stop)
-        status = await _submit_and_wait(stack, audio, avatars, options, name)
+        status = await _submit_and_wait(stack, audio, avatars, options, name, characters)
         # a batch where some avatars failed still hands over the videos that were made
         inputs = [audio, *avatars]
         written = (
@@ -604,10 +630,17 @@ def _details(stack: Stack, status: JobStatus) -> list[str]:
 
 
 async def _submit_and_wait(
-    stack: Stack, audio: Path, avatars: list[Path], options: JobOptions, name: str | None
+    stack: Stack,
+    audio: Path,
+    avatars: list[Path],
+    options: JobOptions,
+    name: str | None,
+    characters: Sequence[str] = (),
 ) -> JobStatus:
     settings = stack.settings
-    asked = Submission(audio=audio, avatars=tuple(avatars), options=options, name=name)
+    asked = Submission(
+        audio=audio, avatars=tuple(avatars), options=options, name=name, characters=tuple(characters)
+    )
     submitted = await asyncio.to_thread(submit, stack.store, settings, asked)
     previous = await asyncio.to_thread(job_status, stack.store, settings, submitted.job_id)
     if previous is not None and previous.state == State.failed:  # same input failed before: try afresh
@@ -633,6 +666,8 @@ async def _wait(stack: Stack, job_id: str) -> JobStatus:
             raise ConfigError("; ".join(stack.failures))
         status = await asyncio.to_thread(job_status, stack.store, stack.settings, job_id)
         if status is not None:
+            if not status.finished and display.eta_due(status.stage):
+                display.eta = await asyncio.to_thread(_eta_line, stack, job_id)
             display.show(status)
             if status.finished:
                 display.end()
@@ -648,6 +683,16 @@ class _ProgressDisplay:
         self.tty = sys.stderr.isatty()
         self.fraction: dict[str, float] = {}
         self.last = ""
+        self.eta = ""
+        self._eta_at = (0.0, "")
+
+    def eta_due(self, stage: str | None) -> bool:
+        """Whether to work the time left out again: once a second (it reads the job's records), and
+        whenever the stage changes."""
+        due = time.monotonic() - self._eta_at[0] >= 1.0 or (stage or "") != self._eta_at[1]
+        if due:
+            self._eta_at = (time.monotonic(), stage or "")
+        return due
 
     def note(self, progress: Progress) -> None:
         self.fraction[progress.stage] = progress.fraction
@@ -658,6 +703,7 @@ class _ProgressDisplay:
         done = " ".join(f"{s} {t:.1f}s" for s, t in status.timings.items())
         line = (
             f"[{self.job_id}] {status.state.value}: {stage}{f' {pct:.0%}' if pct is not None else ''}  {done}"
+            + (f"  ({self.eta})" if self.eta and not status.finished else "")
         )
         if line == self.last:
             return
@@ -670,6 +716,13 @@ class _ProgressDisplay:
     def end(self) -> None:
         if self.tty:
             print(file=sys.stderr)
+
+
+def _eta_line(stack: Stack, job_id: str) -> str:
+    """The job's "video 2 of 5 · render 40 % · about 1 min left" line (``pipeline.eta``)."""
+    store, settings = stack.store, stack.settings
+    job, records = read_job(store, settings, job_id), read_records(store, settings, job_id)
+    return job_line(store, settings, job_id, job, records, renderer_of(store, settings, job_id))
 
 
 def _download_outputs(
@@ -706,7 +759,13 @@ def cmd_submit(settings: Settings, args: argparse.Namespace) -> int:
 async def _submit(settings: Settings, args: argparse.Namespace) -> int:
     options = _options(args)
     _check_inputs(settings, args.audio, list(args.avatars))
-    asked = Submission(audio=args.audio, avatars=tuple(args.avatars), options=options, name=args.name)
+    asked = Submission(
+        audio=args.audio,
+        avatars=tuple(args.avatars),
+        options=options,
+        name=args.name,
+        characters=tuple(args.character),
+    )
     url = settings.nats_url or running_stack(settings)
     if url is None:  # nothing running: write straight into the bucket; `up` picks it up (reconcile)
         store = await asyncio.to_thread(open_store, settings)
@@ -832,6 +891,8 @@ def _status_table(settings: Settings, index: Any, limit: int, live: bool = False
                 f"{j.job_id:21} {j.state:9} {stage:14} {j.source[:8]:8} {started:19} {_seconds(j.elapsed()):>8}  {j.name}"
                 + (" FLAGGED" if j.flagged else "")
             )
+            if not j.finished and getattr(j, "eta", None):
+                lines.append(f"{'':21} ~ {j.eta}")
             lines.extend(f"{'':21} -> {o}" for o in j.outputs)
             if j.reason and j.state in ("failed", "cancelled"):
                 lines.append(f"{'':21} {j.reason}")
@@ -896,8 +957,13 @@ def _follow(settings: Settings, store: Any, limit: int) -> int:
 
 
 def _without_elapsed(text: str) -> str:
-    """The table less its ticking columns (a log gets a new table only when something happened)."""
-    return "\n".join(line[:76] + line[84:] if line.startswith("j") else line for line in text.splitlines())
+    """The table less its ticking columns and time estimates (a log gets a new table only when something
+    happened)."""
+    return "\n".join(
+        line[:76] + line[84:] if line.startswith("j") else line
+        for line in text.splitlines()
+        if not line.startswith(f"{'':21} ~ ")
+    )
 
 
 def _describe(status: JobStatus) -> str:
@@ -1202,6 +1268,7 @@ def cmd_models(settings: Settings, args: argparse.Namespace) -> int:
 
 
 QUIET_COMMANDS = {
+    "characters",
     "render",
     "demo",
     "submit",
@@ -1275,6 +1342,7 @@ COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], int]] = {
     "ingress": cmd_ingress,
     "discord": cmd_discord,
     "console-rotate": cmd_console_rotate,
+    "characters": cmd_characters,
 }
 
 

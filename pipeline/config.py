@@ -204,6 +204,13 @@ class LimitSettings(_Part):
     max_audio_seconds: float = Field(600.0, description="longest accepted voice clip")
     max_video_seconds: float = Field(600.0, description="longest accepted avatar video")
     max_input_side: int = Field(4096, description="largest accepted width or height of an avatar")
+    character_batch_limit: int = Field(
+        10, ge=1, le=32, description="most characters one 'all characters' batch renders (one video each)"
+    )
+    characters_per_library: int = Field(100, ge=1, le=1000, description="most characters one library holds")
+    member_jobs_in_flight: int = Field(
+        3, ge=0, description="most unfinished jobs one Discord member may have at once (0: no limit)"
+    )
 
 
 class MediaSettings(_Part):
@@ -328,6 +335,14 @@ class DiscordSettings(_Part):
         examples=[["123456789012345678"]],
     )
     discord_welcome_avatar: Path | None = Field(None, description="avatar image for welcome videos")
+    discord_welcome_character: str | None = Field(
+        None, max_length=32, description="library character of welcome videos (before discord_welcome_avatar)"
+    )
+    discord_character_roles: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="role ids allowed to /characters add and remove (besides Manage Server)",
+        examples=[["123456789012345678"]],
+    )
     discord_welcome_text: str = Field("Welcome to {guild}, {name}!", description="what welcome videos say")
     discord_welcome_voice: str | None = Field(
         None, description="voice of welcome videos (default: tts_voice)"
@@ -346,7 +361,13 @@ class DiscordSettings(_Part):
         "always allowed",
     )
 
-    @field_validator("discord_cdn_hosts", "discord_announce_roles", "discord_webhook_hosts", mode="before")
+    @field_validator(
+        "discord_cdn_hosts",
+        "discord_announce_roles",
+        "discord_webhook_hosts",
+        "discord_character_roles",
+        mode="before",
+    )
     @classmethod
     def _comma_list(cls, value: object) -> object:
         """Lists from the environment: a JSON array or comma-separated words."""

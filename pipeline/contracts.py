@@ -300,6 +300,11 @@ class JobSpec(_Model):
     source: str | None = Field(
         None, max_length=200, description="who submitted it: folder, cli, discord:<guild>, ..."
     )
+    library: str | None = Field(
+        None,
+        pattern=r"^[a-z0-9-]{1,40}$",
+        description="the character library 'character:<name>' avatars come from (none: the default one)",
+    )
 
     @model_validator(mode="after")
     def _one_voice(self) -> JobSpec:
@@ -661,6 +666,61 @@ class FailedDrop(_Model):
     source: str = "folder"
     moved_to: str | None = Field(None, description="where the files were moved (the .failed folder)")
     at: datetime = Field(default_factory=utcnow)
+
+
+# --------------------------------------------------------------------------------------------------
+# Character library (``characters/<library>/`` in the inputs bucket; pipeline.characters)
+# --------------------------------------------------------------------------------------------------
+
+
+class CharacterDefaults(_Model):
+    """How a character is rendered unless the job says otherwise (unset: the job's own options)."""
+
+    voice: str | None = Field(None, max_length=100, pattern=r"^[A-Za-z0-9_.+-]+$")
+    renderer: Literal["viseme", "wav2lip", "none"] | None = None
+    style: Style | None = None
+    motion: Motion | None = None
+
+
+class Character(_Model):
+    """A named avatar of a community: its picture or clip, defaults, who added it and when."""
+
+    version: int = SCHEMA_VERSION
+    name: str = Field(min_length=1, max_length=32)
+    library: str = Field(pattern=r"^[a-z0-9-]{1,40}$")
+    media: str = Field(max_length=MAX_PATH, description="key of the picture or clip in the inputs bucket")
+    media_name: str = Field("", max_length=200, description="the file's name as the person gave it")
+    kind: Literal["image", "video"] = "image"
+    defaults: CharacterDefaults = Field(default_factory=CharacterDefaults)
+    added_by: str = Field("", max_length=200)
+    added_at: datetime = Field(default_factory=utcnow)
+
+
+class MemberJobs(_Model):
+    """The jobs a Discord member started lately (``discord/members/<guild>/<user>.json`` in the work
+    bucket): how ``pipeline.discord.fairness`` counts their jobs in flight."""
+
+    jobs: dict[str, datetime] = Field(default_factory=dict, description="job id -> when it was asked for")
+
+
+# --------------------------------------------------------------------------------------------------
+# Stage timings measured by this installation (``stats/timings.json`` in the work bucket; pipeline.eta)
+# --------------------------------------------------------------------------------------------------
+
+
+class StageRate(_Model):
+    """How long a stage takes here, per second of voice (a moving average of the runs measured)."""
+
+    seconds_per_audio_second: float = Field(ge=0.0)
+    samples: int = Field(1, ge=1)
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
+class Timings(_Model):
+    """Measured rates by ``<stage>`` (render: ``render/<renderer>``)."""
+
+    version: int = SCHEMA_VERSION
+    rates: dict[str, StageRate] = Field(default_factory=dict)
 
 
 def job_id_for(bucket: str, key: str, etag: str) -> str:

@@ -5,6 +5,8 @@ Inputs bucket (what people and ingresses upload):
     jobs/<path>.json|.yaml|.yml        a job spec: triggers validate
     audio/<path>                       a voice clip alone: triggers validate (default avatar)
     defaults/avatar.png                the default avatar
+    characters/<library>/<name>.json   a character of a library (pipeline.characters): record
+    characters/<library>/<name>/<file> its picture or clip
     <anything else>                    media named by job specs (relative to the spec's folder)
 
 Work bucket (artifacts; written by stages):
@@ -19,6 +21,8 @@ Work bucket (artifacts; written by stages):
     jobs/<job>/<task>/published/<destination>.json   idempotence marker of one publication
     cache/media/<sha256>/<file>                      content-addressed normalized media
     cache/faces/<sha256>.json                        content-addressed face tracks
+    stats/timings.json                               stage timings measured here (pipeline.eta)
+    discord/members/<guild>/<user>.json              a member's recent jobs (the in-flight limit)
     dead-letter/<stage>/<message id>.json            DeadLetter records
     console/secret.json                              the console's signing secret (generated once)
     console/sessions/<sha256 of session id>.json     a console sign-in (deleted or revoked at sign-out)
@@ -92,6 +96,32 @@ def resolve_relative(base_key: str, ref: str) -> str:
     return check_key(normpath(f"{folder}/{ref}") if folder else ref)
 
 
+# --- inputs bucket: the character libraries (pipeline.characters) ----------------------------------
+
+DEFAULT_LIBRARY = "default"
+_LIBRARY = re.compile(r"^[a-z0-9-]{1,40}$")
+
+
+def check_library(library: str) -> str:
+    """``library`` if it is a library id (``default``, ``guild-<id>``), else ``InvalidKey``."""
+    if not _LIBRARY.match(library):
+        raise InvalidKey(f"{library!r} is not a character library id", key=library[:80])
+    return library
+
+
+def characters_prefix(library: str) -> str:
+    return f"characters/{check_library(library)}/"
+
+
+def character_key(library: str, handle: str) -> str:
+    """The record of character ``handle`` (its name folded by ``pipeline.characters.handle``)."""
+    return check_key(characters_prefix(library) + f"{handle}.json")
+
+
+def character_media_key(library: str, handle: str, filename: str) -> str:
+    return check_key(characters_prefix(library) + f"{handle}/{filename}")
+
+
 def is_job_id(text: str) -> bool:
     """Whether ``text`` is a job id (j + 19 hex digits, the whole of it), as folder and key names carry
     it. The one check of a job id: every caller (keys, console, CLI, index) goes through it."""
@@ -144,6 +174,16 @@ def cancel_key(job_id: str) -> str:
 
 def published_key(job_id: str, task: str, destination_id: str) -> str:
     return artifact_key(job_id, task, f"published/{destination_id}.json")
+
+
+def timings_key() -> str:
+    """The stage timings this installation measured (``pipeline.eta``)."""
+    return "stats/timings.json"
+
+
+def member_jobs_key(guild: str, user: str) -> str:
+    """The jobs a Discord member started lately (``pipeline.discord.fairness``)."""
+    return check_key(f"discord/members/{slug(guild, 30)}/{slug(user, 30)}.json")
 
 
 def media_cache_key(digest: str, name: str) -> str:

@@ -48,6 +48,13 @@ CATALOGUE: dict[str, Entry] = {
     "file_missing": Entry("A file is missing.", True),
     "file_empty": Entry("A file is empty.", True, FILE_ADVICE),
     "file_unreadable": Entry("A file cannot be read.", True),
+    "character_name_invalid": Entry("That character name cannot be used.", True),
+    "character_exists": Entry("A character with that name already exists.", True),
+    "character_unknown": Entry("There is no character by that name.", True, "Pick one from the list."),
+    "character_library_full": Entry("The character library is full.", True, "Remove a character first."),
+    "character_options_invalid": Entry("That character option cannot be used.", True),
+    "character_forbidden": Entry("You may not change the character library.", True),
+    "member_busy": Entry("You have too many videos in the making.", True, "Wait for one to finish."),
     "not_a_file": Entry("That is not a file.", True, FILE_ADVICE),
     "no_face": Entry(
         "No face could be found in the avatar.", True, "Use a photo where a face is clearly visible."

@@ -173,6 +173,9 @@ class Submission:
     source: str = "cli"
     nonce: str = ""
     labels: Mapping[Path, str] = field(default_factory=dict)
+    characters: tuple[str, ...] = ()
+    """Library characters by name (``character:<name>`` in the spec, after the files), in ``library``."""
+    library: str | None = None
 
 
 def submit(store: ObjectStore, settings: Settings, submission: Submission) -> Submitted:
@@ -195,7 +198,8 @@ def submit(store: ObjectStore, settings: Settings, submission: Submission) -> Su
     shown = {p: labels.get(p) or p.name for p in media}
     check_inputs(settings, audio, avatars, shown)
     title = job_name(name or (audio.stem if audio else "speech"))
-    extra = "|".join([options.model_dump_json(), speech or "", nonce])
+    chosen = [*([submission.library] if submission.library else []), *submission.characters]
+    extra = "|".join([options.model_dump_json(), speech or "", nonce, *chosen])
     folder = f"jobs/{slug(title)}-{_digest(media, extra, settings.max_input_bytes)}"
     names = _unique_names(media)
     for path, obj_name in zip(media, names, strict=True):
@@ -208,10 +212,11 @@ def submit(store: ObjectStore, settings: Settings, submission: Submission) -> Su
             name=title,
             audio=names[0] if audio else None,
             speech=speech,
-            avatars=names[1:] if audio else names,
+            avatars=[*(names[1:] if audio else names), *(f"character:{c}" for c in submission.characters)],
             options=options,
             destinations=destinations,
             source=source,
+            library=submission.library,
         )
     except ValidationError as exc:  # the callers check what people give; this is the last guard
         from pipeline.specfile import describe_validation_error

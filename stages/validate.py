@@ -19,11 +19,12 @@ from __future__ import annotations
 
 from pathlib import Path, PurePosixPath
 
-from pipeline import ASSETS_DIR
+from pipeline import ASSETS_DIR, characters
 from pipeline.config import Settings
 from pipeline.contracts import (
     REVEAL,
     ArtifactRef,
+    Character,
     FolderDestination,
     JobRecord,
     JobSpec,
@@ -45,7 +46,7 @@ from pipeline.media import Probe, count_frames, looks_like, normalize_audio, nor
 from pipeline.specfile import MAX_SPEC_BYTES, parse_spec
 from pipeline.stage import FirstStage, ModelCache, StageContext
 from pipeline.storage.base import ObjectInfo, ObjectStore
-from pipeline.submit import job_name, original_name, too_large
+from pipeline.submit import MAX_AVATARS, job_name, original_name, too_large
 from stages.speech_timing import job_speech_timing
 from stages.tts import Synthesis
 from stages.whisper import whisper_model
@@ -59,6 +60,8 @@ AVATAR_HINT = "send a .png, .jpg or .webp photo, or an .mp4, .mov or .webm video
 def run(ctx: StageContext, upload: ObjectInfo) -> list[Manifest]:
     """Validate and normalize the job's media; one manifest per avatar."""
     spec = load_spec(ctx, upload)
+    avatars, notes = _avatars(ctx, upload, spec)  # before the spec is stored: a character's defaults go in it
+    spec = _with_character_defaults(spec, avatars)
     ctx.save_bytes(
         spec.model_dump_json(indent=1, context=REVEAL).encode(),
         "spec.json",
@@ -68,17 +71,16 @@ def run(ctx: StageContext, upload: ObjectInfo) -> list[Manifest]:
     # before any work (the spec is stored first, so a refusal still reaches the allowed destinations)
     check_destinations(ctx.settings, spec.destinations, _spec_name(upload))
     audio_ref, audio_seconds, synthesis = _voice(ctx, spec, upload)
-    avatar_keys = [_media_key(upload, a) for a in spec.avatars] or [DEFAULT_AVATAR_KEY]
     manifests = []
-    for index, key in enumerate(avatar_keys):
-        ctx.progress((index + 0.5) / len(avatar_keys), f"avatar {index + 1} of {len(avatar_keys)}")
+    for index, (key, shown, _) in enumerate(avatars):
+        ctx.progress((index + 0.5) / len(avatars), f"avatar {index + 1} of {len(avatars)}")
         avatar_ref, media = _avatar(ctx, key, audio_seconds)
-        manifests.append(_manifest(ctx, f"a{index}", _display_name(key), media, audio_ref, avatar_ref))
+        manifests.append(_manifest(ctx, f"a{index}", shown, media, audio_ref, avatar_ref))
     speech_ref = job_speech_timing(ctx, spec, audio_ref, synthesis)  # once, when the inputs are good
     for manifest in manifests:
         manifest.artifacts["speech"] = speech_ref
-        if synthesis is not None:
-            manifest.info["notes"] = [synthesis.note]
+        if synthesis is not None or notes:
+            manifest.info["notes"] = [*([synthesis.note] if synthesis is not None else []), *notes]
     _write_job(ctx, upload, spec, manifests)
     return manifests
 
@@ -100,6 +102,35 @@ def load_spec(ctx: StageContext, upload: ObjectInfo) -> JobSpec:
             code="spec_too_large",
         )
     return parse_spec(ctx.store.get(upload.bucket, upload.key), name)
+
+
+def _avatars(
+    ctx: StageContext, upload: ObjectInfo, spec: JobSpec
+) -> tuple[list[tuple[str, str, Character | None]], list[str]]:
+    """(key, name shown, character) of each avatar: files beside the spec, library characters
+    (``character:<name>``, ``character:all``: ``pipeline.characters``), else the default avatar; and the
+    notes for people (a capped ``character:all`` says so)."""
+    resolved, notes = characters.resolve_noted(ctx.store, ctx.settings, spec.library, spec.avatars)
+    if len(resolved) > MAX_AVATARS:
+        raise InvalidInput(
+            f"the job names {len(resolved)} avatars; a job takes at most {MAX_AVATARS}: split it",
+            code="too_many_avatars",
+        )
+    out: list[tuple[str, str, Character | None]] = []
+    for avatar in resolved:
+        if isinstance(avatar, Character):
+            out.append((avatar.media, avatar.name, avatar))
+        else:
+            key = _media_key(upload, avatar)
+            out.append((key, _display_name(key), None))
+    return out or [(DEFAULT_AVATAR_KEY, _display_name(DEFAULT_AVATAR_KEY), None)], notes
+
+
+def _with_character_defaults(spec: JobSpec, avatars: list[tuple[str, str, Character | None]]) -> JobSpec:
+    """A job whose only avatar is a character takes the character's defaults for options it left unset."""
+    if len(avatars) != 1 or (character := avatars[0][2]) is None:
+        return spec
+    return spec.model_copy(update={"options": characters.apply_defaults(spec.options, character)})
 
 
 def _job_name(filename: str) -> str:

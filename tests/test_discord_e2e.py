@@ -230,8 +230,9 @@ def test_avatar_gets_deferred_reply_progress_and_one_video(
     accepted = [r for r in edits if r.status == 200]
     assert [bool(r.files) for r in accepted] == [False] * (len(accepted) - 1) + [True]
     progress = [r.content for r in accepted[:-1]]
-    assert progress[0] == "Got it: your video is queued…" and all(c and "…" in c for c in progress)
-    assert "Preparing… 50%" in progress  # forwarded from validate's progress note on the bus
+    assert progress[0] == "Got it: your video is queued…" and all(c and " % · " in c for c in progress[1:])
+    # forwarded from validate's progress note on the bus, with the time left (none measured yet here)
+    assert "Validate 50 % · no time estimate yet (nothing measured here so far)" in progress
     name, data = accepted[-1].files["files[0]"]
     assert name == "voice.mp4" and 0 < len(data) <= TEN_MIB
     (settings.data_dir / "got.mp4").write_bytes(data)
@@ -340,3 +341,72 @@ def test_relay_upload_and_member_join_post_videos_to_webhooks(
     (settings.data_dir / "welcome.mp4").write_bytes(next(iter(welcome.files.values()))[1])
     assert probe(settings.data_dir / "welcome.mp4").duration > 1.0  # the synthesized greeting
     assert_no_secrets(logs, caplog.text, [RELAY_TOKEN, CHANNEL_HOOK_TOKEN, WELCOME_HOOK_TOKEN, BOT_TOKEN])
+
+
+def test_avatar_with_every_character_posts_one_video_each_and_welcomes_use_the_character(
+    settings: Settings,
+    signing_key: SigningKey,
+    discord: FakeDiscord,
+    cdn: FakeCdn,
+    fakes: tuple[FakeDiscord, str, FakeCdn, str],
+    tmp_path: Path,
+) -> None:
+    """/avatar character:all over a server's two characters makes one job of two videos, posted as two
+    follow-ups under the reply (each captioned with its character and within the size limit), and the
+    reply ends saying all are ready; a member joining gets a welcome read by the welcome character."""
+    import cv2
+    import numpy as np
+    import skimage.data
+
+    from pipeline import characters
+    from pipeline.storage import open_store
+
+    face = cv2.cvtColor(skimage.data.astronaut(), cv2.COLOR_RGB2BGR)
+    cv2.imwrite(str(tmp_path / "pirate.jpg"), face)
+    cv2.imwrite(str(tmp_path / "ninja.png"), np.ascontiguousarray(face[:, ::-1]))
+    store = open_store(settings)
+    characters.add_character(store, settings, "guild-998877", "Pirate", tmp_path / "pirate.jpg")
+    characters.add_character(store, settings, "guild-998877", "Ninja", tmp_path / "ninja.png")
+    settings = settings.model_copy(update={"discord_welcome_character": "ninja"})
+    token = "interaction-batch-" + "k" * 50
+    payload = json.loads(_avatar_payload(fakes[3], token))
+    payload["data"]["options"].append({"name": "character", "type": 3, "value": "all"})
+    body = json.dumps(payload).encode()
+    join = {
+        "type": "member_join",
+        "id": USER_ID,
+        "guild": "Test Guild",
+        "guild_id": "998877",
+        "member": "Alice",
+    }
+
+    async def scenario(client: httpx.AsyncClient, stack: Stack) -> None:
+        assert (await _post(client, body, signed(signing_key, body))).json() == {"type": 5}
+        auth = {"Authorization": f"Bearer {RELAY_TOKEN}"}
+        assert (await client.post("/hooks/bot", json=join, headers=auth)).status_code == 202
+        await _until(_files_posted(discord, 3), 120)
+        await asyncio.sleep(1.0)
+
+    run_ingress(settings, fakes[3], scenario)
+    followups = [r for r in discord.with_files() if r.method == "POST" and r.path.endswith(token)]
+    assert sorted(r.content or "" for r in followups) == [
+        "**Ninja** · video 1 of 2",
+        "**Pirate** · video 2 of 2",
+    ]
+    assert sorted(r.files["files[0]"][0] for r in followups) == ["voice-Ninja.mp4", "voice-Pirate.mp4"]
+    assert all(0 < len(r.files["files[0]"][1]) <= TEN_MIB for r in followups)
+    edits = [r.content for r in discord.accepted("PATCH") if r.path.endswith(f"{token}/messages/@original")]
+    assert edits[0] == "Got it: 2 videos are queued, one per character…"
+    assert edits[-1] == "All 2 videos are ready: one per character, below."
+    [welcome] = [r for r in discord.with_files() if WELCOME_HOOK_TOKEN in r.path]
+    assert welcome.content == "Welcome to Test Guild, Alice!"
+    assert [name for name, _ in welcome.files.values()] == ["welcome.mp4"]
+    from pipeline.contracts import JobSpec
+
+    specs = [
+        JobSpec.model_validate_json(store.get(settings.bucket_inputs, i.key))
+        for i in store.list(settings.bucket_inputs, "jobs/")
+        if i.key.endswith("job.json")
+    ]
+    [welcome_spec] = [s for s in specs if s.name == "welcome"]
+    assert welcome_spec.avatars == ["character:ninja"] and welcome_spec.library == "guild-998877"

@@ -24,20 +24,21 @@ LAYERS: dict[str, int] = {
     "storage.__init__": 3, "destinations.__init__": 3, "destinations.policy": 3, "destinations.base": 3, "httputil": 3, "seaweedfs.__init__": 3, "seaweedfs.filer_pb": 3,
     "seaweedfs.records": 3,
     # 4: what stages are given, status, submitting, Discord's API
-    "stage": 4, "status": 4, "submit": 4, "modelfiles": 4, "notifications": 4, "drops": 4,
+    "stage": 4, "status": 4, "submit": 4, "modelfiles": 4, "notifications": 4, "drops": 4, "eta": 4,
     "discord.api": 4, "discord.signature": 4, "discord.interactions": 4, "ingress.safe": 4,
     # 5: the registry and services built on the above
-    "reconcile": 5, "seaweedfs.bridge": 5, "discord.mentions": 5, "discord.commands": 5, "discord.fetch": 5, "discord.progress": 5,
+    "reconcile": 5, "seaweedfs.bridge": 5, "discord.mentions": 5, "discord.commands": 5, "discord.fetch": 5, "discord.progress": 5, "discord.fairness": 5,
     "runner.decide": 5, "metrics": 5, "ingress.markers": 5, "ingress.settle": 5, "ingress.drop": 5,
+    "characters": 5,
     # 6: the runner, controls, the test environment
-    "gc": 6, "discord.routes": 6, "destinations.discord": 6, "destinations.folder": 6, "destinations.targets": 6, "runner.records": 6, "runner.handler": 6, "runner.worker": 6, "runner.__init__": 6, "runner": 6, "control": 6, "testing": 6, "ingress.shelves": 6,
+    "gc": 6, "discord.routes": 6, "discord.library": 6, "destinations.discord": 6, "destinations.folder": 6, "destinations.targets": 6, "runner.records": 6, "runner.handler": 6, "runner.worker": 6, "runner.__init__": 6, "runner": 6, "control": 6, "testing": 6, "ingress.shelves": 6,
     "backlog": 6,
     # 7-8: processes and entry points
-    "stack": 7, "ingress.folder": 7, "ingress.http": 8, "cli": 9,
+    "stack": 7, "ingress.folder": 7, "ingress.http": 8, "cli": 9, "characters_cli": 9,
     # the web console: served by the HTTP ingress
     "console.__init__": 8, "console.app": 8, "console.auth": 8, "console.index": 8, "console.views": 8,
     "console.upload": 8, "console.base": 8, "console.pages": 8, "console.files": 8,
-    "console.actions": 8, "console.api": 8, "console.throttle": 8,
+    "console.actions": 8, "console.api": 8, "console.throttle": 8, "console.characters": 8,
 }  # fmt: skip
 STAGE_PACKAGES = set(HOUSE_STAGES)
 

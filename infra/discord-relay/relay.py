@@ -4,7 +4,7 @@ Member joins exist only on Discord's Gateway (not on the Interactions Endpoint),
 discord.py 2.x bot listens for them, and for messages with attachments in chosen channels, and hands
 them to mouthpiece:
 
-- ``on_member_join`` → ``{"type": "member_join", "id", "guild", "member", "avatar_url"}``: a welcome video
+- ``on_member_join`` → ``{"type": "member_join", "id", "guild", "guild_id", "member", "avatar_url"}``: a welcome video
   on the welcome channel's webhook (configured on the ingress);
 - a message with attachments in a channel listed in ``RELAY_CHANNELS`` → ``{"type": "upload", "id",
   "guild", "webhook_url", "text", "attachments": [{"url", "filename"}]}``: a video on that channel's
@@ -107,6 +107,7 @@ class Relay(discord.Client):
             "type": "member_join",
             "id": str(member.id),
             "guild": member.guild.name,
+            "guild_id": str(member.guild.id),  # the server's character library (welcome character)
             "member": member.display_name,
             "avatar_url": member.display_avatar.with_format("png").with_size(512).url,
         }

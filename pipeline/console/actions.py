@@ -13,7 +13,8 @@ from starlette.responses import (
 )
 
 from pipeline.console.auth import CSRF_FIELD
-from pipeline.console.base import ConsoleBase, _error, _sentence, log
+from pipeline.console.base import ConsoleBase, _error, _field, _sentence, log
+from pipeline.console.characters import character_names, picked_characters
 from pipeline.console.upload import read_new_job, submit_new_job
 from pipeline.contracts import State
 from pipeline.control import cancel_job
@@ -27,9 +28,12 @@ class Actions(ConsoleBase):
     async def create(self, request: Request) -> Response:
         form: FormData = request.state.form
         try:
+            picked = await asyncio.to_thread(
+                picked_characters, self.store, self.settings, _field(form, "character")
+            )
             job = await read_new_job(form, self.settings)
             try:
-                submitted = await asyncio.to_thread(submit_new_job, self.store, self.settings, job)
+                submitted = await asyncio.to_thread(submit_new_job, self.store, self.settings, job, picked)
             finally:
                 job.close()
         except MouthpieceError as exc:
@@ -38,7 +42,9 @@ class Actions(ConsoleBase):
             if request.state.api:
                 return _error(422, reason)
             values = {k: v for k, v in form.items() if isinstance(v, str) and k != CSRF_FIELD}
-            return self._render(request, "new.html", self._form_context(values, reason), status=422)
+            context = self._form_context(values, reason)
+            context["characters"] = await asyncio.to_thread(character_names, self.store, self.settings)
+            return self._render(request, "new.html", context, status=422)
         self.metrics.console_uploads.labels("submitted").inc()
         self.index.placeholder(submitted.job_id, job.name, "console")
         log.info("console_job_submitted", job_id=submitted.job_id, avatars=len(job.avatars))

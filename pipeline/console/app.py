@@ -14,6 +14,8 @@
     GET  /api/jobs[?page=N], GET /api/jobs/{id}, POST /api/jobs, POST /api/jobs/{id}/cancel|retry,
     GET  /api/drops, GET /api/ops
     GET  /metrics                 Prometheus text format
+    GET  /characters, POST /characters, POST /characters/{handle}/remove, GET /characters/{handle}/picture,
+    GET  /api/characters          the character library (pipeline.console.characters)
 
 Access rules are in ``pipeline.console.auth``. Pages are plain HTML with one script and one style sheet
 (no inline script: the Content-Security-Policy allows only this origin).
@@ -27,11 +29,12 @@ from starlette.staticfiles import StaticFiles
 from pipeline.console.actions import Actions
 from pipeline.console.api import Api
 from pipeline.console.base import HERE
+from pipeline.console.characters import CharacterPages
 from pipeline.console.files import Files
 from pipeline.console.pages import Pages
 
 
-class Console(Pages, Files, Actions, Api):
+class Console(Pages, CharacterPages, Files, Actions, Api):
     """The console of one process. ``routes()`` are mounted at ``/`` of the HTTP service; ``start`` and
     ``close`` run its job index."""
 
@@ -60,5 +63,10 @@ class Console(Pages, Files, Actions, Api):
             Route("/api/drops", api(self.api_drops), methods=["GET"]),
             Route("/api/ops", api(self.api_ops), methods=["GET"]),
             Route("/metrics", api(self.metrics_endpoint), methods=["GET"]),
+            Route("/characters", page(self.characters_page), methods=["GET"]),
+            Route("/characters", page(self.add_character), methods=["POST"]),
+            Route("/characters/{handle}/remove", page(self.remove_character), methods=["POST"]),
+            Route("/characters/{handle}/picture", page(self.character_picture), methods=["GET"]),
+            Route("/api/characters", api(self.api_characters), methods=["GET"]),
             Mount("/static", app=StaticFiles(directory=HERE / "static"), name="static"),
         ]

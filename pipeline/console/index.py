@@ -31,6 +31,7 @@ from pipeline.config import Settings
 from pipeline.contracts import FINAL_STATES, FailedDrop, Progress, StageRecord, State, job_id_for
 from pipeline.drops import list_failed_drops
 from pipeline.errors import MouthpieceError, ObjectNotFound
+from pipeline.eta import job_line, renderer_of
 from pipeline.events import parse_event
 from pipeline.keys import (
     cancel_subject,
@@ -70,6 +71,8 @@ class JobSummary:
     """A video scored under the job's quality threshold (``min_quality``)."""
     stopping: bool = False
     """Cancelled, but a stage has not stopped yet (it does at its next progress report)."""
+    eta: str | None = None
+    """While it runs: "video 2 of 5 · render 40 % · about 1 min 30 s left" (``pipeline.eta``)."""
 
     @property
     def finished(self) -> bool:
@@ -133,7 +136,11 @@ def summarize(store: ObjectStore, settings: Settings, job_id: str) -> JobSummary
     running = [
         t.progress for t in status.tasks.values() if t.state == State.running and t.progress is not None
     ]
+    eta_line = None
+    if records is not None and status.state in (State.queued, State.running):
+        eta_line = job_line(store, settings, job_id, job, records, renderer_of(store, settings, job_id))
     return JobSummary(
+        eta=eta_line,
         job_id=job_id,
         name=status.name or (job.name if job else job_id),
         source=source_label(_spec_source(store, settings, job_id)),

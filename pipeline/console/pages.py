@@ -13,6 +13,7 @@ from starlette.responses import (
 )
 
 from pipeline.console.base import NOTES, ConsoleBase, _field, _int, _next, _valid_id
+from pipeline.console.characters import character_names
 from pipeline.console.views import flatten
 from pipeline.contracts import State
 
@@ -64,7 +65,9 @@ class Pages(ConsoleBase):
         return self._render(request, "job.html", context)
 
     async def new_form(self, request: Request) -> Response:
-        return self._render(request, "new.html", self._form_context({}))
+        context = self._form_context({})
+        context["characters"] = await asyncio.to_thread(character_names, self.store, self.settings)
+        return self._render(request, "new.html", context)
 
     async def ops_page(self, request: Request) -> Response:
         context = await self._ops()

@@ -238,8 +238,11 @@ def _refusal(name: str, what: str, accept: frozenset[Kind], head: bytes) -> str:
     return f"{name} is not an image or a video{said}: {IMAGE_HINT}"
 
 
-def submit_new_job(store: ObjectStore, settings: Settings, job: NewJob) -> Submitted:
-    """Submit the checked job the way a folder drop is (blocking: run in a thread)."""
+def submit_new_job(
+    store: ObjectStore, settings: Settings, job: NewJob, characters: tuple[str, ...] = ()
+) -> Submitted:
+    """Submit the checked job the way a folder drop is (blocking: run in a thread); ``characters`` are
+    names in the default library."""
     submission = Submission(
         audio=job.audio,
         avatars=tuple(job.avatars),
@@ -249,5 +252,6 @@ def submit_new_job(store: ObjectStore, settings: Settings, job: NewJob) -> Submi
         source="console",
         nonce=uuid.uuid4().hex,
         labels=job.labels,
+        characters=characters,
     )
     return submit(store, settings, submission)

@@ -12,8 +12,19 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from pipeline import characters
 from pipeline.config import Settings
-from pipeline.contracts import DeadLetter, JobRecord, JobSpec, JobStatus, Run, StageRecord, State, offered
+from pipeline.contracts import (
+    Character,
+    DeadLetter,
+    JobRecord,
+    JobSpec,
+    JobStatus,
+    Run,
+    StageRecord,
+    State,
+    offered,
+)
 from pipeline.errors import MouthpieceError, ObjectNotFound
 from pipeline.keys import resolve_relative
 from pipeline.messages import for_people
@@ -255,7 +266,11 @@ def input_key(store: ObjectStore, settings: Settings, job_id: str, which: str) -
         if not spec.avatars:
             return DEFAULT_AVATAR_KEY
         index = int(which[1:])
-        return resolve_relative(job.source_key, spec.avatars[index]) if index < len(spec.avatars) else None
+        avatars = characters.resolve(store, settings, spec.library, spec.avatars)  # character:<name>
+        if index >= len(avatars):
+            return None
+        chosen = avatars[index]
+        return chosen.media if isinstance(chosen, Character) else resolve_relative(job.source_key, chosen)
     except (MouthpieceError, ValueError):
         return None
 

@@ -35,12 +35,14 @@ class Publication(Protocol):
 
 @dataclass(frozen=True)
 class Delivery:
-    """The finished video of one task: the file, its output name, its SHA-256 and its length."""
+    """The finished video of one task: the file, its output name, its SHA-256, its length and the name
+    of its avatar (a batch's captions name it)."""
 
     video: Path
     filename: str
     sha256: str
     seconds: float
+    avatar_name: str = ""
 
 
 class Intent:

@@ -24,10 +24,11 @@ from pipeline.destinations.base import Delivery, Intent, Publication
 from pipeline.discord.api import Attachment, AttachmentTooLarge, DiscordApi, WebhookGone, execute_webhook
 from pipeline.discord.progress import token_alive
 from pipeline.errors import ConfigError, MouthpieceError, StorageError
-from pipeline.keys import output_key
+from pipeline.keys import artifact_key, output_key
 from pipeline.logs import REDACTOR
 from pipeline.media import probe, reencode_to_bitrate
 from pipeline.messages import discord_text
+from pipeline.status import read_job
 from pipeline.storage.base import Presigner
 from pipeline.webhooks import WebhookUrl
 
@@ -55,7 +56,9 @@ class DiscordTarget:
         if not isinstance(destination, DiscordInteractionDestination | DiscordWebhookDestination):
             raise ConfigError(f"not a Discord destination: {destination.kind}")
         intent.write({"started": True})
-        return post_video(ctx, destination, delivery.video, delivery.filename, delivery.seconds)
+        return post_video(
+            ctx, destination, delivery.video, delivery.filename, delivery.seconds, delivery.avatar_name
+        )
 
     def tell_failure(
         self,
@@ -78,7 +81,7 @@ def publish_to_discord(
     manifest: Manifest,
 ) -> str:
     """Post one task's video to ``destination``; returns where it went, without secrets."""
-    return post_video(ctx, destination, video, filename, manifest.media.audio_seconds)
+    return post_video(ctx, destination, video, filename, manifest.media.audio_seconds, manifest.avatar_name)
 
 
 def post_video(
@@ -87,10 +90,12 @@ def post_video(
     video: Path,
     filename: str,
     seconds: float,
+    avatar: str = "",
 ) -> str:
-    """Post ``seconds`` of ``video`` to ``destination``; returns where it went, without secrets."""
+    """Post ``seconds`` of ``video`` (of ``avatar``, named in a batch's captions) to ``destination``;
+    returns where it went, without secrets."""
     if isinstance(destination, DiscordInteractionDestination):
-        return _to_interaction(ctx, destination, video, filename, seconds)
+        return _to_interaction(ctx, destination, video, filename, seconds, avatar)
     if isinstance(destination, DiscordWebhookDestination):
         REDACTOR.add(destination.url.get_secret_value())
         hook = allowed_webhook(ctx.settings, destination.url, "the job's Discord webhook")
@@ -105,7 +110,12 @@ def post_video(
 
 
 def _to_interaction(
-    ctx: Publication, dest: DiscordInteractionDestination, video: Path, filename: str, seconds: float
+    ctx: Publication,
+    dest: DiscordInteractionDestination,
+    video: Path,
+    filename: str,
+    seconds: float,
+    avatar: str,
 ) -> str:
     token = dest.token.get_secret_value()
     REDACTOR.add(token)
@@ -113,13 +123,45 @@ def _to_interaction(
     if not token_alive(dest):
         return _fallback(ctx, dest, video, filename, seconds, where, "expired")
     limit = dest.attachment_size_limit or ctx.settings.discord_attachment_limit
-    message = prepare(ctx, video, filename, limit, seconds)
+    job = read_job(ctx.store, ctx.settings, ctx.job_id)
+    batch = list(job.tasks) if job is not None and len(job.tasks) > 1 else []
+    caption = f"**{avatar}** · video {batch.index(ctx.task) + 1} of {len(batch)}" if batch else None
+    message = prepare(ctx, video, filename, limit, seconds, caption)
     try:
         with DiscordApi.from_settings(ctx.settings) as api:
-            _edit_with_file(ctx, api, dest.application_id, token, message, filename)
+            if batch:
+                _post_followup(ctx, api, dest.application_id, token, message, filename, caption or "")
+                api.edit_original(
+                    dest.application_id, token, _batch_summary(ctx, batch), clear_attachments=True
+                )
+            else:
+                _edit_with_file(ctx, api, dest.application_id, token, message, filename)
     except WebhookGone:
         return _fallback(ctx, dest, video, filename, seconds, where, "gone")
-    return where
+    return f"{where} (follow-up)" if batch else where
+
+
+def _post_followup(
+    ctx: Publication, api: DiscordApi, app: str, token: str, message: Message, filename: str, caption: str
+) -> None:
+    """One video of a batch as its own follow-up message under the reply (one attachment each: every
+    message stays within Discord's size limit); a follow-up is posted at least once, like a webhook."""
+    try:
+        api.followup(app, token, message.content, message.file)
+    except AttachmentTooLarge:
+        api.followup(app, token, f"{caption}\n{link_text(ctx, filename)}")
+
+
+def _batch_summary(ctx: Publication, tasks: list[str]) -> str:
+    """The reply above a batch's follow-ups: how many of its videos are posted (this one included)."""
+    posted = {ctx.task}
+    for task in tasks:
+        prefix = artifact_key(ctx.job_id, task, "published/discord_interaction-")
+        if any(not i.key.endswith(".intent.json") for i in ctx.store.list(ctx.settings.bucket_work, prefix)):
+            posted.add(task)
+    if len(posted) >= len(tasks):
+        return f"All {len(tasks)} videos are ready: one per character, below."
+    return f"{len(posted)} of {len(tasks)} videos are ready (below); the others are on their way…"
 
 
 def _edit_with_file(

@@ -1,7 +1,9 @@
 """Reading interaction payloads: which command, its options and attachments, and who called it.
 
 Only the fields mouthpiece uses are modelled (pydantic, unknown fields ignored); a payload that lacks
-them raises ``InvalidInput``. Interaction types: 1 PING, 2 APPLICATION_COMMAND.
+them raises ``InvalidInput``. Interaction types: 1 PING, 2 APPLICATION_COMMAND, 4 AUTOCOMPLETE (a member
+typing an option marked ``autocomplete``; answered with type 8 and up to 25 choices). A command with
+subcommands (``/characters add``) carries them as its one option of type 1 with options of its own.
 """
 
 from __future__ import annotations
@@ -15,9 +17,12 @@ from pipeline.errors import InvalidInput
 
 PING = 1
 APPLICATION_COMMAND = 2
+AUTOCOMPLETE = 4
 PONG = 1
 CHANNEL_MESSAGE = 4
 DEFERRED_CHANNEL_MESSAGE = 5
+AUTOCOMPLETE_RESULT = 8
+SUB_COMMAND = 1
 EPHEMERAL = 1 << 6
 MANAGE_GUILD = 1 << 5
 ADMINISTRATOR = 1 << 3
@@ -57,6 +62,8 @@ class Option(_Loose):
     name: str
     type: int
     value: Any = None
+    focused: bool = False
+    options: list[Option] = Field(default_factory=list)
 
 
 class Resolved(_Loose):
@@ -96,12 +103,26 @@ class Interaction(_Loose):
     def created_at(self) -> datetime:
         return snowflake_time(self.id)
 
+    @property
+    def subcommand(self) -> str | None:
+        """The subcommand used (``add`` of ``/characters add``), or None."""
+        options = self.data.options if self.data else []
+        return options[0].name if len(options) == 1 and options[0].type == SUB_COMMAND else None
+
+    def _options(self) -> list[Option]:
+        options = self.data.options if self.data else []
+        return options[0].options if self.subcommand is not None else options
+
     def option(self, name: str) -> Any:
-        """The value of option ``name``, or None when it was not given."""
-        for option in self.data.options if self.data else []:
+        """The value of option ``name`` (of the subcommand, if one was used), or None when not given."""
+        for option in self._options():
             if option.name == name:
                 return option.value
         return None
+
+    def focused(self) -> Option | None:
+        """The option being typed (autocomplete), or None."""
+        return next((o for o in self._options() if o.focused), None)
 
     def attachment(self, name: str) -> AttachmentInfo | None:
         """The attachment given for option ``name`` (resolved from ``data.resolved.attachments``)."""
@@ -133,6 +154,11 @@ def snowflake_time(snowflake: str) -> datetime:
 
 def can_announce(interaction: Interaction, announce_roles: list[str]) -> bool:
     """Members with Manage Server (or Administrator), or with one of ``announce_roles``, may /announce."""
+    return manages_or_has_role(interaction, announce_roles)
+
+
+def manages_or_has_role(interaction: Interaction, roles: list[str]) -> bool:
+    """Whether the caller, in a server, has Manage Server (or Administrator) or one of ``roles``."""
     member = interaction.member
     if member is None:  # a DM: no server, no announcement channel
         return False
@@ -142,7 +168,7 @@ def can_announce(interaction: Interaction, announce_roles: list[str]) -> bool:
         permissions = 0
     if permissions & (MANAGE_GUILD | ADMINISTRATOR):
         return True
-    return bool(set(member.roles) & set(announce_roles))
+    return bool(set(member.roles) & set(roles))
 
 
 def avatar_url(user: User, size: int = 512) -> str:

@@ -1,8 +1,9 @@
 """The progress forwarder: turns the pipeline's progress notes into edits of Discord's deferred replies.
 
 It listens to ``<prefix>.progress.*`` on the bus. For a job whose spec has a Discord interaction
-destination it edits the reply ("Rendering… 40%"), at most once every ``min_interval`` seconds per job,
-and never once the job has reached its last stage (the publish stage's final edit must stay last).
+destination it edits the reply ("Video 2 of 5 · render 40 % · about 1 min 30 s left", ``pipeline.eta``),
+at most once every ``min_interval`` seconds per job, and never once every task of the job has reached its
+last stage (the publish stage's final edits must stay last).
 Specs are read from the store once per job and cached; jobs without an interaction are cached as such.
 """
 
@@ -21,19 +22,14 @@ from pipeline.config import Settings
 from pipeline.contracts import DiscordInteractionDestination, Progress
 from pipeline.discord.api import DiscordApi
 from pipeline.errors import MouthpieceError
+from pipeline.eta import job_line, renderer_of
 from pipeline.keys import progress_subject
-from pipeline.registry import label
-from pipeline.status import read_records, read_spec
+from pipeline.status import read_job, read_records, read_spec
 from pipeline.storage.base import ObjectStore
 
 log = structlog.get_logger("mouthpiece.discord.progress")
 
 TOKEN_LIFETIME = timedelta(minutes=15)
-
-
-def progress_text(stage: str, fraction: float) -> str:
-    """What the reply says while a stage works, e.g. ``Rendering… 40%`` (the registry's label)."""
-    return f"{label(stage)}… {round(fraction * 100):d}%"
 
 
 def token_alive(destination: DiscordInteractionDestination, now: datetime | None = None) -> bool:
@@ -93,14 +89,15 @@ class ProgressForwarder:
             destination = await asyncio.to_thread(self._destination, note.job_id)
             if destination is None or not token_alive(destination) or note.stage == self.settings.chain[-1]:
                 return
-            if await asyncio.to_thread(self._publishing, note.job_id):
+            text = await asyncio.to_thread(self._line, note)
+            if text is None:
                 return
             self._mark_edited(note.job_id)
             await asyncio.to_thread(
                 self.api.edit_original,
                 destination.application_id,
                 destination.token.get_secret_value(),
-                progress_text(note.stage, note.fraction),
+                text,
             )
         except MouthpieceError as exc:  # progress is best effort; the final edit is what matters
             log.info("progress_edit_skipped", job_id=note.job_id, reason=exc.reason)
@@ -124,7 +121,16 @@ class ProgressForwarder:
             self._destinations.popitem(last=False)
         return found
 
-    def _publishing(self, job_id: str) -> bool:
-        """Whether any task of the job has reached the last stage (then progress edits would race it)."""
+    def _line(self, note: Progress) -> str | None:
+        """The reply's progress line ("Video 2 of 5 · render 40 % · about 1 min left", ``pipeline.eta``),
+        or None once every task has reached the last stage (its edits must stay last)."""
+        records = read_records(self.store, self.settings, note.job_id)
+        job = read_job(self.store, self.settings, note.job_id)
         last = self.settings.chain[-1]
-        return any(r.stage == last for r in read_records(self.store, self.settings, job_id))
+        at_last = {r.task for r in records if r.stage == last}
+        if at_last and (job is None or at_last >= set(job.tasks)):
+            return None
+        live = {f"{note.task if note.stage != self.settings.chain[0] else 'job'}/{note.stage}": note.fraction}
+        renderer = renderer_of(self.store, self.settings, note.job_id)
+        line = job_line(self.store, self.settings, note.job_id, job, records, renderer, live)
+        return line[:1].upper() + line[1:]

@@ -1,8 +1,10 @@
 """Discord's endpoints of the HTTP ingress: the Interactions Endpoint and the gateway relay's hook.
 
-    POST /discord/interactions   Ed25519-verified interactions: PING → PONG; /avatar and /announce are
-                                 answered "deferred" at once, and the work (downloads, submission) runs
-                                 in the background; the pipeline edits the reply with progress and the video
+    POST /discord/interactions   Ed25519-verified interactions: PING → PONG; /avatar, /announce and
+                                 /characters are answered "deferred" at once, and the work (downloads,
+                                 submission) runs in the background; the pipeline edits the reply with
+                                 progress and the video; character options are autocompleted
+                                 (``pipeline.discord.library``)
     POST /hooks/bot              bearer token; relay events ``upload`` and ``member_join``
 
 An interaction is handled once: its id is remembered for 15 minutes, and its job folder is derived from
@@ -24,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from pipeline import characters
 from pipeline.bus import Bus
 from pipeline.config import Settings
 from pipeline.contracts import (
@@ -33,10 +36,12 @@ from pipeline.contracts import (
     JobOptions,
     Style,
 )
+from pipeline.discord import fairness
 from pipeline.discord.api import DiscordApi
 from pipeline.discord.fetch import Downloaded, Fetcher, Kind
 from pipeline.discord.interactions import (
     APPLICATION_COMMAND,
+    AUTOCOMPLETE,
     CDN,
     CHANNEL_MESSAGE,
     DEFERRED_CHANNEL_MESSAGE,
@@ -48,10 +53,12 @@ from pipeline.discord.interactions import (
     can_announce,
     parse_interaction,
 )
+from pipeline.discord.library import CharacterRoutes
 from pipeline.discord.mentions import display_name, named_mentions
 from pipeline.discord.signature import SignatureError, verify
 from pipeline.errors import ConfigError, InvalidInput, MouthpieceError, RetryableError
 from pipeline.httputil import bearer_ok, error_response, first_error, json_object, read_body
+from pipeline.keys import DEFAULT_LIBRARY
 from pipeline.logs import REDACTOR
 from pipeline.owner import scratch_name, scratch_root
 from pipeline.storage.base import ObjectStore
@@ -97,6 +104,7 @@ class MemberJoinEvent(_Event):
     id: str | None = Field(None, max_length=40, description="the member id (makes retries idempotent)")
     guild: str = Field(max_length=100)
     member: str = Field(max_length=100)
+    guild_id: str | None = Field(None, max_length=25, description="the server's id (its character library)")
     avatar_url: str | None = None
     webhook_url: SecretStr | None = None
 
@@ -133,6 +141,7 @@ class DiscordRoutes:
         self._seen: dict[str, float] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self.relay = RelayRoutes(settings, store, fetcher)
+        self.library = CharacterRoutes(settings, store, fetcher, self._reply, self._background)
 
     async def idle(self) -> None:
         """Wait until the background work of every interaction so far has finished."""
@@ -178,6 +187,8 @@ class DiscordRoutes:
             return error_response(400, exc.reason)
         if interaction.type == PING:
             return JSONResponse({"type": PONG})
+        if interaction.type == AUTOCOMPLETE and interaction.data is not None:
+            return await self.library.autocomplete(interaction)
         if interaction.type != APPLICATION_COMMAND or interaction.data is None:
             return error_response(400, "unsupported interaction type")
         REDACTOR.add(interaction.token)
@@ -185,7 +196,7 @@ class DiscordRoutes:
 
     def _command(self, it: Interaction) -> Response:
         name = it.data.name if it.data else ""
-        flags = EPHEMERAL if name == "announce" else 0
+        flags = EPHEMERAL if name in ("announce", "characters") else 0
         if not self.first_delivery(it.id):
             log.info("interaction_duplicate", interaction_id=it.id, command=name)
             return _deferred(flags)
@@ -193,6 +204,8 @@ class DiscordRoutes:
         if name == "avatar":
             self._background(self._run(it, self._avatar_job))
             return _deferred(flags)
+        if name == "characters":
+            return self.library.command(it)
         if name == "announce":
             refusal = self._announce_refusal(it)
             if refusal:
@@ -245,35 +258,54 @@ class DiscordRoutes:
             raise InvalidInput(
                 "Attach a voice clip as the audio option: send .mp3, .wav, .ogg, .m4a or .flac"
             )
+        await asyncio.to_thread(self._check_member, it)
+        picked = await asyncio.to_thread(self.library.pick, it)  # a name not in the library: refused now
         audio = await fetch(
             self.fetcher, audio_info.url, folder / "audio", "audio", VOICE, audio_info.filename
         )
         face_info = it.attachment("avatar")
         labels = {audio.path: audio_info.filename}
+        faces: tuple[Path, ...] = ()
         if face_info is not None:
             face = await fetch(
                 self.fetcher, face_info.url, folder / "avatar", "avatar", FACE, face_info.filename
             )
-            labels[face.path] = face_info.filename
-        else:
+            labels[face.path], faces = face_info.filename, (face.path,)
+        elif picked is None:
             url = avatar_url(it.caller).replace(CDN, self.cdn_base.rstrip("/"), 1)
             face = await fetch(self.fetcher, url, folder / "avatar", "profile picture", FACE, "profile")
-            labels[face.path] = "your profile picture"
+            labels[face.path], faces = "your profile picture", (face.path,)
         options = _options(it.option("style"), it.option("text"))
-        await self._reply(it, "Got it: your video is queued…")
+        names = tuple(c.name for c in picked.characters) if picked else ()
+        await self._reply(
+            it, _queued_text(len(faces) + len(names), picked, self.settings.character_batch_limit)
+        )
         asked = Submission(
-            audio=audio.path, avatars=(face.path,), name=audio.path.stem, options=options,
+            audio=audio.path, avatars=faces, name=audio.path.stem, options=options,
             destinations=(self._destination(it),), source=f"discord:{it.guild_id or 'dm'}",
-            nonce=f"discord-{it.id}", labels=labels,
+            nonce=f"discord-{it.id}", labels=labels, characters=names,
+            library=characters.library_for_guild(it.guild_id) if names else None,
         )  # fmt: skip
-        return await asyncio.to_thread(submit, self.store, self.settings, asked)
+        submitted = await asyncio.to_thread(submit, self.store, self.settings, asked)
+        await asyncio.to_thread(self._remember, it, submitted.job_id)
+        return submitted
+
+    def _check_member(self, it: Interaction) -> None:
+        fairness.check_member(self.store, self.settings, it.guild_id or "dm", it.caller.id)
+
+    def _remember(self, it: Interaction, job_id: str) -> None:
+        fairness.remember(self.store, self.settings, it.guild_id or "dm", it.caller.id, job_id)
 
     async def _announce_job(self, it: Interaction, folder: Path) -> Submitted:
         text = await asyncio.to_thread(self._named_mentions, it, _speech_text(it.option("text")))
         options = _voice_options(it.option("voice"))
         avatars: list[Path] = []
+        picked = await asyncio.to_thread(self.library.pick, it)
+        if picked is not None and len(picked.characters) != 1:
+            raise InvalidInput("An announcement is read by one character: name one, not all.")
+        names = tuple(c.name for c in picked.characters) if picked else ()
         face_info = it.attachment("avatar")
-        if face_info is not None:
+        if face_info is not None and not names:
             face = await fetch(
                 self.fetcher, face_info.url, folder / "avatar", "avatar", FACE, face_info.filename
             )
@@ -287,6 +319,7 @@ class DiscordRoutes:
         asked = Submission(
             audio=None, avatars=tuple(avatars), name="announcement", speech=text, options=options,
             destinations=tuple(destinations), source=f"discord:{it.guild_id or 'dm'}", nonce=f"discord-{it.id}",
+            characters=names, library=characters.library_for_guild(it.guild_id) if names else None,
         )  # fmt: skip
         return await asyncio.to_thread(submit, self.store, self.settings, asked)
 
@@ -364,14 +397,29 @@ class RelayRoutes:
         if webhook is None:
             raise ConfigError("no welcome webhook is configured (MOUTHPIECE_DISCORD_WELCOME_WEBHOOK)")
         text = _welcome_text(self.settings.discord_welcome_text, event.guild, event.member)
-        avatars = [await self._welcome_face(event, folder)] if self._has_welcome_face(event) else []
+        library = await asyncio.to_thread(self._welcome_library, event)
+        welcome_faces = library is None and self._has_welcome_face(event)
+        avatars = [await self._welcome_face(event, folder)] if welcome_faces else []
+        character = self.settings.discord_welcome_character
         asked = Submission(
             audio=None, avatars=tuple(avatars), name="welcome", speech=text,
             options=_voice_options(self.settings.discord_welcome_voice),
             destinations=(DiscordWebhookDestination(url=webhook, content=text),),
             source=f"discord:{event.guild}", nonce=f"join-{event.id or time.time()}",
+            characters=(character,) if library and character else (), library=library,
         )  # fmt: skip
         return await asyncio.to_thread(submit, self.store, self.settings, asked)
+
+    def _welcome_library(self, event: MemberJoinEvent) -> str | None:
+        """The library holding ``discord_welcome_character`` (the server's, else the default one); None
+        when no welcome character is set. ``ConfigError`` when neither library has it."""
+        name = self.settings.discord_welcome_character
+        if not name:
+            return None
+        for library in dict.fromkeys([characters.library_for_guild(event.guild_id), DEFAULT_LIBRARY]):
+            if characters.find_character(self.store, self.settings, library, name) is not None:
+                return library
+        raise ConfigError(f"the welcome character {name!r} is not in the server's or the default library")
 
     def _has_welcome_face(self, event: MemberJoinEvent) -> bool:
         return self.settings.discord_welcome_avatar is not None or bool(event.avatar_url)
@@ -399,6 +447,17 @@ async def fetch(
 ) -> Downloaded:
     """Download ``url`` into ``folder`` (allow-listed, capped, sniffed; see ``pipeline.discord.fetch``)."""
     return await asyncio.to_thread(fetcher.download, url, folder, what=what, accept=accept, name=name)
+
+
+def _queued_text(videos: int, picked: characters.Picked | None, limit: int) -> str:
+    """The first reply: what is queued, and whether a whole-library batch was capped."""
+    text = (
+        "Got it: your video is queued…"
+        if videos == 1
+        else f"Got it: {videos} videos are queued, one per character…"
+    )
+    note = picked.cap_note(limit) if picked else None
+    return f"{text}\n{note}" if note else text
 
 
 def _deferred(flags: int) -> Response:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import structlog
 
+from pipeline.characters import PREFIX, is_reference
 from pipeline.config import Settings
 from pipeline.contracts import JobSpec
 from pipeline.destinations import check_destinations
@@ -34,6 +35,8 @@ class Drop:
     audio: Path | None
     avatars: list[Path]
     spec: JobSpec | None = None
+    characters: list[str] = field(default_factory=list)
+    """Library characters the spec names (``character:<name>``: no file in the inbox)."""
     members: list[Path] = field(default_factory=list)
 
 
@@ -135,13 +138,14 @@ class DropReader:
         spec = parse_spec(read_small(spec_path, MAX_SPEC_BYTES), spec_path.name)
         check_destinations(self.settings, spec.destinations, f"job spec {spec_path.name}")
         audio = _named(spec_path, spec.audio) if spec.audio else None
-        avatars = [_named(spec_path, a) for a in spec.avatars]
+        avatars = [_named(spec_path, a) for a in spec.avatars if not is_reference(a)]
         members = [spec_path, *([audio] if audio else []), *avatars]
         return Drop(
             name=spec_path.stem,
             audio=audio,
             avatars=avatars,
             spec=spec,
+            characters=[a.removeprefix(PREFIX) for a in spec.avatars if is_reference(a)],
             members=[m for m in members if m.parent == base],
         )
 
@@ -170,7 +174,11 @@ def _spec_refs(spec_path: Path) -> list[Path]:
     if not isinstance(data, dict):
         return []
     avatars = data.get("avatars") if isinstance(data.get("avatars"), list) else []
-    refs = [r for r in [data.get("audio"), *(avatars or [])[:64]] if isinstance(r, str) and r]
+    refs = [
+        r
+        for r in [data.get("audio"), *(avatars or [])[:64]]
+        if isinstance(r, str) and r and not is_reference(r)
+    ]
     return [Path(os.path.normpath(spec_path.parent / ref)) for ref in refs if not Path(ref).is_absolute()]
 
 
@@ -179,7 +187,8 @@ def _spec_members(spec_path: Path) -> set[Path]:
     reported when its own turn comes)."""
     try:
         spec = parse_spec(read_small(spec_path, MAX_SPEC_BYTES), spec_path.name)
-        return {_named(spec_path, ref) for ref in [*([spec.audio] if spec.audio else []), *spec.avatars]}
+        refs = [*([spec.audio] if spec.audio else []), *(a for a in spec.avatars if not is_reference(a))]
+        return {_named(spec_path, ref) for ref in refs}
     except (DropRefused, MouthpieceError, OSError):
         return set()
 

@@ -185,6 +185,8 @@ class FolderIngress:
                 speech=spec.speech if spec else None,
                 source="folder",
                 nonce=identity(drop),
+                characters=tuple(drop.characters),
+                library=spec.library if spec else None,
             )
             submitted = submit(self.store, self.settings, asked)
         log.info("drop_submitted", entry=drop.name, job_id=submitted.job_id, avatars=len(drop.avatars))

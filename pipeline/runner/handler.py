@@ -24,6 +24,7 @@ from pipeline.config import Settings
 from pipeline.contracts import DeadLetter, Manifest, Progress, State, job_id_for
 from pipeline.destinations.targets import tell_failure
 from pipeline.errors import InvalidKey, MouthpieceError, PermanentError, RetryableError, StageStopped
+from pipeline.eta import learn_from_run
 from pipeline.events import ObjectEvent, parse_event
 from pipeline.faults import fault
 from pipeline.keys import (
@@ -271,6 +272,10 @@ class Handler:
         )
         await delivery.ack()
         log.info("stage_done", seconds=round(seconds, 3), manifests=len(outputs), run=ticket.run.n)
+        renderer = ctx.spec.options.renderer if ctx.has_spec else None
+        await asyncio.to_thread(
+            learn_from_run, self.store, self.settings, self.stage, renderer, outputs, seconds
+        )
         if self.stage == self.settings.chain[-1]:
             with contextlib.suppress(Exception):  # the summary is rewritten by the next event anyway
                 await asyncio.to_thread(write_status, self.store, self.settings, ctx.job_id)

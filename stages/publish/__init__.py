@@ -36,7 +36,7 @@ def run(ctx: StageContext, manifest: Manifest) -> list[Manifest]:
     video = _final_video(ctx, manifest)
     where, ref = _to_outputs(ctx, video, filename, manifest)
     published = [where]
-    delivery = Delivery(video, filename, ref.sha256, manifest.media.audio_seconds)
+    delivery = Delivery(video, filename, ref.sha256, manifest.media.audio_seconds, manifest.avatar_name)
     for destination in spec.destinations:
         published.extend(publish_to(ctx, destination, delivery))
     # outputs/<job>/status.json is written by the runner once this task's done record is

@@ -52,15 +52,14 @@ def test_an_impossible_chain_is_refused_saying_what_to_change(chain: list[str], 
 
 def test_the_registry_is_the_one_list_the_settings_the_labels_and_the_default_chain_come_from() -> None:
     """``config.STAGES`` is the registry's names, the default chain setting is ``DEFAULT_CHAIN`` (its
-    own list), and Discord's progress words are the registry's labels."""
+    own list), and a stage's label is the one it was registered with."""
     from pipeline.config import RunnerSettings
-    from pipeline.discord.progress import progress_text
-    from pipeline.registry import DEFAULT_CHAIN, REGISTRY
+    from pipeline.registry import DEFAULT_CHAIN, REGISTRY, label
 
     assert tuple(REGISTRY) == STAGES
     assert RunnerSettings().chain == list(DEFAULT_CHAIN)
-    assert progress_text("render", 0.4) == "Rendering… 40%"
-    assert progress_text("detect", 1.0) == f"{REGISTRY['detect'].label}… 100%"
+    assert label("render") == "Rendering"
+    assert label("detect") == REGISTRY["detect"].label
 
 
 def test_a_name_is_registered_once() -> None:

@@ -17,7 +17,7 @@ from pipeline.discord.api import (
     WebhookGone,
     execute_webhook,
 )
-from pipeline.discord.commands import ANNOUNCE_COMMAND, AVATAR_COMMAND, register
+from pipeline.discord.commands import ANNOUNCE_COMMAND, AVATAR_COMMAND, CHARACTERS_COMMAND, register
 from pipeline.errors import ConfigError, RetryableError
 from pipeline.webhooks import parse_webhook_url
 from tests.conftest import make_settings
@@ -193,15 +193,19 @@ def test_register_puts_command_definitions_with_the_bot_token(
     )  # fmt: skip
     names = register(settings)
     [sent] = discord.requests
-    assert names == ["avatar", "announce"]
+    assert names == ["avatar", "announce", "characters"]
     assert sent.method == "PUT" and sent.path == f"/api/v10/applications/{APP_ID}/commands"
     assert sent.headers["authorization"] == "Bot bot-token-" + "b" * 30
-    assert sent.payload == [AVATAR_COMMAND, ANNOUNCE_COMMAND]
+    assert sent.payload == [AVATAR_COMMAND, ANNOUNCE_COMMAND, CHARACTERS_COMMAND]
     options = {o["name"]: o for o in sent.payload[0]["options"]}
     assert options["audio"]["type"] == 11 and options["audio"]["required"] is True
     assert options["audio"]["file_types"] == ["audio", "video"]
     assert [c["value"] for c in options["style"]["choices"]] == ["auto", "photo", "cartoon"]
     assert options["text"]["type"] == 3
+    assert options["character"]["autocomplete"] is True and options["character"]["max_length"] == 32
+    subcommands = {o["name"]: o for o in sent.payload[2]["options"]}
+    assert set(subcommands) == {"add", "list", "remove"} and all(o["type"] == 1 for o in subcommands.values())
+    assert [o["type"] for o in subcommands["add"]["options"]] == [3, 11, 3, 3]
 
 
 def test_register_without_credentials_is_a_config_error(tmp_path: Path) -> None:
