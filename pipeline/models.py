@@ -33,6 +33,7 @@ from typing import NamedTuple
 import httpx
 import structlog
 
+from pipeline import install_hint
 from pipeline.config import Settings
 from pipeline.errors import ConfigError
 from pipeline.stage import sha256_file
@@ -42,7 +43,7 @@ log = structlog.get_logger("mouthpiece.models")
 FACE_ALIGNMENT_URL = "https://www.adrianbulat.com/downloads/python-fan/"
 FACE_RESTORATION_FILE = "face_restoration.pt"
 CHUNK = 1 << 20
-NEURAL_EXTRA = "pip install 'mouthpiece[neural]'"
+NEURAL_EXTRA = install_hint("neural")
 DEFAULT_JOB = "the default job (viseme renderer, dlib and OpenCV face detection, pocketsphinx timing)"
 PACKAGED = (
     "dlib's landmark model (face-recognition-models), OpenCV's Haar cascades and pocketsphinx's English "

@@ -164,17 +164,22 @@ def _check_voice_length(settings: Settings, seconds: float, name: str) -> None:
 
 
 def _synthesize(ctx: StageContext, spec: JobSpec) -> tuple[ArtifactRef, float, Synthesis]:
-    """The job's ``speech`` text spoken (``stages.tts``), normalized like an uploaded voice."""
-    from stages.tts import synthesize
+    """The job's ``speech`` text spoken (``stages.tts``), normalized like an uploaded voice; cached by
+    what is spoken and how (``Synthesis.key``), so the same announcement is synthesized once."""
+    from stages.tts import plan, speak
 
     assert spec.speech is not None
-    wav = ctx.workdir / "speech.wav"
-    synthesis = synthesize(
-        ctx.settings, spec.speech, wav, voice=spec.options.voice, language=spec.options.language
-    )
-    normalized = ctx.workdir / "speech16k.wav"
-    normalize_audio(ctx.settings, wav, normalized)
-    ref = ctx.save(normalized, "speech16k.wav", "audio/wav", key=ctx.key("speech.wav"))
+    synthesis = plan(ctx.settings, spec.speech, voice=spec.options.voice, language=spec.options.language)
+    cache_key = media_cache_key(f"tts-{synthesis.key}", "speech16k.wav")
+    ref = ctx.cached(cache_key, "audio/wav")
+    if ref is None:
+        wav = ctx.workdir / "speech.wav"
+        speak(synthesis, wav)
+        normalized = ctx.workdir / "speech16k.wav"
+        normalize_audio(ctx.settings, wav, normalized)
+        ref = ctx.save(normalized, "speech16k.wav", "audio/wav", key=cache_key)
+    else:
+        ctx.log.info("speech_cached", key=cache_key)
     return ref, _wav_seconds(ref.size), synthesis
 
 

@@ -461,3 +461,21 @@ def test_spec_paths_outside_the_folder_are_refused_in_words(env: tuple[Settings,
         validate(settings, store, up)
     assert caught.value.reason.startswith("job spec job.yaml names '../../etc/passwd', which is not a file")
     assert "object key" not in caught.value.reason
+
+
+def test_the_same_text_is_synthesized_once_and_cached_by_content(env: tuple[Settings, ObjectStore]) -> None:
+    """Two jobs with the same text and voice share one synthesized clip (same key, same bytes); another
+    text makes another."""
+    settings, store = env
+    first = validate(
+        settings, store, spec_with(store, settings, "jobs/one", {}, "speech: 'See you at noon.'\n")
+    )
+    again = validate(
+        settings, store, spec_with(store, settings, "jobs/two", {}, "speech: 'See you at noon.'\n")
+    )
+    other = validate(
+        settings, store, spec_with(store, settings, "jobs/three", {}, "speech: 'See you soon.'\n")
+    )
+    audio = [m[0].artifacts["audio"] for m in (first, again, other)]
+    assert audio[0].key.startswith("cache/media/tts-") and audio[0] == audio[1]
+    assert audio[2].key != audio[0].key and audio[2].sha256 != audio[0].sha256
