@@ -21,7 +21,7 @@ from typing import Any
 import structlog
 from pydantic import SecretStr
 
-from pipeline import ASSETS_DIR
+from pipeline import ASSETS_DIR, install_hint
 from pipeline.config import (
     STAGES,
     Settings,
@@ -41,17 +41,18 @@ from pipeline.contracts import (
     Style,
     SubtitleMode,
 )
+from pipeline.destinations import check_destinations
 from pipeline.errors import ConfigError, InvalidInput, MouthpieceError
 from pipeline.keys import pools_of, progress_subject
 from pipeline.logs import configure_logging
 from pipeline.messages import users_fault
 from pipeline.metrics import Metrics
 from pipeline.registry import check_chain
-from pipeline.specfile import job_options
+from pipeline.specfile import job_options, parse_spec
 from pipeline.stack import Stack, running_stack, stop_on_signals
 from pipeline.status import job_status, read_records
 from pipeline.storage import ObjectStore, open_store
-from pipeline.submit import NAME_LIMIT, Submission, check_inputs, submit
+from pipeline.submit import NAME_LIMIT, SPEC_EXTS, Submission, check_inputs, check_local_file, submit
 
 log = structlog.get_logger("mouthpiece.cli")
 DEMO_TRANSCRIPT = "And so my fellow Americans, ask not what your country can do for you, ask what you can do for your country."
@@ -119,8 +120,8 @@ def _parser() -> argparse.ArgumentParser:
         prog="mouthpiece",
         description="Talking-avatar videos from a voice clip and a photo or video.\n\n"
         "Quick start: `mouthpiece demo` makes a video from the bundled sample; `mouthpiece render "
-        "voice.mp3 face.png -o out.mp4` makes one from yours; `mouthpiece up` runs everything and "
-        "watches a folder. `mouthpiece COMMAND --help` explains each command.",
+        "voice.mp3 face.png -o out.mp4` makes one from yours; `mouthpiece say \"Hello!\" face.png` one "
+        "from a text; `mouthpiece up` runs everything and watches a folder. `mouthpiece COMMAND --help` explains each command.",
         epilog=GLOBAL_OPTIONS,
         formatter_class=_Paragraphs,
     )
@@ -150,16 +151,47 @@ def _local_commands(commands: _Commands) -> None:
         "render",
         "make one video now and write it to a file",
         "Runs the whole pipeline for one job in this process (or on a running `mouthpiece up`), prints "
-        "the files it wrote and exits 0, or prints why the job failed and exits 1.",
+        "the files it wrote and exits 0, or prints why the job failed and exits 1. The voice is a clip, "
+        "or a text with --say; a job spec file (.yaml/.json) given alone is rendered as it says.",
     )
-    render.add_argument("audio", type=Path, help="the voice clip (.mp3, .wav, .ogg, .m4a, .flac, ...)")
     render.add_argument(
-        "avatars", type=Path, nargs="+", help="photo(s) or video(s) of the face; one video each"
+        "audio",
+        type=Path,
+        nargs="?",
+        help="the voice clip (.mp3, .wav, .ogg, .m4a, .flac, ...), or a job spec file alone; "
+        "left out with --say",
+    )
+    render.add_argument(
+        "avatars",
+        type=Path,
+        nargs="*",
+        help="photo(s) or video(s) of the face; one video each (none: the default avatar)",
     )
     render.add_argument(
         "-o", "--output", type=Path, required=True, help="output file (a folder for several avatars)"
     )
+    _speech_options(render)
     _job_options(render)
+
+    say = commands.add(
+        "say",
+        "make one video of a face speaking a text (text to speech)",
+        "`mouthpiece render --say TEXT` in short: the text is spoken by Piper (or eSpeak NG) and the face "
+        "lip-synced to it. Needs the voice extra (GPL code, see the README).",
+    )
+    say.add_argument("say", metavar="TEXT", help="what to say (at most 2,000 characters)")
+    say.add_argument(
+        "avatars", type=Path, nargs="*", help="photo(s) or video(s) of the face (none: the default avatar)"
+    )
+    say.add_argument(
+        "-o",
+        "--output",
+        type=Path,
+        default=Path("mouthpiece-say.mp4"),
+        help="output file (a folder for several avatars; default mouthpiece-say.mp4)",
+    )
+    say.add_argument("--voice", help=VOICE_HELP)
+    _job_options(say)
 
     demo = commands.add(
         "demo",
@@ -184,11 +216,14 @@ def _queue_commands(commands: _Commands) -> None:
         "Prints the job id. Without a running stack the job waits in the data directory until "
         "`mouthpiece up` starts.",
     )
-    submit.add_argument("audio", type=Path, help="the voice clip")
+    submit.add_argument(
+        "audio", type=Path, nargs="?", help="the voice clip, or a job spec file alone; left out with --say"
+    )
     submit.add_argument(
         "avatars", type=Path, nargs="*", help="photo(s) or video(s) of the face (none: the default avatar)"
     )
     submit.add_argument("--wait", action="store_true", help="wait for the job and print its status")
+    _speech_options(submit)
     _job_options(submit)
 
     status = commands.add("status", "show a job, or the recent jobs and failed drops")
@@ -279,6 +314,16 @@ def _duration(text: str) -> float:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+VOICE_HELP = "the voice for the text: a Piper voice (en_US-joe-medium) or an eSpeak NG language (de, es)"
+
+
+def _speech_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--say", metavar="TEXT", help="speak this text instead of a voice clip (needs the voice extra)"
+    )
+    p.add_argument("--voice", help=VOICE_HELP)
+
+
 def _job_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--renderer",
@@ -296,6 +341,7 @@ def _job_options(p: argparse.ArgumentParser) -> None:
         help="none (default), soft (a subtitle track) or burn (drawn into the picture)",
     )
     p.add_argument("--transcript", help="what the audio says (better timing and subtitles)")
+    p.add_argument("--language", help="the spoken language (ISO 639-1: en, de, ...); default: detected")
     p.add_argument("--name", help="name of the output (default: the voice clip's name)")
     p.add_argument(
         "--motion", choices=[m.value for m in Motion], help="blinks and head motion (photos: subtle)"
@@ -307,9 +353,66 @@ def _options(args: argparse.Namespace) -> JobOptions:
     _check_lengths(args)
     fields = {
         k: getattr(args, k, None)
-        for k in ("renderer", "checkpoint", "style", "subtitles", "transcript", "motion", "min_quality")
+        for k in OPTION_FIELDS
     }
     return job_options({k: v for k, v in fields.items() if v is not None})
+
+
+OPTION_FIELDS = (
+    "renderer", "checkpoint", "style", "subtitles", "transcript", "motion", "min_quality", "language", "voice",
+)  # fmt: skip
+
+
+def _asked(settings: Settings, args: argparse.Namespace) -> Submission:
+    """What ``render``, ``say`` and ``submit`` were asked for: a voice clip and avatars, a text to speak
+    (``--say``: every file is an avatar), or a job spec file (rendered as it says, once)."""
+    options = _options(args)
+    files = [p for p in [getattr(args, "audio", None), *args.avatars] if p is not None]
+    text = getattr(args, "say", None)
+    if text is not None:
+        _check_speech(settings, text, options)
+        return Submission(audio=None, avatars=tuple(files), options=options, name=args.name, speech=text)
+    if not files:
+        raise InvalidInput(
+            "give a voice clip (and photos of the face), a job spec file, or --say TEXT", code="no_input"
+        )
+    if files[0].suffix.lower() in SPEC_EXTS:
+        if len(files) > 1:
+            raise InvalidInput(
+                f"{files[0]} is a job spec: it names its own voice and avatars, give it alone",
+                code="spec_not_alone",
+            )
+        return _spec_submission(settings, files[0], args)
+    return Submission(audio=files[0], avatars=tuple(files[1:]), options=options, name=args.name)
+
+
+def _spec_submission(settings: Settings, path: Path, args: argparse.Namespace) -> Submission:
+    """The job a spec file on this machine describes: its media relative to it, its options with those
+    given on the command line on top, its destinations (checked like a dropped spec's)."""
+    check_local_file(path, settings)
+    spec = parse_spec(path.read_bytes(), path.name)
+    check_destinations(settings, spec.destinations, f"job spec {path.name}")
+    if spec.speech is not None:
+        _check_speech(settings, spec.speech, spec.options)
+    given = {k: getattr(args, k) for k in OPTION_FIELDS if getattr(args, k, None) is not None}
+    return Submission(
+        audio=path.parent / spec.audio if spec.audio else None,
+        avatars=tuple(path.parent / a for a in spec.avatars),
+        name=args.name or spec.name or path.stem,
+        options=job_options({**spec.options.model_dump(exclude_unset=True), **given}),
+        destinations=tuple(spec.destinations),
+        speech=spec.speech,
+    )
+
+
+def _check_speech(settings: Settings, text: str, options: JobOptions) -> None:
+    """A text to speak is refused here, before anything starts, when it is empty or too long, names an
+    unknown voice, or (workers on this machine) no text-to-speech engine is installed."""
+    from stages import tts
+
+    tts.plan(settings, text, voice=options.voice, language=options.language)
+    if not settings.nats_url and not tts.engine_installed():
+        raise ConfigError(f"speaking a text needs the voice extra: {install_hint('voice')}")
 
 
 # --- checking what was typed (before anything starts) -----------------------------------------------
@@ -328,11 +431,14 @@ def _check_lengths(args: argparse.Namespace) -> None:
             )
 
 
-def _check_inputs(settings: Settings, audio: Path, avatars: list[Path], output: Path | None = None) -> None:
+def _check_inputs(
+    settings: Settings, audio: Path | None, avatars: Sequence[Path], output: Path | None = None
+) -> None:
     """Every input is a readable regular file within the size limit (``submit.check_inputs``: refused
     before anything starts), and ``output`` is none of them."""
     check_inputs(settings, audio, avatars)
-    if output is not None and any(_same_file(output, path) for path in [audio, *avatars]):
+    inputs = [p for p in [audio, *avatars] if p is not None]
+    if output is not None and any(_same_file(output, path) for path in inputs):
         raise InvalidInput(
             f"-o {output} is one of the input files; it would be overwritten: give another output name",
             code="output_is_input",
@@ -515,9 +621,11 @@ def _banner(settings: Settings, watch: bool, ingress: bool = False) -> None:
 
 
 def cmd_render(settings: Settings, args: argparse.Namespace) -> int:
-    settings, options = _local_checkpoint(settings, _options(args))
-    _check_inputs(settings, args.audio, list(args.avatars), args.output)
-    return asyncio.run(_render(settings, args.audio, list(args.avatars), args.output, options, args.name))
+    asked = _asked(settings, args)
+    settings, options = _local_checkpoint(settings, asked.options)
+    asked = replace(asked, options=options)
+    _check_inputs(settings, asked.audio, asked.avatars, args.output)
+    return asyncio.run(_render(settings, asked, args.output))
 
 
 def _local_checkpoint(settings: Settings, options: JobOptions) -> tuple[Settings, JobOptions]:
@@ -542,28 +650,25 @@ def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
     options = _options(args)
     if options.transcript is None:
         options = options.model_copy(update={"transcript": DEMO_TRANSCRIPT})
-    code = asyncio.run(
-        _render(
-            settings, ASSETS_DIR / "jfk.flac", [ASSETS_DIR / "astronaut.png"], args.output, options, "demo"
-        )
+    sample = Submission(
+        audio=ASSETS_DIR / "jfk.flac", avatars=(ASSETS_DIR / "astronaut.png",), options=options, name="demo"
     )
+    code = asyncio.run(_render(settings, sample, args.output))
     if code == 0:
         print(f"The demo video is at {args.output.resolve()}")
     return code
 
 
-async def _render(
-    settings: Settings, audio: Path, avatars: list[Path], output: Path, options: JobOptions, name: str | None
-) -> int:
+async def _render(settings: Settings, asked: Submission, output: Path) -> int:
     stack = await Stack.open(settings)
     stop = asyncio.Event()
     tasks: list[asyncio.Task[None]] = []
     try:
         if stack.owner:
             tasks = await stack.run_workers(list(settings.chain), stop)
-        status = await _submit_and_wait(stack, audio, avatars, options, name)
+        status = await _submit_and_wait(stack, asked)
         # a batch where some avatars failed still hands over the videos that were made
-        inputs = [audio, *avatars]
+        inputs = [p for p in [asked.audio, *asked.avatars] if p is not None]
         written = (
             await asyncio.to_thread(_download_outputs, stack, status, output, inputs)
             if status.outputs
@@ -593,11 +698,8 @@ def _details(stack: Stack, status: JobStatus) -> list[str]:
     return list(dict.fromkeys(f"{r.stage}: {r.reason}" for r in failed))
 
 
-async def _submit_and_wait(
-    stack: Stack, audio: Path, avatars: list[Path], options: JobOptions, name: str | None
-) -> JobStatus:
+async def _submit_and_wait(stack: Stack, asked: Submission) -> JobStatus:
     settings = stack.settings
-    asked = Submission(audio=audio, avatars=tuple(avatars), options=options, name=name)
     submitted = await asyncio.to_thread(submit, stack.store, settings, asked)
     previous = await asyncio.to_thread(job_status, stack.store, settings, submitted.job_id)
     if previous is not None and previous.state == State.failed:  # same input failed before: try afresh
@@ -694,9 +796,8 @@ def cmd_submit(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def _submit(settings: Settings, args: argparse.Namespace) -> int:
-    options = _options(args)
-    _check_inputs(settings, args.audio, list(args.avatars))
-    asked = Submission(audio=args.audio, avatars=tuple(args.avatars), options=options, name=args.name)
+    asked = _asked(settings, args)
+    _check_inputs(settings, asked.audio, asked.avatars)
     url = settings.nats_url or running_stack(settings)
     if url is None:  # nothing running: write straight into the bucket; `up` picks it up (reconcile)
         store = await asyncio.to_thread(open_store, settings)
@@ -1148,6 +1249,7 @@ def cmd_models(settings: Settings, args: argparse.Namespace) -> int:
 
 QUIET_COMMANDS = {
     "render",
+    "say",
     "demo",
     "submit",
     "status",
@@ -1194,6 +1296,7 @@ def cmd_discord(settings: Settings, args: argparse.Namespace) -> int:
 COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], int]] = {
     "up": cmd_up,
     "render": cmd_render,
+    "say": cmd_render,
     "demo": cmd_demo,
     "submit": cmd_submit,
     "status": cmd_status,

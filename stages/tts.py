@@ -332,3 +332,14 @@ def _write_wav(dst: Path, pcm: bytes, rate: int) -> None:
         wav.setsampwidth(2)
         wav.setframerate(rate)
         wav.writeframes(pcm)
+
+
+def engine_installed() -> bool:
+    """Whether this machine can speak a text at all: Piper, or eSpeak NG (the program or the library)."""
+    if piper_installed() or shutil.which("espeak-ng") is not None:
+        return True
+    try:
+        espeak.library()
+    except espeak.EspeakMissing:
+        return False
+    return True

@@ -197,3 +197,77 @@ def test_a_console_beyond_loopback_without_a_password_is_refused(tmp_path: Path)
         env={**os.environ, "PYTHONPATH": str(ROOT), "MOUTHPIECE_DATA_DIR": str(tmp_path / "data"), "MOUTHPIECE_INGRESS_HOST": "0.0.0.0"},
     )  # fmt: skip
     assert env_result.returncode == 2 and "without a password" in env_result.stderr
+
+
+# --- text to video, and job spec files ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("args", "sentence"),
+    [
+        (["render", "-o", "x.mp4"], "give a voice clip (and photos of the face), a job spec file, or --say TEXT"),
+        (
+            ["render", "job.yaml", "face.png", "-o", "x.mp4"],
+            "job.yaml is a job spec: it names its own voice and avatars, give it alone",
+        ),
+        (
+            ["submit", "voice.flac", "job.json"],
+            "job.json is a job spec, not a voice clip or picture: give it alone, as the job",
+        ),
+        (["say", " ", "face.png"], "there is no text to speak"),
+        (["render", "--say", "x" * 2001, "-o", "x.mp4"], "the text to speak is 2001 characters; the limit is 2000"),
+    ],
+)
+def test_text_and_spec_mistakes_are_refused_before_anything_starts(
+    files: Path, args: list[str], sentence: str
+) -> None:
+    """Nothing to speak or render, a spec with other files, a spec as a picture, empty or overlong text:
+    one sentence, exit 2, and no data directory made."""
+    (files / "job.yaml").write_text("audio: voice.flac\n")
+    (files / "job.json").write_text('{"audio": "voice.flac"}')
+    refused(cli(files, *args), sentence)
+    assert not (files / "data").exists()
+
+
+def test_an_unknown_voice_is_refused_with_the_voices_there_are(files: Path) -> None:
+    result = cli(files, "say", "Hello.", "face.png", "--voice", "nobody")
+    assert result.returncode == 2 and "there is no voice called 'nobody'" in result.stderr
+    assert "en_US-joe-medium" in result.stderr
+
+
+def _jobs(tmp: Path) -> list[dict]:
+    import json
+
+    return json.loads(cli(tmp, "status", "--json").stdout)["jobs"]
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+def test_say_makes_a_video_of_the_text(files: Path) -> None:
+    """`say TEXT face.png`: Piper speaks, the face is lip-synced, the video lands at the default name in
+    the working directory with the text's length; one job, done, named by its voice in the notes."""
+    from pipeline.media import probe
+
+    result = cli(files, "say", "Welcome to the stream, everyone!", "face.png", timeout=400)
+    assert result.returncode == 0, result.stderr
+    video = files / "mouthpiece-say.mp4"
+    assert str(video.name) in result.stdout
+    info = probe(video)
+    assert info.has_video and info.has_audio and 2.0 < info.duration < 6.0
+    [job] = _jobs(files)
+    assert job["state"] == "done" and any("Piper" in note for note in job["notes"])
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+def test_render_of_a_spec_file_renders_that_spec_once(files: Path) -> None:
+    """`render job.yaml -o out.mp4`: the spec's voice, avatar and options are used, exactly one job is
+    made (the spec is not uploaded as a medium, where it would start a second job) and it is done."""
+    (files / "job.yaml").write_text(
+        "name: spec-job\nspeech: 'Doors open at seven.'\navatars: [face.png]\noptions:\n  renderer: none\n"
+    )
+    result = cli(files, "render", "job.yaml", "-o", "out.mp4", timeout=400)
+    assert result.returncode == 0, result.stderr
+    assert (files / "out.mp4").stat().st_size > 0
+    jobs = _jobs(files)
+    assert [(j["state"], j["name"]) for j in jobs] == [("done", "spec-job")]
