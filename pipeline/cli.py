@@ -21,7 +21,7 @@ from typing import Any
 import structlog
 from pydantic import SecretStr
 
-from pipeline import ASSETS_DIR, install_hint
+from pipeline import ASSETS_DIR
 from pipeline.config import (
     STAGES,
     Settings,
@@ -47,7 +47,7 @@ from pipeline.keys import pools_of, progress_subject
 from pipeline.logs import configure_logging
 from pipeline.messages import users_fault
 from pipeline.metrics import Metrics
-from pipeline.registry import check_chain
+from pipeline.registry import check_chain, check_speech, speech_unavailable
 from pipeline.specfile import job_options, parse_spec
 from pipeline.stack import Stack, running_stack, stop_on_signals
 from pipeline.status import job_status, read_records
@@ -120,7 +120,7 @@ def _parser() -> argparse.ArgumentParser:
         prog="mouthpiece",
         description="Talking-avatar videos from a voice clip and a photo or video.\n\n"
         "Quick start: `mouthpiece demo` makes a video from the bundled sample; `mouthpiece render "
-        "voice.mp3 face.png -o out.mp4` makes one from yours; `mouthpiece say \"Hello!\" face.png` one "
+        "voice.mp3 face.png -o out.mp4` makes one from yours; `mouthpiece say 'Hello!' face.png` one "
         "from a text; `mouthpiece up` runs everything and watches a folder. `mouthpiece COMMAND --help` explains each command.",
         epilog=GLOBAL_OPTIONS,
         formatter_class=_Paragraphs,
@@ -351,10 +351,7 @@ def _job_options(p: argparse.ArgumentParser) -> None:
 
 def _options(args: argparse.Namespace) -> JobOptions:
     _check_lengths(args)
-    fields = {
-        k: getattr(args, k, None)
-        for k in OPTION_FIELDS
-    }
+    fields = {k: getattr(args, k, None) for k in OPTION_FIELDS}
     return job_options({k: v for k, v in fields.items() if v is not None})
 
 
@@ -408,11 +405,9 @@ def _spec_submission(settings: Settings, path: Path, args: argparse.Namespace) -
 def _check_speech(settings: Settings, text: str, options: JobOptions) -> None:
     """A text to speak is refused here, before anything starts, when it is empty or too long, names an
     unknown voice, or (workers on this machine) no text-to-speech engine is installed."""
-    from stages import tts
-
-    tts.plan(settings, text, voice=options.voice, language=options.language)
-    if not settings.nats_url and not tts.engine_installed():
-        raise ConfigError(f"speaking a text needs the voice extra: {install_hint('voice')}")
+    check_speech(settings, text, options.voice, options.language)
+    if not settings.nats_url and (reason := speech_unavailable()) is not None:
+        raise ConfigError(reason)
 
 
 # --- checking what was typed (before anything starts) -----------------------------------------------

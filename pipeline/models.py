@@ -185,6 +185,17 @@ def model_path(settings: Settings, name: str) -> Path:
     return given if given.is_absolute() or len(given.parts) > 1 else settings.models / name
 
 
+def wav2lip_unavailable(settings: Settings) -> str | None:
+    """Why a ``wav2lip`` job cannot run on this machine (no neural extra, no checkpoint), in words; None
+    when it can."""
+    if missing_neural():
+        return f"wav2lip needs the neural extra ({NEURAL_EXTRA})"
+    path = model_path(settings, settings.wav2lip_checkpoint)
+    if not path.is_file():
+        return f"wav2lip needs a checkpoint: put {path.name} in {path.parent} (mouthpiece models)"
+    return None
+
+
 def model_status(settings: Settings) -> list[ModelStatus]:
     """Each known model file with its path, presence and SHA-256 (hashing reads every present file)."""
     rows = []

@@ -9,7 +9,8 @@ from __future__ import annotations
 import importlib
 from functools import cache
 
-from pipeline.config import STAGES
+from pipeline import install_hint
+from pipeline.config import STAGES, Settings
 from pipeline.errors import ConfigError
 from pipeline.stage import Stage
 
@@ -54,3 +55,19 @@ def _check_artifacts(stages: list[Stage]) -> None:
                 f"{stage.name} needs {', '.join(missing)}, which no stage before it makes{hint}"
             )
         available |= stage.provides
+
+
+# --- asking the shared stage modules, for commands and pages that check before submitting -----------------
+
+
+def check_speech(settings: Settings, text: str, voice: str | None, language: str | None) -> None:
+    """Refuse, as validate would, a text to speak that is empty or too long or names an unknown voice
+    (``stages.tts.plan``)."""
+    importlib.import_module("stages.tts").plan(settings, text, voice=voice, language=language)
+
+
+def speech_unavailable() -> str | None:
+    """Why this machine cannot speak a text (no engine of the voice extra), in words; None when it can."""
+    if importlib.import_module("stages.tts").engine_installed():
+        return None
+    return f"text to speech needs the voice extra ({install_hint('voice')})"

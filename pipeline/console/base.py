@@ -26,7 +26,7 @@ from pipeline.bus import Bus
 from pipeline.config import Settings
 from pipeline.console.auth import CSRF_FIELD, CSRF_HEADER, Access, Session
 from pipeline.console.index import JobIndex
-from pipeline.console.upload import TooLarge, body_limit, capped_form
+from pipeline.console.upload import TooLarge, body_limit, capped_form, unavailable
 from pipeline.console.views import dead_letters, job_view, model_rows
 from pipeline.contracts import JobOptions
 from pipeline.errors import InvalidKey
@@ -192,6 +192,7 @@ class ConsoleBase:
             "error": error,
             "choices": _choices(),
             "max_mb": self.settings.max_input_bytes // (1024 * 1024),
+            "unavailable": unavailable(self.settings),
         }
 
 

@@ -246,6 +246,8 @@ def _jobs(tmp: Path) -> list[dict]:
 def test_say_makes_a_video_of_the_text(files: Path) -> None:
     """`say TEXT face.png`: Piper speaks, the face is lip-synced, the video lands at the default name in
     the working directory with the text's length; one job, done, named by its voice in the notes."""
+    import json
+
     from pipeline.media import probe
 
     result = cli(files, "say", "Welcome to the stream, everyone!", "face.png", timeout=400)
@@ -255,7 +257,8 @@ def test_say_makes_a_video_of_the_text(files: Path) -> None:
     info = probe(video)
     assert info.has_video and info.has_audio and 2.0 < info.duration < 6.0
     [job] = _jobs(files)
-    assert job["state"] == "done" and any("Piper" in note for note in job["notes"])
+    status = json.loads(cli(files, "status", job["job_id"], "--json").stdout)
+    assert status["state"] == "done" and any("Piper" in note for note in status["notes"])
 
 
 @pytest.mark.slow

@@ -197,6 +197,51 @@ def test_new_job_form_offers_the_options(tmp_path: Path) -> None:
     run(go())
 
 
+def test_new_job_form_offers_only_what_this_install_can_do(
+    tmp_path: Path, assets: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One machine without the voice extra and without a Wav2Lip checkpoint: the text box is disabled with
+    the extra's install command, wav2lip is offered disabled, and a form asking for either anyway is
+    refused in a sentence before anything is uploaded. With workers elsewhere everything is offered."""
+    import sys
+
+    from stages import espeak
+
+    monkeypatch.setitem(sys.modules, "piper", None)
+    monkeypatch.setitem(sys.modules, "espeakng_loader", None)
+    monkeypatch.setattr("stages.tts.shutil.which", lambda name: None)
+    espeak.library.cache_clear()
+    settings = make_settings(tmp_path)
+
+    async def go() -> None:
+        async with running(settings) as h, h.client() as client:
+            html = (await client.get("/new")).text
+            token = await csrf_of(client)
+            said = await client.post(
+                "/api/jobs", headers={"X-CSRF-Token": token}, data={"speech": "Hello there."}
+            )
+            neural = await client.post(
+                "/api/jobs",
+                headers={"X-CSRF-Token": token},
+                files=[("voice", ("v.flac", (assets / "jfk.flac").read_bytes(), "audio/flac"))],
+                data={"renderer": "wav2lip"},
+            )
+            assert list(h.store.list(settings.bucket_inputs, "jobs/")) == []
+        assert re.search(r'<textarea name="speech"[^>]* disabled', html)
+        assert "pip install &#39;mouthpiece-avatar[voice]&#39;" in html
+        assert re.search(r'<option value="wav2lip"[^>]* disabled', html) and "(not installed here)" in html
+        assert said.status_code == 422 and "cannot speak a text" in said.json()["error"]
+        assert neural.status_code == 422 and "wav2lip needs" in neural.json()["error"]
+
+    try:
+        run(go())
+        from pipeline.console.upload import unavailable
+
+        assert unavailable(settings.model_copy(update={"nats_url": "nats://elsewhere:4222"})) == {}
+    finally:
+        espeak.library.cache_clear()
+
+
 def test_operations_page_lists_queues_dead_letters_and_models(tmp_path: Path, assets: Path) -> None:
     """GET /ops and /api/ops: per-stage queue depth (messages waiting on the bus), dead letters with a
     Retry button, model files with where they are (the packaged Whisper is not "missing") and, for the
@@ -303,6 +348,7 @@ def test_upload_through_the_api_submits_like_a_folder_drop(tmp_path: Path, asset
             "burn",
         )
         assert spec.options.transcript == "ask not"
+        assert [d.kind for d in spec.destinations] == ["folder"]  # one machine: the outbox gets it too
         assert names["Gr-e-Foto.png"] == "Gr%C3%BC%C3%9Fe Foto.png"
 
     run(go())
