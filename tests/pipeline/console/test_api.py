@@ -739,3 +739,28 @@ def test_no_secret_is_ever_rendered(tmp_path: Path, assets: Path, small_mp4: Pat
     every = "\n".join(bodies)  # type: ignore[arg-type]
     for secret in [*SECRETS.values(), WEBHOOK, INTERACTION_TOKEN, "W" * 20, "T" * 20]:
         assert secret not in every
+
+
+def test_a_job_failed_or_running_in_validate_is_shown_by_its_name(tmp_path: Path, assets: Path) -> None:
+    """Before validate writes the job record (a job running in it, or refused by it) the list, the job
+    page and its title show the name from the spec (the drop's), not the job id."""
+    from pipeline.keys import job_record_key
+
+    settings = make_settings(tmp_path)
+
+    async def go() -> None:
+        async with running(settings) as h, h.client() as client:
+            failed = make_job(h, assets, State.failed, failed_stage="validate", nonce="f")
+            moving = make_job(h, assets, State.running, failed_stage="validate", nonce="r")
+            for job in (failed, moving):
+                path = h.store.local_path(settings.bucket_work, job_record_key(job))
+                assert path is not None
+                path.unlink()
+            await wait_loaded(h, client)
+            listed = (await client.get("/api/jobs")).json()["jobs"]
+            pages = [(await client.get(f"/jobs/{job}")).text for job in (failed, moving)]
+        assert {(j["job_id"], j["name"]) for j in listed} == {(failed, "greeting"), (moving, "greeting")}
+        for page in pages:
+            assert re.search(r"<title>greeting\b", page), page[:300]
+
+    run(go())
