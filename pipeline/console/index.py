@@ -129,7 +129,10 @@ def summarize(store: ObjectStore, settings: Settings, job_id: str) -> JobSummary
         r.state == State.running
         for r in (records if records is not None else read_records(store, settings, job_id))
     )
-    created = job.created_at if job else status.updated_at
+    if job is None and records is None:  # before validate's job record: the first stage's start
+        records = read_records(store, settings, job_id)
+    first = min((r.started_at for r in records or []), default=None)
+    created = job.created_at if job else (first or status.updated_at)
     running = [
         t.progress for t in status.tasks.values() if t.state == State.running and t.progress is not None
     ]

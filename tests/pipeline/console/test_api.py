@@ -764,3 +764,34 @@ def test_a_job_failed_or_running_in_validate_is_shown_by_its_name(tmp_path: Path
             assert re.search(r"<title>greeting\b", page), page[:300]
 
     run(go())
+
+
+def test_a_cancelled_job_keeps_its_start_and_its_time_runs_to_the_cancel(tmp_path: Path, assets: Path) -> None:
+    """Jobs started a minute ago and cancelled now (one in render, its last report long ago; one still in
+    validate, without a job record): the list keeps when each started, and each one's elapsed time is
+    the minute up to the cancel, not the time to its last report."""
+    from pipeline.keys import job_record_key
+
+    settings = make_settings(tmp_path)
+
+    async def go() -> None:
+        async with running(settings) as h, h.client() as client:
+            rendering = make_job(h, assets, State.running, failed_stage="render", nonce="a", age=60)
+            validating = make_job(h, assets, State.running, failed_stage="validate", nonce="b", age=60)
+            path = h.store.local_path(settings.bucket_work, job_record_key(validating))
+            assert path is not None
+            path.unlink()
+            await wait_loaded(h, client)
+            token = await csrf_of(client)
+            before = {j["job_id"]: j for j in (await client.get("/api/jobs")).json()["jobs"]}
+            for job in (rendering, validating):
+                await client.post(f"/api/jobs/{job}/cancel", headers={"X-CSRF-Token": token})
+        async with running(settings) as h, h.client() as client:  # read afresh, as after a restart
+            await wait_loaded(h, client)
+            after = {j["job_id"]: j for j in (await client.get("/api/jobs")).json()["jobs"]}
+        for job in (rendering, validating):
+            assert after[job]["state"] == "cancelled"
+            assert after[job]["created_at"] == before[job]["created_at"]
+            assert 58 <= after[job]["elapsed"] <= 75, after[job]
+
+    run(go())
