@@ -266,9 +266,10 @@ def _operator_commands(commands: _Commands) -> None:
         "config",
         "print the effective settings",
         "Every setting as this command line, the environment and the config file make it (what `up` "
-        "runs with), secrets masked; warnings (on stderr) for credentials left at a well-known default.",
+        "runs with), one MOUTHPIECE_NAME=value line each (the variable that sets it), secrets masked; warnings (on stderr) for credentials left at a well-known default.",
     )
     config.add_argument("--markdown", action="store_true", help="print the table of all settings instead")
+    config.add_argument("--json", action="store_true", help="print them as JSON (keyed by variable name)")
 
     reconcile = commands.add("reconcile", "re-announce inputs without a job and jobs stuck mid-pipeline")
     reconcile.add_argument(
@@ -492,11 +493,31 @@ def cmd_config(settings: Settings, args: argparse.Namespace) -> int:
         print(settings_markdown(), end="")
         return 0
     shown = effective_settings(settings)
-    print(json.dumps(shown, indent=2, default=str))
+    named = {env_name(name): value for name, value in shown.items()}
+    if args.json:
+        print(json.dumps(named, indent=2, default=str))
+    else:
+        print("\n".join(f"{name}={_env_value(value)}" for name, value in named.items()))
     print(f"mouthpiece: data directory {settings.data_dir}: {data_dir_origin(settings)}", file=sys.stderr)
     for warning in credential_warnings(settings, shown):
         print(f"mouthpiece: warning: {warning}", file=sys.stderr)
     return 0
+
+
+def env_name(field: str) -> str:
+    """The environment variable a setting is read from (``s3_endpoint`` → ``MOUTHPIECE_S3_ENDPOINT``)."""
+    return f"MOUTHPIECE_{field.upper()}"
+
+
+def _env_value(value: object) -> str:
+    """A value as it is written in the environment: lists and maps as JSON, unset as nothing."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, list | tuple | dict):
+        return json.dumps(value, default=str, separators=(",", ":"))
+    return str(value)
 
 
 def effective_settings(settings: Settings) -> dict[str, object]:
@@ -902,9 +923,7 @@ def _status_table(settings: Settings, index: Any, limit: int, live: bool = False
         + (f" ({summary})" if summary else "")
     ]
     if not jobs:
-        lines.append(
-            f"No jobs yet: drop a voice clip into {settings.inbox}, or run `mouthpiece submit VOICE [PHOTO]`."
-        )
+        lines.append(_no_jobs_hint(settings))
     else:
         lines.append("")
         lines.append(f"{'JOB':21} {'STATE':9} {'STAGE':14} {'SOURCE':8} {'STARTED':19} {'ELAPSED':>8}  NAME")
@@ -934,6 +953,17 @@ def _status_table(settings: Settings, index: Any, limit: int, live: bool = False
         lines.append("")
         lines.append("Updated live; Ctrl-C stops.")
     return "\n".join(lines)
+
+
+def _no_jobs_hint(settings: Settings) -> str:
+    """What to do when there are no jobs: the inbox and submit only work while mouthpiece runs."""
+    if settings.nats_url or running_stack(settings):
+        return f"No jobs yet: drop a voice clip into {settings.inbox}, or run `mouthpiece submit VOICE [PHOTO]`."
+    return (
+        "No jobs yet, and mouthpiece is not running here: `mouthpiece up` starts it (then drop a voice clip "
+        f"into {settings.inbox} or use the console), or `mouthpiece render VOICE PHOTO -o out.mp4` makes "
+        "one video now."
+    )
 
 
 def _seconds(value: float) -> str:

@@ -124,12 +124,14 @@ def test_output_folder_beside_the_inputs_never_overwrites_them(tmp_path: Path, a
 
 
 def test_status_of_nothing_says_so(tmp_path: Path) -> None:
-    """An empty data directory: a header, "No jobs yet" with what to do, and "No failed drops"."""
+    """An empty data directory, nothing running: a header, "No jobs yet" with what to do first (`up`,
+    or `render`; not the inbox, which nothing watches yet), and "No failed drops"."""
     result = cli(tmp_path, "status")
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert lines[0].startswith("mouthpiece on ") and lines[0].endswith(": 0 jobs")
-    assert lines[1].startswith("No jobs yet: drop a voice clip into ")
+    assert lines[1].startswith("No jobs yet, and mouthpiece is not running here: `mouthpiece up` starts it")
+    assert "mouthpiece render VOICE PHOTO -o out.mp4" in lines[1]
     assert lines[-1] == "No failed drops."
 
 
