@@ -30,7 +30,7 @@ from pipeline.messages import for_people
 from pipeline.stage import Stage, StageContext
 from pipeline.status import read_job, read_spec
 from pipeline.storage.base import ObjectStore
-from stages.publish.folder import publish_to_folder, write_failure_note
+from stages.publish.folder import publish_to_folder, remove_failure_note, write_failure_note
 
 NAME = "publish"
 log = structlog.get_logger("mouthpiece.publish")
@@ -127,6 +127,9 @@ def _to_destination(
     if isinstance(destination, FolderDestination):
         where = publish_to_folder(ctx.settings, destination, video, digest, filename, ctx.job_id, intent)
         fault(ctx.settings, "publish.after_copy")
+        job = read_job(ctx.store, ctx.settings, ctx.job_id)
+        note_name = _safe(job.name if job else (manifest.job_id))
+        remove_failure_note(ctx.settings, destination, note_name, ctx.job_id)
     else:
         from pipeline.discord.publish import publish_to_discord
 

@@ -92,3 +92,20 @@ def write_failure_note(
     note = folder / f"{name[:100]}.failed.txt"
     note.write_text(f"mouthpiece could not make this video (job {job_id}).\n\nReason: {reason}\n")
     return note
+
+
+def remove_failure_note(settings: Settings, destination: FolderDestination, name: str, job_id: str) -> None:
+    """The ``<name>.failed.txt`` an earlier run of this job left (it failed, then a retry published the
+    video): removed, so the folder does not say both. A note of another job by that name stays."""
+    try:
+        folder = folder_of(settings, destination)
+    except InvalidInput:
+        folder = settings.outbox
+    note = folder / f"{name[:100]}.failed.txt"
+    try:
+        with note.open(encoding="utf-8", errors="replace") as f:
+            mine = f"(job {job_id})" in f.read(300)
+        if mine:
+            note.unlink()
+    except OSError:
+        return
