@@ -17,7 +17,10 @@ say what is wrong and what to send instead, and carry no tool output: ffmpeg's o
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
+
+from pydantic import ValidationError
 
 from pipeline import ASSETS_DIR
 from pipeline.config import Settings
@@ -29,6 +32,7 @@ from pipeline.contracts import (
     JobSpec,
     Manifest,
     MediaInfo,
+    StageRecord,
 )
 from pipeline.destinations import check_destinations
 from pipeline.errors import (
@@ -36,10 +40,18 @@ from pipeline.errors import (
     FFmpegError,
     InvalidInput,
     InvalidKey,
+    ObjectNotFound,
     PictureTooLarge,
     RetryableError,
 )
-from pipeline.keys import JOB_SPEC_SUFFIXES, job_record_key, media_cache_key, resolve_relative, spec_key
+from pipeline.keys import (
+    JOB_SPEC_SUFFIXES,
+    job_record_key,
+    media_cache_key,
+    record_key,
+    resolve_relative,
+    spec_key,
+)
 from pipeline.media import Probe, count_frames, looks_like, normalize_audio, normalize_avatar, probe
 from pipeline.specfile import MAX_SPEC_BYTES, parse_spec
 from pipeline.stage import ModelCache, Stage, StageContext
@@ -353,6 +365,18 @@ def _manifest(
     )
 
 
+def _started(ctx: StageContext) -> datetime:
+    """When this job started: when this stage's run began (its running record), not now that validate is
+    done, so a job's start time stays what the list showed while it was validated."""
+    try:
+        record = StageRecord.model_validate_json(
+            ctx.store.get(ctx.settings.bucket_work, record_key(ctx.job_id, ctx.task, ctx.stage))
+        )
+    except (ObjectNotFound, ValidationError):
+        return datetime.now(UTC)
+    return record.started_at
+
+
 def _write_job(ctx: StageContext, upload: ObjectInfo, spec: JobSpec, manifests: list[Manifest]) -> None:
     name = spec.name or (PurePosixPath(spec.audio).stem if spec.audio else "speech")
     record = JobRecord(
@@ -362,6 +386,7 @@ def _write_job(ctx: StageContext, upload: ObjectInfo, spec: JobSpec, manifests: 
         name=name,
         tasks={m.task: m.avatar_name for m in manifests},
         chain=list(ctx.settings.chain),
+        created_at=_started(ctx),
     )
     ctx.save_bytes(
         record.model_dump_json(indent=1).encode(),

@@ -479,3 +479,34 @@ def test_the_same_text_is_synthesized_once_and_cached_by_content(env: tuple[Sett
     audio = [m[0].artifacts["audio"] for m in (first, again, other)]
     assert audio[0].key.startswith("cache/media/tts-") and audio[0] == audio[1]
     assert audio[2].key != audio[0].key and audio[2].sha256 != audio[0].sha256
+
+
+def test_the_job_started_when_validate_began_not_when_it_ended(
+    env: tuple[Settings, ObjectStore], assets: Path
+) -> None:
+    """The job record's start is the start of validate's run (its running record), so a job's start time
+    does not jump forward when validate finishes."""
+    from datetime import UTC, datetime, timedelta
+
+    from pipeline.contracts import JobRecord
+    from pipeline.keys import job_record_key
+    from pipeline.status import write_record
+
+    settings, store = env
+    up = spec_with(
+        store,
+        settings,
+        "jobs/t",
+        {"v.flac": assets / "jfk.flac", "f.png": assets / "astronaut.png"},
+        "audio: v.flac\navatars: [f.png]\n",
+    )
+    job_id = job_id_for(up.bucket, up.key, up.etag)
+    began = datetime.now(UTC) - timedelta(seconds=42)
+    write_record(
+        store,
+        settings,
+        StageRecord(job_id=job_id, task="job", stage="validate", state=State.running, started_at=began),
+    )
+    validate(settings, store, up)
+    record = JobRecord.model_validate_json(store.get(settings.bucket_work, job_record_key(job_id)))
+    assert record.created_at == began
