@@ -52,7 +52,15 @@ from pipeline.specfile import job_options, parse_spec
 from pipeline.stack import Stack, running_stack, stop_on_signals
 from pipeline.status import job_status, read_records
 from pipeline.storage import ObjectStore, open_store
-from pipeline.submit import NAME_LIMIT, SPEC_EXTS, Submission, check_inputs, check_local_file, submit
+from pipeline.submit import (
+    NAME_LIMIT,
+    SPEC_EXTS,
+    Submission,
+    check_inputs,
+    check_local_file,
+    job_name,
+    submit,
+)
 
 log = structlog.get_logger("mouthpiece.cli")
 DEMO_TRANSCRIPT = "And so my fellow Americans, ask not what your country can do for you, ask what you can do for your country."
@@ -369,7 +377,8 @@ def _asked(settings: Settings, args: argparse.Namespace) -> Submission:
     text = getattr(args, "say", None)
     if text is not None:
         _check_speech(settings, text, options)
-        return Submission(audio=None, avatars=tuple(files), options=options, name=args.name, speech=text)
+        name = args.name or job_name(" ".join(text.split()[:6]))  # the list shows it: its first words
+        return Submission(audio=None, avatars=tuple(files), options=options, name=name, speech=text)
     if not files:
         raise InvalidInput(
             "give a voice clip (and photos of the face), a job spec file, or --say TEXT", code="no_input"
@@ -958,7 +967,9 @@ def _status_table(settings: Settings, index: Any, limit: int, live: bool = False
 def _no_jobs_hint(settings: Settings) -> str:
     """What to do when there are no jobs: the inbox and submit only work while mouthpiece runs."""
     if settings.nats_url or running_stack(settings):
-        return f"No jobs yet: drop a voice clip into {settings.inbox}, or run `mouthpiece submit VOICE [PHOTO]`."
+        return (
+            f"No jobs yet: drop a voice clip into {settings.inbox}, or run `mouthpiece submit VOICE [PHOTO]`."
+        )
     return (
         "No jobs yet, and mouthpiece is not running here: `mouthpiece up` starts it (then drop a voice clip "
         f"into {settings.inbox} or use the console), or `mouthpiece render VOICE PHOTO -o out.mp4` makes "

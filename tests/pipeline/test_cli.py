@@ -207,7 +207,10 @@ def test_a_console_beyond_loopback_without_a_password_is_refused(tmp_path: Path)
 @pytest.mark.parametrize(
     ("args", "sentence"),
     [
-        (["render", "-o", "x.mp4"], "give a voice clip (and photos of the face), a job spec file, or --say TEXT"),
+        (
+            ["render", "-o", "x.mp4"],
+            "give a voice clip (and photos of the face), a job spec file, or --say TEXT",
+        ),
         (
             ["render", "job.yaml", "face.png", "-o", "x.mp4"],
             "job.yaml is a job spec: it names its own voice and avatars, give it alone",
@@ -217,7 +220,10 @@ def test_a_console_beyond_loopback_without_a_password_is_refused(tmp_path: Path)
             "job.json is a job spec, not a voice clip or picture: give it alone, as the job",
         ),
         (["say", " ", "face.png"], "there is no text to speak"),
-        (["render", "--say", "x" * 2001, "-o", "x.mp4"], "the text to speak is 2001 characters; the limit is 2000"),
+        (
+            ["render", "--say", "x" * 2001, "-o", "x.mp4"],
+            "the text to speak is 2001 characters; the limit is 2000",
+        ),
     ],
 )
 def test_text_and_spec_mistakes_are_refused_before_anything_starts(
@@ -259,6 +265,7 @@ def test_say_makes_a_video_of_the_text(files: Path) -> None:
     info = probe(video)
     assert info.has_video and info.has_audio and 2.0 < info.duration < 6.0
     [job] = _jobs(files)
+    assert job["name"] == "Welcome to the stream, everyone!"
     status = json.loads(cli(files, "status", job["job_id"], "--json").stdout)
     assert status["state"] == "done" and any("Piper" in note for note in status["notes"])
 

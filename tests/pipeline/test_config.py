@@ -131,7 +131,10 @@ def test_config_command_masks_secrets(
     assert "MOUTHPIECE_S3_SECRET_KEY=**********" in out.splitlines()
     assert main(["config", "--json"]) == 0
     shown = json.loads(capsys.readouterr().out)
-    assert shown["MOUTHPIECE_S3_SECRET_KEY"] == "**********" and shown["MOUTHPIECE_INGRESS_TOKEN"] == "**********"
+    assert (
+        shown["MOUTHPIECE_S3_SECRET_KEY"] == "**********"
+        and shown["MOUTHPIECE_INGRESS_TOKEN"] == "**********"
+    )
 
 
 def test_config_lines_name_the_variables_people_set(
@@ -176,7 +179,10 @@ def test_config_warns_about_default_credentials(
     assert main(["config", "--json"]) == 0
     captured = capsys.readouterr()
     shown = json.loads(captured.out)
-    assert shown["MOUTHPIECE_S3_SECRET_KEY"] == "minioadmin" and shown["MOUTHPIECE_INGRESS_TOKEN"] == "**********"
+    assert (
+        shown["MOUTHPIECE_S3_SECRET_KEY"] == "minioadmin"
+        and shown["MOUTHPIECE_INGRESS_TOKEN"] == "**********"
+    )
     warnings = [line for line in captured.err.splitlines() if line.startswith("mouthpiece: warning: ")]
     assert len(warnings) == 3, captured.err
     assert "s3_secret_key is 'minioadmin', MinIO's default" in warnings[0]

@@ -766,7 +766,9 @@ def test_a_job_failed_or_running_in_validate_is_shown_by_its_name(tmp_path: Path
     run(go())
 
 
-def test_a_cancelled_job_keeps_its_start_and_its_time_runs_to_the_cancel(tmp_path: Path, assets: Path) -> None:
+def test_a_cancelled_job_keeps_its_start_and_its_time_runs_to_the_cancel(
+    tmp_path: Path, assets: Path
+) -> None:
     """Jobs started a minute ago and cancelled now (one in render, its last report long ago; one still in
     validate, without a job record): the list keeps when each started, and each one's elapsed time is
     the minute up to the cancel, not the time to its last report."""
