@@ -58,6 +58,6 @@ def test_detection_skips_face_alignment_without_the_extra(tmp_path: Path, no_neu
     assert dlib_available()
     assert resolve_kind("auto", tmp_path) == "dlib"
     assert build_detector("auto", "cpu", tmp_path).name == "dlib"
-    with pytest.raises(ConfigError, match=r"mouthpiece\[neural\]") as caught:
+    with pytest.raises(ConfigError, match=r"mouthpiece-avatar\[neural\]") as caught:
         build_detector("face_alignment", "cpu", tmp_path)
     assert caught.value.code == "neural_unavailable"
