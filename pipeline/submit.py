@@ -94,7 +94,7 @@ def check_inputs(
         )
     for path in [p for p in [audio, *avatars] if p is not None]:
         name = (shown or {}).get(path) or str(path)
-        if PurePosixPath(name).suffix.lower() in SPEC_EXTS or path.suffix.lower() in SPEC_EXTS:
+        if path.suffix.lower() in SPEC_EXTS:  # its object's key would end like a spec's
             raise InvalidInput(
                 f"{name} is a job spec, not a voice clip or picture: give it alone, as the job",
                 code="spec_as_media",
