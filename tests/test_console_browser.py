@@ -289,6 +289,7 @@ def test_a_phone_sees_burned_subtitles_once_even_gaps_and_the_voice_length(
         lambda: driver.execute_script("return arguments[0].duration", voice), 10, "no voice length", every=0.2
     )
     assert 2.5 < float(length) < 3.5
+    _shoot(driver, screens, "7-phone-burn-job")
 
     noise = tmp_path / "static.png"
     import cv2
@@ -309,5 +310,5 @@ def test_a_phone_sees_burned_subtitles_once_even_gaps_and_the_voice_length(
     assert sizes[0] <= sizes[1], sizes
     cells = [c.text.strip() for c in table.find_elements(By.CSS_SELECTOR, "tbody td")]
     assert cells and all(cells), cells
-    _shoot(driver, screens, "7-phone-ops")
+    _shoot(driver, screens, "8-phone-ops")
     driver.set_window_size(1280, 900)
