@@ -268,7 +268,7 @@ def _piper(model: Path, text: str, speed: float) -> tuple[bytes, int]:
     its sample rate. The voice noise comes from a session made for this text with ``NOISE_SEED``."""
     from piper import SynthesisConfig
 
-    voice = _seeded(_piper_voice(str(model)), model)
+    voice = _seeded(model)
     config = SynthesisConfig(length_scale=1.0 / speed)
     pause = b"\0\0" * int(SENTENCE_PAUSE * voice.config.sample_rate)
     chunks = [chunk.audio_int16_bytes for chunk in voice.synthesize(text, syn_config=config)]
@@ -278,28 +278,29 @@ def _piper(model: Path, text: str, speed: float) -> tuple[bytes, int]:
 _seed_lock = threading.Lock()
 
 
-def _seeded(voice: Any, model: Path) -> Any:
-    """``voice`` with a fresh ONNX session whose random generators start from ``NOISE_SEED``.
+def _seeded(model: Path) -> Any:
+    """The Piper voice ``model`` with a fresh ONNX session whose random generators start from
+    ``NOISE_SEED``.
 
     onnxruntime seeds a graph's random operators when the session is made, from the process-wide seed,
     and each run moves them on: a session reused across texts would speak each differently. Making the
     session costs well under a second, next to the seconds a job takes (and repeats hit the cache).
     """
     import onnxruntime
+    from piper import PiperVoice
 
     with _seed_lock:  # the seed is process-wide: set it and make the session as one step
         onnxruntime.set_seed(NOISE_SEED)
         session = onnxruntime.InferenceSession(str(model), providers=["CPUExecutionProvider"])
-    return dataclasses.replace(voice, session=session)
+    return PiperVoice(session=session, config=_piper_config(str(model)))
 
 
 @lru_cache(maxsize=4)
-def _piper_voice(model: str) -> Any:
-    """A loaded Piper voice (once per process and file): its config and phonemizer; ``_seeded`` gives
-    each text its own session."""
-    from piper import PiperVoice
+def _piper_config(model: str) -> Any:
+    """A Piper voice's configuration (its ``.onnx.json``), read once per process and file."""
+    from piper.config import PiperConfig
 
-    return PiperVoice.load(model)
+    return PiperConfig.from_dict(json.loads(Path(f"{model}.json").read_text(encoding="utf-8")))
 
 
 # --- eSpeak NG ---------------------------------------------------------------------------------------------
