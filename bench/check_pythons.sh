@@ -39,7 +39,7 @@ check() {  # $1 version, $2 python command, $3 work folder; prints what failed, 
     local neural
     neural=$("$work/venv/bin/mouthpiece" render pipeline/assets/jfk.flac pipeline/assets/astronaut.png \
         --renderer wav2lip -o "$work/neural.mp4" 2>&1)
-    if [ $? -ne 1 ] || ! grep -q "mouthpiece\[neural\]" <<<"$neural"; then
+    if [ $? -ne 1 ] || ! grep -q "mouthpiece-avatar\[neural\]" <<<"$neural"; then
         echo "a wav2lip job did not fail naming the neural extra: $(tail -3 <<<"$neural")"; return 1
     fi
 }

@@ -42,6 +42,7 @@ from pipeline.contracts import (
     offered,
     option_values,
 )
+from pipeline.destinations import check_destinations
 from pipeline.errors import ConfigError, InvalidInput, MouthpieceError
 from pipeline.eta import job_line, renderer_of
 from pipeline.keys import pools_of, progress_subject
@@ -49,11 +50,20 @@ from pipeline.logs import configure_logging
 from pipeline.messages import users_fault
 from pipeline.metrics import Metrics
 from pipeline.registry import check_chain
-from pipeline.specfile import job_options
+from pipeline.specfile import job_options, parse_spec
 from pipeline.stack import Stack, running_stack, stop_on_signals
+from pipeline.stage import check_speech, speech_unavailable
 from pipeline.status import job_status, read_job, read_records
 from pipeline.storage import ObjectStore, open_store
-from pipeline.submit import NAME_LIMIT, Submission, check_inputs, submit
+from pipeline.submit import (
+    NAME_LIMIT,
+    SPEC_EXTS,
+    Submission,
+    check_inputs,
+    check_local_file,
+    job_name,
+    submit,
+)
 
 log = structlog.get_logger("mouthpiece.cli")
 DEMO_TRANSCRIPT = "And so my fellow Americans, ask not what your country can do for you, ask what you can do for your country."
@@ -121,8 +131,8 @@ def _parser() -> argparse.ArgumentParser:
         prog="mouthpiece",
         description="Talking-avatar videos from a voice clip and a photo or video.\n\n"
         "Quick start: `mouthpiece demo` makes a video from the bundled sample; `mouthpiece render "
-        "voice.mp3 face.png -o out.mp4` makes one from yours; `mouthpiece up` runs everything and "
-        "watches a folder. `mouthpiece COMMAND --help` explains each command.",
+        "voice.mp3 face.png -o out.mp4` makes one from yours; `mouthpiece say 'Hello!' face.png` one "
+        "from a text; `mouthpiece up` runs everything and watches a folder. `mouthpiece COMMAND --help` explains each command.",
         epilog=GLOBAL_OPTIONS,
         formatter_class=_Paragraphs,
     )
@@ -152,17 +162,47 @@ def _local_commands(commands: _Commands) -> None:
         "render",
         "make one video now and write it to a file",
         "Runs the whole pipeline for one job in this process (or on a running `mouthpiece up`), prints "
-        "the files it wrote and exits 0, or prints why the job failed and exits 1.",
+        "the files it wrote and exits 0, or prints why the job failed and exits 1. The voice is a clip, "
+        "or a text with --say; a job spec file (.yaml/.json) given alone is rendered as it says.",
     )
-    render.add_argument("audio", type=Path, help="the voice clip (.mp3, .wav, .ogg, .m4a, .flac, ...)")
     render.add_argument(
-        "avatars", type=Path, nargs="*", help="photo(s) or video(s) of the face; one video each"
+        "audio",
+        type=Path,
+        nargs="?",
+        help="the voice clip (.mp3, .wav, .ogg, .m4a, .flac, ...), or a job spec file alone; "
+        "left out with --say",
+    )
+    render.add_argument(
+        "avatars",
+        type=Path,
+        nargs="*",
+        help="photo(s) or video(s) of the face; one video each (none: the default avatar)",
     )
     _character_option(render)
     render.add_argument(
         "-o", "--output", type=Path, required=True, help="output file (a folder for several avatars)"
     )
+    _speech_options(render)
     _job_options(render)
+
+    say = commands.add(
+        "say",
+        "make one video of a face speaking a text (text to speech)",
+        "`mouthpiece render --say TEXT` in short: the text is spoken by Piper (or eSpeak NG) and the face "
+        "lip-synced to it. Needs the voice extra (GPL code, see the README).",
+    )
+    say.add_argument("say", metavar="TEXT", help="what to say (at most 2,000 characters)")
+    say.add_argument(
+        "avatars", type=Path, nargs="*", help="photo(s) or video(s) of the face (none: the default avatar)"
+    )
+    say.add_argument(
+        "-o",
+        "--output",
+        type=Path,
+        default=Path("mouthpiece-say.mp4"),
+        help="output file (a folder for several avatars; default mouthpiece-say.mp4)",
+    )
+    _job_options(say)
 
     demo = commands.add(
         "demo",
@@ -187,12 +227,15 @@ def _queue_commands(commands: _Commands) -> None:
         "Prints the job id. Without a running stack the job waits in the data directory until "
         "`mouthpiece up` starts.",
     )
-    submit.add_argument("audio", type=Path, help="the voice clip")
+    submit.add_argument(
+        "audio", type=Path, nargs="?", help="the voice clip, or a job spec file alone; left out with --say"
+    )
     submit.add_argument(
         "avatars", type=Path, nargs="*", help="photo(s) or video(s) of the face (none: the default avatar)"
     )
     submit.add_argument("--wait", action="store_true", help="wait for the job and print its status")
     _character_option(submit)
+    _speech_options(submit)
     _job_options(submit)
 
     status = commands.add("status", "show a job, or the recent jobs and failed drops")
@@ -235,9 +278,10 @@ def _operator_commands(commands: _Commands) -> None:
         "config",
         "print the effective settings",
         "Every setting as this command line, the environment and the config file make it (what `up` "
-        "runs with), secrets masked; warnings (on stderr) for credentials left at a well-known default.",
+        "runs with), one MOUTHPIECE_NAME=value line each (the variable that sets it), secrets masked; warnings (on stderr) for credentials left at a well-known default.",
     )
     config.add_argument("--markdown", action="store_true", help="print the table of all settings instead")
+    config.add_argument("--json", action="store_true", help="print them as JSON (keyed by variable name)")
 
     reconcile = commands.add("reconcile", "re-announce inputs without a job and jobs stuck mid-pipeline")
     reconcile.add_argument(
@@ -318,6 +362,12 @@ def _duration(text: str) -> float:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _speech_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--say", metavar="TEXT", help="speak this text instead of a voice clip (needs the voice extra)"
+    )
+
+
 def _job_options(p: argparse.ArgumentParser) -> None:
     """A ``--flag`` for each job option ``JobOptions`` offers on the command line (its help and
     choices come from there), and ``--name``."""
@@ -333,6 +383,60 @@ def _options(args: argparse.Namespace) -> JobOptions:
     _check_lengths(args)
     fields = {k: getattr(args, k, None) for k in offered("cli")}
     return job_options({k: v for k, v in fields.items() if v is not None})
+
+
+def _asked(settings: Settings, args: argparse.Namespace) -> Submission:
+    """What ``render``, ``say`` and ``submit`` were asked for: a voice clip and avatars, a text to speak
+    (``--say``: every file is an avatar), or a job spec file (rendered as it says, once)."""
+    options = _options(args)
+    files = [p for p in [getattr(args, "audio", None), *args.avatars] if p is not None]
+    text = getattr(args, "say", None)
+    if text is not None:
+        _check_speech(settings, text, options)
+        name = args.name or job_name(" ".join(text.split()[:6]))  # the list shows it: its first words
+        return Submission(audio=None, avatars=tuple(files), options=options, name=name, speech=text)
+    if not files:
+        raise InvalidInput(
+            "give a voice clip (and photos of the face), a job spec file, or --say TEXT", code="no_input"
+        )
+    if files[0].suffix.lower() in SPEC_EXTS:
+        if len(files) > 1:
+            raise InvalidInput(
+                f"{files[0]} is a job spec: it names its own voice and avatars, give it alone",
+                code="spec_not_alone",
+            )
+        return _spec_submission(settings, files[0], args)
+    characters = tuple(getattr(args, "character", None) or ())
+    return Submission(
+        audio=files[0], avatars=tuple(files[1:]), options=options, name=args.name, characters=characters
+    )
+
+
+def _spec_submission(settings: Settings, path: Path, args: argparse.Namespace) -> Submission:
+    """The job a spec file on this machine describes: its media relative to it, its options with those
+    given on the command line on top, its destinations (checked like a dropped spec's)."""
+    check_local_file(path, settings)
+    spec = parse_spec(path.read_bytes(), path.name)
+    check_destinations(settings, spec.destinations, f"job spec {path.name}")
+    if spec.speech is not None:
+        _check_speech(settings, spec.speech, spec.options)
+    given = {k: getattr(args, k) for k in offered("cli") if getattr(args, k, None) is not None}
+    return Submission(
+        audio=path.parent / spec.audio if spec.audio else None,
+        avatars=tuple(path.parent / a for a in spec.avatars),
+        name=args.name or spec.name or path.stem,
+        options=job_options({**spec.options.model_dump(exclude_unset=True), **given}),
+        destinations=tuple(spec.destinations),
+        speech=spec.speech,
+    )
+
+
+def _check_speech(settings: Settings, text: str, options: JobOptions) -> None:
+    """A text to speak is refused here, before anything starts, when it is empty or too long, names an
+    unknown voice, or (workers on this machine) no text-to-speech engine is installed."""
+    check_speech(settings, text, options.voice, options.language)
+    if not settings.nats_url and (reason := speech_unavailable()) is not None:
+        raise ConfigError(reason)
 
 
 # --- checking what was typed (before anything starts) -----------------------------------------------
@@ -351,11 +455,14 @@ def _check_lengths(args: argparse.Namespace) -> None:
             )
 
 
-def _check_inputs(settings: Settings, audio: Path, avatars: list[Path], output: Path | None = None) -> None:
+def _check_inputs(
+    settings: Settings, audio: Path | None, avatars: Sequence[Path], output: Path | None = None
+) -> None:
     """Every input is a readable regular file within the size limit (``submit.check_inputs``: refused
     before anything starts), and ``output`` is none of them."""
     check_inputs(settings, audio, avatars)
-    if output is not None and any(_same_file(output, path) for path in [audio, *avatars]):
+    inputs = [p for p in [audio, *avatars] if p is not None]
+    if output is not None and any(_same_file(output, path) for path in inputs):
         raise InvalidInput(
             f"-o {output} is one of the input files; it would be overwritten: give another output name",
             code="output_is_input",
@@ -417,11 +524,31 @@ def cmd_config(settings: Settings, args: argparse.Namespace) -> int:
         print(settings_markdown(), end="")
         return 0
     shown = effective_settings(settings)
-    print(json.dumps(shown, indent=2, default=str))
+    named = {env_name(name): value for name, value in shown.items()}
+    if args.json:
+        print(json.dumps(named, indent=2, default=str))
+    else:
+        print("\n".join(f"{name}={_env_value(value)}" for name, value in named.items()))
     print(f"mouthpiece: data directory {settings.data_dir}: {data_dir_origin(settings)}", file=sys.stderr)
     for warning in credential_warnings(settings, shown):
         print(f"mouthpiece: warning: {warning}", file=sys.stderr)
     return 0
+
+
+def env_name(field: str) -> str:
+    """The environment variable a setting is read from (``s3_endpoint`` → ``MOUTHPIECE_S3_ENDPOINT``)."""
+    return f"MOUTHPIECE_{field.upper()}"
+
+
+def _env_value(value: object) -> str:
+    """A value as it is written in the environment: lists and maps as JSON, unset as nothing."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, list | tuple | dict):
+        return json.dumps(value, default=str, separators=(",", ":"))
+    return str(value)
 
 
 def effective_settings(settings: Settings) -> dict[str, object]:
@@ -541,13 +668,11 @@ def _banner(settings: Settings, watch: bool, ingress: bool = False) -> None:
 
 
 def cmd_render(settings: Settings, args: argparse.Namespace) -> int:
-    settings, options = _local_checkpoint(settings, _options(args))
-    if not args.avatars and not args.character:
-        raise InvalidInput("give a photo or video of the face, or --character NAME", code="invalid_input")
-    _check_inputs(settings, args.audio, list(args.avatars), args.output)
-    return asyncio.run(
-        _render(settings, args.audio, list(args.avatars), args.output, options, args.name, args.character)
-    )
+    asked = _asked(settings, args)
+    settings, options = _local_checkpoint(settings, asked.options)
+    asked = replace(asked, options=options)
+    _check_inputs(settings, asked.audio, asked.avatars, args.output)
+    return asyncio.run(_render(settings, asked, args.output))
 
 
 def _local_checkpoint(settings: Settings, options: JobOptions) -> tuple[Settings, JobOptions]:
@@ -572,34 +697,25 @@ def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
     options = _options(args)
     if options.transcript is None:
         options = options.model_copy(update={"transcript": DEMO_TRANSCRIPT})
-    code = asyncio.run(
-        _render(
-            settings, ASSETS_DIR / "jfk.flac", [ASSETS_DIR / "astronaut.png"], args.output, options, "demo"
-        )
+    sample = Submission(
+        audio=ASSETS_DIR / "jfk.flac", avatars=(ASSETS_DIR / "astronaut.png",), options=options, name="demo"
     )
+    code = asyncio.run(_render(settings, sample, args.output))
     if code == 0:
         print(f"The demo video is at {args.output.resolve()}")
     return code
 
 
-async def _render(
-    settings: Settings,
-    audio: Path,
-    avatars: list[Path],
-    output: Path,
-    options: JobOptions,
-    name: str | None,
-    characters: Sequence[str] = (),
-) -> int:
+async def _render(settings: Settings, asked: Submission, output: Path) -> int:
     stack = await Stack.open(settings)
     stop = asyncio.Event()
     tasks: list[asyncio.Task[None]] = []
     try:
         if stack.owner:
             tasks = await stack.run_workers(list(settings.chain), stop)
-        status = await _submit_and_wait(stack, audio, avatars, options, name, characters)
+        status = await _submit_and_wait(stack, asked)
         # a batch where some avatars failed still hands over the videos that were made
-        inputs = [audio, *avatars]
+        inputs = [p for p in [asked.audio, *asked.avatars] if p is not None]
         written = (
             await asyncio.to_thread(_download_outputs, stack, status, output, inputs)
             if status.outputs
@@ -629,18 +745,8 @@ def _details(stack: Stack, status: JobStatus) -> list[str]:
     return list(dict.fromkeys(f"{r.stage}: {r.reason}" for r in failed))
 
 
-async def _submit_and_wait(
-    stack: Stack,
-    audio: Path,
-    avatars: list[Path],
-    options: JobOptions,
-    name: str | None,
-    characters: Sequence[str] = (),
-) -> JobStatus:
+async def _submit_and_wait(stack: Stack, asked: Submission) -> JobStatus:
     settings = stack.settings
-    asked = Submission(
-        audio=audio, avatars=tuple(avatars), options=options, name=name, characters=tuple(characters)
-    )
     submitted = await asyncio.to_thread(submit, stack.store, settings, asked)
     previous = await asyncio.to_thread(job_status, stack.store, settings, submitted.job_id)
     if previous is not None and previous.state == State.failed:  # same input failed before: try afresh
@@ -757,15 +863,8 @@ def cmd_submit(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def _submit(settings: Settings, args: argparse.Namespace) -> int:
-    options = _options(args)
-    _check_inputs(settings, args.audio, list(args.avatars))
-    asked = Submission(
-        audio=args.audio,
-        avatars=tuple(args.avatars),
-        options=options,
-        name=args.name,
-        characters=tuple(args.character),
-    )
+    asked = _asked(settings, args)
+    _check_inputs(settings, asked.audio, asked.avatars)
     url = settings.nats_url or running_stack(settings)
     if url is None:  # nothing running: write straight into the bucket; `up` picks it up (reconcile)
         store = await asyncio.to_thread(open_store, settings)
@@ -875,9 +974,7 @@ def _status_table(settings: Settings, index: Any, limit: int, live: bool = False
         + (f" ({summary})" if summary else "")
     ]
     if not jobs:
-        lines.append(
-            f"No jobs yet: drop a voice clip into {settings.inbox}, or run `mouthpiece submit VOICE [PHOTO]`."
-        )
+        lines.append(_no_jobs_hint(settings))
     else:
         lines.append("")
         lines.append(f"{'JOB':21} {'STATE':9} {'STAGE':14} {'SOURCE':8} {'STARTED':19} {'ELAPSED':>8}  NAME")
@@ -909,6 +1006,19 @@ def _status_table(settings: Settings, index: Any, limit: int, live: bool = False
         lines.append("")
         lines.append("Updated live; Ctrl-C stops.")
     return "\n".join(lines)
+
+
+def _no_jobs_hint(settings: Settings) -> str:
+    """What to do when there are no jobs: the inbox and submit only work while mouthpiece runs."""
+    if settings.nats_url or running_stack(settings):
+        return (
+            f"No jobs yet: drop a voice clip into {settings.inbox}, or run `mouthpiece submit VOICE [PHOTO]`."
+        )
+    return (
+        "No jobs yet, and mouthpiece is not running here: `mouthpiece up` starts it (then drop a voice clip "
+        f"into {settings.inbox} or use the console), or `mouthpiece render VOICE PHOTO -o out.mp4` makes "
+        "one video now."
+    )
 
 
 def _seconds(value: float) -> str:
@@ -1270,6 +1380,7 @@ def cmd_models(settings: Settings, args: argparse.Namespace) -> int:
 QUIET_COMMANDS = {
     "characters",
     "render",
+    "say",
     "demo",
     "submit",
     "status",
@@ -1325,6 +1436,7 @@ def cmd_console_rotate(settings: Settings, args: argparse.Namespace) -> int:
 COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], int]] = {
     "up": cmd_up,
     "render": cmd_render,
+    "say": cmd_render,
     "demo": cmd_demo,
     "submit": cmd_submit,
     "status": cmd_status,

@@ -185,10 +185,17 @@ class JobOptions(_Model):
         Field(0.5, ge=0.0, le=1.0, description="quality score (0..1) under which the video is flagged")
     )
     fail_on_low_quality: bool = Field(False, description="fail the job instead of flagging it")
-    language: str | None = Field(
+    language: Annotated[
+        str | None, Offered(cli="the spoken language (ISO 639-1: en, de, ...); default: detected")
+    ] = Field(
         None, pattern=r"^[a-z]{2,3}$", description="ISO 639-1 code of the spoken language; none: detected"
     )
-    voice: str | None = Field(
+    voice: Annotated[
+        str | None,
+        Offered(
+            cli="the voice for the text: a Piper voice (en_US-joe-medium) or an eSpeak NG language (de, es)"
+        ),
+    ] = Field(
         None,
         max_length=100,
         pattern=r"^[A-Za-z0-9_.+-]+$",
@@ -676,7 +683,12 @@ class FailedDrop(_Model):
 class CharacterDefaults(_Model):
     """How a character is rendered unless the job says otherwise (unset: the job's own options)."""
 
-    voice: str | None = Field(None, max_length=100, pattern=r"^[A-Za-z0-9_.+-]+$")
+    voice: Annotated[
+        str | None,
+        Offered(
+            cli="the voice for the text: a Piper voice (en_US-joe-medium) or an eSpeak NG language (de, es)"
+        ),
+    ] = Field(None, max_length=100, pattern=r"^[A-Za-z0-9_.+-]+$")
     renderer: Literal["viseme", "wav2lip", "none"] | None = None
     style: Style | None = None
     motion: Motion | None = None

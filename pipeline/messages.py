@@ -85,6 +85,9 @@ CATALOGUE: dict[str, Entry] = {
     "empty_text": Entry("There is no text to speak.", True),
     "text_too_long": Entry("The text to speak is too long.", True),
     "unknown_voice": Entry("That voice is not installed here.", True),
+    "no_input": Entry("Nothing was given to make a video from.", True),
+    "spec_as_media": Entry("A job file was given as a voice clip or picture.", True, SPEC_ADVICE),
+    "spec_not_alone": Entry("A job file names its own files.", True, SPEC_ADVICE),
     # --- the people running it ------------------------------------------------------------------------
     "cancelled": Entry("The job was cancelled."),
     "config": Entry("This server is not set up to make that video (reference {reference}); tell its admins."),
@@ -145,9 +148,18 @@ def for_people(code: str | None, reason: str | None, reference: str) -> str:
     text = reason.strip()
     if not text.endswith((".", "!", "?")):
         text += "."
-    if found.advice and found.advice.lower() not in text.lower() and "send " not in text.lower():
+    if found.advice and not _advises(text):
         text = f"{text} {found.advice}"
     return text
+
+
+ADVICE_WORDS = ("send ", "use ", "give ", "set ", "check ", "save ", "drop ", "fix ")
+
+
+def _advises(text: str) -> bool:
+    """Whether a reason already says what to do (then the catalogue's advice would repeat it)."""
+    lowered = f" {text.lower()}"
+    return any(f" {word}" in lowered or f"({word}" in lowered for word in ADVICE_WORDS)
 
 
 def discord_text(code: str | None, reason: str | None, reference: str) -> str:

@@ -33,6 +33,7 @@ from typing import NamedTuple
 import httpx
 import structlog
 
+from pipeline import install_hint
 from pipeline.config import Settings
 from pipeline.errors import ConfigError
 from pipeline.stage import sha256_file
@@ -42,7 +43,7 @@ log = structlog.get_logger("mouthpiece.models")
 FACE_ALIGNMENT_URL = "https://www.adrianbulat.com/downloads/python-fan/"
 FACE_RESTORATION_FILE = "face_restoration.pt"
 CHUNK = 1 << 20
-NEURAL_EXTRA = "pip install 'mouthpiece[neural]'"
+NEURAL_EXTRA = install_hint("neural")
 DEFAULT_JOB = "the default job (viseme renderer, dlib and OpenCV face detection, pocketsphinx timing)"
 PACKAGED = (
     "dlib's landmark model (face-recognition-models), OpenCV's Haar cascades and pocketsphinx's English "
@@ -182,6 +183,17 @@ def model_path(settings: Settings, name: str) -> Path:
     """Where the file ``name`` is: a path as given, a bare name in the model directory."""
     given = Path(name).expanduser()
     return given if given.is_absolute() or len(given.parts) > 1 else settings.models / name
+
+
+def wav2lip_unavailable(settings: Settings) -> str | None:
+    """Why a ``wav2lip`` job cannot run on this machine (no neural extra, no checkpoint), in words; None
+    when it can."""
+    if missing_neural():
+        return f"wav2lip needs the neural extra ({NEURAL_EXTRA})"
+    path = model_path(settings, settings.wav2lip_checkpoint)
+    if not path.is_file():
+        return f"wav2lip needs a checkpoint: put {path.name} in {path.parent} (mouthpiece models)"
+    return None
 
 
 def model_status(settings: Settings) -> list[ModelStatus]:

@@ -17,6 +17,7 @@ in ``ctx.spec`` (a stage after the first may count on it).
 from __future__ import annotations
 
 import hashlib
+import importlib
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -25,6 +26,7 @@ from typing import Any, ClassVar, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
+from pipeline import install_hint
 from pipeline.config import Settings
 from pipeline.contracts import ArtifactRef, JobSpec, Manifest
 from pipeline.errors import (
@@ -306,3 +308,19 @@ __all__ = [
     "run_stage",
     "sha256_file",
 ]
+
+
+# --- asking the shared stage modules, for commands and pages that check before submitting -----------------
+
+
+def check_speech(settings: Settings, text: str, voice: str | None, language: str | None) -> None:
+    """Refuse, as validate would, a text to speak that is empty or too long or names an unknown voice
+    (``stages.tts.plan``)."""
+    importlib.import_module("stages.tts").plan(settings, text, voice=voice, language=language)
+
+
+def speech_unavailable() -> str | None:
+    """Why this machine cannot speak a text (no engine of the voice extra), in words; None when it can."""
+    if importlib.import_module("stages.tts").engine_installed():
+        return None
+    return f"text to speech needs the voice extra ({install_hint('voice')})"

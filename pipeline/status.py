@@ -92,14 +92,18 @@ def job_status(store: ObjectStore, settings: Settings, job_id: str) -> JobStatus
 def status_from(
     store: ObjectStore, settings: Settings, job_id: str, job: JobRecord | None, records: list[StageRecord]
 ) -> JobStatus | None:
-    """``job_status`` from the job record and stage records the caller has read already."""
-    cancelled = is_cancelled(store, settings, job_id)
-    if job is None and not records and not cancelled:
+    """``job_status`` from the job record and stage records the caller has read already. A cancelled
+    job changed last when it was cancelled, if no stage has reported since (its elapsed time runs to
+    the cancel, not to the last progress report before it)."""
+    marker = store.stat(settings.bucket_work, cancel_key(job_id))
+    if job is None and not records and marker is None:
         return None
     status = with_quality(store, settings, fold(job_id, job, records, job.chain if job else settings.chain))
-    if cancelled and status.state != State.done:
+    if marker is not None and status.state != State.done:
         status.state, status.code = State.cancelled, "cancelled"
         status.reason = for_people("cancelled", None, job_id)
+        if marker.modified is not None and (job is not None or records):
+            status.updated_at = max(status.updated_at, marker.modified)
     return status
 
 

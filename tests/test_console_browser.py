@@ -251,3 +251,64 @@ def test_upload_watch_play_and_cancel(
     driver.get(console_url + "/ops")
     _shoot(driver, screens, "6-operations")
     assert len(list(screens.glob("*.png"))) == 12
+
+
+def _job_done(url: str, job: str, timeout: float = 240) -> dict[str, Any]:
+    def finished() -> dict[str, Any] | None:
+        response = httpx.get(f"{url}/api/jobs/{job}", timeout=5)
+        data = response.json().get("status", {}) if response.status_code == 200 else {}
+        return data if data.get("state") in ("done", "failed", "cancelled") else None
+
+    return dict(_wait_for(finished, timeout, f"job {job} did not finish", every=0.5))
+
+
+BOX_GAPS = """return Array.from(document.querySelectorAll('#graph .box')).map(b => b.getBoundingClientRect())
+  .map((r, i, all) => i ? Math.round(r.top - all[i - 1].bottom) : null).slice(1)"""
+
+
+def test_a_phone_sees_burned_subtitles_once_even_gaps_and_the_voice_length(
+    driver: Any, console_url: str, media: dict[str, Path], screens: Path, tmp_path: Path
+) -> None:
+    """At 375 px: a `burn` job's player does not lay the subtitle track over the burned text (the track
+    is there, not shown); the stage boxes are evenly spaced; the input voice's player knows its length
+    before it is played; a failed job says "No video: the job failed."; the Operations queues fit the
+    screen without sideways scrolling and every cell says something."""
+    from selenium.webdriver.common.by import By
+
+    job = _submit(driver, console_url, media["short"], media["photo"], subtitles="burn", renderer="none")
+    assert _job_done(console_url, job)["state"] == "done"
+    driver.set_window_size(375, 812)
+    driver.get(f"{console_url}/jobs/{job}")
+    player = driver.find_element(By.ID, "player")
+    assert driver.execute_script("return arguments[0].textTracks.length", player) == 1
+    assert driver.execute_script("return arguments[0].textTracks[0].mode", player) != "showing"
+    gaps = driver.execute_script(BOX_GAPS)
+    assert len(gaps) == 4 and max(gaps) - min(gaps) <= 1, gaps
+    voice = driver.find_element(By.ID, "voice-player")
+    length = _wait_for(
+        lambda: driver.execute_script("return arguments[0].duration", voice), 10, "no voice length", every=0.2
+    )
+    assert 2.5 < float(length) < 3.5
+    _shoot(driver, screens, "7-phone-burn-job")
+
+    noise = tmp_path / "static.png"
+    import cv2
+
+    cv2.imwrite(str(noise), np.random.default_rng(3).integers(0, 255, (256, 256, 3), dtype=np.uint8))
+    driver.set_window_size(1280, 900)
+    failed = _submit(driver, console_url, media["short"], noise, renderer="none")
+    assert _job_done(console_url, failed)["state"] == "failed"
+    driver.set_window_size(375, 812)
+    driver.get(f"{console_url}/jobs/{failed}")
+    assert driver.find_element(By.ID, "no-video").text == "No video: the job failed."
+
+    driver.get(f"{console_url}/ops")
+    table = driver.find_element(By.ID, "queues")
+    sizes = driver.execute_script(
+        "const s = arguments[0].parentElement; return [s.scrollWidth, s.clientWidth]", table
+    )
+    assert sizes[0] <= sizes[1], sizes
+    cells = [c.text.strip() for c in table.find_elements(By.CSS_SELECTOR, "tbody td")]
+    assert cells and all(cells), cells
+    _shoot(driver, screens, "8-phone-ops")
+    driver.set_window_size(1280, 900)

@@ -28,7 +28,7 @@ from pipeline.config import Settings
 from pipeline.console.auth import CSRF_FIELD, CSRF_HEADER, Access, Session
 from pipeline.console.index import JobIndex
 from pipeline.console.throttle import client_key
-from pipeline.console.upload import body_limit, capped_form, declared_length, first_field
+from pipeline.console.upload import body_limit, capped_form, declared_length, first_field, unavailable
 from pipeline.console.views import dead_letters, job_view, model_rows
 from pipeline.contracts import JobOptions, offered
 from pipeline.errors import InvalidKey, UploadTooLarge
@@ -300,6 +300,7 @@ class ConsoleBase:
             "error": error,
             "choices": _choices(),
             "max_mb": self.settings.max_input_bytes // (1024 * 1024),
+            "unavailable": unavailable(self.settings),
         }
 
 

@@ -104,15 +104,17 @@ def source_label(source: str | None) -> str:
     return "bucket"
 
 
-def _spec_source(store: ObjectStore, settings: Settings, job_id: str) -> str | None:
-    """Only the ``source`` field of the stored spec (the spec holds destination secrets: nothing else of
-    it is kept)."""
+def _spec_source(store: ObjectStore, settings: Settings, job_id: str) -> tuple[str | None, str | None]:
+    """Only the ``source`` and ``name`` fields of the stored spec (the spec holds destination secrets:
+    nothing else of it is kept); the name is the drop's or file's, shown before validate has written
+    the job record (a job running or failed in validate)."""
     try:
         data = json.loads(store.get(settings.bucket_work, spec_key(job_id)))
     except (ObjectNotFound, ValueError, MouthpieceError):
-        return None
-    value = data.get("source") if isinstance(data, dict) else None
-    return value if isinstance(value, str) else None
+        return None, None
+    fields = [data.get(k) if isinstance(data, dict) else None for k in ("source", "name")]
+    source, name = (value if isinstance(value, str) else None for value in fields)
+    return source, name
 
 
 def summarize(store: ObjectStore, settings: Settings, job_id: str) -> JobSummary | None:
@@ -132,18 +134,22 @@ def summarize(store: ObjectStore, settings: Settings, job_id: str) -> JobSummary
         r.state == State.running
         for r in (records if records is not None else read_records(store, settings, job_id))
     )
-    created = job.created_at if job else status.updated_at
+    if job is None and records is None:  # before validate's job record: the first stage's start
+        records = read_records(store, settings, job_id)
+    first = min((r.started_at for r in records or []), default=None)
+    created = job.created_at if job else (first or status.updated_at)
     running = [
         t.progress for t in status.tasks.values() if t.state == State.running and t.progress is not None
     ]
     eta_line = None
     if records is not None and status.state in (State.queued, State.running):
         eta_line = job_line(store, settings, job_id, job, records, renderer_of(store, settings, job_id))
+    source, spec_name = _spec_source(store, settings, job_id)
     return JobSummary(
         eta=eta_line,
         job_id=job_id,
-        name=status.name or (job.name if job else job_id),
-        source=source_label(_spec_source(store, settings, job_id)),
+        name=status.name or (job.name if job else None) or spec_name or job_id,
+        source=source_label(source),
         state=status.state.value,
         stage=status.stage,
         reason=status.reason,

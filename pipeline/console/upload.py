@@ -21,13 +21,15 @@ from starlette.requests import Request
 from starlette.types import Message, Receive
 
 from pipeline.config import Settings
-from pipeline.contracts import JobOptions, offered
+from pipeline.contracts import FolderDestination, JobOptions, offered
 from pipeline.discord.fetch import AUDIO_HINT, IMAGE_HINT
 from pipeline.errors import InvalidInput, UploadTooLarge
 from pipeline.media import looks_like
 from pipeline.media.sniff import HEAD_BYTES, Kind, sniff
+from pipeline.modelfiles import wav2lip_unavailable
 from pipeline.owner import scratch_folder
 from pipeline.specfile import job_options
+from pipeline.stage import speech_unavailable
 from pipeline.storage.base import ObjectStore
 from pipeline.submit import MAX_AVATARS, Submission, Submitted, job_name, slug, submit, too_large
 
@@ -169,9 +171,26 @@ def read_options(form: FormData) -> JobOptions:
     )
 
 
+def unavailable(settings: Settings) -> dict[str, str]:
+    """What this install cannot do, by form field (``speech``, ``wav2lip``), with why: on one machine
+    (no ``nats_url``) the console's installation is the workers', so the page can offer only what works;
+    with workers elsewhere (a GPU pool with the neural extra) it cannot know, and offers everything."""
+    if settings.nats_url:
+        return {}
+    found = {"speech": speech_unavailable(), "wav2lip": wav2lip_unavailable(settings)}
+    return {name: reason for name, reason in found.items() if reason is not None}
+
+
 async def read_new_job(form: FormData, settings: Settings) -> NewJob:
     """Check and save the form's files; ``InvalidInput`` with a sentence naming the file otherwise."""
     voices, faces, speech = _files(form, "voice"), _files(form, "faces"), _text(form, "speech")
+    missing = unavailable(settings)
+    if speech is not None and "speech" in missing:
+        raise InvalidInput(
+            f"this installation cannot speak a text: {missing['speech']}", code="invalid_input"
+        )
+    if _text(form, "renderer") == "wav2lip" and "wav2lip" in missing:
+        raise InvalidInput(f"this installation cannot render with {missing['wav2lip']}", code="invalid_input")
     if len(voices) > 1:
         raise InvalidInput("give one voice clip (or text to speak), not several", code="invalid_input")
     if bool(voices) == bool(speech):
@@ -242,7 +261,8 @@ def submit_new_job(
     store: ObjectStore, settings: Settings, job: NewJob, characters: tuple[str, ...] = ()
 ) -> Submitted:
     """Submit the checked job the way a folder drop is (blocking: run in a thread); ``characters`` are
-    names in the default library."""
+    names in the default library. On one machine (the local store) its video goes to the outbox too, as a
+    drop's does."""
     submission = Submission(
         audio=job.audio,
         avatars=tuple(job.avatars),
@@ -250,6 +270,7 @@ def submit_new_job(
         options=job.options,
         speech=job.speech,
         source="console",
+        destinations=(FolderDestination(),) if settings.store == "local" else (),
         nonce=uuid.uuid4().hex,
         labels=job.labels,
         characters=characters,

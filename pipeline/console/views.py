@@ -101,7 +101,7 @@ def job_view(
     return JobView(
         job_id=job_id,
         status=status,
-        name=status.name or (job.name if job else job_id),
+        name=status.name or (job.name if job else None) or (spec.name if spec else None) or job_id,
         created_at=job.created_at if job else None,
         head=head,
         rows=rows,

@@ -15,6 +15,7 @@ from typing import Any, Protocol
 from pipeline.config import Settings
 from pipeline.contracts import ArtifactRef, Destination
 from pipeline.errors import ObjectNotFound
+from pipeline.keys import slug
 from pipeline.storage.base import ObjectStore
 
 
@@ -31,6 +32,11 @@ class Publication(Protocol):
     def save_bytes(
         self, data: bytes, name: str, content_type: str, *, key: str | None = None, bucket: str | None = None
     ) -> ArtifactRef: ...
+
+
+def safe_name(text: str) -> str:
+    """An output file name: the user's words kept (any script), nothing a file system minds."""
+    return slug(text, 80, keep=".", fallback="video", letters="any")
 
 
 @dataclass(frozen=True)

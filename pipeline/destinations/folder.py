@@ -14,10 +14,11 @@ from typing import Any, Protocol
 from pipeline.config import Settings
 from pipeline.contracts import Destination, FolderDestination
 from pipeline.destinations import output_folder
-from pipeline.destinations.base import Delivery, Intent, Publication
+from pipeline.destinations.base import Delivery, Intent, Publication, safe_name
 from pipeline.errors import ConfigError, InvalidInput
 from pipeline.messages import for_people
 from pipeline.stage import sha256_file
+from pipeline.status import read_job
 
 
 class FolderTarget:
@@ -28,9 +29,12 @@ class FolderTarget:
     def publish(self, ctx: Publication, destination: Destination, delivery: Delivery, intent: Intent) -> str:
         if not isinstance(destination, FolderDestination):
             raise ConfigError(f"not a folder destination: {destination.kind}")
-        return publish_to_folder(
+        where = publish_to_folder(
             ctx.settings, destination, delivery.video, delivery.sha256, delivery.filename, ctx.job_id, intent
         )
+        job = read_job(ctx.store, ctx.settings, ctx.job_id)  # a retry's video replaces the failed run's note
+        remove_failure_note(ctx.settings, destination, safe_name(job.name if job else ctx.job_id), ctx.job_id)
+        return where
 
     def tell_failure(
         self,
@@ -119,3 +123,20 @@ def write_failure_note(
     note = folder / f"{name[:100]}.failed.txt"
     note.write_text(f"mouthpiece could not make this video (job {job_id}).\n\nReason: {reason}\n")
     return note
+
+
+def remove_failure_note(settings: Settings, destination: FolderDestination, name: str, job_id: str) -> None:
+    """The ``<name>.failed.txt`` an earlier run of this job left (it failed, then a retry published the
+    video): removed, so the folder does not say both. A note of another job by that name stays."""
+    try:
+        folder = folder_of(settings, destination)
+    except InvalidInput:
+        folder = settings.outbox
+    note = folder / f"{name[:100]}.failed.txt"
+    try:
+        with note.open(encoding="utf-8", errors="replace") as f:
+            mine = f"(job {job_id})" in f.read(300)
+        if mine:
+            note.unlink()
+    except OSError:
+        return

@@ -17,12 +17,12 @@ import structlog
 
 from pipeline.config import Settings
 from pipeline.contracts import Destination
-from pipeline.destinations.base import Delivery, Intent, Publication, Target
+from pipeline.destinations.base import Delivery, Intent, Publication, Target, safe_name
 from pipeline.destinations.discord import DiscordTarget
 from pipeline.destinations.folder import FolderTarget
 from pipeline.errors import ConfigError, PermanentError
 from pipeline.faults import fault
-from pipeline.keys import job_record_key, published_key, slug
+from pipeline.keys import job_record_key, published_key
 from pipeline.status import read_job, read_spec
 from pipeline.storage.base import ObjectStore
 
@@ -52,11 +52,6 @@ def destination_id(destination: Destination) -> str:
     """A stable id for the idempotence marker (no secrets in it: a hash of the whole destination)."""
     digest = hashlib.sha256(destination.model_dump_json(context={"reveal_secrets": True}).encode())
     return f"{destination.kind}-{digest.hexdigest()[:16]}"
-
-
-def safe_name(text: str) -> str:
-    """An output file name: the user's words kept (any script), nothing a file system minds."""
-    return slug(text, 80, keep=".", fallback="video", letters="any")
 
 
 def publish_to(ctx: Publication, destination: Destination, delivery: Delivery) -> list[str]:

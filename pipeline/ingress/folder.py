@@ -32,6 +32,7 @@ import os
 import tempfile
 import threading
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -86,6 +87,9 @@ class FolderIngress:
     def start(self) -> FolderIngress:
         for sub in ("", ".done", ".failed"):
             (self.inbox / sub).mkdir(parents=True, exist_ok=True)
+        # watchdog's recursive inotify watch adds a folder moved into the inbox twice (its own event and
+        # the scan of the new folder) and warns that the second replaces the first: expected, harmless
+        warnings.filterwarnings("ignore", message="Callback with id .* already exists for watch")
         observer: BaseObserver = PollingObserver(timeout=1.0) if self.settings.watch_polling else Observer()
         observer.schedule(
             _Handler(self.settling, self.settings.watch_polling), str(self.inbox), recursive=True

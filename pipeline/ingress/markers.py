@@ -5,7 +5,8 @@ move to ``.done/`` at the same moment), saying which job it became and how to fo
 once the job is over — done, failed or cancelled — and by then the job's outcome is in the output folder:
 the video, or ``<name>.failed.txt`` saying why not. A drop whose job failed (or was cancelled) and made no
 video moves on from ``.done/`` to ``.failed/`` with a ``WHY.txt``, beside the drops refused at the door:
-``.done/`` holds what became videos, ``.failed/`` what did not.
+``.done/`` holds what became videos, ``.failed/`` what did not: a drop whose job is retried and done moves
+back to ``.done/`` (and publish removes the job's old ``.failed.txt`` note).
 
 The ingress that wrote a marker removes it (``Markers.sweep``, from its watcher loop): it is the one
 component that knows the inbox, the job's status folds all its tasks (a batch is over when its last
@@ -17,6 +18,7 @@ removed only once the job has been seen finished for ``GRACE_SECONDS``.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import time
 from datetime import UTC, datetime
@@ -26,7 +28,7 @@ import structlog
 
 from pipeline.config import Settings
 from pipeline.contracts import JobStatus, State
-from pipeline.status import job_status
+from pipeline.status import finished_before, job_status
 from pipeline.storage.base import ObjectStore
 
 log = structlog.get_logger("mouthpiece.folder")
@@ -34,6 +36,12 @@ MARKER_SUFFIX = ".processing"
 GRACE_SECONDS = 1.0
 """How long a job must have been seen finished before its marker goes: its failure note is written just
 after its status turns final."""
+
+
+def _retried_job(why: str) -> str | None:
+    """The job id in a ``WHY.txt`` (its ``(job ID: mouthpiece status ID)`` line)."""
+    found = re.search(r"\(job (j[0-9a-f]+): mouthpiece status", why)
+    return found.group(1) if found else None
 
 
 def marker_text(job_id: str, files: list[str], archive: str, outbox: Path) -> str:
@@ -81,13 +89,37 @@ class Markers:
 
     def sweep(self, now: float | None = None) -> list[Path]:
         """Remove the markers of jobs that are over (seen finished for ``GRACE_SECONDS``), moving a failed
-        job's drop from ``.done/`` to ``.failed/``; returns the markers removed."""
+        job's drop from ``.done/`` to ``.failed/``, and a drop whose job was retried and is now done back
+        from ``.failed/`` to ``.done/``; returns the markers removed."""
         now = time.monotonic() if now is None else now
         removed = []
         for marker in sorted(self.inbox.glob(f"*{MARKER_SUFFIX}")):
             if self._over(marker, now):
                 removed.append(marker)
+        self._recovered()
         return removed
+
+    def _recovered(self) -> None:
+        """Drops in ``.failed/`` whose job (named in their ``WHY.txt``) is done now, after a retry: back
+        to ``.done/``, without the ``WHY.txt`` (``.failed/`` holds what did not become videos)."""
+        for why in sorted(self.inbox.glob(".failed/*/WHY.txt")):
+            try:
+                job_id = _retried_job(why.read_text(encoding="utf-8", errors="replace")[-400:])
+            except OSError:
+                continue
+            status = finished_before(self.store, self.settings, job_id) if job_id else None
+            if job_id is None or status is None or status.state != State.done:
+                continue
+            target = self.inbox / ".done" / why.parent.name
+            try:
+                why.unlink()
+                shutil.move(
+                    str(why.parent), str(target if not target.exists() else f"{target}-{job_id[1:9]}")
+                )
+            except OSError:
+                log.exception("drop_restore_failed", drop=why.parent.name, job_id=job_id)
+                continue
+            log.info("drop_recovered", drop=why.parent.name, job_id=job_id)
 
     def _over(self, marker: Path, now: float) -> bool:
         try:

@@ -141,7 +141,8 @@ def _tiers(settings: Settings, models: ModelCache, log: Any, style: Style) -> li
 
 
 def _note_fallback(settings: Settings, log: Any, using: str) -> bool:
-    log.info(
+    # debug: without face-alignment's weights dlib is the default path, not a degradation to warn about
+    log.debug(
         "detector_fallback",
         wanted="face_alignment",
         using=using,

@@ -124,12 +124,14 @@ def test_output_folder_beside_the_inputs_never_overwrites_them(tmp_path: Path, a
 
 
 def test_status_of_nothing_says_so(tmp_path: Path) -> None:
-    """An empty data directory: a header, "No jobs yet" with what to do, and "No failed drops"."""
+    """An empty data directory, nothing running: a header, "No jobs yet" with what to do first (`up`,
+    or `render`; not the inbox, which nothing watches yet), and "No failed drops"."""
     result = cli(tmp_path, "status")
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert lines[0].startswith("mouthpiece on ") and lines[0].endswith(": 0 jobs")
-    assert lines[1].startswith("No jobs yet: drop a voice clip into ")
+    assert lines[1].startswith("No jobs yet, and mouthpiece is not running here: `mouthpiece up` starts it")
+    assert "mouthpiece render VOICE PHOTO -o out.mp4" in lines[1]
     assert lines[-1] == "No failed drops."
 
 
@@ -197,3 +199,87 @@ def test_a_console_beyond_loopback_without_a_password_is_refused(tmp_path: Path)
         env={**os.environ, "PYTHONPATH": str(ROOT), "MOUTHPIECE_DATA_DIR": str(tmp_path / "data"), "MOUTHPIECE_INGRESS_HOST": "0.0.0.0"},
     )  # fmt: skip
     assert env_result.returncode == 2 and "without a password" in env_result.stderr
+
+
+# --- text to video, and job spec files ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("args", "sentence"),
+    [
+        (
+            ["render", "-o", "x.mp4"],
+            "give a voice clip (and photos of the face), a job spec file, or --say TEXT",
+        ),
+        (
+            ["render", "job.yaml", "face.png", "-o", "x.mp4"],
+            "job.yaml is a job spec: it names its own voice and avatars, give it alone",
+        ),
+        (
+            ["submit", "voice.flac", "job.json"],
+            "job.json is a job spec, not a voice clip or picture: give it alone, as the job",
+        ),
+        (["say", " ", "face.png"], "there is no text to speak"),
+        (
+            ["render", "--say", "x" * 2001, "-o", "x.mp4"],
+            "the text to speak is 2001 characters; the limit is 2000",
+        ),
+    ],
+)
+def test_text_and_spec_mistakes_are_refused_before_anything_starts(
+    files: Path, args: list[str], sentence: str
+) -> None:
+    """Nothing to speak or render, a spec with other files, a spec as a picture, empty or overlong text:
+    one sentence, exit 2, and no data directory made."""
+    (files / "job.yaml").write_text("audio: voice.flac\n")
+    (files / "job.json").write_text('{"audio": "voice.flac"}')
+    refused(cli(files, *args), sentence)
+    assert not (files / "data").exists()
+
+
+def test_an_unknown_voice_is_refused_with_the_voices_there_are(files: Path) -> None:
+    result = cli(files, "say", "Hello.", "face.png", "--voice", "nobody")
+    assert result.returncode == 2 and "there is no voice called 'nobody'" in result.stderr
+    assert "en_US-joe-medium" in result.stderr
+
+
+def _jobs(tmp: Path) -> list[dict]:
+    import json
+
+    return json.loads(cli(tmp, "status", "--json").stdout)["jobs"]
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+def test_say_makes_a_video_of_the_text(files: Path) -> None:
+    """`say TEXT face.png`: Piper speaks, the face is lip-synced, the video lands at the default name in
+    the working directory with the text's length; one job, done, named by its voice in the notes."""
+    import json
+
+    from pipeline.media import probe
+
+    result = cli(files, "say", "Welcome to the stream, everyone!", "face.png", timeout=400)
+    assert result.returncode == 0, result.stderr
+    video = files / "mouthpiece-say.mp4"
+    assert str(video.name) in result.stdout
+    info = probe(video)
+    assert info.has_video and info.has_audio and 2.0 < info.duration < 6.0
+    [job] = _jobs(files)
+    assert job["name"] == "Welcome to the stream, everyone!"
+    status = json.loads(cli(files, "status", job["job_id"], "--json").stdout)
+    assert status["state"] == "done" and any("Piper" in note for note in status["notes"])
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+def test_render_of_a_spec_file_renders_that_spec_once(files: Path) -> None:
+    """`render job.yaml -o out.mp4`: the spec's voice, avatar and options are used, exactly one job is
+    made (the spec is not uploaded as a medium, where it would start a second job) and it is done."""
+    (files / "job.yaml").write_text(
+        "name: spec-job\nspeech: 'Doors open at seven.'\navatars: [face.png]\noptions:\n  renderer: none\n"
+    )
+    result = cli(files, "render", "job.yaml", "-o", "out.mp4", timeout=400)
+    assert result.returncode == 0, result.stderr
+    assert (files / "out.mp4").stat().st_size > 0
+    jobs = _jobs(files)
+    assert [(j["state"], j["name"]) for j in jobs] == [("done", "spec-job")]

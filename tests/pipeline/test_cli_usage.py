@@ -165,3 +165,21 @@ def test_a_data_dir_that_cannot_be_made_is_one_line(tmp_path: Path, assets: Path
     [line] = result.stderr.strip().splitlines()
     assert line.startswith("mouthpiece: cannot use ") and str(data) in line and "Not a directory" in line
     assert "--data-dir" in line
+
+
+def test_what_demo_and_say_write_by_default_is_ignored_by_git() -> None:
+    """`mouthpiece demo` and `mouthpiece say` write into the working directory (the clone, in the quick
+    start): git ignores those files there."""
+    import shutil
+
+    root = Path(__file__).resolve().parents[2]
+    if shutil.which("git") is None or not (root / ".git").exists():
+        pytest.skip("not a git checkout")
+    names = [
+        "mouthpiece-demo.mp4",
+        "mouthpiece-demo.quality.json",
+        "mouthpiece-say.mp4",
+        "mouthpiece-say.srt",
+    ]
+    result = subprocess.run(["git", "check-ignore", *names], cwd=root, capture_output=True, text=True)
+    assert result.stdout.split() == names

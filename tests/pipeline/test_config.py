@@ -128,8 +128,29 @@ def test_config_command_masks_secrets(
     assert main(["config"]) == 0
     out = capsys.readouterr().out
     assert "very-secret-key-123" not in out and "relay-token-456" not in out
-    shown = json.loads(out)
-    assert shown["s3_secret_key"] == "**********" and shown["ingress_token"] == "**********"
+    assert "MOUTHPIECE_S3_SECRET_KEY=**********" in out.splitlines()
+    assert main(["config", "--json"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert (
+        shown["MOUTHPIECE_S3_SECRET_KEY"] == "**********"
+        and shown["MOUTHPIECE_INGRESS_TOKEN"] == "**********"
+    )
+
+
+def test_config_lines_name_the_variables_people_set(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`config` prints MOUTHPIECE_NAME=value lines, values written as the environment takes them (lists
+    as JSON, unset as nothing): a line pasted back into the environment gives the same setting."""
+    monkeypatch.setenv("MOUTHPIECE_CHAIN", '["validate","detect","render","enhance","publish"]')
+    monkeypatch.setenv("MOUTHPIECE_WATCH_POLLING", "true")
+    assert main(["config"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert all(line.startswith("MOUTHPIECE_") and "=" in line for line in lines)
+    values = dict(line.split("=", 1) for line in lines)
+    assert values["MOUTHPIECE_CHAIN"] == '["validate","detect","render","enhance","publish"]'
+    assert values["MOUTHPIECE_WATCH_POLLING"] == "true" and "MOUTHPIECE_S3_ENDPOINT" in values
+    assert values["MOUTHPIECE_PIPER_MODEL"] == ""
 
 
 def test_config_shows_the_log_level_up_runs_at(
@@ -139,10 +160,11 @@ def test_config_shows_the_log_level_up_runs_at(
     folders that are left unset where they really are."""
     monkeypatch.delenv("MOUTHPIECE_LOG_LEVEL", raising=False)
     monkeypatch.setenv("MOUTHPIECE_DATA_DIR", "/srv/mouthpiece")
-    assert main(["config"]) == 0
+    assert main(["config", "--json"]) == 0
     shown = json.loads(capsys.readouterr().out)
-    assert shown["log_level"] == "info"
-    assert shown["inbox_dir"] == "/srv/mouthpiece/inbox" and shown["model_dir"] == "/srv/mouthpiece/models"
+    assert shown["MOUTHPIECE_LOG_LEVEL"] == "info"
+    assert shown["MOUTHPIECE_INBOX_DIR"] == "/srv/mouthpiece/inbox"
+    assert shown["MOUTHPIECE_MODEL_DIR"] == "/srv/mouthpiece/models"
 
 
 def test_config_warns_about_default_credentials(
@@ -154,10 +176,13 @@ def test_config_warns_about_default_credentials(
     monkeypatch.setenv("MOUTHPIECE_S3_SECRET_KEY", "minioadmin")
     monkeypatch.setenv("MOUTHPIECE_NATS_URL", "nats://nats:4222")
     monkeypatch.setenv("MOUTHPIECE_INGRESS_TOKEN", "a-real-random-token-789")
-    assert main(["config"]) == 0
+    assert main(["config", "--json"]) == 0
     captured = capsys.readouterr()
     shown = json.loads(captured.out)
-    assert shown["s3_secret_key"] == "minioadmin" and shown["ingress_token"] == "**********"
+    assert (
+        shown["MOUTHPIECE_S3_SECRET_KEY"] == "minioadmin"
+        and shown["MOUTHPIECE_INGRESS_TOKEN"] == "**********"
+    )
     warnings = [line for line in captured.err.splitlines() if line.startswith("mouthpiece: warning: ")]
     assert len(warnings) == 3, captured.err
     assert "s3_secret_key is 'minioadmin', MinIO's default" in warnings[0]

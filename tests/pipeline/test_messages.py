@@ -34,6 +34,17 @@ def test_the_users_own_mistake_is_told_in_their_reason_with_advice() -> None:
     assert text == "Grüße.flac is too short (0.1 s). Send at least half a second of speech."
 
 
+def test_a_reason_that_already_advises_gets_no_second_advice() -> None:
+    """The detect stage's "no face" reason says what to use: the catalogue's advice is not added again."""
+    reason = (
+        "no face found in coffee.jpg (use a photo or video where a face is clearly visible; for a drawn "
+        "face, set style to cartoon)"
+    )
+    text = for_people("no_face", reason, "j1")
+    assert text == reason + "." and text.count("clearly visible") == 1
+    assert for_people("no_face", "no face found in coffee.jpg", "j1").endswith("clearly visible.")
+
+
 def test_failures_on_our_side_show_a_reference_not_the_detail() -> None:
     """Environment failures and bugs say 'something went wrong on our side' with the job id."""
     for code in ("internal", "gave_up", "encoder_failed", None, "no-such-code"):

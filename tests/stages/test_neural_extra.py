@@ -35,7 +35,7 @@ def test_the_neural_renderer_names_the_extra(tmp_path: Path, no_neural: None) ->
     with pytest.raises(ConfigError) as caught:
         render.get_renderer(settings, ModelCache(), JobOptions(renderer="wav2lip"))
     assert caught.value.code == "neural_unavailable"
-    assert "pip install 'mouthpiece[neural]'" in caught.value.reason and "torch" in caught.value.reason
+    assert "pip install 'mouthpiece-avatar[neural]'" in caught.value.reason and "torch" in caught.value.reason
     assert "default renderer" in for_people(caught.value.code, caught.value.reason, "j1")
 
 
@@ -58,6 +58,6 @@ def test_detection_skips_face_alignment_without_the_extra(tmp_path: Path, no_neu
     assert dlib_available()
     assert resolve_kind("auto", tmp_path) == "dlib"
     assert build_detector("auto", "cpu", tmp_path).name == "dlib"
-    with pytest.raises(ConfigError, match=r"mouthpiece\[neural\]") as caught:
+    with pytest.raises(ConfigError, match=r"mouthpiece-avatar\[neural\]") as caught:
         build_detector("face_alignment", "cpu", tmp_path)
     assert caught.value.code == "neural_unavailable"

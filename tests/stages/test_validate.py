@@ -461,3 +461,52 @@ def test_spec_paths_outside_the_folder_are_refused_in_words(env: tuple[Settings,
         validate(settings, store, up)
     assert caught.value.reason.startswith("job spec job.yaml names '../../etc/passwd', which is not a file")
     assert "object key" not in caught.value.reason
+
+
+def test_the_same_text_is_synthesized_once_and_cached_by_content(env: tuple[Settings, ObjectStore]) -> None:
+    """Two jobs with the same text and voice share one synthesized clip (same key, same bytes); another
+    text makes another."""
+    settings, store = env
+    first = validate(
+        settings, store, spec_with(store, settings, "jobs/one", {}, "speech: 'See you at noon.'\n")
+    )
+    again = validate(
+        settings, store, spec_with(store, settings, "jobs/two", {}, "speech: 'See you at noon.'\n")
+    )
+    other = validate(
+        settings, store, spec_with(store, settings, "jobs/three", {}, "speech: 'See you soon.'\n")
+    )
+    audio = [m[0].artifacts["audio"] for m in (first, again, other)]
+    assert audio[0].key.startswith("cache/media/tts-") and audio[0] == audio[1]
+    assert audio[2].key != audio[0].key and audio[2].sha256 != audio[0].sha256
+
+
+def test_the_job_started_when_validate_began_not_when_it_ended(
+    env: tuple[Settings, ObjectStore], assets: Path
+) -> None:
+    """The job record's start is the start of validate's run (its running record), so a job's start time
+    does not jump forward when validate finishes."""
+    from datetime import UTC, datetime, timedelta
+
+    from pipeline.contracts import JobRecord
+    from pipeline.keys import job_record_key
+    from pipeline.status import write_record
+
+    settings, store = env
+    up = spec_with(
+        store,
+        settings,
+        "jobs/t",
+        {"v.flac": assets / "jfk.flac", "f.png": assets / "astronaut.png"},
+        "audio: v.flac\navatars: [f.png]\n",
+    )
+    job_id = job_id_for(up.bucket, up.key, up.etag)
+    began = datetime.now(UTC) - timedelta(seconds=42)
+    write_record(
+        store,
+        settings,
+        StageRecord(job_id=job_id, task="job", stage="validate", state=State.running, started_at=began),
+    )
+    validate(settings, store, up)
+    record = JobRecord.model_validate_json(store.get(settings.bucket_work, job_record_key(job_id)))
+    assert record.created_at == began

@@ -197,6 +197,51 @@ def test_new_job_form_offers_the_options(tmp_path: Path) -> None:
     run(go())
 
 
+def test_new_job_form_offers_only_what_this_install_can_do(
+    tmp_path: Path, assets: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One machine without the voice extra and without a Wav2Lip checkpoint: the text box is disabled with
+    the extra's install command, wav2lip is offered disabled, and a form asking for either anyway is
+    refused in a sentence before anything is uploaded. With workers elsewhere everything is offered."""
+    import sys
+
+    from stages import espeak
+
+    monkeypatch.setitem(sys.modules, "piper", None)
+    monkeypatch.setitem(sys.modules, "espeakng_loader", None)
+    monkeypatch.setattr("stages.tts.shutil.which", lambda name: None)
+    espeak.library.cache_clear()
+    settings = make_settings(tmp_path)
+
+    async def go() -> None:
+        async with running(settings) as h, h.client() as client:
+            html = (await client.get("/new")).text
+            token = await csrf_of(client)
+            said = await client.post(
+                "/api/jobs", headers={"X-CSRF-Token": token}, data={"speech": "Hello there."}
+            )
+            neural = await client.post(
+                "/api/jobs",
+                headers={"X-CSRF-Token": token},
+                files=[("voice", ("v.flac", (assets / "jfk.flac").read_bytes(), "audio/flac"))],
+                data={"renderer": "wav2lip"},
+            )
+            assert list(h.store.list(settings.bucket_inputs, "jobs/")) == []
+        assert re.search(r'<textarea name="speech"[^>]* disabled', html)
+        assert "pip install &#39;mouthpiece-avatar[voice]&#39;" in html
+        assert re.search(r'<option value="wav2lip"[^>]* disabled', html) and "(not installed here)" in html
+        assert said.status_code == 422 and "cannot speak a text" in said.json()["error"]
+        assert neural.status_code == 422 and "wav2lip needs" in neural.json()["error"]
+
+    try:
+        run(go())
+        from pipeline.console.upload import unavailable
+
+        assert unavailable(settings.model_copy(update={"nats_url": "nats://elsewhere:4222"})) == {}
+    finally:
+        espeak.library.cache_clear()
+
+
 def test_operations_page_lists_queues_dead_letters_and_models(tmp_path: Path, assets: Path) -> None:
     """GET /ops and /api/ops: per-stage queue depth (messages waiting on the bus), dead letters with a
     Retry button, model files with where they are (the packaged Whisper is not "missing") and, for the
@@ -303,6 +348,7 @@ def test_upload_through_the_api_submits_like_a_folder_drop(tmp_path: Path, asset
             "burn",
         )
         assert spec.options.transcript == "ask not"
+        assert [d.kind for d in spec.destinations] == ["folder"]  # one machine: the outbox gets it too
         assert names["Gr-e-Foto.png"] == "Gr%C3%BC%C3%9Fe Foto.png"
 
     run(go())
@@ -693,3 +739,61 @@ def test_no_secret_is_ever_rendered(tmp_path: Path, assets: Path, small_mp4: Pat
     every = "\n".join(bodies)  # type: ignore[arg-type]
     for secret in [*SECRETS.values(), WEBHOOK, INTERACTION_TOKEN, "W" * 20, "T" * 20]:
         assert secret not in every
+
+
+def test_a_job_failed_or_running_in_validate_is_shown_by_its_name(tmp_path: Path, assets: Path) -> None:
+    """Before validate writes the job record (a job running in it, or refused by it) the list, the job
+    page and its title show the name from the spec (the drop's), not the job id."""
+    from pipeline.keys import job_record_key
+
+    settings = make_settings(tmp_path)
+
+    async def go() -> None:
+        async with running(settings) as h, h.client() as client:
+            failed = make_job(h, assets, State.failed, failed_stage="validate", nonce="f")
+            moving = make_job(h, assets, State.running, failed_stage="validate", nonce="r")
+            for job in (failed, moving):
+                path = h.store.local_path(settings.bucket_work, job_record_key(job))
+                assert path is not None
+                path.unlink()
+            await wait_loaded(h, client)
+            listed = (await client.get("/api/jobs")).json()["jobs"]
+            pages = [(await client.get(f"/jobs/{job}")).text for job in (failed, moving)]
+        assert {(j["job_id"], j["name"]) for j in listed} == {(failed, "greeting"), (moving, "greeting")}
+        for page in pages:
+            assert re.search(r"<title>greeting\b", page), page[:300]
+
+    run(go())
+
+
+def test_a_cancelled_job_keeps_its_start_and_its_time_runs_to_the_cancel(
+    tmp_path: Path, assets: Path
+) -> None:
+    """Jobs started a minute ago and cancelled now (one in render, its last report long ago; one still in
+    validate, without a job record): the list keeps when each started, and each one's elapsed time is
+    the minute up to the cancel, not the time to its last report."""
+    from pipeline.keys import job_record_key
+
+    settings = make_settings(tmp_path)
+
+    async def go() -> None:
+        async with running(settings) as h, h.client() as client:
+            rendering = make_job(h, assets, State.running, failed_stage="render", nonce="a", age=60)
+            validating = make_job(h, assets, State.running, failed_stage="validate", nonce="b", age=60)
+            path = h.store.local_path(settings.bucket_work, job_record_key(validating))
+            assert path is not None
+            path.unlink()
+            await wait_loaded(h, client)
+            token = await csrf_of(client)
+            before = {j["job_id"]: j for j in (await client.get("/api/jobs")).json()["jobs"]}
+            for job in (rendering, validating):
+                await client.post(f"/api/jobs/{job}/cancel", headers={"X-CSRF-Token": token})
+        async with running(settings) as h, h.client() as client:  # read afresh, as after a restart
+            await wait_loaded(h, client)
+            after = {j["job_id"]: j for j in (await client.get("/api/jobs")).json()["jobs"]}
+        for job in (rendering, validating):
+            assert after[job]["state"] == "cancelled"
+            assert after[job]["created_at"] == before[job]["created_at"]
+            assert 58 <= after[job]["elapsed"] <= 75, after[job]
+
+    run(go())

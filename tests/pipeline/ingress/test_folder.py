@@ -361,3 +361,23 @@ def test_a_refused_drop_leaves_a_record_people_can_list(ingress: FolderIngress) 
     [drop] = list_failed_drops(ingress.store, ingress.settings)
     assert drop.name == "notes.docx" and drop.code == "inbox_unsupported"
     assert "not a supported file" in drop.reason and drop.moved_to and ".failed" in drop.moved_to
+
+
+def test_a_folder_drop_prints_no_watchdog_warning(tmp_path: Path, assets: Path) -> None:
+    """A folder dropped into the watched inbox (and archived into .done) is one job, and watchdog's
+    "Callback with id ... already exists for watch" warning does not reach the terminal."""
+    import warnings
+
+    def drop(inbox: Path) -> None:
+        staging = tmp_path / "staging"
+        staging.mkdir()
+        shutil.copy(assets / "jfk.flac", staging / "speech.flac")
+        shutil.copy(assets / "astronaut.png", staging / "face.png")
+        staging.rename(inbox / "batch")
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        seen = submissions_while_watching(tmp_path, drop)
+        time.sleep(1.0)  # the archive move into .done happens after the submission
+    assert len(seen) == 1
+    assert [str(w.message) for w in caught if "already exists for watch" in str(w.message)] == []

@@ -91,3 +91,52 @@ def test_a_marker_of_an_unknown_or_running_job_stays(tmp_path: Path) -> None:
     assert (placed.name, again.name) == ("hello.processing", "hello-2.processing")
     assert markers.sweep(now=time.monotonic() + 3600) == []
     assert sorted(p.name for p in settings.inbox.iterdir()) == ["hello-2.processing", "hello.processing"]
+
+
+def test_a_retried_drop_that_succeeds_leaves_no_failure_behind(
+    tmp_path: Path, nats_url: str, assets: Path
+) -> None:
+    """A lone voice clip fails (this server has no default avatar): hello.failed.txt in the outbox, the
+    drop in .failed/. The operator restores the avatar and retries the job: the video arrives, the note
+    goes from the outbox and the drop moves back from .failed/ to .done/."""
+    from pipeline.reconcile import retry_job
+    from stages.validate import DEFAULT_AVATAR_KEY
+
+    settings = make_settings(tmp_path, nats_url=nats_url, chain=["validate", "publish"], settle_seconds=0.2)
+    inbox, outbox = settings.inbox, settings.outbox
+
+    async def main() -> None:
+        stack = await Stack.open(settings)
+        stop = asyncio.Event()
+        tasks = await stack.run_workers(list(settings.chain), stop)
+        local = open_store(settings)
+        await until(lambda: local.local_path(settings.bucket_inputs, DEFAULT_AVATAR_KEY), 30, "no avatar")
+        avatar = local.local_path(settings.bucket_inputs, DEFAULT_AVATAR_KEY)
+        assert avatar is not None
+        kept = avatar.read_bytes()
+        avatar.unlink()
+        folder = FolderIngress(settings, stack.store).start()
+        try:
+            drop(settings, {"hello.flac": (assets / "jfk.flac").read_bytes()})
+            await until(lambda: (inbox / "hello.processing").exists(), 30, "no marker for hello")
+            job = next(
+                line[5:]
+                for line in (inbox / "hello.processing").read_text().splitlines()
+                if line.startswith("job: ")
+            )
+            await until(lambda: (outbox / "hello.failed.txt").exists(), 60, "no failure note")
+            await until(lambda: any((inbox / ".failed").glob("*/WHY.txt")), 30, "the drop did not fail")
+            stack.store.put(settings.bucket_inputs, DEFAULT_AVATAR_KEY, kept, content_type="image/png")
+            assert await asyncio.to_thread(retry_job, stack.announcer, settings, job)
+            await until(lambda: (outbox / "hello.mp4").exists(), 120, "the retried job made no video")
+            await until(lambda: not any((inbox / ".failed").iterdir()), 30, "the drop stayed in .failed/")
+        finally:
+            folder.stop()
+            stop.set()
+            await asyncio.gather(*tasks)
+            await stack.close()
+
+    asyncio.run(main())
+    assert not (outbox / "hello.failed.txt").exists()
+    [done] = (inbox / ".done").iterdir()
+    assert sorted(p.name for p in done.iterdir()) == ["hello.flac"]
