@@ -5,10 +5,12 @@ from the audio: pocketsphinx phones forced to the transcript, or recognized, lou
 fail); ``timeline`` turns it into per-frame open/wide/round/tongue values, at rest in every pause.
 
 Drawing: with 68 landmarks (dlib, face-alignment) ``lips.LipRig`` opens the lips from their real inner
-lines, in the mouth's own axes frame by frame (so the mouth follows head roll, size and position), with
-upper teeth (the avatar's own when it shows them at rest, else painted) and the tongue raised for l/th;
-with a box only, ``warp.MouthRig`` places the mouth by the box's proportions. Frames whose face is
-``absent`` are passed through untouched.
+lines, in the mouth's own axes frame by frame (so the mouth follows head roll, size and position),
+rounds and pouts them for o/u/w, tucks the lower lip under the upper teeth for f/v; the opening shows
+an interior (``interior``): for a video avatar its own open-mouth pixels (banked by opening class as its
+frames go by), else teeth, gums, tongue and cavity painted in the face's tones (the avatar's own upper
+teeth when it shows them at rest); with a box only, ``warp.MouthRig`` places the mouth by the box's
+proportions. Frames whose face is ``absent`` are passed through untouched.
 
 Style: ``photo`` is subtle (small opening, dark gradient interior with teeth); ``cartoon`` opens wider
 with a flat interior, tongue and drawn outline; ``auto`` picks cartoon when the first frame's face is
@@ -27,6 +29,7 @@ import structlog
 from pipeline.contracts import FaceFrame, Style
 from pipeline.errors import InvalidInput
 from stages.render.base import SAMPLE_RATE, Frames, RenderRequest
+from stages.render.viseme.interior import MouthBank, Tones
 from stages.render.viseme.lips import LipRig, teeth_showing
 from stages.render.viseme.shapes import MouthTrack, ShapeParams
 from stages.render.viseme.timeline import plan_from_timing
@@ -147,12 +150,12 @@ class VisemeRenderer:
         started = time.perf_counter()
         track = self.plan(request, look.motion)
         progress(0.1)
-        drawer = _Drawer(self.layout, look.warp, self.refine_seam)
+        drawer = _Drawer(self.layout, look.warp, self.refine_seam, bank=not request.still)
         done = 0
         for _, frame, face in _chain(first, frames):
             if done >= request.n_frames:
                 break
-            yield drawer.draw(frame, face, track.at(done), track.tongue_at(done))
+            yield drawer.draw(frame, face, track.at(done), track.tongue_at(done), track.tuck_at(done))
             done += 1
             if done % 25 == 0:
                 progress(0.1 + 0.9 * done / request.n_frames)
@@ -164,17 +167,28 @@ class VisemeRenderer:
 
 
 class _Drawer:
-    """Draws shapes on successive frames, reusing the warp rig while the face stays put."""
+    """Draws shapes on successive frames, reusing the warp rig while the face stays put.
 
-    def __init__(self, layout: BoxLayout, style: WarpStyle, refine_seam: bool) -> None:
+    ``bank``: collect the avatar's own open-mouth interiors as its frames go by (a video; a photo has
+    only the one frame, whose mouth is what is being opened)."""
+
+    def __init__(self, layout: BoxLayout, style: WarpStyle, refine_seam: bool, *, bank: bool = False) -> None:
         self.layout, self.style, self.refine_seam = layout, style, refine_seam
         self.seam: float | None = None
         self.rig: MouthRig | None = None
         self.key: tuple[object, ...] | None = None
         self.teeth: bool | None = None
+        self.tones: Tones | None = None
+        self.seed = 0
+        self.bank = MouthBank() if bank else None
 
     def draw(
-        self, frame: np.ndarray, face: FaceFrame, shape: tuple[float, float, float], tongue: float = 0.0
+        self,
+        frame: np.ndarray,
+        face: FaceFrame,
+        shape: tuple[float, float, float],
+        tongue: float = 0.0,
+        tuck: float = 0.0,
     ) -> np.ndarray:
         """``frame`` with the mouth in ``shape`` (a new array), or ``frame`` itself where the mouth is at
         rest, the face absent, too small or off-frame."""
@@ -184,7 +198,7 @@ class _Drawer:
         if box[2] - box[0] < MIN_FACE_PIXELS or box[3] - box[1] < MIN_FACE_PIXELS:
             return frame
         if face.landmarks is not None and len(face.landmarks) == 68:
-            return self._draw_lips(frame, np.asarray(face.landmarks, np.float64), shape, tongue)
+            return self._draw_lips(frame, np.asarray(face.landmarks, np.float64), shape, tongue, tuck)
         if self.seam is None and self.refine_seam:
             # the lip line's place in the box is a property of the face: find it once, then follow the box
             self.seam = find_seam(frame, face.box, self.layout)
@@ -199,19 +213,33 @@ class _Drawer:
         return self.rig.apply(frame, shape)
 
     def _draw_lips(
-        self, frame: np.ndarray, points: np.ndarray, shape: tuple[float, float, float], tongue: float
+        self,
+        frame: np.ndarray,
+        points: np.ndarray,
+        shape: tuple[float, float, float],
+        tongue: float,
+        tuck: float,
     ) -> np.ndarray:
-        """The landmark-driven mouth (``lips.LipRig``); no painted teeth when the first frame shows the
-        avatar's own (they move with the lips)."""
+        """The landmark-driven mouth (``lips.LipRig``); no painted upper teeth when the first frame shows
+        the avatar's own (they move with the lips). The interior's tones and the teeth's variation are
+        the first frame's, so they hold still over the job."""
         if self.teeth is None:
             self.teeth = teeth_showing(frame, points)
             self.style = replace(self.style, max_open=LIP_OPEN * self.style.max_open)
             if self.teeth:
                 self.style = replace(self.style, teeth=None)
+            self.tones = Tones.of_face(frame, points)
+            self.seed = int(
+                np.sum(np.round(points[48:68]).astype(np.int64) * np.arange(1, 41).reshape(20, 2))
+            )
+        if self.bank is not None:
+            self.bank.offer(frame, points)
         key = (tuple(np.round(points * 2).astype(int).ravel()), frame.shape[0], frame.shape[1])
         if not isinstance(self.rig, LipRig) or key != self.key:
-            self.rig, self.key = LipRig(points, (frame.shape[0], frame.shape[1]), self.style), key
-        return self.rig.apply(frame, shape, tongue)
+            size = (frame.shape[0], frame.shape[1])
+            self.rig = LipRig(points, size, self.style, tones=self.tones, bank=self.bank, seed=self.seed)
+            self.key = key
+        return self.rig.apply(frame, shape, tongue, tuck)
 
 
 def _chain(
