@@ -353,14 +353,14 @@ def unroll(frame: np.ndarray, points: np.ndarray) -> np.ndarray | None:
 
 
 def tucked_teeth(
-    colour: np.ndarray, f: Fields, tones: Tones, half_width: float, tuck: float, seed: int = 0
+    colour: np.ndarray, f: Fields, tones: Tones, half_width: float, length: float, seed: int = 0
 ) -> np.ndarray:
-    """``colour`` with the upper teeth's edges resting on the tucked lower lip (f, v): the row hangs from
-    the lifted upper lip over the lip's top, the middle teeth only (the corners stay closed)."""
-    a = half_width
-    length = tuck * (0.07 + 0.05) * a + 1.0
+    """``colour`` with the upper teeth's edges, ``length`` pixels long, resting on the tucked lower lip
+    (f, v): the row hangs from the lifted upper lip over the lip's top, the middle teeth only (the
+    corners stay closed)."""
     rng = np.random.default_rng(seed)
     across = np.clip(np.abs(f.u) / max(f.half_open, 1e-3), 0.0, 1.0)
-    teeth = _teeth_row(colour, f.u, f.v + f.upper, length, ARCH * a, TOOTH_ARCS, tones, 1.0, rng, across)
+    radius = ARCH * half_width  # the same teeth as ``synthesize`` draws
+    teeth = _teeth_row(colour, f.u, f.v + f.upper, length, radius, TOOTH_ARCS, tones, 1.0, rng, across)
     span = np.clip((0.72 - across) / 0.18, 0.0, 1.0)[..., None]
     return colour + span * (teeth - colour)

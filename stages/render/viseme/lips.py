@@ -44,8 +44,11 @@ TONGUE = (178, 82, 88)
 """RGB of the tongue on photos (a cartoon style brings its own)."""
 
 
-TUCK_LIFT = 0.07
+TUCK_LIFT = 0.12
 """f/v: the upper lip lifts this share of the mouth's half-width, baring the upper teeth's edges."""
+TUCK_TEETH = 0.08
+"""f/v: the bared upper teeth's length (share of the half-width): their edges, on the lower lip, end a
+little above where the lips met at rest."""
 TUCK_OVER = 0.08
 """f/v: the lower lip rises this far (share of the half-width) past the upper lip's lowest point, under
 the upper teeth."""
@@ -222,7 +225,7 @@ class LipRig(MouthRig):
                 )
             out += alpha[..., None] * (colour - out)
         if tuck > 0.05 and not own_teeth:
-            out = tucked_teeth(out, f, self.tones, a, tuck, self.seed)
+            out = tucked_teeth(out, f, self.tones, a, tuck * TUCK_TEETH * a + 0.5, self.seed)
         return np.clip(out + 0.5, 0, 255).astype(np.uint8)
 
     def _seam_at(self, u: np.ndarray) -> np.ndarray:

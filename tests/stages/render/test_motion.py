@@ -91,7 +91,8 @@ def test_photo_blinks_at_least_every_six_seconds(
     eyes = np.asarray(face.landmarks)[36:48]
     (x1, y1), (x2, y2) = eyes.min(axis=0).astype(int) - 4, eyes.max(axis=0).astype(int) + 4
     eye = [f[y1:y2, x1:x2].astype(float) for f in alive]
-    change = np.array([np.abs(eye[i] - eye[max(0, i - 8)]).mean() for i in range(len(eye))])  # 8: before the blink
+    # against 8 frames earlier: before the blink began (a blink lasts about 6 frames)
+    change = np.array([np.abs(eye[i] - eye[max(0, i - 8)]).mean() for i in range(len(eye))])
     assert change[closed].min() > 3 * np.median(change)
 
 
