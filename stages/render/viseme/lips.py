@@ -46,7 +46,7 @@ TONGUE = (178, 82, 88)
 
 TUCK_LIFT = 0.12
 """f/v: the upper lip lifts this share of the mouth's half-width, baring the upper teeth's edges."""
-TUCK_TEETH = 0.08
+TUCK_TEETH = 0.06
 """f/v: the bared upper teeth's length (share of the half-width): their edges, on the lower lip, end a
 little above where the lips met at rest."""
 TUCK_OVER = 0.08

@@ -11,11 +11,12 @@ import cv2
 import numpy as np
 import pytest
 
-from pipeline.contracts import FaceFrame, FaceTrack, JobOptions, Style
+from pipeline.contracts import FaceFrame, FaceTrack, JobOptions, Span, SpeechTiming, Style, TimedViseme
 from pipeline.errors import InvalidInput
 from stages.render.base import SAMPLE_RATE, RenderRequest
 from stages.render.viseme import VisemeRenderer
 from stages.render.viseme.shapes import MouthTrack, ShapeParams, Viseme, plan_mouth, viseme_of
+from stages.render.viseme.timeline import plan_from_timing, rate_scale
 from stages.render.viseme.warp import (
     PHOTO,
     BoxLayout,
@@ -376,3 +377,52 @@ def test_mouth_track_length_matches_frames() -> None:
     track: MouthTrack = plan_mouth(tone(0.3, 0.5, total=0.5), SAMPLE_RATE, FPS, 40, None)
     assert len(track) == 40 and track.at(39) == (0.0, 0.0, 0.0)
     assert len(rms_envelope(np.zeros(100, np.float32), SAMPLE_RATE, FPS, 7)) == 7
+
+
+# --------------------------------------------------------------------------------------------------
+# Timeline: f/v tuck, rounding ahead of its vowel, speaking rate
+# --------------------------------------------------------------------------------------------------
+
+
+def _timing(visemes: list[tuple[str, float, float]], end: float) -> SpeechTiming:
+    return SpeechTiming(
+        duration=end,
+        source="transcript",
+        speech=[Span(start=visemes[0][1], end=visemes[-1][2])],
+        visemes=[TimedViseme(viseme=v, start=a, end=b) for v, a, b in visemes],
+    )
+
+
+def test_f_and_v_tuck_the_lower_lip_in_the_plan() -> None:
+    """An f (viseme G) between vowels gives a tuck near 1 on its frames and none on the vowels."""
+    audio = tone(1.4, 0.5, start=0.2)
+    timing = _timing([("C", 0.2, 0.6), ("G", 0.6, 0.9), ("C", 0.9, 1.4)], 2.0)
+    track = plan_from_timing(audio, SAMPLE_RATE, FPS, 50, timing, ShapeParams(lead=0.0))
+    assert track.tuck is not None
+    assert track.tuck_at(int(0.82 * FPS)) > 0.8
+    assert track.tuck_at(int(0.45 * FPS)) < 0.05 and track.tuck_at(int(1.3 * FPS)) < 0.05
+
+
+def test_lips_round_ahead_of_a_rounded_vowel() -> None:
+    """Coarticulation: before an "oo" (F) starts, the lips are already rounding."""
+    audio = tone(1.4, 0.5, start=0.2)
+    timing = _timing([("C", 0.2, 0.8), ("F", 0.8, 1.4)], 2.0)
+    track = plan_from_timing(audio, SAMPLE_RATE, FPS, 50, timing, ShapeParams(lead=0.0))
+    assert track.round[int(0.8 * FPS) - 1] > 0.3
+    assert track.round[int(0.4 * FPS)] == 0.0
+
+
+def test_fast_speech_still_opens() -> None:
+    """The same open-closed alternation spoken twice as fast as usual (18 visemes a second): its
+    openings are as large as the slow ones' (without rate scaling, smoothing shrinks them by a tenth)."""
+
+    def peaks(step: float) -> float:
+        spans = [
+            ("D" if k % 2 == 0 else "B", 0.2 + k * step, 0.2 + (k + 1) * step) for k in range(int(1.2 / step))
+        ]
+        track = plan_from_timing(tone(1.4, 0.5, start=0.2), SAMPLE_RATE, FPS, 50, _timing(spans, 2.0))
+        return float(np.percentile(track.open[int(0.3 * FPS) : int(1.3 * FPS)], 95))
+
+    slow, fast = peaks(1 / 8), peaks(1 / 18)
+    assert fast >= slow, (fast, slow)
+    assert rate_scale(18.0)[0] > 1.0 and rate_scale(6.0) == (1.0, 1.0)
