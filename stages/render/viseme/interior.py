@@ -95,7 +95,7 @@ class Tones:
         lip_l, lip_a, lip_b = float(lip[0]), float(lip[1]), float(lip[2])
         gums = (min(lip_l + 6.0, 200.0), 128.0 + 1.25 * (lip_a - 128.0) + 6.0, lip_b)
         tongue = (min(lip_l * 0.9, 170.0), 128.0 + 1.1 * (lip_a - 128.0) + 4.0, 128.0 + 0.6 * (lip_b - 128.0))
-        cavity = (max(lip_l * 0.16, 8.0), 128.0 + 0.5 * (lip_a - 128.0), 128.0 + 0.3 * (lip_b - 128.0))
+        cavity = (max(lip_l * 0.22, 10.0), 128.0 + 0.5 * (lip_a - 128.0), 128.0 + 0.3 * (lip_b - 128.0))
         return cls(
             _lab_to_rgb(teeth),
             _lab_to_rgb(gums),
@@ -207,7 +207,7 @@ def _tongue(
     tongue: float,
 ) -> np.ndarray:
     """The tongue: a mound over the lower lip's edge, its top rising with ``tongue`` (l, th)."""
-    top = (0.3 + 0.55 * tongue) * height * np.clip(1.0 - (f.u / max(0.62 * f.half_open, 1e-3)) ** 2, 0, 1)
+    top = (0.42 + 0.45 * tongue) * height * np.clip(1.0 - (f.u / max(0.62 * f.half_open, 1e-3)) ** 2, 0, 1)
     in_tongue = np.clip(top - above + 0.5, 0.0, 1.0) * (top > 0.5)
     t_shade = (0.7 + 0.3 * np.clip(1.0 - above / np.maximum(top, 1e-3), 0, 1)) * (1.0 - 0.5 * across**2)
     colour += in_tongue[..., None] * (tones.tongue * t_shade[..., None] - colour)

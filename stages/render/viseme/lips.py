@@ -142,14 +142,18 @@ class LipRig(MouthRig):
             v = v / (1.0 + PROTRUDE * rnd * ramp(np.abs(v), 0.35 * a, 1.1 * a))
         t_lift, t_rise = self._tuck(tuck)
         smooth = lens * lens  # f/v moves the lips with a profile that has no kink at the corners
-        lower = gap * lens - t_rise * smooth  # negative: the lower lip goes up
-        drop, rise = lower, lift * lens + t_lift * smooth
+        opened = gap * lens
+        drop, rise = opened - t_rise * smooth, lift * lens + t_lift * smooth  # drop < 0: the lip goes up
         below, above = v >= drop, v <= -rise
+        start = 0.2 * a + self.half_rest
+        # the raise fades over at least 2.8× its size: the fixed point below converges (|push'| < 0.6)
+        tuck_end = start + max(0.8 * a, 2.8 * t_rise)
         lo = v.copy()
-        for _ in range(3):  # fixed point of v = s + push(s); converges as push' < 1
-            share = ramp(lo, 0.2 * a + self.half_rest, 1.0 * a + self.half_rest)  # 1 on the lower lip
-            # f/v curls the lower lip up without the jaw: only the opening moves the chin
-            push = lower * share + gap * self.style.jaw_share * self.jaw_profile * (1 - share)
+        for _ in range(3 if t_rise == 0.0 else 6):  # fixed point of v = s + push(s)
+            share = ramp(lo, start, 1.0 * a + self.half_rest)  # 1 on the lower lip
+            push = opened * share + gap * self.style.jaw_share * self.jaw_profile * (1 - share)
+            if t_rise > 0.0:  # f/v curls the lower lip up without the jaw
+                push = push - t_rise * smooth * ramp(lo, start, tuck_end)
             lo = v - push * ramp(lo, self.down_full, self.down_reach)
         hi = v.copy()
         for _ in range(3):
@@ -224,7 +228,7 @@ class LipRig(MouthRig):
                     f, self.tones, a, opening, upper_teeth=not own_teeth, tongue=tongue, seed=self.seed
                 )
             out += alpha[..., None] * (colour - out)
-        if tuck > 0.05 and not own_teeth:
+        if tuck > 0.05:  # also over the own teeth: it hides where the lips' motion splits
             out = tucked_teeth(out, f, self.tones, a, tuck * TUCK_TEETH * a + 0.5, self.seed)
         return np.clip(out + 0.5, 0, 255).astype(np.uint8)
 
