@@ -13,7 +13,9 @@ teeth when it shows them at rest); with a box only, ``warp.MouthRig`` places the
 proportions. Frames whose face is ``absent`` are passed through untouched.
 
 Style: ``photo`` is subtle (small opening, dark gradient interior with teeth); ``cartoon`` opens wider
-with a flat interior, tongue and drawn outline; ``auto`` picks cartoon when the first frame's face is
+with a flat interior, tongue and drawn outline, centred on the drawn mouth line (``warp.find_drawn_mouth``;
+on a still drawing the old line is inpainted away as the new mouth opens), its chin bending as one
+smooth curve; ``auto`` picks cartoon when the first frame's face is
 mostly flat colour (``warp.looks_like_cartoon``) and photo otherwise.
 """
 
@@ -37,8 +39,11 @@ from stages.render.viseme.warp import (
     CARTOON,
     PHOTO,
     BoxLayout,
+    DrawnMouth,
+    MouthGeometry,
     MouthRig,
     WarpStyle,
+    find_drawn_mouth,
     find_seam,
     locate_mouth,
     looks_like_cartoon,
@@ -150,7 +155,9 @@ class VisemeRenderer:
         started = time.perf_counter()
         track = self.plan(request, look.motion)
         progress(0.1)
-        drawer = _Drawer(self.layout, look.warp, self.refine_seam, bank=not request.still)
+        drawer = _Drawer(
+            self.layout, look.warp, self.refine_seam, bank=not request.still, still=request.still
+        )
         done = 0
         for _, frame, face in _chain(first, frames):
             if done >= request.n_frames:
@@ -170,10 +177,22 @@ class _Drawer:
     """Draws shapes on successive frames, reusing the warp rig while the face stays put.
 
     ``bank``: collect the avatar's own open-mouth interiors as its frames go by (a video; a photo has
-    only the one frame, whose mouth is what is being opened)."""
+    only the one frame, whose mouth is what is being opened). ``still``: the same picture every frame
+    (a drawing's old mouth line can be erased once)."""
 
-    def __init__(self, layout: BoxLayout, style: WarpStyle, refine_seam: bool, *, bank: bool = False) -> None:
+    def __init__(
+        self,
+        layout: BoxLayout,
+        style: WarpStyle,
+        refine_seam: bool,
+        *,
+        bank: bool = False,
+        still: bool = False,
+    ) -> None:
         self.layout, self.style, self.refine_seam = layout, style, refine_seam
+        self.still = still
+        self.drawn: DrawnMouth | None = None
+        self.origin_box: tuple[float, float, float, float] | None = None
         self.seam: float | None = None
         self.rig: MouthRig | None = None
         self.key: tuple[object, ...] | None = None
@@ -202,7 +221,13 @@ class _Drawer:
         if self.seam is None and self.refine_seam:
             # the lip line's place in the box is a property of the face: find it once, then follow the box
             self.seam = find_seam(frame, face.box, self.layout)
-        geometry = locate_mouth(face, self.layout, self.seam).rounded()
+            if self.style.outline is not None:  # a drawing: centre the new mouth on the drawn one
+                self.drawn = find_drawn_mouth(frame, face.box, self.layout)
+                self.origin_box = face.box
+        geometry = locate_mouth(face, self.layout, self.seam)
+        if self.drawn is not None and self.origin_box is not None:
+            geometry = _on_drawn_mouth(geometry, self.drawn, face.box, self.origin_box)
+        geometry = geometry.rounded()
         if self.teeth is None:  # decided once per job, on the first frame
             self.teeth = shows_teeth(frame, geometry)
             if self.teeth:
@@ -210,6 +235,8 @@ class _Drawer:
         key = (geometry, (frame.shape[0], frame.shape[1]))
         if self.rig is None or key != self.key:
             self.rig, self.key = MouthRig(geometry, key[1], self.style), key
+            if self.drawn is not None and self.still:
+                self.rig.erase(frame, self.drawn.mask)
         return self.rig.apply(frame, shape)
 
     def _draw_lips(
@@ -240,6 +267,27 @@ class _Drawer:
             self.rig = LipRig(points, size, self.style, tones=self.tones, bank=self.bank, seed=self.seed)
             self.key = key
         return self.rig.apply(frame, shape, tongue, tuck)
+
+
+def _on_drawn_mouth(
+    geometry: MouthGeometry,
+    drawn: DrawnMouth,
+    box: tuple[float, float, float, float],
+    origin: tuple[float, float, float, float],
+) -> MouthGeometry:
+    """``geometry`` moved onto a drawn mouth found in the ``origin`` box (the first frame's; the mouth
+    keeps its place in the box as the box moves), at least as wide as most of the drawn line."""
+    ox1, oy1, ox2, oy2 = origin
+    rel_x = (drawn.cx - (ox1 + ox2) / 2) / max(ox2 - ox1, 1.0)
+    rel_y = (drawn.cy - oy1) / max(oy2 - oy1, 1.0)
+    x1, y1, x2, y2 = box
+    scale = (x2 - x1) / max(ox2 - ox1, 1.0)
+    return replace(
+        geometry,
+        cx=(x1 + x2) / 2 + rel_x * (x2 - x1),
+        cy=y1 + rel_y * (y2 - y1),
+        half_width=max(geometry.half_width, 0.8 * drawn.half_width * scale),
+    )
 
 
 def _chain(

@@ -21,6 +21,7 @@ from stages.render.viseme.warp import (
     PHOTO,
     BoxLayout,
     MouthRig,
+    find_drawn_mouth,
     find_seam,
     geometry_from_landmarks,
     locate_mouth,
@@ -426,3 +427,45 @@ def test_fast_speech_still_opens() -> None:
     slow, fast = peaks(1 / 8), peaks(1 / 18)
     assert fast >= slow, (fast, slow)
     assert rate_scale(18.0)[0] > 1.0 and rate_scale(6.0) == (1.0, 1.0)
+
+
+def _off_centre_cartoon(shift: int = 22) -> tuple[np.ndarray, FaceFrame, float]:
+    """``draw_cartoon`` with its mouth line drawn ``shift`` px right of the box's centre; (image, face,
+    the line's centre x)."""
+    image, face = draw_cartoon()
+    size = image.shape[0]
+    c = size // 2
+    mouth = (c, c + int(size * 0.17))
+    cv2.ellipse(image, mouth, (int(size * 0.08) + 3, int(size * 0.025) + 4), 0, 0, 360, (250, 215, 185), -1)
+    moved = (c + shift, mouth[1])
+    cv2.ellipse(image, moved, (int(size * 0.08), int(size * 0.025)), 0, 10, 170, (60, 20, 30), 3, cv2.LINE_AA)
+    return image, face, float(c + shift)
+
+
+def test_cartoon_mouth_opens_on_the_drawn_mouth(jfk: np.ndarray) -> None:
+    """A cartoon whose mouth is drawn right of the face box's centre: the opened mouth's centroid is
+    within 3 px of the drawn mouth's centre, no piece of the old line is left beside the new mouth, and
+    the chin outline bends as one smooth curve (no corners where the jaw's motion fades)."""
+    image, face, centre = _off_centre_cartoon()
+    audio = jfk[: 3 * SAMPLE_RATE]
+    request = request_for(audio, image, face, "And so my fellow Americans", Style.cartoon)
+    request.still = True
+    frames = list(VisemeRenderer().render(request, still(image, face, request.n_frames), lambda _: None))
+    widest = max(frames, key=lambda f: float(np.abs(f.astype(int) - image).sum()))
+    pixels = widest.astype(int)
+    inside = (pixels[..., 0] - pixels[..., 1] > 30) & (pixels[..., 1] < 90)  # the dark-red opening
+    _, xs = np.nonzero(inside)
+    assert len(xs) > 300 and abs(xs.mean() - centre) <= 3.0, (xs.mean(), centre)
+    drawn = find_drawn_mouth(image, face.box, BoxLayout())
+    assert drawn is not None and abs(drawn.cx - centre) < 2
+    line = drawn.mask > 0
+    opening = cv2.dilate(inside.astype(np.uint8), np.ones((9, 9), np.uint8)).astype(bool)
+    still_line = np.abs(pixels - (60, 20, 30)).sum(axis=2) < 60
+    assert (still_line & line & ~opening).sum() == 0
+    outline = np.abs(pixels - (40, 30, 30)).sum(axis=2) < 80
+    bottom = np.array(
+        [np.flatnonzero(outline[:, x]).max() for x in range(image.shape[1]) if outline[:, x].any()]
+    )
+    k = 8  # the chin stays convex: no second difference over 8 px bends the wrong way (1 px: rasterizing)
+    bend = bottom[2 * k :] - 2 * bottom[k:-k] + bottom[: -2 * k]
+    assert bend.max() <= 1.5, bend.max()  # a chin moving fully over 0.6 of the jaw, then fading: 3 px
