@@ -284,6 +284,7 @@ def _on_drawn_mouth(
     scale = (x2 - x1) / max(ox2 - ox1, 1.0)
     return replace(
         geometry,
+        chin_offset=-rel_x * (x2 - x1),  # the chin stays in the face's middle
         cx=(x1 + x2) / 2 + rel_x * (x2 - x1),
         cy=y1 + rel_y * (y2 - y1),
         half_width=max(geometry.half_width, 0.8 * drawn.half_width * scale),

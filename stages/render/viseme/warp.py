@@ -112,7 +112,9 @@ class MouthGeometry:
 
     (cx, cy): centre of the lip seam. half_width: centre to corner. angle: roll of the mouth axis
     (radians, image coordinates). up: seam to the base of the nose. down: seam to the chin's bottom.
-    jaw: half-width of the jaw around the chin.
+    jaw: half-width of the jaw around the chin. chin_offset: where the chin's middle is along the mouth
+    axis from the mouth's centre (a drawing's mouth may be off the face's middle; the jaw moves about
+    the chin).
     """
 
     cx: float
@@ -122,11 +124,17 @@ class MouthGeometry:
     up: float
     down: float
     jaw: float
+    chin_offset: float = 0.0
 
     def rounded(self) -> MouthGeometry:
         """Snapped to half pixels (and 1/100 radian), so a still face reuses one rig."""
-        half = [round(x * 2) / 2 for x in (self.cx, self.cy, self.half_width, self.up, self.down, self.jaw)]
-        return MouthGeometry(half[0], half[1], half[2], round(self.angle, 2), half[3], half[4], half[5])
+        half = [
+            round(x * 2) / 2
+            for x in (self.cx, self.cy, self.half_width, self.up, self.down, self.jaw, self.chin_offset)
+        ]
+        return MouthGeometry(
+            half[0], half[1], half[2], round(self.angle, 2), half[3], half[4], half[5], half[6]
+        )
 
 
 @dataclass(frozen=True)
@@ -337,7 +345,11 @@ class MouthRig:
         self.u, self.v = self._mouth_coords(*np.meshgrid(self.grid_x, self.grid_y))
         # the chin moves as one piece across its width; the fade lies on the cheeks' near-vertical
         # outline, where vertical motion barely shows
-        self.jaw_profile = ramp(np.abs(self.u), style.jaw_flat * g.jaw, self.side_reach)
+        self.jaw_profile = ramp(np.abs(self.u - g.chin_offset), style.jaw_flat * g.jaw, self.side_reach)
+        # the corners' sideways motion fades by 1.9 half-widths; a mouth off the face's middle (a
+        # drawing) has its near cheek's outline closer: fade before it
+        off = abs(g.chin_offset)
+        self.corner_reach = 1.9 * a if off == 0.0 else min(1.9 * a, max(1.3 * a, g.jaw - off))
         self.identity = np.meshgrid(
             np.arange(self.size[1], dtype=np.float32), np.arange(self.size[0], dtype=np.float32)
         )
@@ -445,10 +457,10 @@ class MouthRig:
     def _source_u(self, src_v: np.ndarray, scale: float) -> np.ndarray:
         """Where each output column comes from along the mouth: corners pulled out (wide) or in (round)."""
         a = self.geometry.half_width
-        near = ramp(np.abs(src_v), 0.3 * a, 1.3 * a)
+        near = ramp(np.abs(src_v), 0.25 * a, 0.9 * a)  # the corners move, not the chin's outline below
         src = self.u.copy()
         for _ in range(2):
-            src = self.u / (1.0 + scale * near * ramp(np.abs(src), 1.05 * a, 1.9 * a))
+            src = self.u / (1.0 + scale * near * ramp(np.abs(src), 1.05 * a, self.corner_reach))
         return src
 
     def _paint(self, warped: np.ndarray, gap: Gap) -> None:

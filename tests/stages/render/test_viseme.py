@@ -469,3 +469,8 @@ def test_cartoon_mouth_opens_on_the_drawn_mouth(jfk: np.ndarray) -> None:
     k = 8  # the chin stays convex: no second difference over 8 px bends the wrong way (1 px: rasterizing)
     bend = bottom[2 * k :] - 2 * bottom[k:-k] + bottom[: -2 * k]
     assert bend.max() <= 1.5, bend.max()  # a chin moving fully over 0.6 of the jaw, then fading: 3 px
+    rows = range(int(face.box[1] + 0.5 * (face.box[3] - face.box[1])), int(bottom.max()) - 10)
+    for frame in frames:  # the near cheek stays convex too, on every shape (wide ones pull the corners)
+        edge = np.abs(frame.astype(int) - (40, 30, 30)).sum(axis=2) < 80
+        right = np.array([np.flatnonzero(edge[y]).max() for y in rows])
+        assert (right[2 * k :] - 2 * right[k:-k] + right[: -2 * k]).max() <= 2.0  # corners reaching it: 5
