@@ -166,7 +166,8 @@ def plan_from_timing(
         track[closures(timing.visemes, fps, n_frames, p.lead), 0] = 0.0
     tongue = smooth(tongue[:, None], fps, attack, release)[:, 0] * (track[:, 0] > 0.05)
     # f/v need no voice (they are fricatives), only speech; quick, as the lip snaps to the teeth
-    tuck = smooth((tuck * speaking)[:, None], fps, attack, release)[:, 0]
+    tuck = smooth((tuck * speaking)[:, None], fps, attack, release)[:, 0] * speaking
+    tuck[tuck < 1e-3] = 0.0  # at rest in the pauses, as the other channels
     return MouthTrack(
         track[:, 0].copy(),
         track[:, 1].copy(),
