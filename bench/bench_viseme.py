@@ -2,8 +2,11 @@
 
 Prints ms/frame of ``VisemeRenderer.render`` on the astronaut at 512×512 and placed in a 1280×720
 frame (the 11 s JFK clip at 25 fps), without pocketsphinx (loudness only: the drawing cost) and with
-forced alignment; then seconds for forced alignment, phone recognition and word recognition of the
-clip (11 s) and of it three times over (33 s).
+forced alignment; then, at 720p with dlib's 68 landmarks, the visemes of the forced alignment given
+(as the render stage gives them) and ``motion: lively`` (blinks, head motion with its head mask), the
+drawing cost per frame of her smile (her own teeth move with her lips) and of the same face with the
+mouth closed (teeth, gums and tongue painted), best of three; then seconds for forced alignment, phone
+recognition and word recognition of the clip (11 s) and of it three times over (33 s).
 
     .venv/bin/python bench/bench_viseme.py
 """
@@ -20,10 +23,13 @@ import librosa
 import numpy as np
 import soundfile
 
-from pipeline.contracts import FaceFrame, FaceTrack, JobOptions
+from pipeline.contracts import FaceFrame, FaceTrack, JobOptions, Motion, SpeechTiming
 from stages import speech
+from stages.lib.faces.landmarks import DlibDetector, face_box
 from stages.render.base import SAMPLE_RATE, RenderRequest
+from stages.render.motion import Animated
 from stages.render.viseme import VisemeRenderer
+from stages.timing import timing_from_audio
 
 ASSETS = Path(__file__).resolve().parents[1] / "pipeline" / "assets"
 TRANSCRIPT = "And so my fellow Americans, ask not what your country can do for you, ask what you can do for your country."
@@ -66,6 +72,42 @@ def render_ms_per_frame(
     return (time.perf_counter() - started) * 1000 / count
 
 
+def closed_mouth(frame: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """``frame`` with the mouth inside the inner lips inpainted shut (a closed-mouth portrait)."""
+    mask = np.zeros(frame.shape[:2], np.uint8)
+    cv2.fillPoly(mask, [np.rint(points[60:68]).astype(np.int32)], 255)
+    return np.asarray(cv2.inpaint(frame, cv2.dilate(mask, np.ones((3, 3), np.uint8)), 5, cv2.INPAINT_TELEA))
+
+
+def lively_ms_per_frame(
+    audio: np.ndarray, timing: SpeechTiming, closed: bool, fps: float = 25.0
+) -> tuple[float, float]:
+    """Best of three: (wall, CPU) ms per output frame of the viseme renderer with ``motion: lively`` at
+    1280×720 with dlib's landmarks and the clip's visemes given (no pocketsphinx in the timing). The CPU
+    time (all threads) is the figure to compare on a shared machine."""
+    frame, _ = astronaut((1280, 720))
+    (found,) = DlibDetector().detect(frame)
+    assert found.landmarks is not None
+    points = np.asarray(found.landmarks, np.float64)
+    if closed:
+        frame = closed_mouth(frame, points)
+    face = FaceFrame(box=face_box(found.landmarks), landmarks=[(float(x), float(y)) for x, y in points])
+    n = int(np.ceil(len(audio) / SAMPLE_RATE * fps))
+    track = FaceTrack(detector="dlib", width=1280, height=720, fps=fps, frames=[face])
+    request = RenderRequest(
+        audio, fps, n, track, JobOptions(transcript=TRANSCRIPT), speech=timing, motion=Motion.lively,
+        seed=7, still=True,
+    )  # fmt: skip
+    wall, cpu = float("inf"), float("inf")
+    for _ in range(3):
+        renderer = Animated(VisemeRenderer())
+        started, used = time.perf_counter(), time.process_time()
+        count = sum(1 for _ in renderer.render(request, ((i, frame, face) for i in range(n)), lambda _: None))
+        wall = min(wall, (time.perf_counter() - started) * 1000 / count)
+        cpu = min(cpu, (time.process_time() - used) * 1000 / count)
+    return wall, cpu
+
+
 def seconds(fn: Callable[[], object]) -> float:
     started = time.perf_counter()
     fn()
@@ -81,6 +123,14 @@ def main() -> None:
         full = render_ms_per_frame(audio, size, align=True, zoom=zoom)
         name = f"{size[0]}x{size[1]}" + (f" close-up x{zoom}" if zoom != 1.0 else "")
         print(f"render {name}: {draw:.2f} ms/frame drawing, {full:.2f} ms/frame with alignment")
+    timing = timing_from_audio(audio, TRANSCRIPT)
+    for closed in (False, True):
+        wall, cpu = lively_ms_per_frame(audio, timing, closed)
+        mouth = "closed mouth, painted interior" if closed else "smile, her own teeth"
+        print(
+            f"render 1280x720 landmarks + lively motion ({mouth}): {wall:.2f} ms/frame wall "
+            f"({1000 / wall:.0f} frames/s), {cpu:.2f} ms/frame CPU"
+        )
     for copies in (1, 3):
         clip = np.concatenate([audio] * copies)
         text = " ".join([TRANSCRIPT] * copies)

@@ -218,6 +218,11 @@ class MediaSettings(_Part):
 
     fps: float = Field(25.0, description="frame rate of normalized avatars and of the output")
     max_side: int = Field(1280, description="normalized avatars are scaled so no side exceeds this")
+    min_height: int = Field(
+        480,
+        ge=0,
+        description="avatars shorter than this are enlarged (Lanczos) to it before rendering (0: never)",
+    )
     crf: int = Field(18, description="x264 quality of the output video (lower is better)")
     x264_preset: str = Field("veryfast", description="x264 speed/size trade-off of the final video")
     intermediate_preset: str = Field(

@@ -360,6 +360,9 @@ class MediaInfo(_Model):
     height: int
     frames: int = Field(description="frames in the normalized avatar clip (1 for a still photo)")
     still: bool
+    upscaled_from: tuple[int, int] | None = Field(
+        None, description="the avatar's own (width, height) when it was enlarged to the minimum height"
+    )
 
 
 class Manifest(_Model):

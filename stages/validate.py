@@ -91,10 +91,23 @@ def run(ctx: StageContext, upload: ObjectInfo) -> list[Manifest]:
     speech_ref = job_speech_timing(ctx, spec, audio_ref, synthesis)  # once, when the inputs are good
     for manifest in manifests:
         manifest.artifacts["speech"] = speech_ref
-        if synthesis is not None or notes:
-            manifest.info["notes"] = [*([synthesis.note] if synthesis is not None else []), *notes]
+        told = [*([synthesis.note] if synthesis is not None else []), *notes]
+        if manifest.media.upscaled_from is not None:
+            told.append(_upscale_note(manifest.avatar_name, manifest.media))
+        if told:
+            manifest.info["notes"] = told
     _write_job(ctx, upload, spec, manifests)
     return manifests
+
+
+def _upscale_note(name: str, media: MediaInfo) -> str:
+    """The job status's sentence about an avatar enlarged to the minimum height."""
+    assert media.upscaled_from is not None
+    width, height = media.upscaled_from
+    return (
+        f"{name} is {width}×{height} pixels; it was enlarged to {media.width}×{media.height} so the mouth "
+        "and the subtitles have room (a larger picture looks sharper)"
+    )
 
 
 # --- the spec ---------------------------------------------------------------------------------------
@@ -238,8 +251,9 @@ def _avatar(ctx: StageContext, key: str, audio_seconds: float) -> tuple[Artifact
             code="default_avatar_missing",
         )
     src, digest, name = _fetch_input(ctx, key, "avatar")
-    cache_key = media_cache_key(f"{digest}-v{ctx.settings.fps:g}-{ctx.settings.max_side}", "avatar.mp4")
-    info_key = media_cache_key(f"{digest}-v{ctx.settings.fps:g}-{ctx.settings.max_side}", "info.json")
+    sizes = f"{ctx.settings.max_side}" + (f"-h{ctx.settings.min_height}" if ctx.settings.min_height else "")
+    cache_key = media_cache_key(f"{digest}-v{ctx.settings.fps:g}-{sizes}", "avatar.mp4")
+    info_key = media_cache_key(f"{digest}-v{ctx.settings.fps:g}-{sizes}", "info.json")
     ref = ctx.cached(cache_key, "video/mp4")
     if ref is not None and (cached := ctx.cached(info_key)) is not None:
         media = MediaInfo.model_validate_json(ctx.store.get(cached.bucket, cached.key))
@@ -258,6 +272,10 @@ def _avatar(ctx: StageContext, key: str, audio_seconds: float) -> tuple[Artifact
     except FFmpegError as exc:
         ctx.log.info("ffmpeg_refused_input", role="avatar", detail=exc.detail)
         raise InvalidInput(_undecodable(src, name, "avatar"), key=key, code="avatar_unreadable") from exc
+    upscaled = check.height > info.height  # enlarged to settings.min_height (normalize_avatar)
+    if upscaled:
+        ctx.log.info("avatar_upscaled", name=name, source=f"{info.width}x{info.height}",
+                     size=f"{check.width}x{check.height}")  # fmt: skip
     media = MediaInfo(
         audio_seconds=audio_seconds,
         fps=ctx.settings.fps,
@@ -265,6 +283,7 @@ def _avatar(ctx: StageContext, key: str, audio_seconds: float) -> tuple[Artifact
         height=check.height,
         frames=frames,
         still=info.still,
+        upscaled_from=(info.width, info.height) if upscaled else None,
     )
     ref = ctx.save(clip, "avatar.mp4", "video/mp4", key=cache_key)
     ctx.save_bytes(media.model_dump_json().encode(), "info.json", "application/json", key=info_key)

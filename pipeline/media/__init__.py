@@ -40,7 +40,13 @@ from pipeline.media.finish import (
     measure_loudness,
     subtitle_style,
 )
-from pipeline.media.normalize import already_normalized, bounded_size, normalize_audio, normalize_avatar
+from pipeline.media.normalize import (
+    already_normalized,
+    avatar_size,
+    bounded_size,
+    normalize_audio,
+    normalize_avatar,
+)
 from pipeline.media.probe import Probe, count_frames, looks_like, probe
 from pipeline.media.run import ffmpeg_binary
 
@@ -52,6 +58,7 @@ __all__ = [
     "Probe",
     "SubtitleFont",
     "already_normalized",
+    "avatar_size",
     "bounded_size",
     "count_frames",
     "cycle_indices",

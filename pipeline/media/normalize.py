@@ -41,8 +41,21 @@ def bounded_size(width: int, height: int, max_side: int) -> tuple[int, int]:
     return w, h
 
 
+def avatar_size(width: int, height: int, max_side: int, min_height: int = 0) -> tuple[int, int]:
+    """(w, h) of a normalized avatar: no side over ``max_side``, and at least ``min_height`` tall where
+    ``max_side`` allows (a small picture is enlarged, so the mouth and the subtitles have pixels to be
+    drawn with); aspect kept, both even."""
+    scale = min(1.0, max_side / max(width, height))
+    if height * scale < min_height:
+        scale = min(min_height / height, max_side / max(width, height))
+    w = max(2, round(width * scale / 2) * 2)
+    h = max(2, round(height * scale / 2) * 2)
+    return w, h
+
+
 def normalize_avatar(settings: MediaSettings, src: Path, dst: Path, info: Probe) -> None:
-    """A photo or video → H.264 (yuv420p) at constant ``settings.fps``, bounded size, no audio.
+    """A photo or video → H.264 (yuv420p) at constant ``settings.fps``, bounded size (``avatar_size``:
+    enlarged with Lanczos when shorter than ``settings.min_height``), no audio.
 
     A still photo becomes a one-frame clip; the renderer repeats it for the length of the audio. A video
     that already is such a clip is copied, not re-encoded (the common case of screen and phone exports
@@ -54,7 +67,7 @@ def normalize_avatar(settings: MediaSettings, src: Path, dst: Path, info: Probe)
         stream = ffmpeg.input(str(src)).output(str(dst), an=None, vcodec="copy", movflags="+faststart")
         run_ffmpeg(settings, stream, f"copying the video of {src.name}")
         return
-    w, h = bounded_size(info.width, info.height, settings.max_side)
+    w, h = avatar_size(info.width, info.height, settings.max_side, settings.min_height)
     # a still is looped (and cut to one frame below) so that filters with a time base get a stream
     source = ffmpeg.input(str(src), loop=1) if info.still else ffmpeg.input(str(src))
     video = source.video.filter("scale", w, h, flags="lanczos")
@@ -78,7 +91,7 @@ def normalize_avatar(settings: MediaSettings, src: Path, dst: Path, info: Probe)
 
 
 def already_normalized(settings: MediaSettings, info: Probe) -> bool:
-    """Whether a video is already constant-rate H.264 yuv420p at our fps and within our size bound, and
+    """Whether a video is already constant-rate H.264 yuv420p at our fps and at its normalized size, and
     upright (a copy would keep a display rotation that frame decoding ignores)."""
     return (
         not info.still
@@ -86,7 +99,8 @@ def already_normalized(settings: MediaSettings, info: Probe) -> bool:
         and info.video_codec == "h264"
         and info.pix_fmt == "yuv420p"
         and abs(info.fps - settings.fps) < 1e-3
-        and bounded_size(info.width, info.height, settings.max_side) == (info.width, info.height)
+        and avatar_size(info.width, info.height, settings.max_side, settings.min_height)
+        == (info.width, info.height)
     )
 
 

@@ -220,9 +220,9 @@ def test_video_avatars_become_constant_25_fps(
 
     settings, store = env
     clip = settings.data_dir / f"v{fps:g}.mp4"
-    with FrameWriter(settings, clip, 160, 120, fps, intermediate=False) as writer:
+    with FrameWriter(settings, clip, 640, 480, fps, intermediate=False) as writer:  # at the minimum height
         for i in range(frames):
-            writer.write(np.full((120, 160, 3), (i * 5) % 255, np.uint8))
+            writer.write(np.full((480, 640, 3), (i * 5) % 255, np.uint8))
     assert already_normalized(settings, probe(clip)) is (fps == 25.0)
     up = spec_with(
         store,
@@ -510,3 +510,31 @@ def test_the_job_started_when_validate_began_not_when_it_ended(
     validate(settings, store, up)
     record = JobRecord.model_validate_json(store.get(settings.bucket_work, job_record_key(job_id)))
     assert record.created_at == began
+
+
+def test_small_photo_is_enlarged_to_the_minimum_height(tmp_path: Path, assets: Path) -> None:
+    """A 256 px photo becomes a 480 px clip (Lanczos; the manifest says from what size), sharper than a
+    blocky enlargement; with ``min_height`` 0 it stays 256 px; a 512 px photo is never enlarged."""
+    small = cv2.resize(cv2.imread(str(assets / "astronaut.png")), (256, 256), interpolation=cv2.INTER_AREA)
+    ok, png = cv2.imencode(".png", small)
+    assert ok
+    for floor, size, upscaled in ((480, (480, 480), (256, 256)), (0, (256, 256), None)):
+        settings = make_settings(tmp_path / f"h{floor}", min_height=floor)
+        store = open_store(settings)
+        prepare_store(store, settings)
+        up = spec_with(
+            store, settings, "jobs/s", {"v.flac": assets / "jfk.flac", "s.png": png.tobytes()},
+            "audio: v.flac\navatars: [s.png]\n",
+        )  # fmt: skip
+        [m] = validate(settings, store, up)
+        assert (m.media.width, m.media.height) == size and m.media.upscaled_from == upscaled
+        notes = m.info.get("notes", [])
+        assert notes == (["s.png is 256×256 pixels; it was enlarged to 480×480 so the mouth and the "
+                          "subtitles have room (a larger picture looks sharper)"] if upscaled else [])  # fmt: skip
+        clip = settings.data_dir / "s.mp4"
+        store.download(settings.bucket_work, m.artifacts["avatar"].key, clip)
+        frame = next(iter(decode_frames(clip)))
+        assert frame.shape[:2] == size[::-1]
+        if upscaled:  # Lanczos keeps edges: far from a nearest-neighbour copy's 2-pixel steps
+            steps = np.abs(np.diff(frame.astype(int), axis=1)).sum(axis=2)
+            assert np.mean(steps[:, 1::2] == 0) < 0.5

@@ -54,7 +54,8 @@ class Animated:
             source, face = given.popleft()
             key = (tuple(round(v) for v in face.box), frame.shape)
             if cached is None or cached[0] != key:  # a still's face never moves: one warp per job
-                cached = (key, HeadWarp(face.box, frame.shape))
+                points = None if face.landmarks is None else np.asarray(face.landmarks, np.float64)
+                cached = (key, HeadWarp(face.box, frame.shape, points, source))
             # a frame the renderer made is ours to change; the avatar's own frame (often shared) is not
             yield animate(frame, face, plan, i, cached[1], in_place=frame is not source)
 

@@ -2,8 +2,10 @@
 
 * **Blinks**: the first within 0.6–2.2 s, then gaps drawn from a gamma distribution (mean
   ``Level.blink_every`` s, a natural spread) clipped to 1.8–5.0 s, so there is at least one every 6 s;
-  ``lively`` sometimes blinks twice in a row. A blink lasts ``BLINK_SECONDS`` (150 ms): the lid falls in
-  40 % of it and rises in the rest, and its fully-closed instant lands on a frame.
+  ``lively`` sometimes blinks twice in a row. A blink lasts ``BLINK_SECONDS`` (250 ms, the middle of
+  measured spontaneous blinks): the lid falls in 30 % of it, stays shut for ``BLINK_HOLD`` (so a
+  detector that smooths landmarks over a few frames still sees the eye closed) and rises in the rest;
+  its fully-closed instant lands on a frame.
 * **Idle sway**: roll and a small side-to-side and up-and-down drift, each a sum of three slow sines
   (0.05–0.25 Hz) with random phases.
 * **Nods**: on stressed syllables — peaks of the speech's loudness envelope inside speech, at least
@@ -23,9 +25,11 @@ import numpy as np
 
 from pipeline.contracts import Motion
 
-BLINK_SECONDS = 0.15
-BLINK_CLOSING = 0.4
+BLINK_SECONDS = 0.25
+BLINK_CLOSING = 0.3
 """Share of a blink spent closing (the lid falls faster than it rises)."""
+BLINK_HOLD = 0.06
+"""Seconds a blink stays fully shut (part of ``BLINK_SECONDS``)."""
 
 
 @dataclass(frozen=True)
@@ -164,14 +168,17 @@ def blink_times(duration: float, level: Level, rng: np.random.Generator) -> list
 
 
 def blinks(n_frames: int, fps: float, level: Level, rng: np.random.Generator) -> np.ndarray:
-    """Eyelid closure per frame: 0 open .. 1 shut, ``BLINK_SECONDS`` per blink."""
+    """Eyelid closure per frame: 0 open .. 1 shut, ``BLINK_SECONDS`` per blink (shut for ``BLINK_HOLD``
+    from the moment on)."""
     out = np.zeros(n_frames, np.float64)
     t = np.arange(n_frames) / fps
-    closing, opening = BLINK_CLOSING * BLINK_SECONDS, (1 - BLINK_CLOSING) * BLINK_SECONDS
+    closing = BLINK_CLOSING * BLINK_SECONDS
+    opening = BLINK_SECONDS - closing - BLINK_HOLD
     for moment in blink_times(n_frames / fps, level, rng):
         moment = round(moment * fps) / fps  # the shut instant falls on a frame
         down = np.clip(1 - (moment - t) / closing, 0, 1) * (t <= moment)
-        up = np.clip(1 - (t - moment) / opening, 0, 1) * (t > moment)
+        reopen = moment + BLINK_HOLD
+        up = np.where(t <= reopen, 1.0, np.clip(1 - (t - reopen) / opening, 0, 1)) * (t > moment)
         shape = np.sin(0.5 * math.pi * (down + up))
         out = np.maximum(out, shape)
     return out.astype(np.float32)

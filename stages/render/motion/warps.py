@@ -6,14 +6,19 @@ every pixel the motion does not reach — is bit-identical to the input.
 landmarks 37/38 (43/44) descends toward the lower lid (40/41, 46/47) by ``closure`` × the eye's opening
 at each point across it; the skin above the lid (a band of 0.8 eye half-widths) is stretched down over
 the eye, and the lid's edge (lashes) comes down with it. Where the eye has no opening (the corners)
-nothing moves.
+nothing moves. As it shuts, the lid's own skin (the colour above the lid, shaded along its bulge) and a
+lash line along its edge are painted over the eye (``_shade_lid``), so a shut eye reads as a lid, not
+as stretched lashes.
 
 **Head** (``HeadWarp``): the face is turned by ``roll`` about a pivot at the mouth, and shifted (drift,
-and a nod's dip, ``NOD_DEPTH`` face widths per radian of pitch); the motion is full on the face box grown
-by ``INNER`` and fades out with a raised cosine over ``FADE`` of the face width beyond it, so nothing
-farther than ``INNER + FADE`` (under half a face width) from the face box moves. Displacements of a few
-pixels over a fade of a third of a face width cannot fold the picture. The field is smooth, so it is
-computed on a coarse grid and upsampled.
+and a nod's dip, ``NOD_DEPTH`` face widths per radian of pitch). With 68 landmarks only the head and
+neck move (``head_mask``): the jaw line below, an ellipse through the jaw's ends up over the forehead
+and hair above, the neck under the chin fading out toward the shoulders; the mask is feathered
+*inward* (``EDGE`` face widths), so the background right next to the head does not move at all and a
+straight line beside the head stays straight. Without landmarks (a box only) the motion is full on the
+face box grown by ``INNER`` and fades out with a raised cosine over ``FADE`` of the face width beyond
+it. The rigid motion is computed on a coarse grid and upsampled (it is affine, so exactly), then
+weighted by the mask.
 """
 
 from __future__ import annotations
@@ -26,6 +31,8 @@ import numpy as np
 EYES = ((36, 37, 38, 39, 40, 41), (42, 43, 44, 45, 46, 47))
 """iBUG indices per eye: outer/inner corner and the lids (corner, upper, upper, corner, lower, lower)."""
 LID_SKIN = 0.8
+LASH_BAND = 0.12
+"""Eye half-widths of lashes along the lid line, left out of the stretched lid skin when shut."""
 LID_REACH = 0.95
 """A shut eye: the lid comes down to this share of the opening (the lower lid's rim stays visible)."""
 INNER = (0.08, 0.12, 0.08, 0.04)
@@ -35,6 +42,12 @@ FADE = 0.36
 PIVOT = 0.78
 """The pivot of the roll: this far down the face box (about the mouth)."""
 NOD_DEPTH = 0.45
+EDGE = 0.05
+"""Face widths over which the head mask fades to nothing, inside the head's outline."""
+HEAD_TOP = 0.62
+"""Face widths from the brows to the top of the head (forehead and hair)."""
+NECK_FADE = 0.7
+"""Face widths below the chin over which the neck's motion fades to nothing (at the shoulders)."""
 
 
 # --- eyelids -------------------------------------------------------------------------------------------
@@ -79,12 +92,46 @@ def _close_eye(out: np.ndarray, points: np.ndarray, closure: float) -> None:
     drop = closure * LID_REACH * np.clip(np.interp(pu, lower_u, lower_v) - lid, 0.0, None)
     top = lid - skin
     stretched = (pv >= top) & (pv <= lid + drop)
-    src_v = np.where(stretched, top + (pv - top) * skin / np.maximum(skin + drop, 1e-6), pv)
+    # the lid is the skin above the lashes stretched down (the lash band itself is left out as the eye
+    # shuts: ``_shade_lid`` draws the lashes again at the lid's new edge)
+    lashes = LASH_BAND * half * closure * closure
+    src_v = np.where(stretched, top + (pv - top) * (skin - lashes) / np.maximum(skin + drop, 1e-6), pv)
     shift = src_v - pv
     map_x = (xs + shift * e_v[0] - x1).astype(np.float32)
     map_y = (ys + shift * e_v[1] - y1).astype(np.float32)
     crop = out[y1:y2, x1:x2].copy()
-    out[y1:y2, x1:x2] = cv2.remap(crop, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+    moved = cv2.remap(crop, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+    out[y1:y2, x1:x2] = _shade_lid(moved, crop, pv, lid, drop, half, closure)
+
+
+def _shade_lid(
+    moved: np.ndarray,
+    source: np.ndarray,
+    pv: np.ndarray,
+    lid: np.ndarray,
+    drop: np.ndarray,
+    half: float,
+    closure: float,
+) -> np.ndarray:
+    """The lid's own look over the closing eye, stronger as it shuts (``closure`` squared): the lid
+    darkens a little toward its edge (it curves away from the light there), and the lashes (the darkest
+    tenth of the lid line's pixels in ``source``) run as a thin line along the lid's new edge, fading
+    out toward the corners where the lid hardly moved."""
+    weight = closure * closure
+    if weight < 0.02:
+        return moved
+    line = np.abs(pv - lid) <= max(1.0, 0.06 * half)
+    if line.sum() < 2:
+        return moved
+    lash = np.percentile(source[line].astype(np.float32), 10, axis=0)
+    edge = lid + drop
+    reach = np.clip(drop / max(float(np.max(drop)), 1e-3), 0.0, 1.0)  # 1 mid-eye, 0 at the corners
+    depth = np.clip((pv - lid) / np.maximum(drop, 1e-3), 0.0, 1.0) * (pv >= lid) * (pv <= edge)
+    out = moved.astype(np.float32) * (1.0 - 0.12 * weight * depth**2 * reach)[..., None]
+    thick = max(1.2, 0.09 * half)
+    on_edge = np.clip(thick / 2 - np.abs(pv - (edge - thick / 3)) + 0.5, 0.0, 1.0) * np.sqrt(reach)
+    out += (weight * on_edge)[..., None] * (lash - out)
+    return np.clip(out + 0.5, 0, 255).astype(np.uint8)
 
 
 def _sorted(u: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -102,10 +149,107 @@ def _crop(centre: np.ndarray, reach: float, shape: tuple[int, ...]) -> tuple[int
 # --- the head ------------------------------------------------------------------------------------------
 
 
-class HeadWarp:
-    """Moves the head of the face in ``box`` within a ``frame_shape`` frame; built once per box."""
+def head_mask(
+    landmarks: np.ndarray, frame_shape: tuple[int, ...], frame: np.ndarray | None = None
+) -> tuple[np.ndarray, tuple[int, int, int, int]]:
+    """(weight 0..1 float32, its crop box x1, y1, x2, y2 in the frame) of the head and neck of 68
+    landmarks: 1 inside, falling to 0 *at* the outline over ``EDGE`` face widths (module docstring).
+    With ``frame`` the outline is the head's own (hair and ears included: ``_segment_head``), else the
+    landmarks' estimate."""
+    p = np.asarray(landmarks, np.float64)
+    h, w = frame_shape[:2]
+    width = max(float(np.hypot(*(p[16] - p[0]))), 8.0)
+    ends = 0.5 * (p[0] + p[16])
+    axis = (p[16] - p[0]) / width
+    angle = math.degrees(math.atan2(axis[1], axis[0]))
+    brows = float(np.min(p[17:27, 1]))
+    up = max(ends[1] - brows, 0.0) + HEAD_TOP * width
+    chin = float(p[8, 1])
+    neck_bottom = min(chin + NECK_FADE * width, h - 1.0)
+    side, top = (0.62, 1.0) if frame is None else (0.95, 1.35)  # room for hair when it is segmented
+    x1 = max(int(ends[0] - side * width) - 2, 0)
+    x2 = min(math.ceil(ends[0] + side * width) + 3, w)
+    y1 = max(int(ends[1] - top * up) - 2, 0)
+    y2 = min(math.ceil(neck_bottom) + 3, h)
+    x2, y2 = max(x2, x1 + 1), max(y2, y1 + 1)
+    size = (y2 - y1, x2 - x1)
+    mask = np.zeros(size, np.uint8)
+    o = np.array([x1, y1], np.float64)
+    centre = (round(ends[0] - x1), round(ends[1] - y1))
+    cv2.ellipse(mask, centre, (round(0.52 * width), round(up)), angle, 180, 360, 255, -1)
+    cv2.fillPoly(mask, [np.rint(p[0:17] - o).astype(np.int32)], 255)
+    # the neck: a column under the jaw from its 5th to 11th points, down to the shoulders
+    neck = np.rint(np.array([p[4], p[12], (p[12, 0], neck_bottom), (p[4, 0], neck_bottom)]) - o)
+    cv2.fillPoly(mask, [neck.astype(np.int32)], 255)
+    if frame is not None:
+        face = np.zeros(size, np.uint8)
+        hull = cv2.convexHull(p.astype(np.float32)).reshape(-1, 2) - o
+        cv2.fillPoly(face, [np.rint(hull).astype(np.int32)], 255)
+        segmented = _segment_head(frame[y1:y2, x1:x2], mask, face, int(chin - y1))
+        if segmented is not None:
+            mask = segmented
+            cv2.fillPoly(mask, [neck.astype(np.int32)], 255)
+    edge = max(int(EDGE * width), 1)
+    inner = cv2.erode(mask, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * edge + 1, 2 * edge + 1)))
+    weight = cv2.blur(inner.astype(np.float32) / 255.0, (2 * edge + 1, 2 * edge + 1))
+    weight *= mask > 0  # exactly still outside the outline
+    rows = np.arange(size[0], dtype=np.float32)[:, None] + y1
+    fade = np.clip((neck_bottom - rows) / max(neck_bottom - chin, 1.0), 0.0, 1.0)
+    weight *= np.where(rows > chin, 0.5 - 0.5 * np.cos(np.pi * fade), 1.0).astype(np.float32)
+    return weight.astype(np.float32), (x1, y1, x2, y2)
 
-    def __init__(self, box: tuple[float, float, float, float], frame_shape: tuple[int, ...]) -> None:
+
+def _segment_head(crop: np.ndarray, estimate: np.ndarray, face: np.ndarray, chin: int) -> np.ndarray | None:
+    """The head's own outline in ``crop`` (uint8 0/255), by GrabCut seeded with the landmarks: the face
+    hull is head, the estimate (``head_mask``'s ellipse, grown) probably head, the crop's top and sides
+    background; below the chin nothing (``head_mask`` adds the neck). Done on a copy about 160 px wide
+    (tens of milliseconds, once per face). None when the result keeps under 90 % of the face hull."""
+    rows, cols = estimate.shape
+    scale = min(1.0, 160.0 / max(cols, 1))
+    small = (max(round(cols * scale), 8), max(round(rows * scale), 8))
+    img = cv2.resize(np.ascontiguousarray(crop), small, interpolation=cv2.INTER_AREA)
+    seeds = np.full(img.shape[:2], cv2.GC_PR_BGD, np.uint8)
+    grown = cv2.dilate(estimate, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (15, 15)))
+    seeds[cv2.resize(grown, small, interpolation=cv2.INTER_NEAREST) > 0] = cv2.GC_PR_FGD
+    seeds[cv2.resize(face, small, interpolation=cv2.INTER_NEAREST) > 0] = cv2.GC_FGD
+    seeds[0, :], seeds[:, 0], seeds[:, -1] = cv2.GC_BGD, cv2.GC_BGD, cv2.GC_BGD
+    bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
+    try:
+        bgr = cv2.cvtColor(img, cv2.COLOR_RGB2BGR)
+        cv2.grabCut(bgr, seeds, (0, 0, 1, 1), bgd, fgd, 4, cv2.GC_INIT_WITH_MASK)  # rect unused with a mask
+    except cv2.error:
+        return None
+    chosen = np.isin(seeds, (cv2.GC_FGD, cv2.GC_PR_FGD)).astype(np.uint8) * 255
+    full = np.asarray(cv2.resize(chosen, (cols, rows), interpolation=cv2.INTER_LINEAR))
+    head = np.where(full >= 128, 255, 0).astype(np.uint8)
+    head[max(chin, 0) :] = 0
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (7, 7))
+    head = np.asarray(
+        cv2.morphologyEx(cv2.morphologyEx(head, cv2.MORPH_OPEN, kernel), cv2.MORPH_CLOSE, kernel), np.uint8
+    )
+    count, labels = cv2.connectedComponents(head)
+    inside = labels[face > 0]
+    if count > 1 and inside.size and np.any(inside > 0):
+        keep = np.bincount(inside[inside > 0]).argmax()  # the piece the face is in
+        head = np.where(labels == keep, 255, 0).astype(np.uint8)
+    above = face.copy()
+    above[max(chin, 0) :] = 0
+    if int(np.count_nonzero(head & above)) < 0.9 * max(int(np.count_nonzero(above)), 1):
+        return None
+    return head
+
+
+class HeadWarp:
+    """Moves the head of the face in ``box`` within a ``frame_shape`` frame; built once per box (and
+    landmarks, which confine the motion to the head and neck; with ``frame``, its own outline)."""
+
+    def __init__(
+        self,
+        box: tuple[float, float, float, float],
+        frame_shape: tuple[int, ...],
+        landmarks: np.ndarray | None = None,
+        frame: np.ndarray | None = None,
+    ) -> None:
         x1, y1, x2, y2 = box
         self.width = max(x2 - x1, 1.0)
         h, w = frame_shape[:2]
@@ -113,6 +257,9 @@ class HeadWarp:
         cx1, cy1 = max(0, int(x1 - reach[0] * self.width) - 1), max(0, int(y1 - reach[1] * self.width) - 1)
         cx2 = min(w, math.ceil(x2 + reach[2] * self.width) + 2)
         cy2 = min(h, math.ceil(y2 + reach[3] * self.width) + 2)
+        self.mask: np.ndarray | None = None
+        if landmarks is not None and len(landmarks) == 68:
+            self.mask, (cx1, cy1, cx2, cy2) = head_mask(landmarks, frame_shape, frame)
         self.crop = (cx1, cy1, cx2, cy2)
         self.size = (cy2 - cy1, cx2 - cx1)
         self.step = max(2, int(self.width // 32))
@@ -129,7 +276,8 @@ class HeadWarp:
         dx = np.maximum(np.maximum(inner[0] - self.gx, self.gx - inner[2]), 0.0)
         dy = np.maximum(np.maximum(inner[1] - self.gy, self.gy - inner[3]), 0.0)
         t = np.clip(np.hypot(dx, dy) / (FADE * self.width), 0.0, 1.0)
-        self.weight = 0.5 + 0.5 * np.cos(np.pi * t)
+        # with a head mask the coarse field is the rigid motion itself (the mask weights it per pixel)
+        self.weight = 0.5 + 0.5 * np.cos(np.pi * t) if self.mask is None else np.ones_like(t)
         self.pivot = ((x1 + x2) / 2, y1 + PIVOT * (y2 - y1))
         self.identity = np.meshgrid(
             np.arange(self.size[1], dtype=np.float32), np.arange(self.size[0], dtype=np.float32)
@@ -168,6 +316,8 @@ class HeadWarp:
         up_y = cv2.resize(fy.astype(np.float32), full, interpolation=cv2.INTER_LINEAR)
         off = (self.step - 1) // 2
         up_x, up_y = up_x[off : off + rows, off : off + cols], up_y[off : off + rows, off : off + cols]
+        if self.mask is not None:
+            up_x, up_y = up_x * self.mask, up_y * self.mask
         x1, y1, x2, y2 = self.crop
         crop = np.ascontiguousarray(frame[y1:y2, x1:x2])  # a copy: the frame may be written below
         moved = cv2.remap(

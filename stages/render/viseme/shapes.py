@@ -64,12 +64,13 @@ class ShapeParams:
 @dataclass
 class MouthTrack:
     """Per-frame mouth parameters, each a float32 array of n_frames values in 0..1 (``tongue``: the tongue
-    shown for l/th, None when not planned)."""
+    shown for l/th; ``tuck``: the lower lip under the upper teeth for f/v; None when not planned)."""
 
     open: np.ndarray
     wide: np.ndarray
     round: np.ndarray
     tongue: np.ndarray | None = None
+    tuck: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.open)
@@ -80,6 +81,9 @@ class MouthTrack:
 
     def tongue_at(self, i: int) -> float:
         return 0.0 if self.tongue is None else float(self.tongue[i])
+
+    def tuck_at(self, i: int) -> float:
+        return 0.0 if self.tuck is None else float(self.tuck[i])
 
 
 # --------------------------------------------------------------------------------------------------

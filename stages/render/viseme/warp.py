@@ -46,7 +46,9 @@ class WarpStyle:
     drawn lip outline, or None. tongue: RGB of a tongue at the bottom of the opening, or None.
     softness: anti-aliasing width, in pixels and at least 2.5% of the mouth half-width.
     opening_width: the gap's half-length relative to the mouth's. lens_power: the gap's profile
-    across the mouth (1 parabolic, lower is blunter).
+    across the mouth (1 parabolic, lower is blunter). jaw_flat: share of the jaw's half-width that
+    moves fully with the chin before the motion fades toward the cheeks (0: a fade from the middle, so
+    a drawn chin outline bends as one smooth curve, without corners).
     """
 
     max_open: float = 0.3
@@ -62,6 +64,7 @@ class WarpStyle:
     outline_width: float = 0.0
     softness: float = 1.2
     tongue: tuple[int, int, int] | None = None
+    jaw_flat: float = 0.6
 
 
 PHOTO = WarpStyle()
@@ -77,6 +80,7 @@ CARTOON = WarpStyle(
     outline_width=0.05,
     softness=0.7,
     tongue=(200, 80, 90),
+    jaw_flat=0.0,
 )
 
 
@@ -108,7 +112,9 @@ class MouthGeometry:
 
     (cx, cy): centre of the lip seam. half_width: centre to corner. angle: roll of the mouth axis
     (radians, image coordinates). up: seam to the base of the nose. down: seam to the chin's bottom.
-    jaw: half-width of the jaw around the chin.
+    jaw: half-width of the jaw around the chin. chin_offset: where the chin's middle is along the mouth
+    axis from the mouth's centre (a drawing's mouth may be off the face's middle; the jaw moves about
+    the chin).
     """
 
     cx: float
@@ -118,11 +124,17 @@ class MouthGeometry:
     up: float
     down: float
     jaw: float
+    chin_offset: float = 0.0
 
     def rounded(self) -> MouthGeometry:
         """Snapped to half pixels (and 1/100 radian), so a still face reuses one rig."""
-        half = [round(x * 2) / 2 for x in (self.cx, self.cy, self.half_width, self.up, self.down, self.jaw)]
-        return MouthGeometry(half[0], half[1], half[2], round(self.angle, 2), half[3], half[4], half[5])
+        half = [
+            round(x * 2) / 2
+            for x in (self.cx, self.cy, self.half_width, self.up, self.down, self.jaw, self.chin_offset)
+        ]
+        return MouthGeometry(
+            half[0], half[1], half[2], round(self.angle, 2), half[3], half[4], half[5], half[6]
+        )
 
 
 @dataclass(frozen=True)
@@ -198,6 +210,49 @@ def find_seam(frame: np.ndarray, box: tuple[float, float, float, float], layout:
     if row is None and dark.mean() - dark.min() >= 6.0:
         row = float(np.argmin(dark))
     return layout.seam if row is None else float((lo + row - y1) / h)
+
+
+@dataclass(frozen=True)
+class DrawnMouth:
+    """A drawn mouth found in a frame: its centre, half-width (pixels) and the mask of its line."""
+
+    cx: float
+    cy: float
+    half_width: float
+    mask: np.ndarray  # uint8 0/255, frame-sized
+
+
+def find_drawn_mouth(
+    frame: np.ndarray, box: tuple[float, float, float, float], layout: BoxLayout
+) -> DrawnMouth | None:
+    """The mouth line of a drawing: the largest dark stroke (far darker than the face's median) within
+    a window around the layout's mouth position, wider than tall; None when there is none."""
+    x1, y1, x2, y2 = box
+    w, h = x2 - x1, y2 - y1
+    lo, hi = (
+        int(max(y1 + (layout.seam - 0.15) * h, 0)),
+        int(min(y1 + (layout.seam + 0.12) * h, frame.shape[0])),
+    )
+    left, right = int(max(x1 + 0.12 * w, 0)), int(min(x2 - 0.12 * w, frame.shape[1]))
+    if hi - lo < 5 or right - left < 5:
+        return None
+    grey = cv2.cvtColor(np.ascontiguousarray(frame[lo:hi, left:right]), cv2.COLOR_RGB2GRAY)
+    face = cv2.cvtColor(np.ascontiguousarray(frame[int(y1) : int(y2), int(x1) : int(x2)]), cv2.COLOR_RGB2GRAY)
+    if face.size == 0:
+        return None
+    dark = (grey < float(np.median(face)) - 60).astype(np.uint8)
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(dark, connectivity=8)
+    best = None
+    for k in range(1, count):
+        cw, ch, area = stats[k, cv2.CC_STAT_WIDTH], stats[k, cv2.CC_STAT_HEIGHT], stats[k, cv2.CC_STAT_AREA]
+        if cw >= 0.12 * w and cw > 1.5 * ch and (best is None or area > stats[best, cv2.CC_STAT_AREA]):
+            best = k
+    if best is None:
+        return None
+    sx, sy, sw, sh = (int(v) for v in stats[best, :4])
+    mask = np.zeros(frame.shape[:2], np.uint8)
+    mask[lo:hi, left:right][labels == best] = 255
+    return DrawnMouth(left + sx + sw / 2, lo + sy + sh / 2, sw / 2, mask)
 
 
 def _smooth_rows(profile: np.ndarray) -> np.ndarray:
@@ -290,7 +345,11 @@ class MouthRig:
         self.u, self.v = self._mouth_coords(*np.meshgrid(self.grid_x, self.grid_y))
         # the chin moves as one piece across its width; the fade lies on the cheeks' near-vertical
         # outline, where vertical motion barely shows
-        self.jaw_profile = ramp(np.abs(self.u), 0.6 * g.jaw, self.side_reach)
+        self.jaw_profile = ramp(np.abs(self.u - g.chin_offset), style.jaw_flat * g.jaw, self.side_reach)
+        # the corners' sideways motion fades by 1.9 half-widths; a mouth off the face's middle (a
+        # drawing) has its near cheek's outline closer: fade before it
+        off = abs(g.chin_offset)
+        self.corner_reach = 1.9 * a if off == 0.0 else min(1.9 * a, max(1.3 * a, g.jaw - off))
         self.identity = np.meshgrid(
             np.arange(self.size[1], dtype=np.float32), np.arange(self.size[0], dtype=np.float32)
         )
@@ -330,6 +389,17 @@ class MouthRig:
 
     # -- per frame -----------------------------------------------------------------------------------
 
+    def erase(self, frame: np.ndarray, line: np.ndarray) -> None:
+        """Keep a copy of this rig's crop of ``frame`` with the pixels of ``line`` (a frame-sized uint8
+        mask: a drawn mouth's stroke) inpainted; ``apply`` warps it instead of the frame as the mouth
+        opens, so no part of the old line stays beside the new mouth (a still drawing)."""
+        x1, y1, x2, y2 = self.box
+        mask = cv2.dilate(np.ascontiguousarray(line[y1:y2, x1:x2]), np.ones((5, 5), np.uint8))
+        crop = np.ascontiguousarray(frame[y1:y2, x1:x2])
+        self.clean = np.asarray(cv2.inpaint(crop, mask, 5, cv2.INPAINT_TELEA)) if mask.any() else None
+
+    clean: np.ndarray | None = None
+
     def apply(self, frame: np.ndarray, shape: tuple[float, float, float], tongue: float = 0.0) -> np.ndarray:
         """A new frame with the mouth in ``shape`` (open, wide, round in 0..1) and, where the rig draws
         one, the tongue raised by ``tongue``; ``frame`` itself at rest (never written into)."""
@@ -339,7 +409,11 @@ class MouthRig:
         x1, y1, x2, y2 = self.box
         gap = Gap.for_shape(self.geometry.half_width, self.style, self.max_gap, opening, wide, rnd)
         map_x, map_y = self._maps(gap, wide, rnd)
-        warped = cv2.remap(frame[y1:y2, x1:x2], map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+        source = frame[y1:y2, x1:x2]
+        if self.clean is not None:  # the old line fades out as the new mouth opens
+            k = float(np.clip(opening / 0.15, 0.0, 1.0))
+            source = (source * (1.0 - k) + self.clean * k + 0.5).astype(np.uint8)
+        warped = cv2.remap(source, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
         self._paint_mouth(warped, gap, self.style.wide_gain * wide - self.style.round_gain * rnd, tongue)
         return blend_into(frame, warped, self.box, self.mask)
 
@@ -383,10 +457,10 @@ class MouthRig:
     def _source_u(self, src_v: np.ndarray, scale: float) -> np.ndarray:
         """Where each output column comes from along the mouth: corners pulled out (wide) or in (round)."""
         a = self.geometry.half_width
-        near = ramp(np.abs(src_v), 0.3 * a, 1.3 * a)
+        near = ramp(np.abs(src_v), 0.25 * a, 0.9 * a)  # the corners move, not the chin's outline below
         src = self.u.copy()
         for _ in range(2):
-            src = self.u / (1.0 + scale * near * ramp(np.abs(src), 1.05 * a, 1.9 * a))
+            src = self.u / (1.0 + scale * near * ramp(np.abs(src), 1.05 * a, self.corner_reach))
         return src
 
     def _paint(self, warped: np.ndarray, gap: Gap) -> None:

@@ -4,6 +4,8 @@ where the mouth rests."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -12,6 +14,7 @@ from stages.render.viseme.lips import LipRig, teeth_showing
 from stages.render.viseme.warp import PHOTO
 from stages.speech import Phone
 from stages.timing import visemes_of_phones
+from tests.stages.render.conftest import LOWER_LIP, UPPER_LIP, draw_face
 
 
 @pytest.fixture(scope="module")
@@ -81,3 +84,59 @@ def test_phones_become_visemes_run_by_run() -> None:
         ("D", 0.2, 0.4),
         ("H", 0.5, 0.6),
     ]
+
+
+# --- lip shapes, measured on the drawn face (red upper lip, purple lower lip) ------------------------
+
+
+def _lip(image: np.ndarray, colour: tuple[int, int, int]) -> np.ndarray:
+    return np.abs(image.astype(int) - colour).sum(axis=2) < 60
+
+
+def _mouth_width(image: np.ndarray) -> int:
+    """Corner to corner of the lip colours, in pixels."""
+    lips = _lip(image, UPPER_LIP) | _lip(image, LOWER_LIP)
+    cols = np.flatnonzero(lips.any(axis=0))
+    return int(cols.max() - cols.min())
+
+
+@pytest.fixture(scope="module")
+def drawn_big(astronaut_points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    image, points, _ = draw_face(astronaut_points * 2, (1024, 1024))
+    return image, points
+
+
+def test_rounded_lips_narrow_and_spread_lips_widen(drawn_big: tuple[np.ndarray, np.ndarray]) -> None:
+    """o/u (round) makes the mouth at least 12 % narrower than at rest, and fuller (taller lips);
+    e/i (wide) makes it wider than at rest."""
+    image, points = drawn_big
+    rig = LipRig(points, image.shape[:2], replace(PHOTO, max_open=0.21))
+    rest = _mouth_width(image)
+    rounded = rig.apply(image, (0.3, 0.0, 1.0))
+    assert _mouth_width(rounded) < 0.88 * rest
+    assert _mouth_width(rig.apply(image, (0.5, 1.0, 0.0))) > rest
+    centre = slice(int(points[62, 0]) - 3, int(points[62, 0]) + 4)
+
+    def lip_rows(frame: np.ndarray) -> int:
+        return int(_lip(frame, UPPER_LIP)[:, centre].any(axis=1).sum())
+
+    assert lip_rows(rounded) >= lip_rows(image) + 2  # the upper lip pouts
+
+
+def test_f_and_v_tuck_the_lower_lip_under_the_upper_teeth(drawn_big: tuple[np.ndarray, np.ndarray]) -> None:
+    """On f/v the lower lip's top (purple) rises above where the upper lip's lowest point was at rest,
+    the upper lip lifts, and the edges of the upper teeth show between them; the chin stays put."""
+    image, points = drawn_big
+    rig = LipRig(points, image.shape[:2], replace(PHOTO, max_open=0.21), seed=2)
+    tucked = rig.apply(image, (0.05, 0.2, 0.0), tuck=1.0)
+    centre = slice(int(points[62, 0]) + 4, int(points[62, 0]) + 12)  # beside the midline's tooth gap
+    upper_rest = int(np.flatnonzero(_lip(image, UPPER_LIP)[:, centre].any(axis=1)).max())
+    lower_top = int(np.flatnonzero(_lip(tucked, LOWER_LIP)[:, centre].any(axis=1)).min())
+    upper_now = int(np.flatnonzero(_lip(tucked, UPPER_LIP)[:, centre].any(axis=1)).max())
+    assert lower_top < upper_rest, (lower_top, upper_rest)
+    assert upper_now < upper_rest - 2
+    between = tucked[upper_now + 1 : lower_top, centre].astype(float)
+    chroma = (between.max(axis=2) - between.min(axis=2)).mean()
+    assert between.size and between.mean() > 140 and chroma < 45, (between.mean(), chroma)  # teeth
+    chin = int(points[8, 1]) - 4
+    assert np.abs(tucked[chin - 3 : chin + 3].astype(int) - image[chin - 3 : chin + 3]).mean() < 2

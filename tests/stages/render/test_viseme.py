@@ -11,15 +11,17 @@ import cv2
 import numpy as np
 import pytest
 
-from pipeline.contracts import FaceFrame, FaceTrack, JobOptions, Style
+from pipeline.contracts import FaceFrame, FaceTrack, JobOptions, Span, SpeechTiming, Style, TimedViseme
 from pipeline.errors import InvalidInput
 from stages.render.base import SAMPLE_RATE, RenderRequest
 from stages.render.viseme import VisemeRenderer
 from stages.render.viseme.shapes import MouthTrack, ShapeParams, Viseme, plan_mouth, viseme_of
+from stages.render.viseme.timeline import plan_from_timing, rate_scale
 from stages.render.viseme.warp import (
     PHOTO,
     BoxLayout,
     MouthRig,
+    find_drawn_mouth,
     find_seam,
     geometry_from_landmarks,
     locate_mouth,
@@ -376,3 +378,99 @@ def test_mouth_track_length_matches_frames() -> None:
     track: MouthTrack = plan_mouth(tone(0.3, 0.5, total=0.5), SAMPLE_RATE, FPS, 40, None)
     assert len(track) == 40 and track.at(39) == (0.0, 0.0, 0.0)
     assert len(rms_envelope(np.zeros(100, np.float32), SAMPLE_RATE, FPS, 7)) == 7
+
+
+# --------------------------------------------------------------------------------------------------
+# Timeline: f/v tuck, rounding ahead of its vowel, speaking rate
+# --------------------------------------------------------------------------------------------------
+
+
+def _timing(visemes: list[tuple[str, float, float]], end: float) -> SpeechTiming:
+    return SpeechTiming(
+        duration=end,
+        source="transcript",
+        speech=[Span(start=visemes[0][1], end=visemes[-1][2])],
+        visemes=[TimedViseme(viseme=v, start=a, end=b) for v, a, b in visemes],
+    )
+
+
+def test_f_and_v_tuck_the_lower_lip_in_the_plan() -> None:
+    """An f (viseme G) between vowels gives a tuck near 1 on its frames and none on the vowels."""
+    audio = tone(1.4, 0.5, start=0.2)
+    timing = _timing([("C", 0.2, 0.6), ("G", 0.6, 0.9), ("C", 0.9, 1.4)], 2.0)
+    track = plan_from_timing(audio, SAMPLE_RATE, FPS, 50, timing, ShapeParams(lead=0.0))
+    assert track.tuck is not None
+    assert track.tuck_at(int(0.82 * FPS)) > 0.8
+    assert track.tuck_at(int(0.45 * FPS)) < 0.05 and track.tuck_at(int(1.3 * FPS)) < 0.05
+
+
+def test_lips_round_ahead_of_a_rounded_vowel() -> None:
+    """Coarticulation: before an "oo" (F) starts, the lips are already rounding."""
+    audio = tone(1.4, 0.5, start=0.2)
+    timing = _timing([("C", 0.2, 0.8), ("F", 0.8, 1.4)], 2.0)
+    track = plan_from_timing(audio, SAMPLE_RATE, FPS, 50, timing, ShapeParams(lead=0.0))
+    assert track.round[int(0.8 * FPS) - 1] > 0.3
+    assert track.round[int(0.4 * FPS)] == 0.0
+
+
+def test_fast_speech_still_opens() -> None:
+    """The same open-closed alternation spoken twice as fast as usual (18 visemes a second): its
+    openings are as large as the slow ones' (without rate scaling, smoothing shrinks them by a tenth)."""
+
+    def peaks(step: float) -> float:
+        spans = [
+            ("D" if k % 2 == 0 else "B", 0.2 + k * step, 0.2 + (k + 1) * step) for k in range(int(1.2 / step))
+        ]
+        track = plan_from_timing(tone(1.4, 0.5, start=0.2), SAMPLE_RATE, FPS, 50, _timing(spans, 2.0))
+        return float(np.percentile(track.open[int(0.3 * FPS) : int(1.3 * FPS)], 95))
+
+    slow, fast = peaks(1 / 8), peaks(1 / 18)
+    assert fast >= slow, (fast, slow)
+    assert rate_scale(18.0)[0] > 1.0 and rate_scale(6.0) == (1.0, 1.0)
+
+
+def _off_centre_cartoon(shift: int = 22) -> tuple[np.ndarray, FaceFrame, float]:
+    """``draw_cartoon`` with its mouth line drawn ``shift`` px right of the box's centre; (image, face,
+    the line's centre x)."""
+    image, face = draw_cartoon()
+    size = image.shape[0]
+    c = size // 2
+    mouth = (c, c + int(size * 0.17))
+    cv2.ellipse(image, mouth, (int(size * 0.08) + 3, int(size * 0.025) + 4), 0, 0, 360, (250, 215, 185), -1)
+    moved = (c + shift, mouth[1])
+    cv2.ellipse(image, moved, (int(size * 0.08), int(size * 0.025)), 0, 10, 170, (60, 20, 30), 3, cv2.LINE_AA)
+    return image, face, float(c + shift)
+
+
+def test_cartoon_mouth_opens_on_the_drawn_mouth(jfk: np.ndarray) -> None:
+    """A cartoon whose mouth is drawn right of the face box's centre: the opened mouth's centroid is
+    within 3 px of the drawn mouth's centre, no piece of the old line is left beside the new mouth, and
+    the chin outline bends as one smooth curve (no corners where the jaw's motion fades)."""
+    image, face, centre = _off_centre_cartoon()
+    audio = jfk[: 3 * SAMPLE_RATE]
+    request = request_for(audio, image, face, "And so my fellow Americans", Style.cartoon)
+    request.still = True
+    frames = list(VisemeRenderer().render(request, still(image, face, request.n_frames), lambda _: None))
+    widest = max(frames, key=lambda f: float(np.abs(f.astype(int) - image).sum()))
+    pixels = widest.astype(int)
+    inside = (pixels[..., 0] - pixels[..., 1] > 30) & (pixels[..., 1] < 90)  # the dark-red opening
+    _, xs = np.nonzero(inside)
+    assert len(xs) > 300 and abs(xs.mean() - centre) <= 3.0, (xs.mean(), centre)
+    drawn = find_drawn_mouth(image, face.box, BoxLayout())
+    assert drawn is not None and abs(drawn.cx - centre) < 2
+    line = drawn.mask > 0
+    opening = cv2.dilate(inside.astype(np.uint8), np.ones((9, 9), np.uint8)).astype(bool)
+    still_line = np.abs(pixels - (60, 20, 30)).sum(axis=2) < 60
+    assert (still_line & line & ~opening).sum() == 0
+    outline = np.abs(pixels - (40, 30, 30)).sum(axis=2) < 80
+    bottom = np.array(
+        [np.flatnonzero(outline[:, x]).max() for x in range(image.shape[1]) if outline[:, x].any()]
+    )
+    k = 8  # the chin stays convex: no second difference over 8 px bends the wrong way (1 px: rasterizing)
+    bend = bottom[2 * k :] - 2 * bottom[k:-k] + bottom[: -2 * k]
+    assert bend.max() <= 1.5, bend.max()  # a chin moving fully over 0.6 of the jaw, then fading: 3 px
+    rows = range(int(face.box[1] + 0.5 * (face.box[3] - face.box[1])), int(bottom.max()) - 10)
+    for frame in frames:  # the near cheek stays convex too, on every shape (wide ones pull the corners)
+        edge = np.abs(frame.astype(int) - (40, 30, 30)).sum(axis=2) < 80
+        right = np.array([np.flatnonzero(edge[y]).max() for y in rows])
+        assert (right[2 * k :] - 2 * right[k:-k] + right[: -2 * k]).max() <= 2.0  # corners reaching it: 5
