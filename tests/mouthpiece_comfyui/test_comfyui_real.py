@@ -1,0 +1,325 @@
+"""The node pack on a real ComfyUI 0.3.64 (the vendored snapshot): installed by the documented command,
+listed by /object_info, each example workflow run through POST /prompt and followed on /ws, the videos
+fetched through /history and /view and probed, Cancel (POST /interrupt) stopping a long run, the no-face
+branch taken, Upload into a real SeaweedFS and Notify to a Discord stand-in on loopback."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+import av
+import numpy as np
+import pytest
+from PIL import Image, ImageOps
+
+from tests.conftest import SeaweedS3
+from tests.mouthpiece_comfyui.comfy_server import (
+    ROOT,
+    SNAPSHOT,
+    Comfy,
+    ensure_venv,
+    extract,
+    install_pack,
+    snapshot_hash,
+)
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.integration,
+    pytest.mark.skipif(not SNAPSHOT.is_file(), reason=f"the ComfyUI snapshot {SNAPSHOT} is absent (it lives in ../shared/vendor)"),
+]
+
+EXAMPLES = ROOT / "mouthpiece_comfyui" / "examples"
+NODES = {
+    "MouthpieceLoadVoice": ((), ("AUDIO",)),
+    "MouthpieceTextToSpeech": ((), ("AUDIO",)),
+    "MouthpieceDetectFace": (("IMAGE", "VIDEO", "AUDIO"), ("MOUTHPIECE_FACES", "INT", "BOOLEAN")),
+    "MouthpieceLipSync": (("AUDIO", "IMAGE", "VIDEO", "MOUTHPIECE_FACES"), ("VIDEO",)),
+    "MouthpieceEnhance": (("VIDEO",), ("VIDEO",)),
+    "MouthpieceSubtitles": (("VIDEO",), ("VIDEO", "STRING")),
+    "MouthpieceBackground": (("VIDEO", "IMAGE"), ("VIDEO",)),
+    "MouthpieceIfFace": (("BOOLEAN", "VIDEO"), ("VIDEO",)),
+    "MouthpieceUpload": (("VIDEO",), ("STRING", "STRING")),
+    "MouthpieceNotify": (("VIDEO",), ("STRING",)),
+    "MouthpieceSubmit": (("AUDIO", "IMAGE", "VIDEO"), ("VIDEO", "STRING")),
+}
+WEBHOOK_TOKEN = "tok-" + "s" * 60
+
+
+class FakeDiscord:
+    """Discord's channel webhook endpoint on loopback: records each POST, answers as Discord does."""
+
+    def __init__(self) -> None:
+        self.posts: list[dict[str, Any]] = []
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                fake.posts.append({"path": self.path, "type": self.headers.get("Content-Type", ""), "body": body})
+                answer = json.dumps({"id": "1234567890", "channel_id": "42"}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(answer)))
+                self.end_headers()
+                self.wfile.write(answer)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    @property
+    def origin(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    @property
+    def url(self) -> str:
+        return f"{self.origin}/api/webhooks/123456789012345678/{WEBHOOK_TOKEN}"
+
+
+def _inputs(folder: Path) -> None:
+    """The avatars and voice the examples name, in ComfyUI's input folder (made here, not only bundled)."""
+    assets = ROOT / "pipeline" / "assets"
+    astronaut = Image.open(assets / "astronaut.png").convert("RGB")
+    astronaut.save(folder / "astronaut.png")
+    ImageOps.mirror(astronaut).resize((400, 400)).save(folder / "avatar-2.jpg", quality=90)
+    astronaut.crop((60, 0, 460, 400)).save(folder / "avatar-3.png")
+    y, x = np.mgrid[0:360, 0:640]
+    gradient = np.dstack([x * 255 // 640, y * 255 // 360, np.full_like(x, 128)]).astype(np.uint8)
+    Image.fromarray(gradient).save(folder / "no-face.png")
+    (folder / "jfk.flac").write_bytes((assets / "jfk.flac").read_bytes())
+
+
+@pytest.fixture(scope="module")
+def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedS3]:
+    server = SeaweedS3(tmp_path_factory.mktemp("weed")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def discord() -> Iterator[FakeDiscord]:
+    fake = FakeDiscord()
+    yield fake
+    fake.server.shutdown()
+
+
+@pytest.fixture(scope="module")
+def comfy(tmp_path_factory: pytest.TempPathFactory, s3: SeaweedS3, discord: FakeDiscord) -> Iterator[Comfy]:
+    from pipeline.natsserver import free_port
+
+    folder = extract(tmp_path_factory.mktemp("comfyui"))
+    python = ensure_venv(folder, snapshot_hash())
+    said = install_pack(folder, python)
+    assert "custom_nodes/mouthpiece" in said
+    _inputs(folder / "input")
+    env = {
+        "MOUTHPIECE_DATA_DIR": str(folder / "mouthpiece-data"),
+        "MOUTHPIECE_S3_ACCESS_KEY": s3.access_key,
+        "MOUTHPIECE_S3_SECRET_KEY": s3.secret_key,
+        "MOUTHPIECE_DISCORD_WEBHOOK_HOSTS": discord.origin,
+        "MOUTHPIECE_COMFYUI_WEBHOOK": discord.url,
+        "OMP_NUM_THREADS": "2",
+    }
+    server = Comfy(folder, python, free_port(), env)
+    try:
+        server.wait_ready()
+        yield server
+    finally:
+        server.stop()
+
+
+def run(comfy: Comfy, workflow: dict[str, Any], *, on_message: Any = None, timeout: float = 300) -> dict[str, Any]:
+    """POST a workflow and follow /ws until it ends; the messages, the prompt id and its history entry."""
+    import websocket
+
+    client = uuid.uuid4().hex
+    ws = websocket.create_connection(f"ws://127.0.0.1:{comfy.port}/ws?clientId={client}", timeout=timeout)
+    messages: list[dict[str, Any]] = []
+    try:
+        prompt_id = comfy.post("/prompt", {"prompt": workflow, "client_id": client})["prompt_id"]
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            raw = ws.recv()
+            if not isinstance(raw, str):
+                continue
+            message = json.loads(raw)
+            message["at"] = time.monotonic()
+            if message.get("data", {}).get("prompt_id") not in (None, prompt_id):
+                continue
+            messages.append(message)
+            if on_message is not None:
+                on_message(message)
+            kind, data = message["type"], message.get("data", {})
+            if kind in ("execution_error", "execution_interrupted", "execution_success"):
+                break
+            if kind == "executing" and data.get("node") is None and data.get("prompt_id") == prompt_id:
+                break
+        else:
+            raise TimeoutError(f"the workflow did not end within {timeout} s")
+    finally:
+        ws.close()
+    history: dict[str, Any] = {}
+    for _ in range(100):  # the history entry is written just after the last message
+        history = comfy.get(f"/history/{prompt_id}").get(prompt_id, {})
+        if history.get("status", {}).get("completed") is not None:
+            break
+        time.sleep(0.1)
+    return {"messages": messages, "prompt_id": prompt_id, "history": history}
+
+
+def load(name: str) -> dict[str, Any]:
+    workflow: dict[str, Any] = json.loads((EXAMPLES / f"{name}.api.json").read_text())
+    return workflow
+
+
+def videos(comfy: Comfy, result: dict[str, Any], node: str, tmp_path: Path) -> list[Path]:
+    """The videos a Save Video node made, fetched through /view."""
+    files = []
+    for item in result["history"]["outputs"][node]["images"]:
+        query = urlencode({"filename": item["filename"], "subfolder": item["subfolder"], "type": item["type"]})
+        dst = tmp_path / item["filename"]
+        dst.write_bytes(comfy.get_bytes(f"/view?{query}"))
+        files.append(dst)
+    return files
+
+
+def streams(path: Path) -> dict[str, float]:
+    """Stream type → duration in seconds."""
+    with av.open(str(path)) as container:
+        return {s.type: float(s.duration * s.time_base) for s in container.streams if s.duration}
+
+
+def kinds(result: dict[str, Any]) -> list[str]:
+    return [m["type"] for m in result["messages"]]
+
+
+def test_object_info_lists_every_node_with_comfyui_types(comfy: Comfy) -> None:
+    """Every node is registered, under 'mouthpiece', taking and giving ComfyUI's own types."""
+    info = comfy.get("/object_info")
+    for name, (takes, gives) in NODES.items():
+        assert name in info, f"{name} missing from /object_info"
+        node = info[name]
+        assert node["category"] == "mouthpiece"
+        declared = {spec[0] if isinstance(spec[0], str) else "COMBO"
+                    for part in ("required", "optional") for spec in node["input"].get(part, {}).values()}  # fmt: skip
+        assert set(takes) <= declared, (name, declared)
+        assert tuple(node["output"]) == gives
+    assert info["MouthpieceLipSync"]["output_is_list"] == [True]
+
+
+def test_single_video_has_progress_and_the_voice_length(comfy: Comfy, tmp_path: Path) -> None:
+    """Load Voice + Load Image → Lip-sync → Enhance → Save Video: progress on the long nodes, each node
+    executed, an H.264 + AAC video as long as the voice (JFK, 11.0 s)."""
+    result = run(comfy, load("single-video"))
+    assert result["history"]["status"]["status_str"] == "success", result["history"]["status"]
+    progressed = {m["data"]["node"] for m in result["messages"] if m["type"] == "progress"}
+    assert {"3", "4"} <= progressed
+    lipsync = [m["data"]["value"] / m["data"]["max"] for m in result["messages"] if m["type"] == "progress" and m["data"]["node"] == "3"]
+    assert len(lipsync) > 10 and lipsync[-1] == 1.0
+    executed = {m["data"]["node"] for m in result["messages"] if m["type"] == "executed"}
+    assert "5" in executed
+    (video,) = videos(comfy, result, "5", tmp_path)
+    found = streams(video)
+    assert set(found) == {"video", "audio"}
+    assert found["audio"] == pytest.approx(11.0, abs=0.15)
+    assert found["video"] == pytest.approx(11.0, abs=0.15)
+
+
+def test_one_voice_three_avatars_makes_three_videos(comfy: Comfy, tmp_path: Path) -> None:
+    """A batch of three pictures (PNG, JPEG, a crop) under one synthesized voice: three videos, each with
+    the voice's length; and the same with the batch split into a list (ComfyUI maps Lip-sync over it)."""
+    result = run(comfy, load("three-avatars"))
+    assert result["history"]["status"]["status_str"] == "success", result["history"]["status"]
+    made = videos(comfy, result, "8", tmp_path)
+    assert len(made) == 3
+    lengths = [streams(v) for v in made]
+    assert all(set(s) == {"video", "audio"} for s in lengths)
+    assert max(s["audio"] for s in lengths) - min(s["audio"] for s in lengths) < 0.05
+    as_list = load("three-avatars")
+    as_list["9"] = {"class_type": "RebatchImages", "inputs": {"images": ["6", 0], "batch_size": 1}}
+    as_list["7"]["inputs"]["image"] = ["9", 0]
+    as_list["8"]["inputs"]["filename_prefix"] = "mouthpiece/three-list"
+    listed = run(comfy, as_list)
+    assert listed["history"]["status"]["status_str"] == "success", listed["history"]["status"]
+    assert len(videos(comfy, listed, "8", tmp_path)) == 3
+
+
+def test_no_face_takes_its_branch(comfy: Comfy, tmp_path: Path) -> None:
+    """A picture without a face: Detect Face says so, If Face takes the voice-over branch (the Lip-sync
+    that would refuse never runs), and the queue ends in success with a video of the voice's length."""
+    result = run(comfy, load("no-face-branch"))
+    assert result["history"]["status"]["status_str"] == "success", result["history"]["status"]
+    executed = [m["data"]["node"] for m in result["messages"] if m["type"] == "executing" and m["data"]["node"]]
+    assert "5" in executed and "4" not in executed
+    (video,) = videos(comfy, result, "7", tmp_path)
+    assert streams(video)["audio"] == pytest.approx(11.0, abs=0.15)
+
+
+def test_speech_video_upload_notify(comfy: Comfy, s3: SeaweedS3, discord: FakeDiscord, tmp_path: Path) -> None:
+    """Text → speech → lip-sync → background blur → burned subtitles → Save Video, Upload into a real
+    SeaweedFS bucket and Notify a Discord webhook (a stand-in on loopback) with the video and the link.
+    No credential or webhook token appears in ComfyUI's history or log."""
+    from minio import Minio
+
+    workflow = load("speech-to-upload")
+    workflow["7"]["inputs"]["endpoint"] = s3.endpoint
+    before = len(discord.posts)
+    result = run(comfy, workflow)
+    assert result["history"]["status"]["status_str"] == "success", result["history"]["status"]
+    address = result["history"]["outputs"]["7"]["text"][0]
+    assert address.startswith("s3://outputs/comfyui/") and address.endswith(".mp4")
+    client = Minio(s3.endpoint, access_key=s3.access_key, secret_key=s3.secret_key, secure=False)
+    stored = tmp_path / "stored.mp4"
+    client.fget_object("outputs", address.removeprefix("s3://outputs/"), str(stored))
+    (saved,) = videos(comfy, result, "6", tmp_path)
+    assert streams(stored) == streams(saved)  # Save Video remuxes (adds the workflow): same streams
+    assert set(streams(stored)) == {"video", "audio"}
+    (post,) = discord.posts[before:]
+    assert post["path"].startswith("/api/webhooks/123456789012345678/")
+    assert b"Your weekly update is ready." in post["body"] and b"X-Amz-Signature" in post["body"]
+    assert b'filename="' in post["body"] and b".mp4" in post["body"]
+    shown = json.dumps(result["history"]) + comfy.log.read_text(errors="replace")
+    assert s3.secret_key not in shown and WEBHOOK_TOKEN not in shown
+
+
+def test_cancel_stops_a_long_run(comfy: Comfy) -> None:
+    """POST /interrupt while Lip-sync renders: the run ends as interrupted within two seconds."""
+    workflow = load("single-video")
+    workflow["3"]["inputs"]["motion"] = "lively"  # not the single-video test's prompt: nothing cached
+    del workflow["4"]
+    workflow["5"]["inputs"]["video"] = ["3", 0]
+    pressed: list[float] = []
+
+    def press(message: dict[str, Any]) -> None:
+        data = message.get("data", {})
+        if not pressed and message["type"] == "progress" and data.get("node") == "3" and data["value"] / data["max"] > 0.3:
+            comfy.post("/interrupt")
+            pressed.append(time.monotonic())
+
+    result = run(comfy, workflow, on_message=press)
+    assert pressed, "Lip-sync never reported progress"
+    end = result["messages"][-1]
+    assert end["type"] == "execution_interrupted", kinds(result)
+    assert end["at"] - pressed[0] < 2.0
+
+
+def test_errors_are_sentences(comfy: Comfy) -> None:
+    """Lip-sync without a voice fails on its node with a sentence saying what to connect."""
+    workflow = load("single-video")
+    del workflow["3"]["inputs"]["voice"]
+    result = run(comfy, workflow)
+    (error,) = [m["data"] for m in result["messages"] if m["type"] == "execution_error"]
+    assert error["node_id"] == "3"
+    assert error["exception_type"].endswith("NodeError")
+    assert error["exception_message"].strip().startswith("connect a voice (AUDIO)")
