@@ -14,6 +14,7 @@ Apache-2.0) is sharper on hair but pins numpy<2 and ships weights, so it is not 
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable, Iterator
 
 import cv2
@@ -49,10 +50,12 @@ def seed_mask(height: int, width: int, face: Box) -> np.ndarray:
     # between: anything not in the body but away from the frame's top corners may be either
     band = np.zeros_like(mask)
     cv2.fillPoly(band, [body], 1)
-    band = cv2.dilate(band, np.ones((max(3, int(fw * 0.4)),) * 2, np.uint8))
+    band = np.asarray(cv2.dilate(band, np.ones((max(3, int(fw * 0.4)),) * 2, np.uint8)), np.uint8)
     mask[(band > 0) & (mask == cv2.GC_BGD)] = cv2.GC_PR_BGD
     # certainly the person: the face's core and the neck below it
-    cv2.ellipse(mask, (int(cx), int(cy)), (max(1, int(0.3 * fw)), max(1, int(0.4 * fh))), 0, 0, 360, cv2.GC_FGD, -1)
+    cv2.ellipse(
+        mask, (int(cx), int(cy)), (max(1, int(0.3 * fw)), max(1, int(0.4 * fh))), 0, 0, 360, cv2.GC_FGD, -1
+    )
     cv2.rectangle(mask, (int(cx - 0.2 * fw), int(y2)), (int(cx + 0.2 * fw), int(min(height - 1, y2 + 0.4 * fh))),
                   cv2.GC_FGD, -1)  # fmt: skip
     return mask
@@ -66,13 +69,13 @@ def matte(frame: np.ndarray, face: Box) -> np.ndarray:
     sh, sw = small.shape[:2]
     mask = seed_mask(sh, sw, tuple(v * scale for v in face))  # type: ignore[arg-type]
     bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
-    try:
-        cv2.grabCut(cv2.cvtColor(small, cv2.COLOR_RGB2BGR), mask, None, bgd, fgd, 3, cv2.GC_INIT_WITH_MASK)
-    except cv2.error:  # a flat picture gives GrabCut nothing to learn from: keep the seed's guess
-        pass
+    with contextlib.suppress(cv2.error):  # a flat picture gives GrabCut nothing to learn: keep the seed
+        cv2.grabCut(cv2.cvtColor(small, cv2.COLOR_RGB2BGR), mask, None, bgd, fgd, 3, cv2.GC_INIT_WITH_MASK)  # type: ignore[call-overload]
     person = np.isin(mask, (cv2.GC_FGD, cv2.GC_PR_FGD)).astype(np.uint8)
-    person = _component_at(person, (int((face[0] + face[2]) / 2 * scale), int((face[1] + face[3]) / 2 * scale)))
-    person = cv2.morphologyEx(person, cv2.MORPH_CLOSE, np.ones((5, 5), np.uint8))
+    person = _component_at(
+        person, (int((face[0] + face[2]) / 2 * scale), int((face[1] + face[3]) / 2 * scale))
+    )
+    person = np.asarray(cv2.morphologyEx(person, cv2.MORPH_CLOSE, np.ones((5, 5), np.uint8)), np.uint8)
     alpha = cv2.resize(person.astype(np.float32), (width, height), interpolation=cv2.INTER_LINEAR)
     sigma = max(1.0, width / 300)
     return np.clip(cv2.GaussianBlur(alpha, (0, 0), sigma), 0.0, 1.0)
@@ -114,7 +117,12 @@ def composite(frame: np.ndarray, alpha: np.ndarray, behind: np.ndarray) -> np.nd
 
 
 def replace_background(
-    frames: Iterable[np.ndarray], face: Box, *, mode: str, strength: int = 30, picture: np.ndarray | None = None
+    frames: Iterable[np.ndarray],
+    face: Box,
+    *,
+    mode: str,
+    strength: int = 30,
+    picture: np.ndarray | None = None,
 ) -> Iterator[np.ndarray]:
     """Each frame with what is behind the person blurred (``mode`` "blur") or replaced by ``picture``
     ("replace"); the matte is recomputed every ``KEY_EVERY`` frames and eased between keys."""

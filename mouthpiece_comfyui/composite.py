@@ -8,23 +8,26 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.contracts import FaceTrack
-from pipeline.media import FrameWriter, decode_frames
-
 from mouthpiece_comfyui import runtime
 from mouthpiece_comfyui.background import Box, replace_background
 from mouthpiece_comfyui.engine import Engine, NodeError, Take
+from pipeline.contracts import FaceTrack
+from pipeline.media import FrameWriter, decode_frames
 
 
 def face_box(engine: Engine, take: Take, width: int, height: int) -> Box:
     """The face's median box over the take's track, in ``width``×``height`` pixels."""
     ref = take.manifest.artifacts.get("faces")
     if ref is None or not take.has_face:
-        raise NodeError(f"no face found in {take.manifest.avatar_name}, so there is no person to keep in front")
+        raise NodeError(
+            f"no face found in {take.manifest.avatar_name}, so there is no person to keep in front"
+        )
     track = FaceTrack.model_validate_json(engine.env.store.get(ref.bucket, ref.key))
     boxes = np.array([f.box for f in track.frames if not f.absent])
     if len(boxes) == 0:
-        raise NodeError(f"no face found in {take.manifest.avatar_name}, so there is no person to keep in front")
+        raise NodeError(
+            f"no face found in {take.manifest.avatar_name}, so there is no person to keep in front"
+        )
     x1, y1, x2, y2 = np.median(boxes, axis=0)
     sx, sy = width / track.width, height / track.height
     return float(x1 * sx), float(y1 * sy), float(x2 * sx), float(y2 * sy)
@@ -44,7 +47,9 @@ def composite_take(
     face = face_box(engine, take, width, height)
     behind = None
     if picture is not None:
-        behind = (np.clip(picture[0].detach().cpu().float().numpy()[..., :3], 0, 1) * 255).round().astype(np.uint8)
+        behind = (
+            (np.clip(picture[0].detach().cpu().float().numpy()[..., :3], 0, 1) * 255).round().astype(np.uint8)
+        )
     scratch = engine.files / f"background-{take.job_id}-{take.manifest.task}.mp4"
     scratch.parent.mkdir(parents=True, exist_ok=True)
     with FrameWriter(engine.settings, scratch, width, height, media.fps) as writer:

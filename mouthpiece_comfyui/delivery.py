@@ -17,15 +17,14 @@ from typing import Any
 
 from pydantic import SecretStr
 
-from pipeline.config import Settings, StorageSettings
-from pipeline.contracts import JobOptions, JobStatus
-from pipeline.errors import InvalidInput
-from pipeline.storage import open_store
-
 from mouthpiece_comfyui import runtime
 from mouthpiece_comfyui.engine import Engine, NodeError
 from mouthpiece_comfyui.media import audio_to_wav, images_to_files
 from mouthpiece_comfyui.nodes import CATEGORY, RENDERERS, TAKE_ATTRIBUTE, as_sentences
+from pipeline.config import Settings, StorageSettings
+from pipeline.contracts import JobOptions, JobStatus
+from pipeline.errors import InvalidInput
+from pipeline.storage import open_store
 
 WEBHOOK_ENV = "MOUTHPIECE_COMFYUI_WEBHOOK"
 
@@ -50,15 +49,41 @@ class Upload:
             "required": {
                 "video": ("VIDEO",),
                 "bucket": ("STRING", {"default": "outputs"}),
-                "prefix": ("STRING", {"default": "comfyui/", "tooltip": "key prefix (a folder in the bucket)"}),
-                "endpoint": ("STRING", {"default": "", "tooltip": "host:port of the S3 API; empty: MOUTHPIECE_S3_ENDPOINT"}),
+                "prefix": (
+                    "STRING",
+                    {"default": "comfyui/", "tooltip": "key prefix (a folder in the bucket)"},
+                ),
+                "endpoint": (
+                    "STRING",
+                    {"default": "", "tooltip": "host:port of the S3 API; empty: MOUTHPIECE_S3_ENDPOINT"},
+                ),
                 "secure": ("BOOLEAN", {"default": False, "tooltip": "https"}),
-                "link_hours": ("INT", {"default": 24, "min": 0, "max": 168, "tooltip": "hours the returned link works; 0: no link"}),
+                "link_hours": (
+                    "INT",
+                    {
+                        "default": 24,
+                        "min": 0,
+                        "max": 168,
+                        "tooltip": "hours the returned link works; 0: no link",
+                    },
+                ),
             },
             "optional": {
                 "region": ("STRING", {"default": ""}),
-                "access_key": ("STRING", {"default": "", "tooltip": "empty: MOUTHPIECE_S3_ACCESS_KEY (widgets are saved in the workflow)"}),
-                "secret_key": ("STRING", {"default": "", "tooltip": "empty: MOUTHPIECE_S3_SECRET_KEY (widgets are saved in the workflow)"}),
+                "access_key": (
+                    "STRING",
+                    {
+                        "default": "",
+                        "tooltip": "empty: MOUTHPIECE_S3_ACCESS_KEY (widgets are saved in the workflow)",
+                    },
+                ),
+                "secret_key": (
+                    "STRING",
+                    {
+                        "default": "",
+                        "tooltip": "empty: MOUTHPIECE_S3_SECRET_KEY (widgets are saved in the workflow)",
+                    },
+                ),
             },
         }
 
@@ -90,7 +115,11 @@ class Upload:
         progress.set(0.2)
         store.put(bucket, key, path, content_type="video/mp4")
         progress.set(0.9)
-        link = store.presigned_url(bucket, key, link_hours * 3600) if link_hours and hasattr(store, "presigned_url") else ""
+        link = (
+            store.presigned_url(bucket, key, link_hours * 3600)
+            if link_hours and hasattr(store, "presigned_url")
+            else ""
+        )
         progress.set(1.0)
         address = f"s3://{bucket}/{key}"
         return {"ui": {"text": [address]}, "result": (address, link)}
@@ -107,7 +136,10 @@ class Notify:
             "optional": {
                 "video": ("VIDEO", {"tooltip": "attached when it fits the attachment limit"}),
                 "link": ("STRING", {"forceInput": True, "tooltip": "added to the message (Upload's link)"}),
-                "webhook_url": ("STRING", {"default": "", "tooltip": f"empty: {WEBHOOK_ENV} (widgets are saved in the workflow)"}),
+                "webhook_url": (
+                    "STRING",
+                    {"default": "", "tooltip": f"empty: {WEBHOOK_ENV} (widgets are saved in the workflow)"},
+                ),
             },
         }
 
@@ -118,7 +150,9 @@ class Notify:
     OUTPUT_NODE = True
 
     @as_sentences
-    def notify(self, message: str, video: Any = None, link: str = "", webhook_url: str = "") -> dict[str, Any]:
+    def notify(
+        self, message: str, video: Any = None, link: str = "", webhook_url: str = ""
+    ) -> dict[str, Any]:
         from pipeline.destinations import allowed_webhook
         from pipeline.discord.api import Attachment, execute_webhook
 
@@ -126,7 +160,9 @@ class Notify:
         progress = runtime.Progress()
         secret = _secret(webhook_url, WEBHOOK_ENV)
         if secret is None:
-            raise NodeError(f"no Discord webhook: set {WEBHOOK_ENV} where ComfyUI runs, or fill in webhook_url")
+            raise NodeError(
+                f"no Discord webhook: set {WEBHOOK_ENV} where ComfyUI runs, or fill in webhook_url"
+            )
         hook = allowed_webhook(engine.settings, secret, "the Notify node's webhook")
         text = "\n".join(part for part in (message.strip(), link.strip()) if part)
         attachment = None
@@ -154,7 +190,13 @@ class Submit:
                 "voice": ("AUDIO",),
                 "renderer": (RENDERERS, {"default": "viseme"}),
                 "subtitles": (["none", "soft", "burn"], {"default": "none"}),
-                "data_dir": ("STRING", {"default": "", "tooltip": "the running mouthpiece's data folder; empty: MOUTHPIECE_DATA_DIR / its settings"}),
+                "data_dir": (
+                    "STRING",
+                    {
+                        "default": "",
+                        "tooltip": "the running mouthpiece's data folder; empty: MOUTHPIECE_DATA_DIR / its settings",
+                    },
+                ),
                 "timeout_minutes": ("INT", {"default": 30, "min": 1, "max": 24 * 60}),
             },
             "optional": {"image": ("IMAGE",), "video": ("VIDEO",)},
@@ -178,7 +220,7 @@ class Submit:
         if video is not None:
             avatars.append(runtime.video_path(video, engine.files))
         sound = audio_to_wav(voice, engine.files)
-        options = JobOptions(renderer=renderer, subtitles=subtitles)  # type: ignore[arg-type]
+        options = JobOptions.model_validate({"renderer": renderer, "subtitles": subtitles})
         folder = engine.files / "submitted"
         job_id, files = asyncio.run(_submit_and_follow(settings, sound, avatars, options, progress,
                                                        timeout_minutes * 60.0, folder))  # fmt: skip
@@ -197,7 +239,9 @@ async def _submit_and_follow(
     from pipeline.submit import Submission, submit
 
     if settings.nats_url is None and running_stack(settings) is None:
-        raise NodeError(f"no mouthpiece is running on {settings.data_dir}: start `mouthpiece up` there, or set MOUTHPIECE_NATS_URL")
+        raise NodeError(
+            f"no mouthpiece is running on {settings.data_dir}: start `mouthpiece up` there, or set MOUTHPIECE_NATS_URL"
+        )
     stack = await Stack.open(settings, mode="attach")
     try:
         asked = Submission(audio=voice, avatars=tuple(avatars), options=options, source="comfyui")
@@ -223,12 +267,16 @@ async def _submit_and_follow(
             if status is not None and status.finished:
                 break
             if time.monotonic() > deadline:
-                raise NodeError(f"job {job_id} did not finish within {timeout / 60:.0f} minutes; it goes on in mouthpiece")
+                raise NodeError(
+                    f"job {job_id} did not finish within {timeout / 60:.0f} minutes; it goes on in mouthpiece"
+                )
             if live:
                 progress.set(min(0.99, sum(live.values()) / max(1, len(avatars) or 1)))
             await asyncio.sleep(0.3)
         if status.state.value != "done":
-            raise NodeError(f"job {job_id} {status.state.value}: {status.reason or 'see mouthpiece status ' + job_id}")
+            raise NodeError(
+                f"job {job_id} {status.state.value}: {status.reason or 'see mouthpiece status ' + job_id}"
+            )
         files = []
         folder.mkdir(parents=True, exist_ok=True)
         for key in status.outputs:

@@ -93,7 +93,14 @@ class Engine:
 
     # --- running stages ------------------------------------------------------------------------------
     def run_stage(
-        self, name: str, inputs: Any, report: Report, *, job_id: str, task: str = "a0", spec: JobSpec | None = None
+        self,
+        name: str,
+        inputs: Any,
+        report: Report,
+        *,
+        job_id: str,
+        task: str = "a0",
+        spec: JobSpec | None = None,
     ) -> list[Manifest]:
         """Run the registered stage ``name`` once, its progress going to ``report``."""
         stage = get_stage(name)
@@ -125,7 +132,9 @@ class Engine:
 
     def detect(self, spec: JobSpec, manifest: Manifest, report: Report) -> Take:
         try:
-            found = self.run_stage("detect", manifest, report, job_id=manifest.job_id, task=manifest.task, spec=spec)
+            found = self.run_stage(
+                "detect", manifest, report, job_id=manifest.job_id, task=manifest.task, spec=spec
+            )
         except NoFaceFound:
             return Take(spec, manifest, has_face=False)
         return Take(spec, found[0], has_face=True)

@@ -75,7 +75,9 @@ def pip_target(extras: str, editable: bool) -> list[str]:
         from importlib.metadata import version
 
         if editable:
-            raise ConfigError("--editable needs mouthpiece's source tree; this mouthpiece was installed from a package")
+            raise ConfigError(
+                "--editable needs mouthpiece's source tree; this mouthpiece was installed from a package"
+            )
         return [f"mouthpiece{suffix}=={version('mouthpiece')}"]
     return ["-e", f"{tree}{suffix}"] if editable else [f"{tree}{suffix}"]
 
@@ -88,7 +90,10 @@ def install(root: Path, python: Path | None = None, *, extras: str = "voice", ed
     interpreter = find_python(root, python)
     target = pip_target(extras, editable)
     if pip:
-        _run([str(interpreter), "-m", "pip", "install", "--quiet", *target], "installing mouthpiece into ComfyUI's Python")
+        _run(
+            [str(interpreter), "-m", "pip", "install", "--quiet", *target],
+            "installing mouthpiece into ComfyUI's Python",
+        )
     folder = root / "custom_nodes" / FOLDER_NAME
     folder.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(PACK / "custom_node" / "__init__.py", folder / "__init__.py")

@@ -69,7 +69,9 @@ def images_to_files(images: Any, folder: Path) -> list[Path]:
     if batch.ndim == 3:
         batch = batch[None]
     if batch.ndim != 4 or batch.shape[-1] not in (3, 4):
-        raise ValueError(f"an IMAGE must be [batch, height, width, channels]; this one is {list(batch.shape)}")
+        raise ValueError(
+            f"an IMAGE must be [batch, height, width, channels]; this one is {list(batch.shape)}"
+        )
     paths = []
     for picture in batch:
         pixels = (np.clip(picture[..., :3], 0.0, 1.0) * 255.0).round().astype(np.uint8)

@@ -15,12 +15,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from pipeline.contracts import JobOptions
-from pipeline.errors import MouthpieceError
-
 from mouthpiece_comfyui import runtime
 from mouthpiece_comfyui.engine import Engine, NodeError, Take, changed, sentence
 from mouthpiece_comfyui.media import audio_from_file, audio_to_wav, images_to_files, silence_wav
+from pipeline.contracts import JobOptions
+from pipeline.errors import MouthpieceError
 
 CATEGORY = "mouthpiece"
 FACES = "MOUTHPIECE_FACES"
@@ -104,8 +103,16 @@ class LoadVoice:
     @classmethod
     def INPUT_TYPES(cls) -> dict[str, Any]:
         folder = runtime.input_dir()
-        files = sorted(p.name for p in folder.iterdir() if p.suffix.lower() in cls.AUDIO_SUFFIXES) if folder.is_dir() else []
-        return {"required": {"audio": (files, {"audio_upload": True, "tooltip": "a voice clip in ComfyUI's input folder"})}}
+        files = (
+            sorted(p.name for p in folder.iterdir() if p.suffix.lower() in cls.AUDIO_SUFFIXES)
+            if folder.is_dir()
+            else []
+        )
+        return {
+            "required": {
+                "audio": (files, {"audio_upload": True, "tooltip": "a voice clip in ComfyUI's input folder"})
+            }
+        }
 
     RETURN_TYPES = ("AUDIO",)
     RETURN_NAMES = ("voice",)
@@ -134,9 +141,18 @@ class TextToSpeech:
     def INPUT_TYPES(cls) -> dict[str, Any]:
         return {
             "required": {
-                "text": ("STRING", {"multiline": True, "default": "Hello! This video was made by mouthpiece."}),
-                "voice": ("STRING", {"default": "", "tooltip": "a Piper voice or an eSpeak NG voice; empty: the default"}),
-                "language": ("STRING", {"default": "", "tooltip": "ISO 639-1 code (en, de, fr...); empty: the voice's"}),
+                "text": (
+                    "STRING",
+                    {"multiline": True, "default": "Hello! This video was made by mouthpiece."},
+                ),
+                "voice": (
+                    "STRING",
+                    {"default": "", "tooltip": "a Piper voice or an eSpeak NG voice; empty: the default"},
+                ),
+                "language": (
+                    "STRING",
+                    {"default": "", "tooltip": "ISO 639-1 code (en, de, fr...); empty: the voice's"},
+                ),
             }
         }
 
@@ -170,8 +186,14 @@ class DetectFace:
     def INPUT_TYPES(cls) -> dict[str, Any]:
         return {
             "required": {
-                "style": (STYLES, {"default": "auto", "tooltip": "cartoon: drawn faces get their own detector"}),
-                "face": (FACE_CHOICES, {"default": "largest", "tooltip": "which face to follow when there are several"}),
+                "style": (
+                    STYLES,
+                    {"default": "auto", "tooltip": "cartoon: drawn faces get their own detector"},
+                ),
+                "face": (
+                    FACE_CHOICES,
+                    {"default": "largest", "tooltip": "which face to follow when there are several"},
+                ),
             },
             "optional": {
                 "image": ("IMAGE", {"tooltip": "one picture or a batch (one avatar each)"}),
@@ -182,12 +204,18 @@ class DetectFace:
 
     RETURN_TYPES = (FACES, "INT", "BOOLEAN")
     RETURN_NAMES = ("faces", "face_count", "has_face")
-    OUTPUT_TOOLTIPS = ("the avatars with their face tracks", "avatars in which a face was found", "true when every avatar has a face")
+    OUTPUT_TOOLTIPS = (
+        "the avatars with their face tracks",
+        "avatars in which a face was found",
+        "true when every avatar has a face",
+    )
     FUNCTION = "detect"
     CATEGORY = CATEGORY
 
     @as_sentences
-    def detect(self, style: str, face: str, image: Any = None, video: Any = None, voice: Any = None) -> tuple[Any, ...]:
+    def detect(
+        self, style: str, face: str, image: Any = None, video: Any = None, voice: Any = None
+    ) -> tuple[Any, ...]:
         engine = Engine.get()
         progress = runtime.Progress()
         avatars = _avatars(engine, image, video)
@@ -206,8 +234,20 @@ class LipSync:
     def INPUT_TYPES(cls) -> dict[str, Any]:
         return {
             "required": {
-                "renderer": (RENDERERS, {"default": "viseme", "tooltip": "viseme: no weights; wav2lip: neural, needs its checkpoint; none: the voice over the untouched avatar"}),
-                "motion": (MOTIONS, {"default": "auto", "tooltip": "blinks and head motion; auto: subtle for photos, none for clips"}),
+                "renderer": (
+                    RENDERERS,
+                    {
+                        "default": "viseme",
+                        "tooltip": "viseme: no weights; wav2lip: neural, needs its checkpoint; none: the voice over the untouched avatar",
+                    },
+                ),
+                "motion": (
+                    MOTIONS,
+                    {
+                        "default": "auto",
+                        "tooltip": "blinks and head motion; auto: subtle for photos, none for clips",
+                    },
+                ),
                 "if_no_face": (NO_FACE, {"default": NO_FACE[0]}),
             },
             "optional": {
@@ -215,8 +255,21 @@ class LipSync:
                 "image": ("IMAGE", {"tooltip": "one picture or a batch: a video per picture"}),
                 "video": ("VIDEO",),
                 "faces": (FACES, {"tooltip": "Detect Face's output (instead of image/video)"}),
-                "checkpoint": ("STRING", {"default": "", "tooltip": "wav2lip: checkpoint file name in the models folder, or a path"}),
-                "transcript": ("STRING", {"default": "", "multiline": True, "tooltip": "what the voice says, if known (better mouth timing)"}),
+                "checkpoint": (
+                    "STRING",
+                    {
+                        "default": "",
+                        "tooltip": "wav2lip: checkpoint file name in the models folder, or a path",
+                    },
+                ),
+                "transcript": (
+                    "STRING",
+                    {
+                        "default": "",
+                        "multiline": True,
+                        "tooltip": "what the voice says, if known (better mouth timing)",
+                    },
+                ),
                 "language": ("STRING", {"default": "", "tooltip": "ISO 639-1 code; empty: detected"}),
             },
         }
@@ -238,11 +291,15 @@ class LipSync:
         takes = self._takes(engine, progress, options, voice, image, video, faces)
         refused = [t.manifest.avatar_name for t in takes if not t.has_face]
         if refused and if_no_face == NO_FACE[1]:
-            raise NodeError(f"no face found in {', '.join(refused)} (use a picture or clip where a face is clearly visible)")
+            raise NodeError(
+                f"no face found in {', '.join(refused)} (use a picture or clip where a face is clearly visible)"
+            )
         videos = []
         for index, take in enumerate(takes):
             part = progress.part(0.2 + 0.8 * index / len(takes), 0.2 + 0.8 * (index + 1) / len(takes))
-            done = engine.render(take, changed(options, style=take.spec.options.style, face=take.spec.options.face), part)
+            done = engine.render(
+                take, changed(options, style=take.spec.options.style, face=take.spec.options.face), part
+            )
             assert done.video is not None
             videos.append(_video(done.video, done))
         progress.set(1.0)
@@ -271,7 +328,15 @@ class Enhance:
 
     @classmethod
     def INPUT_TYPES(cls) -> dict[str, Any]:
-        return {"required": {"video": ("VIDEO",), "sharpen": ("BOOLEAN", {"default": True, "tooltip": "light denoise and sharpening (loudness is always evened)"})}}
+        return {
+            "required": {
+                "video": ("VIDEO",),
+                "sharpen": (
+                    "BOOLEAN",
+                    {"default": True, "tooltip": "light denoise and sharpening (loudness is always evened)"},
+                ),
+            }
+        }
 
     RETURN_TYPES = ("VIDEO",)
     FUNCTION = "enhance"

@@ -279,7 +279,9 @@ def _operator_commands(commands: _Commands) -> None:
     )
     comfy_install.add_argument("comfyui", type=Path, help="the ComfyUI folder (holding main.py)")
     comfy_install.add_argument("--python", type=Path, help="ComfyUI's Python (default: a venv in its folder)")
-    comfy_install.add_argument("--extras", default="voice", help="mouthpiece extras to install (default: voice)")
+    comfy_install.add_argument(
+        "--extras", default="voice", help="mouthpiece extras to install (default: voice)"
+    )
     comfy_install.add_argument("--editable", action="store_true", help="install this source tree editable")
     comfy_install.add_argument("--no-pip", action="store_true", help="only write custom_nodes/mouthpiece/")
 

@@ -61,7 +61,9 @@ def ensure_venv(comfy: Path, digest: str) -> Path:
         for line in (comfy / "requirements.txt").read_text().splitlines()
         if line.strip() and not line.startswith("#") and not line.startswith("torchaudio")
     ]
-    subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", *wanted, "requests"], check=True)
+    subprocess.run(
+        [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", *wanted, "requests"], check=True
+    )
     marker.write_text(digest)
     return venv / "bin" / "python"
 

@@ -34,7 +34,10 @@ from tests.mouthpiece_comfyui.comfy_server import (
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.integration,
-    pytest.mark.skipif(not SNAPSHOT.is_file(), reason=f"the ComfyUI snapshot {SNAPSHOT} is absent (it lives in ../shared/vendor)"),
+    pytest.mark.skipif(
+        not SNAPSHOT.is_file(),
+        reason=f"the ComfyUI snapshot {SNAPSHOT} is absent (it lives in ../shared/vendor)",
+    ),
 ]
 
 EXAMPLES = ROOT / "mouthpiece_comfyui" / "examples"
@@ -64,7 +67,9 @@ class FakeDiscord:
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                fake.posts.append({"path": self.path, "type": self.headers.get("Content-Type", ""), "body": body})
+                fake.posts.append(
+                    {"path": self.path, "type": self.headers.get("Content-Type", ""), "body": body}
+                )
                 answer = json.dumps({"id": "1234567890", "channel_id": "42"}).encode()
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
@@ -139,7 +144,9 @@ def comfy(tmp_path_factory: pytest.TempPathFactory, s3: SeaweedS3, discord: Fake
         server.stop()
 
 
-def run(comfy: Comfy, workflow: dict[str, Any], *, on_message: Any = None, timeout: float = 300) -> dict[str, Any]:
+def run(
+    comfy: Comfy, workflow: dict[str, Any], *, on_message: Any = None, timeout: float = 300
+) -> dict[str, Any]:
     """POST a workflow and follow /ws until it ends; the messages, the prompt id and its history entry."""
     import websocket
 
@@ -187,7 +194,9 @@ def videos(comfy: Comfy, result: dict[str, Any], node: str, tmp_path: Path) -> l
     """The videos a Save Video node made, fetched through /view."""
     files = []
     for item in result["history"]["outputs"][node]["images"]:
-        query = urlencode({"filename": item["filename"], "subfolder": item["subfolder"], "type": item["type"]})
+        query = urlencode(
+            {"filename": item["filename"], "subfolder": item["subfolder"], "type": item["type"]}
+        )
         dst = tmp_path / item["filename"]
         dst.write_bytes(comfy.get_bytes(f"/view?{query}"))
         files.append(dst)
@@ -225,7 +234,11 @@ def test_single_video_has_progress_and_the_voice_length(comfy: Comfy, tmp_path: 
     assert result["history"]["status"]["status_str"] == "success", result["history"]["status"]
     progressed = {m["data"]["node"] for m in result["messages"] if m["type"] == "progress"}
     assert {"3", "4"} <= progressed
-    lipsync = [m["data"]["value"] / m["data"]["max"] for m in result["messages"] if m["type"] == "progress" and m["data"]["node"] == "3"]
+    lipsync = [
+        m["data"]["value"] / m["data"]["max"]
+        for m in result["messages"]
+        if m["type"] == "progress" and m["data"]["node"] == "3"
+    ]
     assert len(lipsync) > 10 and lipsync[-1] == 1.0
     executed = {m["data"]["node"] for m in result["messages"] if m["type"] == "executed"}
     assert "5" in executed
@@ -260,13 +273,17 @@ def test_no_face_takes_its_branch(comfy: Comfy, tmp_path: Path) -> None:
     that would refuse never runs), and the queue ends in success with a video of the voice's length."""
     result = run(comfy, load("no-face-branch"))
     assert result["history"]["status"]["status_str"] == "success", result["history"]["status"]
-    executed = [m["data"]["node"] for m in result["messages"] if m["type"] == "executing" and m["data"]["node"]]
+    executed = [
+        m["data"]["node"] for m in result["messages"] if m["type"] == "executing" and m["data"]["node"]
+    ]
     assert "5" in executed and "4" not in executed
     (video,) = videos(comfy, result, "7", tmp_path)
     assert streams(video)["audio"] == pytest.approx(11.0, abs=0.15)
 
 
-def test_speech_video_upload_notify(comfy: Comfy, s3: SeaweedS3, discord: FakeDiscord, tmp_path: Path) -> None:
+def test_speech_video_upload_notify(
+    comfy: Comfy, s3: SeaweedS3, discord: FakeDiscord, tmp_path: Path
+) -> None:
     """Text → speech → lip-sync → background blur → burned subtitles → Save Video, Upload into a real
     SeaweedFS bucket and Notify a Discord webhook (a stand-in on loopback) with the video and the link.
     No credential or webhook token appears in ComfyUI's history or log."""
@@ -303,7 +320,12 @@ def test_cancel_stops_a_long_run(comfy: Comfy) -> None:
 
     def press(message: dict[str, Any]) -> None:
         data = message.get("data", {})
-        if not pressed and message["type"] == "progress" and data.get("node") == "3" and data["value"] / data["max"] > 0.3:
+        if (
+            not pressed
+            and message["type"] == "progress"
+            and data.get("node") == "3"
+            and data["value"] / data["max"] > 0.3
+        ):
             comfy.post("/interrupt")
             pressed.append(time.monotonic())
 
