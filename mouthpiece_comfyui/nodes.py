@@ -339,6 +339,7 @@ class Enhance:
         }
 
     RETURN_TYPES = ("VIDEO",)
+    RETURN_NAMES = ("video",)
     FUNCTION = "enhance"
     CATEGORY = CATEGORY
 
@@ -389,6 +390,7 @@ class Background:
         }
 
     RETURN_TYPES = ("VIDEO",)
+    RETURN_NAMES = ("video",)
     FUNCTION = "background"
     CATEGORY = CATEGORY
 
@@ -419,6 +421,7 @@ class IfFace:
         }
 
     RETURN_TYPES = ("VIDEO",)
+    RETURN_NAMES = ("video",)
     FUNCTION = "choose"
     CATEGORY = CATEGORY
 

@@ -121,6 +121,11 @@ class Comfy:
             text = r.read()
             return json.loads(text) if text else None
 
+    def post_raw(self, path: str, data: bytes) -> None:
+        request = urllib.request.Request(self.base + path, data=data, method="POST")
+        with urllib.request.urlopen(request, timeout=30):
+            pass
+
     def stop(self) -> None:
         self.proc.terminate()
         try:

@@ -345,3 +345,103 @@ def test_errors_are_sentences(comfy: Comfy) -> None:
     assert error["node_id"] == "3"
     assert error["exception_type"].endswith("NodeError")
     assert error["exception_message"].strip().startswith("connect a voice (AUDIO)")
+
+
+def test_ui_examples_are_the_api_examples_and_load_in_comfyuis_page(comfy: Comfy, tmp_path: Path) -> None:
+    """Each committed UI-format example is its API example laid out (against the live /object_info), and
+    ComfyUI's own page (headless Chromium) loads it with every node known and the widget values set.
+    The speech-to-upload graph's screenshot is kept (MOUTHPIECE_UPDATE_SCREENSHOTS=1 writes it to
+    docs/images/)."""
+    import os
+    import shutil
+
+    from mouthpiece_comfyui.workflows import api_to_ui
+
+    info = comfy.get("/object_info")
+    examples = sorted(EXAMPLES.glob("*.api.json"))
+    assert len(examples) == 4
+    driver = _browser()
+    try:
+        comfy.post_raw("/settings/Comfy.TutorialCompleted", b"true")  # no first-run template dialog
+        driver.get(comfy.base + "/")
+        _wait(
+            lambda: driver.execute_script("return !!(window.app && window.app.graph && window.app.canvas)"),
+            90,
+        )
+        for api_file in examples:
+            api = json.loads(api_file.read_text())
+            ui = json.loads(api_file.with_name(api_file.name.replace(".api.json", ".json")).read_text())
+            assert ui == api_to_ui(api, info), (
+                f"{api_file.name}: regenerate with python -m mouthpiece_comfyui.workflows"
+            )
+            said = driver.execute_async_script(
+                "const done = arguments[arguments.length - 1];"
+                "window.app.loadGraphData(arguments[0]).then(() => done('ok')).catch(e => done(String(e)))",
+                ui,
+            )
+            assert said == "ok"
+            loaded = driver.execute_script(
+                "return window.app.graph._nodes.map(n => [String(n.id), n.type, !!LiteGraph.registered_node_types[n.type],"
+                " Object.fromEntries((n.widgets || []).map(w => [w.name, w.value]))])"
+            )
+            assert sorted(row[0] for row in loaded) == sorted(api)
+            for node_id, kind, known, widgets in loaded:
+                assert known and kind == api[node_id]["class_type"]
+                for name, value in api[node_id]["inputs"].items():
+                    if name in widgets:
+                        assert widgets[name] == value, (api_file.name, node_id, name)
+        shot = tmp_path / "comfyui-speech-to-upload.png"
+        shown = json.loads((EXAMPLES / "speech-to-upload.json").read_text())
+        driver.execute_async_script(
+            "const done = arguments[arguments.length - 1]; window.app.loadGraphData(arguments[0]).then(done)",
+            shown,
+        )
+        driver.execute_script(
+            "const c = window.app.canvas; c.ds.scale = 0.95; c.ds.offset = [10, 10]; c.setDirty(true, true);"
+        )
+        time.sleep(1.5)
+        driver.save_screenshot(str(shot))
+        Image.open(shot).crop((0, 0, 2180, 740)).save(shot)
+        if os.environ.get("MOUTHPIECE_UPDATE_SCREENSHOTS") == "1":
+            shutil.copyfile(shot, ROOT / "docs" / "images" / shot.name)
+    finally:
+        driver.quit()
+
+
+def _browser() -> Any:
+    import os
+    import shutil
+
+    from selenium import webdriver
+    from selenium.webdriver.chrome.options import Options
+    from selenium.webdriver.chrome.service import Service
+
+    chromium = next(
+        (p for p in ("/usr/bin/chromium", shutil.which("chromium") or "") if p and os.path.exists(p)), None
+    )
+    driver = next(
+        (p for p in ("/usr/bin/chromedriver", shutil.which("chromedriver") or "") if p and os.path.exists(p)),
+        None,
+    )
+    if chromium is None or driver is None:
+        message = "headless Chromium and chromedriver are needed (apt-get install chromium chromium-driver)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    options = Options()
+    options.binary_location = chromium
+    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"):
+        options.add_argument(arg)
+    browser = webdriver.Chrome(service=Service(driver), options=options)
+    browser.set_window_size(2360, 1100)
+    browser.set_page_load_timeout(90)
+    return browser
+
+
+def _wait(check: Any, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.3)
+    raise TimeoutError("ComfyUI's page did not come up")
