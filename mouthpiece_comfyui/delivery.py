@@ -1,8 +1,8 @@
 """Nodes that take a video somewhere: a bucket (Upload), a Discord channel (Notify), a running
 mouthpiece (Submit).
 
-Credentials come from the environment (``MOUTHPIECE_S3_ACCESS_KEY``/``MOUTHPIECE_S3_SECRET_KEY``,
-``MOUTHPIECE_COMFYUI_WEBHOOK``) or from widgets; widget values are saved inside the workflow (and in
+Credentials come from the settings (``MOUTHPIECE_S3_ACCESS_KEY``/``MOUTHPIECE_S3_SECRET_KEY``,
+``MOUTHPIECE_DISCORD_COMFYUI_WEBHOOK``, read once by the engine) or from widgets; widget values are saved inside the workflow (and in
 the metadata of what ComfyUI saves), so the environment is the place for secrets. No node output, log
 line or error names a credential or a webhook's token.
 """
@@ -10,7 +10,6 @@ line or error names a credential or a webhook's token.
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -26,12 +25,12 @@ from pipeline.contracts import JobOptions, JobStatus
 from pipeline.errors import InvalidInput
 from pipeline.storage import open_store
 
-WEBHOOK_ENV = "MOUTHPIECE_COMFYUI_WEBHOOK"
+WEBHOOK_ENV = "MOUTHPIECE_DISCORD_COMFYUI_WEBHOOK"
 
 
-def _secret(widget: str, env: str) -> SecretStr | None:
-    value = widget.strip() or os.environ.get(env, "")
-    return SecretStr(value) if value else None
+def _secret(widget: str, configured: SecretStr | None) -> SecretStr | None:
+    """A widget's secret when filled in, else the configured one."""
+    return SecretStr(widget.strip()) if widget.strip() else configured
 
 
 def _file_name(video: Any, path: Path) -> str:
@@ -98,13 +97,14 @@ class Upload:
                region: str = "", access_key: str = "", secret_key: str = "") -> dict[str, Any]:  # fmt: skip
         engine = Engine.get()
         progress = runtime.Progress()
+        configured = engine.settings
         settings = StorageSettings(
             store="s3",
-            s3_endpoint=endpoint.strip() or os.environ.get("MOUTHPIECE_S3_ENDPOINT", "localhost:9000"),
+            s3_endpoint=endpoint.strip() or configured.s3_endpoint,
             s3_secure=secure,
-            s3_region=region.strip() or None,
-            s3_access_key=_secret(access_key, "MOUTHPIECE_S3_ACCESS_KEY"),
-            s3_secret_key=_secret(secret_key, "MOUTHPIECE_S3_SECRET_KEY"),
+            s3_region=region.strip() or configured.s3_region,
+            s3_access_key=_secret(access_key, configured.s3_access_key),
+            s3_secret_key=_secret(secret_key, configured.s3_secret_key),
         )
         path = runtime.video_path(video, engine.files)
         key = str(PurePosixPath(prefix.strip().strip("/")) / _file_name(video, path)).lstrip("./")
@@ -158,7 +158,7 @@ class Notify:
 
         engine = Engine.get()
         progress = runtime.Progress()
-        secret = _secret(webhook_url, WEBHOOK_ENV)
+        secret = _secret(webhook_url, engine.settings.discord_comfyui_webhook)
         if secret is None:
             raise NodeError(
                 f"no Discord webhook: set {WEBHOOK_ENV} where ComfyUI runs, or fill in webhook_url"
@@ -279,8 +279,10 @@ async def _submit_and_follow(
             )
         files = []
         folder.mkdir(parents=True, exist_ok=True)
-        for key in status.outputs:
-            if key.endswith(".mp4"):
+        prefix = f"{settings.bucket_outputs}/"
+        for where in status.outputs:  # "bucket/key" of each published copy (and other destinations)
+            key = where.removeprefix(prefix)
+            if where.startswith(prefix) and key.endswith(".mp4"):
                 dst = folder / f"{job_id}-{PurePosixPath(key).name}"
                 await asyncio.to_thread(stack.store.download, settings.bucket_outputs, key, dst)
                 files.append(dst)

@@ -324,6 +324,9 @@ class DiscordSettings(_Part):
     discord_fallback_webhook: SecretStr | None = Field(
         None, description="channel webhook for /avatar results that finish after the 15-minute reply window"
     )
+    discord_comfyui_webhook: SecretStr | None = Field(
+        None, description="channel webhook of the ComfyUI Notify node when its widget is empty (docs/comfyui.md)"
+    )
     discord_announce_roles: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
         description="role ids allowed to /announce (besides Manage Server)",

@@ -133,7 +133,7 @@ def comfy(tmp_path_factory: pytest.TempPathFactory, s3: SeaweedS3, discord: Fake
         "MOUTHPIECE_S3_ACCESS_KEY": s3.access_key,
         "MOUTHPIECE_S3_SECRET_KEY": s3.secret_key,
         "MOUTHPIECE_DISCORD_WEBHOOK_HOSTS": discord.origin,
-        "MOUTHPIECE_COMFYUI_WEBHOOK": discord.url,
+        "MOUTHPIECE_DISCORD_COMFYUI_WEBHOOK": discord.url,
         "OMP_NUM_THREADS": "2",
     }
     server = Comfy(folder, python, free_port(), env)
@@ -445,3 +445,62 @@ def _wait(check: Any, timeout: float) -> None:
             return
         time.sleep(0.3)
     raise TimeoutError("ComfyUI's page did not come up")
+
+
+def test_submit_drives_a_running_mouthpiece(comfy: Comfy, tmp_path: Path) -> None:
+    """Text to Speech → Submit to mouthpiece, against `mouthpiece up` on its own data folder: the job
+    runs in mouthpiece's workers, its stage progress moves the node's bar, and the published video comes
+    back into the graph (Save Video) with the voice's length."""
+    import os
+    import subprocess
+    import sys
+
+    data = tmp_path / "mouthpiece"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "MOUTHPIECE_DATA_DIR": str(data)}
+    up = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "up", "--no-ingress"], cwd=tmp_path, env=env,
+                          stdout=(tmp_path / "up.log").open("wb"), stderr=subprocess.STDOUT)  # fmt: skip
+    try:
+        _wait(lambda: (data / "stack.json").is_file(), 60)
+        workflow = {
+            "1": {
+                "class_type": "MouthpieceTextToSpeech",
+                "inputs": {"text": "Sent to the cluster.", "voice": "", "language": ""},
+            },
+            "2": {"class_type": "LoadImage", "inputs": {"image": "avatar-3.png"}},
+            "3": {
+                "class_type": "MouthpieceSubmit",
+                "inputs": {
+                    "voice": ["1", 0],
+                    "image": ["2", 0],
+                    "renderer": "viseme",
+                    "subtitles": "soft",
+                    "data_dir": str(data),
+                    "timeout_minutes": 5,
+                },
+            },
+            "4": {
+                "class_type": "SaveVideo",
+                "inputs": {
+                    "video": ["3", 0],
+                    "filename_prefix": "mouthpiece/submitted",
+                    "format": "auto",
+                    "codec": "auto",
+                },
+            },
+        }
+        result = run(comfy, workflow)
+        assert result["history"]["status"]["status_str"] == "success", result["history"]["status"]
+        bar = [
+            m["data"]["value"] / m["data"]["max"]
+            for m in result["messages"]
+            if m["type"] == "progress" and m["data"]["node"] == "3"
+        ]
+        assert len({round(v, 2) for v in bar}) >= 3 and bar[-1] == 1.0
+        (video,) = videos(comfy, result, "4", tmp_path)
+        found = streams(video)
+        assert {"video", "audio"} <= set(found)
+        assert abs(found["video"] - found["audio"]) < 0.1
+        assert list((data / "buckets" / "outputs").glob("j*/*.mp4")), "mouthpiece published nothing"
+    finally:
+        up.terminate()
+        up.wait(60)
