@@ -10,9 +10,12 @@ line or error names a credential or a webhook's token.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import time
+from collections.abc import Coroutine
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import SecretStr
 
@@ -26,6 +29,7 @@ from pipeline.errors import InvalidInput
 from pipeline.storage import open_store
 
 WEBHOOK_ENV = "MOUTHPIECE_DISCORD_COMFYUI_WEBHOOK"
+T = TypeVar("T")
 
 
 def _secret(widget: str, configured: SecretStr | None) -> SecretStr | None:
@@ -222,9 +226,20 @@ class Submit:
         sound = audio_to_wav(voice, engine.files)
         options = JobOptions.model_validate({"renderer": renderer, "subtitles": subtitles})
         folder = engine.files / "submitted"
-        job_id, files = asyncio.run(_submit_and_follow(settings, sound, avatars, options, progress,
-                                                       timeout_minutes * 60.0, folder))  # fmt: skip
+        follow = _submit_and_follow(
+            settings, sound, avatars, options, progress, timeout_minutes * 60.0, folder
+        )
+        job_id, files = in_own_loop(follow)
         return ([runtime.video_from_file(f) for f in files], job_id)
+
+
+def in_own_loop(work: Coroutine[Any, Any, T]) -> T:
+    """Run ``work`` to its end on an event loop of its own, in a thread: ComfyUI calls nodes from inside
+    its running loop (where ``asyncio.run`` is refused), and the node must not block that loop's other
+    tasks on the bus. The thread keeps the node's context (ComfyUI's executing node, for the bar)."""
+    context = contextvars.copy_context()
+    with ThreadPoolExecutor(1, thread_name_prefix="mouthpiece-submit") as pool:
+        return pool.submit(context.run, asyncio.run, work).result()
 
 
 async def _submit_and_follow(

@@ -59,7 +59,8 @@ def api_to_ui(api: dict[str, Any], object_info: dict[str, Any]) -> dict[str, Any
         entry, info = api[node_id], object_info[api[node_id]["class_type"]]
         specs = {**info["input"].get("required", {}), **info["input"].get("optional", {})}
         order = info["input_order"].get("required", []) + info["input_order"].get("optional", [])
-        inputs, widgets = [], []
+        inputs: list[dict[str, Any]] = []
+        widgets: list[Any] = []
         for name in order:
             spec, value = specs[name], entry["inputs"].get(name)
             if _is_widget(spec) and not _is_link(value):
