@@ -128,6 +128,7 @@ class Engine:
         for index, manifest in enumerate(manifests):
             share = 0.3 + 0.7 * index / len(manifests), 0.3 + 0.7 * (index + 1) / len(manifests)
             takes.append(self.detect(spec, manifest, _part(report, *share)))
+        report(1.0, "faces looked for")  # detect reports nothing more once its last detector found none
         return takes
 
     def detect(self, spec: JobSpec, manifest: Manifest, report: Report) -> Take:
