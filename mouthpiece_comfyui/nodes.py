@@ -259,7 +259,7 @@ class LipSync:
                     "STRING",
                     {
                         "default": "",
-                        "tooltip": "wav2lip: checkpoint file name in the models folder, or a path",
+                        "tooltip": "wav2lip: a checkpoint file name in mouthpiece's model folder (MOUTHPIECE_MODEL_DIR); empty: the configured one",
                     },
                 ),
                 "transcript": (

@@ -511,3 +511,31 @@ def test_submit_drives_a_running_mouthpiece(comfy: Comfy, tmp_path: Path) -> Non
     finally:
         up.terminate()
         up.wait(60)
+
+
+def test_wav2lip_renders_inside_comfyui(comfy: Comfy, tmp_path: Path) -> None:
+    """The neural renderer runs on ComfyUI's own torch, its checkpoint named by the widget (a seeded
+    random-init network saved in upstream's format: no lip-sync weights are packaged anywhere)."""
+    import torch
+
+    from stages.render.wav2lip import Wav2Lip
+
+    torch.manual_seed(0)
+    model = Wav2Lip().eval()
+    models = comfy.folder / "mouthpiece-data" / "models"
+    models.mkdir(parents=True, exist_ok=True)
+    state = {"state_dict": {f"module.{k}": v for k, v in model.state_dict().items()}, "global_step": 0}
+    torch.save(state, models / "wav2lip_seeded.pth")
+    workflow = load("three-avatars")
+    for node in ("3", "4", "5", "6"):
+        del workflow[node]
+    workflow["7"]["inputs"].update(
+        image=["2", 0], renderer="wav2lip", checkpoint="wav2lip_seeded.pth", motion="none"
+    )
+    workflow["8"]["inputs"]["filename_prefix"] = "mouthpiece/wav2lip"
+    workflow["1"]["inputs"]["text"] = "Hello there."  # short: CPU inference of the network is slow
+    result = run(comfy, workflow)
+    succeeded(result)
+    (video,) = videos(comfy, result, "8", tmp_path)
+    found = streams(video)
+    assert set(found) == {"video", "audio"} and abs(found["video"] - found["audio"]) < 0.1
