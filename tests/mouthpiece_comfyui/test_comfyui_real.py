@@ -454,63 +454,96 @@ def _wait(check: Any, timeout: float) -> None:
     raise TimeoutError("ComfyUI's page did not come up")
 
 
-def test_submit_drives_a_running_mouthpiece(comfy: Comfy, tmp_path: Path) -> None:
-    """Text to Speech → Submit to mouthpiece, against `mouthpiece up` on its own data folder: the job
-    runs in mouthpiece's workers, its stage progress moves the node's bar, and the published video comes
-    back into the graph (Save Video) with the voice's length."""
+@pytest.fixture(scope="module")
+def mouthpiece_up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """`mouthpiece up` (no HTTP service) on a data folder of its own; the folder."""
     import os
     import subprocess
     import sys
 
-    data = tmp_path / "mouthpiece"
+    home = tmp_path_factory.mktemp("mouthpiece-up")
+    data = home / "mouthpiece"
     env = {**os.environ, "PYTHONPATH": str(ROOT), "MOUTHPIECE_DATA_DIR": str(data)}
-    up = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "up", "--no-ingress"], cwd=tmp_path, env=env,
-                          stdout=(tmp_path / "up.log").open("wb"), stderr=subprocess.STDOUT)  # fmt: skip
+    up = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "up", "--no-ingress"], cwd=home, env=env,
+                          stdout=(home / "up.log").open("wb"), stderr=subprocess.STDOUT)  # fmt: skip
     try:
         _wait(lambda: (data / "stack.json").is_file(), 60)
-        workflow = {
-            "1": {
-                "class_type": "MouthpieceTextToSpeech",
-                "inputs": {"text": "Sent to the cluster.", "voice": "", "language": ""},
-            },
-            "2": {"class_type": "LoadImage", "inputs": {"image": "avatar-3.png"}},
-            "3": {
-                "class_type": "MouthpieceSubmit",
-                "inputs": {
-                    "voice": ["1", 0],
-                    "image": ["2", 0],
-                    "renderer": "viseme",
-                    "subtitles": "soft",
-                    "data_dir": str(data),
-                    "timeout_minutes": 5,
-                },
-            },
-            "4": {
-                "class_type": "SaveVideo",
-                "inputs": {
-                    "video": ["3", 0],
-                    "filename_prefix": "mouthpiece/submitted",
-                    "format": "auto",
-                    "codec": "auto",
-                },
-            },
-        }
-        result = run(comfy, workflow)
-        succeeded(result)
-        bar = [
-            m["data"]["value"] / m["data"]["max"]
-            for m in result["messages"]
-            if m["type"] == "progress" and m["data"]["node"] == "3"
-        ]
-        assert len({round(v, 2) for v in bar}) >= 3 and bar[-1] == 1.0
-        (video,) = videos(comfy, result, "4", tmp_path)
-        found = streams(video)
-        assert {"video", "audio"} <= set(found)
-        assert abs(found["video"] - found["audio"]) < 0.1
-        assert list((data / "buckets" / "outputs").glob("j*/*.mp4")), "mouthpiece published nothing"
+        yield data
     finally:
         up.terminate()
         up.wait(60)
+
+
+def submit_workflow(data: Path, text: str) -> dict[str, Any]:
+    return {
+        "1": {"class_type": "MouthpieceTextToSpeech", "inputs": {"text": text, "voice": "", "language": ""}},
+        "2": {"class_type": "LoadImage", "inputs": {"image": "avatar-3.png"}},
+        "3": {
+            "class_type": "MouthpieceSubmit",
+            "inputs": {
+                "voice": ["1", 0],
+                "image": ["2", 0],
+                "renderer": "viseme",
+                "subtitles": "soft",
+                "data_dir": str(data),
+                "timeout_minutes": 5,
+            },
+        },
+        "4": {
+            "class_type": "SaveVideo",
+            "inputs": {
+                "video": ["3", 0],
+                "filename_prefix": "mouthpiece/submitted",
+                "format": "auto",
+                "codec": "auto",
+            },
+        },
+    }
+
+
+def test_submit_drives_a_running_mouthpiece(comfy: Comfy, mouthpiece_up: Path, tmp_path: Path) -> None:
+    """Text to Speech → Submit to mouthpiece, against `mouthpiece up` on its own data folder: the job
+    runs in mouthpiece's workers, its stage progress moves the node's bar, and the published video comes
+    back into the graph (Save Video) with the voice's length."""
+    result = run(comfy, submit_workflow(mouthpiece_up, "Sent to the cluster."))
+    succeeded(result)
+    bar = [
+        m["data"]["value"] / m["data"]["max"]
+        for m in result["messages"]
+        if m["type"] == "progress" and m["data"]["node"] == "3"
+    ]
+    assert len({round(v, 2) for v in bar}) >= 3 and bar[-1] == 1.0
+    (video,) = videos(comfy, result, "4", tmp_path)
+    found = streams(video)
+    assert {"video", "audio"} <= set(found)
+    assert abs(found["video"] - found["audio"]) < 0.1
+    assert list((mouthpiece_up / "buckets" / "outputs").glob("j*/*.mp4")), "mouthpiece published nothing"
+
+
+def test_cancel_during_submit_cancels_the_job(comfy: Comfy, mouthpiece_up: Path) -> None:
+    """Cancel while the cluster works on a submitted job: the node stops and the job is cancelled in
+    mouthpiece (its status says so; nothing is published)."""
+    from pipeline.contracts import JobStatus
+
+    before = {p.name for p in (mouthpiece_up / "buckets" / "outputs").glob("j*")}
+    pressed: list[float] = []
+
+    def press(message: dict[str, Any]) -> None:
+        data = message.get("data", {})
+        if not pressed and message["type"] == "progress" and data.get("node") == "3" and data["value"] > 0:
+            comfy.post("/interrupt")
+            pressed.append(time.monotonic())
+
+    text = "This job is cancelled from ComfyUI before it is finished, so no video is published for it."
+    result = run(comfy, submit_workflow(mouthpiece_up, text), on_message=press)
+    assert pressed and result["messages"][-1]["type"] == "execution_interrupted", kinds(result)
+    assert result["messages"][-1]["at"] - pressed[0] < 2.0
+    (job,) = {p.name for p in (mouthpiece_up / "buckets" / "outputs").glob("j*")} - before
+    status = JobStatus.model_validate_json(
+        (mouthpiece_up / "buckets" / "outputs" / job / "status.json").read_text()
+    )
+    assert status.state.value == "cancelled"
+    assert not list((mouthpiece_up / "buckets" / "outputs" / job).glob("*.mp4"))
 
 
 def test_wav2lip_renders_inside_comfyui(comfy: Comfy, tmp_path: Path) -> None:
