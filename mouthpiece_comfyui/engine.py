@@ -87,8 +87,14 @@ class Engine:
             if cls._instance is None:
                 from mouthpiece_comfyui.runtime import data_dir
 
-                settings = Settings().model_copy(update={"store": "local", "data_dir": data_dir()})
-                cls._instance = cls(settings)
+                base = Settings()
+                # its own local buckets; the model folder stays mouthpiece's (what `mouthpiece models` fills)
+                update = {
+                    "store": "local",
+                    "data_dir": data_dir(base.comfyui_data_dir),
+                    "model_dir": base.models,
+                }
+                cls._instance = cls(base.model_copy(update=update))
             return cls._instance
 
     # --- running stages ------------------------------------------------------------------------------

@@ -6,7 +6,6 @@ tested) in a Python without ComfyUI; inside ComfyUI they use its own objects.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -78,12 +77,12 @@ def video_path(video: Any, scratch: Path) -> Path:
     return dst
 
 
-def data_dir() -> Path:
-    """Where the pack keeps its pipeline data: ``MOUTHPIECE_DATA_DIR`` when set, else a ``mouthpiece``
-    folder in ComfyUI's temp folder (ComfyUI empties it when it starts)."""
-    configured = os.environ.get("MOUTHPIECE_DATA_DIR")
-    if configured:
-        return Path(configured).expanduser()
+def data_dir(configured: Path | None) -> Path:
+    """Where the pack keeps its working data: ``comfyui_data_dir`` when set, else a ``mouthpiece`` folder
+    in ComfyUI's temp folder (ComfyUI empties it when it starts). Never mouthpiece's own data folder: a
+    running ``mouthpiece up`` there would take the nodes' jobs for its own."""
+    if configured is not None:
+        return configured.expanduser()
     try:
         import folder_paths
 

@@ -129,7 +129,8 @@ def comfy(tmp_path_factory: pytest.TempPathFactory, s3: SeaweedS3, discord: Fake
     assert "custom_nodes/mouthpiece" in said
     _inputs(folder / "input")
     env = {
-        "MOUTHPIECE_DATA_DIR": str(folder / "mouthpiece-data"),
+        "MOUTHPIECE_COMFYUI_DATA_DIR": str(folder / "mouthpiece-data"),
+        "MOUTHPIECE_MODEL_DIR": str(folder / "mouthpiece-models"),
         "MOUTHPIECE_S3_ACCESS_KEY": s3.access_key,
         "MOUTHPIECE_S3_SECRET_KEY": s3.secret_key,
         "MOUTHPIECE_DISCORD_WEBHOOK_HOSTS": discord.origin,
@@ -555,7 +556,7 @@ def test_wav2lip_renders_inside_comfyui(comfy: Comfy, tmp_path: Path) -> None:
 
     torch.manual_seed(0)
     model = Wav2Lip().eval()
-    models = comfy.folder / "mouthpiece-data" / "models"
+    models = comfy.folder / "mouthpiece-models"  # MOUTHPIECE_MODEL_DIR of the ComfyUI process
     models.mkdir(parents=True, exist_ok=True)
     state = {"state_dict": {f"module.{k}": v for k, v in model.state_dict().items()}, "global_step": 0}
     torch.save(state, models / "wav2lip_seeded.pth")
