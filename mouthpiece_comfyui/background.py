@@ -24,6 +24,8 @@ MATTE_WIDTH = 256
 """Width of the copy GrabCut works on (its cost grows with the pixel count)."""
 KEY_EVERY = 6
 """Frames between two GrabCut runs."""
+FLAT = 2.0
+"""Pixel standard deviation under which a picture is flat: the seed is the matte."""
 EASE = 0.5
 """Weight of a new key matte against the previous one (temporal smoothing)."""
 
@@ -69,8 +71,11 @@ def matte(frame: np.ndarray, face: Box) -> np.ndarray:
     sh, sw = small.shape[:2]
     mask = seed_mask(sh, sw, tuple(v * scale for v in face))  # type: ignore[arg-type]
     bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
-    with contextlib.suppress(cv2.error):  # a flat picture gives GrabCut nothing to learn: keep the seed
-        cv2.grabCut(cv2.cvtColor(small, cv2.COLOR_RGB2BGR), mask, None, bgd, fgd, 3, cv2.GC_INIT_WITH_MASK)  # type: ignore[call-overload]
+    if float(small.std()) >= FLAT:  # GrabCut's colour models degenerate (and take seconds) on a flat picture
+        with contextlib.suppress(cv2.error):
+            cv2.grabCut(
+                cv2.cvtColor(small, cv2.COLOR_RGB2BGR), mask, None, bgd, fgd, 3, cv2.GC_INIT_WITH_MASK
+            )  # type: ignore[call-overload]
     person = np.isin(mask, (cv2.GC_FGD, cv2.GC_PR_FGD)).astype(np.uint8)
     person = _component_at(
         person, (int((face[0] + face[2]) / 2 * scale), int((face[1] + face[3]) / 2 * scale))
