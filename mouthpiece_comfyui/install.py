@@ -13,6 +13,7 @@ Tested with ComfyUI 0.3.64; needs a ComfyUI with the ``VIDEO`` type (``comfy_api
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -104,7 +105,10 @@ def install(root: Path, python: Path | None = None, *, extras: str = "voice", ed
 
 
 def _run(argv: list[str], what: str) -> None:
-    done = subprocess.run(argv, capture_output=True, text=True, check=False)
+    """Run ComfyUI's Python without our PYTHONPATH: pip must see (and replace) what is installed in
+    ComfyUI's environment, and the import check must find the nodes there, not in a checkout."""
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
+    done = subprocess.run(argv, capture_output=True, text=True, check=False, env=env)
     if done.returncode != 0:
         tail = "\n".join((done.stderr or done.stdout).strip().splitlines()[-6:])
         raise ConfigError(f"{what} failed:\n{tail}")

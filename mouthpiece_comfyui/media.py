@@ -14,7 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.media import decode_audio
+from pipeline.config import MediaSettings
+from pipeline.media import FrameWriter, decode_audio
 
 VOICE_RATE = 48_000
 """Sample rate voices are read at for ``AUDIO`` (ComfyUI's own loader and savers use 44.1/48 kHz)."""
@@ -81,6 +82,28 @@ def images_to_files(images: Any, folder: Path) -> list[Path]:
         Image.fromarray(pixels).save(buffer, format="PNG")
         paths.append(_named(folder, buffer.getvalue(), ".png"))
     return paths
+
+
+def frames_to_video(images: Any, folder: Path, fps: float, settings: MediaSettings) -> Path:
+    """An ``IMAGE`` batch taken as the frames of one clip: an H.264 file at ``fps`` (sizes cropped to even),
+    named by the frames' content."""
+    batch = images.detach().cpu().float().numpy() if hasattr(images, "detach") else np.asarray(images)
+    if batch.ndim != 4 or batch.shape[-1] not in (3, 4) or batch.shape[1] < 2 or batch.shape[2] < 2:
+        raise ValueError(
+            f"frames must be an IMAGE batch [frames, height, width, channels]; got {list(batch.shape)}"
+        )
+    height, width = batch.shape[1] // 2 * 2, batch.shape[2] // 2 * 2
+    pixels = (np.clip(batch[:, :height, :width, :3], 0.0, 1.0) * 255.0).round().astype(np.uint8)
+    digest = hashlib.sha256(pixels.tobytes() + f"{fps:.3f}".encode()).hexdigest()[:24]
+    folder.mkdir(parents=True, exist_ok=True)
+    dst = folder / f"frames-{digest}.mp4"
+    if not dst.exists():
+        part = folder / f"frames-{digest}.part.mp4"
+        with FrameWriter(settings, part, width, height, fps, intermediate=False) as writer:
+            for frame in pixels:
+                writer.write(frame)
+        part.replace(dst)
+    return dst
 
 
 def image_tensor(pixels: np.ndarray) -> Any:

@@ -17,7 +17,13 @@ from typing import Any, TypeVar
 
 from mouthpiece_comfyui import runtime
 from mouthpiece_comfyui.engine import Engine, NodeError, Take, changed, sentence
-from mouthpiece_comfyui.media import audio_from_file, audio_to_wav, images_to_files, silence_wav
+from mouthpiece_comfyui.media import (
+    audio_from_file,
+    audio_to_wav,
+    frames_to_video,
+    images_to_files,
+    silence_wav,
+)
 from pipeline.contracts import JobOptions
 from pipeline.errors import MouthpieceError
 
@@ -54,6 +60,26 @@ MOTIONS = ["auto", "none", "subtle", "lively"]
 STYLES = ["auto", "photo", "cartoon"]
 FACE_CHOICES = ["largest", "center"]
 NO_FACE = ["voice over the picture", "stop with an error"]
+IMAGE_BATCH = ["an avatar per picture", "frames of one clip"]
+BATCH_WIDGETS = {
+    "image_batch": (
+        IMAGE_BATCH,
+        {
+            "default": IMAGE_BATCH[0],
+            "tooltip": "what an IMAGE batch is: several avatars, or the frames of one clip",
+        },
+    ),
+    "fps": (
+        "FLOAT",
+        {
+            "default": 25.0,
+            "min": 1.0,
+            "max": 120.0,
+            "step": 1.0,
+            "tooltip": "frame rate of a clip given as frames",
+        },
+    ),
+}
 
 
 def _options(**widgets: Any) -> JobOptions:
@@ -80,10 +106,15 @@ def _take_of(video: Any, engine: Engine, progress: runtime.Progress) -> Take:
     return engine.render(begun[0], JobOptions(renderer="none"), progress.part(0.4, 0.5))
 
 
-def _avatars(engine: Engine, image: Any, video: Any) -> list[Path]:
+def _avatars(engine: Engine, image: Any, video: Any, batch: str = "", fps: float = 25.0) -> list[Path]:
+    """Avatar files: each picture of an IMAGE batch, or (``batch`` = FRAMES) the batch as one clip; and
+    the VIDEO."""
     paths: list[Path] = []
     if image is not None:
-        paths += images_to_files(image, engine.files)
+        if batch == IMAGE_BATCH[1]:
+            paths.append(frames_to_video(image, engine.files, fps, engine.settings))
+        else:
+            paths += images_to_files(image, engine.files)
     if video is not None:
         paths.append(runtime.video_path(video, engine.files))
     if not paths:
@@ -199,6 +230,7 @@ class DetectFace:
                 "image": ("IMAGE", {"tooltip": "one picture or a batch (one avatar each)"}),
                 "video": ("VIDEO", {"tooltip": "a clip as the avatar"}),
                 "voice": ("AUDIO", {"tooltip": "the voice Lip-sync will use (so it need not read it again)"}),
+                **BATCH_WIDGETS,
             },
         }
 
@@ -213,12 +245,11 @@ class DetectFace:
     CATEGORY = CATEGORY
 
     @as_sentences
-    def detect(
-        self, style: str, face: str, image: Any = None, video: Any = None, voice: Any = None
-    ) -> tuple[Any, ...]:
+    def detect(self, style: str, face: str, image: Any = None, video: Any = None, voice: Any = None,
+               image_batch: str = IMAGE_BATCH[0], fps: float = 25.0) -> tuple[Any, ...]:  # fmt: skip
         engine = Engine.get()
         progress = runtime.Progress()
-        avatars = _avatars(engine, image, video)
+        avatars = _avatars(engine, image, video, image_batch, fps)
         sound = audio_to_wav(voice, engine.files) if voice is not None else silence_wav(engine.files)
         takes = engine.begin(sound, avatars, _options(style=style, face=face), progress.part(0.0, 1.0))
         found = sum(t.has_face for t in takes)
@@ -271,6 +302,7 @@ class LipSync:
                     },
                 ),
                 "language": ("STRING", {"default": "", "tooltip": "ISO 639-1 code; empty: detected"}),
+                **BATCH_WIDGETS,
             },
         }
 
@@ -283,12 +315,13 @@ class LipSync:
     @as_sentences
     def lipsync(self, renderer: str, motion: str, if_no_face: str, voice: Any = None, image: Any = None,
                 video: Any = None, faces: Any = None, checkpoint: str = "", transcript: str = "",
-                language: str = "") -> tuple[list[Any]]:  # fmt: skip
+                language: str = "", image_batch: str = IMAGE_BATCH[0], fps: float = 25.0) -> tuple[list[Any]]:  # fmt: skip
         engine = Engine.get()
         progress = runtime.Progress()
         options = _options(renderer=renderer, motion=motion, checkpoint=checkpoint.strip(),
                            transcript=transcript.strip(), language=language.strip())  # fmt: skip
-        takes = self._takes(engine, progress, options, voice, image, video, faces)
+        avatars = (image, video, image_batch, fps)
+        takes = self._takes(engine, progress, options, voice, avatars, faces)
         refused = [t.manifest.avatar_name for t in takes if not t.has_face]
         if refused and if_no_face == NO_FACE[1]:
             raise NodeError(
@@ -305,8 +338,8 @@ class LipSync:
         progress.set(1.0)
         return (videos,)
 
-    def _takes(self, engine: Engine, progress: runtime.Progress, options: JobOptions, voice: Any, image: Any,
-               video: Any, faces: Any) -> list[Take]:  # fmt: skip
+    def _takes(self, engine: Engine, progress: runtime.Progress, options: JobOptions, voice: Any,
+               given: tuple[Any, Any, str, float], faces: Any) -> list[Take]:  # fmt: skip
         if faces is not None and voice is None:
             if not faces["voiced"]:
                 raise NodeError("connect a voice (AUDIO) to Lip-sync or to Detect Face")
@@ -319,7 +352,7 @@ class LipSync:
             options = changed(options, style=first.style, face=first.face)
             avatars = [engine.avatar_file(t) for t in faces["takes"]]
         else:
-            avatars = _avatars(engine, image, video)
+            avatars = _avatars(engine, *given)
         return engine.begin(sound, avatars, options, progress.part(0.0, 0.2))
 
 

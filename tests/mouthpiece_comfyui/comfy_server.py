@@ -79,6 +79,11 @@ def install_pack(comfy: Path, python: Path) -> str:
     return done.stdout
 
 
+def _without_pythonpath() -> dict[str, str]:
+    """Our environment minus PYTHONPATH: ComfyUI must import the pack it has installed, not this checkout."""
+    return {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+
+
 class Comfy:
     """A running ComfyUI and its HTTP API."""
 
@@ -87,7 +92,7 @@ class Comfy:
         self.log = folder / "comfyui.log"
         self.proc = subprocess.Popen(
             [str(python), "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(port), "--disable-auto-launch"],
-            cwd=folder, env={**os.environ, **env}, stdout=self.log.open("wb"), stderr=subprocess.STDOUT,
+            cwd=folder, env={**_without_pythonpath(), **env}, stdout=self.log.open("wb"), stderr=subprocess.STDOUT,
         )  # fmt: skip
 
     @property

@@ -267,6 +267,13 @@ def test_one_voice_three_avatars_makes_three_videos(comfy: Comfy, tmp_path: Path
     lengths = [streams(v) for v in made]
     assert all(set(s) == {"video", "audio"} for s in lengths)
     assert max(s["audio"] for s in lengths) - min(s["audio"] for s in lengths) < 0.05
+    as_clip = load("three-avatars")  # the same batch taken as the frames of one clip: one video
+    as_clip["7"]["inputs"].update(image_batch="frames of one clip", fps=3.0)
+    as_clip["8"]["inputs"]["filename_prefix"] = "mouthpiece/three-frames"
+    clip = run(comfy, as_clip)
+    succeeded(clip)
+    (one,) = videos(comfy, clip, "8", tmp_path)
+    assert streams(one)["video"] == pytest.approx(lengths[0]["audio"], abs=0.15)
     as_list = load("three-avatars")
     as_list["9"] = {"class_type": "RebatchImages", "inputs": {"images": ["6", 0], "batch_size": 1}}
     as_list["7"]["inputs"]["image"] = ["9", 0]

@@ -48,13 +48,16 @@ def test_pip_installs_this_source_tree() -> None:
 def test_install_writes_the_custom_node_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
     """The CLI command writes custom_nodes/mouthpiece (entry and MIT licence) and imports the nodes."""
-    monkeypatch.setenv("PYTHONPATH", str(ROOT))
     root = fake_comfyui(tmp_path, "0.3.70")
-    assert main(["comfyui", "install", str(root), "--python", sys.executable, "--no-pip"]) == 0
+    python = tmp_path / "python"  # ComfyUI's Python stand-in: ours, with the pack installed (on its path)
+    python.write_text(f'#!/bin/sh\nPYTHONPATH={ROOT} exec {sys.executable} "$@"\n')
+    python.chmod(0o755)
+    monkeypatch.setenv("PYTHONPATH", "/nonexistent")  # stripped for ComfyUI's Python
+    assert main(["comfyui", "install", str(root), "--python", str(python), "--no-pip"]) == 0
     folder = root / "custom_nodes" / "mouthpiece"
     assert "NODE_CLASS_MAPPINGS" in (folder / "__init__.py").read_text()
     assert (folder / "LICENSE").read_text().startswith("MIT License")
     said = capsys.readouterr()
     assert "custom_nodes/mouthpiece" in said.out and "tested with 0.3.64" in said.err
-    done = install(root, Path(sys.executable), pip=False)
+    done = install(root, python, pip=False)
     assert done.comfyui_version == "0.3.70"

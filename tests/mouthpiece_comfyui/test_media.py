@@ -55,3 +55,19 @@ def test_image_batch_becomes_one_png_per_picture(tmp_path: Path) -> None:
 def test_silence_is_a_short_valid_wav(tmp_path: Path) -> None:
     with wave.open(str(silence_wav(tmp_path))) as w:
         assert w.getnframes() == 16_000 and w.readframes(10) == b"\x00" * 20
+
+
+def test_frame_batch_becomes_one_clip(tmp_path: Path) -> None:
+    """An IMAGE batch taken as frames: one H.264 clip, every frame, the asked rate, odd sizes cropped even."""
+    from mouthpiece_comfyui.media import frames_to_video
+    from pipeline.config import MediaSettings
+    from pipeline.media import count_frames, probe
+
+    frames = torch.linspace(0, 1, 12).reshape(12, 1, 1, 1).expand(12, 65, 47, 3).contiguous()
+    clip = frames_to_video(frames, tmp_path, 12.0, MediaSettings())
+    info = probe(clip)
+    assert (info.width, info.height, info.video_codec) == (46, 64, "h264")
+    assert count_frames(clip) == 12 and info.duration == pytest.approx(1.0, abs=0.1)
+    assert frames_to_video(frames, tmp_path, 12.0, MediaSettings()) == clip
+    with pytest.raises(ValueError, match="frames must be an IMAGE batch"):
+        frames_to_video(torch.rand(4, 4, 3), tmp_path, 25.0, MediaSettings())
