@@ -342,6 +342,22 @@ def _operator_commands(commands: _Commands) -> None:
     _Commands(tasks).add("register", "put the slash commands (/avatar, /announce) to Discord")
     add_character_parsers(commands.add, lambda tasks: _Commands(tasks).add)
 
+    comfyui = commands.add("comfyui", "ComfyUI: install mouthpiece's node pack")
+    comfy_tasks = comfyui.add_subparsers(dest="comfyui_command", required=True, metavar="TASK")
+    comfy_install = _Commands(comfy_tasks).add(
+        "install",
+        "install the node pack into a ComfyUI",
+        "Installs this mouthpiece into ComfyUI's Python with pip and writes custom_nodes/mouthpiece/ "
+        "(docs/comfyui.md). Tested with ComfyUI 0.3.64.",
+    )
+    comfy_install.add_argument("comfyui", type=Path, help="the ComfyUI folder (holding main.py)")
+    comfy_install.add_argument("--python", type=Path, help="ComfyUI's Python (default: a venv in its folder)")
+    comfy_install.add_argument(
+        "--extras", default="voice", help="mouthpiece extras to install (default: voice)"
+    )
+    comfy_install.add_argument("--editable", action="store_true", help="install this source tree editable")
+    comfy_install.add_argument("--no-pip", action="store_true", help="only write custom_nodes/mouthpiece/")
+
 
 def _character_option(p: argparse.ArgumentParser) -> None:
     p.add_argument(
@@ -1417,6 +1433,12 @@ async def _ingress(settings: Settings) -> int:
     return 0
 
 
+def cmd_comfyui(settings: Settings, args: argparse.Namespace) -> int:
+    from mouthpiece_comfyui.install import main_install
+
+    return main_install(args.comfyui, args.python, args.extras, args.editable, not args.no_pip)
+
+
 def cmd_discord(settings: Settings, args: argparse.Namespace) -> int:
     from pipeline.discord.commands import register
 
@@ -1455,6 +1477,7 @@ COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], int]] = {
     "discord": cmd_discord,
     "console-rotate": cmd_console_rotate,
     "characters": cmd_characters,
+    "comfyui": cmd_comfyui,
 }
 
 

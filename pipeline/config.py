@@ -250,6 +250,11 @@ class FolderSettings(_Part):
         900.0,
         description="an image or video in the inbox waits this long for its voice clip, then gets a note",
     )
+    comfyui_data_dir: Path | None = Field(
+        None,
+        description="working folder of the ComfyUI nodes (their own local buckets); default mouthpiece/ in "
+        "ComfyUI's temp folder",
+    )
 
 
 class ModelSettings(_Part):
@@ -333,6 +338,10 @@ class DiscordSettings(_Part):
     discord_welcome_webhook: SecretStr | None = Field(None, description="channel webhook for welcomes")
     discord_fallback_webhook: SecretStr | None = Field(
         None, description="channel webhook for /avatar results that finish after the 15-minute reply window"
+    )
+    discord_comfyui_webhook: SecretStr | None = Field(
+        None,
+        description="channel webhook of the ComfyUI Notify node when its widget is empty (docs/comfyui.md)",
     )
     discord_announce_roles: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
