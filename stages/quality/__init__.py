@@ -40,7 +40,15 @@ from pipeline.media import (
 from pipeline.stage import ModelCache, StageContext
 from stages.faces.detection import Detection
 from stages.faces.landmarks import Landmarker, dlib_available, face_box
-from stages.quality.analysis import av_offset, confidence_of, flicker, mouth_opening, score, silence_motion
+from stages.quality.analysis import (
+    av_offset,
+    confidence_of,
+    face_shift,
+    flicker,
+    mouth_opening,
+    score,
+    silence_motion,
+)
 from stages.timing import SAMPLE_RATE, normalised_loudness, rms_envelope, speaking_weight, speech_regions
 
 ANALYSIS_SIDE = 640
@@ -51,6 +59,8 @@ OUTSIDE_FRAMES = 100
 """The change away from the face is measured on the output frames showing the avatar's first 100."""
 FACE_MARGIN = 0.5
 MOUTH_MARGIN = 0.3
+FLICKER_MARGIN = 0.25
+"""Crops for flicker are this much wider (of the mouth box) per side, room to align a moving head."""
 SEARCH_EVERY = 10
 """With no face found for ``SEARCH_AFTER`` frames, the whole frame is searched only every 10th frame (a
 video without a face costs little)."""
@@ -154,7 +164,9 @@ class _Series:
         self.scale = scale
         self.outside: list[float] = []
         self.flicker: list[float] = []
-        self.window: deque[tuple[np.ndarray, tuple[int, int, int, int] | None]] = deque(maxlen=3)
+        self.window: deque[tuple[np.ndarray, tuple[int, int, int, int] | None, np.ndarray | None]] = deque(
+            maxlen=3
+        )
 
     def add(self, i: int, grey: np.ndarray, points: np.ndarray | None, source: Source | None) -> None:
         mouth_box = None
@@ -165,14 +177,31 @@ class _Series:
             mouth_box = self._mouth_of_box(source[1], grey.shape)
             x1, y1, x2, y2 = mouth_box
             self.mouth[i] = 255.0 - float(grey[y1:y2, x1:x2].mean())  # darker: more open
-        self.window.append((grey, mouth_box))
+        self.window.append((grey, mouth_box, points))
         if len(self.window) == 3 and self.window[1][1] is not None:
-            x1, y1, x2, y2 = self.window[1][1]
-            crops = [g[y1:y2, x1:x2] for g, _ in self.window]
-            if crops[1].size:
-                self.flicker.append(flicker(*crops))
+            self._flicker()
         if source is not None and source[0] is not None:
             self.outside.append(self._outside(grey, points, source[0], source[1]))
+
+    def _flicker(self) -> None:
+        """Flicker of the middle frame of the window, in its mouth box grown by ``FLICKER_MARGIN``
+        (room to move the neighbours back by the face's motion, when landmarks say what it was)."""
+        now, box, points = self.window[1]
+        earlier, later = self.window[0][2], self.window[2][2]
+        assert box is not None
+        x1, y1, x2, y2 = box
+        h, w = now.shape[:2]
+        m = round(FLICKER_MARGIN * (x2 - x1))
+        if points is None or earlier is None or later is None:
+            m = 0
+        if x1 - m < 0 or y1 - m < 0 or x2 + m > w or y2 + m > h or x2 <= x1 or y2 <= y1:
+            return
+        crops = [g[y1 - m : y2 + m, x1 - m : x2 + m] for g, _, _ in self.window]
+        shifts = ((0.0, 0.0), (0.0, 0.0))
+        if m:
+            assert points is not None and earlier is not None and later is not None
+            shifts = (face_shift(points, earlier), face_shift(points, later))
+        self.flicker.append(flicker(*crops, margin=m, shifts=shifts))
 
     def _mouth_of_box(self, face: FaceFrame, shape: tuple[int, ...]) -> tuple[int, int, int, int]:
         x1, y1, x2, y2 = face.box

@@ -10,8 +10,9 @@
   speech to compare with.
 * ``silence_motion``: the spread of the mouth opening inside pauses over its spread inside speech (0:
   still in pauses; 1: moves as much as when talking).
-* ``flicker``: mean absolute second temporal difference of the mouth region (levels of 0..255): jitter
-  that alternates from frame to frame, which smooth motion does not produce.
+* ``flicker``: mean absolute second temporal difference of the mouth region (levels of 0..255), the
+  neighbouring frames first moved back by the face's own motion (a moving head is not flicker): jitter that
+  alternates from frame to frame, which smooth motion does not produce.
 * ``score``: each measure mapped to 0..1 between a good and a bad level (``LIMITS``), the score is the
   worst of them, and each measure under 0.8 adds a sentence to ``problems``. The offset's limits are
   asymmetric, as people's tolerance is (ITU-R BT.1359: sound ahead of the picture is noticed from about
@@ -35,6 +36,8 @@ from pipeline.reports import (
 )
 
 MAX_LAG = 0.5
+MIN_SHIFT = 0.25
+"""Face motion (pixels a frame) under which flicker crops are not moved: landmark jitter, not motion."""
 MIN_CONFIDENCE = 0.15
 
 
@@ -153,10 +156,49 @@ def _median3(x: np.ndarray) -> np.ndarray:
     return out
 
 
-def flicker(before: np.ndarray, now: np.ndarray, after: np.ndarray) -> float:
-    """Mean |now − (before + after) / 2| of three equally shaped grey crops."""
+def flicker(
+    before: np.ndarray,
+    now: np.ndarray,
+    after: np.ndarray,
+    margin: int = 0,
+    shifts: tuple[tuple[float, float], tuple[float, float]] = ((0.0, 0.0), (0.0, 0.0)),
+) -> float:
+    """Mean |now − (before + after) / 2| of three equally shaped grey crops, inside ``margin`` pixels.
+
+    ``shifts``: how far the face moved from ``now`` to ``before`` and to ``after`` (x, y pixels: from the
+    landmarks away from the mouth); the neighbours are first moved back by it, so a moving head is not
+    counted as flicker. With a margin all three are then lightly blurred alike, so the resampling of
+    the moved ones is not counted either."""
     b, n, a = (x.astype(np.float32) for x in (before, now, after))
+    if margin > 0:
+        import cv2
+
+        b, a = _moved(b, shifts[0]), _moved(a, shifts[1])
+        b, n, a = (cv2.GaussianBlur(x, (3, 3), 0) for x in (b, n, a))
+        inner = (slice(margin, n.shape[0] - margin), slice(margin, n.shape[1] - margin))
+        b, n, a = b[inner], n[inner], a[inner]
     return float(np.mean(np.abs(n - 0.5 * (b + a))))
+
+
+def _moved(crop: np.ndarray, shift: tuple[float, float]) -> np.ndarray:
+    """``crop`` whose content moved by ``shift`` moved back (sub-pixel, edges repeated)."""
+    if abs(shift[0]) < MIN_SHIFT and abs(shift[1]) < MIN_SHIFT:
+        return crop
+    import cv2
+
+    matrix = np.float32([[1, 0, -shift[0]], [0, 1, -shift[1]]])
+    h, w = crop.shape[:2]
+    moved: np.ndarray = cv2.warpAffine(
+        crop, matrix, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
+    )
+    return moved
+
+
+def face_shift(before: np.ndarray, after: np.ndarray) -> tuple[float, float]:
+    """How far a face moved between two sets of 68 landmarks: the mean motion of the points away from
+    the mouth (jaw, brows, nose, eyes: 0–47), which speech does not move."""
+    d = np.asarray(after, np.float64)[:48].mean(axis=0) - np.asarray(before, np.float64)[:48].mean(axis=0)
+    return float(d[0]), float(d[1])
 
 
 def score(measures: dict[str, float | None]) -> tuple[float, list[str]]:
