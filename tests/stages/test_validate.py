@@ -501,7 +501,9 @@ def test_a_stream_that_starts_late_in_its_container_keeps_its_moment(
     beep 1.0 s into the voice, the flash on frame 25), not 180 ms (4–5 frames) apart."""
     settings, store = env
     clip = _flash_and_beep(settings, tmp_path, delayed)
-    up = spec_with(store, settings, "jobs/offset", {"clip.mp4": clip}, "audio: clip.mp4\navatars: [clip.mp4]\n")
+    up = spec_with(
+        store, settings, "jobs/offset", {"clip.mp4": clip}, "audio: clip.mp4\navatars: [clip.mp4]\n"
+    )
     [m] = validate(settings, store, up)
     wav, avatar = tmp_path / "voice.wav", tmp_path / "avatar.mp4"
     store.download(settings.bucket_work, m.artifacts["audio"].key, wav)

@@ -76,7 +76,7 @@ def test_face_shift_ignores_the_mouth() -> None:
     talking = points.copy()
     talking[48:68, 1] += 6.0
     assert face_shift(points, talking) == (0.0, 0.0)
-    assert face_shift(points, points + [3.0, -2.0]) == pytest.approx((3.0, -2.0))
+    assert face_shift(points, points + np.array([3.0, -2.0])) == pytest.approx((3.0, -2.0))
 
 
 def test_offset_limits_are_asymmetric_as_people_are() -> None:
