@@ -31,9 +31,9 @@ def offset_judgement(offset_ms: float) -> str:
     acceptable = ACCEPTABLE_EARLY_MS if early else ACCEPTABLE_LATE_MS
     side = "early" if early else "late"
     if abs(offset_ms) <= noticed:
-        return f"viewers do not notice that (they do from about {noticed:.0f} ms {side})"
+        return f"viewers do not notice that before about {noticed:.0f} ms {side}"
     if abs(offset_ms) <= acceptable:
-        return f"noticeable, still acceptable (to about {acceptable:.0f} ms {side})"
+        return f"noticeable, still acceptable up to about {acceptable:.0f} ms {side}"
     return f"not acceptable: viewers accept at most about {acceptable:.0f} ms {side}"
 
 
@@ -52,8 +52,8 @@ def quality_sentences(report: QualityReport) -> list[str]:
     lines = []
     if report.offset_ms is not None:
         lines.append(
-            f"Sync: {offset_words(report.offset_ms)} ({offset_judgement(report.offset_ms)}); "
-            f"confidence {report.offset_confidence:.2f}."
+            f"Sync: {offset_words(report.offset_ms)}; {offset_judgement(report.offset_ms)} "
+            f"(confidence {report.offset_confidence:.2f})."
         )
     elif report.frames and not report.face_frames:
         lines.append("Sync: not measured: no face was found on any frame.")

@@ -100,7 +100,8 @@ def measure(
             series.add(i, pixels(), None, _next(source))
     audio = aligned_audio(video) if sound is None else sound
     spans = list(speech) if speech is not None else speech_regions(audio)
-    return _report(series, audio, spans, fps, stream_seconds(video), threshold, landmarker is not None)
+    seconds = stream_seconds(video) if sound is None else (n / fps, len(sound) / SAMPLE_RATE)
+    return _report(series, audio, spans, fps, seconds, threshold, landmarker is not None)
 
 
 def aligned_audio(video: Path) -> np.ndarray:
