@@ -178,7 +178,9 @@ def test_known_offsets_are_measured_within_20_ms_and_flagged_outside_what_people
     into re-encoded streams: the estimate is within 20 ms of the truth, and the video is flagged exactly
     when the offset is outside ITU-R BT.1359's acceptable window (90 ms early .. 185 ms late). The full
     grid is in bench/bench_quality.py."""
-    report = measure(delayed(talking_video, shift_ms / 1000, tmp_path, baked=baked), landmarker=DlibDetector())
+    report = measure(
+        delayed(talking_video, shift_ms / 1000, tmp_path, baked=baked), landmarker=DlibDetector()
+    )
     assert report.offset_ms == pytest.approx(shift_ms, abs=20.0), report
     assert report.flagged is flagged and report.offset_confidence > 0.8
     word = "early" if shift_ms < 0 else "late"
@@ -186,7 +188,9 @@ def test_known_offsets_are_measured_within_20_ms_and_flagged_outside_what_people
 
 
 @pytest.mark.slow
-def test_a_moving_head_is_followed_without_drift_or_false_flicker(talking_video: Path, tmp_path: Path) -> None:
+def test_a_moving_head_is_followed_without_drift_or_false_flicker(
+    talking_video: Path, tmp_path: Path
+) -> None:
     """The talking render panned and tilted by ffmpeg (the head sweeps ±40 px, up to 4 px a frame): a
     face on every frame, the offset still within 20 ms, the mouth still in pauses, no flicker counted
     for the motion, not flagged."""
