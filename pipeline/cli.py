@@ -627,7 +627,10 @@ def _details(stack: Stack, status: JobStatus) -> list[str]:
         return []
     records = read_records(stack.store, stack.settings, status.job_id)
     failed = [r for r in records if r.state == State.failed and r.reason]
-    return list(dict.fromkeys(f"{r.stage}: {r.reason}" for r in failed))
+    told = status.reason or ""  # the status already says the first failure's reason (for_operators)
+    return list(
+        dict.fromkeys(f"{r.stage}: {r.reason}" for r in failed if r.reason[1:].strip(" .") not in told)
+    )
 
 
 async def _submit_and_wait(

@@ -35,6 +35,7 @@ import structlog
 
 from pipeline.config import Settings
 from pipeline.errors import ConfigError
+from pipeline.messages import install_command
 from pipeline.stage import sha256_file
 
 log = structlog.get_logger("mouthpiece.models")
@@ -42,7 +43,7 @@ log = structlog.get_logger("mouthpiece.models")
 FACE_ALIGNMENT_URL = "https://www.adrianbulat.com/downloads/python-fan/"
 FACE_RESTORATION_FILE = "face_restoration.pt"
 CHUNK = 1 << 20
-NEURAL_EXTRA = "pip install 'mouthpiece[neural]'"
+NEURAL_EXTRA = install_command("neural")
 DEFAULT_JOB = "the default job (viseme renderer, dlib and OpenCV face detection, pocketsphinx timing)"
 PACKAGED = (
     "dlib's landmark model (face-recognition-models), OpenCV's Haar cascades and pocketsphinx's English "

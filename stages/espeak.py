@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.errors import ConfigError, EspeakMissing
+from pipeline.messages import install_command
 
 # espeak_AUDIO_OUTPUT, espeak_PARAMETER, espeak_POSITION_TYPE and flag values (speak_lib.h)
 AUDIO_OUTPUT_SYNCHRONOUS = 2
@@ -67,7 +68,7 @@ def library() -> Library:
         import espeakng_loader
     except ImportError as exc:
         raise EspeakMissing(
-            "eSpeak NG is not installed: install mouthpiece with the 'voice' extra (pip install 'mouthpiece[voice]')"
+            f"eSpeak NG is not installed: install mouthpiece with the 'voice' extra ({install_command('voice')})"
         ) from exc
     try:
         lib = ctypes.CDLL(espeakng_loader.get_library_path())

