@@ -48,7 +48,7 @@ from pipeline.logs import configure_logging
 from pipeline.messages import users_fault
 from pipeline.metrics import Metrics
 from pipeline.registry import check_chain
-from pipeline.reports import quality_sentences, verdict
+from pipeline.reports import offset_words, quality_sentences, verdict
 from pipeline.specfile import job_options
 from pipeline.stack import Stack, running_stack, stop_on_signals
 from pipeline.status import job_status, read_records
@@ -947,10 +947,10 @@ def _describe(status: JobStatus) -> str:
 
 
 def _quality_line(quality: QualitySummary) -> str:
-    """``0.93`` or ``0.41 FLAGGED (the voice comes 180 ms after the mouth moves)``, with the offset."""
+    """``0.93, the voice is 6 ms late`` or ``0.41, the voice is 200 ms late FLAGGED (<the problems>)``."""
     text = f"{quality.score:.2f}"
     if quality.offset_ms is not None:
-        text += f", audio offset {quality.offset_ms:+.0f} ms"
+        text += f", {offset_words(quality.offset_ms)}"
     if quality.flagged:
         text += " FLAGGED"
     if quality.problems:

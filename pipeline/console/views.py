@@ -13,11 +13,21 @@ from typing import Any
 from pydantic import ValidationError
 
 from pipeline.config import Settings
-from pipeline.contracts import DeadLetter, JobRecord, JobSpec, JobStatus, Run, StageRecord, State
+from pipeline.contracts import (
+    DeadLetter,
+    JobRecord,
+    JobSpec,
+    JobStatus,
+    QualityReport,
+    Run,
+    StageRecord,
+    State,
+)
 from pipeline.errors import MouthpieceError, ObjectNotFound
 from pipeline.keys import resolve_relative
 from pipeline.messages import for_operators
 from pipeline.models import find_model, known_models
+from pipeline.reports import quality_sentences
 from pipeline.status import JOB_TASK, read_job, read_records, read_spec, status_from
 from pipeline.storage.base import ObjectStore
 
@@ -223,6 +233,15 @@ def _quality(
             if isinstance(data, dict):
                 return data
     return None
+
+
+def quality_text(report: dict[str, Any]) -> list[str]:
+    """The quality report as sentences with its figures (``pipeline.reports``); none for a file that
+    is not a report this version reads (the raw rows still show it)."""
+    try:
+        return quality_sentences(QualityReport.model_validate(report))
+    except ValidationError:
+        return []
 
 
 def flatten(report: dict[str, Any], prefix: str = "") -> list[tuple[str, str]]:
