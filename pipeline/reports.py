@@ -24,6 +24,24 @@ def offset_words(offset_ms: float) -> str:
     return f"the voice is {abs(offset_ms):.0f} ms {'late' if offset_ms > 0 else 'early'}"
 
 
+MOUTH_STILL = "the mouth hardly moves while the voice speaks"
+NOT_FOLLOWING = "the mouth does not follow the voice"
+SYNC_PROBLEMS = (MOUTH_STILL, NOT_FOLLOWING)
+"""How the sentences of a video whose lips do not sync at all begin (no offset can be given then)."""
+
+
+def mouth_still_sentence(spread: float) -> str:
+    """The problem of a mouth that does not move with speech (``spread``: its opening's spread)."""
+    return f"{MOUTH_STILL} (its opening varies by {spread:.3f} of its width; talking mouths by 0.03 or more)"
+
+
+def not_following_sentence(confidence: float) -> str:
+    """The problem of a mouth that moves, but not with the voice."""
+    return (
+        f"{NOT_FOLLOWING} (its motion matches the voice's loudness at no delay: confidence {confidence:.2f})"
+    )
+
+
 def offset_judgement(offset_ms: float) -> str:
     """How viewers take an offset: unnoticed, noticeable but acceptable, or not acceptable."""
     early = offset_ms < 0
@@ -55,6 +73,8 @@ def quality_sentences(report: QualityReport) -> list[str]:
             f"Sync: {offset_words(report.offset_ms)}; {offset_judgement(report.offset_ms)} "
             f"(confidence {report.offset_confidence:.2f})."
         )
+    elif failed := [p for p in report.problems if p.startswith(SYNC_PROBLEMS)]:
+        lines.append(f"Sync: {failed[0]}.")
     elif report.frames and not report.face_frames:
         lines.append("Sync: not measured: no face was found on any frame.")
     else:

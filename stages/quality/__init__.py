@@ -37,10 +37,12 @@ from pipeline.media import (
     stream_seconds,
     stream_starts,
 )
+from pipeline.reports import MOUTH_STILL
 from pipeline.stage import ModelCache, StageContext
 from stages.faces.detection import Detection
 from stages.faces.landmarks import Landmarker, dlib_available, face_box
 from stages.quality.analysis import (
+    SYNC_READABLE,
     av_offset,
     confidence_of,
     face_shift,
@@ -48,12 +50,14 @@ from stages.quality.analysis import (
     mouth_opening,
     score,
     silence_motion,
+    sync_failure,
 )
 from stages.timing import SAMPLE_RATE, normalised_loudness, rms_envelope, speaking_weight, speech_regions
 
 ANALYSIS_SIDE = 640
-MIN_OFFSET_CONFIDENCE = 0.3
-"""Under this confidence the offset is not reported (nor scored)."""
+MIN_OFFSET_CONFIDENCE = SYNC_READABLE
+"""Under this confidence the offset is not reported (nor scored): a correlation peak under 0.25 with a
+face on every frame and enough speech; in-sync renders reach 0.65 or more."""
 OUTSIDE_SIDE = 192
 OUTSIDE_FRAMES = 100
 """The change away from the face is measured on the output frames showing the avatar's first 100."""
@@ -262,17 +266,24 @@ def _report(
     speaking = speaking_weight(spans, fps, n)
     offset, peak = av_offset(series.mouth, loudness * (speaking > 0), fps)
     face_frames = int(np.sum(~np.isnan(series.mouth)))
-    confidence = confidence_of(peak, face_frames / max(n, 1), float(np.sum(speaking > 0.5)) / fps)
-    if confidence < MIN_OFFSET_CONFIDENCE:
-        offset = None  # too little face or speech to read: no offset rather than a wrong one
+    face_fraction, speech_seconds = face_frames / max(n, 1), float(np.sum(speaking > 0.5)) / fps
+    confidence = confidence_of(peak, face_fraction, speech_seconds)
+    failure = None
+    if landmarks:
+        failure = sync_failure(series.mouth, speaking, confidence, face_fraction, speech_seconds)
+    if confidence < MIN_OFFSET_CONFIDENCE or failure is not None:
+        offset = None  # too little face or speech to read, or lips that do not sync: no offset
+    still = failure is not None and failure.startswith(MOUTH_STILL)
     measures: dict[str, float | None] = {
         "offset_ms": None if offset is None else round(offset * 1000.0, 1),
-        "silence_motion": _rounded(silence_motion(series.mouth, speaking), 3),
+        "silence_motion": None if still else _rounded(silence_motion(series.mouth, speaking), 3),
         "outside_change": _rounded(float(np.mean(series.outside)) if series.outside else None, 2),
         "mouth_flicker": _rounded(float(np.mean(series.flicker)) if series.flicker else None, 2),
         "duration_drift_ms": round((seconds[0] - seconds[1]) * 1000.0, 1),
     }
     value, problems = score(measures)
+    if failure is not None:  # the lips do not sync: whatever else is right, the video is not
+        value, problems = 0.0, [failure, *problems]
     return QualityReport(
         score=round(value, 3),
         flagged=value < threshold,

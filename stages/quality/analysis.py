@@ -32,6 +32,8 @@ from pipeline.reports import (
     ACCEPTABLE_LATE_MS,
     NOTICED_EARLY_MS,
     NOTICED_LATE_MS,
+    mouth_still_sentence,
+    not_following_sentence,
     offset_words,
 )
 
@@ -62,6 +64,12 @@ GOOD_PEAK = 0.5
 """A correlation peak this high (or higher) reads as a clearly readable mouth (confidence 1)."""
 ENOUGH_SPEECH = 3.0
 """Seconds of speech under which the offset's confidence is reduced in proportion."""
+READABLE_FACE = 0.8
+"""A face on this fraction of the frames (and ``ENOUGH_SPEECH``) makes an unreadable sync the video's
+fault: the mouth was there to read, and it did not follow the voice."""
+MIN_MOUTH_MOTION = 0.015
+"""Spread of the mouth opening (inner-lip gap over mouth width) while the voice speaks under which the
+mouth is not moving: landmark jitter on a still mouth is about 0.006; talking renders move 0.03–0.05."""
 
 LIMITS = {
     "offset_ms": LATE,
@@ -125,6 +133,29 @@ def confidence_of(peak: float, face_fraction: float, speech_seconds: float) -> f
     readable = float(np.clip(peak / GOOD_PEAK, 0.0, 1.0))
     speech = float(np.clip(speech_seconds / ENOUGH_SPEECH, 0.0, 1.0))
     return readable * float(np.clip(face_fraction, 0.0, 1.0)) * speech
+
+
+def sync_failure(
+    mouth: np.ndarray, speaking: np.ndarray, confidence: float, face_fraction: float, speech_seconds: float
+) -> str | None:
+    """The sentence saying the lips do not sync (None when they do, or when it cannot be told).
+
+    Told only where it could have been read (a face on ``READABLE_FACE`` of the frames and
+    ``ENOUGH_SPEECH`` seconds of voice): a mouth that hardly moves while the voice speaks, or one that
+    moves but not with the voice (the offset's confidence under ``min_confidence``)."""
+    if face_fraction < READABLE_FACE or speech_seconds < ENOUGH_SPEECH:
+        return None
+    m = _median3(np.asarray(mouth, np.float64))
+    talking = m[(speaking > 0.99) & ~np.isnan(m)]
+    if len(talking) >= 5 and float(np.std(talking)) < MIN_MOUTH_MOTION:
+        return mouth_still_sentence(float(np.std(talking)))
+    if confidence < SYNC_READABLE:
+        return not_following_sentence(confidence)
+    return None
+
+
+SYNC_READABLE = 0.5
+"""Confidence under which no offset is reported (a correlation peak under 0.25 with a face and speech)."""
 
 
 def silence_motion(mouth: np.ndarray, speaking: np.ndarray, margin: int = 3) -> float | None:

@@ -6,7 +6,15 @@ import cv2
 import numpy as np
 import pytest
 
-from stages.quality.analysis import av_offset, confidence_of, face_shift, flicker, score, silence_motion
+from stages.quality.analysis import (
+    av_offset,
+    confidence_of,
+    face_shift,
+    flicker,
+    score,
+    silence_motion,
+    sync_failure,
+)
 
 FPS = 25.0
 
@@ -108,3 +116,18 @@ def test_score_is_the_worst_measure_with_reasons() -> None:
     assert problems == ["the voice is 150 ms late (sound behind the picture is acceptable to about 185 ms)"]
     _, problems = score({"offset_ms": -120.0})
     assert problems == ["the voice is 120 ms early (sound ahead of the picture is acceptable to about 90 ms)"]
+
+
+def test_lips_that_do_not_sync_are_told_only_where_they_could_be_read() -> None:
+    """A mouth still while the voice speaks, or moving without the voice (low confidence), is a sync
+    failure with a face on most frames and seconds of speech; with the face on half the frames, or a
+    second of speech, nothing is claimed."""
+    t = np.arange(300)
+    speaking = ((t // 50) % 2 == 0).astype(np.float32)
+    still = 0.1 + 0.004 * np.sin(t * 1.7)
+    talking = 0.1 + 0.05 * np.abs(np.sin(t / 2.0))
+    assert (sync_failure(still, speaking, 1.0, 1.0, 6.0) or "").startswith("the mouth hardly moves")
+    assert (sync_failure(talking, speaking, 0.3, 1.0, 6.0) or "").startswith("the mouth does not follow")
+    assert sync_failure(talking, speaking, 0.9, 1.0, 6.0) is None
+    assert sync_failure(still, speaking, 1.0, 0.5, 6.0) is None
+    assert sync_failure(talking, speaking, 0.3, 1.0, 1.0) is None

@@ -263,3 +263,23 @@ def test_any_video_is_assessed_from_the_command_line(talking_video: Path, tmp_pa
         assert main(["--data-dir", str(tmp_path / "d"), "assess", str(silent), "--audio", str(voice)]) == 0
     assert "Verdict: fine" in capture.read_text()
     assert main(["--data-dir", str(tmp_path / "d"), "assess", str(ASSETS_DIR / "astronaut.png")]) == 2
+
+
+@pytest.mark.slow
+def test_lips_that_do_not_sync_are_flagged_and_said(talking_video: Path, tmp_path: Path) -> None:
+    """A still photo under a voice (the mouth never moves) and a talking render whose voice is 3 s off
+    (beyond any offset a delay explains): no offset is given, the sentence says what is wrong, flagged."""
+    settings = load_settings(None, data_dir=tmp_path)
+    still = tmp_path / "still.mp4"
+    subprocess.run(
+        [ffmpeg_binary(settings), "-v", "error", "-loop", "1", "-i", str(ASSETS_DIR / "astronaut.png"),
+         "-i", str(ASSETS_DIR / "jfk.flac"), "-t", "8", "-r", "25", "-c:v", "libx264", "-pix_fmt", "yuv420p",
+         "-c:a", "aac", str(still)],
+        check=True,
+    )  # fmt: skip
+    report = measure(still, landmarker=DlibDetector())
+    assert report.flagged and report.offset_ms is None and report.silence_motion is None
+    assert report.problems[0].startswith("the mouth hardly moves while the voice speaks")
+    report = measure(delayed(talking_video, 3.0, tmp_path, baked=True), landmarker=DlibDetector())
+    assert report.flagged and report.offset_ms is None
+    assert report.problems[0].startswith("the mouth does not follow the voice")
