@@ -125,7 +125,7 @@ def test_lips_that_do_not_sync_are_told_only_where_they_could_be_read() -> None:
     t = np.arange(300)
     speaking = ((t // 50) % 2 == 0).astype(np.float32)
     still = 0.1 + 0.004 * np.sin(t * 1.7)
-    talking = 0.1 + 0.05 * np.abs(np.sin(t / 2.0))
+    talking = 0.1 + 0.1 * np.abs(np.sin(t / 4.0))
     assert (sync_failure(still, speaking, 1.0, 1.0, 6.0) or "").startswith("the mouth hardly moves")
     assert (sync_failure(talking, speaking, 0.3, 1.0, 6.0) or "").startswith("the mouth does not follow")
     assert sync_failure(talking, speaking, 0.9, 1.0, 6.0) is None
