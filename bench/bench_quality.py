@@ -29,7 +29,9 @@ import contextlib
 import io
 import tempfile
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import cv2
@@ -175,10 +177,10 @@ def landmark_costs(clip: Path, renders: list[Render]) -> None:
     frames = [pixels() for pixels in decode_lazily(clip, grey=True)]
     n = len(frames)
     started = time.process_time()
-    every = [p for _, p in landmarks_every_frame((lambda f=f: f for f in frames), n, detector)]
+    every = [p for _, p in landmarks_every_frame(_lazy(frames), n, detector)]
     per_frame = (time.process_time() - started) * 1000 / n
     started = time.process_time()
-    tracked = [s.found for s in follow_faces((lambda f=f: f for f in frames), n, detector, detect_every=25)]
+    tracked = [s.found for s in follow_faces(_lazy(frames), n, detector, detect_every=25)]
     tracker = (time.process_time() - started) * 1000 / n
     drift = [
         float(np.hypot(*(a[48:68].mean(axis=0) - b[0].landmarks[48:68].mean(axis=0))))
@@ -200,6 +202,11 @@ def landmark_costs(clip: Path, renders: list[Render]) -> None:
         print(
             f"  {r.name}: {_pause_motion(r.video, detector, False):.2f} vs {_pause_motion(r.video, detector, True):.2f}"
         )
+
+
+def _lazy(frames: list[np.ndarray]) -> Iterator[Callable[[], np.ndarray]]:
+    """Decoded frames as the lazy frames the landmark code takes."""
+    return (partial(np.asarray, f) for f in frames)
 
 
 def _pause_motion(video: Path, detector: DlibDetector, old: bool) -> float:

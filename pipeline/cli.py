@@ -629,7 +629,9 @@ def _details(stack: Stack, status: JobStatus) -> list[str]:
     failed = [r for r in records if r.state == State.failed and r.reason]
     told = status.reason or ""  # the status already says the first failure's reason (for_operators)
     return list(
-        dict.fromkeys(f"{r.stage}: {r.reason}" for r in failed if r.reason[1:].strip(" .") not in told)
+        dict.fromkeys(
+            f"{r.stage}: {r.reason}" for r in failed if (r.reason or "")[1:].strip(" .") not in told
+        )
     )
 
 

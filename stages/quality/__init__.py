@@ -206,7 +206,7 @@ class _Series:
         if m:
             assert points is not None and earlier is not None and later is not None
             shifts = (face_shift(points, earlier), face_shift(points, later))
-        self.flicker.append(flicker(*crops, margin=m, shifts=shifts))
+        self.flicker.append(flicker(crops[0], crops[1], crops[2], margin=m, shifts=shifts))
 
     def _mouth_of_box(self, face: FaceFrame, shape: tuple[int, ...]) -> tuple[int, int, int, int]:
         x1, y1, x2, y2 = face.box

@@ -200,12 +200,12 @@ def flicker(
     landmarks away from the mouth); the neighbours are first moved back by it, so a moving head is not
     counted as flicker. With a margin all three are then lightly blurred alike, so the resampling of
     the moved ones is not counted either."""
-    b, n, a = (x.astype(np.float32) for x in (before, now, after))
+    b, n, a = (np.asarray(x, np.float32) for x in (before, now, after))
     if margin > 0:
         import cv2
 
         b, a = _moved(b, shifts[0]), _moved(a, shifts[1])
-        b, n, a = (cv2.GaussianBlur(x, (3, 3), 0) for x in (b, n, a))
+        b, n, a = (np.asarray(cv2.GaussianBlur(x, (3, 3), 0), np.float32) for x in (b, n, a))
         inner = (slice(margin, n.shape[0] - margin), slice(margin, n.shape[1] - margin))
         b, n, a = b[inner], n[inner], a[inner]
     return float(np.mean(np.abs(n - 0.5 * (b + a))))
@@ -217,12 +217,10 @@ def _moved(crop: np.ndarray, shift: tuple[float, float]) -> np.ndarray:
         return crop
     import cv2
 
-    matrix = np.float32([[1, 0, -shift[0]], [0, 1, -shift[1]]])
+    matrix = np.array([[1, 0, -shift[0]], [0, 1, -shift[1]]], np.float32)
     h, w = crop.shape[:2]
-    moved: np.ndarray = cv2.warpAffine(
-        crop, matrix, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
-    )
-    return moved
+    moved = cv2.warpAffine(crop, matrix, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    return np.asarray(moved, np.float32)
 
 
 def face_shift(before: np.ndarray, after: np.ndarray) -> tuple[float, float]:
