@@ -1,18 +1,23 @@
 """The quality report of a finished video: measured on the video file itself, without model weights.
 
-``measure(video, ...)`` decodes the video (scaled so no side exceeds ``ANALYSIS_SIDE``) and its audio
-track, follows the face with the offline landmark tier (``stages.faces.tracker``), and computes the
-measures of ``analysis``: the audio–video offset, mouth motion in the pauses (the job's ``SpeechTiming``
-when it has one stored, else found in the video's own audio by loudness, as ``stages.timing``
-does), flicker around the mouth, the change away from the face against the avatar the video was made
-from (``source``: its frames in output order; the face box grown by ``FACE_MARGIN`` of its width is
-left out; on the frames showing the avatar's first ``OUTSIDE_FRAMES``), and the difference between the
-video and audio stream lengths. Without dlib the mouth is measured by the darkness of the mouth region of the source's
-face box instead (``method`` says which).
+``measure(video, ...)`` decodes the video (scaled so no side exceeds ``ANALYSIS_SIDE``; luma in full
+range whatever the file's range, so a JPEG avatar and our video compare level for level) and its audio
+track (shifted by the streams' start offsets, as a player plays them), finds the face's 68 landmarks on
+every frame (``landmarks_every_frame``: HOG near the last face, nothing carried over from frame to
+frame, so nothing drifts), and computes the measures of ``analysis``: the audio–video offset and how
+sure it is, whether the lips sync at all, mouth motion in the pauses (the job's ``SpeechTiming`` when
+it has one stored, else found in the video's own audio by loudness, as ``stages.timing`` does),
+flicker around the mouth (with the face's own motion taken out), the change away from the face
+against the avatar the video was made from (``source``: its frames in output order; the face box grown
+by ``FACE_MARGIN`` of its width is left out; on the frames showing the avatar's first
+``OUTSIDE_FRAMES``), and the difference between the video and audio stream lengths. Without dlib the
+mouth is measured by the darkness of the mouth region of the source's face box instead (``method``
+says which).
 
-``assess(ctx, manifest, video, spec, timing)`` is the enhance stage's one call: it gathers the avatar, its face
-track and the job's threshold, measures, logs, and when the job asked for it (``fail_on_low_quality``)
-fails the job for a score under ``min_quality``.
+``assess(ctx, manifest, video, spec, timing)`` is the enhance stage's one call: it gathers the avatar,
+its face track and the job's threshold, measures, logs, and when the job asked for it
+(``fail_on_low_quality``) fails the job for a score under ``min_quality``. ``assess_file(video)`` is
+``mouthpiece assess``: the same report for any video file.
 """
 
 from __future__ import annotations
