@@ -514,3 +514,24 @@ def test_a_stream_that_starts_late_in_its_container_keeps_its_moment(
     brightness = [float(f.mean()) for f in decode_frames(avatar)]
     # 180 ms is 4.5 frames: a delayed picture's flash plays at 1.02 s, half-way between frames 25 and 26
     assert int(np.argmax(brightness)) in ((25,) if delayed == "audio" else (25, 26)) and max(brightness) > 200
+
+
+def test_a_speech_job_this_server_cannot_speak_tells_the_operator_the_fix(
+    env: tuple[Settings, ObjectStore], tmp_path: Path
+) -> None:
+    """A `speech:` job where no voice can speak it (here: Piper forced, no Piper voice for German): the
+    job's status — read by operators (CLI, folder notes, console) — says what is missing and the exact
+    pip command; the public sentence (Discord) keeps only the reference."""
+    from pipeline.errors import ConfigError
+    from pipeline.messages import for_operators, for_people
+
+    settings, store = env
+    settings = settings.model_copy(update={"tts_engine": "piper"})
+    up = upload(
+        store, settings, "jobs/say/job.yaml", b"speech: Guten Morgen zusammen.\noptions: {language: de}\n"
+    )
+    with pytest.raises(ConfigError) as caught:
+        validate(settings, store, up)
+    text = for_operators(caught.value.code, caught.value.reason, "j1")
+    assert "no Piper voice for de" in text and "pip install 'mouthpiece[voice]'" in text, text
+    assert "pip install" not in for_people(caught.value.code, caught.value.reason, "j1")
