@@ -181,19 +181,19 @@ def for_operators(code: str | None, reason: str | None, reference: str) -> str:
     if found.users_fault or code == "cancelled" or not reason:
         return for_people(code, reason, reference)
     text = reason.strip().rstrip(".")
-    if not text[1:2].isupper():  # "the checkpoint ..." → "The checkpoint ...", but "eSpeak" stays
+    first = text.split(" ", 1)[0]
+    if first.isalpha() and first.islower():  # "the checkpoint" → "The checkpoint"; not eSpeak, tts_engine
         text = text[:1].upper() + text[1:]
     text = f"{text} (reference {reference})."
-    fix = (found.fix or LOG_FIX).format(reference=reference)
-    if not _says_the_fix(text, fix):
-        text = f"{text} {fix}"
+    if not _says_a_fix(text):
+        text = f"{text} {(found.fix or LOG_FIX).format(reference=reference)}"
     return text
 
 
-def _says_the_fix(text: str, fix: str) -> bool:
-    """Whether ``text`` already names the fix's command (``pip install ...``, ``mouthpiece models``)."""
+def _says_a_fix(text: str) -> bool:
+    """Whether a reason already names what to run (a ``pip install`` command, a ``mouthpiece`` command)."""
     lowered = text.lower()
-    return any(hint in lowered and hint in fix.lower() for hint in ("pip install", "mouthpiece models"))
+    return "pip install" in lowered or "`mouthpiece " in lowered
 
 
 def discord_text(code: str | None, reason: str | None, reference: str) -> str:
