@@ -191,7 +191,7 @@ def landmark_costs(clip: Path, renders: list[Render]) -> None:
         f"\nlandmarks on the moving clip ({n} frames of {frames[0].shape[1]}x{frames[0].shape[0]}, decoded):"
     )
     print(
-        f"  detected on every frame: {per_frame:.1f} ms a frame, a face on {sum(p is not None for p in every)}"
+        f"  detected on every frame: {per_frame:.1f} ms CPU a frame, a face on {sum(p is not None for p in every)}"
     )
     print(f"  old tracker (a detection every 25 frames): {tracker:.1f} ms CPU a frame; its mouth is "
           f"{np.mean(drift):.1f} px (max {np.max(drift):.1f}) from the per-frame one")  # fmt: skip
