@@ -78,10 +78,11 @@ def is_full_range(frame: Any) -> bool:
     return bool(frame.format.name.startswith("yuvj") or getattr(frame, "color_range", 0) == JPEG_RANGE)
 
 
-def decode_audio(path: Path, rate: int = AUDIO_RATE) -> np.ndarray:
+def decode_audio(path: Path, rate: int = AUDIO_RATE, origin: float = 0.0) -> np.ndarray:
     """The first audio stream of any media file as mono float32 samples at ``rate`` (empty: none).
-    Stream timestamps are honoured: audio that starts late (an offset in the container) is preceded
-    by silence, as a player would play it."""
+    Stream timestamps are honoured: sample 0 is at ``origin`` seconds of the container's timeline (the
+    picture's first frame, for a measure against it); audio that starts later is preceded by silence,
+    audio that starts earlier is cut, as a player would play it against that moment."""
     with av.open(str(path)) as container:
         if not container.streams.audio:
             return np.zeros(0, np.float32)
@@ -95,7 +96,9 @@ def decode_audio(path: Path, rate: int = AUDIO_RATE) -> np.ndarray:
             chunks.extend(r.to_ndarray().reshape(-1) for r in resampler.resample(frame))
         chunks.extend(r.to_ndarray().reshape(-1) for r in resampler.resample(None))
     samples = np.concatenate(chunks).astype(np.float32) if chunks else np.zeros(0, np.float32)
-    lead = max(0, round((start or 0.0) * rate))
+    lead = round(((start or 0.0) - origin) * rate)
+    if lead < 0:
+        return samples[-lead:]
     return np.concatenate([np.zeros(lead, np.float32), samples])
 
 

@@ -117,10 +117,8 @@ def aligned_audio(video: Path) -> np.ndarray:
     """The video's sound as a player plays it against the picture: sample 0 is under the first frame.
     Decoding ignores the frames' own start, so a stream offset in the container (``-itsoffset``, an
     edit list) is applied here: the audio is shifted by (audio start − video start)."""
-    audio = decode_audio(video)  # preceded by silence up to the audio stream's start
     video_start, _ = stream_starts(video)
-    skip = round((video_start or 0.0) * SAMPLE_RATE)
-    return audio[skip:] if skip > 0 else audio
+    return decode_audio(video, origin=video_start or 0.0)  # relative: a TS may start hours in
 
 
 def landmarks_every_frame(
