@@ -89,11 +89,14 @@ def measure(
     speech: Sequence[Span] | None = None,
     n_frames: int | None = None,
     sound: np.ndarray | None = None,
+    lip_sync: bool = True,
 ) -> QualityReport:
     """The quality report of ``video`` (an MP4 with sound); see the module docstring. ``speech``: where
     the voice is (the job's ``SpeechTiming``); None: found in the video's own audio by loudness.
     ``n_frames``: the video's frame count when the caller has counted them already. ``sound``: mono
-    samples at ``SAMPLE_RATE`` to measure against instead of the video's own (sample 0 under frame 0)."""
+    samples at ``SAMPLE_RATE`` to measure against instead of the video's own (sample 0 under frame 0).
+    ``lip_sync``: False for a video made without lip sync (the ``none`` renderer): a mouth that does
+    not follow the voice is then what was asked for, not a problem."""
     info = probe(video)
     n, fps = (count_frames(video) if n_frames is None else n_frames), info.fps or 25.0
     size = bounded_size(info.width, info.height, ANALYSIS_SIDE)
@@ -110,7 +113,8 @@ def measure(
     audio = aligned_audio(video) if sound is None else sound
     spans = list(speech) if speech is not None else speech_regions(audio)
     seconds = stream_seconds(video) if sound is None else (n / fps, len(sound) / SAMPLE_RATE)
-    return _report(series, audio, spans, fps, seconds, threshold, landmarker is not None)
+    landmarks = landmarker is not None
+    return _report(series, audio, spans, fps, seconds, threshold, landmarks, lip_sync)
 
 
 def aligned_audio(video: Path) -> np.ndarray:
@@ -263,6 +267,7 @@ def _report(
     seconds: tuple[float, float],
     threshold: float,
     landmarks: bool,
+    sync_expected: bool = True,
 ) -> QualityReport:
     n = len(series.mouth)
     loudness = normalised_loudness(rms_envelope(audio, SAMPLE_RATE, fps, n))
@@ -276,7 +281,9 @@ def _report(
         failure = sync_failure(series.mouth, speaking, confidence, face_fraction, speech_seconds)
     if confidence < MIN_OFFSET_CONFIDENCE or failure is not None:
         offset = None  # too little face or speech to read, or lips that do not sync: no offset
-    still = failure is not None and failure.startswith(MOUTH_STILL)
+    still = failure is not None and failure.startswith(MOUTH_STILL)  # then pauses tell nothing either
+    if not sync_expected:
+        failure = None  # made without lip sync (the none renderer): not a problem of this video
     measures: dict[str, float | None] = {
         "offset_ms": None if offset is None else round(offset * 1000.0, 1),
         "silence_motion": None if still else _rounded(silence_motion(series.mouth, speaking), 3),
@@ -364,6 +371,7 @@ def assess(
             threshold=options.min_quality,
             speech=speech,
             n_frames=n,
+            lip_sync=options.renderer != "none",  # the none renderer leaves the mouth as it was
         )
     ctx.log.info(
         "quality_measured",

@@ -268,7 +268,8 @@ def test_any_video_is_assessed_from_the_command_line(talking_video: Path, tmp_pa
 @pytest.mark.slow
 def test_lips_that_do_not_sync_are_flagged_and_said(talking_video: Path, tmp_path: Path) -> None:
     """A still photo under a voice (the mouth never moves) and a talking render whose voice is 3 s off
-    (beyond any offset a delay explains): no offset is given, the sentence says what is wrong, flagged."""
+    (beyond any offset a delay explains): no offset is given, the sentence says what is wrong, flagged;
+    a video made without lip sync (``lip_sync=False``: the none renderer) is not blamed for it."""
     settings = load_settings(None, data_dir=tmp_path)
     still = tmp_path / "still.mp4"
     subprocess.run(
@@ -280,6 +281,8 @@ def test_lips_that_do_not_sync_are_flagged_and_said(talking_video: Path, tmp_pat
     report = measure(still, landmarker=DlibDetector())
     assert report.flagged and report.offset_ms is None and report.silence_motion is None
     assert report.problems[0].startswith("the mouth hardly moves while the voice speaks")
+    unsynced = measure(still, landmarker=DlibDetector(), lip_sync=False)  # the none renderer's video
+    assert not any(p.startswith("the mouth") for p in unsynced.problems) and unsynced.silence_motion is None
     report = measure(delayed(talking_video, 3.0, tmp_path, baked=True), landmarker=DlibDetector())
     assert report.flagged and report.offset_ms is None
     assert report.problems[0].startswith("the mouth does not follow the voice")
