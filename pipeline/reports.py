@@ -38,7 +38,8 @@ def mouth_still_sentence(spread: float) -> str:
 def not_following_sentence(confidence: float) -> str:
     """The problem of a mouth that moves, but not with the voice."""
     return (
-        f"{NOT_FOLLOWING} (its motion matches the voice's loudness at no delay: confidence {confidence:.2f})"
+        f"{NOT_FOLLOWING} (no delay within 500 ms either way lines its motion up with the voice: "
+        f"confidence {confidence:.2f})"
     )
 
 
