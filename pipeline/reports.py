@@ -70,9 +70,9 @@ def quality_sentences(report: QualityReport) -> list[str]:
     """The report's measures as sentences with their figures, in the order a person checks a video."""
     lines = []
     if report.offset_ms is not None:
+        judged = f"; {offset_judgement(report.offset_ms)}" if abs(report.offset_ms) >= 0.5 else ""
         lines.append(
-            f"Sync: {offset_words(report.offset_ms)}; {offset_judgement(report.offset_ms)} "
-            f"(confidence {report.offset_confidence:.2f})."
+            f"Sync: {offset_words(report.offset_ms)}{judged} (confidence {report.offset_confidence:.2f})."
         )
     elif failed := [p for p in report.problems if p.startswith(SYNC_PROBLEMS)]:
         lines.append(f"Sync: {failed[0]}.")

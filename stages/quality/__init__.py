@@ -153,7 +153,8 @@ def landmarks_every_frame(
 
 
 def _pick(found: Sequence[Detection], box: tuple[float, float, float, float] | None) -> Detection | None:
-    """The face followed: the one overlapping the previous frame's most, else the largest."""
+    """The face followed: the one overlapping the previous frame's most, else the one the detector is
+    surest of (not the largest: a helmet's reflection can be a larger, weaker false face)."""
     if not found:
         return None
     if box is not None:
@@ -161,7 +162,7 @@ def _pick(found: Sequence[Detection], box: tuple[float, float, float, float] | N
         best = max(found, key=lambda d: d.iou(previous))
         if best.iou(previous) > 0.0:
             return best
-    return max(found, key=lambda d: d.area)
+    return max(found, key=lambda d: (d.confidence, d.area))
 
 
 def _next(source: Iterator[Source] | None) -> Source | None:
