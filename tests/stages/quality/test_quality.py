@@ -286,3 +286,16 @@ def test_lips_that_do_not_sync_are_flagged_and_said(talking_video: Path, tmp_pat
     report = measure(delayed(talking_video, 3.0, tmp_path, baked=True), landmarker=DlibDetector())
     assert report.flagged and report.offset_ms is None
     assert report.problems[0].startswith("the mouth does not follow the voice")
+
+
+def test_the_face_followed_is_the_surest_then_the_same_one() -> None:
+    """With no face followed yet, the detection the detector is surest of is taken, not the largest (a
+    re-encoded astronaut render showed a larger false face, 0.61, in the helmet beside the real one,
+    0.95); afterwards the one overlapping the previous box."""
+    from stages.faces.detection import Detection
+    from stages.quality import _pick
+
+    real, helmet = Detection((179, 83, 266, 170), 0.95), Detection((123, 330, 227, 434), 0.61)
+    assert _pick([helmet, real], None) is real
+    assert _pick([real, helmet], (120, 325, 230, 440)) is helmet
+    assert _pick([], None) is None
