@@ -69,12 +69,12 @@ def test_flicker_does_not_count_a_moving_head() -> None:
     rng = np.random.default_rng(2)
     scene = (rng.random((120, 160)) * 255).astype(np.uint8)
     scene = np.asarray(cv2.GaussianBlur(scene, (5, 5), 0))
-    crops = [scene[20:100, 40 + dx : 120 + dx] for dx in (-4, 0, 4)]  # the face moves left 4 px a frame:
+    before, now, after = (scene[20:100, 40 + dx : 120 + dx] for dx in (-4, 0, 4))  # the face moves left:
     margin, moved = 12, ((4.0, 0.0), (-4.0, 0.0))  # 4 px right of here on the frame before, left after
-    assert flicker(*crops, margin=margin) > 5.0
-    assert flicker(*crops, margin=margin, shifts=moved) < 0.5
-    alternating = [crops[0], np.clip(crops[1].astype(int) + 10, 0, 255).astype(np.uint8), crops[2]]
-    assert flicker(*alternating, margin=margin, shifts=moved) > 8.0
+    assert flicker(before, now, after, margin=margin) > 5.0
+    assert flicker(before, now, after, margin=margin, shifts=moved) < 0.5
+    brighter = np.clip(now.astype(int) + 10, 0, 255).astype(np.uint8)
+    assert flicker(before, brighter, after, margin=margin, shifts=moved) > 8.0
 
 
 def test_face_shift_ignores_the_mouth() -> None:
