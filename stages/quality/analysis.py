@@ -198,17 +198,22 @@ def flicker(
 
     ``shifts``: how far the face moved from ``now`` to ``before`` and to ``after`` (x, y pixels: from the
     landmarks away from the mouth); the neighbours are first moved back by it, so a moving head is not
-    counted as flicker. With a margin all three are then lightly blurred alike, so the resampling of
-    the moved ones is not counted either."""
+    counted as flicker; landmarks that jitter (a drawn face's jaw) can make that move wrong, so the
+    smaller of the moved and unmoved residuals counts (moving back by the right shift only ever
+    lowers it). With a margin all three are lightly blurred alike, so the resampling of the moved ones
+    is not counted either."""
     b, n, a = (np.asarray(x, np.float32) for x in (before, now, after))
-    if margin > 0:
-        import cv2
+    if margin <= 0:
+        return float(np.mean(np.abs(n - 0.5 * (b + a))))
+    import cv2
 
-        b, a = _moved(b, shifts[0]), _moved(a, shifts[1])
-        b, n, a = (np.asarray(cv2.GaussianBlur(x, (3, 3), 0), np.float32) for x in (b, n, a))
-        inner = (slice(margin, n.shape[0] - margin), slice(margin, n.shape[1] - margin))
-        b, n, a = b[inner], n[inner], a[inner]
-    return float(np.mean(np.abs(n - 0.5 * (b + a))))
+    inner = (slice(margin, n.shape[0] - margin), slice(margin, n.shape[1] - margin))
+    blurred = [np.asarray(cv2.GaussianBlur(x, (3, 3), 0), np.float32) for x in (b, _moved(b, shifts[0]), n)]
+    blurred += [np.asarray(cv2.GaussianBlur(x, (3, 3), 0), np.float32) for x in (a, _moved(a, shifts[1]))]
+    still_b, moved_b, sharp_n, still_a, moved_a = (x[inner] for x in blurred)
+    unmoved = float(np.mean(np.abs(sharp_n - 0.5 * (still_b + still_a))))
+    moved = float(np.mean(np.abs(sharp_n - 0.5 * (moved_b + moved_a))))
+    return min(unmoved, moved)
 
 
 def _moved(crop: np.ndarray, shift: tuple[float, float]) -> np.ndarray:
