@@ -1,30 +1,48 @@
 """The one catalogue of sentences people read about failures: Discord replies, folder notes, the
-console and the CLI all take their words from here, chosen by the error's stable ``code``.
+console and the CLI all take their words from here, chosen by the error's stable ``code`` and by who
+reads them.
 
 A failure of the user's input (``InvalidInput`` and its kinds) already carries a reason written for the
 user — it names their file, says what is wrong and what to send instead — so that reason is shown, with
-the catalogue's advice for the code added where the reason has none. Every other failure (our
-environment, a bug, a retry budget used up) is shown as a short sentence with a reference (the job id)
-that operators find in full in their logs and records; its technical reason is never shown to users.
+the catalogue's advice for the code added where the reason has none, to everyone.
+
+Every other failure (the set-up, our environment, a bug, a retry budget used up) is told by audience:
+
+* **operators** (``for_operators``): the CLI, the inbox and outbox notes and ``WHY.txt``, ``status`` and
+  ``status --json``, the console (served on loopback or to signed-in people only) — the person reading
+  runs the server, so they get what happened (the failure's own reason) and the fix (the entry's
+  ``fix``: the extra to install with its exact command, ``mouthpiece models``, the setting);
+* **the public** (``for_people``): Discord members, webhook posts — a short sentence with a reference
+  (the job id); the technical reason is never shown to them.
+
+The log always has the detail. Install commands are written by ``pipeline.install_hint`` alone, so the
+distribution's name is in one place (``pipeline.DISTRIBUTION``).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from pipeline import install_hint
+
 
 @dataclass(frozen=True)
 class Entry:
-    """What the catalogue knows of a code: the sentence for people, and who caused the failure."""
+    """What the catalogue knows of a code: the sentence for the public, who caused the failure, advice
+    for users, and the fix for operators (what to install, run or set)."""
 
     text: str
     users_fault: bool = False
     advice: str = ""
+    fix: str = ""
 
 
 AUDIO_ADVICE = "Send an .mp3, .wav, .ogg, .m4a or .flac voice clip."
 AVATAR_ADVICE = "Send a .png, .jpg or .webp photo, or an .mp4, .mov or .webm video, with a face in it."
 OUR_SIDE = "Something went wrong on our side (reference {reference}). Please try again later."
+MODELS_FIX = "`mouthpiece models` lists the model files, who needs each and where it goes."
+SETTINGS_FIX = "`mouthpiece config` shows the settings as this server runs them."
+LOG_FIX = "The log has the detail: look for job {reference}; `mouthpiece retry {reference}` runs it again."
 
 SPEC_ADVICE = "Fix the job file (JSON or YAML) and send it again."
 FILE_ADVICE = "Send the file itself."
@@ -90,19 +108,26 @@ CATALOGUE: dict[str, Entry] = {
     "spec_not_alone": Entry("A job file names its own files.", True, SPEC_ADVICE),
     # --- the people running it ------------------------------------------------------------------------
     "cancelled": Entry("The job was cancelled."),
-    "config": Entry("This server is not set up to make that video (reference {reference}); tell its admins."),
+    "config": Entry(
+        "This server is not set up to make that video (reference {reference}); tell its admins.",
+        fix=f"{SETTINGS_FIX} {MODELS_FIX}",
+    ),
     "default_avatar_missing": Entry(
-        "This server has no default avatar (reference {reference}); send a photo."
+        "This server has no default avatar (reference {reference}); send a photo.",
+        fix="Run `mouthpiece init` to put the bundled default avatar back, or send a photo with the clip.",
     ),
     "model_missing": Entry(
-        "This server is missing a model file for that (reference {reference}); tell its admins."
+        "This server is missing a model file for that (reference {reference}); tell its admins.",
+        fix=MODELS_FIX + " `mouthpiece models --fetch NAME` downloads one.",
     ),
     "neural_unavailable": Entry(
         "This server cannot run the neural lip-sync renderer (reference {reference}); ask for the default "
-        "renderer, or tell its admins."
+        "renderer, or tell its admins.",
+        fix=f"Install the neural extra: {install_hint('neural')}; or ask for the default renderer.",
     ),
     "tts_unavailable": Entry(
-        "This server cannot speak text (reference {reference}); send a voice clip instead."
+        "This server cannot speak text (reference {reference}); send a voice clip instead.",
+        fix=f"Install the voice extra: {install_hint('voice')}; or send a voice clip instead of text.",
     ),
     "discord_target_malformed": Entry(OUR_SIDE),
     "stage_contract": Entry(OUR_SIDE),
@@ -160,6 +185,29 @@ def _advises(text: str) -> bool:
     """Whether a reason already says what to do (then the catalogue's advice would repeat it)."""
     lowered = f" {text.lower()}"
     return any(f" {word}" in lowered or f"({word}" in lowered for word in ADVICE_WORDS)
+
+
+def for_operators(code: str | None, reason: str | None, reference: str) -> str:
+    """The sentence the person running the server is shown for a failure (module docstring): the
+    user's own mistakes as ``for_people`` says them; everything else as what happened (``reason``) and
+    the fix, with ``reference`` (the job id) to find it in the log."""
+    found = entry(code)
+    if found.users_fault or code == "cancelled" or not reason:
+        return for_people(code, reason, reference)
+    text = reason.strip().rstrip(".")
+    first = text.split(" ", 1)[0]
+    if first.isalpha() and first.islower():  # "the checkpoint" → "The checkpoint"; not eSpeak, tts_engine
+        text = text[:1].upper() + text[1:]
+    text = f"{text} (reference {reference})."
+    if not _says_a_fix(text):
+        text = f"{text} {(found.fix or LOG_FIX).format(reference=reference)}"
+    return text
+
+
+def _says_a_fix(text: str) -> bool:
+    """Whether a reason already names what to run (a ``pip install`` command, a ``mouthpiece`` command)."""
+    lowered = text.lower()
+    return "pip install" in lowered or "`mouthpiece " in lowered
 
 
 def discord_text(code: str | None, reason: str | None, reference: str) -> str:

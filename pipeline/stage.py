@@ -28,7 +28,7 @@ from pydantic import BaseModel, ValidationError
 
 from pipeline import install_hint
 from pipeline.config import Settings
-from pipeline.contracts import ArtifactRef, JobSpec, Manifest
+from pipeline.contracts import ArtifactRef, JobSpec, Manifest, QualityReport
 from pipeline.errors import (
     ConfigError,
     MouthpieceError,
@@ -324,3 +324,10 @@ def speech_unavailable() -> str | None:
     if importlib.import_module("stages.tts").engine_installed():
         return None
     return f"text to speech needs the voice extra ({install_hint('voice')})"
+
+
+def video_assessor() -> Callable[..., QualityReport]:
+    """The quality report of any video file (``stages.quality.assess_file``; the ``assess`` command),
+    imported on first use like the stages."""
+    assessor: Callable[..., QualityReport] = importlib.import_module("stages.quality").assess_file
+    return assessor

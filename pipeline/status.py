@@ -33,7 +33,7 @@ from pipeline.keys import (
     spec_key,
     status_key,
 )
-from pipeline.messages import for_people
+from pipeline.messages import for_operators, for_people
 from pipeline.storage.base import ObjectStore
 
 JOB_TASK = "job"
@@ -197,7 +197,7 @@ def _fold_task(records: list[StageRecord], chain: list[str]) -> TaskStatus:
     attempts = max(r.attempt for r in records)
     ended = next((r for r in records if r.state in (State.failed, State.cancelled)), None)
     if ended is not None:
-        reason = for_people(ended.code, ended.reason, ended.job_id)
+        reason = for_operators(ended.code, ended.reason, ended.job_id)  # status: read by operators
         return TaskStatus(
             state=ended.state, stage=ended.stage, reason=reason, code=ended.code, attempts=attempts
         )

@@ -182,7 +182,7 @@ def _voice(
 
 
 def _normalized_audio(ctx: StageContext, src: Path, digest: str, name: str) -> tuple[ArtifactRef, float]:
-    cache_key = media_cache_key(f"{digest}-a16k", "audio.wav")
+    cache_key = media_cache_key(f"{digest}-a16k-t0", "audio.wav")  # t0: start offsets kept
     ref = ctx.cached(cache_key, "audio/wav")
     if ref is None:
         wav = ctx.workdir / "audio.wav"
@@ -252,8 +252,8 @@ def _avatar(ctx: StageContext, key: str, audio_seconds: float) -> tuple[Artifact
         )
     src, digest, name = _fetch_input(ctx, key, "avatar")
     sizes = f"{ctx.settings.max_side}" + (f"-h{ctx.settings.min_height}" if ctx.settings.min_height else "")
-    cache_key = media_cache_key(f"{digest}-v{ctx.settings.fps:g}-{sizes}", "avatar.mp4")
-    info_key = media_cache_key(f"{digest}-v{ctx.settings.fps:g}-{sizes}", "info.json")
+    cache_key = media_cache_key(f"{digest}-v{ctx.settings.fps:g}-{sizes}-t0", "avatar.mp4")
+    info_key = media_cache_key(f"{digest}-v{ctx.settings.fps:g}-{sizes}-t0", "info.json")
     ref = ctx.cached(cache_key, "video/mp4")
     if ref is not None and (cached := ctx.cached(info_key)) is not None:
         media = MediaInfo.model_validate_json(ctx.store.get(cached.bucket, cached.key))

@@ -144,7 +144,8 @@ def test_render_with_a_wav2lip_checkpoint_in_upstream_format(tmp_path: Path, ass
         str(out),
     ]
     result = run_cli(args, tmp_path)
-    assert result.returncode == 0, result.stderr[-3000:]
+    # random weights draw no real mouth: the quality report may flag the video (exit 3); it is written
+    assert result.returncode in (0, 3), result.stderr[-3000:]
     assert abs(probe(out).duration - 2.5) <= 0.1
 
 

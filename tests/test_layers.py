@@ -17,7 +17,7 @@ LAYERS: dict[str, int] = {
     # 1: contracts
     "contracts": 1,
     # 2: pure helpers on contracts
-    "owner": 2, "devices": 2, "keys": 2, "specfile": 2, "faults": 2, "logs": 2, "media.__init__": 2, "media.run": 2, "media.probe": 2, "media.decode": 2, "media.normalize": 2,
+    "owner": 2, "devices": 2, "keys": 2, "specfile": 2, "faults": 2, "logs": 2, "media.__init__": 2, "media.run": 2, "media.probe": 2, "media.decode": 2, "media.normalize": 2, "reports": 2,
     "media.encode": 2, "media.finish": 2, "media.sniff": 2, "bus.natsserver": 2,
     # 3: the bus, the stores, events
     "bus.__init__": 3, "bus.memory": 3, "events": 3, "storage.local": 3, "storage.s3": 3, "storage.emitting": 3,

@@ -14,7 +14,7 @@ from starlette.responses import (
 
 from pipeline.console.base import NOTES, ConsoleBase, _field, _int, _next, _valid_id
 from pipeline.console.characters import character_names
-from pipeline.console.views import flatten
+from pipeline.console.views import flatten, quality_text
 from pipeline.contracts import State
 
 
@@ -56,6 +56,7 @@ class Pages(ConsoleBase):
             "job_id": job_id,
             "summary": self.index.get(job_id),
             "quality_rows": flatten(view.quality) if view.quality else [],
+            "quality_text": quality_text(view.quality) if view.quality else [],
             "can_retry": self.announcer is not None and view.status.state == State.failed,
             "note": NOTES.get(request.query_params.get("note", "")),
             "now": datetime.now(UTC),

@@ -20,6 +20,7 @@ from pipeline.contracts import (
     JobRecord,
     JobSpec,
     JobStatus,
+    QualityReport,
     Run,
     StageRecord,
     State,
@@ -27,8 +28,9 @@ from pipeline.contracts import (
 )
 from pipeline.errors import MouthpieceError, ObjectNotFound
 from pipeline.keys import resolve_relative
-from pipeline.messages import for_people
+from pipeline.messages import for_operators
 from pipeline.modelfiles import find_model, known_models
+from pipeline.reports import quality_sentences
 from pipeline.status import JOB_TASK, read_job, read_records, read_spec, status_from
 from pipeline.storage.base import ObjectStore
 
@@ -189,7 +191,7 @@ def _box(
     elif record.state == State.done:
         box.seconds = record.seconds
     elif record.state in (State.failed, State.cancelled):
-        box.reason = for_people(record.code, record.reason, job_id)
+        box.reason = for_operators(record.code, record.reason, job_id)
     elif record.state == State.queued and blocked:
         box.state = "skipped"
     return box
@@ -234,6 +236,15 @@ def _quality(
             if isinstance(data, dict):
                 return data
     return None
+
+
+def quality_text(report: dict[str, Any]) -> list[str]:
+    """The quality report as sentences with its figures (``pipeline.reports``); none for a file that
+    is not a report this version reads (the raw rows still show it)."""
+    try:
+        return quality_sentences(QualityReport.model_validate(report))
+    except ValidationError:
+        return []
 
 
 def flatten(report: dict[str, Any], prefix: str = "") -> list[tuple[str, str]]:

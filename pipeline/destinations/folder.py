@@ -16,7 +16,7 @@ from pipeline.contracts import Destination, FolderDestination
 from pipeline.destinations import output_folder
 from pipeline.destinations.base import Delivery, Intent, Publication, safe_name
 from pipeline.errors import ConfigError, InvalidInput
-from pipeline.messages import for_people
+from pipeline.messages import for_operators
 from pipeline.stage import sha256_file
 from pipeline.status import read_job
 
@@ -46,7 +46,8 @@ class FolderTarget:
         reason: str | None,
     ) -> None:
         if isinstance(destination, FolderDestination):
-            write_failure_note(settings, destination, name, job_id, for_people(code, reason, job_id))
+            note = for_operators(code, reason, job_id)  # the folders are the operator's own
+            write_failure_note(settings, destination, name, job_id, note)
 
 
 def folder_of(settings: Settings, destination: FolderDestination) -> Path:

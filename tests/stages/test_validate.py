@@ -538,3 +538,78 @@ def test_small_photo_is_enlarged_to_the_minimum_height(tmp_path: Path, assets: P
         if upscaled:  # Lanczos keeps edges: far from a nearest-neighbour copy's 2-pixel steps
             steps = np.abs(np.diff(frame.astype(int), axis=1)).sum(axis=2)
             assert np.mean(steps[:, 1::2] == 0) < 0.5
+
+
+def _flash_and_beep(settings: Settings, folder: Path, delayed: str) -> Path:
+    """A 3 s clip whose picture flashes white and whose sound beeps at the same moment, 1.0 s into the
+    container, with the ``delayed`` stream ("audio" or "video") starting 0.18 s late in the container
+    (``-itsoffset``: an edit list, as phones write): its own flash or beep is 0.18 s earlier in it."""
+    import subprocess
+
+    from pipeline.media import ffmpeg_binary
+
+    at = {"audio": 1.0, "video": 1.0}
+    at[delayed] -= 0.18
+    picture, sound = folder / "picture.mp4", folder / "sound.m4a"
+    ffmpeg = [ffmpeg_binary(settings), "-v", "error", "-y"]
+    flash = f"drawbox=c=white:t=fill:enable='between(t,{at['video'] - 0.001:.3f},{at['video'] + 0.039:.3f})'"
+    subprocess.run(
+        [*ffmpeg, "-f", "lavfi", "-i", "color=c=gray:s=160x120:r=25:d=3", "-vf", flash,
+         "-c:v", "libx264", "-pix_fmt", "yuv420p", str(picture)],
+        check=True,
+    )  # fmt: skip
+    beep = f"'if(between(t,{at['audio']:.2f},{at['audio'] + 0.1:.2f}),0.8*sin(2*PI*1000*t),0)'"
+    subprocess.run(
+        [*ffmpeg, "-f", "lavfi", "-i", f"aevalsrc={beep}:s=48000:d=3", "-c:a", "aac", str(sound)], check=True
+    )
+    clip = folder / f"{delayed}-late.mp4"
+    offset = {"audio": ["-i", str(picture), "-itsoffset", "0.18", "-i", str(sound)],
+              "video": ["-itsoffset", "0.18", "-i", str(picture), "-i", str(sound)]}[delayed]  # fmt: skip
+    subprocess.run([*ffmpeg, *offset, "-map", "0:v", "-map", "1:a", "-c", "copy", str(clip)], check=True)
+    return clip
+
+
+@pytest.mark.parametrize("delayed", ["audio", "video"])
+def test_a_stream_that_starts_late_in_its_container_keeps_its_moment(
+    env: tuple[Settings, ObjectStore], tmp_path: Path, delayed: str
+) -> None:
+    """A phone video used as voice and avatar, one of its streams starting 180 ms into the container:
+    the beep and the flash that play together in the input are still together after validate (the
+    beep 1.0 s into the voice, the flash on frame 25), not 180 ms (4–5 frames) apart."""
+    settings, store = env
+    clip = _flash_and_beep(settings, tmp_path, delayed)
+    up = spec_with(
+        store, settings, "jobs/offset", {"clip.mp4": clip}, "audio: clip.mp4\navatars: [clip.mp4]\n"
+    )
+    [m] = validate(settings, store, up)
+    wav, avatar = tmp_path / "voice.wav", tmp_path / "avatar.mp4"
+    store.download(settings.bucket_work, m.artifacts["audio"].key, wav)
+    store.download(settings.bucket_work, m.artifacts["avatar"].key, avatar)
+    samples = load_audio(wav)
+    beep = int(np.argmax(np.abs(samples) > 0.2)) / 16_000
+    assert beep == pytest.approx(1.0, abs=0.01)
+    brightness = [float(f.mean()) for f in decode_frames(avatar)]
+    # 180 ms is 4.5 frames: a delayed picture's flash plays at 1.02 s, half-way between frames 25 and 26
+    assert int(np.argmax(brightness)) in ((25,) if delayed == "audio" else (25, 26)) and max(brightness) > 200
+
+
+def test_a_speech_job_this_server_cannot_speak_tells_the_operator_the_fix(
+    env: tuple[Settings, ObjectStore], tmp_path: Path
+) -> None:
+    """A `speech:` job where no voice can speak it (here: Piper forced, no Piper voice for German): the
+    job's status — read by operators (CLI, folder notes, console) — says what is missing and the exact
+    pip command; the public sentence (Discord) keeps only the reference."""
+    from pipeline import install_hint
+    from pipeline.errors import ConfigError
+    from pipeline.messages import for_operators, for_people
+
+    settings, store = env
+    settings = settings.model_copy(update={"tts_engine": "piper"})
+    up = upload(
+        store, settings, "jobs/say/job.yaml", b"speech: Guten Morgen zusammen.\noptions: {language: de}\n"
+    )
+    with pytest.raises(ConfigError) as caught:
+        validate(settings, store, up)
+    text = for_operators(caught.value.code, caught.value.reason, "j1")
+    assert "no Piper voice for de" in text and install_hint("voice") in text, text
+    assert "pip install" not in for_people(caught.value.code, caught.value.reason, "j1")

@@ -13,6 +13,7 @@ from pipeline.contracts import Claim, JobSpec, JobStatus, Owner, Run, State
 from pipeline.control import cancel_job
 from pipeline.errors import InvalidInput, RetryableError, StorageError
 from pipeline.keys import output_key, subject_for
+from pipeline.messages import for_people
 from pipeline.stage import StageContext
 from pipeline.status import job_status
 from tests.pipeline.runner.conftest import Deliver, Harness, Ingest, dead_owner, job_of, slow
@@ -113,7 +114,8 @@ def test_bad_input_fails_the_job_with_its_code_and_nothing_is_handed_on(harness:
 
 def test_failures_of_the_environment_are_retried_then_dead_lettered_after_the_runs(harness: Harness) -> None:
     """A retryable error naks with backoff; after max_deliver runs the task is dead-lettered, its record
-    failed with every run, and people are told in the catalogue's words (no technical reason)."""
+    failed with every run; the job's status (read by operators) says what happened with the reference,
+    the public sentence (Discord, webhooks) only the catalogue's words (no technical reason)."""
     ingest = Ingest(lambda ctx, inputs: (_ for _ in ()).throw(RetryableError("S3 said 503", defer=0.0)))
 
     async def body(h: Harness) -> None:
@@ -129,7 +131,9 @@ def test_failures_of_the_environment_are_retried_then_dead_lettered_after_the_ru
         status = JobStatus.model_validate_json(
             h.store.get(h.settings.bucket_outputs, output_key(job, "status.json"))
         )
-        assert status.reason and "reference " + job in status.reason and "503" not in status.reason
+        assert status.reason and "reference " + job in status.reason and "S3 said 503" in status.reason
+        public = for_people(record.code, record.reason, job)
+        assert "reference " + job in public and "503" not in public
 
     harness.run(body)
     assert len(ingest.calls) == 3

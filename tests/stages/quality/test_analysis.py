@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
 
-from stages.quality.analysis import av_offset, flicker, score, silence_motion
+from stages.quality.analysis import (
+    av_offset,
+    confidence_of,
+    face_shift,
+    flicker,
+    score,
+    silence_motion,
+    sync_failure,
+)
 
 FPS = 25.0
 
@@ -54,9 +63,71 @@ def test_flicker_sees_alternation_not_smooth_change() -> None:
     assert flicker(base, base + 8, base) == 8.0
 
 
+def test_flicker_does_not_count_a_moving_head() -> None:
+    """A textured crop moving 4 px a frame reads as heavy flicker unless the face's motion (from the
+    landmarks) is given; given it, what is left is near 0, while real alternation still shows."""
+    rng = np.random.default_rng(2)
+    scene = (rng.random((120, 160)) * 255).astype(np.uint8)
+    scene = np.asarray(cv2.GaussianBlur(scene, (5, 5), 0))
+    before, now, after = (scene[20:100, 40 + dx : 120 + dx] for dx in (-4, 0, 4))  # the face moves left:
+    margin, moved = 12, ((4.0, 0.0), (-4.0, 0.0))  # 4 px right of here on the frame before, left after
+    assert flicker(before, now, after, margin=margin) > 5.0
+    assert flicker(before, now, after, margin=margin, shifts=moved) < 0.5
+    brighter = np.clip(now.astype(int) + 10, 0, 255).astype(np.uint8)
+    assert flicker(before, brighter, after, margin=margin, shifts=moved) > 8.0
+
+
+def test_face_shift_ignores_the_mouth() -> None:
+    """The face's motion is that of its points away from the mouth: an opening mouth is no motion."""
+    rng = np.random.default_rng(3)
+    points = rng.random((68, 2)) * 100
+    talking = points.copy()
+    talking[48:68, 1] += 6.0
+    assert face_shift(points, talking) == (0.0, 0.0)
+    assert face_shift(points, points + np.array([3.0, -2.0])) == pytest.approx((3.0, -2.0))
+
+
+def test_offset_limits_are_asymmetric_as_people_are() -> None:
+    """ITU-R BT.1359: sound ahead of the picture is noticed from 45 ms and acceptable to 90 ms, sound
+    behind it from 125 and to 185 ms. The score is 1 up to noticeable, 0.5 at acceptable: the default
+    min_quality (0.5) flags exactly what lies outside the acceptable window."""
+    assert score({"offset_ms": -45.0})[0] == 1.0 and score({"offset_ms": 125.0})[0] == 1.0
+    assert score({"offset_ms": -90.0})[0] == pytest.approx(0.5)
+    assert score({"offset_ms": 185.0})[0] == pytest.approx(0.5)
+    assert score({"offset_ms": -120.0})[0] < 0.5 < score({"offset_ms": 120.0})[0]
+    assert score({"offset_ms": -95.0})[0] < 0.5 < score({"offset_ms": 180.0})[0]
+
+
+def test_confidence_is_low_only_when_the_sync_is_hard_to_read() -> None:
+    """A clear correlation peak with a face on every frame and speech to compare: 1; the face on half
+    the frames halves it; a weak peak or a second of speech lowers it."""
+    assert confidence_of(0.7, 1.0, 10.0) == 1.0
+    assert confidence_of(0.7, 0.5, 10.0) == pytest.approx(0.5)
+    assert confidence_of(0.1, 1.0, 10.0) == pytest.approx(0.2)
+    assert confidence_of(0.7, 1.0, 1.0) == pytest.approx(1 / 3)
+
+
 def test_score_is_the_worst_measure_with_reasons() -> None:
-    """Fine measures score 1; a 120 ms offset pulls the score down and says so, in words."""
+    """Fine measures score 1; a voice 150 ms late (noticeable, still acceptable) pulls the score down
+    and says so in words, with the direction; 120 ms early is said the other way round."""
     assert score({"offset_ms": 10.0, "outside_change": 1.0, "duration_drift_ms": 0.0}) == (1.0, [])
-    value, problems = score({"offset_ms": 120.0, "outside_change": 1.0, "silence_motion": None})
-    assert value == pytest.approx((200 - 120) / (200 - 45))
-    assert problems == ["the voice comes 120 ms after the mouth moves"]
+    value, problems = score({"offset_ms": 150.0, "outside_change": 1.0, "silence_motion": None})
+    assert value == pytest.approx((245 - 150) / (245 - 125))
+    assert problems == ["the voice is 150 ms late (sound behind the picture is acceptable to about 185 ms)"]
+    _, problems = score({"offset_ms": -120.0})
+    assert problems == ["the voice is 120 ms early (sound ahead of the picture is acceptable to about 90 ms)"]
+
+
+def test_lips_that_do_not_sync_are_told_only_where_they_could_be_read() -> None:
+    """A mouth still while the voice speaks, or moving without the voice (low confidence), is a sync
+    failure with a face on most frames and seconds of speech; with the face on half the frames, or a
+    second of speech, nothing is claimed."""
+    t = np.arange(300)
+    speaking = ((t // 50) % 2 == 0).astype(np.float32)
+    still = 0.1 + 0.004 * np.sin(t * 1.7)
+    talking = 0.1 + 0.1 * np.abs(np.sin(t / 4.0))
+    assert (sync_failure(still, speaking, 1.0, 1.0, 6.0) or "").startswith("the mouth hardly moves")
+    assert (sync_failure(talking, speaking, 0.3, 1.0, 6.0) or "").startswith("the mouth does not follow")
+    assert sync_failure(talking, speaking, 0.9, 1.0, 6.0) is None
+    assert sync_failure(still, speaking, 1.0, 0.5, 6.0) is None
+    assert sync_failure(talking, speaking, 0.3, 1.0, 1.0) is None
