@@ -121,7 +121,7 @@ def discord() -> Iterator[FakeDiscord]:
 
 @pytest.fixture(scope="module")
 def comfy(tmp_path_factory: pytest.TempPathFactory, s3: SeaweedS3, discord: FakeDiscord) -> Iterator[Comfy]:
-    from pipeline.natsserver import free_port
+    from pipeline.bus.natsserver import free_port
 
     folder = extract(tmp_path_factory.mktemp("comfyui"))
     python = ensure_venv(folder, snapshot_hash())
