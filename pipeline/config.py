@@ -210,7 +210,10 @@ class MediaSettings(_Part):
     """Media: frame rate, sizes, encoders, loudness (what ``pipeline.media`` needs)."""
 
     fps: float = Field(25.0, description="frame rate of normalized avatars and of the output")
-    max_side: int = Field(1280, description="normalized avatars are scaled so no side exceeds this")
+    max_side: int = Field(
+        1920,
+        description="normalized avatars are scaled so no side exceeds this (1920: 1080p in, 1080p out)",
+    )
     crf: int = Field(18, description="x264 quality of the output video (lower is better)")
     x264_preset: str = Field("veryfast", description="x264 speed/size trade-off of the final video")
     intermediate_preset: str = Field(
