@@ -32,7 +32,7 @@ import structlog
 from pipeline.config import Settings
 from pipeline.contracts import ArtifactRef, JobSpec, Manifest, Role, SpeechTiming, SubtitleMode
 from pipeline.errors import FFmpegError
-from pipeline.media import FinishJob, Loudness, SubtitleFont, finish_video, measure_loudness
+from pipeline.media import PICTURE_FINAL, FinishJob, Loudness, SubtitleFont, finish_video, measure_loudness
 from pipeline.stage import ManifestStage, ModelCache, StageContext
 from stages.lib.fonts import FontChoice, pick_font
 from stages.lib.subtitles import Cue, CueRules, cues_from_words, to_srt, to_vtt
@@ -213,6 +213,8 @@ def _finish_job(
     looped = "video" not in manifest.artifacts  # a chain without render: the avatar itself, repeated
     video = ctx.fetch(manifest.artifacts["avatar" if looped else "video"], "picture.mp4")
     srt = ctx.workdir / "subtitles.srt"
+    # the render encoded the final picture (filters applied) unless burned-in subtitles were asked for
+    copy = not looped and manifest.info.get("picture") == PICTURE_FINAL and mode is not SubtitleMode.burn
     return FinishJob(
         video=video,
         audio=audio,
@@ -221,7 +223,8 @@ def _finish_job(
         fps=manifest.media.fps,
         aspect=manifest.media.width / max(1, manifest.media.height),
         loop_video=looped,
-        sharpen=spec.options.enhance and ctx.settings.denoise,
+        copy_video=copy,
+        sharpen=spec.options.enhance and ctx.settings.denoise and not copy,
         loudness=ctx.settings.loudness_lufs,
         measured=measured,
         soft_subtitles=srt if mode is SubtitleMode.soft else None,

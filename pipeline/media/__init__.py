@@ -23,6 +23,7 @@ from pipeline.media.decode import (
     stream_seconds,
 )
 from pipeline.media.encode import (
+    PICTURE_FINAL,
     FrameWriter,
     cycle_indices,
     frames_for,
@@ -46,6 +47,7 @@ from pipeline.media.run import ffmpeg_binary
 
 __all__ = [
     "AUDIO_RATE",
+    "PICTURE_FINAL",
     "FinishJob",
     "FrameWriter",
     "Loudness",
