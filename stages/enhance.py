@@ -7,9 +7,11 @@ Given render's manifest (``artifacts["video"]``: the silent rendered H.264 clip 
 1. builds subtitle cues when the job asks for subtitles (``stages.lib.subtitles``) from the words of the
    task's speech timing (the ``speech`` artifact validate made: nothing is aligned or recognized here);
 2. measures the voice's loudness (EBU R128) for a linear normalization to ``settings.loudness_lufs``;
-3. runs ONE ffmpeg encode (``pipeline.media.finish_video``): light denoise and mild sharpen (unless the
+3. runs ONE ffmpeg pass (``pipeline.media.finish_video``): light denoise and mild sharpen (unless the
    job's ``enhance`` or ``settings.denoise`` is off), burned-in subtitles, loudness, AAC 48 kHz, a
-   mov_text track for soft subtitles, ``+faststart``, cut to the audio's length.
+   mov_text track for soft subtitles, ``+faststart``, cut to the audio's length. A render marked
+   ``info["picture"] == PICTURE_FINAL`` (encoded at the final settings, filters applied: every job that
+   does not burn subtitles in) has its picture copied, not re-encoded — one H.264 encode per job.
 
 Outputs: ``final`` (MP4), ``quality`` (``quality.json``: ``stages.quality``'s report on the final MP4), and
 ``srt`` and ``vtt`` when subtitles were made. Burning in needs a font libass can load that covers the
