@@ -217,7 +217,10 @@ class MediaSettings(_Part):
     """Media: frame rate, sizes, encoders, loudness (what ``pipeline.media`` needs)."""
 
     fps: float = Field(25.0, description="frame rate of normalized avatars and of the output")
-    max_side: int = Field(1280, description="normalized avatars are scaled so no side exceeds this")
+    max_side: int = Field(
+        1920,
+        description="normalized avatars are scaled so no side exceeds this (1920: 1080p in, 1080p out)",
+    )
     min_height: int = Field(
         480,
         ge=0,
@@ -226,12 +229,18 @@ class MediaSettings(_Part):
     crf: int = Field(18, description="x264 quality of the output video (lower is better)")
     x264_preset: str = Field("veryfast", description="x264 speed/size trade-off of the final video")
     intermediate_preset: str = Field(
-        "ultrafast", description="x264 preset of files a later stage re-encodes (normalized avatars, renders)"
+        "ultrafast",
+        description="x264 preset of files a later stage re-encodes (normalized avatars; renders of jobs "
+        "that burn subtitles in — other renders are encoded once, at x264_preset and crf)",
     )
     ffmpeg_path: str | None = Field(None, description="ffmpeg binary; default: PATH, else imageio-ffmpeg's")
     default_avatar: Path | None = Field(None, description="image used when a job names no avatar")
     loudness_lufs: float = Field(-16.0, description="integrated loudness of the output audio (EBU R128)")
-    denoise: bool = Field(True, description="light video denoise and sharpen in the enhance stage")
+    denoise: bool = Field(
+        True,
+        description="light video denoise and sharpen of the output picture (in the render's encode; in "
+        "enhance's when subtitles are burned in)",
+    )
 
 
 class FolderSettings(_Part):

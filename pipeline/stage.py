@@ -169,6 +169,9 @@ class StageContext:
     attempt: int = 1
     models: ModelCache = field(default_factory=ModelCache)
     on_progress: Callable[[float, str], None] = lambda fraction, note: None
+    cpu_seconds: float = 0.0
+    """CPU seconds of the worker process and its finished children (ffmpeg) while the stage ran, set by
+    the runner when it ends (stages that overlap in one process share them; logged with ``stage_done``)."""
     _stop: list[MouthpieceError] = field(default_factory=list)
     _spec: JobSpec | None = field(default=None, repr=False)
 

@@ -7,9 +7,11 @@ Given render's manifest (``artifacts["video"]``: the silent rendered H.264 clip 
 1. builds subtitle cues when the job asks for subtitles (``stages.lib.subtitles``) from the words of the
    task's speech timing (the ``speech`` artifact validate made: nothing is aligned or recognized here);
 2. measures the voice's loudness (EBU R128) for a linear normalization to ``settings.loudness_lufs``;
-3. runs ONE ffmpeg encode (``pipeline.media.finish_video``): light denoise and mild sharpen (unless the
+3. runs ONE ffmpeg pass (``pipeline.media.finish_video``): light denoise and mild sharpen (unless the
    job's ``enhance`` or ``settings.denoise`` is off), burned-in subtitles, loudness, AAC 48 kHz, a
-   mov_text track for soft subtitles, ``+faststart``, cut to the audio's length.
+   mov_text track for soft subtitles, ``+faststart``, cut to the audio's length. A render marked
+   ``info["picture"] == PICTURE_FINAL`` (encoded at the final settings, filters applied: every job that
+   does not burn subtitles in) has its picture copied, not re-encoded — one H.264 encode per job.
 
 Outputs: ``final`` (MP4), ``quality`` (``quality.json``: ``stages.quality``'s report on the final MP4), and
 ``srt`` and ``vtt`` when subtitles were made. Burning in needs a font libass can load that covers the
@@ -32,7 +34,7 @@ import structlog
 from pipeline.config import Settings
 from pipeline.contracts import ArtifactRef, JobSpec, Manifest, Role, SpeechTiming, SubtitleMode
 from pipeline.errors import FFmpegError
-from pipeline.media import FinishJob, Loudness, SubtitleFont, finish_video, measure_loudness
+from pipeline.media import PICTURE_FINAL, FinishJob, Loudness, SubtitleFont, finish_video, measure_loudness
 from pipeline.stage import ManifestStage, ModelCache, StageContext
 from stages.lib.fonts import FontChoice, pick_font
 from stages.lib.subtitles import Cue, CueRules, cues_from_words, to_srt, to_vtt
@@ -213,6 +215,8 @@ def _finish_job(
     looped = "video" not in manifest.artifacts  # a chain without render: the avatar itself, repeated
     video = ctx.fetch(manifest.artifacts["avatar" if looped else "video"], "picture.mp4")
     srt = ctx.workdir / "subtitles.srt"
+    # the render encoded the final picture (filters applied) unless burned-in subtitles were asked for
+    copy = not looped and manifest.info.get("picture") == PICTURE_FINAL and mode is not SubtitleMode.burn
     return FinishJob(
         video=video,
         audio=audio,
@@ -221,7 +225,8 @@ def _finish_job(
         fps=manifest.media.fps,
         aspect=manifest.media.width / max(1, manifest.media.height),
         loop_video=looped,
-        sharpen=spec.options.enhance and ctx.settings.denoise,
+        copy_video=copy,
+        sharpen=spec.options.enhance and ctx.settings.denoise and not copy,
         loudness=ctx.settings.loudness_lufs,
         measured=measured,
         soft_subtitles=srt if mode is SubtitleMode.soft else None,

@@ -24,6 +24,7 @@ from pipeline.media.decode import (
     stream_starts,
 )
 from pipeline.media.encode import (
+    PICTURE_FINAL,
     FrameWriter,
     cycle_indices,
     frames_for,
@@ -54,6 +55,7 @@ from pipeline.media.run import ffmpeg_binary
 
 __all__ = [
     "AUDIO_RATE",
+    "PICTURE_FINAL",
     "FinishJob",
     "FrameWriter",
     "Loudness",

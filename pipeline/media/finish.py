@@ -16,6 +16,7 @@ import ffmpeg
 
 from pipeline.config import MediaSettings
 from pipeline.errors import FFmpegError
+from pipeline.media.encode import sharpened
 from pipeline.media.normalize import _fps_arg
 from pipeline.media.run import _tail, ffmpeg_binary, run_ffmpeg
 
@@ -29,17 +30,6 @@ LOUDNESS_RANGE = 11.0
 SILENCE_LUFS = -70.0
 """Integrated loudness at or below which there is nothing to normalize (R128's absolute gate)."""
 OUTPUT_AUDIO_RATE = 48_000
-SHARPEN_3X3 = {
-    "0m": "-1 -1 -1 -1 24 -1 -1 -1 -1",
-    "0rdiv": "0.0625",
-    "1m": "0 0 0 0 1 0 0 0 0",
-    "2m": "0 0 0 0 1 0 0 0 0",
-}
-"""Mild luma sharpen, x + (x - mean of its 8 neighbours) / 2 (about ``unsharp=3:3:0.5``); chroma is
-copied (an identity kernel). The light denoise before it is ``removegrain`` mode 1, which only clips a
-pixel into the range of its neighbours (specks), so edges stay. Chosen for cost: on 2 cores, 750 frames
-of 720p take ~2 s of CPU for both, against ~11 s for ``hqdn3d`` + ``unsharp=5:5`` (and far more for
-``nlmeans``), next to ~7 s for decoding and encoding, which the enhance stage pays anyway."""
 
 
 @dataclass(frozen=True)
@@ -66,7 +56,9 @@ class FinishJob:
     """What ``finish_video`` makes: ``video`` (looped when ``loop_video``) + ``audio`` → ``dst``.
 
     ``aspect``: the picture's width / height (sizes burned-in text). ``sharpen``: light denoise and mild
-    sharpen (``SHARPEN_3X3``). ``measured``: the audio's loudness (``measure_loudness``), for a
+    sharpen (``SHARPEN_3X3``). ``copy_video``: the picture is final already (the render stage encoded it
+    at the final settings, filters applied) and is copied, not re-encoded: only the sound is processed;
+    it excludes looping, sharpening and burned-in subtitles. ``measured``: the audio's loudness (``measure_loudness``), for a
     linear normalization to ``loudness`` LUFS; None leaves the level alone (silence). ``soft_subtitles``
     adds an SRT file as a mov_text track; ``burn_subtitles`` renders one into the picture with ``font``.
     """
@@ -78,6 +70,7 @@ class FinishJob:
     fps: float
     aspect: float = 16 / 9
     loop_video: bool = False
+    copy_video: bool = False
     sharpen: bool = True
     loudness: float = -16.0
     measured: Loudness | None = None
@@ -173,15 +166,15 @@ def subtitle_style(font: SubtitleFont, aspect: float) -> str:
 def _finish_picture(job: FinishJob) -> Any:
     """The video stream of ``finish_video``: the input (looped), its filters and burned-in subtitles.
 
-    Always re-encoded, even without filters: renders are fast near-lossless intermediates
-    (``intermediate_preset``), too big to publish as they are.
+    Re-encoded, even without filters, unless ``copy_video``: intermediate renders are fast near-lossless
+    files (``intermediate_preset``), too big to publish as they are.
     """
     vin = ffmpeg.input(str(job.video), stream_loop=-1) if job.loop_video else ffmpeg.input(str(job.video))
     video = vin.video
     if not job.loop_video:  # a render a frame short of the audio must not end the picture early
         video = video.filter("tpad", stop=-1, stop_mode="clone")
     if job.sharpen:
-        video = video.filter("removegrain", 1, 0, 0).filter("convolution", **SHARPEN_3X3)
+        video = sharpened(video)
     if job.burn_subtitles is not None and job.font is not None:
         video = video.filter(
             "subtitles",
@@ -201,17 +194,20 @@ def finish_args(settings: MediaSettings, job: FinishJob) -> list[str]:
     audio = ffmpeg.input(str(job.audio)).audio
     if job.measured is not None:
         audio = audio.filter("loudnorm", **_loudnorm_args(job))
-    streams = [_finish_picture(job), audio.filter("aresample", OUTPUT_AUDIO_RATE)]
+    if job.copy_video and (job.loop_video or job.sharpen or job.burn_subtitles is not None):
+        raise ValueError("a copied picture cannot be looped, sharpened or given burned-in subtitles")
+    picture = ffmpeg.input(str(job.video)).video if job.copy_video else _finish_picture(job)
+    streams = [picture, audio.filter("aresample", OUTPUT_AUDIO_RATE)]
     kwargs: dict[str, Any] = {
         "acodec": "aac",
         "audio_bitrate": "128k",
         "ar": OUTPUT_AUDIO_RATE,
         "movflags": "+faststart",
-        "vcodec": "libx264",
-        "preset": settings.x264_preset,
-        "crf": settings.crf,
-        "r": _fps_arg(job.fps),
     }
+    if job.copy_video:  # one H.264 encode per job: the render's is final
+        kwargs["vcodec"] = "copy"
+    else:
+        kwargs.update(vcodec="libx264", preset=settings.x264_preset, crf=settings.crf, r=_fps_arg(job.fps))
     if job.soft_subtitles is not None:
         streams.append(ffmpeg.input(str(job.soft_subtitles)))
         kwargs.update(scodec="mov_text", **{"metadata:s:s:0": "language=eng"})

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import resource
 import shutil
 import time
 import uuid
@@ -44,6 +45,13 @@ from pipeline.status import JOB_TASK, finished_before, is_cancelled, read_spec, 
 from pipeline.storage.base import ObjectInfo, ObjectStore
 
 log = structlog.get_logger("mouthpiece.runner")
+
+
+def cpu_seconds() -> float:
+    """CPU seconds used so far by this process (all threads) and its finished children (ffmpeg runs):
+    far less sensitive than wall time to other load on a shared machine."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
 @dataclass
@@ -148,7 +156,7 @@ class Handler:
     async def _run(self, delivery: Delivery, work: Work, ticket: Ticket) -> str:
         await self.keeper.start(ticket)
         log.info("stage_started", attempt=ticket.run.n)
-        started = time.monotonic()
+        started, cpu = time.monotonic(), cpu_seconds()
         ctx = await self._context(work, ticket)
         self.running[ctx.job_id + "/" + ctx.task] = ctx
         beat = asyncio.create_task(heartbeat(self.settings, self.keeper, delivery, ticket, ctx))
@@ -172,6 +180,7 @@ class Handler:
             with contextlib.suppress(asyncio.CancelledError):
                 await beat
             self.running.pop(ctx.job_id + "/" + ctx.task, None)
+        ctx.cpu_seconds = cpu_seconds() - cpu
         return await self._conclude(delivery, work, ticket, ctx, error, outputs, time.monotonic() - started)
 
     async def _context(self, work: Work, ticket: Ticket) -> StageContext:
@@ -271,7 +280,13 @@ class Handler:
             ticket, decision, seconds=round(seconds, 3), progress=1.0, outputs=published, notes=notes
         )
         await delivery.ack()
-        log.info("stage_done", seconds=round(seconds, 3), manifests=len(outputs), run=ticket.run.n)
+        log.info(
+            "stage_done",
+            seconds=round(seconds, 3),
+            cpu_seconds=round(ctx.cpu_seconds, 3),
+            manifests=len(outputs),
+            run=ticket.run.n,
+        )
         renderer = ctx.spec.options.renderer if ctx.has_spec else None
         await asyncio.to_thread(
             learn_from_run, self.store, self.settings, self.stage, renderer, outputs, seconds

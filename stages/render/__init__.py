@@ -29,9 +29,11 @@ from pipeline.contracts import (
     Motion,
     Role,
     SpeechTiming,
+    SubtitleMode,
 )
 from pipeline.errors import ConfigError, InvalidInput
 from pipeline.media import (
+    PICTURE_FINAL,
     FrameWriter,
     cycle_indices,
     decode_frames,
@@ -69,14 +71,28 @@ def run(ctx: StageContext, manifest: Manifest) -> list[Manifest]:
         motion=request.motion.value,
         timing=request.speech.source if request.speech else None,
     )
-    with FrameWriter(ctx.settings, out, media.width, media.height, media.fps) as writer:
+    final = picture_is_final(options)
+    sharpen = final and options.enhance and ctx.settings.denoise
+    size = (media.width, media.height)
+    with FrameWriter(ctx.settings, out, *size, media.fps, intermediate=not final, sharpen=sharpen) as writer:
         frames = prefetch(_frames(avatar, request.track, request.n_frames), depth=24)
         for frame in animated.render(request, frames, ctx.progress):
             writer.write(frame)
     if writer.frames != request.n_frames:
         raise RuntimeError(f"renderer {renderer.name} produced {writer.frames} of {request.n_frames} frames")
     ref = ctx.save(out, "rendered.mp4", "video/mp4")
-    return [manifest.advance(NAME, {"renderer": renderer.name, "frames": request.n_frames}, video=ref)]
+    info = {
+        "renderer": renderer.name,
+        "frames": request.n_frames,
+        "picture": PICTURE_FINAL if final else None,
+    }
+    return [manifest.advance(NAME, info, video=ref)]
+
+
+def picture_is_final(options: JobOptions) -> bool:
+    """Whether the render can be the published picture: yes unless subtitles are to be burned in (only
+    the enhance stage knows the cues and fonts, and burning them in needs an encode anyway)."""
+    return options.subtitles is not SubtitleMode.burn
 
 
 def warm_up(settings: Settings, models: ModelCache) -> None:

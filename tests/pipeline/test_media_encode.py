@@ -69,3 +69,14 @@ def test_i420_layout_is_ffmpegs_yuv420p() -> None:
     assert y[0, 0] == 235 and y[2, 3] == 16
     assert u[0, 0] == 128 and v[0, 0] == 128
     assert v[1, 0] > 200 and u[1, 0] < 128
+
+
+def test_a_1080p_avatar_keeps_its_size_by_default() -> None:
+    """1080p in, 1080p out: the default max_side bounds 4K avatars but leaves 1920x1080 (and portrait
+    1080x1920) alone, so people get the resolution they gave."""
+    from pipeline.media import bounded_size
+
+    side = load_settings().max_side
+    assert bounded_size(1920, 1080, side) == (1920, 1080)
+    assert bounded_size(1080, 1920, side) == (1080, 1920)
+    assert bounded_size(3840, 2160, side) == (1920, 1080)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import struct
 import sys
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,7 @@ from pipeline.contracts import (
 )
 from pipeline.keys import spec_key
 from pipeline.media import (
+    PICTURE_FINAL,
     FinishJob,
     FrameWriter,
     Loudness,
@@ -43,6 +44,7 @@ from pipeline.media import (
     normalize_audio,
     normalize_avatar,
     probe,
+    stream_seconds,
     subtitle_style,
 )
 from pipeline.stage import ModelCache, StageContext
@@ -164,6 +166,7 @@ def run_stage(
     short: bool = False,
     render: bool = True,
     timing: SpeechTiming | None = None,
+    info: dict[str, Any] | None = None,
     **settings: Any,
 ) -> Run:
     """Store a job (spec, audio, its speech timing, video or avatar) in a fresh local store and run the
@@ -192,7 +195,7 @@ def run_stage(
     media = MediaInfo(audio_seconds=seconds, fps=FPS, width=SIZE, height=SIZE, frames=1, still=True)
     manifest = Manifest(
         job_id=job_id, task="a0", stage="render", spec_key=spec_key(job_id), avatar_name="astronaut.png",
-        media=media, artifacts=artifacts,
+        media=media, artifacts=artifacts, info=info or {},
     )  # fmt: skip
     [out] = enhance.run(ctx, manifest)
     return Run(out, ctx, log, progress)
@@ -551,3 +554,44 @@ def test_one_task_with_subtitles_aligns_once(tmp_path: Path, monkeypatch: pytest
         " ".join(line for line in srt.splitlines() if line and not line.isdigit() and "-->" not in line)
         == JFK_TRANSCRIPT
     )
+
+
+def test_a_final_picture_is_copied_and_only_the_sound_processed(inputs: Inputs, tmp_path: Path) -> None:
+    """A render marked final (encoded at the final settings, filters applied) keeps its picture bit for
+    bit: one H.264 encode per job; the sound is still normalized and the file cut to the audio."""
+    options = JobOptions(subtitles=SubtitleMode.soft, transcript=JFK_TRANSCRIPT)
+    run = run_stage(tmp_path, inputs, options, info={"picture": PICTURE_FINAL})
+    final = run.path("final")
+    assert video_packets(final) == video_packets(inputs.rendered)[: len(video_packets(final))]
+    video_seconds, audio_seconds = stream_seconds(final)
+    assert abs(video_seconds - inputs.seconds) < 0.1 and abs(audio_seconds - inputs.seconds) < 0.1
+    assert probe(final).video_codec == "h264"
+    report = measure_loudness(make_settings(tmp_path), final)
+    assert report is not None and abs(report.integrated - (-16.0)) < 1.5
+
+
+def test_burned_in_subtitles_re_encode_even_a_final_picture(inputs: Inputs, tmp_path: Path) -> None:
+    """Burning subtitles in needs an encode: a final-marked render is then filtered and re-encoded."""
+    options = JobOptions(subtitles=SubtitleMode.burn, transcript=JFK_TRANSCRIPT)
+    run = run_stage(tmp_path, inputs, options, info={"picture": PICTURE_FINAL})
+    assert video_packets(run.path("final")) != video_packets(inputs.rendered)[:5]
+
+
+def test_a_copied_picture_takes_no_video_filters(tmp_path: Path) -> None:
+    """``copy_video`` copies the stream (no filter graph on it) and refuses what would need an encode."""
+    job = FinishJob(
+        video=tmp_path / "v.mp4", audio=tmp_path / "a.wav", dst=tmp_path / "o.mp4", duration=11.0, fps=25.0,
+        measured=Loudness(-28.0, -10.0, 4.0, -38.0), copy_video=True, sharpen=False,
+    )  # fmt: skip
+    args = finish_args(make_settings(tmp_path), job)
+    assert args[args.index("-vcodec") + 1] == "copy"
+    assert "convolution" not in " ".join(args) and "loudnorm" in " ".join(args)
+    with pytest.raises(ValueError):
+        finish_args(make_settings(tmp_path), replace(job, sharpen=True))
+
+
+def video_packets(path: Path) -> list[bytes]:
+    """The bytes of each packet of the first video stream, in order."""
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        return [bytes(p) for p in container.demux(stream) if p.size]

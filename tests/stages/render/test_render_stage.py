@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 import stages.render as render
-from pipeline.contracts import FaceFrame, FaceTrack, JobOptions
+from pipeline.contracts import FaceFrame, FaceTrack, JobOptions, SubtitleMode
 from pipeline.errors import ConfigError, InvalidInput
-from pipeline.media import FrameWriter
+from pipeline.media import FrameWriter, decode_frames
 from pipeline.stage import ModelCache
 from tests.conftest import make_settings
 
@@ -71,3 +71,33 @@ def test_viseme_renderer_is_built_once_per_worker(tmp_path: Path) -> None:
     settings, models = make_settings(tmp_path), ModelCache()
     first = render.get_renderer(settings, models, JobOptions())
     assert render.get_renderer(settings, models, JobOptions()) is first
+
+
+def test_the_render_is_the_final_picture_unless_subtitles_are_burned_in() -> None:
+    """One H.264 encode per job: the render encodes the published picture, except when subtitles are to
+    be burned in (enhance must draw them, which needs an encode anyway)."""
+    assert render.picture_is_final(JobOptions())
+    assert render.picture_is_final(JobOptions(subtitles=SubtitleMode.soft))
+    assert not render.picture_is_final(JobOptions(subtitles=SubtitleMode.burn))
+
+
+def test_a_final_frame_writer_sharpens_and_encodes_at_the_final_quality(tmp_path: Path) -> None:
+    """``intermediate=False, sharpen=True``: the finishing filters are applied in the render's encode
+    (a flat frame stays flat; an edge gets steeper), at the final preset and crf."""
+    settings = make_settings(tmp_path)
+    frame = np.full((64, 64, 3), 100, np.uint8)
+    frame[:, 32:] = 160
+    outputs = {}
+    for sharpen in (False, True):
+        out = tmp_path / f"s{sharpen}.mp4"
+        with FrameWriter(settings, out, 64, 64, 25.0, intermediate=False, sharpen=sharpen) as writer:
+            for _ in range(3):
+                writer.write(frame)
+        outputs[sharpen] = next(iter(decode_frames(out))).astype(int)
+    plain, sharp = outputs[False], outputs[True]
+    assert abs(sharp[:, :20].mean() - plain[:, :20].mean()) < 2  # flat areas unchanged
+
+    def overshoot(f: np.ndarray) -> float:  # the range across the edge: sharpening over- and undershoots
+        return float(f[:, 28:36].max() - f[:, 28:36].min())
+
+    assert overshoot(sharp) > overshoot(plain) + 5
