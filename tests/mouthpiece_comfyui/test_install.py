@@ -3,10 +3,13 @@ folder and proves the nodes import with that Python (pip left out here: the slow
 
 from __future__ import annotations
 
+import logging
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import structlog
 
 from mouthpiece_comfyui.install import comfyui_version, find_python, install, pip_target
 from pipeline.cli import main
@@ -45,6 +48,19 @@ def test_pip_installs_this_source_tree() -> None:
     assert pip_target("", editable=True) == ["-e", str(ROOT)]
 
 
+@pytest.fixture
+def own_logging() -> Iterator[None]:
+    """``main`` configures logging to this test's captured stderr, which pytest closes after it: the
+    configuration the other tests log through is put back."""
+    config, root = structlog.get_config(), logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    structlog.configure(**config)
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
+@pytest.mark.usefixtures("own_logging")
 def test_install_writes_the_custom_node_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
     """The CLI command writes custom_nodes/mouthpiece (entry and MIT licence) and imports the nodes."""
