@@ -132,8 +132,10 @@ class Motion(StrEnum):
 
 
 class JobOptions(_Model):
-    renderer: Literal["viseme", "wav2lip", "none"] = Field(
-        "viseme", description="viseme: no weights; wav2lip: neural (needs a checkpoint); none: no lip-sync"
+    renderer: Literal["viseme", "wav2lip", "musetalk", "none"] = Field(
+        "viseme",
+        description="viseme: no weights; wav2lip: neural (needs a checkpoint; research-only weights); "
+        "musetalk: neural (MuseTalk 1.5; weights allowed commercially); none: no lip-sync",
     )
     style: Style = Style.auto
     subtitles: SubtitleMode = SubtitleMode.none

@@ -247,10 +247,11 @@ def face_crop(frame: np.ndarray, box: Box) -> np.ndarray:
 def vae_inputs(crops: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(B, 256, 256, 3) uint8 RGB crops → (masked, reference) (B, 3, 256, 256) in [−1, 1]; the masked
     copy has its lower half at −1 (zero before normalising, as upstream)."""
-    reference = crops.permute(0, 3, 1, 2).float() / 255.0
+    # contiguous: a permuted (channels-last) tensor makes the convolutions take other kernels (other sums)
+    reference = crops.permute(0, 3, 1, 2).contiguous().float() / 255.0
     masked = reference.clone()
     masked[:, :, FACE_SIZE // 2 :] = 0.0
-    return masked * 2.0 - 1.0, reference * 2.0 - 1.0
+    return (masked - 0.5) / 0.5, (reference - 0.5) / 0.5  # upstream's Normalize(0.5, 0.5)
 
 
 def encode_latents(
