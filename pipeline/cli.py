@@ -257,7 +257,11 @@ def _operator_commands(commands: _Commands) -> None:
         "(MOUTHPIECE_MODEL_DIR, default DATA_DIR/models).",
     )
     models.add_argument(
-        "--fetch", metavar="NAME", action="append", default=[], help="download this file (repeatable)"
+        "--fetch",
+        metavar="NAME",
+        action="append",
+        default=[],
+        help="download this file, or every file of a renderer (musetalk) (repeatable)",
     )
     models.add_argument("--url", help="download from this URL instead of the configured one")
 
@@ -282,9 +286,10 @@ def _duration(text: str) -> float:
 def _job_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--renderer",
-        choices=["viseme", "wav2lip", "none"],
+        choices=["viseme", "wav2lip", "musetalk", "none"],
         help="lip-sync method: viseme (default, no model), wav2lip (neural: needs the neural extra "
-        "and a checkpoint), none (the avatar as it is)",
+        "and a checkpoint; research-only weights), musetalk (neural: MuseTalk 1.5, needs the neural "
+        "extra and `models --fetch musetalk`), none (the avatar as it is)",
     )
     p.add_argument("--checkpoint", help="wav2lip checkpoint (file in the model dir, or a path)")
     p.add_argument(
@@ -1130,7 +1135,7 @@ def cmd_models(settings: Settings, args: argparse.Namespace) -> int:
         print(f"fetched {name} -> {path}")
     print(f"Model directory: {settings.models}")
     print(f"None of these files is needed by {models.DEFAULT_JOB}: {models.PACKAGED}.")
-    missing = models.missing_neural(("torch", "face_alignment"))
+    missing = models.missing_neural(("torch", "face_alignment", "diffusers", "transformers"))
     if missing:
         print(f"The neural extra is not installed ({models.NEURAL_EXTRA}): no {' or '.join(missing)}.")
     for model, path, present, digest in models.model_status(settings):
@@ -1138,6 +1143,8 @@ def cmd_models(settings: Settings, args: argparse.Namespace) -> int:
         print(f"\n{model.name}: {state}")
         print(f"  what:       {model.description}")
         print(f"  needed by:  {model.needed_by}")
+        if model.licence:
+            print(f"  licence:    {model.licence}")
         if present:
             print(f"  sha256:     {digest}")
             print(f"  path:       {path}")

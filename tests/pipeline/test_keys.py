@@ -80,3 +80,18 @@ def test_chain_must_start_with_validate_and_end_with_publish() -> None:
     for chain in (["detect", "publish"], ["validate", "render"], ["validate", "render", "render", "publish"]):
         with pytest.raises(ConfigError, match="MOUTHPIECE_CHAIN"):
             load_settings(chain=chain)
+
+
+def test_render_pools_by_renderer() -> None:
+    """musetalk jobs go to render's own musetalk pool, wav2lip jobs to neural, the rest to default."""
+    from pipeline.contracts import JobOptions, JobSpec
+    from pipeline.keys import pool_for, pools_of
+
+    def spec(renderer: str) -> JobSpec:
+        return JobSpec(audio="voice.wav", options=JobOptions(renderer=renderer))  # type: ignore[arg-type]
+
+    assert pools_of("render") == ("default", "neural", "musetalk")
+    assert pool_for("render", spec("musetalk")) == "musetalk"
+    assert pool_for("render", spec("wav2lip")) == "neural"
+    assert pool_for("render", spec("viseme")) == "default"
+    assert pool_for("detect", spec("musetalk")) == "default"
