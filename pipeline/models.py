@@ -227,7 +227,11 @@ def file_path(settings: Settings, model: ModelFile) -> Path:
     if model.nested:
         path = settings.models / model.name
         other = _ALTERNATIVES.get(model.name)
-        return settings.models / other if other and not path.is_file() and (settings.models / other).is_file() else path
+        return (
+            settings.models / other
+            if other and not path.is_file() and (settings.models / other).is_file()
+            else path
+        )
     return model_path(settings, model.name)
 
 

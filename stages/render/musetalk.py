@@ -116,7 +116,12 @@ def load_models(models_dir: Path) -> MuseTalkModels:
     from transformers import WhisperFeatureExtractor, WhisperModel
 
     unet_dir, vae_dir, whisper_dir = (models_dir / d for d in (UNET_DIR, VAE_DIR, WHISPER_DIR))
-    for need in (unet_dir / UNET_CONFIG, unet_dir / UNET_WEIGHTS, vae_dir / "config.json", whisper_dir / "config.json"):
+    for need in (
+        unet_dir / UNET_CONFIG,
+        unet_dir / UNET_WEIGHTS,
+        vae_dir / "config.json",
+        whisper_dir / "config.json",
+    ):
         if not need.is_file():
             raise ConfigError(
                 f"the musetalk renderer needs {need.relative_to(models_dir)} in {models_dir} "
@@ -132,15 +137,15 @@ def load_models(models_dir: Path) -> MuseTalkModels:
         features = WhisperFeatureExtractor.from_pretrained(whisper_dir)
     except (OSError, ValueError, RuntimeError, KeyError) as exc:
         lines = [line for line in str(exc).splitlines() if line.strip()]
-        raise ConfigError(f"the musetalk model files in {models_dir} do not load: {(lines or [repr(exc)])[0][:300]}") from exc
+        raise ConfigError(
+            f"the musetalk model files in {models_dir} do not load: {(lines or [repr(exc)])[0][:300]}"
+        ) from exc
     width = int(unet.config.cross_attention_dim)
     if width != whisper.config.d_model:
         raise ConfigError(
             f"{UNET_DIR}/{UNET_CONFIG} attends to {width}-wide audio but {WHISPER_DIR} gives {whisper.config.d_model}"
         )
-    return MuseTalkModels(
-        unet.eval(), vae.eval(), whisper.eval(), features, positional_encoding(width)
-    )
+    return MuseTalkModels(unet.eval(), vae.eval(), whisper.eval(), features, positional_encoding(width))
 
 
 def positional_encoding(d_model: int = D_MODEL, max_len: int = 5000) -> torch.Tensor:
@@ -171,7 +176,9 @@ def encoder_states(models: MuseTalkModels, audio: np.ndarray) -> torch.Tensor:
         segment = np.asarray(audio[start : start + step], np.float32)
         mel = models.features(segment, sampling_rate=AUDIO_RATE, return_tensors="pt").input_features
         with torch.inference_mode():
-            hidden = models.whisper.encoder(mel.to(param.device, param.dtype), output_hidden_states=True).hidden_states
+            hidden = models.whisper.encoder(
+                mel.to(param.device, param.dtype), output_hidden_states=True
+            ).hidden_states
         parts.append(torch.stack(hidden, dim=2)[0])  # (1500, layers + 1, d)
     states = torch.cat(parts)
     return states[: math.floor(len(audio) / AUDIO_RATE * TOKENS_PER_SECOND)]
@@ -331,7 +338,9 @@ def square_mask(box: Box, parsing: np.ndarray) -> tuple[Box, np.ndarray]:
     return square, cv2.GaussianBlur(mask, (kernel, kernel), 0)
 
 
-def blend_face(frame: np.ndarray, face: np.ndarray, box: Box, mask: np.ndarray, weight: float = 1.0) -> np.ndarray:
+def blend_face(
+    frame: np.ndarray, face: np.ndarray, box: Box, mask: np.ndarray, weight: float = 1.0
+) -> np.ndarray:
     """A copy of ``frame`` with ``face`` (box-sized) blended in through the square's ``mask`` (uint8), as
     upstream's paste does: out = frame + (face − frame)·mask/255 (PIL's rounding), ``weight`` scaling the
     mask (rest on silence). Pixels outside the box or where the mask is 0 are unchanged."""

@@ -63,7 +63,8 @@ class _Batch:
 class MuseTalkRenderer:
     """The ``musetalk`` renderer (see the module docstring). Build once per worker process; reuse.
 
-    models_dir: the model directory holding ``musetalkV15/``, ``sd-vae-ft-mse/``, ``whisper-tiny/``.
+    models_dir: the model directory holding ``musetalkV15/``, ``sd-vae-ft-mse/``, ``whisper-tiny/``
+    (or networks already loaded: benchmarks build them in memory).
     device: "auto", "cpu", "cuda" or "cuda:N". batch: frames per UNet call. dtype: on CUDA, "float16"
     (default, upstream's) or "bfloat16" or "float32"; always float32 on the CPU. latent_cache: face
     crops whose latents are kept. extra_margin: pixels added below the face box (upstream: 10).
@@ -73,7 +74,7 @@ class MuseTalkRenderer:
 
     def __init__(
         self,
-        models_dir: str | Path,
+        models_dir: str | Path | mt.MuseTalkModels,
         *,
         device: str = "auto",
         batch: int = 32,
@@ -91,7 +92,8 @@ class MuseTalkRenderer:
         self.device = resolve_device(device)
         self.dtype = DTYPES[dtype] if self.device.type == "cuda" else torch.float32
         self.batch, self.extra_margin, self.prefetch = batch, extra_margin, prefetch
-        self.models = mt.load_models(Path(models_dir)).to(self.device, self.dtype)
+        models = models_dir if isinstance(models_dir, mt.MuseTalkModels) else mt.load_models(Path(models_dir))
+        self.models = models.to(self.device, self.dtype)
         self.cache_size = latent_cache
         self._latents: OrderedDict[bytes, torch.Tensor] = OrderedDict()
         self.cache_hits = self.cache_misses = 0
@@ -150,7 +152,9 @@ class MuseTalkRenderer:
                 )
             yield self._prepare(first, items, speaking[first : first + count])
 
-    def _prepare(self, first: int, items: list[tuple[int, np.ndarray, FaceFrame]], weights: np.ndarray) -> _Batch:
+    def _prepare(
+        self, first: int, items: list[tuple[int, np.ndarray, FaceFrame]], weights: np.ndarray
+    ) -> _Batch:
         frames, boxes, masks, crops = [], [], [], []
         for k, (_, frame, face) in enumerate(items):
             box = None

@@ -30,7 +30,12 @@ UNET_REAL: dict[str, Any] = {
     "block_out_channels": [320, 640, 1280, 1280],
     "center_input_sample": False,
     "cross_attention_dim": 384,
-    "down_block_types": ["CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"],
+    "down_block_types": [
+        "CrossAttnDownBlock2D",
+        "CrossAttnDownBlock2D",
+        "CrossAttnDownBlock2D",
+        "DownBlock2D",
+    ],
     "downsample_padding": 1,
     "flip_sin_to_cos": True,
     "freq_shift": 0,
@@ -117,5 +122,7 @@ def write_models(folder: Path, configs: Configs = TINY, seed: int = 0) -> Path:
 
     whisper = mt.seeded_(WhisperModel(WhisperConfig(**configs.whisper)), seed + 2)
     whisper.save_pretrained(folder / mt.WHISPER_DIR)
-    WhisperFeatureExtractor(feature_size=configs.whisper["num_mel_bins"]).save_pretrained(folder / mt.WHISPER_DIR)
+    WhisperFeatureExtractor(feature_size=configs.whisper["num_mel_bins"]).save_pretrained(
+        folder / mt.WHISPER_DIR
+    )
     return folder

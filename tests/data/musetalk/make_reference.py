@@ -88,7 +88,9 @@ def _install_shims(landmarks: np.ndarray, box: tuple[int, int, int, int]) -> Non
     apis.inference_topdown = lambda model, image: [result]  # type: ignore[attr-defined]
     structures = types.ModuleType("mmpose.structures")
     structures.merge_data_samples = lambda results: results[0]  # type: ignore[attr-defined]
-    sys.modules.update({"mmpose": types.ModuleType("mmpose"), "mmpose.apis": apis, "mmpose.structures": structures})
+    sys.modules.update(
+        {"mmpose": types.ModuleType("mmpose"), "mmpose.apis": apis, "mmpose.structures": structures}
+    )
 
     class FaceAlignment:
         def __init__(self, *a: object, **k: object) -> None:
@@ -124,7 +126,7 @@ def main() -> None:
     _ = (diffusers.AutoencoderKL, diffusers.UNet2DConditionModel, transformers.WhisperModel)
     _install_shims(landmarks, face_box)
     sys.path.insert(0, str(args.upstream))
-    from musetalk.models.unet import UNet, PositionalEncoding
+    from musetalk.models.unet import PositionalEncoding, UNet
     from musetalk.models.vae import VAE
     from musetalk.utils import blending, preprocessing
     from musetalk.utils.audio_processor import AudioProcessor
@@ -163,7 +165,11 @@ def main() -> None:
         torch.manual_seed(SEED)
         latents = vae.get_latents_for_unet(crop)
         ref["latents_sampled"] = latents.numpy()
-        unet = UNet(str(models / mt.UNET_DIR / mt.UNET_CONFIG), str(models / mt.UNET_DIR / mt.UNET_WEIGHTS), device="cpu")
+        unet = UNet(
+            str(models / mt.UNET_DIR / mt.UNET_CONFIG),
+            str(models / mt.UNET_DIR / mt.UNET_WEIGHTS),
+            device="cpu",
+        )
         unet.model.eval()
         pe = PositionalEncoding(d_model=384)
         batch = torch.cat([latents, latents])
@@ -203,7 +209,9 @@ def main() -> None:
     # only the square blended through is stored of the frames (the rest is the photo, checked by the test)
     sx1, sy1, sx2, sy2 = (max(0, v) for v in mt.blend_square(box))
     for key in ("final_bgr", "mean_final_bgr"):
-        assert np.array_equal(np.delete(ref[key], np.s_[sy1:sy2], axis=0), np.delete(bgr, np.s_[sy1:sy2], axis=0))
+        assert np.array_equal(
+            np.delete(ref[key], np.s_[sy1:sy2], axis=0), np.delete(bgr, np.s_[sy1:sy2], axis=0)
+        )
         ref[key] = ref[key][sy1:sy2, sx1:sx2]
     np.savez_compressed(OUT, **ref)
     print(f"wrote {OUT} ({OUT.stat().st_size} bytes): box {box}, {len(chunks)} windows")

@@ -80,7 +80,9 @@ def test_audio_windows_equal_upstream(models: mt.MuseTalkModels, ref: dict[str, 
     assert mt.audio_windows(states, FPS, n + 1, 1).shape == (1, 50, 384)
 
 
-def test_crop_box_and_crop_equal_upstream(frame: np.ndarray, face: FaceFrame, ref: dict[str, np.ndarray]) -> None:
+def test_crop_box_and_crop_equal_upstream(
+    frame: np.ndarray, face: FaceFrame, ref: dict[str, np.ndarray]
+) -> None:
     """Upstream's v1.5 box from the landmarks (+10 px below), and its 256 px Lanczos crop, exactly."""
     box = mt.crop_box(face.box, face.landmarks, *frame.shape[:2])
     assert box == tuple(int(v) for v in ref["box"])
@@ -116,7 +118,9 @@ def test_decoded_face_equals_upstream(models: mt.MuseTalkModels, ref: dict[str, 
     assert diff.max() <= 1 and (diff > 0).mean() < 0.001
 
 
-def test_blend_equals_upstream_get_image(frame: np.ndarray, face: FaceFrame, ref: dict[str, np.ndarray]) -> None:
+def test_blend_equals_upstream_get_image(
+    frame: np.ndarray, face: FaceFrame, ref: dict[str, np.ndarray]
+) -> None:
     """Our blend (square, upper boundary, blur, PIL's integer paste) equals upstream's ``get_image``
     given the same parsing mask; outside the square the photo is untouched."""
     box = tuple(int(v) for v in ref["box"])
@@ -228,7 +232,9 @@ def test_cancel_stops_at_the_next_progress_report(
     assert len(got) == 3
 
 
-def test_frames_ending_early(renderer: MuseTalkRenderer, speech: np.ndarray, frame: np.ndarray, face: FaceFrame) -> None:
+def test_frames_ending_early(
+    renderer: MuseTalkRenderer, speech: np.ndarray, frame: np.ndarray, face: FaceFrame
+) -> None:
     with pytest.raises(InvalidInput, match="ended after 2 of 5"):
         list(renderer.render(_request(speech, 5, face), _still(frame, face, 2), lambda _: None))
 
