@@ -92,6 +92,7 @@ def steps(renderer: MuseTalkRenderer, batches: list[int]) -> None:
 
 def end_to_end(renderer: MuseTalkRenderer, n: int) -> None:
     bgr = cv2.imread(str(ASSETS / "astronaut.png"))
+    assert bgr is not None
     image = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
     face = FaceFrame(box=(177, 66, 272, 161))  # the Haar cascade's box on the 512×512 photo
     stereo, rate = soundfile.read(ASSETS / "jfk.flac", dtype="float32", always_2d=True)

@@ -46,17 +46,13 @@ import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import cv2
 import numpy as np
 import torch
 
 from pipeline.errors import ConfigError
-
-if TYPE_CHECKING:
-    from diffusers import AutoencoderKL, UNet2DConditionModel
-    from transformers import WhisperFeatureExtractor, WhisperModel
 
 FACE_SIZE = 256
 LATENT_SIZE = 32
@@ -89,10 +85,13 @@ Box = tuple[int, int, int, int]
 class MuseTalkModels:
     """The three networks and the feature extractor, in eval mode on one device."""
 
-    unet: UNet2DConditionModel
-    vae: AutoencoderKL
-    whisper: WhisperModel
-    features: WhisperFeatureExtractor
+    # Any: diffusers' and transformers' classes are not typed precisely enough for mypy (decorated
+    # methods, dynamic attributes such as ``config``); they are UNet2DConditionModel, AutoencoderKL,
+    # WhisperModel and WhisperFeatureExtractor
+    unet: Any
+    vae: Any
+    whisper: Any
+    features: Any
     pe: torch.Tensor  # (1, max_len, 384) positional encoding
 
     @property
@@ -100,8 +99,10 @@ class MuseTalkModels:
         return float(self.vae.config.scaling_factor)
 
     def to(self, device: torch.device, dtype: torch.dtype) -> MuseTalkModels:
-        self.unet.to(device=device, dtype=dtype)
-        self.vae.to(device=device, dtype=dtype)
+        # the dtype only when it changes: diffusers warns on every dtype cast, even float32 to float32
+        cast = {"dtype": dtype} if dtype != next(self.unet.parameters()).dtype else {}
+        self.unet.to(device=device, **cast)
+        self.vae.to(device=device, **cast)
         self.whisper.to(device=device, dtype=dtype)
         self.pe = self.pe.to(device=device, dtype=dtype)
         return self

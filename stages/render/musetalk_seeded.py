@@ -114,13 +114,13 @@ def write_models(folder: Path, configs: Configs = TINY, seed: int = 0) -> Path:
     unet_dir = folder / mt.UNET_DIR
     unet_dir.mkdir(parents=True, exist_ok=True)
     (unet_dir / mt.UNET_CONFIG).write_text(json.dumps(configs.unet, indent=2))
-    unet = mt.seeded_(UNet2DConditionModel.from_config(configs.unet), seed)
+    unet: Any = mt.seeded_(UNet2DConditionModel.from_config(configs.unet), seed)
     torch.save(unet.state_dict(), unet_dir / mt.UNET_WEIGHTS)  # a bare state dict, as published
 
-    vae = mt.seeded_(AutoencoderKL.from_config(configs.vae), seed + 1)
+    vae: Any = mt.seeded_(AutoencoderKL.from_config(configs.vae), seed + 1)
     vae.save_pretrained(folder / mt.VAE_DIR)
 
-    whisper = mt.seeded_(WhisperModel(WhisperConfig(**configs.whisper)), seed + 2)
+    whisper: Any = mt.seeded_(WhisperModel(WhisperConfig(**configs.whisper)), seed + 2)
     whisper.save_pretrained(folder / mt.WHISPER_DIR)
     WhisperFeatureExtractor(feature_size=configs.whisper["num_mel_bins"]).save_pretrained(
         folder / mt.WHISPER_DIR

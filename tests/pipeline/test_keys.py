@@ -88,7 +88,7 @@ def test_render_pools_by_renderer() -> None:
     from pipeline.keys import pool_for, pools_of
 
     def spec(renderer: str) -> JobSpec:
-        return JobSpec(audio="voice.wav", options=JobOptions(renderer=renderer))  # type: ignore[arg-type]
+        return JobSpec(audio="voice.wav", options=JobOptions(renderer=renderer))
 
     assert pools_of("render") == ("default", "neural", "musetalk")
     assert pool_for("render", spec("musetalk")) == "musetalk"

@@ -111,11 +111,14 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(2)
 
-    rgb = cv2.cvtColor(cv2.imread(str(ASSETS / "astronaut.png")), cv2.COLOR_BGR2RGB)
+    photo = cv2.imread(str(ASSETS / "astronaut.png"))
+    assert photo is not None
+    rgb = cv2.cvtColor(photo, cv2.COLOR_BGR2RGB)
     bgr = np.ascontiguousarray(rgb[..., ::-1])
     (face,) = DlibDetector().detect(rgb)
     landmarks = np.asarray(face.landmarks, np.float32)
-    face_box = tuple(int(v) for v in face.box)
+    fx1, fy1, fx2, fy2 = (int(v) for v in face.box)
+    face_box = (fx1, fy1, fx2, fy2)
     stereo, rate = soundfile.read(ASSETS / "jfk.flac", dtype="float32", frames=44_100, always_2d=True)
     audio = librosa.resample(stereo.mean(axis=1), orig_sr=rate, target_sr=16_000).astype(np.float32)
 
@@ -213,7 +216,7 @@ def main() -> None:
             np.delete(ref[key], np.s_[sy1:sy2], axis=0), np.delete(bgr, np.s_[sy1:sy2], axis=0)
         )
         ref[key] = ref[key][sy1:sy2, sx1:sx2]
-    np.savez_compressed(OUT, **ref)
+    np.savez_compressed(OUT, **ref)  # type: ignore[arg-type]  # numpy's stub reads **kwds as allow_pickle
     print(f"wrote {OUT} ({OUT.stat().st_size} bytes): box {box}, {len(chunks)} windows")
 
 

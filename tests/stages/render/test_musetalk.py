@@ -56,8 +56,8 @@ def frame(astronaut: np.ndarray) -> np.ndarray:
 @pytest.fixture(scope="module")
 def face(ref: dict[str, np.ndarray]) -> FaceFrame:
     """The astronaut's dlib face (box and 68 landmarks) the reference was made from."""
-    box = tuple(float(v) for v in ref["face_box"])
-    return FaceFrame(box=box, landmarks=[(float(x), float(y)) for x, y in ref["landmarks"]])  # type: ignore[arg-type]
+    x1, y1, x2, y2 = (float(v) for v in ref["face_box"])
+    return FaceFrame(box=(x1, y1, x2, y2), landmarks=[(float(x), float(y)) for x, y in ref["landmarks"]])
 
 
 # --- step by step against upstream -------------------------------------------------------------------
@@ -260,3 +260,23 @@ def test_bad_settings(model_dir: Path) -> None:
         MuseTalkRenderer(model_dir, device="cpu", batch=0)
     with pytest.raises(ConfigError, match="dtype"):
         MuseTalkRenderer(model_dir, device="cpu", dtype="int8")
+
+
+def test_render_stage_builds_musetalk_from_the_model_directory(tmp_path: Path, model_dir: Path) -> None:
+    """``renderer: musetalk`` gives the MuseTalk renderer, loaded once per worker from the model
+    directory; warm_up builds it when its files are there; without them a job fails naming the fetch."""
+    import shutil
+
+    from pipeline.config import Settings
+    from pipeline.stage import ModelCache
+    from stages.render import get_renderer, warm_up
+
+    settings = Settings(data_dir=tmp_path, device="cpu")
+    with pytest.raises(ConfigError, match="--fetch musetalk"):
+        get_renderer(settings, ModelCache(), JobOptions(renderer="musetalk"))
+    shutil.copytree(model_dir, settings.models)
+    cache = ModelCache()
+    warm_up(settings, cache)
+    renderer = get_renderer(settings, cache, JobOptions(renderer="musetalk"))
+    assert isinstance(renderer, MuseTalkRenderer)
+    assert get_renderer(settings, cache, JobOptions(renderer="musetalk")) is renderer
