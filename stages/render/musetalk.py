@@ -192,13 +192,19 @@ def audio_windows(states: torch.Tensor, fps: float, first: int, count: int) -> t
     before, 6·⌈50/fps⌉ after (upstream's padding; frames past the end read zeros).
     """
     ratio = TOKENS_PER_SECOND / fps
-    pad = math.ceil(ratio)
-    left, right = pad * PAD_LEFT, pad * 3 * PAD_RIGHT
-    starts = [math.floor(i * ratio) for i in range(first, first + count)]
-    need = (starts[-1] + WINDOW) if starts else 0
-    padded = states.new_zeros((max(need, left + len(states) + right), *states.shape[1:]))
-    padded[left : left + len(states)] = states
-    windows = torch.stack([padded[s : s + WINDOW] for s in starts]) if starts else padded[:0, None]
+    left = math.ceil(ratio) * PAD_LEFT  # the right padding (6·⌈50/fps⌉) only makes late windows read zeros
+    starts = torch.tensor([math.floor(i * ratio) for i in range(first, first + count)], dtype=torch.long)
+    # gather the windows instead of padding all the states (a long voice would be copied every batch)
+    index = (starts[:, None] + torch.arange(WINDOW) - left).to(states.device)
+    inside = (index >= 0) & (index < len(states))
+    picked = (
+        states[index.clamp(0, max(0, len(states) - 1))]
+        if len(states)
+        else states.new_zeros((count, WINDOW, *states.shape[1:]))
+    )
+    windows = torch.where(
+        inside[:, :, None, None], picked, torch.zeros((), dtype=states.dtype, device=states.device)
+    )
     return windows.flatten(1, 2)
 
 
