@@ -280,3 +280,14 @@ def test_render_stage_builds_musetalk_from_the_model_directory(tmp_path: Path, m
     renderer = get_renderer(settings, cache, JobOptions(renderer="musetalk"))
     assert isinstance(renderer, MuseTalkRenderer)
     assert get_renderer(settings, cache, JobOptions(renderer="musetalk")) is renderer
+
+
+def test_lower_face_mask_covers_the_mouth_not_the_eyes(face: FaceFrame, ref: dict[str, np.ndarray]) -> None:
+    """Our stand-in for upstream's face parsing, measured on the astronaut: after upstream's upper
+    boundary and blur, the blend weight is full on every mouth landmark and zero on every eye landmark."""
+    box = tuple(int(v) for v in ref["box"])
+    square, mask = mt.square_mask(box, mt.lower_face_mask(box, face.landmarks))  # type: ignore[arg-type]
+    points = np.rint(np.asarray(face.landmarks) - square[:2]).astype(int)
+    weight = mask[points[:, 1], points[:, 0]]
+    assert (weight[48:68] >= 250).all()  # the mouth (iBUG 48..67)
+    assert (weight[36:48] == 0).all() and (weight[17:27] == 0).all()  # the eyes and brows stay the photo's
