@@ -4,7 +4,9 @@ The math is ``stages.render.musetalk`` (upstream's 1.5 inference, step by step).
 caching, devices, rest on silence and progress, shaped like the ``wav2lip`` renderer.
 
 - Batches: ``batch`` output frames per UNet and VAE-decode call; crops, boxes and masks of the next
-  batch are prepared in a background thread while the networks run (``neural._Prefetcher``).
+  batch are prepared in a background thread while the networks run (``neural._Prefetcher``). On CUDA the
+  next batch is launched before the previous one is blended (faces copied to page-locked memory behind
+  an event), and blending runs in a small thread pool, as the wav2lip renderer does.
 - Avatar latents cached by content: the 8×32×32 VAE latents of a face crop are kept under the SHA-1 of
   the 256×256 crop's pixels (LRU, ``latent_cache`` entries, on the device). A photo avatar is encoded
   once; a video avatar reused across jobs in this worker pays only the UNet and the decode.
@@ -23,9 +25,11 @@ caching, devices, rest on silence and progress, shaped like the ``wav2lip`` rend
 from __future__ import annotations
 
 import hashlib
+import os
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
@@ -60,6 +64,25 @@ class _Batch:
     active: list[int]
 
 
+@dataclass
+class _Launched:
+    """A batch whose faces are on their way (ready once ``ready`` has fired; None on the CPU)."""
+
+    batch: _Batch
+    faces: np.ndarray | torch.Tensor  # (A, 256, 256, 3) uint8 RGB, host memory
+    ready: torch.cuda.Event | None
+
+
+def _compose(
+    frame: np.ndarray, box: mt.Box | None, mask: np.ndarray | None, face: np.ndarray | None, weight: float
+) -> np.ndarray:
+    """``frame`` with ``face`` resized (bilinear, as upstream) to ``box`` and blended; itself if no box."""
+    if box is None or mask is None or face is None:
+        return frame
+    x1, y1, x2, y2 = box
+    return mt.blend_face(frame, cv2.resize(face, (x2 - x1, y2 - y1)), box, mask, float(weight))
+
+
 class MuseTalkRenderer:
     """The ``musetalk`` renderer (see the module docstring). Build once per worker process; reuse.
 
@@ -68,6 +91,7 @@ class MuseTalkRenderer:
     device: "auto", "cpu", "cuda" or "cuda:N". batch: frames per UNet call. dtype: on CUDA, "float16"
     (default, upstream's) or "bfloat16" or "float32"; always float32 on the CPU. latent_cache: face
     crops whose latents are kept. extra_margin: pixels added below the face box (upstream: 10).
+    blend_workers: threads blending frames (default: cores, ≤ 8).
     """
 
     name = "musetalk"
@@ -82,6 +106,7 @@ class MuseTalkRenderer:
         latent_cache: int = 4096,
         extra_margin: int = mt.EXTRA_MARGIN,
         prefetch: int = 2,
+        blend_workers: int | None = None,
         warm_up: bool = True,
     ) -> None:
         if batch < 1:
@@ -92,6 +117,7 @@ class MuseTalkRenderer:
         self.device = resolve_device(device)
         self.dtype = DTYPES[dtype] if self.device.type == "cuda" else torch.float32
         self.batch, self.extra_margin, self.prefetch = batch, extra_margin, prefetch
+        self.blend_workers = blend_workers or min(8, os.cpu_count() or 1)
         models = models_dir if isinstance(models_dir, mt.MuseTalkModels) else mt.load_models(Path(models_dir))
         self.models = models.to(self.device, self.dtype)
         self.cache_size = latent_cache
@@ -134,11 +160,21 @@ class MuseTalkRenderer:
             else np.ones(n, np.float32)
         )
         done = 0
-        with _Prefetcher(self._batches(request, frames, speaking), self.prefetch) as batches:
+        pending: _Launched | None = None
+        with (
+            ThreadPoolExecutor(self.blend_workers, thread_name_prefix="musetalk-blend") as pool,
+            _Prefetcher(self._batches(request, frames, speaking), self.prefetch) as batches,
+        ):
             for batch in batches:
-                yield from self._run(batch, states, request.fps)
-                done += len(batch.frames)
-                progress(done / n)
+                launched = self._launch(batch, states, request.fps)  # on CUDA: queued, not yet done
+                if pending is not None:
+                    yield from self._finish(pending, pool)
+                    done += len(pending.batch.frames)
+                    progress(done / n)
+                pending = launched
+            if pending is not None:
+                yield from self._finish(pending, pool)
+                progress(1.0)
 
     def _batches(self, request: RenderRequest, frames: Frames, speaking: np.ndarray) -> Iterator[_Batch]:
         """Cut ``frames`` into prepared batches (runs in the prefetch thread)."""
@@ -171,24 +207,44 @@ class MuseTalkRenderer:
         stack = np.stack(crops) if crops else np.zeros((0, mt.FACE_SIZE, mt.FACE_SIZE, 3), np.uint8)
         return _Batch(first, frames, boxes, masks, weights, stack, active)
 
-    def _run(self, batch: _Batch, states: torch.Tensor, fps: float) -> Iterator[np.ndarray]:
-        """The networks on ``batch``'s active frames; yield its frames in order, faces blended in."""
-        faces: dict[int, np.ndarray] = {}
-        if batch.active:
-            with torch.inference_mode():
-                latents = self._avatar_latents(batch.crops)
-                tokens = mt.audio_windows(states, fps, batch.first, len(batch.frames))[batch.active]
-                predicted = mt.predict_latents(self.models, latents, tokens)
-                out = mt.decode_faces(self.models, predicted).cpu().numpy()
-            faces = dict(zip(batch.active, out, strict=True))
-        for k, frame in enumerate(batch.frames):
-            box, mask = batch.boxes[k], batch.masks[k]
-            if box is None or mask is None:
-                yield frame
-                continue
-            x1, y1, x2, y2 = box
-            face = cv2.resize(faces[k], (x2 - x1, y2 - y1))  # bilinear, as upstream
-            yield mt.blend_face(frame, face, box, mask, float(batch.weights[k]))
+    def _launch(self, batch: _Batch, states: torch.Tensor, fps: float) -> _Launched:
+        """Start the networks on ``batch``'s active frames; on CUDA this returns before the GPU is done
+        (the faces are copied to page-locked memory behind an event), so the previous batch is blended
+        while this one runs."""
+        if not batch.active:
+            return _Launched(batch, np.zeros((0, 1, 1, 3), np.uint8), None)
+        with torch.inference_mode():
+            latents = self._avatar_latents(batch.crops)
+            tokens = mt.audio_windows(states, fps, batch.first, len(batch.frames))[batch.active]
+            faces = mt.decode_faces(self.models, mt.predict_latents(self.models, latents, tokens))
+            if self.device.type != "cuda":
+                return _Launched(batch, faces.numpy(), None)
+            host = torch.empty(faces.shape, dtype=torch.uint8, pin_memory=True)
+            host.copy_(faces, non_blocking=True)
+            ready = torch.cuda.Event()
+            ready.record(torch.cuda.current_stream(self.device))
+            return _Launched(batch, host, ready)
+
+    def _finish(self, launched: _Launched, pool: ThreadPoolExecutor) -> Iterator[np.ndarray]:
+        """Wait for ``launched``'s faces; yield its frames in order, blended by ``pool`` a few at a time."""
+        if launched.ready is not None:
+            launched.ready.synchronize()
+        batch = launched.batch
+        out = launched.faces.numpy() if isinstance(launched.faces, torch.Tensor) else launched.faces
+        faces: list[np.ndarray | None] = [None] * len(batch.frames)
+        for j, k in enumerate(batch.active):
+            faces[k] = out[j]
+        step = 2 * self.blend_workers  # few finished frames waiting for the caller (memory)
+        for k in range(0, len(batch.frames), step):
+            part = slice(k, k + step)
+            yield from pool.map(
+                _compose,
+                batch.frames[part],
+                batch.boxes[part],
+                batch.masks[part],
+                faces[part],
+                batch.weights[part],
+            )
 
     def _avatar_latents(self, crops: np.ndarray) -> torch.Tensor:
         """The (A, 8, 32, 32) latents of ``crops``: from the cache by content, the rest encoded in one call."""
