@@ -221,7 +221,8 @@ def _operator_commands(commands: _Commands) -> None:
     worker.add_argument(
         "--pool",
         default="default",
-        help="comma-separated pools to serve: default, and for render neural (GPU jobs); "
+        help="comma-separated pools to serve: default, and for render neural (wav2lip GPU jobs) and "
+        "musetalk (MuseTalk GPU jobs); "
         "'default,neural' lets a CPU worker take neural jobs too",
     )
     worker.add_argument("--max-messages", type=int, help="exit after handling this many messages (KEDA jobs)")
