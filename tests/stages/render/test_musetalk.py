@@ -291,3 +291,26 @@ def test_lower_face_mask_covers_the_mouth_not_the_eyes(face: FaceFrame, ref: dic
     weight = mask[points[:, 1], points[:, 0]]
     assert (weight[48:68] >= 250).all()  # the mouth (iBUG 48..67)
     assert (weight[36:48] == 0).all() and (weight[17:27] == 0).all()  # the eyes and brows stay the photo's
+
+
+def test_moving_face_is_followed_frame_by_frame(
+    renderer: MuseTalkRenderer, speech: np.ndarray, frame: np.ndarray, face: FaceFrame
+) -> None:
+    """A face that moves (the photo shifted 16 px right, its landmarks with it) is regenerated where it is
+    on each frame: the changed region moves by the same 16 px; the moved crop is encoded anew."""
+    shift = 16
+    moved_frame = np.roll(frame, shift, axis=1)
+    x1, y1, x2, y2 = face.box
+    moved = FaceFrame(
+        box=(x1 + shift, y1, x2 + shift, y2),
+        landmarks=[(x + shift, y) for x, y in face.landmarks or []],
+    )
+    misses = renderer.cache_misses
+    items = [(0, frame, face), (1, moved_frame, moved)]
+    out = list(renderer.render(_request(speech, 2, face), iter(items), lambda _: None))
+    changed = [np.argwhere((o != f).any(axis=2)) for o, f in zip(out, (frame, moved_frame), strict=True)]
+    assert len(changed[0]) > 1000
+    # centroids, not edges: where the blurred mask is faint, whether a pixel changes depends on the face
+    moved_by = changed[1].mean(axis=0) - changed[0].mean(axis=0)
+    np.testing.assert_allclose(moved_by, [0, shift], atol=1.0)
+    assert renderer.cache_misses - misses >= 1
