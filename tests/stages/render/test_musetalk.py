@@ -297,7 +297,8 @@ def test_moving_face_is_followed_frame_by_frame(
     renderer: MuseTalkRenderer, speech: np.ndarray, frame: np.ndarray, face: FaceFrame
 ) -> None:
     """A face that moves (the photo shifted 16 px right, its landmarks with it) is regenerated where it is
-    on each frame: the changed region moves by the same 16 px; the moved crop is encoded anew."""
+    on each frame: the changed region moves by the same 16 px. The moved crop holds the same pixels, so
+    its latents come from the cache (keyed by content, not position)."""
     shift = 16
     moved_frame = np.roll(frame, shift, axis=1)
     x1, y1, x2, y2 = face.box
@@ -313,4 +314,4 @@ def test_moving_face_is_followed_frame_by_frame(
     # centroids, not edges: where the blurred mask is faint, whether a pixel changes depends on the face
     moved_by = changed[1].mean(axis=0) - changed[0].mean(axis=0)
     np.testing.assert_allclose(moved_by, [0, shift], atol=1.0)
-    assert renderer.cache_misses - misses >= 1
+    assert renderer.cache_misses - misses <= 1
