@@ -271,7 +271,8 @@ def _operator_commands(commands: _Commands) -> None:
     worker.add_argument(
         "--pool",
         default="default",
-        help="comma-separated pools to serve: default, and for render neural (GPU jobs); "
+        help="comma-separated pools to serve: default, and for render neural (wav2lip GPU jobs) and "
+        "musetalk (MuseTalk GPU jobs); "
         "'default,neural' lets a CPU worker take neural jobs too",
     )
     worker.add_argument("--max-messages", type=int, help="exit after handling this many messages (KEDA jobs)")
@@ -324,7 +325,11 @@ def _operator_commands(commands: _Commands) -> None:
         "(MOUTHPIECE_MODEL_DIR, default DATA_DIR/models).",
     )
     models.add_argument(
-        "--fetch", metavar="NAME", action="append", default=[], help="download this file (repeatable)"
+        "--fetch",
+        metavar="NAME",
+        action="append",
+        default=[],
+        help="download this file, or every file of a renderer (musetalk) (repeatable)",
     )
     models.add_argument("--url", help="download from this URL instead of the configured one")
 
@@ -1440,7 +1445,7 @@ def cmd_models(settings: Settings, args: argparse.Namespace) -> int:
         print(f"fetched {name} -> {path}")
     print(f"Model directory: {settings.models}")
     print(f"None of these files is needed by {modelfiles.DEFAULT_JOB}: {modelfiles.PACKAGED}.")
-    missing = modelfiles.missing_neural(("torch", "face_alignment"))
+    missing = modelfiles.missing_neural(("torch", "face_alignment", "diffusers", "transformers"))
     if missing:
         print(f"The neural extra is not installed ({modelfiles.NEURAL_EXTRA}): no {' or '.join(missing)}.")
     for model, path, present, digest in modelfiles.model_status(settings):
@@ -1448,6 +1453,8 @@ def cmd_models(settings: Settings, args: argparse.Namespace) -> int:
         print(f"\n{model.name}: {state}")
         print(f"  what:       {model.description}")
         print(f"  needed by:  {model.needed_by}")
+        if model.licence:
+            print(f"  licence:    {model.licence}")
         if present:
             print(f"  sha256:     {digest}")
             print(f"  path:       {path}")

@@ -285,6 +285,11 @@ class ModelSettings(_Part):
     )
     wav2lip_checkpoint: str = Field("wav2lip_gan.pth", description="file in model_dir, or a path")
     wav2lip_batch: int = Field(64, description="frames per network batch")
+    musetalk_batch: int = Field(32, ge=1, description="frames per MuseTalk UNet/VAE call")
+    musetalk_dtype: Literal["float16", "bfloat16", "float32"] = Field(
+        "float16",
+        description="MuseTalk's precision on CUDA (upstream's is float16); always float32 on the CPU",
+    )
     model_urls: dict[str, str] = Field(
         default_factory=dict,
         description="file name -> download URL",

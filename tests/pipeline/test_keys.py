@@ -107,3 +107,18 @@ def test_manifest_and_session_keys_are_matched_in_full() -> None:
     assert console_session_key("f" * 64) == "console/sessions/" + "f" * 64 + ".json"
     with pytest.raises(InvalidKey):
         console_session_key("f" * 64 + "\n")
+
+
+def test_render_pools_by_renderer() -> None:
+    """musetalk jobs go to render's own musetalk pool, wav2lip jobs to neural, the rest to default."""
+    from pipeline.contracts import JobOptions, JobSpec
+    from pipeline.keys import pool_for, pools_of
+
+    def spec(renderer: str) -> JobSpec:
+        return JobSpec(audio="voice.wav", options=JobOptions(renderer=renderer))
+
+    assert pools_of("render") == ("default", "neural", "musetalk")
+    assert pool_for("render", spec("musetalk")) == "musetalk"
+    assert pool_for("render", spec("wav2lip")) == "neural"
+    assert pool_for("render", spec("viseme")) == "default"
+    assert pool_for("detect", spec("musetalk")) == "default"

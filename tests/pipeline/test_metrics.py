@@ -116,7 +116,11 @@ def test_queue_figures_from_the_memory_bus_and_a_worker_listener(tmp_path: Path)
         )
         await consumer.next(0.1)
         rows = await queue_stats(bus, settings, ["render"])
-        assert [(r.pool, r.pending, r.ack_pending) for r in rows] == [("default", 0, 0), ("neural", 2, 1)]
+        assert [(r.pool, r.pending, r.ack_pending) for r in rows] == [
+            ("default", 0, 0),
+            ("neural", 2, 1),
+            ("musetalk", 0, 0),
+        ]
 
         async def refresh() -> None:
             await metrics.refresh_queues(bus, ["render"])

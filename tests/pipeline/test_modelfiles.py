@@ -15,7 +15,15 @@ from face_alignment.detection.sfd.sfd_detector import models_urls as sfd_urls
 
 from pipeline.config import Settings
 from pipeline.errors import ConfigError
-from pipeline.modelfiles import ModelFile, fetch_model, known_models, model_path, model_status
+from pipeline.modelfiles import (
+    MUSETALK_FILES,
+    ModelFile,
+    fetch_model,
+    known_models,
+    model_path,
+    model_status,
+    musetalk_present,
+)
 
 PAYLOAD = bytes(range(256)) * 5000  # 1.28 MB: several streamed chunks
 
@@ -68,6 +76,7 @@ def test_known_models(tmp_path: Path) -> None:
         "2DFAN4-11f355bf06.pth.tar",
         "face_restoration.pt",
         "faster-whisper-base",
+        *(m.name for m in MUSETALK_FILES),
     }
     assert models["faster-whisper-base"].directory and models["faster-whisper-base"].optional
     assert models["face_restoration.pt"].optional and not models["wav2lip_gan.pth"].optional
@@ -158,3 +167,37 @@ def test_model_file_defaults() -> None:
     """A ModelFile has no URL and is required unless said otherwise."""
     model = ModelFile("a.pth", "render:x", "test")
     assert model.default_url is None and not model.optional
+
+
+def test_musetalk_files_fetched_into_upstream_layout(tmp_path: Path, server: str) -> None:
+    """``fetch_model("musetalk")`` downloads every MuseTalk file to its place in the published layout;
+    each has a Hugging Face URL and a licence, and the renderer's files then count as present."""
+    assert all(m.default_url and m.default_url.startswith("https://huggingface.co/") for m in MUSETALK_FILES)
+    assert all(m.licence and m.used_by == "render:musetalk" for m in MUSETALK_FILES)
+    _Files.files = {f"/{m.name}": m.name.encode() * 1000 for m in MUSETALK_FILES}
+    urls = {m.name: f"{server}/{m.name}" for m in MUSETALK_FILES}
+    settings = _settings(tmp_path, model_urls=urls)
+    assert not musetalk_present(settings)
+    lines: list[str] = []
+    fetch_model(settings, "musetalk", echo=lines.append)
+    assert len(lines) == len(MUSETALK_FILES)
+    for m in MUSETALK_FILES:
+        assert (settings.models / m.name).read_bytes() == m.name.encode() * 1000
+    assert musetalk_present(settings)
+    rows = {model.name: present for model, _, present, _ in model_status(settings)}
+    assert all(rows[m.name] for m in MUSETALK_FILES)
+
+
+def test_musetalk_weights_in_either_published_format(tmp_path: Path) -> None:
+    """The VAE's and Whisper's ``.bin`` weights (what upstream's script downloads) count as present."""
+    settings = _settings(tmp_path)
+    names = {m.name for m in MUSETALK_FILES} - {
+        "sd-vae-ft-mse/diffusion_pytorch_model.safetensors",
+        "whisper-tiny/model.safetensors",
+    }
+    for name in [*names, "sd-vae-ft-mse/diffusion_pytorch_model.bin", "whisper-tiny/pytorch_model.bin"]:
+        (settings.models / name).parent.mkdir(parents=True, exist_ok=True)
+        (settings.models / name).write_bytes(b"w")
+    assert musetalk_present(settings)
+    (settings.models / "whisper-tiny/pytorch_model.bin").unlink()
+    assert not musetalk_present(settings)
