@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 import pytest
 
-from pipeline.cli import _describe
+from pipeline.cli.jobs import _describe
 from pipeline.config import Settings
 from pipeline.contracts import JobOptions, QualityReport, State
 from pipeline.media import FrameWriter, decode_frames, ffmpeg_binary, normalize_audio

@@ -34,7 +34,7 @@ LAYERS: dict[str, int] = {
     "gc": 6, "discord.routes": 6, "discord.library": 6, "destinations.discord": 6, "destinations.folder": 6, "destinations.targets": 6, "runner.records": 6, "runner.handler": 6, "runner.worker": 6, "runner.__init__": 6, "runner": 6, "control": 6, "testing": 6, "ingress.shelves": 6,
     "backlog": 6,
     # 7-8: processes and entry points
-    "stack": 7, "ingress.folder": 7, "ingress.http": 8, "cli": 9, "characters_cli": 9,
+    "stack": 7, "ingress.folder": 7, "ingress.http": 8, "cli.parser": 9, "cli.local": 9, "cli.jobs": 9, "cli.services": 9, "cli.admin": 9, "cli.__init__": 9, "cli.__main__": 9, "characters_cli": 9,
     # the web console: served by the HTTP ingress
     "console.__init__": 8, "console.app": 8, "console.auth": 8, "console.index": 8, "console.views": 8,
     "console.upload": 8, "console.base": 8, "console.pages": 8, "console.files": 8,

@@ -96,7 +96,7 @@ def measure(
     ``n_frames``: the video's frame count when the caller has counted them already. ``sound``: mono
     samples at ``SAMPLE_RATE`` to measure against instead of the video's own (sample 0 under frame 0).
     ``lip_sync``: False for a video made without lip sync (the ``none`` renderer): a mouth that does
-    not follow the voice is then what was asked for, not a problem."""
+    not follow the voice, or moves in its pauses, is then what was asked for, not a problem."""
     info = probe(video)
     n, fps = (count_frames(video) if n_frames is None else n_frames), info.fps or 25.0
     size = bounded_size(info.width, info.height, ANALYSIS_SIDE)
@@ -282,7 +282,9 @@ def _report(
         failure = sync_failure(series.mouth, speaking, confidence, face_fraction, speech_seconds)
     if confidence < MIN_OFFSET_CONFIDENCE or failure is not None:
         offset = None  # too little face or speech to read, or lips that do not sync: no offset
-    still = failure is not None and failure.startswith(MOUTH_STILL)  # then pauses tell nothing either
+    # a still mouth's pauses tell nothing; nor do those of a video made without lip sync (the none
+    # renderer leaves the mouth as the avatar had it: its motion in pauses is not this video's doing)
+    still = (failure is not None and failure.startswith(MOUTH_STILL)) or not sync_expected
     if not sync_expected:
         failure = None  # made without lip sync (the none renderer): not a problem of this video
     measures: dict[str, float | None] = {

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.cli import FLAGGED, _flagged_lines, _quality_line
+from pipeline.cli.jobs import _quality_line
+from pipeline.cli.local import _flagged_lines
+from pipeline.cli.parser import FLAGGED
 from pipeline.contracts import JobStatus, QualitySummary, State, TaskStatus
 
 LATE = QualitySummary(

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.cli import _parser
+from pipeline.cli.parser import _parser
 
 ROOT = Path(__file__).resolve().parents[2]
 

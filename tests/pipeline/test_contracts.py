@@ -7,7 +7,7 @@ import argparse
 
 import pytest
 
-from pipeline.cli import _parser
+from pipeline.cli.parser import _parser
 from pipeline.console.base import _choices
 from pipeline.console.upload import OPTION_FIELDS
 from pipeline.console.views import SHOWN_OPTIONS
@@ -36,7 +36,7 @@ def test_every_option_offered_on_the_command_line_is_a_flag_of_submit_render_and
 def test_a_typed_flag_becomes_the_job_option() -> None:
     """``--motion lively --min-quality 0.7`` reaches the job's options; a value the contract does not
     allow is refused by the parser, before anything starts."""
-    from pipeline.cli import _options
+    from pipeline.cli.parser import _options
 
     args = _parser().parse_args(["submit", "v.flac", "--motion", "lively", "--min-quality", "0.7"])
     options = _options(args)

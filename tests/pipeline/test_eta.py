@@ -189,7 +189,7 @@ def test_status_follow_shows_the_time_left_under_a_running_job(tmp_path: Path) -
     a new table only when something other than the ticking columns and that line changed."""
     from datetime import UTC, datetime
 
-    from pipeline.cli import _status_table, _without_elapsed
+    from pipeline.cli.jobs import _status_table, _without_elapsed
     from pipeline.console.index import JobSummary
 
     now = datetime.now(UTC)
