@@ -43,7 +43,7 @@ from pipeline.contracts import FaceFrame
 from pipeline.errors import ConfigError, InvalidInput
 from stages.render import musetalk as mt
 from stages.render.base import Frames, RenderRequest
-from stages.render.neural import _Prefetcher, resolve_device
+from stages.render.neural import _Prefetcher, host_copy, resolve_device
 from stages.timing import speaking_weight
 
 log = structlog.get_logger("mouthpiece.render.musetalk")
@@ -217,13 +217,7 @@ class MuseTalkRenderer:
             latents = self._avatar_latents(batch.crops)
             tokens = mt.audio_windows(states, fps, batch.first, len(batch.frames))[batch.active]
             faces = mt.decode_faces(self.models, mt.predict_latents(self.models, latents, tokens))
-            if self.device.type != "cuda":
-                return _Launched(batch, faces.numpy(), None)
-            host = torch.empty(faces.shape, dtype=torch.uint8, pin_memory=True)
-            host.copy_(faces, non_blocking=True)
-            ready = torch.cuda.Event()
-            ready.record(torch.cuda.current_stream(self.device))
-            return _Launched(batch, host, ready)
+            return _Launched(batch, *host_copy(faces, self.device))
 
     def _finish(self, launched: _Launched, pool: ThreadPoolExecutor) -> Iterator[np.ndarray]:
         """Wait for ``launched``'s faces; yield its frames in order, blended by ``pool`` a few at a time."""

@@ -136,6 +136,18 @@ class _Launched:
     ready: torch.cuda.Event | None
 
 
+def host_copy(images: torch.Tensor, device: torch.device) -> tuple[torch.Tensor, torch.cuda.Event | None]:
+    """``images`` (uint8) on the CPU: on CUDA copied asynchronously into page-locked memory, with the event
+    that fires once the copy is done (wait on it before reading); elsewhere at once, and no event."""
+    if device.type != "cuda":
+        return images.contiguous(), None
+    host = torch.empty(images.shape, dtype=torch.uint8, pin_memory=True)
+    host.copy_(images, non_blocking=True)
+    ready = torch.cuda.Event()
+    ready.record(torch.cuda.current_stream(device))
+    return host, ready
+
+
 class _Failure:
     def __init__(self, error: BaseException) -> None:
         self.error = error
@@ -377,14 +389,8 @@ class Wav2LipRenderer:
         return ((torch.cat(chunks).float() + 1.0) / 2.0).clamp_(0.0, 1.0)
 
     def _to_host(self, batch: _Batch, patches: torch.Tensor) -> _Launched:
-        """Copy ``patches`` to the CPU, asynchronously on CUDA (into page-locked memory, with an event)."""
-        if not self.cuda:
-            return _Launched(batch, patches.contiguous(), None)
-        host = torch.empty(patches.shape, dtype=torch.uint8, pin_memory=True)
-        host.copy_(patches, non_blocking=True)
-        ready = torch.cuda.Event()
-        ready.record(torch.cuda.current_stream(self.device))
-        return _Launched(batch, host, ready)
+        """Copy ``patches`` to the CPU, asynchronously on CUDA (``host_copy``)."""
+        return _Launched(batch, *host_copy(patches, self.device))
 
     def _finish(self, launched: _Launched, pool: ThreadPoolExecutor) -> Iterator[np.ndarray]:
         """Wait for ``launched``'s output; yield its frames, the new faces blended in by ``pool``, in order."""
