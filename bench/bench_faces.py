@@ -35,11 +35,11 @@ from pipeline.media import FrameWriter, decode_frames, decode_lazily, mux
 from stages.detect.track import build_track
 from stages.lib.faces.landmarks import DlibDetector, FaceDescriber
 from stages.lib.faces.tracker import track_faces
-from stages.quality import measure
+from stages.lib.quality import measure
+from stages.lib.speech.fallback import timing_from_audio
 from stages.render.base import SAMPLE_RATE, RenderRequest
 from stages.render.motion import Animated
 from stages.render.viseme import VisemeRenderer
-from stages.timing import timing_from_audio
 
 TRANSCRIPT = "And so my fellow Americans, ask not what your country can do for you, ask what you can do for your country."
 FPS = 25.0

@@ -10,7 +10,7 @@
    motion) and reads each render's own quality report: none of them may be flagged.
 3. Copies each render with its sound moved by -200, -120, -60, +60, +120, +200 and +300 ms, both in
    the container (`-itsoffset`, an edit list) and baked into re-encoded streams, and measures each
-   copy (`stages.quality.measure`, as `mouthpiece assess` does). Truth: the shift (a render is in sync
+   copy (`stages.lib.quality.measure`, as `mouthpiece assess` does). Truth: the shift (a render is in sync
    by construction: the mouth is driven by the very audio it is muxed with). Shows every estimate's
    error and whether the flag is right: flagged exactly when the offset is outside ITU-R BT.1359's
    acceptable window (90 ms early .. 185 ms late).
@@ -47,9 +47,9 @@ from pipeline.media import decode_lazily, ffmpeg_binary, shifted_sound
 from pipeline.reports import ACCEPTABLE_EARLY_MS, ACCEPTABLE_LATE_MS
 from stages.lib.faces.landmarks import DlibDetector
 from stages.lib.faces.tracker import follow_faces
-from stages.quality import landmarks_every_frame, measure
-from stages.quality.analysis import mouth_opening, silence_motion
-from stages.timing import speaking_weight, speech_regions
+from stages.lib.quality import landmarks_every_frame, measure
+from stages.lib.quality.analysis import mouth_opening, silence_motion
+from stages.lib.speech.fallback import speaking_weight, speech_regions
 
 SHIFTS_MS = (-200, -120, -60, 60, 120, 200, 300)
 QUICK_SHIFTS_MS = (-120, -60, 120, 200)
@@ -103,7 +103,7 @@ def voices(folder: Path) -> dict[str, Path]:
         rate,
     )
     try:
-        from stages.tts import synthesize
+        from stages.lib.speech.synthesis import synthesize
 
         found["piper"] = folder / "piper.wav"
         said = synthesize(
@@ -220,7 +220,7 @@ def _pause_motion(video: Path, detector: DlibDetector, old: bool) -> float:
     else:
         points = [p for _, p in landmarks_every_frame(iter(frames), n, detector)]
     mouth = np.array([np.nan if p is None else mouth_opening(p) for p in points])
-    from stages.quality import aligned_audio
+    from stages.lib.quality import aligned_audio
 
     speaking = speaking_weight(speech_regions(aligned_audio(video)), 25.0, n)
     value = silence_motion(mouth, speaking)

@@ -21,9 +21,9 @@ import numpy as np
 from pipeline import ASSETS_DIR
 from pipeline.config import load_settings
 from pipeline.media import load_audio, normalize_audio
-from stages.speech_timing import build_timing
-from stages.tts import synthesize
-from stages.whisper import recognize, whisper_model
+from stages.lib.speech.recognition import recognize, whisper_model
+from stages.lib.speech.synthesis import synthesize
+from stages.lib.speech.timing import build_timing
 
 ANNOUNCEMENT = (
     "Good evening everyone, and welcome to the community call. "

@@ -24,12 +24,12 @@ import numpy as np
 import soundfile
 
 from pipeline.contracts import FaceFrame, FaceTrack, JobOptions, Motion, SpeechTiming
-from stages import speech
 from stages.lib.faces.landmarks import DlibDetector, face_box
+from stages.lib.speech import align as speech
+from stages.lib.speech.fallback import timing_from_audio
 from stages.render.base import SAMPLE_RATE, RenderRequest
 from stages.render.motion import Animated
 from stages.render.viseme import VisemeRenderer
-from stages.timing import timing_from_audio
 
 ASSETS = Path(__file__).resolve().parents[1] / "pipeline" / "assets"
 TRANSCRIPT = "And so my fellow Americans, ask not what your country can do for you, ask what you can do for your country."

@@ -194,7 +194,7 @@ class TextToSpeech:
 
     @as_sentences
     def speak(self, text: str, voice: str, language: str) -> tuple[Any]:
-        from stages.tts import synthesize
+        from stages.lib.speech.synthesis import synthesize
 
         engine = Engine.get()
         progress = runtime.Progress()

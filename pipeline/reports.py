@@ -1,7 +1,7 @@
 """A quality report in sentences, for the people who read it: the CLI (``render``, ``assess``,
 ``status``) and the console's job page all take their words from here.
 
-The limits people's eyes and ears set live here too, so the measure that scores (``stages.quality``)
+The limits people's eyes and ears set live here too, so the measure that scores (``stages.lib.quality``)
 and the sentences that explain the score cannot disagree: ITU-R BT.1359 finds sound ahead of the
 picture noticed from about 45 ms and acceptable to about 90 ms, sound behind it noticed from about
 125 ms and acceptable to about 185 ms.

@@ -318,19 +318,21 @@ __all__ = [
 
 def check_speech(settings: Settings, text: str, voice: str | None, language: str | None) -> None:
     """Refuse, as validate would, a text to speak that is empty or too long or names an unknown voice
-    (``stages.tts.plan``)."""
-    importlib.import_module("stages.tts").plan(settings, text, voice=voice, language=language)
+    (``stages.lib.speech.synthesis.plan``)."""
+    importlib.import_module("stages.lib.speech.synthesis").plan(
+        settings, text, voice=voice, language=language
+    )
 
 
 def speech_unavailable() -> str | None:
     """Why this machine cannot speak a text (no engine of the voice extra), in words; None when it can."""
-    if importlib.import_module("stages.tts").engine_installed():
+    if importlib.import_module("stages.lib.speech.synthesis").engine_installed():
         return None
     return f"text to speech needs the voice extra ({install_hint('voice')})"
 
 
 def video_assessor() -> Callable[..., QualityReport]:
-    """The quality report of any video file (``stages.quality.assess_file``; the ``assess`` command),
+    """The quality report of any video file (``stages.lib.quality.assess_file``; the ``assess`` command),
     imported on first use like the stages."""
-    assessor: Callable[..., QualityReport] = importlib.import_module("stages.quality").assess_file
+    assessor: Callable[..., QualityReport] = importlib.import_module("stages.lib.quality").assess_file
     return assessor

@@ -13,7 +13,7 @@ Given render's manifest (``artifacts["video"]``: the silent rendered H.264 clip 
    ``info["picture"] == PICTURE_FINAL`` (encoded at the final settings, filters applied: every job that
    does not burn subtitles in) has its picture copied, not re-encoded — one H.264 encode per job.
 
-Outputs: ``final`` (MP4), ``quality`` (``quality.json``: ``stages.quality``'s report on the final MP4), and
+Outputs: ``final`` (MP4), ``quality`` (``quality.json``: ``stages.lib.quality``'s report on the final MP4), and
 ``srt`` and ``vtt`` when subtitles were made. Burning in needs a font libass can load that covers the
 subtitles' script: a known font (or any installed font covering the text) is copied into the scratch
 folder and handed over as ``fontsdir``, so it works without fontconfig; with no such font the subtitles
@@ -37,11 +37,11 @@ from pipeline.errors import FFmpegError
 from pipeline.media import PICTURE_FINAL, FinishJob, Loudness, SubtitleFont, finish_video, measure_loudness
 from pipeline.stage import ManifestStage, ModelCache, StageContext
 from stages.lib.fonts import FontChoice, pick_font
+from stages.lib.quality import assess as assess_quality
+from stages.lib.quality import warm_up as warm_quality
+from stages.lib.speech.align import Word
+from stages.lib.speech.timing import UNSPACED, read_timing
 from stages.lib.subtitles import Cue, CueRules, cues_from_words, to_srt, to_vtt
-from stages.quality import assess as assess_quality
-from stages.quality import warm_up as warm_quality
-from stages.speech import Word
-from stages.speech_timing import UNSPACED, read_timing
 
 NAME = "enhance"
 log = structlog.get_logger("mouthpiece.enhance")

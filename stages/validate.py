@@ -59,9 +59,9 @@ from pipeline.specfile import MAX_SPEC_BYTES, parse_spec
 from pipeline.stage import FirstStage, ModelCache, StageContext
 from pipeline.storage.base import ObjectInfo, ObjectStore
 from pipeline.submit import MAX_AVATARS, job_name, original_name, too_large
-from stages.speech_timing import job_speech_timing
-from stages.tts import Synthesis
-from stages.whisper import whisper_model
+from stages.lib.speech.recognition import whisper_model
+from stages.lib.speech.synthesis import Synthesis
+from stages.lib.speech.timing import job_speech_timing
 
 NAME = "validate"
 DEFAULT_AVATAR_KEY = "defaults/avatar.png"
@@ -221,9 +221,9 @@ def _check_voice_length(settings: Settings, seconds: float, name: str) -> None:
 
 
 def _synthesize(ctx: StageContext, spec: JobSpec) -> tuple[ArtifactRef, float, Synthesis]:
-    """The job's ``speech`` text spoken (``stages.tts``), normalized like an uploaded voice; cached by
+    """The job's ``speech`` text spoken (``stages.lib.speech.synthesis``), normalized like an uploaded voice; cached by
     what is spoken and how (``Synthesis.key``), so the same announcement is synthesized once."""
-    from stages.tts import plan, speak
+    from stages.lib.speech.synthesis import plan, speak
 
     assert spec.speech is not None
     synthesis = plan(ctx.settings, spec.speech, voice=spec.options.voice, language=spec.options.language)

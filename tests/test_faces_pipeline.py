@@ -20,7 +20,7 @@ from pipeline.media import FrameWriter, decode_frames, ffmpeg_binary, normalize_
 from pipeline.storage import open_store
 from pipeline.submit import Submission, submit
 from stages.lib.faces.landmarks import DlibDetector
-from stages.quality import measure
+from stages.lib.quality import measure
 from tests.conftest import make_settings
 from tests.pipeline.test_stack import run_with_stack, wait_done
 

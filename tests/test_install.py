@@ -52,7 +52,7 @@ def _hints() -> list[str]:
     """Every quoted requirement after ``pip install`` in the code, the README and the docs, and the hints
     the code makes (``install_hint`` and the messages built from it)."""
     from pipeline.modelfiles import NEURAL_EXTRA
-    from stages.tts import VOICE_EXTRA
+    from stages.lib.speech.synthesis import VOICE_EXTRA
 
     texts = [install_hint(), install_hint("voice"), install_hint("neural"), NEURAL_EXTRA, VOICE_EXTRA]
     for entry in DOCS:

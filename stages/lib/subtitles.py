@@ -1,6 +1,6 @@
 """Subtitles: timed words → cues people can read → SRT and WebVTT text. Pure functions.
 
-The words come from the task's speech timing (``stages.speech_timing``: the transcript aligned, or what
+The words come from the task's speech timing (``stages.lib.speech.timing``: the transcript aligned, or what
 Whisper heard, in the spoken language); nothing here listens to audio.
 
 Cue rules (the usual broadcast ones): at most two lines of at most ``max_chars`` characters (42; about
@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from stages.speech import Word
+from stages.lib.speech.align import Word
 
 SENTENCE_END = (".", "?", "!", "…", '."', '?"', '!"', ".'", "?'", "!'", ".)", "?)", "!)", "。", "？", "！")
 CLAUSE_END = (",", ";", ":", "—", "–", ",'", ',"', "，", "、", "；", "：")

@@ -7,7 +7,7 @@ runs in its own thread. The output is a silent video (``video``); enhance adds t
 
 What a renderer is given besides frames (``RenderRequest``): the voice, the face track, the speech
 timing (the job's ``speech`` artifact when validate stored one, else made here from the audio:
-``stages.timing``), and the motion to add (``options.motion``; unset: ``subtle`` for a photo,
+``stages.lib.speech.fallback``), and the motion to add (``options.motion``; unset: ``subtle`` for a photo,
 ``none`` for a video) with a seed from the job id and task, so a job always moves the same way. Motion
 is added to any renderer's frames by ``stages.render.motion.Animated``.
 """
@@ -44,9 +44,9 @@ from pipeline.media import (
 )
 from pipeline.modelfiles import MUSETALK_MODULES, missing_neural, model_path, musetalk_present, require_neural
 from pipeline.stage import ManifestStage, ModelCache, StageContext
+from stages.lib.speech.fallback import timing_from_audio
 from stages.render.base import Frames, Renderer, RenderRequest
 from stages.render.motion import Animated, seed_of
-from stages.timing import timing_from_audio
 
 NAME = "render"
 

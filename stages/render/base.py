@@ -28,7 +28,7 @@ class RenderRequest:
     track: the face track of the avatar clip (one FaceFrame per *avatar* frame; the frames iterator
     already pairs each output frame with its FaceFrame).
     speech: when what is said (visemes) and where the pauses are; None: the renderer times the audio
-    itself (``stages.timing``). motion: blinks and head motion to add (already resolved from the
+    itself (``stages.lib.speech.fallback``). motion: blinks and head motion to add (already resolved from the
     job's option and the avatar kind). seed: makes that motion the same on every run of the job.
     still: the avatar is one photo.
     """

@@ -41,10 +41,10 @@ import torch
 
 from pipeline.contracts import FaceFrame
 from pipeline.errors import ConfigError, InvalidInput
+from stages.lib.speech.fallback import speaking_weight
 from stages.render import musetalk as mt
 from stages.render.base import Frames, RenderRequest
 from stages.render.neural import _Prefetcher, host_copy, resolve_device
-from stages.timing import speaking_weight
 
 log = structlog.get_logger("mouthpiece.render.musetalk")
 

@@ -50,11 +50,11 @@ import torch.nn.functional as F
 from pipeline.contracts import FaceFrame
 from pipeline.devices import resolve_device as resolve
 from pipeline.errors import ConfigError, InvalidInput
+from stages.lib.speech.fallback import speaking_weight
 from stages.render.audio import MEL_STEP, N_MELS, mel_windows, melspectrogram
 from stages.render.base import Frames, RenderRequest
 from stages.render.blend import blend_into, feather_mask
 from stages.render.wav2lip import FACE_SIZE, load_checkpoint
-from stages.timing import speaking_weight
 
 log = structlog.get_logger("mouthpiece.render.neural")
 

@@ -15,8 +15,8 @@ import soundfile
 
 from pipeline.config import Settings
 from pipeline.stage import ModelCache
-from stages import espeak
-from stages.whisper import LoadedWhisper, whisper_model
+from stages.lib.speech import espeak
+from stages.lib.speech.recognition import LoadedWhisper, whisper_model
 
 JFK_TEXT = "And so my fellow Americans, ask not what your country can do for you, ask what you can do for your country."
 

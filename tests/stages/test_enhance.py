@@ -51,11 +51,11 @@ from pipeline.stage import ModelCache, StageContext
 from pipeline.status import read_spec
 from pipeline.storage.local import LocalStore
 from pipeline.testing import StageEnvironment
-from stages import speech
-from stages import whisper as whisper_module
 from stages.enhance import burn_in_font
-from stages.speech_timing import speech_artifact
-from stages.whisper import LoadedWhisper
+from stages.lib.speech import align as speech
+from stages.lib.speech import recognition as whisper_module
+from stages.lib.speech.recognition import LoadedWhisper
+from stages.lib.speech.timing import speech_artifact
 from tests.conftest import make_settings
 from tests.stages.conftest import models_with
 

@@ -16,10 +16,10 @@ from collections.abc import Callable, Iterator
 import numpy as np
 
 from pipeline.contracts import FaceFrame, Motion
+from stages.lib.speech.fallback import normalised_loudness, rms_envelope, speaking_weight
 from stages.render.base import SAMPLE_RATE, Frames, Renderer, RenderRequest
 from stages.render.motion.plan import MotionPlan, plan_motion, seed_of
 from stages.render.motion.warps import HeadWarp, close_eyes
-from stages.timing import normalised_loudness, rms_envelope, speaking_weight
 
 __all__ = ["Animated", "MotionPlan", "animate", "plan_for", "seed_of"]
 

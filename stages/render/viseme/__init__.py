@@ -30,6 +30,7 @@ import structlog
 
 from pipeline.contracts import FaceFrame, Style
 from pipeline.errors import InvalidInput
+from stages.lib.speech.fallback import timing_from_audio
 from stages.render.base import SAMPLE_RATE, Frames, RenderRequest
 from stages.render.viseme.interior import MouthBank, Tones
 from stages.render.viseme.lips import LipRig, teeth_showing
@@ -49,7 +50,6 @@ from stages.render.viseme.warp import (
     looks_like_cartoon,
     shows_teeth,
 )
-from stages.timing import timing_from_audio
 
 __all__ = ["CARTOON", "PHOTO", "BoxLayout", "ShapeParams", "VisemeRenderer", "WarpStyle"]
 

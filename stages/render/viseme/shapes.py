@@ -23,11 +23,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-# the ARPAbet -> viseme table lives with the speech timing (stages.speech); re-exported here
-from stages.speech import CLOSED_PHONES as CLOSED
-from stages.speech import VISEME_OF_PHONE as VISEME_OF_PHONE
-from stages.speech import Phone, Viseme, viseme_of
-from stages.timing import normalised_loudness, rms_envelope
+# the ARPAbet -> viseme table lives with the speech timing (stages.lib.speech.align); re-exported here
+from stages.lib.speech.align import CLOSED_PHONES as CLOSED
+from stages.lib.speech.align import VISEME_OF_PHONE as VISEME_OF_PHONE
+from stages.lib.speech.align import Phone, Viseme, viseme_of
+from stages.lib.speech.fallback import normalised_loudness, rms_envelope
 
 SHAPES: dict[Viseme, tuple[float, float, float]] = {
     Viseme.A: (0.0, 0.0, 0.0),

@@ -24,6 +24,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from pipeline.contracts import SpeechTiming, TimedPhone, TimedViseme
+from stages.lib.speech.fallback import normalised_loudness, rms_envelope, speaking_weight
 from stages.render.viseme.shapes import (
     SHAPES,
     MouthTrack,
@@ -34,7 +35,6 @@ from stages.render.viseme.shapes import (
     high_band_ratio,
     smooth,
 )
-from stages.timing import normalised_loudness, rms_envelope, speaking_weight
 
 TONGUE_PHONES = frozenset({"L", "TH", "DH"})
 ROUND_AHEAD = 0.12

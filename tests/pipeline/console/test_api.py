@@ -205,11 +205,11 @@ def test_new_job_form_offers_only_what_this_install_can_do(
     refused in a sentence before anything is uploaded. With workers elsewhere everything is offered."""
     import sys
 
-    from stages import espeak
+    from stages.lib.speech import espeak
 
     monkeypatch.setitem(sys.modules, "piper", None)
     monkeypatch.setitem(sys.modules, "espeakng_loader", None)
-    monkeypatch.setattr("stages.tts.shutil.which", lambda name: None)
+    monkeypatch.setattr("stages.lib.speech.synthesis.shutil.which", lambda name: None)
     espeak.library.cache_clear()
     settings = make_settings(tmp_path)
 

@@ -6,7 +6,7 @@ import httpx
 
 from pipeline.discord.api import DiscordApi, RetryPolicy
 from pipeline.discord.mentions import display_name, named_mentions
-from stages.speakable import speakable
+from stages.lib.speech.speakable import speakable
 
 GUILD = "1000"
 TOKEN = "bot-token"

@@ -10,9 +10,9 @@ import pytest
 
 from pipeline import ASSETS_DIR
 from pipeline.media import load_audio, normalize_audio
+from stages.lib.speech.align import Word
+from stages.lib.speech.timing import build_timing
 from stages.lib.subtitles import LINGER, MAX_CPS, Cue, CueRules, break_lines, cues_from_words, to_srt, to_vtt
-from stages.speech import Word
-from stages.speech_timing import build_timing
 from tests.conftest import make_settings
 
 JFK_TRANSCRIPT = (

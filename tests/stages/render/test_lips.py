@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 
 from stages.lib.faces.landmarks import DlibDetector
+from stages.lib.speech.align import Phone
+from stages.lib.speech.fallback import visemes_of_phones
 from stages.render.viseme.lips import LipRig, teeth_showing
 from stages.render.viseme.warp import PHOTO
-from stages.speech import Phone
-from stages.timing import visemes_of_phones
 from tests.stages.render.conftest import LOWER_LIP, UPPER_LIP, draw_face
 
 

@@ -12,12 +12,12 @@ import pytest
 
 from pipeline.contracts import FaceFrame, FaceTrack, JobOptions, Motion, Style
 from stages.lib.faces.landmarks import DlibDetector, face_box
+from stages.lib.speech.fallback import timing_from_audio
 from stages.render.base import SAMPLE_RATE, RenderRequest
 from stages.render.motion import Animated, plan_for, seed_of
 from stages.render.motion.plan import BLINK_HOLD, BLINK_SECONDS, LEVELS, plan_motion
 from stages.render.motion.warps import close_eyes
 from stages.render.viseme import VisemeRenderer
-from stages.timing import timing_from_audio
 
 FPS = 25.0
 TRANSCRIPT = "And so my fellow Americans, ask not what your country can do for you, ask what you can do for your country."

@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 
 from pipeline.contracts import FaceFrame, FaceTrack, JobOptions, Span, SpeechTiming
+from stages.lib.speech.fallback import REST_FADE, speaking_weight, speech_regions, timing_from_audio
 from stages.render.base import SAMPLE_RATE, RenderRequest
 from stages.render.neural import Wav2LipRenderer
 from stages.render.viseme import VisemeRenderer
 from stages.render.wav2lip import Wav2Lip
-from stages.timing import REST_FADE, speaking_weight, speech_regions, timing_from_audio
 
 FPS = 25.0
 PAUSE = (1.3, 2.8)

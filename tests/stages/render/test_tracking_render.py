@@ -15,10 +15,10 @@ from pipeline.media import FrameWriter, decode_frames, decode_lazily
 from stages.detect.track import build_track
 from stages.lib.faces.landmarks import DlibDetector
 from stages.lib.faces.tracker import track_faces
+from stages.lib.speech.fallback import timing_from_audio
 from stages.render.base import SAMPLE_RATE, RenderRequest
 from stages.render.viseme import VisemeRenderer
 from stages.render.viseme.timeline import plan_from_timing
-from stages.timing import timing_from_audio
 
 FPS = 25.0
 SECONDS = 4.0

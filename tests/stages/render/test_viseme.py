@@ -13,6 +13,8 @@ import pytest
 
 from pipeline.contracts import FaceFrame, FaceTrack, JobOptions, Span, SpeechTiming, Style, TimedViseme
 from pipeline.errors import InvalidInput
+from stages.lib.speech.align import Phone
+from stages.lib.speech.fallback import rms_envelope
 from stages.render.base import SAMPLE_RATE, RenderRequest
 from stages.render.viseme import VisemeRenderer
 from stages.render.viseme.shapes import MouthTrack, ShapeParams, Viseme, plan_mouth, viseme_of
@@ -28,8 +30,6 @@ from stages.render.viseme.warp import (
     looks_like_cartoon,
     shows_teeth,
 )
-from stages.speech import Phone
-from stages.timing import rms_envelope
 
 ASSETS = Path(__file__).resolve().parents[3] / "pipeline" / "assets"
 TRANSCRIPT = "And so my fellow Americans, ask not what your country can do for you, ask what you can do for your country."

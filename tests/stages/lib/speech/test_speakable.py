@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from stages.speakable import Names, display_text, ordinal_words, speakable, year_words
+from stages.lib.speech.speakable import Names, display_text, ordinal_words, speakable, year_words
 
 NAMES = Names(users={"123": "Alice Smith"}, roles={"77": "Moderators"}, channels={"456": "general"})
 

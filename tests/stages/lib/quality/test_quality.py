@@ -1,4 +1,4 @@
-"""The quality report (stages.quality) on a real video made here — the astronaut speaking JFK, muxed with
+"""The quality report (stages.lib.quality) on a real video made here — the astronaut speaking JFK, muxed with
 ffmpeg — and on the same video with its audio delayed; the summary in the job status."""
 
 from __future__ import annotations
@@ -36,11 +36,11 @@ from pipeline.status import fold, with_quality
 from pipeline.storage.local import LocalStore
 from pipeline.testing import StageEnvironment
 from stages.lib.faces.landmarks import DlibDetector, face_box
-from stages.quality import assess, measure
+from stages.lib.quality import assess, measure
+from stages.lib.speech.fallback import timing_from_audio
 from stages.render.base import SAMPLE_RATE, RenderRequest
 from stages.render.motion import Animated
 from stages.render.viseme import VisemeRenderer
-from stages.timing import timing_from_audio
 
 FPS = 25.0
 TRANSCRIPT = "And so my fellow Americans, ask not what your country can do for you, ask what you can do for your country."
@@ -293,7 +293,7 @@ def test_the_face_followed_is_the_surest_then_the_same_one() -> None:
     re-encoded astronaut render showed a larger false face, 0.61, in the helmet beside the real one,
     0.95); afterwards the one overlapping the previous box."""
     from stages.lib.faces.detection import Detection
-    from stages.quality import _pick
+    from stages.lib.quality import _pick
 
     real, helmet = Detection((179, 83, 266, 170), 0.95), Detection((123, 330, 227, 434), 0.61)
     assert _pick([helmet, real], None) is real

@@ -10,8 +10,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from stages import speech
-from stages.speech import Alignment, AlignmentError
+from stages.lib.speech import align as speech
+from stages.lib.speech.align import Alignment, AlignmentError
 
 ASSETS = Path(__file__).resolve().parents[2] / "pipeline" / "assets"
 TRANSCRIPT = "And so my fellow Americans, ask not what your country can do for you, ask what you can do for your country."

@@ -1,4 +1,4 @@
-"""The quality measures (stages.quality.analysis) on series with known answers."""
+"""The quality measures (stages.lib.quality.analysis) on series with known answers."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
-from stages.quality.analysis import (
+from stages.lib.quality.analysis import (
     av_offset,
     confidence_of,
     face_shift,

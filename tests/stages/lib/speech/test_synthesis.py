@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 
 from pipeline.errors import ConfigError, InvalidInput
-from stages import espeak
-from stages.speakable import Names, speakable
-from stages.tts import LEAD_IN, TAIL, choose_voice, clean_text, plan, synthesize
-from stages.whisper import LoadedWhisper, recognize
+from stages.lib.speech import espeak
+from stages.lib.speech.recognition import LoadedWhisper, recognize
+from stages.lib.speech.speakable import Names, speakable
+from stages.lib.speech.synthesis import LEAD_IN, TAIL, choose_voice, clean_text, plan, synthesize
 from tests.conftest import make_settings
 from tests.stages.conftest import wav_16k, word_error_rate, words_of
 
@@ -41,7 +41,9 @@ def _read(path: Path) -> tuple[int, float, int]:
 def no_espeak_program(monkeypatch: pytest.MonkeyPatch) -> None:
     """Hide a system espeak-ng so the bundled library is what runs."""
     real = shutil.which
-    monkeypatch.setattr("stages.tts.shutil.which", lambda name: None if name == "espeak-ng" else real(name))
+    monkeypatch.setattr(
+        "stages.lib.speech.synthesis.shutil.which", lambda name: None if name == "espeak-ng" else real(name)
+    )
 
 
 def heard_accuracy(whisper: LoadedWhisper, tmp_path: Path, **settings: object) -> float:
@@ -229,7 +231,7 @@ def test_piper_says_the_same_text_the_same_way_every_time(tmp_path: Path) -> Non
     assert (tmp_path / "1.wav").read_bytes() == (tmp_path / "2.wav").read_bytes()
     assert (tmp_path / "1.wav").read_bytes() != (tmp_path / "other.wav").read_bytes()
     script = (
-        "import sys; from pathlib import Path; from stages.tts import synthesize; from tests.conftest import "
+        "import sys; from pathlib import Path; from stages.lib.speech.synthesis import synthesize; from tests.conftest import "
         "make_settings; synthesize(make_settings(Path(sys.argv[1])), sys.argv[2], Path(sys.argv[3]))"
     )
     other_process = tmp_path / "3.wav"

@@ -11,16 +11,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import stages.speech as pocketsphinx
-import stages.speech_timing as timing_module
+import stages.lib.speech.align as pocketsphinx
+import stages.lib.speech.timing as timing_module
 from pipeline.contracts import SpeechTiming
 from pipeline.errors import ConfigError
 from pipeline.stage import StageContext
 from pipeline.storage.local import LocalStore
 from pipeline.testing import StageEnvironment
-from stages.lib.subtitles import LINGER, MAX_CPS, Cue, cues_from_words
-from stages.speech import Phone, Viseme, Word
-from stages.speech_timing import (
+from stages.lib.speech.align import Phone, Viseme, Word
+from stages.lib.speech.recognition import LoadedWhisper, recognizer_name, whisper_model
+from stages.lib.speech.timing import (
     build_timing,
     ipa_viseme,
     spread_phones,
@@ -29,7 +29,7 @@ from stages.speech_timing import (
     visemes,
     word_chunks,
 )
-from stages.whisper import LoadedWhisper, recognizer_name, whisper_model
+from stages.lib.subtitles import LINGER, MAX_CPS, Cue, cues_from_words
 from tests.conftest import make_settings
 from tests.stages.conftest import JFK_TEXT, espeak_16k, models_with, word_error_rate, words_of
 
