@@ -24,7 +24,7 @@ from mouthpiece_comfyui.media import (
     images_to_files,
     silence_wav,
 )
-from pipeline.contracts import JobOptions
+from pipeline.contracts import JobOptions, option_values
 from pipeline.errors import MouthpieceError
 
 CATEGORY = "mouthpiece"
@@ -55,7 +55,7 @@ def as_sentences(fn: F) -> F:
 
 # --- shared pieces ----------------------------------------------------------------------------------
 
-RENDERERS = ["viseme", "wav2lip", "none"]
+RENDERERS = option_values("renderer") or []  # the lip-sync methods JobOptions declares
 MOTIONS = ["auto", "none", "subtle", "lively"]
 STYLES = ["auto", "photo", "cartoon"]
 FACE_CHOICES = ["largest", "center"]

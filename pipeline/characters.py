@@ -30,7 +30,6 @@ from pydantic import ValidationError
 
 from pipeline.config import Settings
 from pipeline.contracts import Character, CharacterDefaults, JobOptions
-from pipeline.discord.fetch import IMAGE_HINT, Kind, sniff
 from pipeline.errors import FFmpegError, InvalidInput
 from pipeline.keys import (
     DEFAULT_LIBRARY,
@@ -41,6 +40,7 @@ from pipeline.keys import (
     slug,
 )
 from pipeline.media import looks_like, probe
+from pipeline.media.sniff import IMAGE_HINT, Kind, sniff
 from pipeline.storage.base import ObjectStore
 from pipeline.submit import check_local_file, content_type_of, name_metadata
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from pipeline import characters
 from pipeline.config import Settings
-from pipeline.contracts import Character, Motion, Style
+from pipeline.contracts import Character, CharacterDefaults, offered, option_values
 from pipeline.keys import DEFAULT_LIBRARY
 from pipeline.storage import ObjectStore, open_store
 
@@ -45,10 +45,11 @@ def add_parsers(add: Add, tasks_of: Tasks) -> None:
     )
     adding.add_argument("name", help="1-32 letters, digits, spaces, '-', '_' (not 'all')")
     adding.add_argument("media", type=Path, help="the character's photo or video")
-    adding.add_argument("--voice", help="voice for text jobs (a Piper voice or an eSpeak NG voice)")
-    adding.add_argument("--style", choices=[s.value for s in Style], help="default avatar style")
-    adding.add_argument("--renderer", choices=["viseme", "wav2lip", "none"], help="default renderer")
-    adding.add_argument("--motion", choices=[m.value for m in Motion], help="default motion")
+    for name in CharacterDefaults.model_fields:  # a character's defaults are job options: same words
+        use = offered("cli")[name]
+        adding.add_argument(
+            f"--{name}", choices=option_values(name), help=f"the character's default: {use.cli}"
+        )
     adding.add_argument("--by", help="who adds it (default: your user name)")
     listing = task("list", "list the characters: name, kind, when and by whom added, defaults", "")
     listing.add_argument("--json", action="store_true", help="machine-readable output")
@@ -75,7 +76,7 @@ def cmd_characters(settings: Settings, args: argparse.Namespace) -> int:
 
 def _add(store: ObjectStore, settings: Settings, library: str, args: argparse.Namespace) -> int:
     defaults = characters.defaults_from(
-        voice=args.voice, style=args.style, renderer=args.renderer, motion=args.motion
+        **{name: getattr(args, name) for name in CharacterDefaults.model_fields}
     )
     added = characters.add_character(
         store, settings, library, args.name, args.media, shown=args.media.name,

@@ -143,9 +143,13 @@ class Offered:
     page: bool = False
 
 
+Renderer = Literal["viseme", "wav2lip", "musetalk", "none"]
+"""The lip-sync methods (``JobOptions.renderer``, a character's default)."""
+
+
 class JobOptions(_Model):
     renderer: Annotated[
-        Literal["viseme", "wav2lip", "musetalk", "none"],
+        Renderer,
         Offered(
             cli="lip-sync method: viseme (default, no model), wav2lip (neural: needs the neural extra "
             "and a checkpoint; research-only weights), musetalk (neural: MuseTalk 1.5, needs the neural "
@@ -689,13 +693,8 @@ class FailedDrop(_Model):
 class CharacterDefaults(_Model):
     """How a character is rendered unless the job says otherwise (unset: the job's own options)."""
 
-    voice: Annotated[
-        str | None,
-        Offered(
-            cli="the voice for the text: a Piper voice (en_US-joe-medium) or an eSpeak NG language (de, es)"
-        ),
-    ] = Field(None, max_length=100, pattern=r"^[A-Za-z0-9_.+-]+$")
-    renderer: Literal["viseme", "wav2lip", "none"] | None = None
+    voice: str | None = Field(None, max_length=100, pattern=r"^[A-Za-z0-9_.+-]+$")
+    renderer: Renderer | None = None
     style: Style | None = None
     motion: Motion | None = None
 

@@ -22,10 +22,9 @@ from starlette.types import Message, Receive
 
 from pipeline.config import Settings
 from pipeline.contracts import FolderDestination, JobOptions, offered
-from pipeline.discord.fetch import AUDIO_HINT, IMAGE_HINT
 from pipeline.errors import InvalidInput, UploadTooLarge
 from pipeline.media import looks_like
-from pipeline.media.sniff import HEAD_BYTES, Kind, sniff
+from pipeline.media.sniff import AUDIO_HINT, HEAD_BYTES, IMAGE_HINT, Kind, sniff
 from pipeline.modelfiles import wav2lip_unavailable
 from pipeline.owner import scratch_folder
 from pipeline.specfile import job_options

@@ -22,13 +22,11 @@ import structlog
 from pipeline.discord.api import quiet_http_logging
 from pipeline.errors import InvalidInput, RetryableError
 from pipeline.keys import slug
-from pipeline.media.sniff import HEAD_BYTES, Kind, sniff, text_encoding
+from pipeline.media.sniff import AUDIO_HINT, HEAD_BYTES, IMAGE_HINT, Kind, sniff, text_encoding
 
 log = structlog.get_logger("mouthpiece.discord.fetch")
 
 MAX_REDIRECTS = 3
-AUDIO_HINT = "send .mp3, .wav, .ogg, .m4a or .flac"
-IMAGE_HINT = "send a .png, .jpg or .webp photo, or an .mp4, .mov or .webm video"
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 
 

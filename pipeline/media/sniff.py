@@ -29,6 +29,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
+AUDIO_HINT = "send .mp3, .wav, .ogg, .m4a or .flac"
+"""What to send instead of a file that is not audio (every refusal of a voice says it)."""
+IMAGE_HINT = "send a .png, .jpg or .webp photo, or an .mp4, .mov or .webm video"
+"""What to send instead of a file that is not a picture or a video."""
+
 HEAD_BYTES = 8192
 """How many first bytes ``sniff`` wants: two MPEG frames of the largest kind fit in 4 KB."""
 
