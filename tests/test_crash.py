@@ -177,7 +177,8 @@ def test_crashes_up_to_the_run_budget_dead_letter_the_task_saying_how_many_runs(
     tmp_path: Path, voice: Path, assets: Path
 ) -> None:
     """With MAX_DELIVER=3, three crashes at render start use up the budget: the fourth delivery is
-    dead-lettered without running, its reason says 3 runs, and the outbox gets the failure note."""
+    dead-lettered without running, its reason says 3 runs, and the outbox gets the failure note — in the
+    operator's words (the outbox is the operator's): what happened, the reference, and the fix."""
     up = Up(tmp_path, MOUTHPIECE_FAULTS=json.dumps({"render.start": 3}), MOUTHPIECE_MAX_DELIVER="3")
     up.start()
     drop(up, voice, assets / "astronaut.png", {"renderer": "none"})
@@ -193,7 +194,8 @@ def test_crashes_up_to_the_run_budget_dead_letter_the_task_saying_how_many_runs(
     record = up.record("render")
     assert record is not None and record.state == State.failed and len(record.runs) == 3
     note = (up.data / "outbox" / "crash.failed.txt").read_text()
-    assert f"reference {record.job_id}" in note and "crashed" not in note
+    assert f"reference {record.job_id}" in note and "after 3 runs: run 1 crashed" in note
+    assert f"`mouthpiece retry {record.job_id}`" in note
 
 
 def test_a_task_redone_after_a_crash_runs_once_downstream(tmp_path: Path, voice: Path, assets: Path) -> None:

@@ -64,7 +64,7 @@ class Console(Pages, CharacterPages, Files, Actions, Api):
             Route("/api/ops", api(self.api_ops), methods=["GET"]),
             Route("/metrics", api(self.metrics_endpoint), methods=["GET"]),
             Route("/characters", page(self.characters_page), methods=["GET"]),
-            Route("/characters", page(self.add_character), methods=["POST"]),
+            Route("/characters", self._upload(self.add_character, api=False), methods=["POST"]),
             Route("/characters/{handle}/remove", page(self.remove_character), methods=["POST"]),
             Route("/characters/{handle}/picture", page(self.character_picture), methods=["GET"]),
             Route("/api/characters", api(self.api_characters), methods=["GET"]),

@@ -118,8 +118,8 @@ class ConsoleBase:
         return self._guard(handler, api=False, public=True, sign_in=True)
 
     def _upload(self, handler: Handler, *, api: bool) -> Handler:
-        """The new-job POST: the only route that takes a multipart body (files), one of
-        ``console_uploads`` at a time."""
+        """The new-job and add-character POSTs: the only routes that take a multipart body (files), one
+        of ``console_uploads`` at a time."""
         return self._guard(handler, api=api, public=False, upload=True)
 
     def _guard(

@@ -29,24 +29,26 @@ def decode_frames(path: Path) -> Iterator[np.ndarray]:
 
 
 def decode_lazily(
-    path: Path, size: tuple[int, int] | None = None, *, grey: bool = False
+    path: Path, size: tuple[int, int] | None = None, *, grey: bool = False, full_range: bool = True
 ) -> Iterator[Callable[[], np.ndarray]]:
     """Per frame of the first video stream, a function giving its RGB pixels: frames nobody looks at
     are decoded (the codec needs them) but never converted, which is most of the cost. ``size``
     (width, height): pixels scaled to that size while converting (cheaper than converting, then scaling).
-    ``grey``: H×W luma instead of RGB (nearly free from YUV; what landmark models look at)."""
+    ``grey``: H×W luma instead of RGB (nearly free from YUV; what landmark models look at), in full range
+    unless ``full_range`` is False (then the Y plane as stored: what a comparison of two files must not
+    use, and what the face detectors were tuned on)."""
     scaled: dict[str, Any] = {} if size is None else {"width": size[0], "height": size[1]}
     with av.open(str(path)) as container:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
         for frame in container.decode(stream):
             if grey:
-                yield partial(_luma, frame, size)
+                yield partial(_luma, frame, size, full_range)
             else:
                 yield partial(frame.to_ndarray, format="rgb24", **scaled)
 
 
-def _luma(frame: Any, size: tuple[int, int] | None) -> np.ndarray:
+def _luma(frame: Any, size: tuple[int, int] | None, full_range: bool = True) -> np.ndarray:
     """A frame's luma in full range (0 black, 255 white): the Y plane itself for planar YUV (no
     conversion; limited-range Y, 16..235, is stretched by a lookup table), else converted to grey.
 
@@ -57,7 +59,8 @@ def _luma(frame: Any, size: tuple[int, int] | None) -> np.ndarray:
         plane = frame.planes[0]
         rows = np.frombuffer(plane, np.uint8).reshape(-1, plane.line_size)
         luma = rows[: frame.height, : frame.width]
-        luma = np.ascontiguousarray(luma) if is_full_range(frame) else _LIMITED_TO_FULL[luma]
+        stretch = full_range and not is_full_range(frame)
+        luma = _LIMITED_TO_FULL[luma] if stretch else np.ascontiguousarray(luma)
     else:
         luma = frame.to_ndarray(format="gray")
     if size is None or (luma.shape[1], luma.shape[0]) == size:

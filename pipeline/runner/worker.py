@@ -25,12 +25,15 @@ import contextlib
 import shutil
 import time
 import uuid
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 import structlog
 
 from pipeline.bus import Bus, ClaimStore, Consumer, Delivery, durable_name
 from pipeline.config import Settings
 from pipeline.errors import (
+    BusError,
     JobCancelled,
 )
 from pipeline.events import build_event
@@ -46,6 +49,26 @@ from pipeline.stage import ModelCache, Stage, get_stage
 from pipeline.storage.base import ObjectStore
 
 log = structlog.get_logger("mouthpiece.runner")
+
+T = TypeVar("T")
+START_PATIENCE = 60.0
+"""Seconds a starting worker waits out an unreachable bus before it gives up (and its supervisor
+restarts it)."""
+
+
+async def _patiently(call: Callable[[], Awaitable[T]], what: str) -> T:
+    """``call()``, tried again with growing pauses while the bus is unavailable (``BusError``, a
+    timeout), for at most ``START_PATIENCE`` seconds; then its error stands."""
+    deadline, pause = time.monotonic() + START_PATIENCE, 0.5
+    while True:
+        try:
+            return await call()
+        except (BusError, TimeoutError) as exc:
+            if time.monotonic() + pause > deadline:
+                raise
+            log.warning("bus_unavailable_at_start", doing=what, error=repr(exc), retry_in=pause)
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 5.0)
 
 
 class Worker:
@@ -179,8 +202,9 @@ class Worker:
 
     async def _reclaim(self) -> None:
         """Take back, at once, the tasks a predecessor on this host was running when it died: release
-        their claims and announce their triggers again."""
-        for claim in await self.keeper.reclaim():
+        their claims and announce their triggers again. NATS briefly unreachable at start (a cluster
+        electing a leader takes seconds) is waited out for ``START_PATIENCE`` seconds, not fatal."""
+        for claim in await _patiently(self.keeper.reclaim, "reclaim"):
             if "/" not in claim.trigger:
                 continue
             bucket, key = claim.trigger.split("/", 1)

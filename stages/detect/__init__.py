@@ -187,7 +187,9 @@ def _find_faces(
     describer = _describer(ctx.models)
     with lock:
         tracked = track_faces(
-            decode_lazily(path, grey=isinstance(detector, DlibDetector)),  # dlib looks at luma only
+            # dlib looks at luma only, the Y plane as stored: what its tiers were tuned on (stretched to
+            # full range, an enlarged drawn face was missed by dlib and found only by Haar)
+            decode_lazily(path, grey=isinstance(detector, DlibDetector), full_range=False),
             inputs.media.frames,
             detector,
             choice=options.face,
@@ -220,6 +222,7 @@ def _detect_clip(
     detector = _detector(ctx.settings, ctx.models, tier)
     lock = ctx.models.get(f"detector-lock:{tier}", threading.Lock)  # jobs of one worker share it
     n, every = inputs.media.frames, detection_stride(inputs.media.frames)
+    shrink = _source_scale(inputs)
     found: list[list[Detection] | None] = [None] * n
     tracked: Detection | None = None
     resume_at, misses, decoded = 0, 0, 0
@@ -233,7 +236,7 @@ def _detect_clip(
             continue
         frame = pixels()
         with lock:
-            hits = _detect_frame(detector, frame, tracked)
+            hits = _detect_at_source_size(detector, frame, tracked, shrink)
         found[i] = hits
         tracked = _follow(hits, tracked) if hits else None
         misses = 0 if hits else misses + 1
@@ -243,6 +246,24 @@ def _detect_clip(
     if decoded < n:  # the gap is filled from the last frames like any frame without a face
         ctx.log.warning("avatar_short", expected=n, decoded=decoded, avatar=inputs.avatar_name)
     return found
+
+
+def _source_scale(inputs: Manifest) -> float:
+    """How much smaller the avatar was before validate enlarged it (``upscaled_from``; 1.0: not)."""
+    before = inputs.media.upscaled_from
+    return min(1.0, before[1] / inputs.media.height) if before and inputs.media.height else 1.0
+
+
+def _detect_at_source_size(
+    detector: Detector, frame: np.ndarray, near: Detection | None, shrink: float
+) -> list[Detection]:
+    """Box-only detectors look at an enlarged avatar at the size it was given: enlarging adds no face,
+    only scales where Haar finds faces that are not there (a coffee cup, enlarged, read as a face)."""
+    if shrink >= 1.0:
+        return _detect_frame(detector, frame, near)
+    small = cv2.resize(frame, None, fx=shrink, fy=shrink, interpolation=cv2.INTER_AREA)
+    found = _detect_frame(detector, small, near.scaled(shrink) if near is not None else None)
+    return [d.scaled(1.0 / shrink) for d in found]
 
 
 def _detect_frame(detector: Detector, frame: np.ndarray, near: Detection | None) -> list[Detection]:
