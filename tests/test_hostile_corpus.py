@@ -370,7 +370,7 @@ EXPECTED_WORDS = {
     "hook": "which is not Discord",
     "inject": "the application id is not a Discord id",
     "etc": "not an allowed output folder",
-    "lonely": "waited 2 seconds for a voice clip",
+    "lonely": "seconds for a voice clip and none came",  # the wait said is measured: 2 s or more
     "big": "the limit is 3.0 MB",
     "svg": "is an SVG drawing",
     "text": "is a text file, not a voice clip",
