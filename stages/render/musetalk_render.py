@@ -44,7 +44,7 @@ from pipeline.errors import ConfigError, InvalidInput
 from stages.lib.speech.fallback import speaking_weight
 from stages.render import musetalk as mt
 from stages.render.base import Frames, RenderRequest
-from stages.render.neural import _Prefetcher, host_copy, resolve_device
+from stages.render.neural import _Prefetcher, host_copy, overlapped, resolve_device
 
 log = structlog.get_logger("mouthpiece.render.musetalk")
 
@@ -159,22 +159,17 @@ class MuseTalkRenderer:
             if request.speech is not None
             else np.ones(n, np.float32)
         )
-        done = 0
-        pending: _Launched | None = None
         with (
             ThreadPoolExecutor(self.blend_workers, thread_name_prefix="musetalk-blend") as pool,
             _Prefetcher(self._batches(request, frames, speaking), self.prefetch) as batches,
         ):
-            for batch in batches:
-                launched = self._launch(batch, states, request.fps)  # on CUDA: queued, not yet done
-                if pending is not None:
-                    yield from self._finish(pending, pool)
-                    done += len(pending.batch.frames)
-                    progress(done / n)
-                pending = launched
-            if pending is not None:
-                yield from self._finish(pending, pool)
-                progress(1.0)
+            yield from overlapped(
+                batches,
+                lambda b: self._launch(b, states, request.fps),  # on CUDA: queued, not yet done
+                lambda launched: self._finish(launched, pool),
+                progress,
+                n,
+            )
 
     def _batches(self, request: RenderRequest, frames: Frames, speaking: np.ndarray) -> Iterator[_Batch]:
         """Cut ``frames`` into prepared batches (runs in the prefetch thread)."""

@@ -33,7 +33,7 @@ import queue
 import threading
 import time
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from itertools import islice
@@ -134,6 +134,29 @@ class _Launched:
     batch: _Batch
     patches: torch.Tensor  # (B, S, S, 3) uint8 RGB on the CPU
     ready: torch.cuda.Event | None
+
+
+def overlapped(
+    batches: Iterable[Any],
+    launch: Callable[[Any], Any],
+    finish: Callable[[Any], Iterator[np.ndarray]],
+    progress: Callable[[float], None],
+    total: int,
+) -> Iterator[np.ndarray]:
+    """The frames of ``batches`` in order, each batch launched before the previous one is finished (on
+    CUDA the GPU works on the next batch while the CPU blends this one); ``progress`` after each
+    finished batch (a launched batch has ``.batch.frames``), and 1.0 at the end."""
+    done, pending = 0, None
+    for batch in batches:
+        launched = launch(batch)
+        if pending is not None:
+            yield from finish(pending)
+            done += len(pending.batch.frames)
+            progress(done / total)
+        pending = launched
+    if pending is not None:
+        yield from finish(pending)
+    progress(1.0)
 
 
 def host_copy(images: torch.Tensor, device: torch.device) -> tuple[torch.Tensor, torch.cuda.Event | None]:
@@ -298,22 +321,17 @@ class Wav2LipRenderer:
             else np.ones(n, np.float32)
         )
         restore = self.restorer is not None and request.options.enhance
-        done = 0
-        pending: _Launched | None = None
         with (
             ThreadPoolExecutor(self.blend_workers, thread_name_prefix="wav2lip-blend") as pool,
             _Prefetcher(self._batches(request, frames, mel, speaking), self.prefetch) as batches,
         ):
-            for batch in batches:
-                launched = self._launch(batch, restore)
-                if pending is not None:
-                    yield from self._finish(pending, pool)
-                    done += len(pending.batch.frames)
-                    progress(done / n)
-                pending = launched
-            if pending is not None:
-                yield from self._finish(pending, pool)
-        progress(1.0)
+            yield from overlapped(
+                batches,
+                lambda b: self._launch(b, restore),
+                lambda launched: self._finish(launched, pool),
+                progress,
+                n,
+            )
 
     def _batches(
         self, request: RenderRequest, frames: Frames, mel: np.ndarray, speaking: np.ndarray
