@@ -129,6 +129,11 @@ class BusSettings(_Part):
         7 * 24 * 3600.0, description="seconds an untouched claim is kept (running claims are touched)"
     )
     ack_wait: float = Field(60.0, description="seconds before an unacknowledged message is redelivered")
+    bus_patience: float = Field(
+        60.0,
+        description="seconds a bus call is retried while NATS does not answer (a JetStream leader "
+        "election, a reconnect) before it fails; a worker that cannot start within it exits",
+    )
 
     def nats_auth(self) -> dict[str, str]:
         """Credentials for ``nats.connect``: user and password, or a token, or nothing."""

@@ -6,15 +6,25 @@ workers) has one durable pull consumer, shared by all its workers, so it scales 
 workers. Progress notes travel on plain NATS subjects ``<prefix>.progress.<job>`` and are not stored.
 Claims (which worker runs which task now) live in the key-value bucket ``<stream>_claims``.
 ``pipeline.bus.memory`` implements both protocols in memory, for the runner's contract tests.
+
+Every call to NATS rides out the bus being briefly unavailable (``transient``: a timeout, no responders,
+a reconnecting connection, JetStream's 503 — what a cluster electing a new stream leader answers):
+``patiently`` tries it again with growing pauses (0.25 s doubling to 5 s) for up to ``bus_patience``
+seconds, logging ``bus_unavailable`` each time and ``bus_recovered`` once it answers; only then does its
+error stand (``bus_gave_up``). A retried write is idempotent: publishes carry a ``Nats-Msg-Id`` (one is
+made when the caller gave none), and a claim compare-and-set whose reply was lost is recognised by its
+value when the retry finds the revision moved.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
+import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import nats
 import structlog
@@ -31,12 +41,14 @@ from nats.js.api import (
     StreamConfig,
 )
 from nats.js.errors import (
+    APIError,
     BucketNotFoundError,
     KeyDeletedError,
     KeyNotFoundError,
     KeyWrongLastSequenceError,
     NoKeysError,
     NotFoundError,
+    ServiceUnavailableError,
 )
 from nats.js.kv import KeyValue
 
@@ -44,6 +56,65 @@ from pipeline.config import BusSettings, Settings
 from pipeline.errors import BusError, ConfigError
 
 log = structlog.get_logger("mouthpiece.bus")
+T = TypeVar("T")
+
+_TRANSIENT: tuple[type[BaseException], ...] = (
+    TimeoutError,  # nats.errors.TimeoutError ("nats: timeout") and asyncio's are TimeoutErrors
+    nats.errors.NoRespondersError,
+    nats.errors.ConnectionReconnectingError,
+    nats.errors.StaleConnectionError,
+    nats.errors.OutboundBufferLimitError,
+    ServiceUnavailableError,
+)
+FIRST_PAUSE, LONGEST_PAUSE = 0.25, 5.0
+"""The pause before the first retry of a bus call, doubling up to the longest."""
+
+
+def transient(exc: BaseException) -> bool:
+    """Whether ``exc`` (or an error it was raised from) is the bus briefly unavailable — a timeout, no
+    responders, the connection reconnecting, JetStream answering 503 — rather than a refusal (a wrong
+    revision, a missing stream, bad credentials) that asking again would not change."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, _TRANSIENT):
+            return True
+        if isinstance(current, APIError) and current.code == 503:
+            return True
+        current = current.__cause__ or current.__context__
+    return False
+
+
+async def patiently(call: Callable[[], Awaitable[T]], what: str, patience: float) -> T:
+    """``call()``, tried again while its error is ``transient``, with pauses growing from
+    ``FIRST_PAUSE`` to ``LONGEST_PAUSE``, for at most ``patience`` seconds (0: once); then the last
+    error stands. Each retry is logged as ``bus_unavailable``, the recovery as ``bus_recovered``.
+    ``call`` must be safe to repeat: the first try may have taken effect although it timed out."""
+    started, pause, tries = time.monotonic(), FIRST_PAUSE, 0
+    while True:
+        try:
+            result = await call()
+        except Exception as exc:
+            waited = time.monotonic() - started
+            if not transient(exc):
+                raise
+            if waited + pause > patience:
+                if patience > 0:
+                    log.error("bus_gave_up", doing=what, waited=round(waited, 1), error=repr(exc))
+                raise
+            tries += 1
+            log.warning(
+                "bus_unavailable", doing=what, error=repr(exc), waited=round(waited, 1), retry_in=pause
+            )
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, LONGEST_PAUSE)
+        else:
+            if tries:
+                log.info(
+                    "bus_recovered", doing=what, waited=round(time.monotonic() - started, 1), tries=tries
+                )
+            return result
 
 
 class Delivery(Protocol):
@@ -130,7 +201,12 @@ def durable_name(stage: str, pool: str = "default") -> str:
 
 @dataclass
 class _NatsDelivery:
+    """A JetStream message. Its ack, nak, term and in-progress are published to the consumer (no reply
+    awaited: a lost one is a redelivery, which the runner's records recognise); one that cannot be sent
+    while the connection reconnects is sent again, patiently."""
+
     msg: Msg
+    patience: float = 0.0
 
     @property
     def subject(self) -> str:
@@ -149,28 +225,31 @@ class _NatsDelivery:
         return str(self.msg.metadata.sequence.stream)
 
     async def ack(self) -> None:
-        await self.msg.ack()
+        await patiently(self.msg.ack, "ack", self.patience)
 
     async def nak(self, delay: float) -> None:
-        await self.msg.nak(delay=delay)
+        await patiently(lambda: self.msg.nak(delay=delay), "nak", self.patience)
 
     async def term(self) -> None:
-        await self.msg.term()
+        await patiently(self.msg.term, "term", self.patience)
 
     async def in_progress(self) -> None:
-        await self.msg.in_progress()
+        await patiently(self.msg.in_progress, "in_progress", self.patience)
 
 
 @dataclass
 class _NatsConsumer:
     sub: JetStreamContext.PullSubscription
+    patience: float = 0.0
 
     async def next(self, timeout: float) -> Delivery | None:
+        """A fetch that times out is no message; other errors (the bus unavailable) are the caller's
+        to wait out (``Worker._pull``: nothing is in flight then)."""
         try:
             msgs = await self.sub.fetch(1, timeout=timeout)
         except (TimeoutError, nats.errors.TimeoutError):
             return None
-        return _NatsDelivery(msgs[0]) if msgs else None
+        return _NatsDelivery(msgs[0], self.patience) if msgs else None
 
 
 class NatsBus:
@@ -205,37 +284,58 @@ class NatsBus:
             ) from exc
         js = nc.jetstream(timeout=10)
         try:
-            await ensure_stream(js, settings)
-            claims = await NatsClaims.open(js, settings)
+            # a cluster electing a leader answers the JetStream API with timeouts or 503 for seconds
+            await patiently(lambda: ensure_stream(js, settings), "ensure_stream", settings.bus_patience)
+            claims = await patiently(
+                lambda: NatsClaims.open(js, settings), "open_claims", settings.bus_patience
+            )
         except BaseException:
             await nc.close()
             raise
         return cls(nc, js, settings, claims)
 
     async def publish(self, subject: str, payload: bytes, *, msg_id: str | None = None) -> bool:
-        headers = {"Nats-Msg-Id": msg_id} if msg_id else None
-        try:
+        """Store a message, patiently. A retry carries the same ``Nats-Msg-Id`` (one is made when none is
+        given), so a first try that was stored although its reply was lost is not stored twice; a
+        retry the server calls a duplicate then counts as stored."""
+        headers = {"Nats-Msg-Id": msg_id or f"mp-{uuid.uuid4().hex}"}
+        tried = [0]
+
+        async def attempt() -> bool:
+            tried[0] += 1
             ack = await self.js.publish(subject, payload, headers=headers, stream=self.settings.stream)
+            return not ack.duplicate or tried[0] > 1
+
+        try:
+            return await patiently(attempt, f"publish {subject}", self.settings.bus_patience)
         except (nats.errors.Error, TimeoutError) as exc:
             raise BusError(f"cannot publish to {subject}: {exc!r}") from exc
-        return not ack.duplicate
 
     async def consume(self, durable: str, subject: str) -> Consumer:
         """The shared durable consumer, bound as ``mouthpiece init`` made it. A worker creates a missing
         one with the same ``consumer_config`` init uses, and never changes an existing one (a differing
         one is reported: ``mouthpiece init`` applies the settings)."""
+        patience = self.settings.bus_patience
         try:
-            info = await self.js.consumer_info(self.settings.stream, durable)
+            info = await patiently(
+                lambda: self.js.consumer_info(self.settings.stream, durable), "consumer_info", patience
+            )
         except NotFoundError:
-            info = await ensure_consumer(self.js, self.settings, durable, subject)
+            info = await patiently(
+                lambda: ensure_consumer(self.js, self.settings, durable, subject), "add_consumer", patience
+            )
         else:
             differs = consumer_differences(info.config, consumer_config(self.settings, durable, subject))
             if differs:
                 log.warning(
                     "consumer_config_differs", consumer=durable, fields=differs, fix="mouthpiece init"
                 )
-        sub = await self.js.pull_subscribe_bind(durable=durable, stream=self.settings.stream)
-        return _NatsConsumer(sub)
+        sub = await patiently(
+            lambda: self.js.pull_subscribe_bind(durable=durable, stream=self.settings.stream),
+            "bind_consumer",
+            patience,
+        )
+        return _NatsConsumer(sub, patience)
 
     async def notify(self, subject: str, payload: bytes) -> None:
         with contextlib.suppress(nats.errors.Error):
@@ -247,7 +347,11 @@ class NatsBus:
         async def on_msg(msg: Msg) -> None:
             await handler(msg.data)
 
-        await self.nc.subscribe(subject, queue=queue or "", cb=on_msg)
+        await patiently(
+            lambda: self.nc.subscribe(subject, queue=queue or "", cb=on_msg),
+            "subscribe",
+            self.settings.bus_patience,
+        )
 
     async def close(self) -> None:
         """Flush what we published, then disconnect. (Not ``drain``: it waits out idle pull
@@ -368,64 +472,105 @@ async def key_value(js: JetStreamContext, name: str, replicas: int, *, ttl: floa
 
 class NatsClaims:
     """``ClaimStore`` on a JetStream key-value bucket (``<stream>_claims``, one revision kept, the
-    stream's replicas). Compare-and-set is the server's: ``create`` and ``update`` with a last revision."""
+    stream's replicas). Compare-and-set is the server's: ``create`` and ``update`` with a last revision.
 
-    def __init__(self, kv: KeyValue) -> None:
+    Every call is made ``patiently``. A write whose reply was lost (a timeout while the bucket's leader
+    changes) may have been stored: when its retry is refused because the revision moved, the key is read
+    and a stored value equal to ours (a claim carries its owner and heartbeat time, so no other writer
+    stores the same bytes) is our own write, returned as a success; a delete retried after a lost reply
+    that finds the key gone has succeeded."""
+
+    def __init__(self, kv: KeyValue, patience: float = 0.0) -> None:
         self.kv = kv
+        self.patience = patience
 
     @classmethod
     async def open(cls, js: JetStreamContext, settings: BusSettings) -> NatsClaims:
         name = f"{settings.stream}_claims"
-        return cls(await key_value(js, name, settings.stream_replicas, ttl=settings.claim_ttl or None))
+        kv = await key_value(js, name, settings.stream_replicas, ttl=settings.claim_ttl or None)
+        return cls(kv, settings.bus_patience)
 
-    async def get(self, key: str) -> tuple[bytes, int] | None:
+    async def _read(self, key: str) -> tuple[bytes, int] | None:
         try:
             entry = await self.kv.get(key)
         except (KeyNotFoundError, KeyDeletedError):
             return None
-        except (nats.errors.Error, TimeoutError) as exc:
-            raise BusError(f"cannot read claim {key}: {exc!r}") from exc
         return (entry.value or b"", int(entry.revision or 0))
 
-    async def create(self, key: str, value: bytes) -> int | None:
+    async def get(self, key: str) -> tuple[bytes, int] | None:
         try:
-            return int(await self.kv.create(key, value))
-        except KeyWrongLastSequenceError:
-            return None
+            return await patiently(lambda: self._read(key), "read_claim", self.patience)
+        except (nats.errors.Error, TimeoutError) as exc:
+            raise BusError(f"cannot read claim {key}: {exc!r}") from exc
+
+    async def _written(self, key: str, value: bytes, write: Callable[[], Awaitable[int]]) -> int | None:
+        """``write()`` (a compare-and-set of ``value``), patiently; None if the revision had moved."""
+        unsure = [False]  # an earlier try timed out: it may have been stored
+
+        async def attempt() -> int | None:
+            try:
+                return int(await write())
+            except KeyWrongLastSequenceError:
+                if not unsure[0]:
+                    return None
+                found = await self._read(key)
+                return found[1] if found is not None and found[0] == value else None
+            except Exception as exc:
+                unsure[0] = unsure[0] or transient(exc)
+                raise
+
+        try:
+            return await patiently(attempt, "write_claim", self.patience)
         except (nats.errors.Error, TimeoutError) as exc:
             raise BusError(f"cannot write claim {key}: {exc!r}") from exc
+
+    async def create(self, key: str, value: bytes) -> int | None:
+        return await self._written(key, value, lambda: self.kv.create(key, value))
 
     async def update(self, key: str, value: bytes, revision: int) -> int | None:
-        try:
-            return int(await self.kv.update(key, value, last=revision))
-        except KeyWrongLastSequenceError:
-            return None
-        except (nats.errors.Error, TimeoutError) as exc:
-            raise BusError(f"cannot write claim {key}: {exc!r}") from exc
+        return await self._written(key, value, lambda: self.kv.update(key, value, last=revision))
 
     async def delete(self, key: str, revision: int) -> bool:
+        unsure = [False]
+
+        async def attempt() -> bool:
+            try:
+                await self.kv.delete(key, last=revision)
+            except KeyWrongLastSequenceError:
+                return unsure[0] and await self._read(key) is None
+            except Exception as exc:
+                unsure[0] = unsure[0] or transient(exc)
+                raise
+            return True
+
         try:
-            await self.kv.delete(key, last=revision)
-        except KeyWrongLastSequenceError:
-            return False
+            return await patiently(attempt, "remove_claim", self.patience)
         except (nats.errors.Error, TimeoutError) as exc:
             raise BusError(f"cannot remove claim {key}: {exc!r}") from exc
-        return True
 
     async def keys(self, prefix: str) -> list[str]:
+        async def attempt() -> list[str]:
+            try:
+                return list(await self.kv.keys())
+            except NoKeysError:
+                return []
+
         try:
-            found = await self.kv.keys()
-        except NoKeysError:
-            return []
+            found = await patiently(attempt, "list_claims", self.patience)
         except (nats.errors.Error, TimeoutError) as exc:
             raise BusError(f"cannot list claims: {exc!r}") from exc
         return sorted(k for k in found if k.startswith(prefix))
 
 
 def threadsafe_publisher(
-    bus: Bus, loop: asyncio.AbstractEventLoop, timeout: float = 30.0
+    bus: Bus, loop: asyncio.AbstractEventLoop, timeout: float | None = None
 ) -> Callable[[str, bytes, str], None]:
-    """A blocking ``publish`` for code running in worker threads (the store is synchronous)."""
+    """A blocking ``publish`` for code running in worker threads (the store is synchronous). It waits
+    up to ``timeout`` seconds; by default a patient publish's longest (``bus_patience`` and one more
+    try's 10 s timeout, with room to spare)."""
+    settings = getattr(bus, "settings", None)
+    if timeout is None:
+        timeout = float(getattr(settings, "bus_patience", 0.0)) + 30.0
 
     def publish(subject: str, payload: bytes, msg_id: str) -> None:
         try:

@@ -16,12 +16,21 @@ For each message on a stage's subjects (a bucket notification):
 
 ``Worker.serve`` pulls until stopped (or after ``max_messages``, or ``idle_exit`` seconds without
 work), then drains the runs in flight for up to ``drain_seconds``.
+
+The bus briefly unavailable (a NATS cluster electing a new stream leader takes seconds; a client
+reconnecting to another node) is ridden out, never a reason to exit: every bus call retries for
+``bus_patience`` seconds (``pipeline.bus.patiently``), an idle slot whose fetch fails waits and pulls
+again for as long as it takes, and a call that still fails while a message is handled leaves the message
+to come back (the task's record and claim make a redelivery of finished work a no-op). Only a worker that
+cannot start (reach the stream, bind its consumers, reclaim) within ``bus_patience`` exits, non-zero, for
+its supervisor to restart.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import shutil
 import time
 import uuid
@@ -30,7 +39,7 @@ from typing import TypeVar
 
 import structlog
 
-from pipeline.bus import Bus, ClaimStore, Consumer, Delivery, durable_name
+from pipeline.bus import FIRST_PAUSE, LONGEST_PAUSE, Bus, ClaimStore, Consumer, Delivery, durable_name
 from pipeline.config import Settings
 from pipeline.errors import (
     BusError,
@@ -51,15 +60,14 @@ from pipeline.storage.base import ObjectStore
 log = structlog.get_logger("mouthpiece.runner")
 
 T = TypeVar("T")
-START_PATIENCE = 60.0
-"""Seconds a starting worker waits out an unreachable bus before it gives up (and its supervisor
-restarts it)."""
 
 
-async def _patiently(call: Callable[[], Awaitable[T]], what: str) -> T:
-    """``call()``, tried again with growing pauses while the bus is unavailable (``BusError``, a
-    timeout), for at most ``START_PATIENCE`` seconds; then its error stands."""
-    deadline, pause = time.monotonic() + START_PATIENCE, 0.5
+async def _patiently(call: Callable[[], Awaitable[T]], what: str, patience: float) -> T:
+    """A start-up step ``call()``, tried again with growing pauses while the bus is unavailable
+    (``BusError``, a timeout), for at most ``patience`` seconds (``bus_patience``); then its error
+    stands and the worker exits for its supervisor to restart. (Each bus call inside is patient
+    itself; this also covers the steps that report a refusal as ``BusError``.)"""
+    deadline, pause = time.monotonic() + patience, 0.5
     while True:
         try:
             return await call()
@@ -68,7 +76,7 @@ async def _patiently(call: Callable[[], Awaitable[T]], what: str) -> T:
                 raise
             log.warning("bus_unavailable_at_start", doing=what, error=repr(exc), retry_in=pause)
             await asyncio.sleep(pause)
-            pause = min(pause * 2, 5.0)
+            pause = min(pause * 2, LONGEST_PAUSE)
 
 
 class Worker:
@@ -112,13 +120,14 @@ class Worker:
         await asyncio.to_thread(self.impl.prepare_store, self.store, self.settings)
         await asyncio.to_thread(self._remove_dead_scratch)
         await self._reclaim()
+        patience = self.settings.bus_patience
         consumers = [
-            await self.bus.consume(
-                durable_name(self.stage, pool), subject_for(self.settings, self.stage, pool)
-            )
+            await _patiently(functools.partial(self._consume, pool), "consume", patience)
             for pool in self.pools
         ]
-        await self.bus.subscribe(cancel_subject(self.settings), self._on_cancel)
+        await _patiently(
+            lambda: self.bus.subscribe(cancel_subject(self.settings), self._on_cancel), "subscribe", patience
+        )
         slots = self.settings.concurrency_of(self.stage)
         log.info(
             "worker_started", stage=self.stage, pools=list(self.pools), worker=self.owner.worker, slots=slots
@@ -138,16 +147,21 @@ class Worker:
             await asyncio.wait(pending, timeout=5.0)
         log.info("worker_stopped", stage=self.stage, handled=self.handled, abandoned=len(pending))
 
+    async def _consume(self, pool: str) -> Consumer:
+        return await self.bus.consume(
+            durable_name(self.stage, pool), subject_for(self.settings, self.stage, pool)
+        )
+
     async def _pull_loop(
         self, consumers: list[Consumer], stop: asyncio.Event, enough: asyncio.Event, limit: int | None
     ) -> None:
         # a fetch in flight is never cancelled: the server may already have handed it a message, which
         # would then wait a whole ack_wait; stopping takes at most one pull_seconds instead
-        turn = 0
+        turn, outage = 0, _Outage()
         while not (stop.is_set() or enough.is_set()):
             consumer = consumers[turn % len(consumers)]
             turn += 1
-            delivery = await self._pull(consumer, timeout=self.pull_seconds / len(consumers))
+            delivery = await self._pull(consumer, self.pull_seconds / len(consumers), outage)
             if delivery is None:
                 continue
             await self._handle_safely(delivery)
@@ -165,14 +179,22 @@ class Worker:
                 enough.set()
                 return
 
-    async def _pull(self, consumer: Consumer, timeout: float) -> Delivery | None:
-        """The next message, or None. A bus outage makes this slot wait and try again."""
+    async def _pull(self, consumer: Consumer, timeout: float, outage: _Outage) -> Delivery | None:
+        """The next message, or None. A bus outage (an election, a reconnect) makes this slot wait, with
+        pauses growing to ``LONGEST_PAUSE``, and try again for as long as it lasts: an idle slot has
+        nothing in flight, and exiting would only trade the wait for a restart."""
         try:
             delivery = await consumer.next(timeout=timeout)
-        except Exception as exc:  # bus unreachable: wait, the client reconnects
-            log.warning("pull_failed", stage=self.stage, error=repr(exc))
-            await asyncio.sleep(1.0)
+        except Exception as exc:  # bus unavailable: wait, the client reconnects
+            pause = outage.failed()
+            log.warning(
+                "pull_failed", stage=self.stage, error=repr(exc), waited=outage.waited(), retry_in=pause
+            )
+            await asyncio.sleep(pause)
             return None
+        if outage.since is not None:
+            log.info("bus_recovered", doing="pull", stage=self.stage, waited=outage.waited())
+            outage.since, outage.pause = None, FIRST_PAUSE
         if delivery is not None:
             self._last_message = time.monotonic()
         return delivery
@@ -203,8 +225,8 @@ class Worker:
     async def _reclaim(self) -> None:
         """Take back, at once, the tasks a predecessor on this host was running when it died: release
         their claims and announce their triggers again. NATS briefly unreachable at start (a cluster
-        electing a leader takes seconds) is waited out for ``START_PATIENCE`` seconds, not fatal."""
-        for claim in await _patiently(self.keeper.reclaim, "reclaim"):
+        electing a leader takes seconds) is waited out for ``bus_patience`` seconds, not fatal."""
+        for claim in await _patiently(self.keeper.reclaim, "reclaim", self.settings.bus_patience):
             if "/" not in claim.trigger:
                 continue
             bucket, key = claim.trigger.split("/", 1)
@@ -227,6 +249,24 @@ class Worker:
     async def handle(self, delivery: Delivery) -> str:
         """Process one message end to end (see ``Handler.handle``)."""
         return await self.handler.handle(delivery)
+
+
+class _Outage:
+    """How long a pull slot has been failing, and its next pause."""
+
+    def __init__(self) -> None:
+        self.since: float | None = None
+        self.pause = FIRST_PAUSE
+
+    def failed(self) -> float:
+        """Note a failure; the pause before the next try."""
+        if self.since is None:
+            self.since = time.monotonic()
+        pause, self.pause = self.pause, min(self.pause * 2, LONGEST_PAUSE)
+        return pause
+
+    def waited(self) -> float:
+        return round(time.monotonic() - self.since, 1) if self.since is not None else 0.0
 
 
 async def _first_of(*events: asyncio.Event) -> None:

@@ -458,11 +458,9 @@ def test_a_storage_error_outside_the_stage_does_not_stop_the_worker(harness: Har
     harness.run(body)
 
 
-def test_a_starting_worker_waits_out_a_bus_that_is_briefly_unavailable(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+def test_a_starting_worker_waits_out_a_bus_that_is_briefly_unavailable() -> None:
     """Listing the claims at start timing out twice (a NATS cluster electing a leader) is tried again,
-    not fatal (the deploy test's killed leader made a render worker exit); past ``START_PATIENCE`` the
+    not fatal (the deploy test's killed leader made a render worker exit); past ``bus_patience`` the
     error stands, so a bus that is really gone still stops the worker."""
     from pipeline.errors import BusError
     from pipeline.runner import worker as worker_module
@@ -475,11 +473,10 @@ def test_a_starting_worker_waits_out_a_bus_that_is_briefly_unavailable(
             raise BusError("cannot list claims: TimeoutError()")
         return ["claim"]
 
-    assert asyncio.run(worker_module._patiently(flaky, "reclaim")) == ["claim"] and len(tries) == 3
+    assert asyncio.run(worker_module._patiently(flaky, "reclaim", 60.0)) == ["claim"] and len(tries) == 3
 
     async def gone() -> list[str]:
         raise TimeoutError
 
-    monkeypatch.setattr(worker_module, "START_PATIENCE", 0.0)
     with pytest.raises(TimeoutError):
-        asyncio.run(worker_module._patiently(gone, "reclaim"))
+        asyncio.run(worker_module._patiently(gone, "reclaim", 0.0))
