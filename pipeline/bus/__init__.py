@@ -47,6 +47,7 @@ from nats.js.errors import (
     KeyNotFoundError,
     KeyWrongLastSequenceError,
     NoKeysError,
+    NoStreamResponseError,
     NotFoundError,
     ServiceUnavailableError,
 )
@@ -64,10 +65,13 @@ _TRANSIENT: tuple[type[BaseException], ...] = (
     nats.errors.ConnectionReconnectingError,
     nats.errors.StaleConnectionError,
     nats.errors.OutboundBufferLimitError,
+    NoStreamResponseError,  # a publish (a key-value write) that no stream leader answered
     ServiceUnavailableError,
 )
 FIRST_PAUSE, LONGEST_PAUSE = 0.25, 5.0
 """The pause before the first retry of a bus call, doubling up to the longest."""
+ACK_CONFIRM = 5.0
+"""Seconds one try of an ack waits for the server's confirmation."""
 
 
 def transient(exc: BaseException) -> bool:
@@ -201,9 +205,11 @@ def durable_name(stage: str, pool: str = "default") -> str:
 
 @dataclass
 class _NatsDelivery:
-    """A JetStream message. Its ack, nak, term and in-progress are published to the consumer (no reply
-    awaited: a lost one is a redelivery, which the runner's records recognise); one that cannot be sent
-    while the connection reconnects is sent again, patiently."""
+    """A JetStream message. Its ack waits for the consumer's confirmation (``ACK_CONFIRM`` seconds a
+    try) and is tried again, patiently, until one comes: an ack sent while the consumer has no leader
+    would be dropped, and the server confirms an ack of a message already acknowledged as well, so a
+    repeat is harmless. Nak, term and in-progress are published without a reply (a lost one means a
+    redelivery, which the runner's records recognise), again patiently while the connection reconnects."""
 
     msg: Msg
     patience: float = 0.0
@@ -225,7 +231,7 @@ class _NatsDelivery:
         return str(self.msg.metadata.sequence.stream)
 
     async def ack(self) -> None:
-        await patiently(self.msg.ack, "ack", self.patience)
+        await patiently(lambda: self.msg.ack_sync(timeout=ACK_CONFIRM), "ack", self.patience)
 
     async def nak(self, delay: float) -> None:
         await patiently(lambda: self.msg.nak(delay=delay), "nak", self.patience)

@@ -139,9 +139,10 @@ class RecordKeeper:
             if ticket.final:
                 return True
             ticket.claim.heartbeat_at = datetime.now(UTC)
-            new = await self.claims.update(
-                ticket.key, ticket.claim.model_dump_json().encode(), ticket.revision
-            )
+            value = ticket.claim.model_dump_json().encode()
+            new = await self.claims.update(ticket.key, value, ticket.revision)
+            if new is None and await self._refresh(ticket):
+                new = await self.claims.update(ticket.key, value, ticket.revision)
             if new is None:
                 ticket.lost = True
                 return False
@@ -178,10 +179,36 @@ class RecordKeeper:
 
     async def _settle_claim(self, ticket: Ticket, decision: Decision) -> None:
         if decision.claim == "remove":
-            await self.claims.delete(ticket.key, ticket.revision)
+            if not await self.claims.delete(ticket.key, ticket.revision) and await self._refresh(ticket):
+                await self.claims.delete(ticket.key, ticket.revision)
         elif decision.claim == "release":
+            released = ticket.claim.model_copy(update={"state": "released", "owner": None, "message": None})
+            value = released.model_dump_json().encode()
+            written = await self.claims.update(ticket.key, value, ticket.revision)
+            if written is None and await self._refresh(ticket):
+                await self.claims.update(ticket.key, value, ticket.revision)
             ticket.claim.state, ticket.claim.owner, ticket.claim.message = "released", None, None
-            await self.claims.update(ticket.key, ticket.claim.model_dump_json().encode(), ticket.revision)
+
+    async def _refresh(self, ticket: Ticket) -> bool:
+        """After a compare-and-set refused for a moved revision: whether the stored claim is still this
+        run's own (our owner, our message, running, the same runs) — a heartbeat of ours that was
+        written although its reply never came (a timeout in a leader election, or the heartbeat
+        cancelled mid-write as the run ended) — and if so, ``ticket.revision`` becomes its revision.
+        Another worker's takeover writes its own owner, and a release clears it: those stay refused."""
+        found = await self.claims.get(ticket.key)
+        if found is None:
+            return False
+        stored = Claim.model_validate_json(found[0])
+        ours = (
+            stored.state == "running"
+            and stored.owner == self.owner
+            and stored.message == ticket.claim.message
+            and len(stored.runs) == len(ticket.claim.runs)
+        )
+        if ours:
+            log.info("claim_revision_refreshed", key=ticket.key, revision=found[1], had=ticket.revision)
+            ticket.revision = found[1]
+        return ours
 
     async def give_up(self, job_id: str, task: str, trigger: str, runs: list[Run], reason: str) -> None:
         """Record a task whose runs used up the budget as failed (before running it again)."""
