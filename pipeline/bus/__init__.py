@@ -84,7 +84,7 @@ def transient(exc: BaseException) -> bool:
         seen.add(id(current))
         if isinstance(current, _TRANSIENT):
             return True
-        if isinstance(current, APIError) and current.code == 503:
+        if isinstance(current, APIError) and getattr(current, "code", None) == 503:
             return True
         current = current.__cause__ or current.__context__
     return False
@@ -542,9 +542,9 @@ class NatsClaims:
         async def attempt() -> bool:
             try:
                 await self.kv.delete(key, last=revision)
-            except KeyWrongLastSequenceError:
-                return unsure[0] and await self._read(key) is None
             except Exception as exc:
+                if _wrong_last(exc):  # the client reports it as a plain BadRequestError for a delete
+                    return unsure[0] and await self._read(key) is None
                 unsure[0] = unsure[0] or transient(exc)
                 raise
             return True
@@ -566,6 +566,14 @@ class NatsClaims:
         except (nats.errors.Error, TimeoutError) as exc:
             raise BusError(f"cannot list claims: {exc!r}") from exc
         return sorted(k for k in found if k.startswith(prefix))
+
+
+def _wrong_last(exc: BaseException) -> bool:
+    """A write refused because the key is no longer at the revision it named (JetStream error codes
+    10071 and 10164)."""
+    return isinstance(exc, KeyWrongLastSequenceError) or (
+        isinstance(exc, APIError) and getattr(exc, "err_code", None) in (10071, 10164)
+    )
 
 
 def threadsafe_publisher(
