@@ -84,6 +84,18 @@ class Cluster:
                     proc.wait()
 
 
+async def jetstream_answers(url: str) -> bool:
+    """Whether the cluster's JetStream API answers (it has elected its meta leader)."""
+    nc = await nats.connect(url)
+    try:
+        await nc.jetstream(timeout=2).account_info()
+        return True
+    except Exception:
+        return False
+    finally:
+        await nc.close()
+
+
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[Cluster]:
     nodes = Cluster(tmp_path / "nats")
@@ -92,7 +104,7 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
         for i in range(3):
             nodes.start(i)
         deadline = time.monotonic() + 60
-        while not all(nodes.healthy(i) for i in range(3)):
+        while not (all(nodes.healthy(i) for i in range(3)) and asyncio.run(jetstream_answers(nodes.url(0)))):
             assert time.monotonic() < deadline, "the NATS cluster did not come up"
             time.sleep(0.2)
         yield nodes
