@@ -421,23 +421,37 @@ def progress_sink(
 async def heartbeat(
     settings: Settings, keeper: RecordKeeper, delivery: Delivery, ticket: Ticket, ctx: StageContext
 ) -> None:
-    """Every ``heartbeat_seconds``: keep the message (``in_progress``) and renew the claim. A claim
-    taken over, or a bus silent for a whole ``ack_wait``, means the task is someone else's now:
-    the stage is told to stop rather than finish twice."""
+    """Every ``heartbeat_seconds``: keep the message (``in_progress``) and renew the claim. A renewal
+    that waits for the bus (a claim bucket electing its leader: the write is retried for
+    ``bus_patience``) does not hold up the message's ``in_progress``, sent every interval meanwhile, so
+    the message is not redelivered to another worker while the claim cannot be renewed. A claim taken
+    over, or a renewal that failed with the bus silent for a whole ``ack_wait``, means the task is
+    someone else's now: the stage is told to stop rather than finish twice."""
     interval = settings.heartbeat_seconds
     last_ok = time.monotonic()
     while True:
         await asyncio.sleep(interval)
+        renewal = asyncio.ensure_future(keeper.beat(ticket))
         try:
-            await delivery.in_progress()
-            if not await keeper.beat(ticket):
-                log.warning("claim_lost", hint="another worker took the task over; stopping")
-                ctx.stop(StageStopped("another worker took the task over"))
-                return
-            last_ok = time.monotonic()
+            while True:
+                with contextlib.suppress(Exception):  # fire-and-forget; a lost one is a redelivery
+                    await delivery.in_progress()
+                done, _ = await asyncio.wait({renewal}, timeout=interval)
+                if done:
+                    break
+            kept = renewal.result()
         except Exception as exc:
             if time.monotonic() - last_ok >= settings.ack_wait:
                 log.warning("heartbeat_lost", error=repr(exc), hint="stopping the stage; it runs again")
                 ticket.lost = True
                 ctx.stop(StageStopped("the worker lost contact with the bus"))
                 return
+            continue
+        finally:
+            if not renewal.done():  # the run ended (this task was cancelled) while renewing
+                renewal.cancel()
+        if not kept:
+            log.warning("claim_lost", hint="another worker took the task over; stopping")
+            ctx.stop(StageStopped("another worker took the task over"))
+            return
+        last_ok = time.monotonic()
