@@ -348,8 +348,8 @@ def test_a_cancelled_job_stops_running_and_is_not_started(harness: Harness) -> N
         async with h.serving(h.worker(unstarted)):
             await asyncio.sleep(0.3)
             assert await h.pending() == 0
-        status = await asyncio.to_thread(job_status, h.store, h.settings, job_of(later))
-        assert status is not None and status.state == State.cancelled
+        later_status = await asyncio.to_thread(job_status, h.store, h.settings, job_of(later))
+        assert later_status is not None and later_status.state == State.cancelled
 
     unstarted = Ingest()
     harness.run(body)
@@ -376,7 +376,7 @@ def test_neural_jobs_go_to_the_neural_pool(harness: Harness) -> None:
     """A job with a neural renderer is routed to render's neural pool: a default-pool worker never
     sees it, a neural worker runs it."""
     harness.settings = harness.settings.model_copy(update={"chain": ["validate", "render", "publish"]})
-    ingest = Ingest(spec=JobSpec(audio="a.flac", options={"renderer": "wav2lip"}))  # type: ignore[arg-type]
+    ingest = Ingest(spec=JobSpec(audio="a.flac", options={"renderer": "wav2lip"}))
     cpu, gpu = Deliver(name="render"), Deliver(name="render")
 
     async def body(h: Harness) -> None:
