@@ -233,9 +233,9 @@ def test_a_moving_head_is_segmented_when_its_shape_changes_not_every_frame(
     points = np.asarray(face.landmarks, np.float64)
     outlines = HeadOutlines()
     for dx in range(40):
-        carried, _ = head_mask(points + (dx, 0), astronaut.shape, _shifted(astronaut, dx), outlines)
+        carried, _ = head_mask(points + np.array([dx, 0]), astronaut.shape, _shifted(astronaut, dx), outlines)
     assert outlines.segmented == 1
-    own, _ = head_mask(points + (39, 0), astronaut.shape, _shifted(astronaut, 39))
+    own, _ = head_mask(points + np.array([39, 0]), astronaut.shape, _shifted(astronaut, 39))
     assert _iou(carried, own) >= 0.95, _iou(carried, own)
     centre = points.mean(axis=0)
     head_mask(centre + (points - centre) * 1.1, astronaut.shape, astronaut, outlines)
