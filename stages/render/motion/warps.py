@@ -23,6 +23,7 @@ weighted by the mask.
 
 from __future__ import annotations
 
+import copy
 import math
 
 import cv2
@@ -253,13 +254,13 @@ class HeadOutlines:
     frame's moved, scaled a little and turned a little (a similarity transform that fits them to within
     ``FIT`` face widths, scale within ``SCALE`` and turn within ``TURN`` degrees), that outline is
     carried to the frame by the same transform. A face that turns away (its landmarks no longer fit),
-    grows, tilts, or ``REFRESH`` frames later is segmented again. A moving 30 s clip costs a few
+    grows, tilts, or ``REFRESH`` frames (5 s) later is segmented again. A moving 30 s clip costs a few
     dozen segmentations, not 750; a still photo one."""
 
     FIT = 0.02
     SCALE = 0.04
     TURN = 3.0
-    REFRESH = 50
+    REFRESH = 125
     POINTS = slice(0, 48)
     """The jaw, brows, nose and eyes: the mouth moves with speech and says nothing about the outline."""
 
@@ -372,6 +373,18 @@ class HeadWarp:
             np.arange(self.size[1], dtype=np.float32), np.arange(self.size[0], dtype=np.float32)
         )
 
+    def shifted(self, dx: int, dy: int, frame_shape: tuple[int, ...]) -> HeadWarp | None:
+        """This warp for the same face moved ``dx``, ``dy`` whole pixels (the motion about a moved pivot
+        is the same field, moved); None when the moved crop would leave the frame."""
+        x1, y1, x2, y2 = self.crop
+        if x1 + dx < 0 or y1 + dy < 0 or x2 + dx > frame_shape[1] or y2 + dy > frame_shape[0]:
+            return None
+        moved = copy.copy(self)  # the arrays are shared, never written
+        moved.crop = (x1 + dx, y1 + dy, x2 + dx, y2 + dy)
+        moved.gx, moved.gy = self.gx + dx, self.gy + dy
+        moved.pivot = (self.pivot[0] + dx, self.pivot[1] + dy)
+        return moved
+
     def displacement(
         self, roll: float, pitch: float, shift_x: float, shift_y: float
     ) -> tuple[np.ndarray, np.ndarray]:
@@ -419,3 +432,69 @@ class HeadWarp:
         out = frame if in_place else frame.copy()
         out[y1:y2, x1:x2] = moved
         return out
+
+
+class HeadWarps:
+    """The ``HeadWarp`` of each frame of one video. A face whose 68 landmarks are the last built warp's
+    moved (a similarity fit within ``SCALE``, ``TURN`` degrees and ``FIT`` face widths: a drifting
+    camera or head) gets that warp moved by whole pixels, with no mask built; a face that turned,
+    grew or tilted, or ``REFRESH`` frames later, gets a new warp (its outline from ``outlines``). A box
+    without landmarks gets a new warp when the box moves."""
+
+    SCALE = 0.015
+    TURN = 1.5
+    FIT = 0.02
+    REFRESH = 125
+
+    def __init__(self) -> None:
+        self.outlines = HeadOutlines()
+        self._base: tuple[np.ndarray, HeadWarp] | None = None
+        self._boxed: tuple[tuple[object, ...], HeadWarp] | None = None
+        self._age = 0
+        self.built = 0
+        """How many warps were built (the rest were moved)."""
+
+    def warp(
+        self,
+        box: tuple[float, float, float, float],
+        frame_shape: tuple[int, ...],
+        landmarks: np.ndarray | None,
+        frame: np.ndarray,
+    ) -> HeadWarp:
+        """The warp for this frame's face (``box``, ``landmarks``) in ``frame``."""
+        if landmarks is None or len(landmarks) != 68:
+            key = (tuple(round(v) for v in box), frame_shape)
+            if self._boxed is None or self._boxed[0] != key:  # a still's face never moves: one warp
+                self._boxed = (key, self._build(box, frame_shape, None, frame))
+            return self._boxed[1]
+        points = np.asarray(landmarks, np.float64)
+        moved = self._moved(points, frame_shape)
+        if moved is not None:
+            self._age += 1
+            return moved
+        warp = self._build(box, frame_shape, points, frame)
+        self._base, self._age = (points, warp), 0
+        return warp
+
+    def _build(
+        self,
+        box: tuple[float, float, float, float],
+        frame_shape: tuple[int, ...],
+        points: np.ndarray | None,
+        frame: np.ndarray,
+    ) -> HeadWarp:
+        self.built += 1
+        return HeadWarp(box, frame_shape, points, frame, self.outlines)
+
+    def _moved(self, points: np.ndarray, frame_shape: tuple[int, ...]) -> HeadWarp | None:
+        if self._base is None or self._age >= self.REFRESH:
+            return None
+        base, warp = self._base
+        stable = HeadOutlines.POINTS
+        _, scale, turn, residual = similarity(base[stable], points[stable])
+        if abs(scale - 1.0) > self.SCALE or abs(turn) > self.TURN or residual > self.FIT * warp.width:
+            return None
+        dx, dy = np.rint(points[stable].mean(axis=0) - base[stable].mean(axis=0)).astype(int)
+        if dx == 0 and dy == 0:
+            return warp
+        return warp.shifted(int(dx), int(dy), frame_shape)

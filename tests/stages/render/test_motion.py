@@ -16,7 +16,7 @@ from stages.lib.speech.fallback import timing_from_audio
 from stages.render.base import SAMPLE_RATE, RenderRequest
 from stages.render.motion import Animated, plan_for, seed_of
 from stages.render.motion.plan import BLINK_HOLD, BLINK_SECONDS, LEVELS, plan_motion
-from stages.render.motion.warps import HeadOutlines, close_eyes, head_mask
+from stages.render.motion.warps import HeadOutlines, HeadWarp, HeadWarps, close_eyes, head_mask
 from stages.render.viseme import VisemeRenderer
 
 FPS = 25.0
@@ -240,3 +240,28 @@ def test_a_moving_head_is_segmented_when_its_shape_changes_not_every_frame(
     centre = points.mean(axis=0)
     head_mask(centre + (points - centre) * 1.1, astronaut.shape, astronaut, outlines)
     assert outlines.segmented == 2
+
+
+def test_a_drifting_head_moves_its_warp_instead_of_building_one_per_frame(
+    astronaut: np.ndarray, face: FaceFrame
+) -> None:
+    """Over 40 frames of a face drifting 1 px a frame one warp is built and then moved; on the last frame
+    the moved warp turns the head as a warp built for that frame does (mean difference under 1 level),
+    and a face 10 % larger gets a warp of its own."""
+    points = np.asarray(face.landmarks, np.float64)
+    warps = HeadWarps()
+    for dx in range(40):
+        frame = _shifted(astronaut, dx)
+        moved = warps.warp(
+            face_box(points + np.array([dx, 0])), frame.shape, points + np.array([dx, 0]), frame
+        )
+    assert warps.built == 1
+    own = HeadWarp(face_box(points + np.array([39, 0])), frame.shape, points + np.array([39, 0]), frame)
+    pose = (4.0, 3.0, 0.02, -0.01)
+    difference = np.abs(moved.apply(frame, *pose).astype(int) - own.apply(frame, *pose).astype(int))
+    assert difference.mean() < 1.0, difference.mean()
+    assert np.abs(moved.apply(frame, *pose).astype(int) - frame).mean() > 1.0  # it did turn the head
+    centre = points.mean(axis=0)
+    larger = centre + (points - centre) * 1.1
+    warps.warp(face_box(larger), astronaut.shape, larger, astronaut)
+    assert warps.built == 2
