@@ -61,6 +61,14 @@ class Run:
     events: list[dict[str, object]] = field(default_factory=list)
     stderr: str = ""
 
+    def stage_peaks(self) -> dict[str, int]:
+        """The render process's own peak RSS (MiB) when each stage finished (``stage_done``'s peak_mib)."""
+        return {
+            str(e.get("stage")): int(str(e.get("peak_mib", 0)))
+            for e in self.events
+            if e.get("event") == "stage_done"
+        }
+
     def stage_cpu(self) -> dict[str, tuple[float, float]]:
         """(wall, CPU) seconds by stage, from the ``stage_done`` events."""
         out: dict[str, tuple[float, float]] = {}
@@ -226,11 +234,15 @@ def one_size(ffmpeg: str, work: Path, height: int, lengths: list[float]) -> list
         bare = bare_reencode(ffmpeg, out, work / "bare.mp4")
         size = output_size(ffmpeg, out)
         print(
-            f"\n{seconds:.0f} s speech, {height}p clip → {size}: by stage (wall s / CPU s / CPU s per frame)"
+            f"\n{seconds:.0f} s speech, {height}p clip → {size}: by stage (wall s / CPU s / CPU s per frame / "
+            "the render process's peak MiB when it finished)"
         )
         frames = seconds * 25
+        peaks = run.stage_peaks()
         for stage, (wall, cpu) in run.stage_cpu().items():
-            print(f"  {stage:10} {wall:8.2f} {cpu:8.2f} {1000 * cpu / frames:8.1f} ms")
+            print(
+                f"  {stage:10} {wall:8.2f} {cpu:8.2f} {1000 * cpu / frames:8.1f} ms {peaks.get(stage, 0):8d}"
+            )
         staged = sum(cpu for _, cpu in run.stage_cpu().values())
         print(
             f"  {'outside':10} {'':8} {run.cpu - staged:8.2f}   (process start, imports, model loads, store)"

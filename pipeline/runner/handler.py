@@ -54,6 +54,12 @@ def cpu_seconds() -> float:
     return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
+def peak_mib() -> int:
+    """This process's peak resident memory so far (MiB; children not included): in ``stage_done``, so a
+    bench can tell which stage raised it."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024  # KiB on Linux
+
+
 @dataclass
 class Work:
     """A decoded message: the task it is for, what the stage gets, and the object that triggered it."""
@@ -284,6 +290,7 @@ class Handler:
             "stage_done",
             seconds=round(seconds, 3),
             cpu_seconds=round(ctx.cpu_seconds, 3),
+            peak_mib=peak_mib(),
             manifests=len(outputs),
             run=ticket.run.n,
         )

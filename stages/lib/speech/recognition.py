@@ -10,6 +10,7 @@ use Whisper: ``asr = "pocketsphinx"``, or ``auto`` with no model or no faster-wh
 from __future__ import annotations
 
 import importlib.util
+import itertools
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -44,6 +45,12 @@ cost 3× more; deterministic results and a bounded cost matter more in a pipelin
 BEAM_SIZE = 1
 """Greedy decoding (faster-whisper's default beam is 5): on 30 s of JFK with pauses the same 51 words
 for about 20% less CPU (2.9-3.2 against 3.8-3.9 s, Whisper base int8, 2 threads; bench/bench_render_cost.py)."""
+CHUNK_SECONDS = 120.0
+"""Longer voices are recognized a piece at a time (cut at the quietest moment near each boundary):
+faster-whisper builds the features of the whole clip at once, so its memory grew with the length
+(about +440 MB for 10 minutes, +160 MB for 2); CPU is the same either way."""
+CUT_SEARCH = 10.0
+"""Seconds either side of a chunk boundary searched for the quietest 0.3 s to cut at."""
 TRANSCRIBE_VAD = {"min_silence_duration_ms": 500, "speech_pad_ms": 200}
 """Silero VAD before recognition (skips long silences; Whisper invents words in silence otherwise)."""
 
@@ -140,8 +147,55 @@ def recognize(
 
     ``prompt`` (a transcript known to be close) steers spelling and punctuation. ``progress`` is called
     with the share of the clip heard after each segment (it may raise to stop, e.g. a cancelled job).
+    A clip longer than ``CHUNK_SECONDS`` is heard in pieces cut at quiet moments (``cut_points``), the
+    language found in the first piece kept for the rest, so memory stays bounded.
     """
     audio = np.asarray(audio_16k, dtype=np.float32)
+    cuts = cut_points(audio)
+    if len(cuts) <= 2:
+        return _recognize_piece(whisper, audio, language, prompt, progress)
+    words: list[Word] = []
+    heard: Recognized | None = None
+    total = max(len(audio), 1)
+    for a, b in itertools.pairwise(cuts):
+        offset = a / AUDIO_RATE
+
+        def share(f: float, a: int = a, b: int = b) -> None:
+            if progress is not None:
+                progress((a + f * (b - a)) / total)
+
+        piece = _recognize_piece(whisper, audio[a:b], language, prompt, share)
+        words.extend(Word(w.text, w.start + offset, w.end + offset) for w in piece.words)
+        if heard is None:
+            heard, language = piece, language or piece.language
+    assert heard is not None
+    return Recognized(words, heard.language, heard.probability)
+
+
+def cut_points(audio: np.ndarray) -> list[int]:
+    """Sample indices cutting ``audio`` (16 kHz) into pieces of about ``CHUNK_SECONDS``: 0, a cut at the
+    quietest 0.3 s within ``CUT_SEARCH`` s of each boundary, and the end."""
+    n, size = len(audio), int(CHUNK_SECONDS * AUDIO_RATE)
+    cuts = [0]
+    hop = int(0.1 * AUDIO_RATE)
+    while n - cuts[-1] > size + int(CUT_SEARCH * AUDIO_RATE):
+        lo = cuts[-1] + size - int(CUT_SEARCH * AUDIO_RATE)
+        window = audio[lo : cuts[-1] + size + int(CUT_SEARCH * AUDIO_RATE)]
+        frames = len(window) // hop
+        energy = np.square(window[: frames * hop].reshape(frames, hop)).mean(axis=1)
+        quiet = np.convolve(energy, np.ones(3), mode="valid")  # 0.3 s windows
+        cuts.append(lo + (int(np.argmin(quiet)) + 1) * hop + hop // 2)
+    cuts.append(n)
+    return cuts
+
+
+def _recognize_piece(
+    whisper: LoadedWhisper,
+    audio: np.ndarray,
+    language: str | None,
+    prompt: str | None,
+    progress: Callable[[float], None] | None,
+) -> Recognized:
     segments, info = whisper.model.transcribe(
         audio,
         language=language,

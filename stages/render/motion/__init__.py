@@ -19,7 +19,7 @@ from pipeline.contracts import FaceFrame, Motion
 from stages.lib.speech.fallback import normalised_loudness, rms_envelope, speaking_weight
 from stages.render.base import SAMPLE_RATE, Frames, Renderer, RenderRequest
 from stages.render.motion.plan import MotionPlan, plan_motion, seed_of
-from stages.render.motion.warps import HeadWarp, close_eyes
+from stages.render.motion.warps import HeadWarp, HeadWarps, close_eyes
 
 __all__ = ["Animated", "MotionPlan", "animate", "plan_for", "seed_of"]
 
@@ -49,15 +49,13 @@ class Animated:
                 yield item
 
         plan = plan_for(request)
-        cached: tuple[tuple[object, ...], HeadWarp] | None = None
+        warps = HeadWarps()  # a moving face's warp is built when its shape changes, else moved
         for i, frame in enumerate(self.inner.render(request, tee(), progress)):
             source, face = given.popleft()
-            key = (tuple(round(v) for v in face.box), frame.shape)
-            if cached is None or cached[0] != key:  # a still's face never moves: one warp per job
-                points = None if face.landmarks is None else np.asarray(face.landmarks, np.float64)
-                cached = (key, HeadWarp(face.box, frame.shape, points, source))
+            points = None if face.landmarks is None else np.asarray(face.landmarks, np.float64)
+            warp = None if face.absent else warps.warp(face.box, frame.shape, points, source)
             # a frame the renderer made is ours to change; the avatar's own frame (often shared) is not
-            yield animate(frame, face, plan, i, cached[1], in_place=frame is not source)
+            yield animate(frame, face, plan, i, warp, in_place=frame is not source)
 
 
 def plan_for(request: RenderRequest) -> MotionPlan:

@@ -23,6 +23,7 @@ weighted by the mask.
 
 from __future__ import annotations
 
+import copy
 import math
 
 import cv2
@@ -150,12 +151,16 @@ def _crop(centre: np.ndarray, reach: float, shape: tuple[int, ...]) -> tuple[int
 
 
 def head_mask(
-    landmarks: np.ndarray, frame_shape: tuple[int, ...], frame: np.ndarray | None = None
+    landmarks: np.ndarray,
+    frame_shape: tuple[int, ...],
+    frame: np.ndarray | None = None,
+    outlines: HeadOutlines | None = None,
 ) -> tuple[np.ndarray, tuple[int, int, int, int]]:
     """(weight 0..1 float32, its crop box x1, y1, x2, y2 in the frame) of the head and neck of 68
     landmarks: 1 inside, falling to 0 *at* the outline over ``EDGE`` face widths (module docstring).
     With ``frame`` the outline is the head's own (hair and ears included: ``_segment_head``), else the
-    landmarks' estimate."""
+    landmarks' estimate. ``outlines``: the video's earlier outlines, carried to this frame where the
+    face has only moved (``HeadOutlines``) instead of segmented again."""
     p = np.asarray(landmarks, np.float64)
     h, w = frame_shape[:2]
     width = max(float(np.hypot(*(p[16] - p[0]))), 8.0)
@@ -185,7 +190,11 @@ def head_mask(
         face = np.zeros(size, np.uint8)
         hull = cv2.convexHull(p.astype(np.float32)).reshape(-1, 2) - o
         cv2.fillPoly(face, [np.rint(hull).astype(np.int32)], 255)
-        segmented = _segment_head(frame[y1:y2, x1:x2], mask, face, int(chin - y1))
+        crop, chin_row = frame[y1:y2, x1:x2], int(chin - y1)
+        if outlines is None:
+            segmented = _segment_head(crop, mask, face, chin_row)
+        else:
+            segmented = outlines.outline(p, (x1, y1), crop, mask, face, chin_row)
         if segmented is not None:
             mask = segmented
             cv2.fillPoly(mask, [neck.astype(np.int32)], 255)
@@ -239,6 +248,86 @@ def _segment_head(crop: np.ndarray, estimate: np.ndarray, face: np.ndarray, chin
     return head
 
 
+class HeadOutlines:
+    """The head outlines of one video, segmented (``_segment_head``: GrabCut, tens of milliseconds) only
+    when the face has changed shape: while the 68 landmarks of a later frame are the last segmented
+    frame's moved, scaled a little and turned a little (a similarity transform that fits them to within
+    ``FIT`` face widths, scale within ``SCALE`` and turn within ``TURN`` degrees), that outline is
+    carried to the frame by the same transform. A face that turns away (its landmarks no longer fit),
+    grows, tilts, or ``REFRESH`` frames (5 s) later is segmented again. A moving 30 s clip costs a few
+    dozen segmentations, not 750; a still photo one."""
+
+    FIT = 0.02
+    SCALE = 0.04
+    TURN = 3.0
+    REFRESH = 125
+    POINTS = slice(0, 48)
+    """The jaw, brows, nose and eyes: the mouth moves with speech and says nothing about the outline."""
+
+    def __init__(self) -> None:
+        self._last: tuple[np.ndarray, tuple[int, int], np.ndarray | None] | None = None
+        self._age = 0
+        self.segmented = 0
+        """How many frames were segmented (the rest were carried)."""
+
+    def outline(
+        self,
+        landmarks: np.ndarray,
+        origin: tuple[int, int],
+        crop: np.ndarray,
+        estimate: np.ndarray,
+        face: np.ndarray,
+        chin: int,
+    ) -> np.ndarray | None:
+        """The head outline in ``crop`` (uint8 0/255, ``_segment_head``'s contract) of the face whose
+        frame landmarks are ``landmarks``; ``origin``: the crop's top-left in the frame."""
+        fits, carried = self._carried(landmarks, origin, estimate.shape, chin)
+        if fits:
+            self._age += 1
+            return carried
+        head = _segment_head(crop, estimate, face, chin)
+        self._last, self._age = (np.array(landmarks, np.float64), origin, head), 0
+        self.segmented += 1
+        return head
+
+    def _carried(
+        self, landmarks: np.ndarray, origin: tuple[int, int], shape: tuple[int, ...], chin: int
+    ) -> tuple[bool, np.ndarray | None]:
+        """(whether the last outline fits this face, it carried to this crop: None where its
+        segmentation had failed, and the estimate serves again)."""
+        if self._last is None or self._age >= self.REFRESH:
+            return False, None
+        points, old_origin, head = self._last
+        move = similarity(points[self.POINTS], np.asarray(landmarks, np.float64)[self.POINTS])
+        width = max(float(np.hypot(*(points[16] - points[0]))), 8.0)
+        scale, turn, residual = move[1], move[2], move[3]
+        if abs(scale - 1.0) > self.SCALE or abs(turn) > self.TURN or residual > self.FIT * width:
+            return False, None
+        if head is None:  # the segmentation failed on this face: the estimate serves, as it did then
+            return True, None
+        a = move[0].copy()  # old frame → new frame; in crop coordinates: shift both origins
+        a[:, 2] += a[:, :2] @ np.array(old_origin, np.float64) - np.array(origin, np.float64)
+        rows, cols = shape[:2]
+        moved = cv2.warpAffine(head, a, (cols, rows), flags=cv2.INTER_LINEAR, borderValue=0)
+        carried = np.where(moved >= 128, 255, 0).astype(np.uint8)
+        carried[max(chin, 0) :] = 0
+        return True, carried
+
+
+def similarity(src: np.ndarray, dst: np.ndarray) -> tuple[np.ndarray, float, float, float]:
+    """The least-squares similarity transform taking points ``src`` to ``dst`` (N×2): its 2×3 matrix,
+    scale, turn (degrees) and the RMS distance left between the moved ``src`` and ``dst`` (pixels)."""
+    ms, md = src.mean(axis=0), dst.mean(axis=0)
+    a, b = src - ms, dst - md
+    norm = float(np.sum(a * a)) or 1.0
+    c = float(np.sum(a[:, 0] * b[:, 0] + a[:, 1] * b[:, 1])) / norm  # s·cos
+    s = float(np.sum(a[:, 0] * b[:, 1] - a[:, 1] * b[:, 0])) / norm  # s·sin
+    rot = np.array([[c, -s], [s, c]])
+    matrix = np.hstack([rot, (md - rot @ ms)[:, None]])
+    residual = float(np.sqrt(np.mean(np.sum((a @ rot.T - b) ** 2, axis=1))))
+    return matrix, math.hypot(c, s), math.degrees(math.atan2(s, c)), residual
+
+
 class HeadWarp:
     """Moves the head of the face in ``box`` within a ``frame_shape`` frame; built once per box (and
     landmarks, which confine the motion to the head and neck; with ``frame``, its own outline)."""
@@ -249,6 +338,7 @@ class HeadWarp:
         frame_shape: tuple[int, ...],
         landmarks: np.ndarray | None = None,
         frame: np.ndarray | None = None,
+        outlines: HeadOutlines | None = None,
     ) -> None:
         x1, y1, x2, y2 = box
         self.width = max(x2 - x1, 1.0)
@@ -259,7 +349,7 @@ class HeadWarp:
         cy2 = min(h, math.ceil(y2 + reach[3] * self.width) + 2)
         self.mask: np.ndarray | None = None
         if landmarks is not None and len(landmarks) == 68:
-            self.mask, (cx1, cy1, cx2, cy2) = head_mask(landmarks, frame_shape, frame)
+            self.mask, (cx1, cy1, cx2, cy2) = head_mask(landmarks, frame_shape, frame, outlines)
         self.crop = (cx1, cy1, cx2, cy2)
         self.size = (cy2 - cy1, cx2 - cx1)
         self.step = max(2, int(self.width // 32))
@@ -282,6 +372,18 @@ class HeadWarp:
         self.identity = np.meshgrid(
             np.arange(self.size[1], dtype=np.float32), np.arange(self.size[0], dtype=np.float32)
         )
+
+    def shifted(self, dx: int, dy: int, frame_shape: tuple[int, ...]) -> HeadWarp | None:
+        """This warp for the same face moved ``dx``, ``dy`` whole pixels (the motion about a moved pivot
+        is the same field, moved); None when the moved crop would leave the frame."""
+        x1, y1, x2, y2 = self.crop
+        if x1 + dx < 0 or y1 + dy < 0 or x2 + dx > frame_shape[1] or y2 + dy > frame_shape[0]:
+            return None
+        moved = copy.copy(self)  # the arrays are shared, never written
+        moved.crop = (x1 + dx, y1 + dy, x2 + dx, y2 + dy)
+        moved.gx, moved.gy = self.gx + dx, self.gy + dy
+        moved.pivot = (self.pivot[0] + dx, self.pivot[1] + dy)
+        return moved
 
     def displacement(
         self, roll: float, pitch: float, shift_x: float, shift_y: float
@@ -330,3 +432,69 @@ class HeadWarp:
         out = frame if in_place else frame.copy()
         out[y1:y2, x1:x2] = moved
         return out
+
+
+class HeadWarps:
+    """The ``HeadWarp`` of each frame of one video. A face whose 68 landmarks are the last built warp's
+    moved (a similarity fit within ``SCALE``, ``TURN`` degrees and ``FIT`` face widths: a drifting
+    camera or head) gets that warp moved by whole pixels, with no mask built; a face that turned,
+    grew or tilted, or ``REFRESH`` frames later, gets a new warp (its outline from ``outlines``). A box
+    without landmarks gets a new warp when the box moves."""
+
+    SCALE = 0.015
+    TURN = 1.5
+    FIT = 0.02
+    REFRESH = 125
+
+    def __init__(self) -> None:
+        self.outlines = HeadOutlines()
+        self._base: tuple[np.ndarray, HeadWarp] | None = None
+        self._boxed: tuple[tuple[object, ...], HeadWarp] | None = None
+        self._age = 0
+        self.built = 0
+        """How many warps were built (the rest were moved)."""
+
+    def warp(
+        self,
+        box: tuple[float, float, float, float],
+        frame_shape: tuple[int, ...],
+        landmarks: np.ndarray | None,
+        frame: np.ndarray,
+    ) -> HeadWarp:
+        """The warp for this frame's face (``box``, ``landmarks``) in ``frame``."""
+        if landmarks is None or len(landmarks) != 68:
+            key = (tuple(round(v) for v in box), frame_shape)
+            if self._boxed is None or self._boxed[0] != key:  # a still's face never moves: one warp
+                self._boxed = (key, self._build(box, frame_shape, None, frame))
+            return self._boxed[1]
+        points = np.asarray(landmarks, np.float64)
+        moved = self._moved(points, frame_shape)
+        if moved is not None:
+            self._age += 1
+            return moved
+        warp = self._build(box, frame_shape, points, frame)
+        self._base, self._age = (points, warp), 0
+        return warp
+
+    def _build(
+        self,
+        box: tuple[float, float, float, float],
+        frame_shape: tuple[int, ...],
+        points: np.ndarray | None,
+        frame: np.ndarray,
+    ) -> HeadWarp:
+        self.built += 1
+        return HeadWarp(box, frame_shape, points, frame, self.outlines)
+
+    def _moved(self, points: np.ndarray, frame_shape: tuple[int, ...]) -> HeadWarp | None:
+        if self._base is None or self._age >= self.REFRESH:
+            return None
+        base, warp = self._base
+        stable = HeadOutlines.POINTS
+        _, scale, turn, residual = similarity(base[stable], points[stable])
+        if abs(scale - 1.0) > self.SCALE or abs(turn) > self.TURN or residual > self.FIT * warp.width:
+            return None
+        dx, dy = np.rint(points[stable].mean(axis=0) - base[stable].mean(axis=0)).astype(int)
+        if dx == 0 and dy == 0:
+            return warp
+        return warp.shifted(int(dx), int(dy), frame_shape)

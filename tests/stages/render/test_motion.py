@@ -16,7 +16,7 @@ from stages.lib.speech.fallback import timing_from_audio
 from stages.render.base import SAMPLE_RATE, RenderRequest
 from stages.render.motion import Animated, plan_for, seed_of
 from stages.render.motion.plan import BLINK_HOLD, BLINK_SECONDS, LEVELS, plan_motion
-from stages.render.motion.warps import close_eyes
+from stages.render.motion.warps import HeadOutlines, HeadWarp, HeadWarps, close_eyes, head_mask
 from stages.render.viseme import VisemeRenderer
 
 FPS = 25.0
@@ -210,3 +210,58 @@ def test_a_line_beside_the_head_stays_straight(
     assert spread.max() <= 1.0, spread.max()
     eyes = slice(int(points[37:47, 1].min()) - 6, int(points[40:48, 1].max()) + 6)
     assert max(np.abs(f[eyes].astype(int) - framed[eyes]).mean() for f in out) > 2.0  # the head moved
+
+
+def _shifted(image: np.ndarray, dx: int) -> np.ndarray:
+    """``image`` moved ``dx`` px right on a canvas of its edge colour (a face drifting in a video)."""
+    out = np.empty_like(image)
+    out[:] = image[:, :1]
+    out[:, dx:] = image[:, : image.shape[1] - dx]
+    return out
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.count_nonzero((a > 0) & (b > 0)) / max(np.count_nonzero((a > 0) | (b > 0)), 1))
+
+
+def test_a_moving_head_is_segmented_when_its_shape_changes_not_every_frame(
+    astronaut: np.ndarray, face: FaceFrame
+) -> None:
+    """A face drifting 1 px a frame for 40 frames is segmented (GrabCut) once, the outline carried along
+    with it; the carried outline of the last frame matches that frame's own segmentation (IoU ≥ 0.95),
+    and the same face 10 % larger is segmented again."""
+    points = np.asarray(face.landmarks, np.float64)
+    outlines = HeadOutlines()
+    for dx in range(40):
+        carried, _ = head_mask(points + np.array([dx, 0]), astronaut.shape, _shifted(astronaut, dx), outlines)
+    assert outlines.segmented == 1
+    own, _ = head_mask(points + np.array([39, 0]), astronaut.shape, _shifted(astronaut, 39))
+    assert _iou(carried, own) >= 0.95, _iou(carried, own)
+    centre = points.mean(axis=0)
+    head_mask(centre + (points - centre) * 1.1, astronaut.shape, astronaut, outlines)
+    assert outlines.segmented == 2
+
+
+def test_a_drifting_head_moves_its_warp_instead_of_building_one_per_frame(
+    astronaut: np.ndarray, face: FaceFrame
+) -> None:
+    """Over 40 frames of a face drifting 1 px a frame one warp is built and then moved; on the last frame
+    the moved warp turns the head as a warp built for that frame does (mean difference under 1 level),
+    and a face 10 % larger gets a warp of its own."""
+    points = np.asarray(face.landmarks, np.float64)
+    warps = HeadWarps()
+    for dx in range(40):
+        frame = _shifted(astronaut, dx)
+        moved = warps.warp(
+            face_box(points + np.array([dx, 0])), frame.shape, points + np.array([dx, 0]), frame
+        )
+    assert warps.built == 1
+    own = HeadWarp(face_box(points + np.array([39, 0])), frame.shape, points + np.array([39, 0]), frame)
+    pose = (4.0, 3.0, 0.02, -0.01)
+    difference = np.abs(moved.apply(frame, *pose).astype(int) - own.apply(frame, *pose).astype(int))
+    assert difference.mean() < 1.0, difference.mean()
+    assert np.abs(moved.apply(frame, *pose).astype(int) - frame).mean() > 1.0  # it did turn the head
+    centre = points.mean(axis=0)
+    larger = centre + (points - centre) * 1.1
+    warps.warp(face_box(larger), astronaut.shape, larger, astronaut)
+    assert warps.built == 2
