@@ -76,10 +76,25 @@ FACE_MARGIN = 0.5
 MOUTH_MARGIN = 0.3
 FLICKER_MARGIN = 0.25
 """Crops for flicker are this much wider (of the mouth box) per side, room to align a moving head."""
+FLICKER_EVERY = 2
+"""Flicker is a mean over frames: every other frame is measured (the window's middle frame on odd
+frames), which gives the same figure for about half its cost."""
 SEARCH_EVERY = 10
 """With no face found for ``SEARCH_AFTER`` frames, the whole frame is searched only every 10th frame (a
 video without a face costs little)."""
 SEARCH_AFTER = 5
+HOG_EVERY = 5
+"""The HOG detector searches for the face at least every 5th frame; the predictor places landmarks on
+every frame, from the last box HOG found (HOG is about half of the landmarks' cost, the predictor's
+cost does not depend on the box)."""
+MOVED = 0.1
+"""Landmarks whose box moved (or changed size) by more than this fraction of the face's width since the
+frame the box was found on are discarded and the face searched for at once: the box no longer frames
+it well enough to place landmarks from."""
+CHANGED = 12.0
+"""Mean grey levels a 16 px thumbnail of the face box may change from that frame before the face is
+searched for again (a cut, another picture); a talking mouth changes it by a few."""
+THUMBNAIL = 16
 
 Source = tuple[np.ndarray | None, FaceFrame | None]
 """An avatar frame as ``measure`` compares it: grey at the small size (None: not compared), and its face
@@ -132,30 +147,87 @@ def aligned_audio(video: Path) -> np.ndarray:
 
 
 def landmarks_every_frame(
-    frames: Iterator[Callable[[], np.ndarray]], n: int, detector: Landmarker
+    frames: Iterator[Callable[[], np.ndarray]], n: int, detector: Landmarker, *, hog_every: int = HOG_EVERY
 ) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
-    """(grey frame, 68 landmarks or None) for the first ``n`` frames, the face detected on every frame.
+    """(grey frame, 68 landmarks or None) for the first ``n`` frames, placed on every frame from a
+    detected face box.
 
     No landmarks are carried from one frame to the next (that drifts, and the drift reads as mouth
-    motion in pauses): each frame's face box comes from the HOG detector, searched in a crop around the
-    previous box scaled so the face is about 100 px wide (``detect_near``: a few ms), or in the whole
-    frame when that finds none. About 8 ms a frame in all (``bench/bench_quality.py``)."""
+    motion in pauses): the predictor starts every frame from a box the HOG detector found. The HOG
+    search (in a crop around the previous box scaled so the face is about 100 px wide:
+    ``detect_near``; the whole frame when that finds none) runs at least every ``hog_every`` frames; the
+    frames between reuse its last box, and are searched again at once when their landmarks say the face
+    is no longer where that box was found (``_Anchor.holds``: moved or resized by ``MOVED`` of its
+    width, or the face's picture changed as at a cut). ``hog_every=1``: a search on every frame."""
     box: tuple[float, float, float, float] | None = None
+    anchor: _Anchor | None = None
     misses = 0
     for i, pixels in enumerate(frames):
         if i >= n:
             break
         grey = pixels()
+        if anchor is not None and i - anchor.frame < hog_every and anchor.may_hold():
+            points = detector.landmarks(grey, anchor.box)
+            if anchor.holds(grey, points):
+                yield grey, points
+                continue
         found = detector.detect_near(grey, box) if box is not None else []
         if not found and (misses < SEARCH_AFTER or i % SEARCH_EVERY == 0):
             found = detector.detect(grey)
         pick = _pick(found, box)
         if pick is None or pick.landmarks is None:
-            box, misses = None, misses + 1
+            box, anchor, misses = None, None, misses + 1
             yield grey, None
             continue
         box, misses = pick.box, 0
+        anchor = _Anchor(i, pick.box, face_box(pick.landmarks), _thumbnail(grey, face_box(pick.landmarks)))
         yield grey, pick.landmarks
+
+
+class _Anchor:
+    """The frame a face box was found on (by HOG), with the landmarks' box and a thumbnail of the face
+    there: what the frames reusing the box are checked against."""
+
+    def __init__(
+        self,
+        frame: int,
+        box: tuple[float, float, float, float],
+        landmarks_box: tuple[float, float, float, float],
+        thumbnail: np.ndarray,
+    ) -> None:
+        self.frame, self.box, self.landmarks_box, self.thumbnail = frame, box, landmarks_box, thumbnail
+        self.moved = (0.0, 0.0)  # how far the face had moved on the last two frames that held
+
+    def may_hold(self) -> bool:
+        """Whether the face, moving on as it did over the last two frames, may still be within
+        ``MOVED`` of where the box was found (else searching at once saves placing landmarks twice)."""
+        before, last = self.moved
+        return last + max(last - before, 0.0) <= MOVED
+
+    def holds(self, grey: np.ndarray, points: np.ndarray) -> bool:
+        """Whether ``points`` (placed from this box on ``grey``) are of the face the box was found for,
+        where it was: their box moved by less than ``MOVED`` of its width and kept its size within as
+        much, and the face's picture changed by less than ``CHANGED`` levels (a cut changes it all)."""
+        x1, y1, x2, y2 = self.landmarks_box
+        a1, b1, a2, b2 = face_box(points)
+        width = max(x2 - x1, 1.0)
+        moved = max(abs(a1 + a2 - x1 - x2), abs(b1 + b2 - y1 - y2)) / (2.0 * width)
+        resized = abs((a2 - a1) / width - 1.0)
+        if moved > MOVED or resized > MOVED:
+            return False
+        self.moved = (self.moved[1], moved)
+        now = _thumbnail(grey, (a1, b1, a2, b2))  # the face where the landmarks say it is now
+        change = np.abs(now.astype(np.float32) - self.thumbnail.astype(np.float32))
+        return float(change.mean()) < CHANGED
+
+
+def _thumbnail(grey: np.ndarray, box: tuple[float, float, float, float]) -> np.ndarray:
+    """The face in ``box`` at ``THUMBNAIL`` px square (what a cut changes)."""
+    x1, y1, x2, y2 = _clipped(box, grey.shape)
+    crop = grey[y1:y2, x1:x2]
+    if not crop.size:
+        return np.zeros((THUMBNAIL, THUMBNAIL), np.uint8)
+    return np.asarray(cv2.resize(crop, (THUMBNAIL, THUMBNAIL), interpolation=cv2.INTER_AREA))
 
 
 def _pick(found: Sequence[Detection], box: tuple[float, float, float, float] | None) -> Detection | None:
@@ -197,7 +269,7 @@ class _Series:
             x1, y1, x2, y2 = mouth_box
             self.mouth[i] = 255.0 - float(grey[y1:y2, x1:x2].mean())  # darker: more open
         self.window.append((grey, mouth_box, points))
-        if len(self.window) == 3 and self.window[1][1] is not None:
+        if len(self.window) == 3 and self.window[1][1] is not None and i % FLICKER_EVERY == 1:
             self._flicker()
         if source is not None and source[0] is not None:
             self.outside.append(self._outside(grey, points, source[0], source[1]))
