@@ -111,18 +111,23 @@ def measure(
     n_frames: int | None = None,
     sound: np.ndarray | None = None,
     lip_sync: bool = True,
+    picture: Path | None = None,
 ) -> QualityReport:
     """The quality report of ``video`` (an MP4 with sound); see the module docstring. ``speech``: where
     the voice is (the job's ``SpeechTiming``); None: found in the video's own audio by loudness.
     ``n_frames``: the video's frame count when the caller has counted them already. ``sound``: mono
     samples at ``SAMPLE_RATE`` to measure against instead of the video's own (sample 0 under frame 0).
     ``lip_sync``: False for a video made without lip sync (the ``none`` renderer): a mouth that does
-    not follow the voice, or moves in its pauses, is then what was asked for, not a problem."""
-    info = probe(video)
-    n, fps = (count_frames(video) if n_frames is None else n_frames), info.fps or 25.0
+    not follow the voice, or moves in its pauses, is then what was asked for, not a problem.
+    ``picture``: a video whose picture stream is the same as ``video``'s (the render's output the
+    enhance stage copied the picture from): the frames are read from it, and ``video`` is opened only
+    after them, for its sound, stream lengths and start offsets."""
+    shown = video if picture is None else picture
+    info = probe(shown)
+    n, fps = (count_frames(shown) if n_frames is None else n_frames), info.fps or 25.0
     size = bounded_size(info.width, info.height, ANALYSIS_SIDE)
     series = _Series(n, (size[0] / info.width, size[1] / info.height))
-    frames = decode_lazily(video, size, grey=True)
+    frames = decode_lazily(shown, size, grey=True)
     if landmarker is not None:
         for i, (grey, points) in enumerate(landmarks_every_frame(frames, n, landmarker)):
             series.add(i, grey, points, _next(source))
@@ -434,13 +439,20 @@ def assess_file(video: Path, *, audio: Path | None = None, threshold: float = 0.
 
 
 def assess(
-    ctx: StageContext, manifest: Manifest, video: Path, spec: JobSpec, timing: SpeechTiming | None = None
+    ctx: StageContext,
+    manifest: Manifest,
+    video: Path,
+    spec: JobSpec,
+    timing: SpeechTiming | None = None,
+    *,
+    picture: Path | None = None,
 ) -> QualityReport:
     """The report of the finished ``video`` of ``manifest``'s task; ``InvalidInput`` when it scores under
     the job's ``min_quality`` and the job asked to fail then. ``timing``: the task's ``speech`` artifact
-    when the caller has read it already (else it is read here)."""
+    when the caller has read it already (else it is read here). ``picture``: a file with the same picture
+    stream as ``video`` to read the frames from (``measure``)."""
     options = spec.options
-    n = count_frames(video)
+    n = count_frames(video if picture is None else picture)
     source = _avatar_frames(ctx, manifest, n)
     speech = _speech_spans(ctx, manifest, timing)
     landmarker, lock = _landmarker(ctx.settings, ctx.models)
@@ -453,6 +465,7 @@ def assess(
             speech=speech,
             n_frames=n,
             lip_sync=options.renderer != "none",  # the none renderer leaves the mouth as it was
+            picture=picture,
         )
     ctx.log.info(
         "quality_measured",
