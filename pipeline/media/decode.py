@@ -62,7 +62,7 @@ def _luma(frame: Any, size: tuple[int, int] | None, full_range: bool = True) -> 
     if frame.format.name.startswith(("yuv", "yuvj")) and frame.format.is_planar:
         plane = frame.planes[0]
         rows = np.frombuffer(plane, np.uint8).reshape(-1, plane.line_size)
-        luma = rows[: frame.height, : frame.width]
+        luma: np.ndarray = rows[: frame.height, : frame.width]
         stretch = full_range and not is_full_range(frame)
     else:
         luma, stretch = frame.to_ndarray(format="gray"), False
