@@ -3,11 +3,12 @@
 ``measure(video, ...)`` decodes the video (scaled so no side exceeds ``ANALYSIS_SIDE``; luma in full
 range whatever the file's range, so a JPEG avatar and our video compare level for level) and its audio
 track (shifted by the streams' start offsets, as a player plays them), finds the face's 68 landmarks on
-every frame (``landmarks_every_frame``: HOG near the last face, nothing carried over from frame to
+every frame (``landmarks_every_frame``: each frame's from a box the HOG detector found near the last
+face, on that frame or at most ``HOG_EVERY`` − 1 frames before; nothing carried over from frame to
 frame, so nothing drifts), and computes the measures of ``analysis``: the audio–video offset and how
 sure it is, whether the lips sync at all, mouth motion in the pauses (the job's ``SpeechTiming`` when
 it has one stored, else found in the video's own audio by loudness, as ``stages.lib.speech.fallback`` does),
-flicker around the mouth (with the face's own motion taken out), the change away from the face
+flicker around the mouth (with the face's own motion taken out; every other frame), the change away from the face
 against the avatar the video was made from (``source``: its frames in output order; the face box grown
 by ``FACE_MARGIN`` of its width is left out; on the frames showing the avatar's first
 ``OUTSIDE_FRAMES``), and the difference between the video and audio stream lengths. Without dlib the
