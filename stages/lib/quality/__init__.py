@@ -85,9 +85,9 @@ SEARCH_EVERY = 10
 video without a face costs little)."""
 SEARCH_AFTER = 5
 HOG_EVERY = 5
-"""The HOG detector searches for the face at least every 5th frame; the predictor places landmarks on
-every frame, from the last box HOG found (HOG is about half of the landmarks' cost, the predictor's
-cost does not depend on the box)."""
+"""The HOG detector searches for the face every 5th frame (every 10th while the face hardly moves);
+the predictor places landmarks on every frame, from the last box HOG found (HOG was about half of the
+landmarks' cost; the predictor's cost does not depend on the box or the image size)."""
 MOVED = 0.1
 """Landmarks whose box moved (or changed size) by more than this fraction of the face's width since the
 frame the box was found on are discarded and the face searched for at once: the box no longer frames
@@ -161,8 +161,9 @@ def landmarks_every_frame(
     No landmarks are carried from one frame to the next (that drifts, and the drift reads as mouth
     motion in pauses): the predictor starts every frame from a box the HOG detector found. The HOG
     search (in a crop around the previous box scaled so the face is about 100 px wide:
-    ``detect_near``; the whole frame when that finds none) runs at least every ``hog_every`` frames; the
-    frames between reuse its last box, and are searched again at once when their landmarks say the face
+    ``detect_near``; the whole frame when that finds none) runs every ``hog_every`` frames (twice
+    that while the face has hardly moved from the box: ``_Anchor.lifetime``); the frames between reuse
+    its last box, and are searched again at once when their landmarks say the face
     is no longer where that box was found (``_Anchor.holds``: moved or resized by ``MOVED`` of its
     width, or the face's picture changed as at a cut). ``hog_every=1``: a search on every frame."""
     box: tuple[float, float, float, float] | None = None
@@ -172,7 +173,7 @@ def landmarks_every_frame(
         if i >= n:
             break
         grey = pixels()
-        if anchor is not None and i - anchor.frame < hog_every and anchor.may_hold():
+        if anchor is not None and i - anchor.frame < anchor.lifetime(hog_every) and anchor.may_hold():
             points = detector.landmarks(grey, anchor.box)
             if anchor.holds(grey, points):
                 yield grey, points
@@ -203,6 +204,12 @@ class _Anchor:
     ) -> None:
         self.frame, self.box, self.landmarks_box, self.thumbnail = frame, box, landmarks_box, thumbnail
         self.moved = (0.0, 0.0)  # how far the face had moved on the last two frames that held
+        self.furthest = 0.0
+
+    def lifetime(self, hog_every: int) -> int:
+        """Frames the box serves: ``hog_every``, twice that while the face has moved by under a third of
+        ``MOVED`` from it (a photo's subtle motion: the box still frames it as it did when found)."""
+        return 2 * hog_every if self.furthest < MOVED / 3 else hog_every
 
     def may_hold(self) -> bool:
         """Whether the face, moving on as it did over the last two frames, may still be within
@@ -222,6 +229,7 @@ class _Anchor:
         if moved > MOVED or resized > MOVED:
             return False
         self.moved = (self.moved[1], moved)
+        self.furthest = max(self.furthest, moved, resized)
         now = _thumbnail(grey, (a1, b1, a2, b2))  # the face where the landmarks say it is now
         change = np.abs(now.astype(np.float32) - self.thumbnail.astype(np.float32))
         return float(change.mean()) < CHANGED

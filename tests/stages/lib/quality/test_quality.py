@@ -343,7 +343,8 @@ def test_hog_runs_on_a_few_frames_and_the_landmarks_stay_those_of_a_search_on_ev
     astronaut: np.ndarray,
 ) -> None:
     """A head moving 2 px a frame for 40 frames: HOG searches on at most a third of the frames (every
-    5th, and at once when the face has moved a tenth of its width from the box), and every frame's
+    5th, and at once when the face has moved a tenth of its width from the box; every 10th for a head
+    that does not move), and every frame's
     landmarks are within 1.5 px on average (4 at most: points are whole pixels) of those placed from a
     search on that frame."""
     head = cv2.cvtColor(np.ascontiguousarray(astronaut[20:220, 135:315]), cv2.COLOR_RGB2GRAY)
@@ -355,6 +356,9 @@ def test_hog_runs_on_a_few_frames_and_the_landmarks_stay_those_of_a_search_on_ev
         assert a is not None and b is not None
         error = np.hypot(*(a - b).T)
         assert error.mean() < 1.5 and error.max() <= 4.0
+    still = _Counting(DlibDetector())  # a head that does not move: a search every 10th frame
+    assert all(p is not None for p in _points([frames[0]] * 40, still, HOG_EVERY))
+    assert still.hog == 40 // (2 * HOG_EVERY)
 
 
 def test_a_cut_is_searched_at_once(astronaut: np.ndarray) -> None:
