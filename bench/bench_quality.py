@@ -1,10 +1,10 @@
 """Calibration of the quality report: known sync offsets, measured; false flags on default renders.
 
     python bench/bench_quality.py            # the full grid (about 10-20 minutes on 2 busy cores)
-    python bench/bench_quality.py --quick    # two renders, four shifts
+    python bench/bench_quality.py --quick    # three renders, four shifts
 
 1. Makes faces and voices: the astronaut as JPEG and PNG (scikit-image's copy), the bundled photo at
-   256, 512 and 1024 px, a moving-head clip (the photo panned and tilted with ffmpeg); JFK, JFK with
+   256, 512 and 1024 px, moving-head clips at 512×512 and 1280×720 (the photo panned and tilted with ffmpeg); JFK, JFK with
    two 1.5 s pauses, and Piper's speech with pauses (when piper-tts and a voice are installed).
 2. Renders them with the real pipeline and default options (`mouthpiece render`: photos get subtle
    motion) and reads each render's own quality report: none of them may be flagged.
@@ -15,9 +15,11 @@
    error and whether the flag is right: flagged exactly when the offset is outside ITU-R BT.1359's
    acceptable window (90 ms early .. 185 ms late).
 4. Per-frame cost (CPU time of this process: wall time depends on what else the machine runs) of the
-   landmarks on the moving clip: detecting on every frame (what the report does) against the old tracker (landmarks carried from frame to frame, a detection every 25), and
-   the mouth motion in pauses each reads on the renders with pauses (the old tracker's drift shows
-   there as motion the mouth does not make).
+   landmarks on the 512 px moving clip: HOG on every frame, HOG every 5th frame or when the face moved
+   (what the report does), and the old tracker (landmarks carried from frame to frame, a detection
+   every 25); the whole report's cost a frame on the 720p moving-head render; and the mouth motion in
+   pauses each reads on the renders with pauses (the old tracker's drift shows there as motion the
+   mouth does not make).
 
 Prints a Markdown table and figures; asserts nothing.
 """
@@ -45,9 +47,10 @@ from pipeline.config import load_settings
 from pipeline.contracts import QualityReport
 from pipeline.media import decode_lazily, ffmpeg_binary, shifted_sound
 from pipeline.reports import ACCEPTABLE_EARLY_MS, ACCEPTABLE_LATE_MS
+from stages.lib.faces.detection import Detection
 from stages.lib.faces.landmarks import DlibDetector
 from stages.lib.faces.tracker import follow_faces
-from stages.lib.quality import landmarks_every_frame, measure
+from stages.lib.quality import HOG_EVERY, landmarks_every_frame, measure
 from stages.lib.quality.analysis import mouth_opening, silence_motion
 from stages.lib.speech.fallback import speaking_weight, speech_regions
 
@@ -87,6 +90,10 @@ def faces(folder: Path, ffmpeg: str) -> dict[str, Path]:
     pan = "crop=400:400:'56+40*sin(2*PI*t/2)':'56+30*sin(2*PI*t/3)',scale=512:512"
     run([ffmpeg, "-v", "error", "-y", "-loop", "1", "-i", str(found["png"]), "-vf", pan, "-t", "8", "-r", "25",
          "-c:v", "libx264", "-pix_fmt", "yuv420p", str(found["moving"])])  # fmt: skip
+    found["moving-720p"] = folder / "moving-720p.mp4"
+    pan = "scale=1400:1400,crop=1280:720:'60+60*sin(2*PI*t/2)':'60+40*sin(2*PI*t/3)'"
+    run([ffmpeg, "-v", "error", "-y", "-loop", "1", "-i", str(found["png"]), "-vf", pan, "-t", "12", "-r", "25",
+         "-c:v", "libx264", "-pix_fmt", "yuv420p", str(found["moving-720p"])])  # fmt: skip
     return found
 
 
@@ -171,14 +178,19 @@ def calibrate(renders: list[Render], shifts: tuple[int, ...], folder: Path) -> l
 
 
 def landmark_costs(clip: Path, renders: list[Render]) -> None:
-    """ms a frame of the landmarks on the moving clip, per-frame detection against the old tracker,
-    and the mouth motion in pauses each reads on the renders with pauses."""
+    """ms a frame of the landmarks on the moving clip (HOG on every frame, HOG every ``HOG_EVERY``th,
+    the old tracker), the whole report's CPU a frame on the 720p render, and the mouth motion in pauses
+    each way of placing landmarks reads on the renders with pauses."""
     detector = DlibDetector()
     frames = [pixels() for pixels in decode_lazily(clip, grey=True)]
     n = len(frames)
+    counted = _Counting(detector)
     started = time.process_time()
-    every = [p for _, p in landmarks_every_frame(_lazy(frames), n, detector)]
+    every = [p for _, p in landmarks_every_frame(_lazy(frames), n, detector, hog_every=1)]
     per_frame = (time.process_time() - started) * 1000 / n
+    started = time.process_time()
+    few = [p for _, p in landmarks_every_frame(_lazy(frames), n, counted)]
+    fewer = (time.process_time() - started) * 1000 / n
     started = time.process_time()
     tracked = [s.found for s in follow_faces(_lazy(frames), n, detector, detect_every=25)]
     tracker = (time.process_time() - started) * 1000 / n
@@ -187,21 +199,55 @@ def landmark_costs(clip: Path, renders: list[Render]) -> None:
         for a, b in zip(every, tracked, strict=True)
         if a is not None and b and b[0].landmarks is not None
     ]
+    apart = [
+        float(np.hypot(*(a - b).T).mean())
+        for a, b in zip(every, few, strict=True)
+        if a is not None and b is not None
+    ]
     print(
         f"\nlandmarks on the moving clip ({n} frames of {frames[0].shape[1]}x{frames[0].shape[0]}, decoded):"
     )
     print(
-        f"  detected on every frame: {per_frame:.1f} ms CPU a frame, a face on {sum(p is not None for p in every)}"
+        f"  HOG on every frame: {per_frame:.1f} ms CPU a frame, a face on {sum(p is not None for p in every)}"
     )
+    print(f"  HOG every {HOG_EVERY}th frame or when the face moved (the report): {fewer:.1f} ms CPU a frame, "
+          f"HOG on {counted.hog} of {n} frames, points {np.mean(apart):.2f} px from the every-frame ones")  # fmt: skip
     print(f"  old tracker (a detection every 25 frames): {tracker:.1f} ms CPU a frame; its mouth is "
           f"{np.mean(drift):.1f} px (max {np.max(drift):.1f}) from the per-frame one")  # fmt: skip
-    print("\nmouth motion in pauses (0: still; over 0.25 is flagged), per-frame detection vs old tracker:")
+    for r in renders:
+        if "720p" in r.name:
+            started = time.process_time()
+            report = measure(r.video, landmarker=detector)
+            cost = (time.process_time() - started) * 1000 / report.frames
+            print(f"\nthe whole report (measure, decoding included) of {r.name}: {cost:.1f} ms CPU a frame")
+    print(
+        "\nmouth motion in pauses (0: still; over 0.25 is flagged): HOG every frame / the report / old tracker"
+    )
     for r in renders:
         if "pauses" not in r.name and "piper" not in r.name:
             continue
-        print(
-            f"  {r.name}: {_pause_motion(r.video, detector, False):.2f} vs {_pause_motion(r.video, detector, True):.2f}"
-        )
+        motion = [_pause_motion(r.video, detector, how) for how in ("every", "report", "old")]
+        print(f"  {r.name}: {motion[0]:.3f} / {motion[1]:.3f} / {motion[2]:.3f}")
+
+
+class _Counting:
+    """The real detector, counting its HOG searches."""
+
+    name = "dlib"
+
+    def __init__(self, inner: DlibDetector) -> None:
+        self.inner, self.hog = inner, 0
+
+    def detect(self, frame: np.ndarray) -> list[Detection]:
+        self.hog += 1
+        return self.inner.detect(frame)
+
+    def detect_near(self, frame: np.ndarray, box: tuple[float, float, float, float]) -> list[Detection]:
+        self.hog += 1
+        return self.inner.detect_near(frame, box)
+
+    def landmarks(self, frame: np.ndarray, box: tuple[float, float, float, float]) -> np.ndarray:
+        return self.inner.landmarks(frame, box)
 
 
 def _lazy(frames: list[np.ndarray]) -> Iterator[Callable[[], np.ndarray]]:
@@ -209,16 +255,17 @@ def _lazy(frames: list[np.ndarray]) -> Iterator[Callable[[], np.ndarray]]:
     return (partial(np.asarray, f) for f in frames)
 
 
-def _pause_motion(video: Path, detector: DlibDetector, old: bool) -> float:
+def _pause_motion(video: Path, detector: DlibDetector, how: str) -> float:
     frames = list(decode_lazily(video, grey=True))
     n = len(frames)
-    if old:
+    if how == "old":
         points = [
             s.found[0].landmarks if s.found else None
             for s in follow_faces(iter(frames), n, detector, detect_every=25)
         ]
     else:
-        points = [p for _, p in landmarks_every_frame(iter(frames), n, detector)]
+        hog_every = 1 if how == "every" else HOG_EVERY
+        points = [p for _, p in landmarks_every_frame(iter(frames), n, detector, hog_every=hog_every)]
     mouth = np.array([np.nan if p is None else mouth_opening(p) for p in points])
     from stages.lib.quality import aligned_audio
 
@@ -239,7 +286,11 @@ def main() -> None:
         folder.mkdir(parents=True, exist_ok=True)
         ffmpeg = ffmpeg_binary(load_settings(None, data_dir=folder))
         face, voice = faces(folder, ffmpeg), voices(folder)
-        plan = [("jfk-jpeg", "jfk", "jpeg"), ("pauses-moving", "pauses", "moving")]
+        plan = [
+            ("jfk-jpeg", "jfk", "jpeg"),
+            ("pauses-moving", "pauses", "moving"),
+            ("pauses-720p", "pauses", "moving-720p"),
+        ]
         if not args.quick:
             plan += [
                 ("jfk-png", "jfk", "png"),

@@ -54,21 +54,23 @@ def _luma(frame: Any, size: tuple[int, int] | None, full_range: bool = True) -> 
 
     One range for every file matters when two are compared: a JPEG avatar decodes to full-range
     ``yuvj420p`` and our videos are limited-range ``yuv420p``; their raw Y planes differ by 8–12 levels
-    where the pictures are the same."""
+    where the pictures are the same. The plane is scaled before it is stretched (the stretch is a
+    per-level map, so the order changes levels by rounding only) and both run in OpenCV: a quarter of
+    the pixels to map at 720p, about a sixth of the cost of stretching first."""
+    import cv2  # only here: most users of this module never read luma
+
     if frame.format.name.startswith(("yuv", "yuvj")) and frame.format.is_planar:
         plane = frame.planes[0]
         rows = np.frombuffer(plane, np.uint8).reshape(-1, plane.line_size)
-        luma = rows[: frame.height, : frame.width]
+        luma: np.ndarray = rows[: frame.height, : frame.width]
         stretch = full_range and not is_full_range(frame)
-        luma = _LIMITED_TO_FULL[luma] if stretch else np.ascontiguousarray(luma)
     else:
-        luma = frame.to_ndarray(format="gray")
-    if size is None or (luma.shape[1], luma.shape[0]) == size:
-        return luma
-    import cv2  # only here: most users of this module never scale
-
-    scaled: np.ndarray = cv2.resize(luma, size, interpolation=cv2.INTER_AREA)
-    return scaled
+        luma, stretch = frame.to_ndarray(format="gray"), False
+    if size is not None and (luma.shape[1], luma.shape[0]) != size:
+        luma = cv2.resize(luma, size, interpolation=cv2.INTER_AREA)
+    if stretch:
+        return np.asarray(cv2.LUT(luma, _LIMITED_TO_FULL))
+    return np.ascontiguousarray(luma)
 
 
 _LIMITED_TO_FULL = np.clip(np.round((np.arange(256) - 16) * 255.0 / 219.0), 0, 255).astype(np.uint8)

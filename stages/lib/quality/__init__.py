@@ -3,11 +3,12 @@
 ``measure(video, ...)`` decodes the video (scaled so no side exceeds ``ANALYSIS_SIDE``; luma in full
 range whatever the file's range, so a JPEG avatar and our video compare level for level) and its audio
 track (shifted by the streams' start offsets, as a player plays them), finds the face's 68 landmarks on
-every frame (``landmarks_every_frame``: HOG near the last face, nothing carried over from frame to
+every frame (``landmarks_every_frame``: each frame's from a box the HOG detector found near the last
+face, on that frame or at most ``HOG_EVERY`` − 1 frames before; nothing carried over from frame to
 frame, so nothing drifts), and computes the measures of ``analysis``: the audio–video offset and how
 sure it is, whether the lips sync at all, mouth motion in the pauses (the job's ``SpeechTiming`` when
 it has one stored, else found in the video's own audio by loudness, as ``stages.lib.speech.fallback`` does),
-flicker around the mouth (with the face's own motion taken out), the change away from the face
+flicker around the mouth (with the face's own motion taken out; every other frame), the change away from the face
 against the avatar the video was made from (``source``: its frames in output order; the face box grown
 by ``FACE_MARGIN`` of its width is left out; on the frames showing the avatar's first
 ``OUTSIDE_FRAMES``), and the difference between the video and audio stream lengths. Without dlib the
@@ -76,10 +77,25 @@ FACE_MARGIN = 0.5
 MOUTH_MARGIN = 0.3
 FLICKER_MARGIN = 0.25
 """Crops for flicker are this much wider (of the mouth box) per side, room to align a moving head."""
+FLICKER_EVERY = 2
+"""Flicker is a mean over frames: every other frame is measured (the window's middle frame on odd
+frames), which gives the same figure for about half its cost."""
 SEARCH_EVERY = 10
 """With no face found for ``SEARCH_AFTER`` frames, the whole frame is searched only every 10th frame (a
 video without a face costs little)."""
 SEARCH_AFTER = 5
+HOG_EVERY = 5
+"""The HOG detector searches for the face every 5th frame (every 10th while the face hardly moves);
+the predictor places landmarks on every frame, from the last box HOG found (HOG was about half of the
+landmarks' cost; the predictor's cost does not depend on the box or the image size)."""
+MOVED = 0.1
+"""Landmarks whose box moved (or changed size) by more than this fraction of the face's width since the
+frame the box was found on are discarded and the face searched for at once: the box no longer frames
+it well enough to place landmarks from."""
+CHANGED = 12.0
+"""Mean grey levels a 16 px thumbnail of the face box may change from that frame before the face is
+searched for again (a cut, another picture); a talking mouth changes it by a few."""
+THUMBNAIL = 16
 
 Source = tuple[np.ndarray | None, FaceFrame | None]
 """An avatar frame as ``measure`` compares it: grey at the small size (None: not compared), and its face
@@ -96,18 +112,23 @@ def measure(
     n_frames: int | None = None,
     sound: np.ndarray | None = None,
     lip_sync: bool = True,
+    picture: Path | None = None,
 ) -> QualityReport:
     """The quality report of ``video`` (an MP4 with sound); see the module docstring. ``speech``: where
     the voice is (the job's ``SpeechTiming``); None: found in the video's own audio by loudness.
     ``n_frames``: the video's frame count when the caller has counted them already. ``sound``: mono
     samples at ``SAMPLE_RATE`` to measure against instead of the video's own (sample 0 under frame 0).
     ``lip_sync``: False for a video made without lip sync (the ``none`` renderer): a mouth that does
-    not follow the voice, or moves in its pauses, is then what was asked for, not a problem."""
-    info = probe(video)
-    n, fps = (count_frames(video) if n_frames is None else n_frames), info.fps or 25.0
+    not follow the voice, or moves in its pauses, is then what was asked for, not a problem.
+    ``picture``: a video whose picture stream is the same as ``video``'s (the render's output the
+    enhance stage copied the picture from): the frames are read from it, and ``video`` is opened only
+    after them, for its sound, stream lengths and start offsets."""
+    shown = video if picture is None else picture
+    info = probe(shown)
+    n, fps = (count_frames(shown) if n_frames is None else n_frames), info.fps or 25.0
     size = bounded_size(info.width, info.height, ANALYSIS_SIDE)
     series = _Series(n, (size[0] / info.width, size[1] / info.height))
-    frames = decode_lazily(video, size, grey=True)
+    frames = decode_lazily(shown, size, grey=True)
     if landmarker is not None:
         for i, (grey, points) in enumerate(landmarks_every_frame(frames, n, landmarker)):
             series.add(i, grey, points, _next(source))
@@ -132,30 +153,95 @@ def aligned_audio(video: Path) -> np.ndarray:
 
 
 def landmarks_every_frame(
-    frames: Iterator[Callable[[], np.ndarray]], n: int, detector: Landmarker
+    frames: Iterator[Callable[[], np.ndarray]], n: int, detector: Landmarker, *, hog_every: int = HOG_EVERY
 ) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
-    """(grey frame, 68 landmarks or None) for the first ``n`` frames, the face detected on every frame.
+    """(grey frame, 68 landmarks or None) for the first ``n`` frames, placed on every frame from a
+    detected face box.
 
     No landmarks are carried from one frame to the next (that drifts, and the drift reads as mouth
-    motion in pauses): each frame's face box comes from the HOG detector, searched in a crop around the
-    previous box scaled so the face is about 100 px wide (``detect_near``: a few ms), or in the whole
-    frame when that finds none. About 8 ms a frame in all (``bench/bench_quality.py``)."""
+    motion in pauses): the predictor starts every frame from a box the HOG detector found. The HOG
+    search (in a crop around the previous box scaled so the face is about 100 px wide:
+    ``detect_near``; the whole frame when that finds none) runs every ``hog_every`` frames (twice
+    that while the face has hardly moved from the box: ``_Anchor.lifetime``); the frames between reuse
+    its last box, and are searched again at once when their landmarks say the face
+    is no longer where that box was found (``_Anchor.holds``: moved or resized by ``MOVED`` of its
+    width, or the face's picture changed as at a cut). ``hog_every=1``: a search on every frame."""
     box: tuple[float, float, float, float] | None = None
+    anchor: _Anchor | None = None
     misses = 0
     for i, pixels in enumerate(frames):
         if i >= n:
             break
         grey = pixels()
+        if anchor is not None and i - anchor.frame < anchor.lifetime(hog_every) and anchor.may_hold():
+            points = detector.landmarks(grey, anchor.box)
+            if anchor.holds(grey, points):
+                yield grey, points
+                continue
         found = detector.detect_near(grey, box) if box is not None else []
         if not found and (misses < SEARCH_AFTER or i % SEARCH_EVERY == 0):
             found = detector.detect(grey)
         pick = _pick(found, box)
         if pick is None or pick.landmarks is None:
-            box, misses = None, misses + 1
+            box, anchor, misses = None, None, misses + 1
             yield grey, None
             continue
         box, misses = pick.box, 0
+        anchor = _Anchor(i, pick.box, face_box(pick.landmarks), _thumbnail(grey, face_box(pick.landmarks)))
         yield grey, pick.landmarks
+
+
+class _Anchor:
+    """The frame a face box was found on (by HOG), with the landmarks' box and a thumbnail of the face
+    there: what the frames reusing the box are checked against."""
+
+    def __init__(
+        self,
+        frame: int,
+        box: tuple[float, float, float, float],
+        landmarks_box: tuple[float, float, float, float],
+        thumbnail: np.ndarray,
+    ) -> None:
+        self.frame, self.box, self.landmarks_box, self.thumbnail = frame, box, landmarks_box, thumbnail
+        self.moved = (0.0, 0.0)  # how far the face had moved on the last two frames that held
+        self.furthest = 0.0
+
+    def lifetime(self, hog_every: int) -> int:
+        """Frames the box serves: ``hog_every``, twice that while the face has moved by under a third of
+        ``MOVED`` from it (a photo's subtle motion: the box still frames it as it did when found)."""
+        return 2 * hog_every if self.furthest < MOVED / 3 else hog_every
+
+    def may_hold(self) -> bool:
+        """Whether the face, moving on as it did over the last two frames, may still be within
+        ``MOVED`` of where the box was found (else searching at once saves placing landmarks twice)."""
+        before, last = self.moved
+        return last + max(last - before, 0.0) <= MOVED
+
+    def holds(self, grey: np.ndarray, points: np.ndarray) -> bool:
+        """Whether ``points`` (placed from this box on ``grey``) are of the face the box was found for,
+        where it was: their box moved by less than ``MOVED`` of its width and kept its size within as
+        much, and the face's picture changed by less than ``CHANGED`` levels (a cut changes it all)."""
+        x1, y1, x2, y2 = self.landmarks_box
+        a1, b1, a2, b2 = face_box(points)
+        width = max(x2 - x1, 1.0)
+        moved = max(abs(a1 + a2 - x1 - x2), abs(b1 + b2 - y1 - y2)) / (2.0 * width)
+        resized = abs((a2 - a1) / width - 1.0)
+        if moved > MOVED or resized > MOVED:
+            return False
+        self.moved = (self.moved[1], moved)
+        self.furthest = max(self.furthest, moved, resized)
+        now = _thumbnail(grey, (a1, b1, a2, b2))  # the face where the landmarks say it is now
+        change = np.abs(now.astype(np.float32) - self.thumbnail.astype(np.float32))
+        return float(change.mean()) < CHANGED
+
+
+def _thumbnail(grey: np.ndarray, box: tuple[float, float, float, float]) -> np.ndarray:
+    """The face in ``box`` at ``THUMBNAIL`` px square (what a cut changes)."""
+    x1, y1, x2, y2 = _clipped(box, grey.shape)
+    crop = grey[y1:y2, x1:x2]
+    if not crop.size:
+        return np.zeros((THUMBNAIL, THUMBNAIL), np.uint8)
+    return np.asarray(cv2.resize(crop, (THUMBNAIL, THUMBNAIL), interpolation=cv2.INTER_AREA))
 
 
 def _pick(found: Sequence[Detection], box: tuple[float, float, float, float] | None) -> Detection | None:
@@ -197,7 +283,7 @@ class _Series:
             x1, y1, x2, y2 = mouth_box
             self.mouth[i] = 255.0 - float(grey[y1:y2, x1:x2].mean())  # darker: more open
         self.window.append((grey, mouth_box, points))
-        if len(self.window) == 3 and self.window[1][1] is not None:
+        if len(self.window) == 3 and self.window[1][1] is not None and i % FLICKER_EVERY == 1:
             self._flicker()
         if source is not None and source[0] is not None:
             self.outside.append(self._outside(grey, points, source[0], source[1]))
@@ -362,13 +448,20 @@ def assess_file(video: Path, *, audio: Path | None = None, threshold: float = 0.
 
 
 def assess(
-    ctx: StageContext, manifest: Manifest, video: Path, spec: JobSpec, timing: SpeechTiming | None = None
+    ctx: StageContext,
+    manifest: Manifest,
+    video: Path,
+    spec: JobSpec,
+    timing: SpeechTiming | None = None,
+    *,
+    picture: Path | None = None,
 ) -> QualityReport:
     """The report of the finished ``video`` of ``manifest``'s task; ``InvalidInput`` when it scores under
     the job's ``min_quality`` and the job asked to fail then. ``timing``: the task's ``speech`` artifact
-    when the caller has read it already (else it is read here)."""
+    when the caller has read it already (else it is read here). ``picture``: a file with the same picture
+    stream as ``video`` to read the frames from (``measure``)."""
     options = spec.options
-    n = count_frames(video)
+    n = count_frames(video if picture is None else picture)
     source = _avatar_frames(ctx, manifest, n)
     speech = _speech_spans(ctx, manifest, timing)
     landmarker, lock = _landmarker(ctx.settings, ctx.models)
@@ -381,6 +474,7 @@ def assess(
             speech=speech,
             n_frames=n,
             lip_sync=options.renderer != "none",  # the none renderer leaves the mouth as it was
+            picture=picture,
         )
     ctx.log.info(
         "quality_measured",

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import math
 import subprocess
+from functools import partial
 from pathlib import Path
 
 import cv2
@@ -35,8 +36,9 @@ from pipeline.stage import StageContext
 from pipeline.status import fold, with_quality
 from pipeline.storage.local import LocalStore
 from pipeline.testing import StageEnvironment
-from stages.lib.faces.landmarks import DlibDetector, face_box
-from stages.lib.quality import assess, measure
+from stages.lib.faces.detection import Detection
+from stages.lib.faces.landmarks import DlibDetector, Landmarker, face_box
+from stages.lib.quality import HOG_EVERY, assess, landmarks_every_frame, measure
 from stages.lib.speech.fallback import timing_from_audio
 from stages.render.base import SAMPLE_RATE, RenderRequest
 from stages.render.motion import Animated
@@ -292,10 +294,103 @@ def test_the_face_followed_is_the_surest_then_the_same_one() -> None:
     """With no face followed yet, the detection the detector is surest of is taken, not the largest (a
     re-encoded astronaut render showed a larger false face, 0.61, in the helmet beside the real one,
     0.95); afterwards the one overlapping the previous box."""
-    from stages.lib.faces.detection import Detection
     from stages.lib.quality import _pick
 
     real, helmet = Detection((179, 83, 266, 170), 0.95), Detection((123, 330, 227, 434), 0.61)
     assert _pick([helmet, real], None) is real
     assert _pick([real, helmet], (120, 325, 230, 440)) is helmet
     assert _pick([], None) is None
+
+
+# --- landmarks on every frame, HOG on a few ----------------------------------------------------------
+
+
+class _Counting:
+    """The real dlib detector, counting its HOG searches (near the face and whole frame)."""
+
+    name = "dlib"
+
+    def __init__(self, inner: DlibDetector) -> None:
+        self.inner, self.hog = inner, 0
+
+    def detect(self, frame: np.ndarray) -> list[Detection]:
+        self.hog += 1
+        return self.inner.detect(frame)
+
+    def detect_near(self, frame: np.ndarray, box: tuple[float, float, float, float]) -> list[Detection]:
+        self.hog += 1
+        return self.inner.detect_near(frame, box)
+
+    def landmarks(self, frame: np.ndarray, box: tuple[float, float, float, float]) -> np.ndarray:
+        return self.inner.landmarks(frame, box)
+
+
+def _grey_canvas(head: np.ndarray | None, x: float, y: float) -> np.ndarray:
+    """A 480×360 grey frame with the astronaut's grey head pasted at (x, y) (None: no face)."""
+    frame = np.full((360, 480), 70, np.uint8)
+    if head is not None:
+        h, w = head.shape
+        frame[int(y) : int(y) + h, int(x) : int(x) + w] = head
+    return frame
+
+
+def _points(frames: list[np.ndarray], detector: Landmarker, hog_every: int) -> list[np.ndarray | None]:
+    lazy = (partial(np.asarray, f) for f in frames)
+    return [p for _, p in landmarks_every_frame(lazy, len(frames), detector, hog_every=hog_every)]
+
+
+def test_hog_runs_on_a_few_frames_and_the_landmarks_stay_those_of_a_search_on_every_frame(
+    astronaut: np.ndarray,
+) -> None:
+    """A head moving 2 px a frame for 40 frames: HOG searches on at most a third of the frames (every
+    5th, and at once when the face has moved a tenth of its width from the box; every 10th for a head
+    that does not move), and every frame's
+    landmarks are within 1.5 px on average (4 at most: points are whole pixels) of those placed from a
+    search on that frame."""
+    head = cv2.cvtColor(np.ascontiguousarray(astronaut[20:220, 135:315]), cv2.COLOR_RGB2GRAY)
+    frames = [_grey_canvas(head, 100 + 2 * i, 60 + (i % 7)) for i in range(40)]
+    counting, detector = _Counting(DlibDetector()), DlibDetector()
+    few, every = _points(frames, counting, HOG_EVERY), _points(frames, detector, 1)
+    assert 40 // HOG_EVERY <= counting.hog <= 40 // 3
+    for a, b in zip(few, every, strict=True):
+        assert a is not None and b is not None
+        error = np.hypot(*(a - b).T)
+        assert error.mean() < 1.5 and error.max() <= 4.0
+    still = _Counting(DlibDetector())  # a head that does not move: a search every 10th frame
+    assert all(p is not None for p in _points([frames[0]] * 40, still, HOG_EVERY))
+    assert still.hog == 40 // (2 * HOG_EVERY)
+
+
+def test_a_cut_is_searched_at_once(astronaut: np.ndarray) -> None:
+    """A cut from the head at one place to the same head elsewhere, then to a picture without a face:
+    the first frame after each cut is searched (landmarks at the new place; no landmarks without a
+    face), not given landmarks placed from the old box."""
+    head = cv2.cvtColor(np.ascontiguousarray(astronaut[20:220, 135:315]), cv2.COLOR_RGB2GRAY)
+    frames = (
+        [_grey_canvas(head, 40, 60)] * 6 + [_grey_canvas(head, 260, 120)] * 6 + [_grey_canvas(None, 0, 0)] * 6
+    )
+    found = _points(frames, DlibDetector(), HOG_EVERY)
+    assert all(p is not None for p in found[:12]) and all(p is None for p in found[12:])
+    assert all(p is not None and p[:, 0].mean() < 220 for p in found[:6])
+    assert all(p is not None and p[:, 0].mean() > 300 for p in found[6:12])
+
+
+def test_frames_come_from_the_picture_file_and_sound_from_the_video(
+    talking_video: Path, tmp_path: Path
+) -> None:
+    """``measure(video, picture=...)``: the video's own picture is a blank grey (no face), the picture
+    file is the talking render with its sound moved 200 ms late: a face on every frame (the frames are
+    the picture file's) and the offset of the video's own, in-sync sound (not the picture file's)."""
+    settings = load_settings(None, data_dir=tmp_path)
+    blank = tmp_path / "blank.mp4"
+    subprocess.run(
+        [ffmpeg_binary(settings), "-v", "error", "-f", "lavfi", "-i", "color=c=gray:s=512x512:r=25",
+         "-i", str(talking_video), "-map", "0:v", "-map", "1:a", "-c:v", "libx264", "-pix_fmt", "yuv420p",
+         "-c:a", "copy", "-shortest", str(blank)],
+        check=True,
+    )  # fmt: skip
+    late = delayed(talking_video, 0.2, tmp_path, baked=True)
+    report = measure(blank, landmarker=DlibDetector(), picture=late)
+    assert report.face_frames == report.frames == 275
+    assert report.offset_ms is not None and abs(report.offset_ms) <= 40.0 and not report.flagged, report
+    assert measure(blank, landmarker=DlibDetector()).face_frames == 0
