@@ -177,8 +177,8 @@ def test_no_face_and_pause_frames_are_the_input(
     t = (np.arange(N) + 0.5) / FPS
     pause = (t > SPEECH[0].end + REST_FADE) & (t < SPEECH[1].start - REST_FADE)
     assert pause.sum() >= 8 and all(i in DRIFT for i in np.flatnonzero(pause))
-    for i in np.flatnonzero(pause):
-        assert np.array_equal(out[i], frames[i]), i
+    for k in np.flatnonzero(pause):
+        assert np.array_equal(out[k], frames[k]), k
     speaking = speaking_weight(SPEECH, FPS, N)
     assert all(speaking[i] == 1.0 for i in NO_FACE)
     for i in NO_FACE:
