@@ -293,3 +293,95 @@ def test_settings_doc_is_current() -> None:
     """docs/settings.md is the generated table of every setting (regenerate: mouthpiece config --markdown)."""
     doc = (ROOT / "docs/settings.md").read_text()
     assert settings_markdown() in doc
+
+
+def dockerfile_steps(path: Path) -> tuple[dict[str, str], list[str]]:
+    """A Dockerfile's ARG defaults and its RUN commands (continuation lines joined, comments dropped)."""
+    lines = [line for line in path.read_text().splitlines() if not line.lstrip().startswith("#")]
+    instructions = re.sub(r"\\\n", " ", "\n".join(lines)).splitlines()
+    args = {}
+    for line in instructions:
+        if line.startswith("ARG ") and "=" in line:
+            name, _, value = line[4:].partition("=")
+            args[name.strip()] = value.strip().strip('"')
+    return args, [line[4:] for line in instructions if line.startswith("RUN ")]
+
+
+def test_the_gpu_image_carries_musetalk_and_its_compose_service_reads_it() -> None:
+    """infra/Dockerfile.gpu fetches MuseTalk's files (`mouthpiece models --fetch musetalk`) into the
+    image's model directory by default; compose's render-musetalk builds the image with render-gpu's
+    build args (one image) and reads its models from where the image put them."""
+    args, runs = dockerfile_steps(ROOT / "infra/Dockerfile.gpu")
+    assert args["GPU_RENDERERS"].split() == ["wav2lip", "musetalk"]
+    assert args["MUSETALK_HF"] == "https://huggingface.co"
+    (step,) = [r for r in runs if "--fetch musetalk" in r]
+    assert "MOUTHPIECE_MODEL_DIR=/opt/mouthpiece/models" in step
+    services = compose()["services"]
+    gpu, musetalk = services["render-gpu"], services["render-musetalk"]
+    assert musetalk["build"] == gpu["build"] and musetalk["image"] == gpu["image"]
+    assert set(gpu["build"]["args"]) == {"WAV2LIP_URL", "GPU_RENDERERS", "MUSETALK_HF"}
+    assert musetalk["environment"]["MOUTHPIECE_MODEL_DIR"] == "/opt/mouthpiece/models"
+    assert musetalk["command"] == ["worker", "render", "--pool", "musetalk"]
+
+
+def test_the_gpu_image_build_steps_fetch_musetalk_from_a_mirror(tmp_path: Path) -> None:
+    """The Dockerfile's own model steps, run by sh as the build runs them (the image's model directory
+    moved to a temporary one): MuseTalk's 7 files come from MUSETALK_HF (here a local mirror with
+    Hugging Face's paths, serving seeded networks) into upstream's layout, and they load; without
+    WAV2LIP_URL the build stops saying so, unless GPU_RENDERERS leaves wav2lip out."""
+    import functools
+    import http.server
+    import os
+    import shutil
+    import sys
+    import threading
+
+    pytest.importorskip("diffusers")
+    from pipeline.modelfiles import HF, MUSETALK_FILES
+    from stages.render.musetalk import load_models
+    from stages.render.musetalk_seeded import TINY, write_models
+
+    seeded = write_models(tmp_path / "seeded", TINY, seed=0)
+    mirror = tmp_path / "mirror"
+    for model in MUSETALK_FILES:
+        served = mirror / str(model.default_url).removeprefix(HF + "/")
+        served.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(seeded / model.name, served)
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(mirror))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    shim = tmp_path / "bin" / "mouthpiece"  # the console script pip installs in the image
+    shim.parent.mkdir()
+    shim.write_text(f'#!/bin/sh\nexec {sys.executable} -m pipeline.cli "$@"\n')
+    shim.chmod(0o755)
+    args, runs = dockerfile_steps(ROOT / "infra/Dockerfile.gpu")
+    models = tmp_path / "image-models"
+    steps = [r.replace("/opt/mouthpiece/models", str(models)) for r in runs if "mouthpiece models" in r]
+    assert len(steps) == 2  # wav2lip's, then musetalk's
+
+    def build(**given: str) -> subprocess.CompletedProcess[str]:
+        env = {
+            **os.environ,
+            **args,
+            **given,
+            # the image's python and mouthpiece: this interpreter, running this tree
+            "PATH": os.pathsep.join([str(shim.parent), str(Path(sys.executable).parent), os.environ["PATH"]]),
+            "PYTHONPATH": str(ROOT),
+            "NO_PROXY": "127.0.0.1,localhost",
+            "MOUTHPIECE_DATA_DIR": str(tmp_path / "data"),
+        }
+        script = " && ".join(f"( {step} )" for step in steps)
+        return subprocess.run(["sh", "-c", script], env=env, capture_output=True, text=True, timeout=300)
+
+    try:
+        refused = build()
+        assert refused.returncode == 1 and "pass --build-arg WAV2LIP_URL" in refused.stderr
+        assert not models.exists()
+        made = build(GPU_RENDERERS="musetalk", MUSETALK_HF=f"http://127.0.0.1:{server.server_port}/")
+        assert made.returncode == 0, made.stderr[-3000:]
+    finally:
+        server.shutdown()
+    for model in MUSETALK_FILES:
+        assert (models / model.name).read_bytes() == (seeded / model.name).read_bytes(), model.name
+    assert not (models / "wav2lip_gan.pth").exists()
+    load_models(models)

@@ -7,11 +7,13 @@ run time. Run from the repository root with the neural extra, diffusers, transfo
     git --git-dir=<MuseTalk>/.git archive 0a89dec musetalk | tar -x -C /tmp/musetalk
     python tests/data/musetalk/make_reference.py --upstream /tmp/musetalk
 
-Models: ``stages.render.musetalk_seeded.TINY`` (the published classes and block types, narrow channels;
+Models: ``stages.render.musetalk_seeded.TINY`` (``--configs tiny``, the committed file: the published classes and block types, narrow channels;
 Whisper tiny's real encoder) with weights from ``musetalk.seeded_(…, seed 0)``, written in the published
 layout and loaded by upstream's own loaders (``musetalk.utils.utils.load_all_model``'s classes ``VAE``,
 ``UNet``, ``PositionalEncoding``; ``AudioProcessor``; ``transformers.WhisperModel``). The test rebuilds the
-same weights (numpy's generator: independent of torch's initialisation).
+same weights (numpy's generator: independent of torch's initialisation). ``--configs real --out PATH``
+makes the same reference at the published sizes (``REAL``: the 850 M-parameter UNet of ``musetalk.json``,
+the SD VAE), for a one-off check that is too big to commit or to rebuild in every test run.
 
 Inputs: the astronaut photo and its dlib landmarks; the JFK clip's first second at 16 kHz; 25 fps.
 
@@ -52,10 +54,9 @@ import torch
 ROOT = Path(__file__).resolve().parents[3]
 sys.path.insert(0, str(ROOT))
 
-from stages.faces.landmarks import DlibDetector  # noqa: E402
-
+from stages.lib.faces.landmarks import DlibDetector  # noqa: E402
 from stages.render import musetalk as mt  # noqa: E402
-from stages.render.musetalk_seeded import TINY, write_models  # noqa: E402
+from stages.render.musetalk_seeded import REAL, TINY, write_models  # noqa: E402
 
 UPSTREAM_COMMIT = "0a89dec45a0192b824e3cf4daf96c239440c5ed8"
 OUT = Path(__file__).with_name("reference.npz")
@@ -109,7 +110,16 @@ def _install_shims(landmarks: np.ndarray, box: tuple[int, int, int, int]) -> Non
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--upstream", type=Path, required=True, help="a MuseTalk checkout at UPSTREAM_COMMIT")
+    parser.add_argument(
+        "--configs",
+        choices=("tiny", "real"),
+        default="tiny",
+        help="tiny: the committed reference; real: the published sizes (850 M-parameter UNet, several GB "
+        "of memory and disk, minutes on a CPU), for a one-off check (see the test module's docstring)",
+    )
+    parser.add_argument("--out", type=Path, default=OUT, help=f"where to write (default {OUT})")
     args = parser.parse_args()
+    configs = REAL if args.configs == "real" else TINY
     torch.set_num_threads(2)
 
     photo = cv2.imread(str(ASSETS / "astronaut.png"))
@@ -139,7 +149,7 @@ def main() -> None:
 
     ref: dict[str, np.ndarray] = {"audio": audio, "landmarks": landmarks, "face_box": np.array(face_box)}
     with tempfile.TemporaryDirectory() as tmp:
-        models = write_models(Path(tmp) / "models", TINY, seed=0)
+        models = write_models(Path(tmp) / "models", configs, seed=0)
         wav = Path(tmp) / "voice.wav"
         soundfile.write(wav, audio, 16_000, subtype="FLOAT")  # librosa.load gives these samples back
         frame_png = Path(tmp) / "00000000.png"
@@ -210,6 +220,7 @@ def main() -> None:
         ref["mean_decoded_rgb"] = mean_face
         ref["mean_final_bgr"] = blended(mean_face[0][..., ::-1])
     ref["upstream_commit"] = np.array(UPSTREAM_COMMIT)
+    ref["configs"] = np.array(args.configs)
     # only the square blended through is stored of the frames (the rest is the photo, checked by the test)
     sx1, sy1, sx2, sy2 = (max(0, v) for v in mt.blend_square(box))
     for key in ("final_bgr", "mean_final_bgr"):
@@ -217,8 +228,8 @@ def main() -> None:
             np.delete(ref[key], np.s_[sy1:sy2], axis=0), np.delete(bgr, np.s_[sy1:sy2], axis=0)
         )
         ref[key] = ref[key][sy1:sy2, sx1:sx2]
-    np.savez_compressed(OUT, **ref)  # type: ignore[arg-type]  # numpy's stub reads **kwds as allow_pickle
-    print(f"wrote {OUT} ({OUT.stat().st_size} bytes): box {box}, {len(chunks)} windows")
+    np.savez_compressed(args.out, **ref)  # type: ignore[arg-type]  # numpy's stub reads **kwds as allow_pickle
+    print(f"wrote {args.out} ({args.out.stat().st_size} bytes): box {box}, {len(chunks)} windows")
 
 
 if __name__ == "__main__":

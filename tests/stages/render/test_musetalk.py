@@ -2,10 +2,17 @@
 
 Reference values: ``tests/data/musetalk/reference.npz``, made by ``tests/data/musetalk/make_reference.py``
 with upstream's code (commit in the file) on the ``TINY`` seeded models that the fixture here rebuilds.
+
+At the published sizes (a one-off check, too big for every run: an 850 M-parameter UNet), make a
+reference with ``--configs real --out PATH`` and run the step tests against it; the fixture then rebuilds
+the ``REAL`` seeded models::
+
+    MUSETALK_REFERENCE=PATH pytest tests/stages/render/test_musetalk.py -k upstream
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,9 +26,12 @@ from pipeline.errors import ConfigError, InvalidInput
 from stages.render import musetalk as mt
 from stages.render.base import RenderRequest
 from stages.render.musetalk_render import MuseTalkRenderer
-from stages.render.musetalk_seeded import TINY, write_models
+from stages.render.musetalk_seeded import REAL, TINY, write_models
 
-REFERENCE = Path(__file__).resolve().parents[2] / "data" / "musetalk" / "reference.npz"
+REFERENCE = Path(
+    os.environ.get("MUSETALK_REFERENCE")
+    or Path(__file__).resolve().parents[2] / "data" / "musetalk" / "reference.npz"
+)
 FPS = 25.0
 FRAMES = (0, 12, 24)
 
@@ -33,9 +43,11 @@ def ref() -> dict[str, np.ndarray]:
 
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The seeded TINY models in the published layout (the ones the reference was made with)."""
-    return write_models(tmp_path_factory.mktemp("musetalk"), TINY, seed=0)
+def model_dir(tmp_path_factory: pytest.TempPathFactory, ref: dict[str, np.ndarray]) -> Path:
+    """The seeded models in the published layout that the reference was made with (TINY unless it says
+    ``real``)."""
+    configs = REAL if str(ref.get("configs", "tiny")) == "real" else TINY
+    return write_models(tmp_path_factory.mktemp("musetalk"), configs, seed=0)
 
 
 @pytest.fixture(scope="module")
