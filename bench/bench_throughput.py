@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import soundfile
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script: the repo on the path
 from bench.bench_render_cost import PAUSE_SECONDS, SPEECH
 from pipeline import ASSETS_DIR
 from pipeline.config import load_settings
