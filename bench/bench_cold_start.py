@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script: the repo on the path
-from bench.bench_throughput import make_clip, make_voice
+from bench.bench_render_cost import make_clip, make_speech
 from pipeline.config import load_settings
 from pipeline.media import ffmpeg_binary
 
@@ -64,7 +64,7 @@ def main() -> int:
             "MOUTHPIECE_MODEL_CACHE_DIR": str(work / "models"),
         }
         for i in range(len(jobs)):
-            make_voice(work / f"v{i}.wav", args.seconds, offset=2.3 * i)
+            make_speech(work / f"v{i}.wav", args.seconds, offset=2.3 * i)
             make_clip(ffmpeg, work / f"c{i}.mp4", args.seconds, args.height, period=1.2 + 0.2 * i)
         print(f"{args.seconds:.0f} s jobs, {args.height}p clip avatars, {os.cpu_count()} cores")
         for i, (label, drop) in enumerate(jobs):

@@ -139,21 +139,23 @@ def measure(args: list[str], env: dict[str, str] | None = None, timeout: float |
     return Run(wall, cpu, peak[0] / 1024, proc.returncode, events, stderr)
 
 
-def make_speech(dst: Path, seconds: float) -> None:
-    """``seconds`` of 16 kHz mono speech: jfk.flac, a pause, jfk.flac again... cut to length."""
+def make_speech(dst: Path, seconds: float, offset: float = 0.0) -> None:
+    """``seconds`` of speech: jfk.flac, a pause, jfk.flac again... starting ``offset`` seconds in."""
     speech, rate = soundfile.read(str(SPEECH), dtype="float32", always_2d=True)
     unit = np.concatenate([speech[:, 0], np.zeros(int(PAUSE_SECONDS * rate), np.float32)])
-    reps = int(np.ceil(seconds * rate / len(unit)))
-    soundfile.write(str(dst), np.tile(unit, reps)[: int(seconds * rate)], rate)
+    start = int(offset * rate) % len(unit)
+    reps = int(np.ceil((seconds * rate + start) / len(unit)))
+    soundfile.write(str(dst), np.tile(unit, reps)[start : start + int(seconds * rate)], rate)
 
 
-def make_clip(ffmpeg: str, dst: Path, seconds: float, height: int) -> None:
+def make_clip(ffmpeg: str, dst: Path, seconds: float, height: int, period: float = 1.6) -> None:
     """A moving avatar video: the astronaut photo (face at the picture's height) drifting sideways on a
-    grey 16:9 canvas at 25 fps, H.264 from a phone-like encoder (crf 20), no audio."""
+    grey 16:9 canvas at 25 fps (one sway every ``period`` × 2π seconds), H.264 from a phone-like encoder
+    (crf 20), no audio."""
     width = height * 16 // 9 // 2 * 2
     graph = (
         f"[1:v]scale=-2:{height}[face];"
-        f"[0:v][face]overlay=x='(W-w)/2+{height // 36}*sin(t/1.6)':y=0:shortest=1,format=yuv420p"
+        f"[0:v][face]overlay=x='(W-w)/2+{height // 36}*sin(t/{period:.3f})':y=0:shortest=1,format=yuv420p"
     )
     subprocess.run(
         [

@@ -23,44 +23,12 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-import soundfile
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script: the repo on the path
-from bench.bench_render_cost import PAUSE_SECONDS, SPEECH
-from pipeline import ASSETS_DIR
+from bench.bench_render_cost import make_clip, make_speech
 from pipeline.config import load_settings
 from pipeline.media import ffmpeg_binary
 
 TICK = os.sysconf("SC_CLK_TCK")
-
-
-def make_voice(dst: Path, seconds: float, offset: float) -> None:
-    """``seconds`` of speech: jfk.flac with pauses, looped, starting ``offset`` seconds in."""
-    speech, rate = soundfile.read(str(SPEECH), dtype="float32", always_2d=True)
-    unit = np.concatenate([speech[:, 0], np.zeros(int(PAUSE_SECONDS * rate), np.float32)])
-    start = int(offset * rate) % len(unit)
-    reps = int(np.ceil((seconds * rate + start) / len(unit))) + 1
-    soundfile.write(str(dst), np.tile(unit, reps)[start : start + int(seconds * rate)], rate)
-
-
-def make_clip(ffmpeg: str, dst: Path, seconds: float, height: int, period: float) -> None:
-    """The astronaut drifting sideways on a grey canvas, one sway every ``period`` seconds."""
-    width = height * 16 // 9 // 2 * 2
-    graph = (
-        f"[1:v]scale=-2:{height}[face];"
-        f"[0:v][face]overlay=x='(W-w)/2+{height // 36}*sin(t/{period:.3f})':y=0:shortest=1,format=yuv420p"
-    )
-    subprocess.run(
-        [
-            ffmpeg, "-hide_banner", "-loglevel", "error", "-y",
-            "-f", "lavfi", "-i", f"color=c=0x282828:s={width}x{height}:r=25:d={seconds}",
-            "-loop", "1", "-i", str(ASSETS_DIR / "astronaut.png"),
-            "-filter_complex", graph, "-t", f"{seconds}", "-c:v", "libx264", "-preset", "veryfast",
-            "-crf", "20", str(dst),
-        ],
-        check=True,
-    )  # fmt: skip
 
 
 def tree_cpu(root: int) -> float:
@@ -148,7 +116,7 @@ def main() -> int:
         inputs = []
         for i in range(2 * args.jobs + 1):  # the warm-up job, then two batches, no two alike
             voice, clip = work / f"v{i}.wav", work / f"c{i}.mp4"
-            make_voice(voice, 5.0 if i == 0 else args.seconds, offset=1.7 * i)
+            make_speech(voice, 5.0 if i == 0 else args.seconds, offset=1.7 * i)
             make_clip(ffmpeg, clip, 5.0 if i == 0 else args.seconds, args.height, period=1.1 + 0.13 * i)
             inputs.append((voice, clip))
         server = subprocess.Popen(
