@@ -459,3 +459,22 @@ def test_a_lower_face_painted_with_noise_is_flagged_and_its_own_skin_is_not(
     assert any("lower face does not look like the avatar's skin" in p and "mouthpiece models" in p for p in
                report.problems), report.problems  # fmt: skip
     assert measure(painted, landmarker=DlibDetector()).skin_change is None  # no avatar: not measured
+
+
+def test_a_report_made_before_skin_change_still_loads_and_reads() -> None:
+    """A report stored before the lower face's colour was measured (no ``skin_change``) loads with the
+    measure absent, and its sentences do not mention it; one with it says how far from the skin it is."""
+    from pipeline.reports import quality_sentences
+
+    old = (
+        '{"score": 1.0, "flagged": false, "offset_ms": 6.4, "problems": [], "version": 1, "threshold": 0.5,'
+        ' "offset_confidence": 0.667, "silence_motion": null, "outside_change": 1.45, "mouth_flicker": 2.05,'
+        ' "duration_drift_ms": 20.0, "frames": 63, "face_frames": 63, "method": "landmarks"}'
+    )
+    report = QualityReport.model_validate_json(old)
+    assert report.skin_change is None
+    assert not any(line.startswith("Lower face") for line in quality_sentences(report))
+    lines = quality_sentences(report.model_copy(update={"skin_change": 56.7}))
+    assert (
+        "Lower face: its colour is 56.7 levels from the avatar's skin there (not the avatar's skin)." in lines
+    )
