@@ -400,20 +400,21 @@ def test_frames_come_from_the_picture_file_and_sound_from_the_video(
 
 
 def _painted(video: Path, points: np.ndarray, folder: Path, jfk: np.ndarray) -> Path:
-    """``video`` with its lower face (the photo's jaw and nose base) painted over with seeded 8 px blocks
-    of saturated green and magenta, as MuseTalk with random weights paints it; the same sound."""
+    """``video`` with its lower face (the photo's jaw and nose base, the lips left as they are) painted
+    over with one seeded pattern of 8 px blocks of saturated green and magenta, as MuseTalk with random
+    weights paints it (the same on every frame: no flicker); the same sound."""
     from stages.lib.quality.analysis import LOWER_FACE
 
     settings = load_settings(None, data_dir=folder)
     mask = np.zeros((512, 512), np.uint8)
     cv2.fillPoly(mask, [np.round(points[list(LOWER_FACE)]).astype(np.int32)], 255)
-    rng = np.random.default_rng(3)
+    cv2.fillPoly(mask, [np.round(points[48:60]).astype(np.int32)], 0)  # the lips: still there to sync
+    blocks = np.random.default_rng(3).choice(np.array([[40, 220, 60], [220, 40, 200]], np.uint8), (64, 64))
+    noise = np.kron(blocks, np.ones((8, 8, 1), np.uint8))  # type: ignore[no-untyped-call]
     silent, wav, out = folder / "painted-silent.mp4", folder / "voice.wav", folder / "painted.mp4"
     with FrameWriter(settings, silent, 512, 512, FPS) as writer:
         for pixels in decode_lazily(video):
             frame = pixels()
-            blocks = rng.choice(np.array([[40, 220, 60], [220, 40, 200], [120, 200, 40]], np.uint8), (64, 64))
-            noise = np.kron(blocks, np.ones((8, 8, 1), np.uint8))  # type: ignore[no-untyped-call]
             frame[mask > 0] = noise[mask > 0]
             writer.write(frame)
     soundfile.write(str(wav), jfk, SAMPLE_RATE)
@@ -455,9 +456,12 @@ def test_a_lower_face_painted_with_noise_is_flagged_and_its_own_skin_is_not(
     painted = _painted(talking_video, found.landmarks, tmp_path, jfk)
     report = assess(ctx, manifest, painted, spec)
     assert report.skin_change is not None and report.skin_change > 20.0, report
-    assert report.flagged and report.score == 0.0
-    assert any("lower face does not look like the avatar's skin" in p and "mouthpiece models" in p for p in
-               report.problems), report.problems  # fmt: skip
+    assert report.flagged and report.score == 0.0 and report.offset_ms is not None  # the lips sync
+    [problem] = report.problems  # the colour alone flags it
+    assert (
+        problem.startswith("the lower face does not look like the avatar's skin")
+        and "mouthpiece models" in problem
+    )
     assert measure(painted, landmarker=DlibDetector()).skin_change is None  # no avatar: not measured
 
 
