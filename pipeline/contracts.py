@@ -508,6 +508,11 @@ class QualityReport(QualitySummary):
     outside_change: float | None = Field(None, description="mean change away from the face vs the avatar")
     mouth_flicker: float | None = Field(None, description="frame-to-frame jitter around the mouth")
     duration_drift_ms: float = Field(0.0, description="video length minus audio length (ms)")
+    skin_change: float | None = Field(
+        None,
+        description="Cb/Cr levels the lower face's colour is from the avatar's skin there (None: no avatar "
+        "to compare with, or a report made before this measure)",
+    )
     frames: int = 0
     face_frames: int = Field(0, description="frames on which a mouth was measured")
     method: str = Field("", description="how the mouth was measured: landmarks or intensity")

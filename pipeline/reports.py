@@ -43,6 +43,22 @@ def not_following_sentence(confidence: float) -> str:
     )
 
 
+SKIN_LOOKS_OWN = 5.0
+"""Chroma levels from the avatar's skin up to which the lower face reads as its own (the measure's good
+level: ``stages.lib.quality.analysis.SKIN_GOOD``)."""
+NOT_SKIN = "the lower face does not look like the avatar's skin"
+
+
+def skin_sentence(change: float) -> str:
+    """The problem of a lower face painted in colours the avatar's skin does not have (``change``:
+    chroma levels away from it), with what to do about it."""
+    return (
+        f"{NOT_SKIN} (its colour is {change:.0f} levels away from the avatar's there; our renders stay "
+        f"within {SKIN_LOOKS_OWN:.0f}): the renderer's model files look wrong or damaged; check them "
+        "with `mouthpiece models`"
+    )
+
+
 def offset_judgement(offset_ms: float) -> str:
     """How viewers take an offset: unnoticed, noticeable but acceptable, or not acceptable."""
     early = offset_ms < 0
@@ -94,6 +110,11 @@ def quality_sentences(report: QualityReport) -> list[str]:
         lines.append(
             f"Away from the face: the picture differs from the avatar by {report.outside_change:.1f} grey "
             "levels on average."
+        )
+    if report.skin_change is not None:
+        like = "the avatar's own skin" if report.skin_change <= SKIN_LOOKS_OWN else "not the avatar's skin"
+        lines.append(
+            f"Lower face: its colour is {report.skin_change:.1f} levels from the avatar's skin there ({like})."
         )
     if abs(report.duration_drift_ms) >= 1.0:
         lines.append(f"Lengths: the picture and the sound differ by {abs(report.duration_drift_ms):.0f} ms.")

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.contracts import State
+from pipeline.contracts import QualityReport, State
 from pipeline.media import probe
 from pipeline.stack import Stack
 from pipeline.submit import Submission, submit
@@ -118,7 +118,9 @@ def test_s3_store_runs_a_job(tmp_path: Path, assets: Path, nats_url: str, s3_ser
 
 def test_render_with_a_wav2lip_checkpoint_in_upstream_format(tmp_path: Path, assets: Path) -> None:
     """`--renderer wav2lip --checkpoint PATH` with a checkpoint saved as upstream saves them (random
-    weights, `module.` prefix) loads strictly and renders a video end to end on the CPU."""
+    weights, `module.` prefix) loads strictly and renders a video end to end on the CPU; the random
+    network paints a grey patch over the lower face, which the quality report flags (exit 3) as not the
+    avatar's skin, pointing at the model files."""
     import soundfile
     import torch
 
@@ -144,9 +146,12 @@ def test_render_with_a_wav2lip_checkpoint_in_upstream_format(tmp_path: Path, ass
         str(out),
     ]
     result = run_cli(args, tmp_path)
-    # random weights draw no real mouth: the quality report may flag the video (exit 3); it is written
-    assert result.returncode in (0, 3), result.stderr[-3000:]
+    # random weights draw a grey patch, not a mouth: the report flags the video (exit 3); it is written
+    assert result.returncode == 3, result.stderr[-3000:]
     assert abs(probe(out).duration - 2.5) <= 0.1
+    report = QualityReport.model_validate_json(out.with_suffix(".quality.json").read_text())
+    assert report.skin_change is not None and report.skin_change > 15.0, report  # 22 measured; ours < 0.5
+    assert any(p.startswith("the lower face does not look like the avatar's skin") for p in report.problems)
 
 
 def test_render_with_a_missing_checkpoint_says_which_file(tmp_path: Path, assets: Path) -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from pipeline.media.decode import (
     AUDIO_RATE,
+    LumaFrame,
     decode_audio,
     decode_frames,
     decode_lazily,
@@ -59,6 +60,7 @@ __all__ = [
     "FinishJob",
     "FrameWriter",
     "Loudness",
+    "LumaFrame",
     "Probe",
     "SubtitleFont",
     "already_normalized",

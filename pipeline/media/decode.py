@@ -43,9 +43,25 @@ def decode_lazily(
         stream.thread_type = "AUTO"
         for frame in container.decode(stream):
             if grey:
-                yield partial(_luma, frame, size, full_range)
+                yield LumaFrame(frame, size, full_range)
             else:
                 yield partial(frame.to_ndarray, format="rgb24", **scaled)
+
+
+class LumaFrame:
+    """A decoded frame not yet converted (``decode_lazily(grey=True)``): calling it gives its luma;
+    ``rgb()`` its colour at the same size, for the few frames a caller wants in colour too."""
+
+    def __init__(self, frame: Any, size: tuple[int, int] | None, full_range: bool) -> None:
+        self.frame, self.size, self.full_range = frame, size, full_range
+
+    def __call__(self) -> np.ndarray:
+        return _luma(self.frame, self.size, self.full_range)
+
+    def rgb(self) -> np.ndarray:
+        """H×W×3 RGB pixels (swscale converts with the frame's own colour range and matrix)."""
+        scaled = {} if self.size is None else {"width": self.size[0], "height": self.size[1]}
+        return np.asarray(self.frame.to_ndarray(format="rgb24", **scaled))
 
 
 def _luma(frame: Any, size: tuple[int, int] | None, full_range: bool = True) -> np.ndarray:

@@ -11,7 +11,8 @@ it has one stored, else found in the video's own audio by loudness, as ``stages.
 flicker around the mouth (with the face's own motion taken out; every other frame), the change away from the face
 against the avatar the video was made from (``source``: its frames in output order; the face box grown
 by ``FACE_MARGIN`` of its width is left out; on the frames showing the avatar's first
-``OUTSIDE_FRAMES``), and the difference between the video and audio stream lengths. Without dlib the
+``OUTSIDE_FRAMES``), the colour of the lower face against the avatar's skin there (on every
+``SKIN_EVERY``th of those frames, at most ``SKIN_FRAMES``: ``analysis.skin_change``), and the difference between the video and audio stream lengths. Without dlib the
 mouth is measured by the darkness of the mouth region of the source's face box instead (``method``
 says which).
 
@@ -35,6 +36,7 @@ from pipeline.config import Settings
 from pipeline.contracts import FaceFrame, FaceTrack, JobSpec, Manifest, QualityReport, Span, SpeechTiming
 from pipeline.errors import InvalidInput
 from pipeline.media import (
+    LumaFrame,
     bounded_size,
     count_frames,
     decode_audio,
@@ -56,6 +58,7 @@ from stages.lib.quality.analysis import (
     mouth_opening,
     score,
     silence_motion,
+    skin_change,
     sync_failure,
 )
 from stages.lib.speech.fallback import (
@@ -73,6 +76,12 @@ face on every frame and enough speech; in-sync renders reach 0.65 or more."""
 OUTSIDE_SIDE = 192
 OUTSIDE_FRAMES = 100
 """The change away from the face is measured on the output frames showing the avatar's first 100."""
+SKIN_EVERY = 10
+SKIN_FRAMES = 10
+"""The lower face's colour is compared on every 10th output frame showing one of the avatar's first
+``OUTSIDE_FRAMES``, 10 frames at most: both frames converted to RGB at the analysis size and the
+region's colour compared (a 720p render: 1.2 ms to convert a frame at 640×360, 1.1 ms to compare;
+about 5 ms a pair, so under 50 ms a video)."""
 FACE_MARGIN = 0.5
 MOUTH_MARGIN = 0.3
 FLICKER_MARGIN = 0.25
@@ -97,9 +106,12 @@ CHANGED = 12.0
 searched for again (a cut, another picture); a talking mouth changes it by a few."""
 THUMBNAIL = 16
 
-Source = tuple[np.ndarray | None, FaceFrame | None]
-"""An avatar frame as ``measure`` compares it: grey at the small size (None: not compared), and its face
-(None: unknown)."""
+Colour = tuple[np.ndarray, np.ndarray | None]
+"""An avatar frame in colour (RGB at the analysis size) and its 68 landmarks in its pixels (None: the
+face track has none; the video's own are used)."""
+Source = tuple[np.ndarray | None, FaceFrame | None, Colour | None]
+"""An avatar frame as ``measure`` compares it: grey at the small size (None: not compared), its face
+(None: unknown), and in colour on the frames the lower face's colour is compared on (else None)."""
 
 
 def measure(
@@ -128,20 +140,31 @@ def measure(
     n, fps = (count_frames(shown) if n_frames is None else n_frames), info.fps or 25.0
     size = bounded_size(info.width, info.height, ANALYSIS_SIDE)
     series = _Series(n, (size[0] / info.width, size[1] / info.height))
-    frames = decode_lazily(shown, size, grey=True)
+    current: list[Callable[[], np.ndarray]] = []
+    frames = _remembered(decode_lazily(shown, size, grey=True), current)
     if landmarker is not None:
         for i, (grey, points) in enumerate(landmarks_every_frame(frames, n, landmarker)):
-            series.add(i, grey, points, _next(source))
+            series.add(i, grey, points, _next(source), current[0])
     else:
         for i, pixels in enumerate(frames):
             if i >= n:
                 break
-            series.add(i, pixels(), None, _next(source))
+            series.add(i, pixels(), None, _next(source), pixels)
     audio = aligned_audio(video) if sound is None else sound
     spans = list(speech) if speech is not None else speech_regions(audio)
     seconds = stream_seconds(video) if sound is None else (n / fps, len(sound) / SAMPLE_RATE)
     landmarks = landmarker is not None
     return _report(series, audio, spans, fps, seconds, threshold, landmarks, lip_sync)
+
+
+def _remembered(
+    frames: Iterator[Callable[[], np.ndarray]], current: list[Callable[[], np.ndarray]]
+) -> Iterator[Callable[[], np.ndarray]]:
+    """``frames``, each kept in ``current`` while it is the latest (the frame the landmarks that follow
+    it were placed on: its colour is read from it on the frames the lower face is compared on)."""
+    for pixels in frames:
+        current[:] = [pixels]
+        yield pixels
 
 
 def aligned_audio(video: Path) -> np.ndarray:
@@ -269,11 +292,21 @@ class _Series:
         self.scale = scale
         self.outside: list[float] = []
         self.flicker: list[float] = []
+        self.skin: list[float] = []
         self.window: deque[tuple[np.ndarray, tuple[int, int, int, int] | None, np.ndarray | None]] = deque(
             maxlen=3
         )
 
-    def add(self, i: int, grey: np.ndarray, points: np.ndarray | None, source: Source | None) -> None:
+    def add(
+        self,
+        i: int,
+        grey: np.ndarray,
+        points: np.ndarray | None,
+        source: Source | None,
+        pixels: Callable[[], np.ndarray] | None = None,
+    ) -> None:
+        """Frame ``i``'s measures: ``grey`` its luma, ``points`` its landmarks, ``source`` its avatar
+        frame, ``pixels`` the decoded frame (its colour is read when ``source`` has the avatar's)."""
         mouth_box = None
         if points is not None:
             self.mouth[i] = mouth_opening(points)
@@ -287,6 +320,27 @@ class _Series:
             self._flicker()
         if source is not None and source[0] is not None:
             self.outside.append(self._outside(grey, points, source[0], source[1]))
+        if source is not None and source[2] is not None and isinstance(pixels, LumaFrame):
+            self._skin(pixels, grey.shape, points, source[2])
+
+    def _skin(
+        self, pixels: LumaFrame, shape: tuple[int, ...], points: np.ndarray | None, colour: Colour
+    ) -> None:
+        """The lower face's colour against the avatar's. Where the video's landmarks are missing (a
+        face painted over with noise has none) the avatar's stand in, and the other way round: the
+        video shows the avatar's face where the avatar has it (give or take a photo's subtle motion)."""
+        avatar, avatar_points = colour
+        k = (shape[1] / avatar.shape[1], shape[0] / avatar.shape[0])  # avatar pixels to the video's
+        if points is None and avatar_points is None:
+            return
+        if points is None:
+            assert avatar_points is not None
+            points = avatar_points * k
+        if avatar_points is None:
+            avatar_points = points / k
+        change = skin_change(pixels.rgb(), points, avatar, avatar_points)
+        if change is not None:
+            self.skin.append(change)
 
     def _flicker(self) -> None:
         """Flicker of the middle frame of the window, in its mouth box grown by ``FLICKER_MARGIN``
@@ -385,6 +439,8 @@ def _report(
         "outside_change": _rounded(float(np.mean(series.outside)) if series.outside else None, 2),
         "mouth_flicker": _rounded(float(np.mean(series.flicker)) if series.flicker else None, 2),
         "duration_drift_ms": round((seconds[0] - seconds[1]) * 1000.0, 1),
+        # the median: a frame whose landmarks missed the face does not decide
+        "skin_change": _rounded(float(np.median(series.skin)) if series.skin else None, 2),
     }
     value, problems = score(measures)
     if failure is not None:  # the lips do not sync: whatever else is right, the video is not
@@ -399,6 +455,7 @@ def _report(
         outside_change=measures["outside_change"],
         mouth_flicker=measures["mouth_flicker"],
         duration_drift_ms=measures["duration_drift_ms"] or 0.0,
+        skin_change=measures["skin_change"],
         frames=n,
         face_frames=face_frames,
         method="landmarks" if landmarks else "intensity",
@@ -529,18 +586,41 @@ def _avatar_frames(ctx: StageContext, manifest: Manifest, n_out: int) -> Iterato
     order = source_indices(n_out, media.frames, media.width, media.height)
     scale = OUTSIDE_SIDE / max(media.width, media.height, 1)
     size = (max(2, round(media.width * scale / 2) * 2), max(2, round(media.height * scale / 2) * 2))
-    return _in_order(avatar, order, size, track)
+    colour_size = bounded_size(media.width, media.height, ANALYSIS_SIDE)
+    k = (colour_size[0] / max(media.width, 1), colour_size[1] / max(media.height, 1))
+    return _in_order(avatar, order, size, track, colour_size, k)
 
 
 def _in_order(
-    avatar: Path, order: Sequence[int], size: tuple[int, int], track: FaceTrack | None
+    avatar: Path,
+    order: Sequence[int],
+    size: tuple[int, int],
+    track: FaceTrack | None,
+    colour_size: tuple[int, int],
+    k: tuple[float, float],
 ) -> Iterator[Source]:
-    """Per output frame, its avatar frame (None past the sample) and face."""
-    frames = []
-    for pixels in decode_lazily(avatar, size, grey=True):
+    """Per output frame, its avatar frame (None past the sample), face, and colour (on the output frames
+    the lower face's colour is compared on: ``SKIN_EVERY``, ``SKIN_FRAMES``)."""
+    sampled = [i for i in range(0, len(order), SKIN_EVERY) if order[i] < OUTSIDE_FRAMES][:SKIN_FRAMES]
+    wanted = {order[i] for i in sampled}
+    frames, colours = [], {}
+    for index, pixels in enumerate(decode_lazily(avatar, size, grey=True)):
         frames.append(pixels())
+        if index in wanted and isinstance(pixels, LumaFrame):
+            colours[index] = _resized(pixels.rgb(), colour_size)
         if len(frames) >= OUTSIDE_FRAMES:
             break
-    for index in order:
+    sampled_set = set(sampled)
+    for i, index in enumerate(order):
         face = track.frames[min(index, len(track.frames) - 1)] if track is not None else None
-        yield (frames[index] if index < len(frames) else None), face
+        colour = None
+        if i in sampled_set and index in colours:
+            points = None if face is None or face.landmarks is None else np.asarray(face.landmarks) * k
+            colour = (colours[index], points)
+        yield (frames[index] if index < len(frames) else None), face, colour
+
+
+def _resized(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    if (rgb.shape[1], rgb.shape[0]) == size:
+        return rgb
+    return np.asarray(cv2.resize(rgb, size, interpolation=cv2.INTER_AREA))

@@ -13,6 +13,11 @@
 * ``flicker``: mean absolute second temporal difference of the mouth region (levels of 0..255), the
   neighbouring frames first moved back by the face's own motion (a moving head is not flicker): jitter that
   alternates from frame to frame, which smooth motion does not produce.
+* ``skin_change``: how far the colour of the lower face (nose to chin, cheek to cheek, from the
+  landmarks, the inside of the lips left out) moved away from the avatar's skin there: the mean chroma
+  distance (Cb/Cr levels) of the video's pixels from the avatar's median colour in that region, less
+  the avatar's own spread around it. A renderer with wrong model files paints block noise there that
+  dlib still places lips on; its colour is far from any skin.
 * ``score``: each measure mapped to 0..1 between a good and a bad level (``LIMITS``), the score is the
   worst of them, and each measure under 0.8 adds a sentence to ``problems``. The offset's limits are
   asymmetric, as people's tolerance is (ITU-R BT.1359: sound ahead of the picture is noticed from about
@@ -25,6 +30,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 
 from pipeline.reports import (
@@ -32,9 +38,11 @@ from pipeline.reports import (
     ACCEPTABLE_LATE_MS,
     NOTICED_EARLY_MS,
     NOTICED_LATE_MS,
+    SKIN_LOOKS_OWN,
     mouth_still_sentence,
     not_following_sentence,
     offset_words,
+    skin_sentence,
 )
 
 MAX_LAG = 0.5
@@ -71,12 +79,22 @@ MIN_MOUTH_MOTION = 0.015
 """Spread of the mouth opening (inner-lip gap over mouth width) while the voice speaks under which the
 mouth is not moving: landmark jitter on a still mouth is about 0.006; talking renders move 0.03–0.05."""
 
+SKIN_GOOD, SKIN_BAD = SKIN_LOOKS_OWN, 15.0
+"""Chroma levels the lower face may move from the avatar's skin colour (score 1 up to 5, 0.5 at 10, 0
+from 15): our renders of photos and clips read under 0.5 (docs/quality.md); renders by networks with
+random weights 21 (Wav2Lip: a grey patch) and 55 (MuseTalk: green and magenta blocks)."""
+LOWER_FACE = (*range(3, 14), 35, 34, 33, 32, 31)
+"""The lower face's outline in the 68 points: the jaw from cheek to cheek round the chin, then back
+along the base of the nose."""
+INNER_LIPS = tuple(range(60, 68))
+
 LIMITS = {
     "offset_ms": LATE,
     "silence_motion": Limit(0.25, 0.8),
     "outside_change": Limit(4.0, 12.0),
     "mouth_flicker": Limit(3.0, 9.0),
     "duration_drift_ms": Limit(60.0, 300.0),
+    "skin_change": Limit(SKIN_GOOD, SKIN_BAD),
 }
 
 
@@ -235,6 +253,39 @@ def face_shift(before: np.ndarray, after: np.ndarray) -> tuple[float, float]:
     return float(d[0]), float(d[1])
 
 
+def skin_change(
+    video: np.ndarray, points: np.ndarray, avatar: np.ndarray, avatar_points: np.ndarray
+) -> float | None:
+    """How far the lower face of ``video`` (an RGB frame, ``points`` its 68 landmarks) is in colour from
+    the avatar's (``avatar``, ``avatar_points``): the mean Cb/Cr distance of its pixels from the avatar's
+    median colour there, less the avatar's own mean distance from it (0: the avatar's skin; its own
+    texture, a beard or freckles, is taken out; never under 0). None where the region is under 50
+    pixels."""
+    ours, theirs = _lower_face(video, points), _lower_face(avatar, avatar_points)
+    if len(ours) < 50 or len(theirs) < 50:
+        return None
+    skin = np.median(theirs, axis=0)
+    own = float(np.linalg.norm(theirs - skin, axis=1).mean())
+    return max(0.0, float(np.linalg.norm(ours - skin, axis=1).mean()) - own)
+
+
+def _lower_face(rgb: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """The (Cr, Cb) levels of the pixels inside ``LOWER_FACE`` and outside ``INNER_LIPS`` (N×2)."""
+    h, w = rgb.shape[:2]
+    outline = points[list(LOWER_FACE)]
+    x1, y1 = np.clip(np.floor(outline.min(axis=0)).astype(int), 0, (w, h))
+    x2, y2 = np.clip(np.ceil(outline.max(axis=0)).astype(int) + 1, 0, (w, h))
+    if x2 - x1 < 2 or y2 - y1 < 2:
+        return np.zeros((0, 2), np.float32)
+    mask = np.zeros((y2 - y1, x2 - x1), np.uint8)
+    corner = np.array([x1, y1], np.float32)
+    cv2.fillPoly(mask, [np.round(outline - corner).astype(np.int32)], 255)
+    cv2.fillPoly(mask, [np.round(points[list(INNER_LIPS)] - corner).astype(np.int32)], 0)
+    crop = np.ascontiguousarray(rgb[y1:y2, x1:x2])
+    chroma = cv2.cvtColor(crop, cv2.COLOR_RGB2YCrCb)[..., 1:].astype(np.float32)
+    return np.asarray(chroma[mask > 0])
+
+
 def score(measures: dict[str, float | None]) -> tuple[float, list[str]]:
     """(the worst measure's 0..1 score, sentences for every measure scoring under 0.8)."""
     scores, problems = [], []
@@ -258,6 +309,8 @@ def _sentence(name: str, value: float) -> str:
         return f"the mouth keeps moving in pauses ({value:.0%} of its motion while talking)"
     if name == "outside_change":
         return f"the picture away from the face changed by {value:.1f} levels on average"
+    if name == "skin_change":
+        return skin_sentence(value)
     if name == "mouth_flicker":
         return f"the mouth flickers from frame to frame ({value:.1f} levels)"
     return f"video and audio lengths differ by {abs(value):.0f} ms"

@@ -13,6 +13,7 @@ from stages.lib.quality.analysis import (
     flicker,
     score,
     silence_motion,
+    skin_change,
     sync_failure,
 )
 
@@ -131,3 +132,44 @@ def test_lips_that_do_not_sync_are_told_only_where_they_could_be_read() -> None:
     assert sync_failure(talking, speaking, 0.9, 1.0, 6.0) is None
     assert sync_failure(still, speaking, 1.0, 0.5, 6.0) is None
     assert sync_failure(talking, speaking, 0.3, 1.0, 1.0) is None
+
+
+def _face_points() -> np.ndarray:
+    """68 points of a face in a 200 px frame: the jaw (0-16) a U from cheek to cheek, the nose's base
+    (31-35) across the middle, the inner lips (60-67) a small ring below it; the rest unused here."""
+    points = np.zeros((68, 2))
+    angles = np.linspace(np.pi, 0.0, 17)
+    points[:17] = np.stack([100 + 60 * np.cos(angles), 80 + 80 * np.sin(angles)], axis=1)
+    points[31:36] = np.stack([np.linspace(85, 115, 5), np.full(5, 90.0)], axis=1)
+    ring = np.linspace(0, 2 * np.pi, 8, endpoint=False)
+    points[60:68] = np.stack([100 + 15 * np.cos(ring), 125 + 6 * np.sin(ring)], axis=1)
+    return points
+
+
+def test_skin_change_tells_noise_from_the_avatars_own_skin() -> None:
+    """A skin-coloured face with texture (seeded noise of 8 levels a channel) against itself re-noised: 0
+    (its own texture is taken out); with a dark open mouth inside the lips: still 0 (the inside of
+    the lips is left out); with the lower face painted green and magenta, or a flat grey: far over the
+    limit of 15."""
+    rng = np.random.default_rng(0)
+    skin = np.array([200, 150, 120], np.float32)
+
+    def face(seed: int) -> np.ndarray:
+        texture = np.random.default_rng(seed).normal(0, 8, (200, 200, 3)).astype(np.float32)
+        return np.clip(skin + texture, 0, 255).astype(np.uint8)
+
+    points, avatar = _face_points(), face(1)
+    assert skin_change(face(2), points, avatar, points) == pytest.approx(0.0, abs=0.5)
+    talking = face(3)
+    cv2.fillPoly(talking, [np.round(points[60:68]).astype(np.int32)], (20, 10, 10))
+    assert skin_change(talking, points, avatar, points) == pytest.approx(0.0, abs=0.5)  # 1.8 counting it
+    painted = face(4)
+    blocks = rng.choice(np.array([[40, 220, 60], [220, 40, 200]], np.uint8), (25, 25))
+    painted[80:] = np.kron(blocks, np.ones((8, 8, 1), np.uint8))[:120]  # type: ignore[no-untyped-call]
+    assert (skin_change(painted, points, avatar, points) or 0.0) > 40.0
+    grey = face(5)
+    grey[80:] = 128
+    assert (skin_change(grey, points, avatar, points) or 0.0) > 15.0
+    assert skin_change(avatar, points * 0.01, avatar, points) is None  # a face too small to read
+    value, problems = score({"skin_change": 30.0})
+    assert value == 0.0 and "mouthpiece models" in problems[0]

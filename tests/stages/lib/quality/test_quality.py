@@ -394,3 +394,91 @@ def test_frames_come_from_the_picture_file_and_sound_from_the_video(
     assert report.face_frames == report.frames == 275
     assert report.offset_ms is not None and abs(report.offset_ms) <= 40.0 and not report.flagged, report
     assert measure(blank, landmarker=DlibDetector()).face_frames == 0
+
+
+# --- the lower face's colour against the avatar's skin -----------------------------------------------
+
+
+def _painted(video: Path, points: np.ndarray, folder: Path, jfk: np.ndarray) -> Path:
+    """``video`` with its lower face (the photo's jaw and nose base, the lips left as they are) painted
+    over with one seeded pattern of 8 px blocks of saturated green and magenta, as MuseTalk with random
+    weights paints it (the same on every frame: no flicker); the same sound."""
+    from stages.lib.quality.analysis import LOWER_FACE
+
+    settings = load_settings(None, data_dir=folder)
+    mask = np.zeros((512, 512), np.uint8)
+    cv2.fillPoly(mask, [np.round(points[list(LOWER_FACE)]).astype(np.int32)], 255)
+    cv2.fillPoly(mask, [np.round(points[48:60]).astype(np.int32)], 0)  # the lips: still there to sync
+    blocks = np.random.default_rng(3).choice(np.array([[40, 220, 60], [220, 40, 200]], np.uint8), (64, 64))
+    noise = np.kron(blocks, np.ones((8, 8, 1), np.uint8))  # type: ignore[no-untyped-call]
+    silent, wav, out = folder / "painted-silent.mp4", folder / "voice.wav", folder / "painted.mp4"
+    with FrameWriter(settings, silent, 512, 512, FPS) as writer:
+        for pixels in decode_lazily(video):
+            frame = pixels()
+            frame[mask > 0] = noise[mask > 0]
+            writer.write(frame)
+    soundfile.write(str(wav), jfk, SAMPLE_RATE)
+    mux(settings, silent, wav, out, len(jfk) / SAMPLE_RATE)
+    return out
+
+
+def test_a_lower_face_painted_with_noise_is_flagged_and_its_own_skin_is_not(
+    talking_video: Path, tmp_path: Path, jfk: np.ndarray, astronaut: np.ndarray
+) -> None:
+    """The enhance stage's call with the avatar (the photo, normalized as validate does) and its face
+    track stored as a job has them: the talking render reads as the avatar's own skin (under 1.5
+    levels); the same render with its lower face painted with block noise is flagged, saying the
+    renderer's model files look wrong, though its lips still sync. ``mouthpiece assess`` has no avatar:
+    the measure is absent there, not guessed."""
+    from pipeline.media import normalize_avatar, probe
+
+    (found,) = DlibDetector().detect(astronaut)
+    assert found.landmarks is not None
+    face = FaceFrame(
+        box=face_box(found.landmarks), landmarks=[(float(x), float(y)) for x, y in found.landmarks]
+    )
+    ctx = _context(tmp_path)
+    avatar = tmp_path / "avatar.mp4"
+    normalize_avatar(ctx.settings, ASSETS_DIR / "astronaut.png", avatar, probe(ASSETS_DIR / "astronaut.png"))
+    track = FaceTrack(detector="dlib", width=512, height=512, fps=FPS, frames=[face])
+    manifest = _manifest().model_copy(
+        update={
+            "artifacts": {
+                "avatar": ctx.save(avatar, "avatar.mp4", "video/mp4"),
+                "faces": ctx.save_model(track, "faces.json"),
+            }
+        }
+    )
+    spec = JobSpec(audio="voice.wav", options=JobOptions())
+    own = assess(ctx, manifest, talking_video, spec)
+    assert own.skin_change is not None and own.skin_change < 1.5, own
+    assert not own.flagged and own.problems == [], own
+    painted = _painted(talking_video, found.landmarks, tmp_path, jfk)
+    report = assess(ctx, manifest, painted, spec)
+    assert report.skin_change is not None and report.skin_change > 20.0, report
+    assert report.flagged and report.score == 0.0 and report.offset_ms is not None  # the lips sync
+    [problem] = report.problems  # the colour alone flags it
+    assert (
+        problem.startswith("the lower face does not look like the avatar's skin")
+        and "mouthpiece models" in problem
+    )
+    assert measure(painted, landmarker=DlibDetector()).skin_change is None  # no avatar: not measured
+
+
+def test_a_report_made_before_skin_change_still_loads_and_reads() -> None:
+    """A report stored before the lower face's colour was measured (no ``skin_change``) loads with the
+    measure absent, and its sentences do not mention it; one with it says how far from the skin it is."""
+    from pipeline.reports import quality_sentences
+
+    old = (
+        '{"score": 1.0, "flagged": false, "offset_ms": 6.4, "problems": [], "version": 1, "threshold": 0.5,'
+        ' "offset_confidence": 0.667, "silence_motion": null, "outside_change": 1.45, "mouth_flicker": 2.05,'
+        ' "duration_drift_ms": 20.0, "frames": 63, "face_frames": 63, "method": "landmarks"}'
+    )
+    report = QualityReport.model_validate_json(old)
+    assert report.skin_change is None
+    assert not any(line.startswith("Lower face") for line in quality_sentences(report))
+    lines = quality_sentences(report.model_copy(update={"skin_change": 56.7}))
+    assert (
+        "Lower face: its colour is 56.7 levels from the avatar's skin there (not the avatar's skin)." in lines
+    )
