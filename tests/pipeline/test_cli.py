@@ -178,9 +178,18 @@ def test_status_follow_prints_the_table_and_stops_on_ctrl_c(tmp_path: Path) -> N
         [sys.executable, "-m", "pipeline.cli", "status", "--follow"],
         cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
-    time.sleep(4)
+    assert proc.stdout is not None
+    shown = []
+    deadline = time.monotonic() + 60  # a loaded CI machine can take seconds to import
+    while time.monotonic() < deadline and not any("Ctrl-C stops" in line for line in shown):
+        line = proc.stdout.readline()
+        if not line:
+            break
+        shown.append(line)
+    time.sleep(1.0)  # in its wait now: the interrupt tested is the one a person gives the live table
     proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=20)
+    rest, err = proc.communicate(timeout=60)
+    out = "".join(shown) + rest
     assert proc.returncode == 0, err
     assert "No jobs yet" in out and "Updated live; Ctrl-C stops." in out
 
