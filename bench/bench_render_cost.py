@@ -32,6 +32,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -80,29 +81,37 @@ class Run:
         return out
 
 
-def _tree_rss_kib(root: int) -> int:
-    """Resident KiB of ``root`` and all its descendants (from /proc; processes that just left count 0)."""
+def tree_sum(root: int, value: Callable[[str, list[str]], float]) -> float:
+    """The sum of ``value(pid, fields of /proc/PID/stat after the name)`` over ``root`` and its living
+    descendants (processes that just left count 0)."""
     children: dict[int, list[int]] = {}
-    rss: dict[int, int] = {}
+    values: dict[int, float] = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
         try:
             with open(f"/proc/{entry}/stat") as f:
                 fields = f.read().rsplit(")", 1)[1].split()
-            with open(f"/proc/{entry}/statm") as f:
-                pages = int(f.read().split()[1])
+            values[int(entry)] = value(entry, fields)
         except (OSError, IndexError, ValueError):
             continue
-        pid = int(entry)
-        children.setdefault(int(fields[1]), []).append(pid)
-        rss[pid] = pages * os.sysconf("SC_PAGE_SIZE") // 1024
-    total, todo = 0, [root]
+        children.setdefault(int(fields[1]), []).append(int(entry))
+    total, todo = 0.0, [root]
     while todo:
         pid = todo.pop()
-        total += rss.get(pid, 0)
+        total += values.get(pid, 0.0)
         todo.extend(children.get(pid, []))
     return total
+
+
+def _rss_kib(pid: str, _: list[str]) -> float:
+    with open(f"/proc/{pid}/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 1024
+
+
+def _tree_rss_kib(root: int) -> int:
+    """Resident KiB of ``root`` and all its descendants."""
+    return int(tree_sum(root, _rss_kib))
 
 
 def measure(args: list[str], env: dict[str, str] | None = None, timeout: float | None = None) -> Run:

@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script: the repo on the path
-from bench.bench_render_cost import make_clip, make_speech
+from bench.bench_render_cost import make_clip, make_speech, tree_sum
 from pipeline.config import load_settings
 from pipeline.media import ffmpeg_binary
 
@@ -34,24 +34,7 @@ TICK = os.sysconf("SC_CLK_TCK")
 def tree_cpu(root: int) -> float:
     """CPU seconds (user + system) of ``root`` and its living descendants, plus their waited-for
     children (fields 14–17 of /proc/PID/stat)."""
-    children: dict[int, list[int]] = {}
-    cpu: dict[int, float] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        children.setdefault(int(fields[1]), []).append(int(entry))
-        cpu[int(entry)] = sum(int(v) for v in fields[11:15]) / TICK
-    total, todo = 0.0, [root]
-    while todo:
-        pid = todo.pop()
-        total += cpu.get(pid, 0.0)
-        todo.extend(children.get(pid, []))
-    return total
+    return tree_sum(root, lambda _, fields: sum(int(v) for v in fields[11:15]) / TICK)
 
 
 def wait_for_stack(data: Path, server: subprocess.Popen[bytes], timeout: float = 180.0) -> None:
