@@ -174,9 +174,12 @@ def test_status_follow_prints_the_table_and_stops_on_ctrl_c(tmp_path: Path) -> N
     import time
 
     env = {**os.environ, "PYTHONPATH": str(ROOT), "MOUTHPIECE_DATA_DIR": str(tmp_path / "data")}
+    # as a terminal runs it: a suite started in the background (``cmd &``) has SIGINT ignored, and the
+    # child would inherit that (Python then installs no KeyboardInterrupt handler)
     proc = subprocess.Popen(
         [sys.executable, "-m", "pipeline.cli", "status", "--follow"],
         cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )  # fmt: skip
     assert proc.stdout is not None
     shown = []
