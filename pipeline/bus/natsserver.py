@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -25,14 +24,16 @@ def nats_server_binary() -> str:
     return found
 
 
-def _die_with_parent() -> None:
-    """In the child: get SIGTERM when the parent dies, so a killed mouthpiece leaves no server behind."""
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except OSError:
-        pass  # not Linux: the parent stops the server itself
+def dying_with_parent(cmd: list[str]) -> list[str]:
+    """``cmd`` run so that it gets SIGTERM when this process dies (a killed mouthpiece leaves no server
+    behind): through util-linux's ``setpriv --pdeathsig`` (it sets the signal, then execs ``cmd``: the
+    same process). Not in a ``preexec_fn``: Python code between fork and exec in a process with threads
+    can deadlock (it did: ctypes loading libc in the child while a worker thread held the loader's lock
+    hung a start for good). Linux sends the signal when the *thread* that started the server ends: start it
+    from a thread that lives as long as the process (``Stack.open``'s executor). Without setpriv (not
+    Linux) ``cmd`` as is; the parent stops the server itself."""
+    setpriv = shutil.which("setpriv") if sys.platform.startswith("linux") else None
+    return [setpriv, "--pdeathsig", "TERM", "--", *cmd] if setpriv else cmd
 
 
 def free_port() -> int:
@@ -69,7 +70,7 @@ class EmbeddedNats:
         log = self.log_path.open("ab")
         # own process group: a Ctrl-C in the terminal reaches us first, and we stop the server in order
         self.proc = subprocess.Popen(
-            cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=_die_with_parent
+            dying_with_parent(cmd), stdout=log, stderr=subprocess.STDOUT, start_new_session=True
         )
         log.close()
         deadline = time.monotonic() + timeout
