@@ -298,20 +298,30 @@ class HeadOutlines:
         if self._last is None or self._age >= self.REFRESH:
             return False, None
         points, old_origin, head = self._last
-        move = similarity(points[self.POINTS], np.asarray(landmarks, np.float64)[self.POINTS])
         width = max(float(np.hypot(*(points[16] - points[0]))), 8.0)
-        scale, turn, residual = move[1], move[2], move[3]
-        if abs(scale - 1.0) > self.SCALE or abs(turn) > self.TURN or residual > self.FIT * width:
+        now = np.asarray(landmarks, np.float64)[self.POINTS]
+        move = only_moved(points[self.POINTS], now, self.SCALE, self.TURN, self.FIT * width)
+        if move is None:
             return False, None
         if head is None:  # the segmentation failed on this face: the estimate serves, as it did then
             return True, None
-        a = move[0].copy()  # old frame → new frame; in crop coordinates: shift both origins
+        a = move.copy()  # old frame → new frame; in crop coordinates: shift both origins
         a[:, 2] += a[:, :2] @ np.array(old_origin, np.float64) - np.array(origin, np.float64)
         rows, cols = shape[:2]
         moved = cv2.warpAffine(head, a, (cols, rows), flags=cv2.INTER_LINEAR, borderValue=0)
         carried = np.where(moved >= 128, 255, 0).astype(np.uint8)
         carried[max(chin, 0) :] = 0
         return True, carried
+
+
+def only_moved(src: np.ndarray, dst: np.ndarray, scale: float, turn: float, fit: float) -> np.ndarray | None:
+    """The similarity transform (2×3) taking landmarks ``src`` to ``dst`` when the face has only moved:
+    scaled by at most ``scale`` (a share), turned by at most ``turn`` degrees, and fitting within ``fit``
+    pixels (RMS); else None."""
+    matrix, size, angle, residual = similarity(src, dst)
+    if abs(size - 1.0) > scale or abs(angle) > turn or residual > fit:
+        return None
+    return matrix
 
 
 def similarity(src: np.ndarray, dst: np.ndarray) -> tuple[np.ndarray, float, float, float]:
@@ -491,8 +501,7 @@ class HeadWarps:
             return None
         base, warp = self._base
         stable = HeadOutlines.POINTS
-        _, scale, turn, residual = similarity(base[stable], points[stable])
-        if abs(scale - 1.0) > self.SCALE or abs(turn) > self.TURN or residual > self.FIT * warp.width:
+        if only_moved(base[stable], points[stable], self.SCALE, self.TURN, self.FIT * warp.width) is None:
             return None
         dx, dy = np.rint(points[stable].mean(axis=0) - base[stable].mean(axis=0)).astype(int)
         if dx == 0 and dy == 0:
