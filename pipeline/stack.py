@@ -126,7 +126,7 @@ class Stack:
         await self.bus.close()
         if self.nats is None:
             return
-        if self.nats.store_dir == self.settings.data_dir / "nats":
+        if not self.private:
             with contextlib.suppress(FileNotFoundError):
                 _stack_file(self.settings).unlink()
             await asyncio.to_thread(self.nats.stop)
@@ -134,9 +134,17 @@ class Stack:
             await asyncio.to_thread(self.nats.stop)
             await asyncio.to_thread(shutil.rmtree, self.nats.store_dir, True)
 
+    @property
+    def private(self) -> bool:
+        """Whether the bus is this command's own nats-server, removed when the command ends."""
+        return self.nats is not None and self.nats.store_dir != self.settings.data_dir / "nats"
+
     def worker(self, stage: str, pools: tuple[str, ...] | None = None) -> Worker:
-        """A worker for ``stage``'s ``pools`` (default: all of them — one machine serves every pool)."""
-        return Worker(
+        """A worker for ``stage``'s ``pools`` (default: all of them — one machine serves every pool).
+        On a private bus (``mouthpiece render``'s) it takes the job while its models still load, and its
+        idle fetches are cancelled at stop (nothing on that bus outlives it), so the one job starts and
+        the command exits without waiting for what the job does not need."""
+        worker = Worker(
             self.settings,
             observed(self.store, self.metrics),
             self.bus,
@@ -145,6 +153,8 @@ class Stack:
             pools=pools or pools_of(stage),
             models=self.models,
         )
+        worker.abandon_idle_pulls = worker.warm_while_serving = self.private
+        return worker
 
     async def run_workers(self, stages: list[str], stop: asyncio.Event) -> list[asyncio.Task[None]]:
         """Start a worker per stage (each serves until ``stop``). A worker that cannot start (a model

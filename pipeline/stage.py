@@ -130,14 +130,22 @@ def get_stage(name: str) -> Stage:
 
 
 class ModelCache:
-    """Models loaded once per worker process, on first use, shared by that process's jobs."""
+    """Models loaded once per worker process, on first use, shared by that process's jobs.
+
+    Each name has its own lock: two different models load at the same time (the stages' warm-ups run in
+    parallel threads at start, and Whisper's load need not wait for dlib's), while two users of the same
+    name wait for the one load."""
 
     def __init__(self) -> None:
         self._items: dict[str, Any] = {}
+        self._locks: dict[str, threading.Lock] = {}
         self._lock = threading.Lock()
+        """Guards ``_locks`` only: never held while a model loads."""
 
     def get(self, name: str, factory: Callable[[], T]) -> T:
         with self._lock:
+            lock = self._locks.setdefault(name, threading.Lock())
+        with lock:
             if name not in self._items:
                 self._items[name] = factory()
             item: T = self._items[name]

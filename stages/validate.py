@@ -17,7 +17,11 @@ say what is wrong and what to send instead, and carry no tool output: ffmpeg's o
 
 from __future__ import annotations
 
+import contextvars
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path, PurePosixPath
 
 from pydantic import ValidationError
@@ -45,6 +49,7 @@ from pipeline.errors import (
     ObjectNotFound,
     PictureTooLarge,
     RetryableError,
+    StageStopped,
 )
 from pipeline.keys import (
     JOB_SPEC_SUFFIXES,
@@ -59,6 +64,7 @@ from pipeline.specfile import MAX_SPEC_BYTES, parse_spec
 from pipeline.stage import FirstStage, ModelCache, StageContext
 from pipeline.storage.base import ObjectInfo, ObjectStore
 from pipeline.submit import MAX_AVATARS, job_name, original_name, too_large
+from stages.lib.speech.align import warm_decoders
 from stages.lib.speech.recognition import whisper_model
 from stages.lib.speech.synthesis import Synthesis
 from stages.lib.speech.timing import job_speech_timing
@@ -83,12 +89,14 @@ def run(ctx: StageContext, upload: ObjectInfo) -> list[Manifest]:
     # before any work (the spec is stored first, so a refusal still reaches the allowed destinations)
     check_destinations(ctx.settings, spec.destinations, _spec_name(upload))
     audio_ref, audio_seconds, synthesis = _voice(ctx, spec, upload)
-    manifests = []
-    for index, (key, shown, _) in enumerate(avatars):
-        ctx.progress((index + 0.5) / len(avatars), f"avatar {index + 1} of {len(avatars)}")
-        avatar_ref, media = _avatar(ctx, key, audio_seconds)
-        manifests.append(_manifest(ctx, f"a{index}", shown, media, audio_ref, avatar_ref))
-    speech_ref = job_speech_timing(ctx, spec, audio_ref, synthesis)  # once, when the inputs are good
+    progress = _Progress(ctx)
+    with _SpeechBeside(ctx, spec, audio_ref, synthesis, progress) as speech:
+        manifests = []
+        for index, (key, shown, _) in enumerate(avatars):
+            progress.report((index + 0.5) / len(avatars) * 0.9, f"avatar {index + 1} of {len(avatars)}")
+            avatar_ref, media = _avatar(ctx, key, audio_seconds)
+            manifests.append(_manifest(ctx, f"a{index}", shown, media, audio_ref, avatar_ref))
+        speech_ref = speech.result()  # once per job; a bad avatar is said first
     for manifest in manifests:
         manifest.artifacts["speech"] = speech_ref
         told = [*([synthesis.note] if synthesis is not None else []), *notes]
@@ -98,6 +106,60 @@ def run(ctx: StageContext, upload: ObjectInfo) -> list[Manifest]:
             manifest.info["notes"] = told
     _write_job(ctx, upload, spec, manifests)
     return manifests
+
+
+class _Progress:
+    """The stage's progress from two threads (avatars, speech timing), never shown going back."""
+
+    def __init__(self, ctx: StageContext) -> None:
+        self._ctx = ctx
+        self._shown = 0.0
+        self._lock = threading.Lock()
+
+    def report(self, fraction: float, note: str) -> None:
+        with self._lock:
+            self._shown = max(self._shown, fraction)
+            self._ctx.progress(self._shown, note)
+
+
+class _SpeechBeside:
+    """The job's speech timing (Whisper, alignment) in a thread of its own while the avatars are fetched,
+    probed and converted: the converting is mostly ffmpeg in another process, the timing mostly native
+    code that releases the GIL, so on two cores the stage takes about the longer of the two, not their
+    sum. ``result()`` waits for it. Leaving the block by an error (a refused avatar) tells the timing to
+    stop at its next progress report and waits for the thread, so nothing outlives the stage's run."""
+
+    def __init__(
+        self,
+        ctx: StageContext,
+        spec: JobSpec,
+        audio: ArtifactRef,
+        synthesis: Synthesis | None,
+        progress: _Progress,
+    ) -> None:
+        self._work = partial(job_speech_timing, ctx, spec, audio, synthesis, self._report)
+        self._progress = progress
+        self._abandoned = threading.Event()
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="speech-timing")
+        self._future: Future[ArtifactRef] | None = None
+
+    def _report(self, share: float) -> None:
+        if self._abandoned.is_set():
+            raise StageStopped("the job's other inputs were refused: its speech timing is not needed")
+        self._progress.report(0.9 + 0.1 * share, "timing the speech")
+
+    def __enter__(self) -> _SpeechBeside:
+        self._future = self._pool.submit(contextvars.copy_context().run, self._work)
+        return self
+
+    def result(self) -> ArtifactRef:
+        assert self._future is not None
+        return self._future.result()
+
+    def __exit__(self, kind: type[BaseException] | None, *_: object) -> None:
+        if kind is not None:
+            self._abandoned.set()
+        self._pool.shutdown(wait=True)
 
 
 def _upscale_note(name: str, media: MediaInfo) -> str:
@@ -448,8 +510,10 @@ def _write_job(ctx: StageContext, upload: ObjectInfo, spec: JobSpec, manifests: 
 
 
 def warm_up(settings: Settings, models: ModelCache) -> None:
-    """Load the speech recognizer before the first job (a missing required model stops the worker)."""
+    """Load the speech recognizer and the phone aligner's decoders before the first job (a missing
+    required model stops the worker)."""
     whisper_model(settings, models)
+    warm_decoders()
 
 
 def prepare_store(store: ObjectStore, settings: Settings) -> None:

@@ -103,24 +103,63 @@ def decode_audio(path: Path, rate: int = AUDIO_RATE, origin: float = 0.0) -> np.
     """The first audio stream of any media file as mono float32 samples at ``rate`` (empty: none).
     Stream timestamps are honoured: sample 0 is at ``origin`` seconds of the container's timeline (the
     picture's first frame, for a measure against it); audio that starts later is preceded by silence,
-    audio that starts earlier is cut, as a player would play it against that moment."""
+    audio that starts earlier is cut, as a player would play it against that moment.
+
+    The samples go into one array sized from the file's duration as they are decoded: ten minutes of
+    sound peak at about the result's size (37 MiB), not at three and a half times it (list, join, copy)."""
     with av.open(str(path)) as container:
         if not container.streams.audio:
             return np.zeros(0, np.float32)
         stream = container.streams.audio[0]
         resampler = av.AudioResampler(format="flt", layout="mono", rate=rate)
-        chunks: list[np.ndarray] = []
+        out = _Samples(_expected_samples(container, stream, rate))
         start: float | None = None
         for frame in container.decode(stream):
             if start is None and frame.pts is not None and frame.time_base is not None:
                 start = float(frame.pts * frame.time_base)
-            chunks.extend(r.to_ndarray().reshape(-1) for r in resampler.resample(frame))
-        chunks.extend(r.to_ndarray().reshape(-1) for r in resampler.resample(None))
-    samples = np.concatenate(chunks).astype(np.float32) if chunks else np.zeros(0, np.float32)
-    lead = round(((start or 0.0) - origin) * rate)
-    if lead < 0:
-        return samples[-lead:]
-    return np.concatenate([np.zeros(lead, np.float32), samples])
+                out.add(np.zeros(max(0, round((start - origin) * rate)), np.float32))  # starts late
+            for piece in resampler.resample(frame):
+                out.add(piece.to_ndarray().reshape(-1))
+        for piece in resampler.resample(None):
+            out.add(piece.to_ndarray().reshape(-1))
+    samples = out.samples()
+    if start is None:  # no frame carried a time: the stream is taken to start at 0 (rare: joined then)
+        start = 0.0
+        samples = np.concatenate([np.zeros(max(0, round(-origin * rate)), np.float32), samples])
+    early = round((origin - start) * rate)
+    return samples[early:] if early > 0 else samples
+
+
+def _expected_samples(container: Any, stream: Any, rate: int) -> int:
+    """About how many samples the stream decodes to (a second more than its duration says)."""
+    seconds = 0.0
+    if stream.duration is not None and stream.time_base is not None:
+        seconds = float(stream.duration * stream.time_base)
+    elif container.duration is not None:
+        seconds = container.duration / av.time_base
+    return int((seconds + 1.0) * rate)
+
+
+class _Samples:
+    """Float32 samples appended into one array that grows (doubling) only past its first size."""
+
+    def __init__(self, capacity: int) -> None:
+        self._buffer = np.empty(max(capacity, 1024), np.float32)
+        self._n = 0
+
+    def add(self, chunk: np.ndarray) -> None:
+        end = self._n + len(chunk)
+        if end > len(self._buffer):
+            grown = np.empty(max(end, 2 * len(self._buffer)), np.float32)
+            grown[: self._n] = self._buffer[: self._n]
+            self._buffer = grown
+        self._buffer[self._n : end] = chunk
+        self._n = end
+
+    def samples(self) -> np.ndarray:
+        """The samples (a view; copied when the array is mostly unused, so the slack is not kept)."""
+        used = self._buffer[: self._n]
+        return used.copy() if self._n < len(self._buffer) // 2 else used
 
 
 def stream_seconds(path: Path) -> tuple[float, float]:

@@ -108,6 +108,16 @@ class Worker:
         self.handled = 0
         self.pull_seconds = 1.0
         """How long one fetch waits for a message (also the longest a stop waits for an idle slot)."""
+        self.abandon_idle_pulls = False
+        """At stop, cancel the fetches of idle slots instead of letting them run out: only for a bus that
+        is thrown away with this process (``mouthpiece render``'s private nats-server), where a message a
+        cancelled fetch was handed cannot be left waiting for anyone."""
+        self._pulling: set[asyncio.Task[None]] = set()
+        self.warm_while_serving = False
+        """Take messages while ``warm_up`` still loads the models (a job's first use of a model waits for
+        that load, not for every stage's): for ``mouthpiece render``, whose one job is waiting. A
+        warm-up that fails still ends the worker. Long-lived workers warm up first, so that a model that
+        will not load stops them before they take anyone's job."""
         self._last_message = time.monotonic()
 
     async def serve(
@@ -116,7 +126,9 @@ class Worker:
         """Pull and run messages until ``stop`` is set, ``max_messages`` were handled, or ``idle_exit``
         seconds passed without a message; then finish (drain) what is in flight."""
         self.handler.loop = asyncio.get_running_loop()
-        await asyncio.to_thread(self.impl.warm_up, self.settings, self.models)
+        warming = asyncio.ensure_future(asyncio.to_thread(self.impl.warm_up, self.settings, self.models))
+        if not self.warm_while_serving:
+            await warming
         await asyncio.to_thread(self.impl.prepare_store, self.store, self.settings)
         await asyncio.to_thread(self._remove_dead_scratch)
         await self._reclaim()
@@ -137,15 +149,20 @@ class Worker:
             asyncio.create_task(self._pull_loop(consumers, stop, enough, max_messages)) for _ in range(slots)
         ]
         watch = asyncio.create_task(self._watch_idle(enough, idle_exit))
+        warming.add_done_callback(lambda done: _end_if_failed(done, enough))
         await _first_of(stop, enough)
         enough.set()
         watch.cancel()
+        if self.abandon_idle_pulls:
+            for task in self._pulling:
+                task.cancel()
         _, pending = await asyncio.wait(loops, timeout=self.settings.drain_seconds + 0.5)
         for task in pending:  # drain time is over: the runs are told to stop and handed back
             task.cancel()
         if pending:
             await asyncio.wait(pending, timeout=5.0)
         log.info("worker_stopped", stage=self.stage, handled=self.handled, abandoned=len(pending))
+        await warming  # a warm-up that failed ends the worker with its error
 
     async def _consume(self, pool: str) -> Consumer:
         return await self.bus.consume(
@@ -161,7 +178,7 @@ class Worker:
         while not (stop.is_set() or enough.is_set()):
             consumer = consumers[turn % len(consumers)]
             turn += 1
-            delivery = await self._pull(consumer, self.pull_seconds / len(consumers), outage)
+            delivery = await self._pull_marked(consumer, self.pull_seconds / len(consumers), outage)
             if delivery is None:
                 continue
             await self._handle_safely(delivery)
@@ -178,6 +195,16 @@ class Worker:
                 log.info("worker_idle_exit", stage=self.stage, idle_seconds=idle_exit)
                 enough.set()
                 return
+
+    async def _pull_marked(self, consumer: Consumer, timeout: float, outage: _Outage) -> Delivery | None:
+        """``_pull``, with this slot's task marked as idle (``abandon_idle_pulls``) while it waits."""
+        task = asyncio.current_task()
+        assert task is not None
+        self._pulling.add(task)
+        try:
+            return await self._pull(consumer, timeout, outage)
+        finally:
+            self._pulling.discard(task)
 
     async def _pull(self, consumer: Consumer, timeout: float, outage: _Outage) -> Delivery | None:
         """The next message, or None. A bus outage (an election, a reconnect) makes this slot wait, with
@@ -267,6 +294,12 @@ class _Outage:
 
     def waited(self) -> float:
         return round(time.monotonic() - self.since, 1) if self.since is not None else 0.0
+
+
+def _end_if_failed(warming: asyncio.Future[None], enough: asyncio.Event) -> None:
+    """A warm-up that failed while the worker served ends the serving (``serve`` then raises its error)."""
+    if not warming.cancelled() and warming.exception() is not None:
+        enough.set()
 
 
 async def _first_of(*events: asyncio.Event) -> None:

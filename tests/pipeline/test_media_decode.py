@@ -37,3 +37,49 @@ def test_scaled_luma_is_the_full_range_luma_scaled(tmp_path: Path) -> None:
     assert difference.mean() < 0.5 and difference.max() <= 6
     assert scaled[5:15, 10:90].mean() < 3 and scaled[5:15, 110:190].mean() > 252
     assert 12 <= stored[5:15, 10:90].mean() <= 20 and 230 <= stored[5:15, 110:190].mean() <= 240
+
+
+def _tone_clip(ffmpeg: str, dst: Path, seconds: float) -> None:
+    """A grey picture with a 440 Hz tone (lavfi's sine: amplitude 1/8), stereo AAC at 48 kHz."""
+    subprocess.run(
+        [ffmpeg, "-v", "error", "-f", "lavfi", "-i", f"sine=f=440:d={seconds}", "-f", "lavfi", "-i",
+         f"color=c=gray:s=64x64:r=25:d={seconds}", "-c:a", "aac", "-ar", "48000", "-ac", "2",
+         "-c:v", "libx264", "-shortest", str(dst)],
+        check=True,
+    )  # fmt: skip
+
+
+def test_decoded_sound_is_placed_on_the_picture_timeline_and_peaks_near_its_own_size(
+    tmp_path: Path,
+) -> None:
+    """``decode_audio``: mono float32 at 16 kHz, one sample per 1/16000 s of the stream; ``origin`` cuts
+    sound before the moment or pads silence after it, to the sample; ten minutes of sound peak at
+    about the result's size, not several times it (it is decoded into one array)."""
+    import resource
+
+    from pipeline.media import decode_audio
+
+    ffmpeg = ffmpeg_binary(load_settings(None, data_dir=tmp_path))
+    clip = tmp_path / "tone.mp4"
+    _tone_clip(ffmpeg, clip, 3.0)
+    sound = decode_audio(clip)
+    assert sound.dtype == np.float32 and abs(len(sound) - 48_000) < 1600
+    assert 0.11 < float(np.sqrt(np.mean(sound[8000:40_000] ** 2))) * np.sqrt(2) < 0.14  # the tone
+    cut = decode_audio(clip, origin=0.5)
+    assert len(sound) - len(cut) == 8000 and np.array_equal(cut, sound[8000:])
+    padded = decode_audio(clip, origin=-0.25)
+    assert len(padded) - len(sound) == 4000 and not padded[:4000].any()
+    assert np.array_equal(padded[4000:], sound)
+    long = tmp_path / "long.mp4"
+    subprocess.run(
+        [ffmpeg, "-v", "error", "-f", "lavfi", "-i", "sine=f=220:d=600", "-c:a", "aac", "-ar", "48000",
+         "-ac", "2", str(long)],
+        check=True,
+    )  # fmt: skip
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    ten_minutes = decode_audio(long)
+    grew = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - before
+    assert abs(len(ten_minutes) / 16_000 - 600) < 0.2
+    assert grew < 2 * ten_minutes.nbytes / 2**20, (
+        f"peak grew {grew:.0f} MiB for {ten_minutes.nbytes / 2**20:.0f}"
+    )

@@ -96,3 +96,29 @@ def test_the_first_stage_gets_the_upload_and_the_others_a_manifest(settings: Set
         run(settings, Take(), manifest("audio"))
     with pytest.raises(StageContractBroken, match="paint takes a manifest, not an ObjectInfo"):
         run(settings, Paint(adds=("video",)), upload)
+
+
+def test_model_cache_loads_different_models_at_once_and_one_model_once() -> None:
+    """Two models load at the same time (the stages' warm-ups run in parallel at start: Whisper's load
+    must not wait for dlib's), while threads asking for the same model share its one load."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from pipeline.stage import ModelCache
+
+    cache = ModelCache()
+    both_loading = threading.Barrier(2, timeout=5.0)  # broken (an error) if the loads run one by one
+    loads: list[str] = []
+
+    def load(name: str) -> str:
+        loads.append(name)
+        both_loading.wait()
+        return name.upper()
+
+    with ThreadPoolExecutor(4) as pool:
+        first = pool.submit(cache.get, "whisper", lambda: load("whisper"))
+        second = pool.submit(cache.get, "dlib", lambda: load("dlib"))
+        assert (first.result(), second.result()) == ("WHISPER", "DLIB")
+        again = [pool.submit(cache.get, "dlib", lambda: load("dlib")) for _ in range(3)]
+        assert [f.result() for f in again] == ["DLIB"] * 3
+    assert sorted(loads) == ["dlib", "whisper"]

@@ -613,3 +613,97 @@ def test_a_speech_job_this_server_cannot_speak_tells_the_operator_the_fix(
     text = for_operators(caught.value.code, caught.value.reason, "j1")
     assert "no Piper voice for de" in text and install_hint("voice") in text, text
     assert "pip install" not in for_people(caught.value.code, caught.value.reason, "j1")
+
+
+# --- the speech timed beside the avatars (issue 27) --------------------------------------------------
+
+
+def _clip_at_30_fps(settings: Settings, seconds: float) -> Path:
+    """A moving 640×480 clip at 30 fps: validate converts it (not a copy), as it does phone videos."""
+    from pipeline.media import FrameWriter
+
+    clip = settings.data_dir / "moving30.mp4"
+    with FrameWriter(settings, clip, 640, 480, 30.0, intermediate=False) as writer:
+        for i in range(int(seconds * 30)):
+            frame = np.full((480, 640, 3), 90, np.uint8)
+            cv2.circle(frame, (100 + 4 * i % 440, 240), 60, (200, 160, 140), -1)
+            writer.write(frame)
+    return clip
+
+
+def test_the_speech_is_timed_while_the_avatar_is_converted(
+    env: tuple[Settings, ObjectStore], assets: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Whisper's timing of the voice runs in its own thread while the avatar video is converted (each
+    spied on, both real), so the stage takes about the longer of the two; the manifest still carries
+    the one speech timing, and progress never goes back."""
+    import threading
+    import time
+
+    import stages.validate as validate_module
+
+    settings, store = env
+    spans: dict[str, tuple[float, float, str]] = {}
+
+    def spied(name: str, real):  # type: ignore[no-untyped-def]
+        def call(*args, **kwargs):  # type: ignore[no-untyped-def]
+            start = time.monotonic()
+            try:
+                return real(*args, **kwargs)
+            finally:
+                spans[name] = (start, time.monotonic(), threading.current_thread().name)
+
+        return call
+
+    monkeypatch.setattr(
+        validate_module, "normalize_avatar", spied("avatar", validate_module.normalize_avatar)
+    )
+    monkeypatch.setattr(
+        validate_module, "job_speech_timing", spied("speech", validate_module.job_speech_timing)
+    )
+    up = spec_with(
+        store,
+        settings,
+        "jobs/beside",
+        {"v.flac": assets / "jfk.flac", "me.mp4": _clip_at_30_fps(settings, 6.0)},
+        "audio: v.flac\navatars: [me.mp4]\n",
+    )
+    stage_env = StageEnvironment(settings, store)
+    [m] = stage_env.run("validate", up, job_id=job_id_for(up.bucket, up.key, up.etag), task="job")
+    (a0, a1, avatar_thread), (s0, s1, speech_thread) = spans["avatar"], spans["speech"]
+    assert speech_thread != avatar_thread
+    assert s0 < a1 and a0 < s1, f"no overlap: avatar {a0:.2f}-{a1:.2f}, speech {s0:.2f}-{s1:.2f}"
+    timing = SpeechTiming.model_validate_json(
+        store.get(m.artifacts["speech"].bucket, m.artifacts["speech"].key)
+    )
+    assert timing.source == "whisper" and len(timing.words) == 22
+    shown = [fraction for fraction, _ in stage_env.progress]
+    assert shown == sorted(shown) and any(note == "timing the speech" for _, note in stage_env.progress)
+
+
+def test_a_refused_avatar_stops_the_speech_timing_and_is_what_is_said(
+    env: tuple[Settings, ObjectStore], assets: Path
+) -> None:
+    """A refused avatar beside a long voice: the refusal is the avatar's, said without waiting for
+    Whisper to hear the whole voice, and no timing thread outlives the stage's run."""
+    import threading
+    import time
+
+    import soundfile
+
+    settings, store = env
+    speech, rate = soundfile.read(str(assets / "jfk.flac"))
+    long_voice = settings.data_dir / "long.wav"
+    soundfile.write(str(long_voice), np.tile(speech, (30, 1))[: 300 * rate], rate)  # 5 minutes
+    up = spec_with(
+        store,
+        settings,
+        "jobs/refused",
+        {"v.wav": long_voice, "me.png": b"hello, not a picture\n" * 9},
+        "audio: v.wav\navatars: [me.png]\n",
+    )
+    started = time.monotonic()
+    with pytest.raises(InvalidInput, match=r"^me\.png is a text file"):
+        validate(settings, store, up)
+    assert time.monotonic() - started < 60  # hearing 5 minutes takes minutes here
+    assert not [t for t in threading.enumerate() if t.name.startswith("speech-timing")]

@@ -18,9 +18,10 @@ thread-safe) and reuses it. Per FACTS.md, alignments are iterated directly: mate
 
 from __future__ import annotations
 
+import contextlib
 import os
+import queue
 import re
-import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -114,10 +115,13 @@ class Alignment:
 
 
 # --------------------------------------------------------------------------------------------------
-# Decoders (one per thread and kind)
+# Decoders (lent one caller at a time, kept for the next)
 # --------------------------------------------------------------------------------------------------
 
-_local = threading.local()
+_spare: dict[str, queue.SimpleQueue[Any]] = {"words": queue.SimpleQueue(), "phones": queue.SimpleQueue()}
+"""Decoders not lent out, by kind. Loading one takes about half a second (the words kind reads the
+dictionary and the language model), so they are kept for the process; a pocketsphinx decoder is not
+thread-safe, so each is used by one caller at a time."""
 
 
 def _model_dir() -> str:
@@ -126,18 +130,35 @@ def _model_dir() -> str:
     return os.path.join(get_model_path(), "en-us")
 
 
-def _decoder(kind: Literal["words", "phones"]) -> Any:
-    """This thread's decoder: ``words`` has the dictionary and LM, ``phones`` is a phone loop."""
-    cache: dict[str, Any] = _local.__dict__.setdefault("decoders", {})
-    if kind not in cache:
-        from pocketsphinx import Decoder
+def _new_decoder(kind: Literal["words", "phones"]) -> Any:
+    """A decoder: ``words`` has the dictionary and LM, ``phones`` is a phone loop."""
+    from pocketsphinx import Decoder
 
-        if kind == "words":
-            cache[kind] = Decoder(loglevel="FATAL")
-        else:
-            phone_lm = os.path.join(_model_dir(), "en-us-phone.lm.bin")
-            cache[kind] = Decoder(loglevel="FATAL", allphone=phone_lm, lw=2.0, beam=1e-20, pbeam=1e-20)
-    return cache[kind]
+    if kind == "words":
+        return Decoder(loglevel="FATAL")
+    phone_lm = os.path.join(_model_dir(), "en-us-phone.lm.bin")
+    return Decoder(loglevel="FATAL", allphone=phone_lm, lw=2.0, beam=1e-20, pbeam=1e-20)
+
+
+@contextlib.contextmanager
+def _decoder(kind: Literal["words", "phones"]) -> Iterator[Any]:
+    """A decoder of ``kind``, the caller's alone for the block: a spare one, else a new one; kept for
+    the next caller afterwards (each use starts its own utterance, so a failed one leaves nothing behind)."""
+    try:
+        decoder = _spare[kind].get_nowait()
+    except queue.Empty:
+        decoder = _new_decoder(kind)
+    try:
+        yield decoder
+    finally:
+        _spare[kind].put(decoder)
+
+
+def warm_decoders() -> None:
+    """Load one decoder of each kind now (a worker's start), not in the first job."""
+    for kind in ("words", "phones"):
+        if _spare[kind].empty():
+            _spare[kind].put(_new_decoder(kind))
 
 
 def _pcm(audio: np.ndarray) -> bytes:
@@ -310,14 +331,17 @@ def align(audio_16k: np.ndarray, transcript: str) -> Alignment:
     Raises ``AlignmentError`` when the text is empty or pocketsphinx cannot align it to the audio.
     """
     audio = _check_audio(audio_16k)
-    decoder = _decoder("words")
     tokens = transcript_tokens(transcript)
-    sequence = [
-        (w, i) for i, (_, ws) in enumerate(tokens) for word in ws if (w := _dictionary_word(decoder, word))
-    ]
-    if not sequence:
-        raise AlignmentError("the transcript has no words to align")
-    timed, phones = _align_words(decoder, _pcm(audio), [w for w, _ in sequence], 0.0)
+    with _decoder("words") as decoder:
+        sequence = [
+            (w, i)
+            for i, (_, ws) in enumerate(tokens)
+            for word in ws
+            if (w := _dictionary_word(decoder, word))
+        ]
+        if not sequence:
+            raise AlignmentError("the transcript has no words to align")
+        timed, phones = _align_words(decoder, _pcm(audio), [w for w, _ in sequence], 0.0)
     if len(timed) != len(sequence):
         raise AlignmentError(f"aligned {len(timed)} words of {len(sequence)}")
     return Alignment(_token_words(tokens, [i for _, i in sequence], timed), phones, "forced")
@@ -386,19 +410,19 @@ def recognize(audio_16k: np.ndarray) -> Alignment:
     aligning the recognized words. Silence gives an empty Alignment. About real time on 2 cores.
     Raises ``AlignmentError`` when decoding fails."""
     audio = _check_audio(audio_16k)
-    decoder = _decoder("words")
     result = Alignment(method="recognized")
-    for a, b in speech_chunks(audio):
-        pcm, offset = _pcm(audio[a:b]), a / SAMPLE_RATE
-        searched = _search_words(decoder, pcm, offset)
-        if not searched:
-            continue
-        try:  # aligning the recognized words gives their phones and finer word times
-            timed, phones = _align_words(decoder, pcm, [w for w, _, _ in searched], offset)
-        except AlignmentError:
-            timed, phones = searched, []
-        result.words.extend(Word(w, start, end) for w, start, end in timed)
-        result.phones.extend(phones)
+    with _decoder("words") as decoder:
+        for a, b in speech_chunks(audio):
+            pcm, offset = _pcm(audio[a:b]), a / SAMPLE_RATE
+            searched = _search_words(decoder, pcm, offset)
+            if not searched:
+                continue
+            try:  # aligning the recognized words gives their phones and finer word times
+                timed, phones = _align_words(decoder, pcm, [w for w, _, _ in searched], offset)
+            except AlignmentError:
+                timed, phones = searched, []
+            result.words.extend(Word(w, start, end) for w, start, end in timed)
+            result.phones.extend(phones)
     return result
 
 
@@ -423,20 +447,20 @@ def recognize_phones(audio_16k: np.ndarray) -> Alignment:
     Raises ``AlignmentError`` when decoding fails.
     """
     audio = _check_audio(audio_16k)
-    decoder = _decoder("phones")
     phones: list[Phone] = []
-    for a, b in speech_chunks(audio):
-        offset = a / SAMPLE_RATE
-        try:
-            _decode(decoder, _pcm(audio[a:b]))
-            segs = [(str(s.word), s.start_frame, s.end_frame) for s in decoder.seg()]
-        except RuntimeError as exc:
-            raise AlignmentError(f"phone recognition failed: {exc}") from exc
-        phones.extend(
-            Phone(name, offset + s / FRAME_RATE, offset + (e + 1) / FRAME_RATE)
-            for name, s, e in segs
-            if not _is_filler(name)
-        )
+    with _decoder("phones") as decoder:
+        for a, b in speech_chunks(audio):
+            offset = a / SAMPLE_RATE
+            try:
+                _decode(decoder, _pcm(audio[a:b]))
+                segs = [(str(s.word), s.start_frame, s.end_frame) for s in decoder.seg()]
+            except RuntimeError as exc:
+                raise AlignmentError(f"phone recognition failed: {exc}") from exc
+            phones.extend(
+                Phone(name, offset + s / FRAME_RATE, offset + (e + 1) / FRAME_RATE)
+                for name, s, e in segs
+                if not _is_filler(name)
+            )
     return Alignment([], phones, "recognized")
 
 

@@ -529,10 +529,13 @@ def speech_artifact(
     transcript: str | None = None,
     language: str | None = None,
     display: str | None = None,
+    progress: Callable[[float], None] | None = None,
 ) -> ArtifactRef:
     """The ``speech`` artifact of a voice clip: reused from ``cache/speech/`` or built once and stored.
 
-    The recognizer in use (Whisper model or pocketsphinx) is part of the key, so changing it re-times."""
+    The recognizer in use (Whisper model or pocketsphinx) is part of the key, so changing it re-times.
+    ``progress`` gets the share done (0..1) as it goes (default: the stage's last tenth, ``ctx.progress``)
+    and may raise to stop the work."""
     key = speech_cache_key(audio.sha256, transcript, language, recognizer_name(ctx.settings), display)
     cached = ctx.cached(key, "application/json")
     if cached is not None:  # found without loading any model
@@ -546,7 +549,7 @@ def speech_artifact(
     samples = load_audio(ctx.fetch(audio, "speech-timing.wav"))
     timing = build_timing(
         samples, transcript=transcript, language=language, whisper=whisper, display=display,
-        progress=lambda share: ctx.progress(0.9 + 0.1 * share, "timing the speech"),
+        progress=progress or (lambda share: ctx.progress(0.9 + 0.1 * share, "timing the speech")),
     )  # fmt: skip
     ctx.log.info(
         "speech_timed", source=timing.source, language=timing.language, words=len(timing.words),
@@ -556,16 +559,23 @@ def speech_artifact(
 
 
 def job_speech_timing(
-    ctx: StageContext, spec: JobSpec, audio: ArtifactRef, synthesis: Synthesis | None = None
+    ctx: StageContext,
+    spec: JobSpec,
+    audio: ArtifactRef,
+    synthesis: Synthesis | None = None,
+    progress: Callable[[float], None] | None = None,
 ) -> ArtifactRef:
     """The ``speech`` artifact of a job's voice: timed by its transcript and language options, or, for
-    synthesized speech, by exactly what was spoken (shown as the job's text, e.g. digits and ``@names``)."""
+    synthesized speech, by exactly what was spoken (shown as the job's text, e.g. digits and ``@names``).
+    ``progress`` as in ``speech_artifact``."""
     if synthesis is not None:
         return speech_artifact(
             ctx, audio, transcript=synthesis.spoken, language=synthesis.language,
-            display=display_text(spec.speech or ""),
+            display=display_text(spec.speech or ""), progress=progress,
         )  # fmt: skip
-    return speech_artifact(ctx, audio, transcript=spec.options.transcript, language=spec.options.language)
+    return speech_artifact(
+        ctx, audio, transcript=spec.options.transcript, language=spec.options.language, progress=progress
+    )
 
 
 def read_timing(

@@ -16,6 +16,7 @@ from pipeline.control import cancel_job
 from pipeline.errors import InvalidInput, RetryableError, StorageError
 from pipeline.keys import output_key, subject_for
 from pipeline.messages import for_people
+from pipeline.runner import Worker
 from pipeline.stage import StageContext
 from pipeline.status import job_status
 from tests.pipeline.runner.conftest import Deliver, Harness, Ingest, dead_owner, job_of, slow
@@ -300,6 +301,79 @@ def test_stopping_finishes_the_run_in_flight(harness: Harness) -> None:
             stop.set()
         record = h.record(job_of(info), "validate")
         assert record is not None and record.state == State.done
+
+    harness.run(body)
+
+
+def test_a_worker_on_a_thrown_away_bus_stops_without_waiting_out_its_fetch(harness: Harness) -> None:
+    """With ``abandon_idle_pulls`` (``mouthpiece render``'s private bus) stop cancels the idle slots'
+    fetches at once, where a worker on a lasting bus lets its fetch run out (``pull_seconds``); a run in
+    flight still finishes and is recorded done."""
+
+    async def stop_after_start(h: Harness, worker: Worker) -> float:
+        stop = asyncio.Event()
+        serving = asyncio.create_task(worker.serve(stop))
+        await asyncio.sleep(0.5)  # started, and waiting in a fetch
+        started = time.monotonic()
+        stop.set()
+        await asyncio.wait_for(serving, timeout=10)
+        return time.monotonic() - started
+
+    async def body(h: Harness) -> None:
+        patient = h.worker(Ingest())
+        patient.pull_seconds = 3.0
+        assert await stop_after_start(h, patient) > 1.0
+        quick = h.worker(Ingest())
+        quick.pull_seconds, quick.abandon_idle_pulls = 3.0, True
+        assert await stop_after_start(h, quick) < 1.0
+        busy = Ingest(slow(0.6))
+        worker = h.worker(busy)
+        worker.abandon_idle_pulls = True
+        async with h.serving(worker) as stop:
+            info = await h.upload()
+            await h.until(lambda: busy.calls)
+            stop.set()
+        record = h.record(job_of(info), "validate")
+        assert record is not None and record.state == State.done
+
+    harness.run(body)
+
+
+class _Warming(Ingest):
+    """An Ingest whose warm-up takes ``seconds`` (a model loading), then raises ``error`` if given."""
+
+    def __init__(self, seconds: float, error: Exception | None = None) -> None:
+        super().__init__()
+        self.seconds, self.error = seconds, error
+        self.warmed: list[float] = []
+
+    def warm_up(self, settings: Any, models: Any) -> None:
+        time.sleep(self.seconds)
+        self.warmed.append(time.monotonic())
+        if self.error is not None:
+            raise self.error
+
+
+def test_a_worker_warming_while_serving_takes_the_job_before_its_models_are_loaded(harness: Harness) -> None:
+    """With ``warm_while_serving`` (``mouthpiece render``) a job waiting at start runs while warm-up still
+    loads; without it, only after. A warm-up that fails still ends the worker with its error."""
+    from pipeline.errors import ConfigError
+
+    async def body(h: Harness) -> None:
+        await h.upload()
+        eager = _Warming(1.5)
+        worker = h.worker(eager)
+        worker.warm_while_serving = True
+        await asyncio.wait_for(worker.serve(asyncio.Event(), max_messages=1), timeout=20)
+        assert eager.calls and eager.warmed and eager.calls[0] < eager.warmed[0]
+        await h.upload(key="audio/b.flac")
+        patient = _Warming(0.5)
+        await asyncio.wait_for(h.worker(patient).serve(asyncio.Event(), max_messages=1), timeout=20)
+        assert patient.calls and patient.warmed[0] < patient.calls[0]
+        broken = h.worker(_Warming(0.2, ConfigError("the model file is damaged")))
+        broken.warm_while_serving = True
+        with pytest.raises(ConfigError, match="damaged"):
+            await asyncio.wait_for(broken.serve(asyncio.Event()), timeout=20)
 
     harness.run(body)
 

@@ -144,15 +144,28 @@ def test_long_clip_aligns_linearly(jfk: np.ndarray) -> None:
     assert result.words[-1].end <= 3 * SECONDS
 
 
-def test_decoders_are_cached_per_thread() -> None:
-    """Each thread builds its decoder once and reuses it; threads do not share one."""
-    mine = speech._decoder("phones")
-    assert speech._decoder("phones") is mine
-    other: list[Any] = []
-    thread = threading.Thread(target=lambda: other.append(speech._decoder("phones")))
+def test_decoders_are_lent_one_caller_at_a_time_and_kept_across_threads() -> None:
+    """A decoder is lent to one caller at a time (two at once get two), and a returned one is what the
+    next caller gets, from any thread: a worker's pool threads share the decoders loaded at its start
+    (``warm_decoders``) instead of each loading its own in a job."""
+    speech.warm_decoders()
+    with speech._decoder("phones") as mine, speech._decoder("phones") as other:
+        assert mine is not other
+    got: list[Any] = []
+
+    def borrow() -> None:
+        with speech._decoder("phones") as decoder:
+            got.append(decoder)
+
+    thread = threading.Thread(target=borrow)
     thread.start()
     thread.join()
-    assert other and other[0] is not mine
+    assert got[0] in (mine, other)
+    spare = speech._spare["words"].qsize()
+    with pytest.raises(RuntimeError), speech._decoder("words"):
+        assert speech._spare["words"].qsize() == spare - 1
+        raise RuntimeError("the work failed")
+    assert speech._spare["words"].qsize() == spare  # kept, not lost with the failure
 
 
 def test_stereo_audio_is_refused() -> None:
