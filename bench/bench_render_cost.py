@@ -289,8 +289,11 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=30.0, help="length of the short job")
     parser.add_argument("--long", action="store_true", help="also a 10-minute job")
     parser.add_argument(
-        "--repeat", type=int, default=1, help="measure each job this many times (on a machine whose speed "
-        "varies: the fastest is shown, with the spread)"
+        "--repeat",
+        type=int,
+        default=1,
+        help="measure each job this many times (on a machine whose speed "
+        "varies: the fastest is shown, with the spread)",
     )
     args = parser.parse_args()
     ffmpeg = ffmpeg_binary(load_settings())
