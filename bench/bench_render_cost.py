@@ -4,6 +4,7 @@ inputs made here, against a bare ``ffmpeg -c:v libx264 -c:a aac`` re-encode of t
     python bench/bench_render_cost.py                    # 30 s speech, 720p clip avatar
     python bench/bench_render_cost.py --height 720 1080  # both sizes
     python bench/bench_render_cost.py --long             # also 10 minutes of speech
+    python bench/bench_render_cost.py --repeat 3         # each job 3 times on new inputs (a drifting machine)
 
 Inputs: an avatar video (the bundled astronaut photo drifting on a grey canvas, made with ffmpeg) and
 speech built from ``jfk.flac`` (11 s) repeated with 1.5 s pauses to the length. Each size runs in one

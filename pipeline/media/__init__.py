@@ -14,10 +14,12 @@ from __future__ import annotations
 
 from pipeline.media.decode import (
     AUDIO_RATE,
+    FRAME_BUFFER_BYTES,
     LumaFrame,
     decode_audio,
     decode_frames,
     decode_lazily,
+    frames_within,
     load_audio,
     prefetch,
     read_first_frame,
@@ -56,6 +58,7 @@ from pipeline.media.run import ffmpeg_binary
 
 __all__ = [
     "AUDIO_RATE",
+    "FRAME_BUFFER_BYTES",
     "PICTURE_FINAL",
     "FinishJob",
     "FrameWriter",
@@ -75,6 +78,7 @@ __all__ = [
     "finish_args",
     "finish_video",
     "frames_for",
+    "frames_within",
     "load_audio",
     "looks_like",
     "loops_forward",

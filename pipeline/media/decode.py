@@ -194,6 +194,17 @@ def stream_starts(path: Path) -> tuple[float | None, float | None]:
     return found[0], found[1]
 
 
+FRAME_BUFFER_BYTES = 48 * 2**20
+"""What one frame queue (decoded frames read ahead, rendered frames waiting for the encoder) may hold:
+at 1080p eight RGB frames, at 720p seventeen. Deeper queues bought no speed (the slowest side sets the
+pace; a few frames absorb its jitter) and held a third of a 1080p render's memory (24 + 32 frames)."""
+
+
+def frames_within(width: int, height: int, budget: int = FRAME_BUFFER_BYTES, least: int = 4) -> int:
+    """How many ``width``×``height`` RGB frames fit in ``budget`` bytes (at least ``least``)."""
+    return max(least, budget // max(1, width * height * 3))
+
+
 def prefetch(items: Iterable[T], depth: int = 16) -> Iterator[T]:
     """Iterate ``items`` in a background thread, up to ``depth`` ahead (decode while the caller works).
 

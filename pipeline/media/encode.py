@@ -15,6 +15,7 @@ import numpy as np
 
 from pipeline.config import MediaSettings
 from pipeline.errors import FFmpegError
+from pipeline.media.decode import frames_within
 from pipeline.media.normalize import _fps_arg, intermediate_crf
 from pipeline.media.run import _tail, ffmpeg_binary, run_ffmpeg
 
@@ -79,7 +80,7 @@ class FrameWriter:
         args = ffmpeg.compile(stream, cmd=ffmpeg_binary(settings), overwrite_output=True)
         args[1:1] = ["-hide_banner", "-nostdin", "-loglevel", "error"]
         self._proc = subprocess.Popen(args, stdin=subprocess.PIPE, stderr=subprocess.PIPE)
-        self._queue: queue.Queue[np.ndarray | None] = queue.Queue(maxsize=32)
+        self._queue: queue.Queue[np.ndarray | None] = queue.Queue(maxsize=frames_within(width, height))
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._feed, name="frame-writer", daemon=True)
         self._thread.start()

@@ -38,6 +38,7 @@ from pipeline.media import (
     cycle_indices,
     decode_frames,
     frames_for,
+    frames_within,
     load_audio,
     loops_forward,
     prefetch,
@@ -75,7 +76,7 @@ def run(ctx: StageContext, manifest: Manifest) -> list[Manifest]:
     sharpen = final and options.enhance and ctx.settings.denoise
     size = (media.width, media.height)
     with FrameWriter(ctx.settings, out, *size, media.fps, intermediate=not final, sharpen=sharpen) as writer:
-        frames = prefetch(_frames(avatar, request.track, request.n_frames), depth=24)
+        frames = prefetch(_frames(avatar, request.track, request.n_frames), depth=frames_within(*size))
         for frame in animated.render(request, frames, ctx.progress):
             writer.write(frame)
     if writer.frames != request.n_frames:

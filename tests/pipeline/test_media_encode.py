@@ -80,3 +80,18 @@ def test_a_1080p_avatar_keeps_its_size_by_default() -> None:
     assert bounded_size(1920, 1080, side) == (1920, 1080)
     assert bounded_size(1080, 1920, side) == (1080, 1920)
     assert bounded_size(3840, 2160, side) == (1920, 1080)
+
+
+def test_frames_waiting_for_the_encoder_are_bounded_in_bytes_not_in_count(tmp_path: Path) -> None:
+    """The frames a render hands the encoder wait in a queue of at most ``FRAME_BUFFER_BYTES`` (eight
+    1080p frames, not the 32 that held 200 MB), and never fewer than four (small pictures)."""
+    from pipeline.media import FRAME_BUFFER_BYTES, FrameWriter, frames_within
+
+    settings = load_settings(None, data_dir=tmp_path)
+    for width, height in ((1920, 1080), (1280, 720), (64, 64)):
+        with FrameWriter(settings, tmp_path / f"{width}.mp4", width, height, 25.0) as writer:
+            waiting = writer._queue.maxsize
+            writer.write(np.zeros((height, width, 3), np.uint8))
+        assert waiting == frames_within(width, height) >= 4
+        assert waiting * width * height * 3 <= max(FRAME_BUFFER_BYTES, 4 * width * height * 3)
+    assert frames_within(1920, 1080) == 8 and frames_within(64, 64) > 1000
