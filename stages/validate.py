@@ -90,10 +90,12 @@ def run(ctx: StageContext, upload: ObjectInfo) -> list[Manifest]:
     check_destinations(ctx.settings, spec.destinations, _spec_name(upload))
     audio_ref, audio_seconds, synthesis = _voice(ctx, spec, upload)
     progress = _Progress(ctx)
+    progress.report(0.5 / len(avatars), f"avatar 1 of {len(avatars)}")  # said before the timing can say more
     with _SpeechBeside(ctx, spec, audio_ref, synthesis, progress) as speech:
         manifests = []
         for index, (key, shown, _) in enumerate(avatars):
-            progress.report((index + 0.5) / len(avatars) * 0.9, f"avatar {index + 1} of {len(avatars)}")
+            if index:
+                progress.report((index + 0.5) / len(avatars), f"avatar {index + 1} of {len(avatars)}")
             avatar_ref, media = _avatar(ctx, key, audio_seconds)
             manifests.append(_manifest(ctx, f"a{index}", shown, media, audio_ref, avatar_ref))
         speech_ref = speech.result()  # once per job; a bad avatar is said first
