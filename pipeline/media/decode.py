@@ -196,8 +196,9 @@ def stream_starts(path: Path) -> tuple[float | None, float | None]:
 
 FRAME_BUFFER_BYTES = 48 * 2**20
 """What one frame queue (decoded frames read ahead, rendered frames waiting for the encoder) may hold:
-at 1080p eight RGB frames, at 720p seventeen. Deeper queues bought no speed (the slowest side sets the
-pace; a few frames absorb its jitter) and held a third of a 1080p render's memory (24 + 32 frames)."""
+at 1080p eight RGB frames, at 720p seventeen. The slowest side sets the pace and a few frames absorb
+its jitter: the deeper queues before (24 + 32 frames) held about 250 MiB more of a 1080p render's memory,
+and cutting them changed its render stage's CPU by less than the measuring noise."""
 
 
 def frames_within(width: int, height: int, budget: int = FRAME_BUFFER_BYTES, least: int = 4) -> int:
