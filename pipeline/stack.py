@@ -154,6 +154,7 @@ class Stack:
             models=self.models,
         )
         worker.abandon_idle_pulls = worker.warm_while_serving = self.private
+        worker.release_models_when_idle = self.private
         return worker
 
     async def run_workers(self, stages: list[str], stop: asyncio.Event) -> list[asyncio.Task[None]]:

@@ -16,6 +16,10 @@ in ``ctx.spec`` (a stage after the first may count on it).
 
 from __future__ import annotations
 
+import contextlib
+import copy
+import ctypes
+import gc
 import hashlib
 import importlib
 import threading
@@ -134,22 +138,65 @@ class ModelCache:
 
     Each name has its own lock: two different models load at the same time (the stages' warm-ups run in
     parallel threads at start, and Whisper's load need not wait for dlib's), while two users of the same
-    name wait for the one load."""
+    name wait for the one load.
+
+    A worker hands its stage a view (``for_stage``) that notes which stage asked for each name, so that
+    a process that has finished with a stage (``mouthpiece render``'s one job has passed it) can give
+    back what that stage alone used (``release``). A released model loads again on its next use."""
 
     def __init__(self) -> None:
         self._items: dict[str, Any] = {}
         self._locks: dict[str, threading.Lock] = {}
+        self._users: dict[str, set[str]] = {}
         self._lock = threading.Lock()
-        """Guards ``_locks`` only: never held while a model loads."""
+        """Guards ``_locks`` and ``_users`` only: never held while a model loads."""
+        self._user: str | None = None
+
+    def for_stage(self, stage: str) -> ModelCache:
+        """This cache, as ``stage`` uses it: the same models, each use noted as ``stage``'s."""
+        view = copy.copy(self)  # shares the dicts and the lock: one cache, two names for its users
+        view._user = stage
+        return view
 
     def get(self, name: str, factory: Callable[[], T]) -> T:
         with self._lock:
             lock = self._locks.setdefault(name, threading.Lock())
+            if self._user is not None:
+                self._users.setdefault(name, set()).add(self._user)
         with lock:
             if name not in self._items:
                 self._items[name] = factory()
             item: T = self._items[name]
             return item
+
+    def release(self, stage: str) -> list[str]:
+        """Drop the models no stage but ``stage`` asked for, calling the ``release()`` of those that have
+        one (what they hold outside this cache), and hand the freed memory back to the system; the
+        names dropped. For a process that will not run ``stage`` again soon: a later use loads again."""
+        with self._lock:
+            names = [n for n, users in self._users.items() if users == {stage} and n in self._items]
+        dropped = []
+        for name in names:
+            with self._locks[name]:
+                item = self._items.pop(name, None)
+            if item is None:
+                continue
+            dropped.append(name)
+            if callable(getattr(item, "release", None)):
+                item.release()
+            del item
+        if dropped:
+            return_free_memory()
+        return dropped
+
+
+def return_free_memory() -> None:
+    """Collect garbage and hand the C heap's free pages back to the system (glibc's ``malloc_trim``):
+    a model's freed buffers otherwise stay in the process's resident memory, counted against it, until
+    the heap happens to reuse them. Does nothing more where the C library has no ``malloc_trim``."""
+    gc.collect()
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
 def sha256_file(path: Path) -> str:

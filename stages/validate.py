@@ -64,7 +64,7 @@ from pipeline.specfile import MAX_SPEC_BYTES, parse_spec
 from pipeline.stage import FirstStage, ModelCache, StageContext
 from pipeline.storage.base import ObjectInfo, ObjectStore
 from pipeline.submit import MAX_AVATARS, job_name, original_name, too_large
-from stages.lib.speech.align import warm_decoders
+from stages.lib.speech.align import DECODERS, warm_decoders
 from stages.lib.speech.recognition import whisper_model
 from stages.lib.speech.synthesis import Synthesis
 from stages.lib.speech.timing import job_speech_timing
@@ -516,7 +516,7 @@ def warm_up(settings: Settings, models: ModelCache) -> None:
     """Load the speech recognizer and the phone aligner's decoders before the first job (a missing
     required model stops the worker)."""
     whisper_model(settings, models)
-    warm_decoders()
+    models.get(DECODERS, warm_decoders)
 
 
 def prepare_store(store: ObjectStore, settings: Settings) -> None:

@@ -4,6 +4,7 @@ store on a real SeaweedFS. These run the whole configured chain with real media.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import shutil
 import signal
@@ -38,13 +39,19 @@ def test_render_writes_playable_mp4_of_audio_length(tmp_path: Path, assets: Path
     """`mouthpiece render speech.flac face.png -o out.mp4` → H.264 + AAC MP4, as long as the audio."""
     out = tmp_path / "out.mp4"
     result = run_cli(
-        ["render", str(assets / "jfk.flac"), str(assets / "astronaut.png"), "-o", str(out)], tmp_path
+        ["render", str(assets / "jfk.flac"), str(assets / "astronaut.png"), "-o", str(out)],
+        tmp_path,
+        MOUTHPIECE_LOG_LEVEL="info",
     )
     assert result.returncode == 0, result.stderr[-3000:]
     info = probe(out)
     assert info.video_codec == "h264" and info.audio_codec == "aac"
     assert abs(info.duration - probe(assets / "jfk.flac").duration) <= 0.1
     assert (tmp_path / "xdg" / "mouthpiece").is_dir()  # no project here: the per-user data directory
+    # its one job has passed validate: the speech models are not held through the render
+    events = [json.loads(line) for line in result.stderr.splitlines() if line.startswith("{")]
+    released = [e for e in events if e["event"] == "models_released" and e["stage"] == "validate"]
+    assert released and "pocketsphinx:decoders" in released[0]["models"]
 
 
 def test_render_of_text_renamed_png_fails_naming_the_file(tmp_path: Path, assets: Path) -> None:

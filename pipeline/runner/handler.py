@@ -16,6 +16,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import structlog
 from pydantic import ValidationError
@@ -58,6 +59,15 @@ def peak_mib() -> int:
     """This process's peak resident memory so far (MiB; children not included): in ``stage_done``, so a
     bench can tell which stage raised it."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024  # KiB on Linux
+
+
+def resident_mib() -> int | None:
+    """This process's resident memory now (MiB), or None where ``/proc`` does not say (not Linux)."""
+    try:
+        pages = int(Path("/proc/self/statm").read_text().split()[1])
+    except (OSError, IndexError, ValueError):
+        return None
+    return pages * resource.getpagesize() // (1024 * 1024)
 
 
 @dataclass

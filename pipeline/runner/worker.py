@@ -52,7 +52,7 @@ from pipeline.keys import (
     subject_for,
 )
 from pipeline.owner import current_owner, dead_scratch, scratch_root
-from pipeline.runner.handler import Handler
+from pipeline.runner.handler import Handler, resident_mib
 from pipeline.runner.records import RecordKeeper
 from pipeline.stage import ModelCache, Stage, get_stage
 from pipeline.storage.base import ObjectStore
@@ -100,7 +100,8 @@ class Worker:
         self.bus = bus
         self.stage = stage
         self.pools = pools
-        self.models = models or ModelCache()
+        self.models = (models or ModelCache()).for_stage(stage)
+        """The process's models, each use noted as this stage's (``ModelCache.release``)."""
         self.owner = current_owner()
         self.keeper = RecordKeeper(settings, store, claims, stage, self.owner)
         impl = implementation or get_stage(stage)
@@ -118,6 +119,13 @@ class Worker:
         that load, not for every stage's): for ``mouthpiece render``, whose one job is waiting. A
         warm-up that fails still ends the worker. Long-lived workers warm up first, so that a model that
         will not load stops them before they take anyone's job."""
+        self.release_models_when_idle = False
+        """Give back the models only this stage uses (``ModelCache.release``) once a slot's fetch has
+        waited a whole ``pull_seconds`` with no run in flight: for ``mouthpiece render``, whose one job
+        does not come back to a stage it has passed (Whisper and the aligner's decoders, about 250 MiB,
+        are not held through the render). A later message loads them again."""
+        self._ran_since_release = False
+        self._warming: asyncio.Future[None] | None = None
         self._last_message = time.monotonic()
 
     async def serve(
@@ -127,6 +135,7 @@ class Worker:
         seconds passed without a message; then finish (drain) what is in flight."""
         self.handler.loop = asyncio.get_running_loop()
         warming = asyncio.ensure_future(asyncio.to_thread(self.impl.warm_up, self.settings, self.models))
+        self._warming = warming
         if not self.warm_while_serving:
             await warming
         await asyncio.to_thread(self.impl.prepare_store, self.store, self.settings)
@@ -180,11 +189,25 @@ class Worker:
             turn += 1
             delivery = await self._pull_marked(consumer, self.pull_seconds / len(consumers), outage)
             if delivery is None:
+                await self._release_if_idle()
                 continue
             await self._handle_safely(delivery)
+            self._ran_since_release = True
             self.handled += 1
             if limit is not None and self.handled >= limit:
                 enough.set()
+
+    async def _release_if_idle(self) -> None:
+        """``release_models_when_idle``: after a run, when no run is in flight and the warm-up is over
+        (a model it is still loading would stay), give back what only this stage uses."""
+        if not (self.release_models_when_idle and self._ran_since_release) or self.handler.running:
+            return
+        if self._warming is None or not self._warming.done():
+            return
+        self._ran_since_release = False
+        names = await asyncio.to_thread(self.models.release, self.stage)
+        if names:
+            log.info("models_released", stage=self.stage, models=names, rss_mib=resident_mib())
 
     async def _watch_idle(self, enough: asyncio.Event, idle_exit: float | None) -> None:
         if idle_exit is None:

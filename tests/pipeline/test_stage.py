@@ -122,3 +122,28 @@ def test_model_cache_loads_different_models_at_once_and_one_model_once() -> None
         again = [pool.submit(cache.get, "dlib", lambda: load("dlib")) for _ in range(3)]
         assert [f.result() for f in again] == ["DLIB"] * 3
     assert sorted(loads) == ["dlib", "whisper"]
+
+
+def test_a_stage_s_own_models_are_released_and_shared_ones_kept() -> None:
+    """``release(stage)`` drops what no other stage asked for (calling the model's ``release()``), keeps
+    what another stage uses too, and a released model loads again on its next use."""
+    from pipeline.stage import ModelCache
+
+    class Model:
+        def __init__(self) -> None:
+            self.released = 0
+
+        def release(self) -> None:
+            self.released += 1
+
+    cache = ModelCache()
+    validate, enhance = cache.for_stage("validate"), cache.for_stage("enhance")
+    whisper = validate.get("whisper", Model)
+    dlib = validate.get("dlib", Model)
+    assert enhance.get("dlib", Model) is dlib
+    cache.get("untracked", Model)  # no stage named: never released
+    assert validate.release("validate") == ["whisper"]
+    assert whisper.released == 1 and dlib.released == 0
+    assert enhance.release("enhance") == []
+    again = validate.get("whisper", Model)
+    assert again is not whisper and validate.get("whisper", Model) is again

@@ -154,11 +154,29 @@ def _decoder(kind: Literal["words", "phones"]) -> Iterator[Any]:
         _spare[kind].put(decoder)
 
 
-def warm_decoders() -> None:
-    """Load one decoder of each kind now (a worker's start), not in the first job."""
+class SpareDecoders:
+    """The process's spare decoders as a model of the stage's ``ModelCache`` (``warm_decoders`` makes
+    it): the cache's ``release`` calls ``release()``, which lets the spare ones go (a decoder lent out
+    when it runs comes back to the pool as usual)."""
+
+    def release(self) -> None:
+        for spare in _spare.values():
+            with contextlib.suppress(queue.Empty):
+                while True:
+                    spare.get_nowait()
+
+
+def warm_decoders() -> SpareDecoders:
+    """Load one decoder of each kind now (a worker's start, or a job after ``release``), not when the
+    speech is aligned; kept in the stage's model cache as ``DECODERS``."""
     for kind in ("words", "phones"):
         if _spare[kind].empty():
             _spare[kind].put(_new_decoder(kind))
+    return SpareDecoders()
+
+
+DECODERS = "pocketsphinx:decoders"
+"""The name of the spare decoders in a ``ModelCache`` (``models.get(DECODERS, warm_decoders)``)."""
 
 
 def _pcm(audio: np.ndarray) -> bytes:

@@ -36,6 +36,7 @@ from pipeline.contracts import ArtifactRef, Manifest, Span, SpeechTiming, TimedP
 from pipeline.errors import AlignmentError, ConfigError
 from stages.lib.speech import espeak
 from stages.lib.speech.align import (
+    DECODERS,
     SAMPLE_RATE,
     Phone,
     Viseme,
@@ -44,6 +45,7 @@ from stages.lib.speech.align import (
     recognize,
     speech_chunks,
     viseme_of,
+    warm_decoders,
 )
 from stages.lib.speech.recognition import (
     LoadedWhisper,
@@ -542,6 +544,7 @@ def speech_artifact(
         ctx.log.info("speech_timing_reused", key=key)
         return cached
     whisper = whisper_model(ctx.settings, ctx.models)
+    ctx.models.get(DECODERS, warm_decoders)  # loaded again if released since the worker's start
     if whisper is None and recognizer_name(ctx.settings) != "pocketsphinx":  # Whisper failed to load
         key = speech_cache_key(audio.sha256, transcript, language, "pocketsphinx", display)
     from pipeline.media import load_audio

@@ -372,6 +372,52 @@ def test_a_worker_warming_while_serving_takes_the_job_before_its_models_are_load
     harness.run(body)
 
 
+class _Modelled(Ingest):
+    """An Ingest that loads its own model at warm-up and uses it in a run, beside a model another stage
+    of the process (enhance) uses too."""
+
+    def warm_up(self, settings: Any, models: Any) -> None:
+        models.get("mine", _Model)
+        models.get("shared", _Model)
+
+    def run(self, ctx: StageContext, inputs: Any) -> list[Any]:
+        ctx.models.get("mine", _Model).used += 1
+        return super().run(ctx, inputs)
+
+
+class _Model:
+    def __init__(self) -> None:
+        self.used = self.released = 0
+
+    def release(self) -> None:
+        self.released += 1
+
+
+def test_a_render_s_worker_gives_back_its_stage_s_own_models_once_idle(harness: Harness) -> None:
+    """With ``release_models_when_idle`` (``mouthpiece render``: its one job does not come back) the
+    models only this stage used are released once a fetch finds nothing after a run; a model another
+    stage uses stays. A long-lived worker keeps its models."""
+    from pipeline.stage import ModelCache
+
+    async def body(h: Harness) -> None:
+        for release in (True, False):
+            cache = ModelCache()
+            shared = cache.for_stage("enhance").get("shared", _Model)
+            worker = h.worker(_Modelled(), models=cache)
+            worker.release_models_when_idle = release
+            async with h.serving(worker):
+                await asyncio.sleep(0.3)  # idle before any run: nothing is released
+                mine = cache.get("mine", _Model)
+                assert mine.released == 0
+                await h.upload(key=f"audio/{release}.flac")
+                await h.until(lambda mine=mine: mine.used == 1)
+                await asyncio.sleep(1.0)
+            assert mine.released == (1 if release else 0) and shared.released == 0
+            assert (cache.get("mine", _Model) is mine) is not release  # released: a new one loads
+
+    harness.run(body)
+
+
 def test_past_the_drain_time_the_run_is_handed_back_and_writes_nothing(harness: Harness) -> None:
     """When drain time runs out the stage stops at its next progress report, writes nothing, and the
     task goes back to the queue; the handed-back run does not use up the budget."""

@@ -172,3 +172,17 @@ def test_stereo_audio_is_refused() -> None:
     """Timing functions take mono samples only."""
     with pytest.raises(ValueError, match="mono"):
         speech.recognize_phones(np.zeros((2, 16000), np.float32))
+
+
+def test_released_decoders_are_let_go_and_a_later_caller_gets_a_new_one() -> None:
+    """``SpareDecoders.release`` (what a model cache calls when ``mouthpiece render`` has passed
+    validate) empties the spare pool; a later use loads a new decoder and aligns as before."""
+    spares = speech.warm_decoders()
+    with speech._decoder("phones") as before:
+        pass
+    spares.release()
+    assert speech._spare["phones"].empty() and speech._spare["words"].empty()
+    with speech._decoder("phones") as after:
+        assert after is not before
+    speech.warm_decoders()
+    assert not speech._spare["words"].empty()
