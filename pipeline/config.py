@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections.abc import Collection
 from contextvars import ContextVar
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_origin
@@ -144,6 +145,17 @@ class BusSettings(_Part):
         return {}
 
 
+CORES_PER_RUN = 2
+"""Cores one stage run keeps busy, about (measured: 1.2 to 1.9 for the CPU stages, x264 and Whisper
+using more): the default concurrency gives each run that many."""
+
+
+def _torch_installed() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("torch") is not None
+
+
 class RunnerSettings(_Part):
     """The runner: the chain, heartbeats, runs, backoff, slots, drain, recovery sweeps, test faults."""
 
@@ -159,7 +171,9 @@ class RunnerSettings(_Part):
     backoff: list[float] = Field([2.0, 10.0, 30.0, 60.0], description="nak delays by delivery count")
     concurrency: dict[str, int] = Field(
         default_factory=dict,
-        description="parallel messages per stage worker, e.g. {render = 2}",
+        description="parallel messages per stage worker, e.g. {render = 2}; a stage left out gets one per "
+        f"{CORES_PER_RUN} usable cores shared by the stages of its process (publish: 2; a render that may "
+        "use a GPU: 1)",
         examples=[{"render": 2}],
     )
     drain_seconds: float = Field(120.0, description="on SIGTERM, wait this long for in-flight work")
@@ -183,8 +197,23 @@ class RunnerSettings(_Part):
             raise ValueError(problem)
         return chain
 
-    def concurrency_of(self, stage: str) -> int:
-        return max(1, self.concurrency.get(stage, 1))
+    def concurrency_of(self, stage: str, served: Collection[str] = ()) -> int:
+        """Runs of ``stage`` one worker takes at a time: its ``concurrency`` entry, else chosen from the
+        cores this process may use (``usable_cores``: affinity and a container's CPU limit), one run per
+        ``CORES_PER_RUN`` cores, divided among the stages of ``served`` (the stages this process
+        serves: ``up`` all, ``worker`` one) that work the CPU, publish not counted. Publish, which
+        waits on the network, takes 2; a render that may run a neural model on a GPU (torch installed,
+        ``device`` not cpu) takes 1, the GPU's memory being the bound."""
+        if stage in self.concurrency:
+            return max(1, self.concurrency[stage])
+        if stage == "publish":
+            return 2
+        if stage == "render" and getattr(self, "device", "cpu") != "cpu" and _torch_installed():
+            return 1
+        from pipeline.devices import usable_cores
+
+        working = sum(1 for s in {*served, stage} if s != "publish")
+        return max(1, usable_cores() // (CORES_PER_RUN * working))
 
 
 class EventSettings(_Part):

@@ -162,7 +162,10 @@ class Stack:
         that will not load, a default avatar that is missing) is logged and stops the whole stack:
         running without one stage would only leave jobs waiting forever."""
         check_chain(self.settings.chain)
-        tasks = [asyncio.create_task(self.worker(s).serve(stop), name=f"worker-{s}") for s in stages]
+        workers = [self.worker(s) for s in stages]
+        for worker in workers:
+            worker.served = tuple(stages)
+        tasks = [asyncio.create_task(w.serve(stop), name=f"worker-{w.stage}") for w in workers]
         for task in tasks:
             task.add_done_callback(lambda t: self._worker_ended(t, stop))
         return tasks

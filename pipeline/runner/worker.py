@@ -124,6 +124,9 @@ class Worker:
         waited a whole ``pull_seconds`` with no run in flight: for ``mouthpiece render``, whose one job
         does not come back to a stage it has passed (Whisper and the aligner's decoders, about 250 MiB,
         are not held through the render). A later message loads them again."""
+        self.served: tuple[str, ...] = (stage,)
+        """The stages this process serves (``Stack.run_workers`` says): its default concurrency shares
+        the cores among them (``Settings.concurrency_of``)."""
         self._ran_since_release = False
         self._warming: asyncio.Future[None] | None = None
         self._last_message = time.monotonic()
@@ -149,7 +152,7 @@ class Worker:
         await _patiently(
             lambda: self.bus.subscribe(cancel_subject(self.settings), self._on_cancel), "subscribe", patience
         )
-        slots = self.settings.concurrency_of(self.stage)
+        slots = self.settings.concurrency_of(self.stage, self.served)
         log.info(
             "worker_started", stage=self.stage, pools=list(self.pools), worker=self.owner.worker, slots=slots
         )

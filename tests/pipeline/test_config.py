@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -21,7 +22,7 @@ def test_environment_beats_file_and_flags_beat_environment(
     monkeypatch.setenv("MOUTHPIECE_CRF", "19")
     settings = load_settings(toml, log_level="warning")
     assert settings.max_side == 720 and settings.crf == 19 and settings.log_level == "warning"
-    assert settings.concurrency_of("render") == 2 and settings.concurrency_of("detect") == 1
+    assert settings.concurrency_of("render") == 2 and settings.concurrency == {"render": 2}
 
 
 @pytest.fixture(autouse=True)
@@ -205,3 +206,50 @@ def test_settings_is_its_parts_and_is_frozen() -> None:
     with pytest.raises(ValidationError):
         settings.fps = 30.0
     assert settings.model_copy(update={"fps": 30.0}).fps == 30.0 and isinstance(settings, MediaSettings)
+
+
+@pytest.mark.parametrize(
+    ("cores", "stage", "served", "device", "slots"),
+    [
+        (2, "detect", ("detect",), "cpu", 1),  # this machine: one run per stage
+        (16, "detect", ("detect",), "cpu", 8),  # `mouthpiece worker detect` on a big node
+        (16, "detect", ("validate", "detect", "render", "enhance", "publish"), "cpu", 2),  # `up`: shared
+        (16, "render", ("render",), "cpu", 8),
+        (16, "render", ("render",), "auto", 1),  # a neural render may take the GPU
+        (16, "publish", ("publish",), "cpu", 2),  # waits on the network, not the CPU
+        (1, "validate", ("validate",), "cpu", 1),
+    ],
+)
+def test_a_stage_left_out_of_concurrency_gets_runs_from_the_cores(
+    monkeypatch: pytest.MonkeyPatch, cores: int, stage: str, served: tuple[str, ...], device: str, slots: int
+) -> None:
+    """Without a ``concurrency`` entry a worker takes one run per two usable cores, shared among the CPU
+    stages its process serves; an entry always wins."""
+    import pipeline.config
+    import pipeline.devices
+
+    monkeypatch.setattr(pipeline.devices, "usable_cores", lambda: cores)
+    monkeypatch.setattr(pipeline.config, "_torch_installed", lambda: True)  # the neural extra
+    settings = load_settings(device=device)
+    assert settings.concurrency_of(stage, served) == slots
+    pinned = settings.model_copy(update={"concurrency": {stage: 3}})
+    assert pinned.concurrency_of(stage, served) == 3
+
+
+def test_usable_cores_follow_a_container_s_cpu_limit(tmp_path: Path) -> None:
+    """A cgroup quota (a Kubernetes CPU limit) caps the cores, v2 and v1 layouts; none means no cap."""
+    from pipeline.devices import cgroup_cpu_quota, usable_cores
+
+    (tmp_path / "cpu.max").write_text("150000 100000\n")
+    assert cgroup_cpu_quota(tmp_path) == 1.5
+    (tmp_path / "cpu.max").write_text("max 100000\n")
+    assert cgroup_cpu_quota(tmp_path) is None
+    (tmp_path / "cpu.max").unlink()
+    (tmp_path / "cpu").mkdir()
+    (tmp_path / "cpu" / "cpu.cfs_quota_us").write_text("300000\n")
+    (tmp_path / "cpu" / "cpu.cfs_period_us").write_text("100000\n")
+    assert cgroup_cpu_quota(tmp_path) == 3.0
+    (tmp_path / "cpu" / "cpu.cfs_quota_us").write_text("-1\n")
+    assert cgroup_cpu_quota(tmp_path) is None
+    assert cgroup_cpu_quota(tmp_path / "absent") is None
+    assert 1 <= usable_cores() <= (os.cpu_count() or 1)
