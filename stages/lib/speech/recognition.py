@@ -38,6 +38,10 @@ VAD_OPTIONS = {
     "speech_pad_ms": 60,
 }
 """Silero VAD for speech regions: pauses of a quarter second or more separate regions."""
+VAD_PIECE_SECONDS = 60.0
+"""Speech regions are found a piece at a time (cut at quiet moments, as Whisper's pieces are): Silero
+runs up to 320 s of windows in one batch, and its activations made ten minutes of voice peak about
+230 MB above the clip (60 s pieces: about 45), memory that grew with the length."""
 TEMPERATURES = (0.0,)
 """Greedy/beam decoding only, no temperature fallback: the fallback re-decodes a whole 30 s window up to
 five more times whenever the text looks repetitive (real repeated speech too), which made 30 s of speech
@@ -172,10 +176,10 @@ def recognize(
     return Recognized(words, heard.language, heard.probability)
 
 
-def cut_points(audio: np.ndarray) -> list[int]:
-    """Sample indices cutting ``audio`` (16 kHz) into pieces of about ``CHUNK_SECONDS``: 0, a cut at the
-    quietest 0.3 s within ``CUT_SEARCH`` s of each boundary, and the end."""
-    n, size = len(audio), int(CHUNK_SECONDS * AUDIO_RATE)
+def cut_points(audio: np.ndarray, seconds: float | None = None) -> list[int]:
+    """Sample indices cutting ``audio`` (16 kHz) into pieces of about ``seconds`` (``CHUNK_SECONDS``):
+    0, a cut at the quietest 0.3 s within ``CUT_SEARCH`` s of each boundary, and the end."""
+    n, size = len(audio), int((seconds or CHUNK_SECONDS) * AUDIO_RATE)
     cuts = [0]
     hop = int(0.1 * AUDIO_RATE)
     while n - cuts[-1] > size + int(CUT_SEARCH * AUDIO_RATE):
@@ -221,11 +225,14 @@ def _recognize_piece(
 
 
 def detect_language(whisper: LoadedWhisper, audio_16k: np.ndarray) -> tuple[str, float]:
-    """The spoken language (ISO 639-1) and Whisper's probability for it, from the first 30 s of speech."""
+    """The spoken language (ISO 639-1) and Whisper's probability for it, from the first 30 s of speech
+    in the clip's first piece (``cut_points``: faster-whisper finds the speech of all it is given first)."""
     from faster_whisper.vad import VadOptions
 
+    audio = np.asarray(audio_16k, dtype=np.float32)
+    first = audio[: cut_points(audio)[1]]
     language, probability, _ = whisper.model.detect_language(
-        np.asarray(audio_16k, dtype=np.float32), vad_filter=True, vad_parameters=VadOptions(**TRANSCRIBE_VAD)
+        first, vad_filter=True, vad_parameters=VadOptions(**TRANSCRIBE_VAD)
     )
     return str(language), float(probability)
 
@@ -237,7 +244,12 @@ def speech_regions(audio_16k: np.ndarray) -> list[tuple[float, float]] | None:
     except ImportError:
         return None
     audio = np.asarray(audio_16k, dtype=np.float32)
-    if audio.size == 0:
-        return []
-    stamps = get_speech_timestamps(audio, VadOptions(**VAD_OPTIONS))
-    return [(s["start"] / SAMPLE_RATE, min(s["end"], audio.size) / SAMPLE_RATE) for s in stamps]
+    regions: list[tuple[float, float]] = []
+    for a, b in itertools.pairwise(cut_points(audio, VAD_PIECE_SECONDS)):
+        for stamp in get_speech_timestamps(audio[a:b], VadOptions(**VAD_OPTIONS)):
+            start, end = (a + stamp["start"]) / SAMPLE_RATE, (a + min(stamp["end"], b - a)) / SAMPLE_RATE
+            if regions and start - regions[-1][1] < VAD_OPTIONS["min_silence_duration_ms"] / 1000:
+                regions[-1] = (regions[-1][0], end)  # speech across a cut: one region, as in one pass
+            else:
+                regions.append((start, end))
+    return regions

@@ -50,3 +50,40 @@ def test_a_voice_heard_in_pieces_gives_its_words_at_their_times(
     for k in (1, 2):
         again = pieces.words[k * n : (k + 1) * n]
         assert max(abs(b.start - a.start - k * period) for a, b in zip(first, again, strict=True)) < 0.15
+
+
+def test_speech_regions_found_in_pieces_are_those_of_one_pass(
+    jfk: np.ndarray, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """JFK six times with 1.5 s pauses (75 s), its speech found in pieces of about 20 s (memory that
+    does not grow with the length): Silero run on no piece longer than that, and the speech where one
+    pass over the whole clip finds it (97 % of the clip's 10 ms steps agree; a short dip inside a
+    phrase may split a region or not, as it does between repetitions in one pass)."""
+    from faster_whisper.vad import VadOptions, get_speech_timestamps
+
+    pause = np.zeros(int(1.5 * RATE), np.float32)
+    audio = np.concatenate([jfk, pause] * 6)
+    whole = [
+        (s["start"] / RATE, min(s["end"], len(audio)) / RATE)
+        for s in get_speech_timestamps(audio, VadOptions(**recognition.VAD_OPTIONS))
+    ]
+    heard: list[int] = []
+
+    def spy(piece: np.ndarray, options: VadOptions) -> list[dict[str, int]]:
+        heard.append(len(piece))
+        return get_speech_timestamps(piece, options)
+
+    monkeypatch.setattr("faster_whisper.vad.get_speech_timestamps", spy)
+    monkeypatch.setattr(recognition, "VAD_PIECE_SECONDS", 20.0)
+    monkeypatch.setattr(recognition, "CUT_SEARCH", 1.6)
+    pieces = recognition.speech_regions(audio)
+    assert pieces is not None and len(heard) >= 3 and max(heard) <= 22 * RATE
+
+    def mask(regions: list[tuple[float, float]]) -> np.ndarray:
+        steps = np.zeros(int(len(audio) / RATE * 100), bool)
+        for a, b in regions:
+            steps[int(a * 100) : int(b * 100)] = True
+        return steps
+
+    assert (mask(pieces) == mask(whole)).mean() >= 0.97
+    assert abs(len(pieces) - len(whole)) <= 3
