@@ -14,7 +14,8 @@ Given render's manifest (``artifacts["video"]``: the silent rendered H.264 clip 
    does not burn subtitles in) has its picture copied, not re-encoded — one H.264 encode per job.
 
 Outputs: ``final`` (MP4), ``quality`` (``quality.json``: ``stages.lib.quality``'s report on the final MP4), and
-``srt`` and ``vtt`` when subtitles were made. Burning in needs a font libass can load that covers the
+``srt`` and ``vtt`` when subtitles were made. When the picture is copied, the report reads its frames from
+the render's file in a thread while ffmpeg finishes the sound (``_QualityBeside``), then the MP4's sound. Burning in needs a font libass can load that covers the
 subtitles' script: a known font (or any installed font covering the text) is copied into the scratch
 folder and handed over as ``fontsdir``, so it works without fontconfig; with no such font the subtitles
 become a soft track, and a note in the job's status names the scripts missing.
@@ -25,14 +26,23 @@ from __future__ import annotations
 import importlib.util
 import os
 import shutil
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import replace
-from functools import lru_cache
+from functools import lru_cache, partial
 from pathlib import Path
 
 import structlog
 
 from pipeline.config import Settings
-from pipeline.contracts import ArtifactRef, JobSpec, Manifest, Role, SpeechTiming, SubtitleMode
+from pipeline.contracts import (
+    ArtifactRef,
+    JobSpec,
+    Manifest,
+    QualityReport,
+    Role,
+    SpeechTiming,
+    SubtitleMode,
+)
 from pipeline.errors import FFmpegError
 from pipeline.media import PICTURE_FINAL, FinishJob, Loudness, SubtitleFont, finish_video, measure_loudness
 from pipeline.stage import ManifestStage, ModelCache, StageContext
@@ -79,14 +89,19 @@ def run(ctx: StageContext, manifest: Manifest) -> list[Manifest]:
     cues, timing = _cues(ctx, manifest, spec, seconds)
     mode, font, note = _subtitle_mode(ctx, spec.options.subtitles, cues)
     subtitles = _save_subtitles(ctx, cues) if mode is not SubtitleMode.none else {}
-    measured = measure_loudness(ctx.settings, audio)
-    ctx.progress(PREPARE_SHARE, "encoding")
-    job = _finish_job(ctx, manifest, spec, audio, measured, mode, font)
-    job, output = _encode(ctx, job)
+    video = _picture(ctx, manifest)
+    dst = ctx.workdir / "final.mp4"
+    beside = video if _copies(manifest, mode) else None  # the frames of the finished picture, read now
+    with _QualityBeside(ctx, manifest, spec, timing, dst, beside) as report:
+        measured = measure_loudness(ctx.settings, audio)
+        ctx.progress(PREPARE_SHARE, "encoding")
+        job = _finish_job(ctx, manifest, spec, video, audio, dst, measured, mode, font)
+        job, output = _encode(ctx, job)
+        report.written()
     if mode is SubtitleMode.burn and job.burn_subtitles is None:
         mode = SubtitleMode.soft  # burning in failed; the encode carries them as a track instead
     final = ctx.save(job.dst, "final.mp4", "video/mp4")
-    quality = ctx.save_model(assess_quality(ctx, manifest, job.dst, spec, timing), "quality.json")
+    quality = ctx.save_model(report.result(), "quality.json")
     loudness = _reported_loudness(ctx, measured, output)
     ctx.log.info("enhanced", subtitles=mode.value, cues=len(cues), loudness=loudness)
     info: dict[str, object] = {"subtitles": mode.value, "cues": len(cues), "loudness": loudness}
@@ -202,25 +217,38 @@ def _private_font(ctx: StageContext, font: FontChoice | None) -> SubtitleFont | 
 # --- the encode -------------------------------------------------------------------------------------
 
 
+def _picture(ctx: StageContext, manifest: Manifest) -> Path:
+    """The picture to finish: the render's, or the avatar itself in a chain without render."""
+    looped = "video" not in manifest.artifacts
+    return ctx.fetch(manifest.artifacts["avatar" if looped else "video"], "picture.mp4")
+
+
+def _copies(manifest: Manifest, mode: SubtitleMode) -> bool:
+    """Whether the finished video's picture is the render's, copied: the render encoded the final
+    picture (filters applied) unless burned-in subtitles were asked for."""
+    rendered = "video" in manifest.artifacts
+    return rendered and manifest.info.get("picture") == PICTURE_FINAL and mode is not SubtitleMode.burn
+
+
 def _finish_job(
     ctx: StageContext,
     manifest: Manifest,
     spec: JobSpec,
+    video: Path,
     audio: Path,
+    dst: Path,
     measured: Loudness | None,
     mode: SubtitleMode,
     font: FontChoice | None,
 ) -> FinishJob:
     """What the single ffmpeg pass is to do, from the manifest, the job's options and the settings."""
     looped = "video" not in manifest.artifacts  # a chain without render: the avatar itself, repeated
-    video = ctx.fetch(manifest.artifacts["avatar" if looped else "video"], "picture.mp4")
     srt = ctx.workdir / "subtitles.srt"
-    # the render encoded the final picture (filters applied) unless burned-in subtitles were asked for
-    copy = not looped and manifest.info.get("picture") == PICTURE_FINAL and mode is not SubtitleMode.burn
+    copy = _copies(manifest, mode)
     return FinishJob(
         video=video,
         audio=audio,
-        dst=ctx.workdir / "final.mp4",
+        dst=dst,
         duration=manifest.media.audio_seconds,
         fps=manifest.media.fps,
         aspect=manifest.media.width / max(1, manifest.media.height),
@@ -252,6 +280,51 @@ def _encode(ctx: StageContext, job: FinishJob) -> tuple[FinishJob, Loudness | No
         ctx.log.warning("burn_in_failed", fallback="soft", error=exc.detail or str(exc))
     soft = replace(job, soft_subtitles=job.burn_subtitles, burn_subtitles=None, font=None)
     return soft, finish_video(ctx.settings, soft, progress)
+
+
+class _QualityBeside:
+    """The quality report of the finished video, its frames read while the sound is finished.
+
+    When the finished picture is the render's, copied (``picture``), a thread reads its frames and
+    places the landmarks (a Python loop on one core) while ffmpeg measures the loudness and writes the
+    MP4; it opens the MP4 for its sound once ``written`` says it is complete. Otherwise the report is
+    made after the encode, in ``result``. Leaving the block on an error stops the thread at the end of
+    its frames and waits for it: nothing outlives the run."""
+
+    def __init__(
+        self,
+        ctx: StageContext,
+        manifest: Manifest,
+        spec: JobSpec,
+        timing: SpeechTiming | None,
+        dst: Path,
+        picture: Path | None,
+    ) -> None:
+        self._made = partial(assess_quality, ctx, manifest, dst, spec, timing)
+        self._picture = picture
+        self._done: Future[None] = Future()
+        self._pool: ThreadPoolExecutor | None = None
+        self._report: Future[QualityReport] | None = None
+
+    def __enter__(self) -> _QualityBeside:
+        if self._picture is not None:
+            self._pool = ThreadPoolExecutor(1, thread_name_prefix="quality")
+            self._report = self._pool.submit(self._made, picture=self._picture, ready=self._done.result)
+        return self
+
+    def written(self) -> None:
+        """The finished MP4 is complete: the report may read its sound."""
+        self._done.set_result(None)
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, tb: object) -> None:
+        if not self._done.done():  # the encode failed: the thread must not wait for a file never made
+            self._done.set_exception(error or RuntimeError("the video was not written"))
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+
+    def result(self) -> QualityReport:
+        """The report (made now when it was not made beside the encode); its error if it failed."""
+        return self._report.result() if self._report is not None else self._made()
 
 
 def _reported_loudness(ctx: StageContext, measured: Loudness | None, output: Loudness | None) -> float | None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import struct
 import sys
+import threading
+import time
 import uuid
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -25,12 +27,14 @@ from pipeline.contracts import (
     JobSpec,
     Manifest,
     MediaInfo,
+    QualityReport,
     Span,
     SpeechTiming,
     SubtitleMode,
     TimedWord,
     job_id_for,
 )
+from pipeline.errors import FFmpegError
 from pipeline.keys import spec_key
 from pipeline.media import (
     PICTURE_FINAL,
@@ -568,6 +572,59 @@ def test_a_final_picture_is_copied_and_only_the_sound_processed(inputs: Inputs, 
     assert probe(final).video_codec == "h264"
     report = measure_loudness(make_settings(tmp_path), final)
     assert report is not None and abs(report.integrated - (-16.0)) < 1.5
+
+
+def test_the_report_reads_a_copied_picture_while_the_sound_is_finished(
+    inputs: Inputs, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When the picture is copied, the quality report reads the render's frames in a thread of its own
+    while ffmpeg finishes the sound (the spans overlap), and it is the report of the finished file."""
+    import stages.lib.quality as quality
+
+    spans: dict[str, tuple[str, float, float]] = {}
+
+    def spied(name: str, real: Any) -> Any:
+        def call(*args: Any, **kwargs: Any) -> Any:
+            start = time.monotonic()
+            try:
+                return real(*args, **kwargs)
+            finally:
+                spans[name] = (threading.current_thread().name, start, time.monotonic())
+
+        return call
+
+    pictures: list[Path | None] = []
+
+    def measure(*args: Any, picture: Path | None = None, **kwargs: Any) -> Any:
+        pictures.append(picture)
+        return real_measure(*args, picture=picture, **kwargs)
+
+    real_measure = quality.measure
+    monkeypatch.setattr(quality, "measure", measure)
+    monkeypatch.setattr(enhance, "assess_quality", spied("assess", enhance.assess_quality))
+    monkeypatch.setattr(enhance, "finish_video", spied("finish", enhance.finish_video))
+    run = run_stage(tmp_path, inputs, JobOptions(), info={"picture": PICTURE_FINAL})
+    (a_thread, a0, a1), (f_thread, f0, f1) = spans["assess"], spans["finish"]
+    assert a_thread != f_thread and a0 < f1 and f0 < a1, spans
+    assert pictures == [run.path("video")]  # the render's file, read while the MP4 was made
+    beside = run.ctx.load(run.manifest.artifacts["quality"], QualityReport)
+    after = quality.assess(run.ctx, run.manifest, run.path("final"), run.ctx.spec)  # read from the file
+    assert (beside.score, beside.flagged, beside.offset_ms) == (after.score, after.flagged, after.offset_ms)
+
+
+def test_an_encode_that_fails_leaves_no_report_waiting(
+    inputs: Inputs, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The encode failing beside the report: the stage fails with the encode's error, and the report's
+    thread, which waited for the file, has ended."""
+
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise FFmpegError("encoding failed: disk full", "disk full")
+
+    monkeypatch.setattr(enhance, "finish_video", broken)
+    with pytest.raises(FFmpegError, match="disk full"):
+        run_stage(tmp_path, inputs, JobOptions(), info={"picture": PICTURE_FINAL})
+    assert not [t for t in threading.enumerate() if t.name.startswith("quality")]
 
 
 def test_burned_in_subtitles_re_encode_even_a_final_picture(inputs: Inputs, tmp_path: Path) -> None:

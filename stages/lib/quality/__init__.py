@@ -125,6 +125,7 @@ def measure(
     sound: np.ndarray | None = None,
     lip_sync: bool = True,
     picture: Path | None = None,
+    ready: Callable[[], object] | None = None,
 ) -> QualityReport:
     """The quality report of ``video`` (an MP4 with sound); see the module docstring. ``speech``: where
     the voice is (the job's ``SpeechTiming``); None: found in the video's own audio by loudness.
@@ -134,7 +135,8 @@ def measure(
     not follow the voice, or moves in its pauses, is then what was asked for, not a problem.
     ``picture``: a video whose picture stream is the same as ``video``'s (the render's output the
     enhance stage copied the picture from): the frames are read from it, and ``video`` is opened only
-    after them, for its sound, stream lengths and start offsets."""
+    after them, for its sound, stream lengths and start offsets. ``ready``: called then, before
+    ``video`` is opened (it may wait for ``video`` to be written, or raise to stop)."""
     shown = video if picture is None else picture
     info = probe(shown)
     n, fps = (count_frames(shown) if n_frames is None else n_frames), info.fps or 25.0
@@ -150,6 +152,8 @@ def measure(
             if i >= n:
                 break
             series.add(i, pixels(), None, _next(source), pixels)
+    if ready is not None:
+        ready()
     audio = aligned_audio(video) if sound is None else sound
     spans = list(speech) if speech is not None else speech_regions(audio)
     seconds = stream_seconds(video) if sound is None else (n / fps, len(sound) / SAMPLE_RATE)
@@ -512,11 +516,13 @@ def assess(
     timing: SpeechTiming | None = None,
     *,
     picture: Path | None = None,
+    ready: Callable[[], object] | None = None,
 ) -> QualityReport:
     """The report of the finished ``video`` of ``manifest``'s task; ``InvalidInput`` when it scores under
     the job's ``min_quality`` and the job asked to fail then. ``timing``: the task's ``speech`` artifact
     when the caller has read it already (else it is read here). ``picture``: a file with the same picture
-    stream as ``video`` to read the frames from (``measure``)."""
+    stream as ``video`` to read the frames from, and ``ready`` (``measure``): so the frames can be read
+    while ``video`` is still being made."""
     options = spec.options
     n = count_frames(video if picture is None else picture)
     source = _avatar_frames(ctx, manifest, n)
@@ -532,6 +538,7 @@ def assess(
             n_frames=n,
             lip_sync=options.renderer != "none",  # the none renderer leaves the mouth as it was
             picture=picture,
+            ready=ready,
         )
     ctx.log.info(
         "quality_measured",
