@@ -153,6 +153,8 @@ class Worker:
             lambda: self.bus.subscribe(cancel_subject(self.settings), self._on_cancel), "subscribe", patience
         )
         slots = self.settings.concurrency_of(self.stage, self.served)
+        if max_messages is not None:  # a Job for one message (Kubernetes) takes no second one beside it
+            slots = min(slots, max(1, max_messages))
         log.info(
             "worker_started", stage=self.stage, pools=list(self.pools), worker=self.owner.worker, slots=slots
         )

@@ -471,13 +471,19 @@ def test_a_cancelled_job_stops_running_and_is_not_started(harness: Harness) -> N
 
 
 def test_max_messages_and_idle_exit_end_a_worker(harness: Harness) -> None:
-    """``max_messages`` ends serving after that many messages; ``idle_exit`` after quiet seconds."""
+    """``max_messages`` ends serving after that many messages, also with slots for more at once (a
+    Kubernetes Job for one message takes no second one beside it); ``idle_exit`` after quiet seconds."""
 
     async def body(h: Harness) -> None:
         await h.upload()
-        worker = h.worker(Ingest())
+        await h.upload(key="audio/second.flac")
+        h.settings = h.settings.model_copy(update={"concurrency": {"validate": 3}})
+        worker = h.worker(Ingest(slow(0.3)))
         await asyncio.wait_for(worker.serve(asyncio.Event(), max_messages=1), timeout=10)
         assert worker.handled == 1
+        second = h.worker(Ingest())
+        await asyncio.wait_for(second.serve(asyncio.Event(), max_messages=1), timeout=10)
+        assert second.handled == 1  # the other message was still there for the next Job
         idle = h.worker(Ingest())
         started = time.monotonic()
         await asyncio.wait_for(idle.serve(asyncio.Event(), idle_exit=0.5), timeout=10)
