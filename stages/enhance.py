@@ -288,8 +288,8 @@ class _QualityBeside:
     When the finished picture is the render's, copied (``picture``), a thread reads its frames and
     places the landmarks (a Python loop on one core) while ffmpeg measures the loudness and writes the
     MP4; it opens the MP4 for its sound once ``written`` says it is complete. Otherwise the report is
-    made after the encode, in ``result``. Leaving the block on an error stops the thread at the end of
-    its frames and waits for it: nothing outlives the run."""
+    made after the encode, in ``result``. Leaving the block on an error stops the thread at its next
+    frame and waits for it: nothing outlives the run."""
 
     def __init__(
         self,
@@ -309,7 +309,7 @@ class _QualityBeside:
     def __enter__(self) -> _QualityBeside:
         if self._picture is not None:
             self._pool = ThreadPoolExecutor(1, thread_name_prefix="quality")
-            self._report = self._pool.submit(self._made, picture=self._picture, ready=self._done.result)
+            self._report = self._pool.submit(self._made, picture=self._picture, written=self._done)
         return self
 
     def written(self) -> None:

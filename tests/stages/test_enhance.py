@@ -42,6 +42,7 @@ from pipeline.media import (
     FrameWriter,
     Loudness,
     SubtitleFont,
+    count_frames,
     decode_frames,
     finish_args,
     measure_loudness,
@@ -616,15 +617,26 @@ def test_an_encode_that_fails_leaves_no_report_waiting(
     inputs: Inputs, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The encode failing beside the report: the stage fails with the encode's error, and the report's
-    thread, which waited for the file, has ended."""
+    thread has stopped reading frames (not all of them were read) and ended."""
+    import stages.lib.quality as quality
+
+    read: list[int] = []
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        for frame in real_decode(*args, **kwargs):
+            read.append(1)
+            yield frame
 
     def broken(*args: Any, **kwargs: Any) -> Any:
         raise FFmpegError("encoding failed: disk full", "disk full")
 
+    real_decode = quality.decode_lazily
+    monkeypatch.setattr(quality, "decode_lazily", counted)
     monkeypatch.setattr(enhance, "finish_video", broken)
     with pytest.raises(FFmpegError, match="disk full"):
         run_stage(tmp_path, inputs, JobOptions(), info={"picture": PICTURE_FINAL})
     assert not [t for t in threading.enumerate() if t.name.startswith("quality")]
+    assert len(read) < count_frames(inputs.rendered)
 
 
 def test_burned_in_subtitles_re_encode_even_a_final_picture(inputs: Inputs, tmp_path: Path) -> None:

@@ -27,7 +27,9 @@ from __future__ import annotations
 import threading
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future
 from pathlib import Path
+from typing import Any, TypeVar
 
 import cv2
 import numpy as np
@@ -68,6 +70,8 @@ from stages.lib.speech.fallback import (
     speaking_weight,
     speech_regions,
 )
+
+T = TypeVar("T")
 
 ANALYSIS_SIDE = 640
 MIN_OFFSET_CONFIDENCE = SYNC_READABLE
@@ -125,7 +129,7 @@ def measure(
     sound: np.ndarray | None = None,
     lip_sync: bool = True,
     picture: Path | None = None,
-    ready: Callable[[], object] | None = None,
+    written: Future[Any] | None = None,
 ) -> QualityReport:
     """The quality report of ``video`` (an MP4 with sound); see the module docstring. ``speech``: where
     the voice is (the job's ``SpeechTiming``); None: found in the video's own audio by loudness.
@@ -135,15 +139,16 @@ def measure(
     not follow the voice, or moves in its pauses, is then what was asked for, not a problem.
     ``picture``: a video whose picture stream is the same as ``video``'s (the render's output the
     enhance stage copied the picture from): the frames are read from it, and ``video`` is opened only
-    after them, for its sound, stream lengths and start offsets. ``ready``: called then, before
-    ``video`` is opened (it may wait for ``video`` to be written, or raise to stop)."""
+    after them, for its sound, stream lengths and start offsets. ``written``: ``video`` being written
+    meanwhile: its result is awaited before ``video`` is opened, and its failure (the file will never
+    be complete) stops the reading of frames at the next one and is raised."""
     shown = video if picture is None else picture
     info = probe(shown)
     n, fps = (count_frames(shown) if n_frames is None else n_frames), info.fps or 25.0
     size = bounded_size(info.width, info.height, ANALYSIS_SIDE)
     series = _Series(n, (size[0] / info.width, size[1] / info.height))
     current: list[Callable[[], np.ndarray]] = []
-    frames = _remembered(decode_lazily(shown, size, grey=True), current)
+    frames = _remembered(_until_failed(decode_lazily(shown, size, grey=True), written), current)
     if landmarker is not None:
         for i, (grey, points) in enumerate(landmarks_every_frame(frames, n, landmarker)):
             series.add(i, grey, points, _next(source), current[0])
@@ -152,13 +157,21 @@ def measure(
             if i >= n:
                 break
             series.add(i, pixels(), None, _next(source), pixels)
-    if ready is not None:
-        ready()
+    if written is not None:
+        written.result()
     audio = aligned_audio(video) if sound is None else sound
     spans = list(speech) if speech is not None else speech_regions(audio)
     seconds = stream_seconds(video) if sound is None else (n / fps, len(sound) / SAMPLE_RATE)
     landmarks = landmarker is not None
     return _report(series, audio, spans, fps, seconds, threshold, landmarks, lip_sync)
+
+
+def _until_failed(frames: Iterator[T], written: Future[Any] | None) -> Iterator[T]:
+    """``frames``, ending early once ``written`` has failed."""
+    for frame in frames:
+        if written is not None and written.done() and written.exception() is not None:
+            return
+        yield frame
 
 
 def _remembered(
@@ -516,12 +529,12 @@ def assess(
     timing: SpeechTiming | None = None,
     *,
     picture: Path | None = None,
-    ready: Callable[[], object] | None = None,
+    written: Future[Any] | None = None,
 ) -> QualityReport:
     """The report of the finished ``video`` of ``manifest``'s task; ``InvalidInput`` when it scores under
     the job's ``min_quality`` and the job asked to fail then. ``timing``: the task's ``speech`` artifact
     when the caller has read it already (else it is read here). ``picture``: a file with the same picture
-    stream as ``video`` to read the frames from, and ``ready`` (``measure``): so the frames can be read
+    stream as ``video`` to read the frames from, and ``written`` (``measure``): so the frames can be read
     while ``video`` is still being made."""
     options = spec.options
     n = count_frames(video if picture is None else picture)
@@ -538,7 +551,7 @@ def assess(
             n_frames=n,
             lip_sync=options.renderer != "none",  # the none renderer leaves the mouth as it was
             picture=picture,
-            ready=ready,
+            written=written,
         )
     ctx.log.info(
         "quality_measured",
