@@ -60,6 +60,11 @@ from pipeline.storage.base import ObjectStore
 log = structlog.get_logger("mouthpiece.runner")
 
 T = TypeVar("T")
+RELEASE_AFTER = 0.2
+"""Seconds a stage's worker waits for another message after a run before it releases the models only
+its stage uses (``Worker.release_models_when_idle``): the tasks of one job arrive together, so a fifth
+of a second with none means the job has passed; a whole fetch (``pull_seconds``) let the render start
+while Whisper was still held."""
 
 
 async def _patiently(call: Callable[[], Awaitable[T]], what: str, patience: float) -> T:
@@ -120,10 +125,10 @@ class Worker:
         warm-up that fails still ends the worker. Long-lived workers warm up first, so that a model that
         will not load stops them before they take anyone's job."""
         self.release_models_when_idle = False
-        """Give back the models only this stage uses (``ModelCache.release``) once a slot's fetch has
-        waited a whole ``pull_seconds`` with no run in flight: for ``mouthpiece render``, whose one job
-        does not come back to a stage it has passed (Whisper and the aligner's decoders, about 250 MiB,
-        are not held through the render). A later message loads them again."""
+        """Give back the models only this stage uses (``ModelCache.release``) once a fetch after a run
+        has waited ``RELEASE_AFTER`` seconds with no run in flight: for ``mouthpiece render``, whose one
+        job does not come back to a stage it has passed (Whisper and the aligner's decoders, about
+        250 MiB, are not held through the render). A later message loads them again."""
         self.served: tuple[str, ...] = (stage,)
         """The stages this process serves (``Stack.run_workers`` says): its default concurrency shares
         the cores among them (``Settings.concurrency_of``)."""
@@ -192,7 +197,10 @@ class Worker:
         while not (stop.is_set() or enough.is_set()):
             consumer = consumers[turn % len(consumers)]
             turn += 1
-            delivery = await self._pull_marked(consumer, self.pull_seconds / len(consumers), outage)
+            wait = self.pull_seconds
+            if self.release_models_when_idle and self._ran_since_release:
+                wait = min(wait, RELEASE_AFTER)  # the models go soon after the last run, not a fetch later
+            delivery = await self._pull_marked(consumer, wait / len(consumers), outage)
             if delivery is None:
                 await self._release_if_idle()
                 continue
