@@ -170,9 +170,9 @@ class ModelCache:
             return item
 
     def release(self, stage: str) -> list[str]:
-        """Drop the models no stage but ``stage`` asked for, calling the ``release()`` of those that have
-        one (what they hold outside this cache), and hand the freed memory back to the system; the
-        names dropped. For a process that will not run ``stage`` again soon: a later use loads again."""
+        """Drop the models no stage but ``stage`` asked for (telling a ``HeldOutside`` one to let go of
+        what it holds outside this cache), and hand the freed memory back to the system; the names
+        dropped. For a process that will not run ``stage`` again soon: a later use loads again."""
         with self._lock:
             names = [n for n, users in self._users.items() if users == {stage} and n in self._items]
         dropped = []
@@ -182,12 +182,20 @@ class ModelCache:
             if item is None:
                 continue
             dropped.append(name)
-            if callable(getattr(item, "release", None)):
-                item.release()
+            if isinstance(item, HeldOutside):
+                item.let_go()
             del item
         if dropped:
             return_free_memory()
         return dropped
+
+
+class HeldOutside:
+    """A model of the cache whose memory is held elsewhere too (a module's pool): ``let_go`` frees that
+    when the cache releases it (``ModelCache.release``)."""
+
+    def let_go(self) -> None:
+        raise NotImplementedError
 
 
 def return_free_memory() -> None:

@@ -218,7 +218,11 @@ class Worker:
         if self._warming is None or not self._warming.done():
             return
         self._ran_since_release = False
-        names = await asyncio.to_thread(self.models.release, self.stage)
+        try:
+            names = await asyncio.to_thread(self.models.release, self.stage)
+        except Exception as exc:  # memory not given back is no reason to stop serving
+            log.warning("models_release_failed", stage=self.stage, error=repr(exc))
+            return
         if names:
             log.info("models_released", stage=self.stage, models=names, rss_mib=resident_mib())
 

@@ -125,24 +125,28 @@ def test_model_cache_loads_different_models_at_once_and_one_model_once() -> None
 
 
 def test_a_stage_s_own_models_are_released_and_shared_ones_kept() -> None:
-    """``release(stage)`` drops what no other stage asked for (calling the model's ``release()``), keeps
-    what another stage uses too, and a released model loads again on its next use."""
-    from pipeline.stage import ModelCache
+    """``release(stage)`` drops what no other stage asked for (a ``HeldOutside`` model is told to let
+    go; a lock, whose ``release`` means something else, is only dropped), keeps what another stage uses
+    too, and a released model loads again on its next use."""
+    import threading
 
-    class Model:
+    from pipeline.stage import HeldOutside, ModelCache
+
+    class Model(HeldOutside):
         def __init__(self) -> None:
             self.released = 0
 
-        def release(self) -> None:
+        def let_go(self) -> None:
             self.released += 1
 
     cache = ModelCache()
     validate, enhance = cache.for_stage("validate"), cache.for_stage("enhance")
     whisper = validate.get("whisper", Model)
     dlib = validate.get("dlib", Model)
+    validate.get("whisper-lock", threading.Lock)
     assert enhance.get("dlib", Model) is dlib
     cache.get("untracked", Model)  # no stage named: never released
-    assert validate.release("validate") == ["whisper"]
+    assert validate.release("validate") == ["whisper", "whisper-lock"]
     assert whisper.released == 1 and dlib.released == 0
     assert enhance.release("enhance") == []
     again = validate.get("whisper", Model)

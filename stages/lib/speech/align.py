@@ -34,6 +34,7 @@ import structlog
 
 from pipeline.errors import AlignmentError
 from pipeline.media import AUDIO_RATE
+from pipeline.stage import HeldOutside
 
 log = structlog.get_logger("mouthpiece.speech")
 
@@ -154,12 +155,12 @@ def _decoder(kind: Literal["words", "phones"]) -> Iterator[Any]:
         _spare[kind].put(decoder)
 
 
-class SpareDecoders:
+class SpareDecoders(HeldOutside):
     """The process's spare decoders as a model of the stage's ``ModelCache`` (``warm_decoders`` makes
-    it): the cache's ``release`` calls ``release()``, which lets the spare ones go (a decoder lent out
-    when it runs comes back to the pool as usual)."""
+    it): when the cache releases it, the spare ones are let go (a decoder lent out then comes back to
+    the pool as usual)."""
 
-    def release(self) -> None:
+    def let_go(self) -> None:
         for spare in _spare.values():
             with contextlib.suppress(queue.Empty):
                 while True:

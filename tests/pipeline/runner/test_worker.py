@@ -17,7 +17,7 @@ from pipeline.errors import InvalidInput, RetryableError, StorageError
 from pipeline.keys import output_key, subject_for
 from pipeline.messages import for_people
 from pipeline.runner import Worker
-from pipeline.stage import StageContext
+from pipeline.stage import HeldOutside, StageContext
 from pipeline.status import job_status
 from tests.pipeline.runner.conftest import Deliver, Harness, Ingest, dead_owner, job_of, slow
 
@@ -385,11 +385,11 @@ class _Modelled(Ingest):
         return super().run(ctx, inputs)
 
 
-class _Model:
+class _Model(HeldOutside):
     def __init__(self) -> None:
         self.used = self.released = 0
 
-    def release(self) -> None:
+    def let_go(self) -> None:
         self.released += 1
 
 

@@ -175,12 +175,12 @@ def test_stereo_audio_is_refused() -> None:
 
 
 def test_released_decoders_are_let_go_and_a_later_caller_gets_a_new_one() -> None:
-    """``SpareDecoders.release`` (what a model cache calls when ``mouthpiece render`` has passed
+    """``SpareDecoders.let_go`` (what a model cache calls when ``mouthpiece render`` has passed
     validate) empties the spare pool; a later use loads a new decoder and aligns as before."""
     spares = speech.warm_decoders()
     with speech._decoder("phones") as before:
         pass
-    spares.release()
+    spares.let_go()
     assert speech._spare["phones"].empty() and speech._spare["words"].empty()
     with speech._decoder("phones") as after:
         assert after is not before
