@@ -5,7 +5,13 @@ one for a still photo), it returns the manifest advanced to ``detect`` with ``ar
 ``FaceTrack`` JSON at ``cache/faces/<digest>.json``, and ``info`` ``{"detector": the detector that found
 the face, "faces_found": frames on which it found one (before gaps were filled)}``.
 
-Detectors, in tiers: each tier runs over the whole clip and the next runs only when it found no face on
+Only the frames the video shows are looked at (``frames_shown``): a clip longer than the voice has its
+first frames tracked, as many as the voice lasts (the render plays it from the start and never reaches
+the rest); a shorter clip, which loops, all of them. The track still has an entry per frame of the clip
+(the unseen ones absent), and its address says how many were looked at: a whole clip's track serves
+any voice, a part's only a voice as long.
+
+Detectors, in tiers: each tier runs over those frames and the next runs only when it found no face on
 any frame. The first tier is ``settings.detector`` (``auto``: face-alignment when its weights are in
 ``settings.models``, else dlib when installed — its weights come in a package — else Haar; the fallback
 is logged once per worker as ``detector_fallback``); face-alignment and dlib are followed by Haar; jobs
@@ -19,7 +25,8 @@ pose per frame, and marks frames without a face ``absent`` (renderers leave them
 tiers (Haar, cartoon eyes) are run frame by frame (``_detect_clip``).
 
 Content address: SHA-256 over the avatar's SHA-256, the tiers up to the one that found the face, the
-job's ``face`` choice, ``settings.smooth_window``, ``settings.detect_every`` and ``TRACK_VERSION``; the
+job's ``face`` choice, ``settings.smooth_window``, ``settings.detect_every``, ``TRACK_VERSION`` and, for a
+part of the clip, the frames looked at; the
 cached track of the earliest tier that has one is reused without decoding anything. Not in it: the
 renderer, ``face_pads`` (not baked into boxes) and the style (a cartoon-only tier runs, and is keyed,
 only where the shared tiers found nothing), so re-rendering with another renderer or style reuses the
@@ -51,10 +58,10 @@ import numpy as np
 import structlog
 
 from pipeline.config import Settings
-from pipeline.contracts import ArtifactRef, FaceTrack, JobOptions, Manifest, Role, Style
+from pipeline.contracts import ArtifactRef, FaceTrack, JobOptions, Manifest, MediaInfo, Role, Style
 from pipeline.errors import InvalidInput, NoFaceFound, PermanentError
 from pipeline.keys import faces_cache_key
-from pipeline.media import decode_lazily
+from pipeline.media import decode_lazily, frames_for
 from pipeline.stage import ManifestStage, ModelCache, StageContext
 from stages.detect.detectors import (
     FACE_ALIGNMENT_FILES,
@@ -87,16 +94,27 @@ def run(ctx: StageContext, inputs: Manifest) -> list[Manifest]:
     avatar = _avatar_ref(inputs)
     options = ctx.spec.options
     tiers = _tiers(ctx.settings, ctx.models, ctx.log, options.style)
-    keys = [_cache_key(ctx.settings, avatar, tiers[: i + 1], options) for i in range(len(tiers))]
-    if (cached := _from_cache(ctx, inputs, keys)) is not None:
-        return [cached]
+    shown = frames_shown(inputs.media)
+    part = shown if shown < inputs.media.frames else None
+    whole = [_cache_key(ctx.settings, avatar, tiers[: i + 1], options) for i in range(len(tiers))]
+    keys = [_cache_key(ctx.settings, avatar, tiers[: i + 1], options, part) for i in range(len(tiers))]
+    if (cached := _from_cache(ctx, inputs, list(dict.fromkeys([*whole, *keys])))) is not None:
+        return [cached]  # a whole clip's track serves any voice; a part's, a voice as long
     path = ctx.fetch(avatar, "avatar.mp4")
     for index, (tier, key) in enumerate(zip(tiers, keys, strict=True)):
         report = _reporter(ctx, tier, index, len(tiers))
-        found, cuts = _find_faces(ctx, tier, path, inputs, options, report)
+        found, cuts = _find_faces(ctx, tier, path, inputs, shown, options, report)
         if faces := frames_with_faces(found):
+            found = [*found, *[None] * (inputs.media.frames - len(found))]  # never shown: no face looked for
             ref = _save_track(ctx, inputs, options, tier, found, key, cuts)
-            ctx.log.info("faces_detected", detector=tier, frames=len(found), faces_found=faces, key=key)
+            ctx.log.info(
+                "faces_detected",
+                detector=tier,
+                frames=shown,
+                of=inputs.media.frames,
+                faces_found=faces,
+                key=key,
+            )
             return [_advance(inputs, tier, faces, ref)]
         following = tiers[index + 1] if index + 1 < len(tiers) else None
         ctx.log.info("no_face_with_detector", detector=tier, next=following)
@@ -175,14 +193,16 @@ def _find_faces(
     tier: DetectorName,
     path: Path,
     inputs: Manifest,
+    shown: int,
     options: JobOptions,
     report: Callable[[float], None],
 ) -> tuple[list[list[Detection] | None], list[int]]:
-    """Per-frame detections and scene cuts: landmark detectors follow the face frame by frame
-    (``tracker``), box-only ones (Haar, cartoon eyes) are run on the frames ``_detect_clip`` picks."""
+    """Detections for the clip's first ``shown`` frames and scene cuts: landmark detectors follow the
+    face frame by frame (``tracker``), box-only ones (Haar, cartoon eyes) are run on the frames
+    ``_detect_clip`` picks."""
     detector = _detector(ctx.settings, ctx.models, tier)
     if not isinstance(detector, DlibDetector | FaceAlignmentDetector):
-        return _detect_clip(ctx, tier, path, inputs, report), []
+        return _detect_clip(ctx, tier, path, inputs, shown, report), []
     lock = ctx.models.get(f"detector-lock:{tier}", threading.Lock)  # jobs of one worker share it
     describer = _describer(ctx.models)
     with lock:
@@ -190,7 +210,7 @@ def _find_faces(
             # dlib looks at luma only, the Y plane as stored: what its tiers were tuned on (stretched to
             # full range, an enlarged drawn face was missed by dlib and found only by Haar)
             decode_lazily(path, grey=isinstance(detector, DlibDetector), full_range=False),
-            inputs.media.frames,
+            shown,
             detector,
             choice=options.face,
             describer=describer,
@@ -209,9 +229,14 @@ def _describer(models: ModelCache) -> FaceDescriber | None:
 
 
 def _detect_clip(
-    ctx: StageContext, tier: DetectorName, path: Path, inputs: Manifest, report: Callable[[float], None]
+    ctx: StageContext,
+    tier: DetectorName,
+    path: Path,
+    inputs: Manifest,
+    shown: int,
+    report: Callable[[float], None],
 ) -> list[list[Detection] | None]:
-    """Detections per frame (None: not examined); exactly ``inputs.media.frames`` entries.
+    """Detections per frame (None: not examined) of the clip's first ``shown`` frames.
 
     Once a face is found, the next examined frame is searched around it first (``ROI_MARGIN``), the
     whole frame only when it is not there: most frames cost a small crop. While no face is found, the
@@ -221,7 +246,7 @@ def _detect_clip(
     """
     detector = _detector(ctx.settings, ctx.models, tier)
     lock = ctx.models.get(f"detector-lock:{tier}", threading.Lock)  # jobs of one worker share it
-    n, every = inputs.media.frames, detection_stride(inputs.media.frames)
+    n, every = shown, detection_stride(shown)
     shrink = _source_scale(inputs)
     found: list[list[Detection] | None] = [None] * n
     tracked: Detection | None = None
@@ -246,6 +271,12 @@ def _detect_clip(
     if decoded < n:  # the gap is filled from the last frames like any frame without a face
         ctx.log.warning("avatar_short", expected=n, decoded=decoded, avatar=inputs.avatar_name)
     return found
+
+
+def frames_shown(media: MediaInfo) -> int:
+    """How many of the avatar clip's first frames the video shows: all of them when the voice is longer
+    (the clip loops), else as many as the voice lasts (the rest are never seen, nor detected)."""
+    return min(media.frames, max(1, frames_for(media.audio_seconds, media.fps)))
 
 
 def _source_scale(inputs: Manifest) -> float:
@@ -300,8 +331,15 @@ def _follow(hits: Sequence[Detection], previous: Detection | None) -> Detection:
 # --- the track --------------------------------------------------------------------------------------
 
 
-def _cache_key(settings: Settings, avatar: ArtifactRef, tiers: Sequence[str], options: JobOptions) -> str:
-    address = {
+def _cache_key(
+    settings: Settings,
+    avatar: ArtifactRef,
+    tiers: Sequence[str],
+    options: JobOptions,
+    shown: int | None = None,
+) -> str:
+    """The track's address; ``shown``: a track of the clip's first ``shown`` frames only."""
+    address: dict[str, object] = {
         "version": TRACK_VERSION,
         "avatar": avatar.sha256,
         "detectors": list(tiers),
@@ -309,6 +347,8 @@ def _cache_key(settings: Settings, avatar: ArtifactRef, tiers: Sequence[str], op
         "smooth_window": settings.smooth_window,
         "detect_every": settings.detect_every,
     }
+    if shown is not None:
+        address["shown"] = shown
     return faces_cache_key(hashlib.sha256(json.dumps(address, sort_keys=True).encode()).hexdigest())
 
 

@@ -119,9 +119,15 @@ class StageEnv:
         return ctx
 
     def manifest(
-        self, ctx: StageContext, clip: Path, name: str, options: JobOptions | None = None
+        self,
+        ctx: StageContext,
+        clip: Path,
+        name: str,
+        options: JobOptions | None = None,
+        audio_seconds: float = 2.0,
     ) -> Manifest:
-        """Store the job's spec and the avatar clip; the manifest validate would hand on."""
+        """Store the job's spec and the avatar clip; the manifest validate would hand on for a voice of
+        ``audio_seconds``."""
         spec = JobSpec(audio="voice.wav", avatars=[name], options=options or JobOptions())
         ctx.spec = spec  # what the runner hands the stage
         data = spec.model_dump_json(context=REVEAL).encode()
@@ -129,7 +135,7 @@ class StageEnv:
         info = probe(clip)
         frames = count_frames(clip)
         media = MediaInfo(
-            audio_seconds=2.0,
+            audio_seconds=audio_seconds,
             fps=self.settings.fps,
             width=info.width,
             height=info.height,

@@ -222,6 +222,40 @@ def test_pan_clip_track_follows_the_face(env: StageEnv, pan_clip: Path) -> None:
     assert slope == pytest.approx(-1.0, abs=0.15)
 
 
+def test_only_the_frames_a_shorter_voice_shows_are_detected(
+    env: StageEnv, pan_clip: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A 0.8 s voice over the 2 s pan clip shows its first 20 frames: only those are tracked, the track
+    still has an entry per frame (the unseen ones absent), and its faces are where a whole-clip track
+    puts them. That part is not reused for a longer voice (detected again, whole), and the whole track
+    serves a short voice after it."""
+    tracked: list[int] = []
+    real = detect.track_faces
+
+    def counting(frames: Any, n: int, *args: Any, **kwargs: Any) -> Any:
+        tracked.append(n)
+        return real(frames, n, *args, **kwargs)
+
+    monkeypatch.setattr(detect, "track_faces", counting)
+    ctx = env.context()
+    (short,) = detect.run(ctx, env.manifest(ctx, pan_clip, "pan.mp4", audio_seconds=0.8))
+    assert tracked == [20]
+    part = track_of(env, short)
+    assert len(part.frames) == PAN_FRAMES and all(f.absent for f in part.frames[20:])
+    ctx = env.context()
+    (long,) = detect.run(ctx, env.manifest(ctx, pan_clip, "pan.mp4", audio_seconds=2.0))
+    assert tracked == [20, PAN_FRAMES] and long.artifacts["faces"] != short.artifacts["faces"]
+    whole = track_of(env, long)
+    for a, b in zip(part.frames[:20], whole.frames[:20], strict=True):
+        assert a.absent == b.absent
+        assert a.absent or np.abs(np.subtract(a.box, b.box)).max() < 4
+    models = RecordingModels()
+    ctx = env.context(models=models)
+    (again,) = detect.run(ctx, env.manifest(ctx, pan_clip, "pan.mp4", audio_seconds=0.8))
+    assert tracked == [20, PAN_FRAMES] and again.artifacts["faces"] == long.artifacts["faces"]
+    assert not [name for name in models.asked if name.startswith("detector:")]
+
+
 def test_long_clips_are_sampled_and_interpolated(
     env: StageEnv, pan_clip: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
