@@ -197,23 +197,21 @@ class RunnerSettings(_Part):
             raise ValueError(problem)
         return chain
 
-    def concurrency_of(self, stage: str, served: Collection[str] = ()) -> int:
+    def concurrency_of(self, stage: str, served: Collection[str] = (), cores: int = 1) -> int:
         """Runs of ``stage`` one worker takes at a time: its ``concurrency`` entry, else chosen from the
-        cores this process may use (``usable_cores``: affinity and a container's CPU limit), one run per
-        ``CORES_PER_RUN`` cores, divided among the stages of ``served`` (the stages this process
-        serves: ``up`` all, ``worker`` one) that work the CPU, publish not counted. Publish, which
-        waits on the network, takes 2; a render that may run a neural model on a GPU (torch installed,
-        ``device`` not cpu) takes 1, the GPU's memory being the bound."""
+        ``cores`` this process may use (``pipeline.devices.usable_cores``: affinity and a container's CPU
+        limit), one run per ``CORES_PER_RUN`` cores, divided among the stages of ``served`` (the stages
+        this process serves: ``up`` all, ``worker`` one) that work the CPU, publish not counted.
+        Publish, which waits on the network, takes 2; a render that may run a neural model on a GPU
+        (torch installed, ``device`` not cpu) takes 1, the GPU's memory being the bound."""
         if stage in self.concurrency:
             return max(1, self.concurrency[stage])
         if stage == "publish":
             return 2
         if stage == "render" and getattr(self, "device", "cpu") != "cpu" and _torch_installed():
             return 1
-        from pipeline.devices import usable_cores
-
         working = sum(1 for s in {*served, stage} if s != "publish")
-        return max(1, usable_cores() // (CORES_PER_RUN * working))
+        return max(1, cores // (CORES_PER_RUN * working))
 
 
 class EventSettings(_Part):

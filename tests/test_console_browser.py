@@ -203,7 +203,15 @@ def test_upload_watch_play_and_cancel(
     _wait_for(done, 240, f"the graph did not turn done; seen {seen}", every=0.05)
     assert any("running" in states for states in seen), seen  # it was watched while it ran
     assert seen.index(next(s for s in seen if "running" in s)) < len(seen) - 1
-    assert driver.find_element(By.ID, "job-state").text == "done"
+
+    def finished() -> bool:  # the graph may turn done a moment before the job's status says so
+        try:
+            badge = driver.find_element(By.ID, "job-state").text
+            return badge == "done" and bool(driver.find_elements(By.ID, "player"))
+        except Exception:  # the page is reloading
+            return False
+
+    _wait_for(finished, 15, "the job's page did not say done after its graph did")
 
     player = driver.find_element(By.ID, "player")
     driver.execute_script("arguments[0].scrollIntoView()", player)

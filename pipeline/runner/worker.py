@@ -41,6 +41,7 @@ import structlog
 
 from pipeline.bus import FIRST_PAUSE, LONGEST_PAUSE, Bus, ClaimStore, Consumer, Delivery, durable_name
 from pipeline.config import Settings
+from pipeline.devices import usable_cores
 from pipeline.errors import (
     BusError,
     JobCancelled,
@@ -157,7 +158,7 @@ class Worker:
         await _patiently(
             lambda: self.bus.subscribe(cancel_subject(self.settings), self._on_cancel), "subscribe", patience
         )
-        slots = self.settings.concurrency_of(self.stage, self.served)
+        slots = self.settings.concurrency_of(self.stage, self.served, usable_cores())
         if max_messages is not None:  # a Job for one message (Kubernetes) takes no second one beside it
             slots = min(slots, max(1, max_messages))
         log.info(

@@ -226,14 +226,12 @@ def test_a_stage_left_out_of_concurrency_gets_runs_from_the_cores(
     """Without a ``concurrency`` entry a worker takes one run per two usable cores, shared among the CPU
     stages its process serves; an entry always wins."""
     import pipeline.config
-    import pipeline.devices
 
-    monkeypatch.setattr(pipeline.devices, "usable_cores", lambda: cores)
     monkeypatch.setattr(pipeline.config, "_torch_installed", lambda: True)  # the neural extra
     settings = load_settings(device=device)
-    assert settings.concurrency_of(stage, served) == slots
+    assert settings.concurrency_of(stage, served, cores) == slots
     pinned = settings.model_copy(update={"concurrency": {stage: 3}})
-    assert pinned.concurrency_of(stage, served) == 3
+    assert pinned.concurrency_of(stage, served, cores) == 3
 
 
 def test_usable_cores_follow_a_container_s_cpu_limit(tmp_path: Path) -> None:
