@@ -14,15 +14,17 @@ Given render's manifest (``artifacts["video"]``: the silent rendered H.264 clip 
    does not burn subtitles in) has its picture copied, not re-encoded — one H.264 encode per job.
 
 Outputs: ``final`` (MP4), ``quality`` (``quality.json``: ``stages.lib.quality``'s report on the final MP4), and
-``srt`` and ``vtt`` when subtitles were made. When the picture is copied, the report reads its frames from
-the render's file in a thread while ffmpeg finishes the sound (``_QualityBeside``), then the MP4's sound. Burning in needs a font libass can load that covers the
-subtitles' script: a known font (or any installed font covering the text) is copied into the scratch
-folder and handed over as ``fontsdir``, so it works without fontconfig; with no such font the subtitles
-become a soft track, and a note in the job's status names the scripts missing.
+``srt`` and ``vtt`` when subtitles were made. When the picture is copied, the report reads its frames
+from the render's file in a thread while ffmpeg finishes the sound (``_QualityBeside``), then the MP4's
+sound. Burning in needs a font libass can load that covers the subtitles' script: a known font (or any
+installed font covering the text) is copied into the scratch folder and handed over as ``fontsdir``, so
+it works without fontconfig; with no such font the subtitles become a soft track, and a note in the
+job's status names the scripts missing.
 """
 
 from __future__ import annotations
 
+import contextvars
 import importlib.util
 import os
 import shutil
@@ -309,7 +311,9 @@ class _QualityBeside:
     def __enter__(self) -> _QualityBeside:
         if self._picture is not None:
             self._pool = ThreadPoolExecutor(1, thread_name_prefix="quality")
-            self._report = self._pool.submit(self._made, picture=self._picture, written=self._done)
+            made = partial(self._made, picture=self._picture, written=self._done)
+            # in this thread's context: its log lines keep the run's job, task and stage
+            self._report = self._pool.submit(contextvars.copy_context().run, made)
         return self
 
     def written(self) -> None:

@@ -16,6 +16,7 @@ import cv2
 import numpy as np
 import pytest
 import soundfile
+import structlog
 
 import stages.enhance as enhance
 import stages.validate as validate
@@ -595,16 +596,20 @@ def test_the_report_reads_a_copied_picture_while_the_sound_is_finished(
         return call
 
     pictures: list[Path | None] = []
+    bound: list[dict[str, Any]] = []
 
     def measure(*args: Any, picture: Path | None = None, **kwargs: Any) -> Any:
         pictures.append(picture)
+        bound.append(structlog.contextvars.get_contextvars())
         return real_measure(*args, picture=picture, **kwargs)
 
     real_measure = quality.measure
     monkeypatch.setattr(quality, "measure", measure)
     monkeypatch.setattr(enhance, "assess_quality", spied("assess", enhance.assess_quality))
     monkeypatch.setattr(enhance, "finish_video", spied("finish", enhance.finish_video))
-    run = run_stage(tmp_path, inputs, JobOptions(), info={"picture": PICTURE_FINAL})
+    with structlog.contextvars.bound_contextvars(job_id="j-beside", stage="enhance"):  # as the runner binds
+        run = run_stage(tmp_path, inputs, JobOptions(), info={"picture": PICTURE_FINAL})
+    assert bound == [{"job_id": "j-beside", "stage": "enhance"}]  # its log lines say whose they are
     (a_thread, a0, a1), (f_thread, f0, f1) = spans["assess"], spans["finish"]
     assert a_thread != f_thread and a0 < f1 and f0 < a1, spans
     assert pictures == [run.path("video")]  # the render's file, read while the MP4 was made
