@@ -129,8 +129,9 @@ class _SpeechBeside:
     probed and converted: the converting is mostly ffmpeg in another process, the timing mostly native
     code that releases the GIL, so they overlap. On two cores that saves little (x264 and Whisper each
     use both: a 30 fps clip's validate took 4.6–5.3 s against 5.3–5.4 one after the other); on more
-    cores the stage nears the longer of the two. ``result()`` waits for it. Leaving the block by an error (a refused avatar) tells the timing to
-    stop at its next progress report and waits for the thread, so nothing outlives the stage's run."""
+    cores the stage nears the longer of the two. ``result()`` waits for it. Leaving the block by an
+    error (a refused avatar) tells the timing to stop at its next progress report and waits for the
+    thread, so nothing outlives the stage's run."""
 
     def __init__(
         self,
